@@ -1,0 +1,140 @@
+import { z } from 'zod';
+
+/**
+ * Configuration, parsed once at boot by each process's main.ts.
+ * The worker's schema has no Discord token and no database URL: it must not be able to hold them.
+ */
+
+const csv = (s: string) =>
+  s
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' });
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+const optionalUrl = optionalString.pipe(httpUrl.optional());
+const intIn = (min: number, max: number, dflt: number) =>
+  z.coerce
+    .number({ error: 'must be a whole number' })
+    .int({ error: 'must be a whole number' })
+    .min(min, { error: `must be at least ${min}` })
+    .max(max, { error: `must be at most ${max}` })
+    .default(dflt);
+const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
+
+export const BACKEND_NAMES = ['a1111', 'comfyui', 'replicate', 'huggingface'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+const sharedShape = {
+  /** Redis for BullMQ queues, progress and result images in transit. */
+  REDIS_URL: z
+    .string()
+    .default('redis://localhost:6379')
+    .pipe(z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })),
+  /** Key prefix for every queue and result key; lets several deployments (or tests) share one Redis. */
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:-]{1,64}$/, { error: 'must be 1-64 of letters, digits, _ : -' })
+    .default('imagebot'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** How long result images and previews stay in Redis waiting for delivery. */
+  RESULT_TTL_SECONDS: intIn(60, 7 * 86400, 86400),
+  /** Lock on a running job; a worker that dies is noticed within about this long plus STALLED_CHECK_MS. */
+  JOB_LOCK_MS: intIn(1000, 600_000, 5000),
+  STALLED_CHECK_MS: intIn(500, 600_000, 2000),
+  /** Port for /healthz, /readyz and /metrics; 0 turns the server off. */
+  HTTP_PORT: intIn(0, 65535, 0),
+};
+
+export const botConfigSchema = z.object({
+  ...sharedShape,
+  DISCORD_TOKEN: z.string({ error: 'is required' }).min(1, { error: 'is required' }),
+  DISCORD_APP_ID: snowflake,
+  DISCORD_DEV_GUILD_ID: optionalString.pipe(snowflake.optional()),
+  DISCORD_API_URL: z.string().default('https://discord.com/api').pipe(httpUrl),
+  DISCORD_ATTACHMENT_ORIGINS: z
+    .string()
+    .default('https://cdn.discordapp.com,https://media.discordapp.net')
+    .transform(csv)
+    .pipe(z.array(httpUrl.transform((u) => new URL(u).origin)).min(1, { error: 'needs at least one origin' })),
+  DATABASE_URL: z
+    .string()
+    .default('postgresql://postgres:postgres@localhost:5432/imagebot')
+    .pipe(z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgresql:// URL' })),
+  DEFAULT_DAILY_IMAGES: intIn(0, 100_000, 25),
+  DEFAULT_MONTHLY_BUDGET_USD: z.coerce
+    .number({ error: 'must be a number' })
+    .min(0, { error: 'must be 0 or more' })
+    .default(5),
+  /** Jobs one member may have queued or running at once. */
+  MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+});
+export type BotConfig = z.infer<typeof botConfigSchema>;
+
+export const workerConfigSchema = z
+  .object({
+    ...sharedShape,
+    BACKENDS: optionalString.transform((v) => (v === undefined ? undefined : csv(v))).pipe(
+      z.array(z.enum(BACKEND_NAMES, { error: `names must be from ${BACKEND_NAMES.join(', ')}` })).optional(),
+    ),
+    A1111_URL: optionalString.transform((v) => (v === undefined ? [] : csv(v))).pipe(z.array(httpUrl)),
+    A1111_AUTH: optionalString.pipe(z.string().regex(/^[^:]+:.+$/, { error: 'must be user:pass' }).optional()),
+    /** Checkpoint requested from AUTOMATIC1111 per job (override_settings); unset keeps the box's loaded model. */
+    A1111_CHECKPOINT: optionalString,
+    COMFYUI_URL: optionalUrl,
+    COMFYUI_CHECKPOINT: z.string().default('sd_xl_base_1.0.safetensors'),
+    REPLICATE_API_TOKEN: optionalString,
+    REPLICATE_API_URL: z.string().default('https://api.replicate.com/v1').pipe(httpUrl),
+    HF_TOKEN: optionalString,
+    HF_ENDPOINT_URL: optionalUrl,
+    HF_MODEL: optionalString,
+    /** Jobs one worker process runs at once (each GPU box still runs one at a time). */
+    WORKER_CONCURRENCY: intIn(1, 64, 1),
+    /** A backend that reports no progress for this long is treated as dead and the job moves on. */
+    PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 30_000),
+  })
+  .transform((c, ctx) => {
+    const configured: BackendName[] = [];
+    if (c.A1111_URL.length > 0) configured.push('a1111');
+    if (c.COMFYUI_URL) configured.push('comfyui');
+    if (c.REPLICATE_API_TOKEN) configured.push('replicate');
+    if (c.HF_TOKEN || c.HF_ENDPOINT_URL) configured.push('huggingface');
+    const backends = c.BACKENDS ?? configured;
+    for (const b of backends) {
+      if (!configured.includes(b)) {
+        ctx.addIssue({ code: 'custom', path: ['BACKENDS'], message: `names ${b}, which is not configured` });
+      }
+    }
+    if (backends.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKENDS'],
+        message: 'no backend is configured: set A1111_URL, COMFYUI_URL, REPLICATE_API_TOKEN or HF_TOKEN',
+      });
+    }
+    return { ...c, BACKENDS: backends };
+  });
+export type WorkerConfig = z.infer<typeof workerConfigSchema>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly lines: string[]) {
+    super(lines.join('; '));
+  }
+}
+
+/** Parses the environment; on failure names each variable and the rule it broke, never its value. */
+export function loadConfig<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
+  const result = schema.safeParse(env);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const name = issue.path.length > 0 ? String(issue.path[0]) : 'environment';
+    const msg = issue.code === 'invalid_type' && issue.input === undefined ? 'is required' : issue.message;
+    return `${name} ${msg}`;
+  });
+  throw new ConfigError([...new Set(lines)]);
+}

@@ -1,0 +1,171 @@
+import { z } from 'zod';
+import { UserError } from './errors.js';
+import { findPreset, DEFAULT_PRESET_ID } from './presets.js';
+
+/** Limits on member input; the slash-command definitions advertise the same numbers. */
+export const LIMITS = {
+  promptMax: 1500,
+  negativeMax: 1000,
+  countMax: 4,
+  stepsMin: 1,
+  stepsMax: 60,
+  guidanceMin: 1,
+  guidanceMax: 20,
+  seedMax: 4_294_967_295,
+} as const;
+
+export const ASPECTS = ['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16'] as const;
+export type Aspect = (typeof ASPECTS)[number];
+
+const TARGET_PIXELS = 1024 * 1024;
+
+/** Width and height for an aspect ratio: multiples of 64 whose area is near one megapixel (SDXL's native size). */
+export function aspectToSize(aspect: Aspect): { width: number; height: number } {
+  const [w, h] = aspect.split(':').map(Number) as [number, number];
+  const ratio = w / h;
+  const width = Math.round(Math.sqrt(TARGET_PIXELS * ratio) / 64) * 64;
+  const height = Math.round(Math.sqrt(TARGET_PIXELS / ratio) / 64) * 64;
+  return { width, height };
+}
+
+/** Raw `/imagine` options as Discord delivers them (absent options are undefined). */
+export const imagineOptionsSchema = z.object({
+  prompt: z.string(),
+  negative: z.string().optional(),
+  aspect: z.enum(ASPECTS).optional(),
+  count: z.number().int().min(1).max(LIMITS.countMax).optional(),
+  seed: z.number().int().min(0).max(LIMITS.seedMax).optional(),
+  steps: z.number().int().min(LIMITS.stepsMin).max(LIMITS.stepsMax).optional(),
+  guidance: z.number().min(LIMITS.guidanceMin).max(LIMITS.guidanceMax).optional(),
+  preset: z.string().optional(),
+});
+export type ImagineOptions = z.infer<typeof imagineOptionsSchema>;
+
+/** What a backend is asked to make: fully resolved, no defaults left to guess. */
+export const generationRequestSchema = z.object({
+  kind: z.enum(['txt2img', 'inpaint']),
+  prompt: z.string().min(1),
+  negative: z.string(),
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  count: z.number().int().min(1).max(LIMITS.countMax),
+  /** Seed of the first image; image i uses seed + i. */
+  seed: z.number().int().min(0).max(LIMITS.seedMax),
+  steps: z.number().int().min(1),
+  guidance: z.number(),
+  preset: z.string(),
+  replicateModel: z.enum(['sdxl', 'flux-schnell']),
+  /** Inpaint only: 0.05-1, how far the masked area may move from the original. */
+  strength: z.number().min(0.05).max(1).optional(),
+  /** Inpaint only: Redis keys of the prepared image and mask (PNG). */
+  inputKeys: z.object({ image: z.string(), mask: z.string() }).optional(),
+});
+export type GenerationRequest = z.infer<typeof generationRequestSchema>;
+
+function randomSeed(): number {
+  return Math.floor(Math.random() * LIMITS.seedMax);
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const field = String(issue.path[0] ?? 'option');
+  switch (issue.code) {
+    case 'too_big':
+      return `\`${field}\` must be at most ${String(issue.maximum)}.`;
+    case 'too_small':
+      return `\`${field}\` must be at least ${String(issue.minimum)}.`;
+    case 'invalid_value':
+      return `\`${field}\` must be one of: ${issue.values.join(', ')}.`;
+    default:
+      return `\`${field}\` is not valid.`;
+  }
+}
+
+/**
+ * Turns `/imagine` options into a GenerationRequest, or throws a UserError naming the bad option.
+ * Pure and synchronous, so the bot can run it before acknowledging and answer ephemerally.
+ */
+export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed): GenerationRequest {
+  const parsed = imagineOptionsSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new UserError('invalid_option', describeIssue(parsed.error.issues[0]!));
+  }
+  const o = parsed.data;
+  const prompt = o.prompt.trim();
+  if (prompt.length === 0) throw new UserError('invalid_option', 'The prompt is empty.');
+  if (prompt.length > LIMITS.promptMax) {
+    throw new UserError(
+      'prompt_too_long',
+      `The prompt is ${prompt.length} characters; the limit is ${LIMITS.promptMax}. Shorten it and try again.`,
+    );
+  }
+  const negativeIn = (o.negative ?? '').trim();
+  if (negativeIn.length > LIMITS.negativeMax) {
+    throw new UserError(
+      'prompt_too_long',
+      `The negative prompt is ${negativeIn.length} characters; the limit is ${LIMITS.negativeMax}.`,
+    );
+  }
+  const preset = findPreset(o.preset);
+  if (!preset) throw new UserError('invalid_option', `There is no preset called \`${o.preset ?? ''}\`.`);
+  const { width, height } = aspectToSize(o.aspect ?? '1:1');
+  return {
+    kind: 'txt2img',
+    prompt: preset.style ? `${prompt}, ${preset.style}` : prompt,
+    negative: [negativeIn, preset.negative].filter(Boolean).join(', '),
+    width,
+    height,
+    count: o.count ?? 1,
+    seed: o.seed ?? rng(),
+    steps: o.steps ?? preset.steps,
+    guidance: o.guidance ?? preset.guidance,
+    preset: preset.id ?? DEFAULT_PRESET_ID,
+    replicateModel: preset.replicateModel,
+  };
+}
+
+/** Queue payload, version 1. Carries no secrets and no Discord token. */
+export const jobPayloadSchema = z.object({
+  v: z.literal(1),
+  jobId: z.string().min(1),
+  guildId: z.string().nullable(),
+  request: generationRequestSchema,
+  /** false when the guild's monthly budget for paid providers is spent. */
+  paidAllowed: z.boolean(),
+  /** Dollars left in the guild's monthly budget for paid providers at enqueue time. */
+  budgetLeftUsd: z.number().nonnegative().optional(),
+});
+export type JobPayload = z.infer<typeof jobPayloadSchema>;
+
+export const attemptSchema = z.object({
+  backend: z.string(),
+  outcome: z.enum(['succeeded', 'failed', 'skipped', 'cancelled']),
+  seconds: z.number().nonnegative(),
+  costUsd: z.number().nonnegative(),
+  errorKind: z.string().optional(),
+  detail: z.string().optional(),
+});
+export type Attempt = z.infer<typeof attemptSchema>;
+
+/** What the worker returns to BullMQ; images themselves travel through the result store. */
+export const jobResultSchema = z.object({
+  backend: z.string(),
+  seed: z.number().int(),
+  width: z.number().int(),
+  height: z.number().int(),
+  imageKeys: z.array(z.string()).min(1),
+  runMs: z.number().nonnegative(),
+  costUsd: z.number().nonnegative(),
+  attempts: z.array(attemptSchema),
+});
+export type JobResult = z.infer<typeof jobResultSchema>;
+
+/** Progress reported through BullMQ while a job runs. */
+export const jobProgressSchema = z.object({
+  backend: z.string(),
+  step: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+  /** 0..1 */
+  fraction: z.number().min(0).max(1),
+  previewKey: z.string().optional(),
+});
+export type JobProgress = z.infer<typeof jobProgressSchema>;

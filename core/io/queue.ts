@@ -1,0 +1,50 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
+import type { JobPayload, JobResult } from '../generation.js';
+
+/** The one queue every generation job goes through. */
+export const GENERATE_QUEUE = 'generate';
+/** BullMQ job name per payload kind; the worker refuses to start unless each has one handler. */
+export const JOB_NAMES = ['txt2img', 'inpaint'] as const;
+export type JobName = (typeof JOB_NAMES)[number];
+
+/**
+ * Retries are for a whole-chain transient failure (every backend busy or briefly down);
+ * each attempt already walks the fallback chain, so three is plenty.
+ */
+export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 2000 },
+  removeOnComplete: { age: 24 * 3600, count: 5000 },
+  removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+};
+
+export type RedisRole = 'producer' | 'blocking';
+
+/**
+ * Connection factory. Blocking connections (Worker, QueueEvents) retry forever as BullMQ requires;
+ * the producer fails fast so an interaction is answered even when Redis is down.
+ */
+export function createRedis(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
+  const base: RedisOptions =
+    role === 'blocking'
+      ? { maxRetriesPerRequest: null, enableReadyCheck: true }
+      : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2000 };
+  return new Redis(url, { ...base, lazyConnect: false, ...extra });
+}
+
+export type GenerateQueue = Queue<JobPayload, JobResult, JobName>;
+
+export function createGenerateQueue(connection: Redis, prefix: string, opts: Partial<QueueOptions> = {}): GenerateQueue {
+  return new Queue<JobPayload, JobResult, JobName>(GENERATE_QUEUE, {
+    connection,
+    prefix,
+    defaultJobOptions: DEFAULT_JOB_OPTIONS,
+    ...opts,
+  });
+}
+
+/** Lock settings that make a killed worker's job come back within seconds. */
+export function workerLockOptions(lockMs: number, stalledCheckMs: number) {
+  return { lockDuration: lockMs, stalledInterval: stalledCheckMs, maxStalledCount: 2 } as const;
+}

@@ -1,0 +1,78 @@
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { attemptSchema } from '../generation.js';
+
+/** Why a job failed for good, written by the worker so the bot can tell the member and book the attempts. */
+export const jobFailureSchema = z.object({
+  code: z.enum(['all_backends_failed', 'rejected', 'unsafe', 'cancelled', 'invalid_payload', 'budget_spent', 'unsupported']),
+  /** Safe to show a member. */
+  message: z.string(),
+  attempts: z.array(attemptSchema),
+});
+export type JobFailure = z.infer<typeof jobFailureSchema>;
+
+/**
+ * Result images, previews, inpaint inputs and failure summaries in transit between worker and bot.
+ * Binary values under per-job keys with a TTL, so nothing outlives delivery by long.
+ */
+export class ResultStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  imageKey(jobId: string, index: number): string {
+    return `${this.prefix}:img:${jobId}:${index}`;
+  }
+  previewKey(jobId: string): string {
+    return `${this.prefix}:preview:${jobId}`;
+  }
+  inputKey(jobId: string, name: 'image' | 'mask'): string {
+    return `${this.prefix}:input:${jobId}:${name}`;
+  }
+  private failureKey(jobId: string): string {
+    return `${this.prefix}:failure:${jobId}`;
+  }
+
+  async put(key: string, bytes: Buffer): Promise<void> {
+    await this.redis.set(key, bytes, 'EX', this.ttlSeconds);
+  }
+
+  async putMany(entries: readonly (readonly [string, Buffer])[]): Promise<void> {
+    const tx = this.redis.multi();
+    for (const [k, v] of entries) tx.set(k, v, 'EX', this.ttlSeconds);
+    await tx.exec();
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    return this.redis.getBuffer(key);
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Buffer | null)[]> {
+    if (keys.length === 0) return [];
+    return this.redis.mgetBuffer(...keys);
+  }
+
+  async putFailure(jobId: string, failure: JobFailure): Promise<void> {
+    await this.redis.set(this.failureKey(jobId), JSON.stringify(failure), 'EX', this.ttlSeconds);
+  }
+
+  async getFailure(jobId: string): Promise<JobFailure | null> {
+    const raw = await this.redis.get(this.failureKey(jobId));
+    if (raw === null) return null;
+    const parsed = jobFailureSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : null;
+  }
+
+  /** Drops everything a delivered job left behind. */
+  async forget(jobId: string, imageKeys: readonly string[]): Promise<void> {
+    await this.redis.del(
+      ...imageKeys,
+      this.previewKey(jobId),
+      this.failureKey(jobId),
+      this.inputKey(jobId, 'image'),
+      this.inputKey(jobId, 'mask'),
+    );
+  }
+}
