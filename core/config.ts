@@ -96,6 +96,8 @@ export const workerConfigSchema = z
     WORKER_CONCURRENCY: intIn(1, 64, 1),
     /** A backend that reports no progress for this long is treated as dead and the job moves on. */
     PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 30_000),
+    /** How often a GPU box is asked for progress and a preview. */
+    PROGRESS_POLL_MS: intIn(50, 60_000, 500),
   })
   .transform((c, ctx) => {
     const configured: BackendName[] = [];

@@ -1,0 +1,25 @@
+import type { REST } from 'discord.js';
+import type { BotConfig } from '../core/config.js';
+import type { Logger } from '../core/io/logger.js';
+import type { GenerateQueue } from '../core/io/queue.js';
+import type { ResultStore } from '../core/io/results.js';
+import type { JobStore } from '../core/ports.js';
+import type { Delivery } from './delivery.js';
+
+/** Everything a command handler may use, built once in bot/main.ts and passed down. */
+export interface BotDeps {
+  config: BotConfig;
+  store: JobStore;
+  queue: GenerateQueue;
+  results: ResultStore;
+  delivery: Delivery;
+  rest: REST;
+  log: Logger;
+  now: () => Date;
+}
+
+/** Per-interaction context: the dependencies plus a logger bound to the interaction. */
+export interface CommandContext {
+  deps: BotDeps;
+  log: Logger;
+}

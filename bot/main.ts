@@ -1,0 +1,112 @@
+import { Events, type Client } from 'discord.js';
+import { QueueEvents } from 'bullmq';
+import { botConfigSchema, ConfigError, loadConfig, type BotConfig } from '../core/config.js';
+import { isEntryPoint } from '../core/io/entry.js';
+import { createLogger, type Logger } from '../core/io/logger.js';
+import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { ResultStore } from '../core/io/results.js';
+import { createDiscordClient } from './client.js';
+import type { BotDeps } from './context.js';
+import { Delivery } from './delivery.js';
+import { createRouter } from './router.js';
+import { PgJobStore } from './store/jobs.js';
+import { createPrisma } from './store/prisma.js';
+
+export interface RunningBot {
+  client: Client;
+  deps: BotDeps;
+  stop(): Promise<void>;
+}
+
+export interface BotOverrides {
+  /** Test seams for time-dependent behaviour; production passes nothing. */
+  now?: () => Date;
+  editIntervalMs?: number;
+  tokenLifetimeMs?: number;
+  sweepIntervalMs?: number;
+}
+
+/** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
+export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
+  const now = overrides.now ?? (() => new Date());
+  const prisma = createPrisma(config.DATABASE_URL);
+  const store = new PgJobStore(prisma);
+  const producer = createRedis(config.REDIS_URL, 'producer');
+  producer.on('error', (err) => log.warn({ err }, 'redis error'));
+  const queue = createGenerateQueue(producer, config.QUEUE_PREFIX);
+  queue.on('error', (err) => log.warn({ err }, 'queue error'));
+  const eventsConn = createRedis(config.REDIS_URL, 'blocking');
+  const events = new QueueEvents(GENERATE_QUEUE, { connection: eventsConn, prefix: config.QUEUE_PREFIX });
+  events.on('error', (err) => log.warn({ err }, 'queue events error'));
+  const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+
+  const client = createDiscordClient(config.DISCORD_API_URL);
+  const delivery = new Delivery({
+    store,
+    results,
+    queue,
+    events,
+    rest: client.rest,
+    log: log.child({ part: 'delivery' }),
+    now,
+    ownsGuild: (id) => client.guilds.cache.has(id),
+    editIntervalMs: overrides.editIntervalMs,
+    tokenLifetimeMs: overrides.tokenLifetimeMs,
+    sweepIntervalMs: overrides.sweepIntervalMs,
+  });
+  const deps: BotDeps = { config, store, queue, results, delivery, rest: client.rest, log, now };
+  const route = createRouter(deps);
+  client.on(Events.InteractionCreate, (interaction) => void route(interaction));
+  client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
+  client.on(Events.ShardDisconnect, (_e, shard) => log.warn({ shard }, 'gateway disconnected'));
+
+  const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
+  await client.login(config.DISCORD_TOKEN);
+  await ready;
+  await delivery.start();
+  log.info({ guilds: client.guilds.cache.size, user: client.user?.id }, 'bot ready');
+
+  return {
+    client,
+    deps,
+    async stop() {
+      await delivery.stop();
+      await client.destroy();
+      await Promise.allSettled([events.close(), queue.close()]);
+      await Promise.allSettled([eventsConn.quit(), producer.quit()]);
+      await prisma.$disconnect();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: BotConfig;
+  try {
+    config = loadConfig(botConfigSchema, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    process.exit(1);
+  }
+  const log = createLogger({ level: config.LOG_LEVEL, name: 'bot' });
+  const bot = await startBot(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 20_000);
+    force.unref();
+    bot.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+if (isEntryPoint(import.meta.url)) await main();

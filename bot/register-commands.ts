@@ -1,0 +1,36 @@
+import { REST, Routes } from 'discord.js';
+import { registrationPayload } from '../commands/index.js';
+import { botConfigSchema, loadConfig, ConfigError } from '../core/config.js';
+import { createLogger } from '../core/io/logger.js';
+import { isEntryPoint } from '../core/io/entry.js';
+
+/** Bulk-overwrites the slash commands: in one guild (instant) when DISCORD_DEV_GUILD_ID is set, else globally. */
+export async function registerCommands(opts: { token: string; appId: string; apiUrl: string; guildId?: string }): Promise<number> {
+  const rest = new REST({ api: opts.apiUrl }).setToken(opts.token);
+  const route = opts.guildId ? Routes.applicationGuildCommands(opts.appId, opts.guildId) : Routes.applicationCommands(opts.appId);
+  const result = (await rest.put(route, { body: registrationPayload() })) as unknown[];
+  return result.length;
+}
+
+async function main(): Promise<void> {
+  const log = createLogger({ name: 'register-commands' });
+  try {
+    const config = loadConfig(botConfigSchema, process.env);
+    const n = await registerCommands({
+      token: config.DISCORD_TOKEN,
+      appId: config.DISCORD_APP_ID,
+      apiUrl: config.DISCORD_API_URL,
+      guildId: config.DISCORD_DEV_GUILD_ID,
+    });
+    log.info({ commands: n, scope: config.DISCORD_DEV_GUILD_ID ? 'guild' : 'global' }, 'commands registered');
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    } else {
+      log.fatal({ err }, 'registration failed');
+    }
+    process.exitCode = 1;
+  }
+}
+
+if (isEntryPoint(import.meta.url)) await main();

@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import { MessageFlags, type AutocompleteInteraction, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
+import { findCommand } from '../commands/index.js';
+import { isUserError } from '../core/errors.js';
+import { text } from '../core/messages.js';
+import type { BotDeps, CommandContext } from './context.js';
+import { replyPrivately } from './replies.js';
+
+/**
+ * The one InteractionCreate handler: finds the command, parses options, acknowledges at once,
+ * runs the handler and turns any error into a reply. Nothing here throws.
+ */
+export function createRouter(deps: BotDeps): (interaction: Interaction) => Promise<void> {
+  return async (interaction) => {
+    if (interaction.isChatInputCommand()) await handleCommand(deps, interaction);
+    else if (interaction.isAutocomplete()) await handleAutocomplete(deps, interaction);
+  };
+}
+
+function contextFor(deps: BotDeps, interaction: Interaction): CommandContext {
+  return {
+    deps,
+    log: deps.log.child({ interactionId: interaction.id, guildId: interaction.guildId, userId: interaction.user.id }),
+  };
+}
+
+async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInteraction): Promise<void> {
+  const started = performance.now();
+  const ctx = contextFor(deps, interaction);
+  const command = findCommand(interaction.commandName);
+  if (!command) {
+    ctx.log.warn({ command: interaction.commandName }, 'unknown command');
+    return;
+  }
+  let deferredEphemeral = false;
+  try {
+    const prepared = command.prepare ? command.prepare(interaction) : undefined;
+    deferredEphemeral = command.defer === 'ephemeral';
+    await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
+    ctx.log.debug({ command: command.data.name, ackMs: performance.now() - started }, 'acknowledged');
+    await command.execute(ctx, interaction, prepared);
+  } catch (err) {
+    await answerError(ctx, interaction, err, deferredEphemeral);
+  }
+}
+
+async function answerError(
+  ctx: CommandContext,
+  interaction: ChatInputCommandInteraction,
+  err: unknown,
+  deferredEphemeral: boolean,
+): Promise<void> {
+  let message: string;
+  if (isUserError(err)) {
+    ctx.log.info({ code: err.code }, 'request refused');
+    message = err.userMessage;
+  } else {
+    const ref = randomBytes(4).toString('hex');
+    ctx.log.error({ err, ref }, 'command failed');
+    message = text.genericError(ref);
+  }
+  try {
+    await replyPrivately(interaction, message, deferredEphemeral);
+  } catch (replyErr) {
+    ctx.log.warn({ err: replyErr }, 'could not send the error reply');
+  }
+}
+
+async function handleAutocomplete(deps: BotDeps, interaction: AutocompleteInteraction): Promise<void> {
+  const ctx = contextFor(deps, interaction);
+  const command = findCommand(interaction.commandName);
+  try {
+    if (command?.autocomplete) await command.autocomplete(ctx, interaction);
+    else await interaction.respond([]);
+  } catch (err) {
+    ctx.log.warn({ err }, 'autocomplete failed');
+  }
+}

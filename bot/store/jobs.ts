@@ -1,0 +1,271 @@
+import type { PrismaClient } from './prisma.js';
+import { generationRequestSchema, jobResultSchema, type Attempt } from '../../core/generation.js';
+import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
+
+/** Columns every StoredJob read selects, cast to plain JS types. */
+const JOB_COLUMNS = `
+  j.id::text AS id, j.guild_id, j.channel_id, j.user_id, j.kind::text AS kind, j.status::text AS status,
+  j.params, j.image_count, j.channel_nsfw, j.application_id, j.interaction_id, j.interaction_token,
+  j.created_at, j.started_at, j.finished_at, j.delivered_at, j.backend, j.cost_usd::float8 AS cost_usd,
+  j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id`;
+
+interface JobRow {
+  id: string;
+  guild_id: string;
+  channel_id: string;
+  user_id: string;
+  kind: string;
+  status: string;
+  params: unknown;
+  image_count: number;
+  channel_nsfw: boolean;
+  application_id: string;
+  interaction_id: string;
+  interaction_token: string;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  delivered_at: Date | null;
+  backend: string | null;
+  cost_usd: number;
+  error_code: string | null;
+  error_message: string | null;
+  result: unknown;
+  reply_message_id: string | null;
+  result_message_id: string | null;
+}
+
+function toStoredJob(r: JobRow): StoredJob {
+  const result = r.result === null ? null : jobResultSchema.safeParse(r.result);
+  return {
+    id: r.id,
+    guildId: r.guild_id,
+    channelId: r.channel_id,
+    userId: r.user_id,
+    kind: r.kind as StoredJob['kind'],
+    status: r.status as StoredJob['status'],
+    request: generationRequestSchema.parse(r.params),
+    imageCount: r.image_count,
+    channelNsfw: r.channel_nsfw,
+    interaction: { applicationId: r.application_id, interactionId: r.interaction_id, token: r.interaction_token },
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+    deliveredAt: r.delivered_at,
+    backend: r.backend,
+    costUsd: Number(r.cost_usd),
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    result: result?.success ? result.data : null,
+    replyMessageId: r.reply_message_id,
+    resultMessageId: r.result_message_id,
+  };
+}
+
+function attemptsOf(outcome: SettleOutcome): Attempt[] {
+  return outcome.status === 'succeeded' ? outcome.result.attempts : outcome.attempts;
+}
+
+/** JobStore on Postgres through Prisma: every method is a single SQL statement. */
+export class PgJobStore implements JobStore {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  async reserve(input: ReserveInput): Promise<ReserveOutcome> {
+    const { actor, interaction, request, day } = input;
+    const n = request.count;
+    // One statement: the conditional upsert locks the member's row, so concurrent requests queue on it
+    // and each sees the images and in-flight jobs the previous one left; the job row exists only if it passed.
+    const rows = await this.prisma.$queryRawUnsafe<
+      { job_id: string | null; images: number | null; daily: number; prev_images: number | null; prev_in_flight: number | null; prev_day: string | null }[]
+    >(
+      `WITH lim AS (
+         SELECT COALESCE(
+           (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2),
+           (SELECT daily_limit FROM guild_settings WHERE guild_id = $1),
+           $5::int) AS daily
+       ),
+       prev AS (
+         SELECT images, in_flight, day FROM member_usage WHERE guild_id = $1 AND user_id = $2
+       ),
+       reserve AS (
+         INSERT INTO member_usage AS m (guild_id, user_id, day, images, in_flight)
+         SELECT $1, $2, $3::date, $4::int, 1 FROM lim WHERE $4::int <= lim.daily AND $6::int >= 1
+         ON CONFLICT (guild_id, user_id) DO UPDATE SET
+           images = (CASE WHEN m.day = EXCLUDED.day THEN m.images ELSE 0 END) + EXCLUDED.images,
+           day = EXCLUDED.day,
+           in_flight = m.in_flight + 1
+         WHERE (CASE WHEN m.day = EXCLUDED.day THEN m.images ELSE 0 END) + EXCLUDED.images <= (SELECT daily FROM lim)
+           AND m.in_flight < $6::int
+         RETURNING images
+       ),
+       job AS (
+         INSERT INTO jobs (guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw,
+                           application_id, interaction_id, interaction_token, parent_job_id)
+         SELECT $1, $7, $2, $8::job_kind, $9::jsonb, $4::int, $3::date, $10::boolean, $11, $12, $13, $14::uuid
+         FROM reserve
+         RETURNING id::text AS id
+       )
+       SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images,
+              (SELECT daily FROM lim) AS daily, (SELECT images FROM prev) AS prev_images,
+              (SELECT in_flight FROM prev) AS prev_in_flight, (SELECT day::text FROM prev) AS prev_day`,
+      actor.guildId,
+      actor.userId,
+      day,
+      n,
+      input.deploymentDailyLimit,
+      input.maxInFlight,
+      actor.channelId,
+      request.kind,
+      JSON.stringify(request),
+      actor.channelNsfw,
+      interaction.applicationId,
+      interaction.interactionId,
+      interaction.token,
+      input.parentJobId ?? null,
+    );
+    const r = rows[0]!;
+    const limit = Number(r.daily);
+    if (r.job_id !== null) return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit };
+    // The conflicting row may have changed since the snapshot, so these figures are for the message only.
+    const usedToday = r.prev_day === day ? Number(r.prev_images ?? 0) : 0;
+    const inFlight = Number(r.prev_in_flight ?? 0);
+    let reason: 'quota' | 'blocked' | 'in_flight' = 'quota';
+    if (limit === 0) reason = 'blocked';
+    else if (usedToday + n <= limit && inFlight >= input.maxInFlight) reason = 'in_flight';
+    return { ok: false, reason, usedToday, limit, inFlight };
+  }
+
+  async markRunning(jobId: string): Promise<boolean> {
+    const n = await this.prisma.$executeRawUnsafe(
+      `UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::uuid AND status = 'queued'`,
+      jobId,
+    );
+    return n > 0;
+  }
+
+  async settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null> {
+    const attempts = attemptsOf(outcome);
+    const cost = attempts.reduce((s, a) => s + a.costUsd, 0);
+    const refund = outcome.status !== 'succeeded';
+    const result = outcome.status === 'succeeded' ? outcome.result : null;
+    // One statement: the status guard makes a second settle a no-op, so the charge or refund and the
+    // ledger rows happen exactly once whatever retries, duplicate events or restarts occur.
+    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+      `WITH j AS (
+         UPDATE jobs SET status = $2::job_status, finished_at = now(), started_at = COALESCE(started_at, now()),
+           backend = $3, seed = $4::bigint, cost_usd = $5::numeric, error_code = $6, error_message = $7,
+           result = $8::jsonb, delivery_claimed_at = now()
+         WHERE id = $1::uuid AND status IN ('queued', 'running')
+         RETURNING *
+       ),
+       u AS (
+         UPDATE member_usage m SET
+           in_flight = GREATEST(m.in_flight - 1, 0),
+           images = CASE WHEN $9::boolean AND m.day = j.day THEN GREATEST(m.images - j.image_count, 0) ELSE m.images END
+         FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
+         RETURNING 1
+       ),
+       l AS (
+         INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd)
+         SELECT j.id, a.ord::int, j.guild_id, a.backend, a.outcome, a.seconds, a."costUsd"
+         FROM j, jsonb_to_recordset($10::jsonb) WITH ORDINALITY AS a(backend text, outcome text, seconds numeric, "costUsd" numeric, ord bigint)
+         ON CONFLICT (job_id, attempt_no) DO NOTHING
+         RETURNING 1
+       )
+       SELECT ${JOB_COLUMNS} FROM j`,
+      jobId,
+      outcome.status,
+      result?.backend ?? null,
+      result?.seed ?? null,
+      cost.toFixed(6),
+      outcome.status === 'failed' ? outcome.code : null,
+      outcome.status === 'failed' ? outcome.message : null,
+      result ? JSON.stringify(result) : null,
+      refund,
+      JSON.stringify(attempts),
+    );
+    return rows[0] ? toStoredJob(rows[0]) : null;
+  }
+
+  async claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null> {
+    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+      `UPDATE jobs j SET delivery_claimed_at = now()
+       WHERE id = $1::uuid AND status IN ('succeeded', 'failed', 'cancelled') AND delivered_at IS NULL
+         AND (delivery_claimed_at IS NULL OR delivery_claimed_at < now() - make_interval(secs => $2::float8 / 1000))
+       RETURNING ${JOB_COLUMNS}`,
+      jobId,
+      staleAfterMs,
+    );
+    return rows[0] ? toStoredJob(rows[0]) : null;
+  }
+
+  async markDelivered(jobId: string, messageId: string | null): Promise<void> {
+    await this.prisma.$executeRawUnsafe(
+      `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id) WHERE id = $1::uuid`,
+      jobId,
+      messageId,
+    );
+  }
+
+  async releaseDelivery(jobId: string): Promise<void> {
+    await this.prisma.$executeRawUnsafe(
+      `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`,
+      jobId,
+    );
+  }
+
+  async get(jobId: string): Promise<StoredJob | null> {
+    if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
+    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(`SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
+    return rows[0] ? toStoredJob(rows[0]) : null;
+  }
+
+  async listUndelivered(since: Date, limit: number): Promise<StoredJob[]> {
+    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+      `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.delivered_at IS NULL AND j.created_at > $1 ORDER BY j.created_at LIMIT $2`,
+      since,
+      limit,
+    );
+    return rows.map(toStoredJob);
+  }
+
+  async usage(guildId: string, userId: string, day: string, monthStart: string) {
+    const rows = await this.prisma.$queryRawUnsafe<{ today: number | null; in_flight: number | null; month: number }[]>(
+      `SELECT
+         (SELECT CASE WHEN day = $3::date THEN images ELSE 0 END FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS today,
+         (SELECT in_flight FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS in_flight,
+         (SELECT COALESCE(sum(image_count), 0)::int FROM jobs
+            WHERE guild_id = $1 AND user_id = $2 AND day >= $4::date AND status IN ('queued', 'running', 'succeeded')) AS month`,
+      guildId,
+      userId,
+      day,
+      monthStart,
+    );
+    const queued = await this.prisma.$queryRawUnsafe<{ id: string; status: string; prompt: string; created_at: Date }[]>(
+      `SELECT id::text, status::text, params->>'prompt' AS prompt, created_at FROM jobs
+       WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 10`,
+      guildId,
+      userId,
+    );
+    const r = rows[0]!;
+    return {
+      usedToday: Number(r.today ?? 0),
+      usedThisMonth: Number(r.month),
+      inFlight: Number(r.in_flight ?? 0),
+      queued: queued.map((q) => ({ id: q.id, status: q.status, prompt: q.prompt, createdAt: q.created_at })),
+    };
+  }
+
+  async dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number> {
+    const rows = await this.prisma.$queryRawUnsafe<{ daily: number }[]>(
+      `SELECT COALESCE(
+         (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2),
+         (SELECT daily_limit FROM guild_settings WHERE guild_id = $1),
+         $3::int) AS daily`,
+      guildId,
+      userId,
+      deploymentDefault,
+    );
+    return Number(rows[0]!.daily);
+  }
+}

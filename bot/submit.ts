@@ -1,0 +1,59 @@
+import type { ChatInputCommandInteraction } from 'discord.js';
+import { UserError } from '../core/errors.js';
+import type { GenerationRequest, JobPayload } from '../core/generation.js';
+import { admitJob } from '../core/ledger.js';
+import { text } from '../core/messages.js';
+import type { Actor } from '../core/ports.js';
+import type { CommandContext } from './context.js';
+
+/** Plain ids of who asked where; the only Discord facts that cross into core/. */
+export function actorOf(interaction: ChatInputCommandInteraction): Actor {
+  if (!interaction.guildId) throw new UserError('not_in_guild', text.notInGuild);
+  const channel = interaction.channel;
+  const nsfw = channel !== null && 'nsfw' in channel ? Boolean(channel.nsfw) : false;
+  return { guildId: interaction.guildId, channelId: interaction.channelId, userId: interaction.user.id, channelNsfw: nsfw };
+}
+
+/**
+ * Admits, records and enqueues a generation, then shows its place in the queue.
+ * If the queue is unreachable the reservation is refunded before the member hears about it.
+ */
+export async function submitGeneration(
+  ctx: CommandContext,
+  interaction: ChatInputCommandInteraction,
+  request: GenerationRequest,
+  parentJobId?: string,
+): Promise<void> {
+  const { deps } = ctx;
+  const actor = actorOf(interaction);
+  const ref = { applicationId: interaction.applicationId, interactionId: interaction.id, token: interaction.token };
+  const { jobId } = await admitJob(
+    {
+      store: deps.store,
+      now: deps.now,
+      deploymentDailyLimit: deps.config.DEFAULT_DAILY_IMAGES,
+      maxInFlight: deps.config.MAX_QUEUED_PER_USER,
+    },
+    actor,
+    ref,
+    request,
+    parentJobId,
+  );
+  const log = ctx.log.child({ jobId });
+  const payload: JobPayload = { v: 1, jobId, guildId: actor.guildId, request, paidAllowed: true };
+  try {
+    await deps.queue.add(request.kind, payload, { jobId });
+  } catch (err) {
+    log.warn({ err }, 'enqueue failed; refunding');
+    const settled = await deps.store.settle(jobId, {
+      status: 'failed',
+      code: 'queue_unavailable',
+      message: text.queueUnavailable,
+      attempts: [],
+    });
+    if (settled) await deps.store.markDelivered(jobId, null);
+    throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
+  }
+  log.info({ kind: request.kind, count: request.count }, 'job queued');
+  await deps.delivery.showQueued(jobId, actor.guildId, ref, request);
+}

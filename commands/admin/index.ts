@@ -1,0 +1,77 @@
+import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from 'discord.js';
+import { UserError } from '../../core/errors.js';
+import { GUILD_ONLY, type Command } from '../command.js';
+
+const T = ApplicationCommandOptionType;
+
+/** `/admin`: hidden from members without Manage Guild by Discord, and re-checked by the bot on every call. */
+export const admin = {
+  data: {
+    name: 'admin',
+    description: 'Moderator settings: quotas, NSFW policy, banned words, budget, stats, backends',
+    ...GUILD_ONLY,
+    default_member_permissions: PermissionFlagsBits.ManageGuild.toString(),
+    options: [
+      { type: T.Subcommand, name: 'quota-default', description: "The server's default daily image limit per member", options: [{ type: T.Integer, name: 'daily', description: 'Images per member per day', required: true, min_value: 0, max_value: 100000 }] },
+      {
+        type: T.Subcommand,
+        name: 'quota-user',
+        description: "Set one member's daily limit (0 blocks them)",
+        options: [
+          { type: T.User, name: 'user', description: 'Member', required: true },
+          { type: T.Integer, name: 'daily', description: 'Images per day (0 blocks)', required: true, min_value: 0, max_value: 100000 },
+        ],
+      },
+      { type: T.Subcommand, name: 'quota-user-clear', description: "Remove a member's override", options: [{ type: T.User, name: 'user', description: 'Member', required: true }] },
+      {
+        type: T.Subcommand,
+        name: 'nsfw',
+        description: 'NSFW policy',
+        options: [
+          {
+            type: T.String,
+            name: 'mode',
+            description: 'strict: never; nsfw-channels: only in age-restricted channels',
+            required: true,
+            choices: [
+              { name: 'strict', value: 'strict' },
+              { name: 'nsfw-channels', value: 'nsfw-channels' },
+            ],
+          },
+        ],
+      },
+      {
+        type: T.Subcommand,
+        name: 'banned-words',
+        description: 'Words refused in prompts',
+        options: [
+          {
+            type: T.String,
+            name: 'action',
+            description: 'add, remove or list',
+            required: true,
+            choices: [
+              { name: 'add', value: 'add' },
+              { name: 'remove', value: 'remove' },
+              { name: 'list', value: 'list' },
+            ],
+          },
+          { type: T.String, name: 'words', description: 'Comma-separated words', max_length: 1000 },
+        ],
+      },
+      { type: T.Subcommand, name: 'budget', description: 'Monthly cap on paid-provider spend (0 = local GPU only)', options: [{ type: T.Number, name: 'monthly-usd', description: 'US dollars per calendar month', required: true, min_value: 0, max_value: 100000 }] },
+      {
+        type: T.Subcommand,
+        name: 'log-channel',
+        description: 'Where budget alerts and moderation notices go',
+        options: [{ type: T.Channel, name: 'channel', description: 'Text channel', required: true, channel_types: [ChannelType.GuildText] }],
+      },
+      { type: T.Subcommand, name: 'stats', description: 'Jobs, images, failures, cost by backend and top users', options: [{ type: T.Integer, name: 'days', description: 'How many days back (default 7)', min_value: 1, max_value: 365 }] },
+      { type: T.Subcommand, name: 'backends', description: "Each backend's health, circuit state, latency and price" },
+    ],
+  },
+  defer: 'ephemeral',
+  async execute() {
+    throw new UserError('not_moderator', 'Moderator commands are not available on this bot yet.');
+  },
+} satisfies Command;

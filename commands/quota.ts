@@ -1,0 +1,23 @@
+import { utcDay, utcMonthStart } from '../core/quota.js';
+import { text } from '../core/messages.js';
+import { UserError } from '../core/errors.js';
+import { GUILD_ONLY, type Command } from './command.js';
+import { NO_MENTIONS, quoteUserText } from '../bot/replies.js';
+
+export const quota = {
+  data: { name: 'quota', description: 'Your image quota: used and left today, this month, and your queued jobs', ...GUILD_ONLY },
+  defer: 'ephemeral',
+  async execute(ctx, interaction) {
+    const guildId = interaction.guildId;
+    if (!guildId) throw new UserError('not_in_guild', text.notInGuild);
+    const { store, config, now } = ctx.deps;
+    const at = now();
+    const [limit, usage] = await Promise.all([
+      store.dailyLimit(guildId, interaction.user.id, config.DEFAULT_DAILY_IMAGES),
+      store.usage(guildId, interaction.user.id, utcDay(at), utcMonthStart(at)),
+    ]);
+    const lines = [text.quotaSummary({ ...usage, limit, now: at })];
+    for (const q of usage.queued) lines.push(`• ${q.status}: ${quoteUserText(q.prompt, 80)}`);
+    await interaction.editReply({ content: lines.join('\n'), allowedMentions: NO_MENTIONS });
+  },
+} satisfies Command;

@@ -1,0 +1,49 @@
+import { UserError } from './errors.js';
+import type { GenerationRequest } from './generation.js';
+import { text } from './messages.js';
+import { utcDay } from './quota.js';
+import type { Actor, InteractionRef, JobStore } from './ports.js';
+
+export interface AdmitDeps {
+  store: JobStore;
+  now: () => Date;
+  deploymentDailyLimit: number;
+  maxInFlight: number;
+}
+
+/**
+ * Reserves quota and records the job in one atomic step, or throws a UserError saying why not.
+ * Parallel requests cannot overshoot: the reservation is a conditional update on the member's row.
+ */
+export async function admitJob(
+  deps: AdmitDeps,
+  actor: Actor,
+  interaction: InteractionRef,
+  request: GenerationRequest,
+  parentJobId?: string,
+): Promise<{ jobId: string; usedToday: number; limit: number }> {
+  const now = deps.now();
+  let outcome;
+  try {
+    outcome = await deps.store.reserve({
+      actor,
+      interaction,
+      request,
+      day: utcDay(now),
+      deploymentDailyLimit: deps.deploymentDailyLimit,
+      maxInFlight: deps.maxInFlight,
+      parentJobId,
+    });
+  } catch (err) {
+    throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
+  }
+  if (outcome.ok) return outcome;
+  switch (outcome.reason) {
+    case 'blocked':
+      throw new UserError('user_blocked', text.userBlocked);
+    case 'in_flight':
+      throw new UserError('too_many_queued', text.tooManyQueued(outcome.inFlight, deps.maxInFlight));
+    case 'quota':
+      throw new UserError('quota_exhausted', text.quotaExhausted(outcome.usedToday, outcome.limit, request.count, now));
+  }
+}

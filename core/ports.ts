@@ -1,0 +1,93 @@
+import type { GenerationRequest, Attempt, JobResult } from './generation.js';
+
+/** Who asked, where: plain ids, never discord.js objects. */
+export interface Actor {
+  guildId: string;
+  channelId: string;
+  userId: string;
+  channelNsfw: boolean;
+}
+
+/** Discord handles needed to answer the member later (token valid 15 minutes). */
+export interface InteractionRef {
+  applicationId: string;
+  interactionId: string;
+  token: string;
+}
+
+export interface ReserveInput {
+  actor: Actor;
+  interaction: InteractionRef;
+  request: GenerationRequest;
+  /** UTC day (YYYY-MM-DD) the images count against. */
+  day: string;
+  deploymentDailyLimit: number;
+  maxInFlight: number;
+  parentJobId?: string;
+}
+
+export type ReserveOutcome =
+  | { ok: true; jobId: string; usedToday: number; limit: number }
+  | { ok: false; reason: 'quota' | 'blocked' | 'in_flight'; usedToday: number; limit: number; inFlight: number };
+
+export type SettleOutcome =
+  | { status: 'succeeded'; result: JobResult }
+  | { status: 'failed'; code: string; message: string; attempts: Attempt[] }
+  | { status: 'cancelled'; attempts: Attempt[] };
+
+export interface StoredJob {
+  id: string;
+  guildId: string;
+  channelId: string;
+  userId: string;
+  kind: GenerationRequest['kind'];
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+  request: GenerationRequest;
+  imageCount: number;
+  channelNsfw: boolean;
+  interaction: InteractionRef;
+  createdAt: Date;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  deliveredAt: Date | null;
+  backend: string | null;
+  costUsd: number;
+  errorCode: string | null;
+  errorMessage: string | null;
+  result: JobResult | null;
+  replyMessageId: string | null;
+  resultMessageId: string | null;
+}
+
+/**
+ * Persistence of jobs and member usage. Each method is one atomic statement; the guarantees
+ * (no overshoot, charge or refund once) hold under any concurrency and any number of retries.
+ */
+export interface JobStore {
+  /** Reserves `request.count` images and records the job, or refuses without changing anything. */
+  reserve(input: ReserveInput): Promise<ReserveOutcome>;
+  /** queued → running; false if the job was not queued (already running, settled or cancelled). */
+  markRunning(jobId: string): Promise<boolean>;
+  /**
+   * queued|running → final status, books every attempt in the ledger, refunds on failure/cancel,
+   * and claims delivery for the caller. Returns the job if this call settled it, null if it was settled already.
+   */
+  settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null>;
+  /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
+  claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
+  markDelivered(jobId: string, messageId: string | null): Promise<void>;
+  /** Lets another process retry a delivery that failed here. */
+  releaseDelivery(jobId: string): Promise<void>;
+  get(jobId: string): Promise<StoredJob | null>;
+  /** Jobs not yet delivered, created after `since`, oldest first. */
+  listUndelivered(since: Date, limit: number): Promise<StoredJob[]>;
+  /** Member usage for /quota. */
+  usage(guildId: string, userId: string, day: string, monthStart: string): Promise<{
+    usedToday: number;
+    usedThisMonth: number;
+    inFlight: number;
+    queued: { id: string; status: string; prompt: string; createdAt: Date }[];
+  }>;
+  /** Daily limit in force for a member (override, guild default, deployment default). */
+  dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number>;
+}

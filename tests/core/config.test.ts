@@ -1,0 +1,61 @@
+import { describe, expect, test } from 'vitest';
+import { botConfigSchema, ConfigError, loadConfig, workerConfigSchema } from '../../core/config.js';
+
+const bot = { DISCORD_TOKEN: 'secret-token-value', DISCORD_APP_ID: '1111111111111111111' };
+
+function errorLines(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.lines;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('bot configuration', () => {
+  test('defaults from PRODUCT.md apply', () => {
+    const c = loadConfig(botConfigSchema, bot);
+    expect(c.DEFAULT_DAILY_IMAGES).toBe(25);
+    expect(c.DEFAULT_MONTHLY_BUDGET_USD).toBe(5);
+    expect(c.DISCORD_API_URL).toBe('https://discord.com/api');
+    expect(c.DISCORD_ATTACHMENT_ORIGINS).toEqual(['https://cdn.discordapp.com', 'https://media.discordapp.net']);
+    expect(c.REDIS_URL).toBe('redis://localhost:6379');
+  });
+
+  test('a missing token is named, one line per variable', () => {
+    const lines = errorLines(() => loadConfig(botConfigSchema, { DISCORD_APP_ID: bot.DISCORD_APP_ID }));
+    expect(lines).toEqual(['DISCORD_TOKEN is required']);
+  });
+
+  test('malformed values are named with the rule, never echoing the value', () => {
+    const lines = errorLines(() =>
+      loadConfig(botConfigSchema, { ...bot, DISCORD_APP_ID: 'abc', DEFAULT_DAILY_IMAGES: 'lots', REDIS_URL: 'http://x:secretpw@h' }),
+    );
+    expect(lines.map((l) => l.split(' ')[0]).sort()).toEqual(['DEFAULT_DAILY_IMAGES', 'DISCORD_APP_ID', 'REDIS_URL']);
+    expect(lines.join('\n')).not.toContain('secretpw');
+    expect(lines.join('\n')).not.toContain('lots');
+  });
+});
+
+describe('worker configuration', () => {
+  test('has no Discord token or database URL in its schema', () => {
+    const c = loadConfig(workerConfigSchema, { A1111_URL: 'http://gpu:7860', DISCORD_TOKEN: 'x', DATABASE_URL: 'postgres://x' });
+    expect(c).not.toHaveProperty('DISCORD_TOKEN');
+    expect(c).not.toHaveProperty('DATABASE_URL');
+  });
+
+  test('BACKENDS defaults to the configured ones in contract order; A1111_URL may list several boxes', () => {
+    const c = loadConfig(workerConfigSchema, { A1111_URL: 'http://a:7860, http://b:7860', REPLICATE_API_TOKEN: 'r8_x' });
+    expect(c.BACKENDS).toEqual(['a1111', 'replicate']);
+    expect(c.A1111_URL).toEqual(['http://a:7860', 'http://b:7860']);
+  });
+
+  test('naming an unconfigured backend, or none at all, is an error', () => {
+    expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'a1111,comfyui' }))).toEqual([
+      'BACKENDS names comfyui, which is not configured',
+    ]);
+    expect(errorLines(() => loadConfig(workerConfigSchema, {}))[0]).toMatch(/^BACKENDS no backend is configured/);
+    expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'midjourney' }))[0]).toMatch(/^BACKENDS names must be from/);
+  });
+});

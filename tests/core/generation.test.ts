@@ -1,0 +1,61 @@
+import { describe, expect, test } from 'vitest';
+import { ASPECTS, aspectToSize, parseImagineOptions, LIMITS } from '../../core/generation.js';
+import { isUserError } from '../../core/errors.js';
+
+describe('aspect to size', () => {
+  test.each(ASPECTS)('%s maps to multiples of 64 within 10%% of one megapixel, keeping the ratio', (aspect) => {
+    const { width, height } = aspectToSize(aspect);
+    expect(width % 64).toBe(0);
+    expect(height % 64).toBe(0);
+    expect(Math.abs(width * height - 1024 * 1024) / (1024 * 1024)).toBeLessThan(0.1);
+    const [w, h] = aspect.split(':').map(Number) as [number, number];
+    expect(Math.abs(width / height - w / h) / (w / h)).toBeLessThan(0.08);
+  });
+
+  test('SDXL buckets: 1:1 is 1024², 16:9 is 1344×768, 9:16 is 768×1344', () => {
+    expect(aspectToSize('1:1')).toEqual({ width: 1024, height: 1024 });
+    expect(aspectToSize('16:9')).toEqual({ width: 1344, height: 768 });
+    expect(aspectToSize('9:16')).toEqual({ width: 768, height: 1344 });
+  });
+});
+
+describe('parseImagineOptions', () => {
+  test('seed, count, steps and guidance pass through; aspect sets the size', () => {
+    const r = parseImagineOptions({ prompt: 'a cat', seed: 42, count: 3, aspect: '16:9', steps: 20, guidance: 5.5 });
+    expect(r).toMatchObject({ prompt: 'a cat', seed: 42, count: 3, width: 1344, height: 768, steps: 20, guidance: 5.5, kind: 'txt2img' });
+  });
+
+  test('defaults: one image, 1024², a random seed, the default preset', () => {
+    const r = parseImagineOptions({ prompt: 'a cat' }, () => 7);
+    expect(r).toMatchObject({ count: 1, width: 1024, height: 1024, seed: 7, preset: 'sdxl', steps: 30 });
+  });
+
+  test('a 5000-character prompt is refused with a message naming the limit', () => {
+    let err: unknown;
+    try {
+      parseImagineOptions({ prompt: 'x'.repeat(5000) });
+    } catch (e) {
+      err = e;
+    }
+    expect(isUserError(err)).toBe(true);
+    expect((err as { userMessage: string }).userMessage).toContain(String(LIMITS.promptMax));
+    expect((err as { code: string }).code).toBe('prompt_too_long');
+  });
+
+  test.each([
+    [{ prompt: 'a', count: 5 }, 'count'],
+    [{ prompt: 'a', steps: 0 }, 'steps'],
+    [{ prompt: 'a', guidance: 50 }, 'guidance'],
+    [{ prompt: 'a', aspect: '5:1' }, 'aspect'],
+    [{ prompt: 'a', preset: 'nope' }, 'preset'],
+    [{ prompt: '   ' }, 'empty'],
+  ])('out-of-range %j is refused naming %s', (raw, word) => {
+    expect(() => parseImagineOptions(raw)).toThrow(word);
+  });
+
+  test('a preset adds its style words and negative prompt', () => {
+    const r = parseImagineOptions({ prompt: 'a cat', preset: 'photo', negative: 'blurry' });
+    expect(r.prompt).toMatch(/^a cat, photograph/);
+    expect(r.negative).toBe('blurry, cartoon, illustration, painting');
+  });
+});

@@ -1,0 +1,32 @@
+import type { WorkerConfig } from '../../core/config.js';
+import type { Logger } from '../../core/io/logger.js';
+import type { ImageBackend } from './backend.js';
+import { createA1111Backend } from './a1111.js';
+
+/** Builds the backends named in BACKENDS, in that order; A1111_URL may list several boxes. */
+export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[] {
+  const out: ImageBackend[] = [];
+  for (const name of config.BACKENDS) {
+    switch (name) {
+      case 'a1111':
+        config.A1111_URL.forEach((url, i) => {
+          const id = config.A1111_URL.length > 1 ? `a1111#${i + 1}` : 'a1111';
+          out.push(
+            createA1111Backend({
+              id,
+              url,
+              auth: config.A1111_AUTH,
+              checkpoint: config.A1111_CHECKPOINT,
+              pollIntervalMs: config.PROGRESS_POLL_MS,
+              progressTimeoutMs: config.PROGRESS_TIMEOUT_MS,
+              log: log.child({ backend: id }),
+            }),
+          );
+        });
+        break;
+      default:
+        log.warn({ backend: name }, 'backend not available in this build; skipped');
+    }
+  }
+  return out;
+}

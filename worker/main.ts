@@ -1,0 +1,99 @@
+import { Worker } from 'bullmq';
+import { ConfigError, loadConfig, workerConfigSchema, type WorkerConfig } from '../core/config.js';
+import { isEntryPoint } from '../core/io/entry.js';
+import { createLogger, type Logger } from '../core/io/logger.js';
+import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
+import { ResultStore } from '../core/io/results.js';
+import type { JobPayload, JobResult } from '../core/generation.js';
+import { BackendChain } from './backends/chain.js';
+import { createBackends } from './backends/registry.js';
+import { createProcessor, type Processor } from './processor.js';
+
+export interface RunningWorker {
+  worker: Worker<JobPayload, JobResult>;
+  chain: BackendChain;
+  /** Stops taking jobs, hands back or finishes the running ones, closes connections. */
+  stop(): Promise<void>;
+}
+
+/** Refuses to start unless every job name has exactly one handler (immich's start-up check). */
+function handlerTable(processor: Processor): Record<string, Processor> {
+  const table: Record<string, Processor> = { txt2img: processor, inpaint: processor };
+  for (const name of JOB_NAMES) if (!table[name]) throw new Error(`no handler for job ${name}`);
+  for (const name of Object.keys(table)) {
+    if (!(JOB_NAMES as readonly string[]).includes(name)) throw new Error(`handler for unknown job ${name}`);
+  }
+  return table;
+}
+
+/** Composition root of the worker: config → backends → chain → BullMQ Worker. */
+export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
+  const backends = createBackends(config, log);
+  if (backends.length === 0) throw new Error('no usable backend');
+  const chain = new BackendChain({ backends, log, price: () => 0 });
+  const blocking = createRedis(config.REDIS_URL, 'blocking');
+  const plain = createRedis(config.REDIS_URL, 'blocking');
+  const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+  const shutdown = new AbortController();
+  const table = handlerTable(createProcessor({ chain, results, log, shutdown: shutdown.signal }));
+  const worker = new Worker<JobPayload, JobResult>(
+    GENERATE_QUEUE,
+    async (job) => {
+      const handler = table[job.name];
+      if (!handler) throw new Error(`no handler for ${job.name}`);
+      return handler(job);
+    },
+    {
+      connection: blocking,
+      prefix: config.QUEUE_PREFIX,
+      concurrency: config.WORKER_CONCURRENCY,
+      ...workerLockOptions(config.JOB_LOCK_MS, config.STALLED_CHECK_MS),
+    },
+  );
+  worker.on('error', (err) => log.error({ err }, 'worker error'));
+  worker.on('failed', (job, err) => log.warn({ jobId: job?.id, err }, 'job attempt failed'));
+  await worker.waitUntilReady();
+  log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
+  return {
+    worker,
+    chain,
+    async stop() {
+      // Abort running backend calls so their jobs go back to the queue instead of waiting for a stall check.
+      shutdown.abort();
+      await worker.close();
+      await Promise.allSettled([blocking.quit(), plain.quit()]);
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: WorkerConfig;
+  try {
+    config = loadConfig(workerConfigSchema, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    process.exit(1);
+  }
+  const log = createLogger({ level: config.LOG_LEVEL, name: 'worker' });
+  const running = await startWorker(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 20_000);
+    force.unref();
+    running.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+if (isEntryPoint(import.meta.url)) await main();

@@ -1,0 +1,104 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from '../core/generation.js';
+import type { Logger } from '../core/io/logger.js';
+import type { ResultStore } from '../core/io/results.js';
+import type { BackendProgress } from './backends/backend.js';
+import { ChainError, type BackendChain } from './backends/chain.js';
+
+export interface ProcessorDeps {
+  chain: BackendChain;
+  results: ResultStore;
+  log: Logger;
+  /** Minimum gap between two progress reports of one job (each is a Redis round trip and an event). */
+  progressEveryMs?: number;
+  /** Aborted when the worker shuts down, so running backend work is interrupted and handed back. */
+  shutdown?: AbortSignal;
+}
+
+export type Processor = (job: Job<JobPayload, JobResult>) => Promise<JobResult>;
+
+/**
+ * The BullMQ processor: parse → chain → store images → return a small JobResult.
+ * A whole-chain transient failure is rethrown so BullMQ retries with backoff; anything final
+ * becomes UnrecoverableError after its summary (code, member-safe message, attempts) is stored.
+ */
+export function createProcessor(deps: ProcessorDeps): Processor {
+  const every = deps.progressEveryMs ?? 250;
+  return async (job) => {
+    const parsed = jobPayloadSchema.safeParse(job.data);
+    if (!parsed.success) {
+      deps.log.error({ jobId: job.id, issues: parsed.error.issues }, 'invalid job payload');
+      if (job.id) await deps.results.putFailure(job.id, { code: 'invalid_payload', message: 'the job was malformed.', attempts: [] });
+      throw new UnrecoverableError('invalid payload');
+    }
+    const payload = parsed.data;
+    const log = deps.log.child({ jobId: payload.jobId, attempt: job.attemptsMade + 1 });
+    const earlier = (await deps.results.getFailure(payload.jobId))?.attempts ?? [];
+    const started = performance.now();
+    const controller = new AbortController();
+    const onShutdown = () => controller.abort(new Error('worker shutting down'));
+    deps.shutdown?.addEventListener('abort', onShutdown, { once: true });
+
+    let lastReport = 0;
+    let backendName = '';
+    const onProgress = (p: BackendProgress) => {
+      const now = performance.now();
+      if (now - lastReport < every && p.fraction < 1) return;
+      lastReport = now;
+      void report(p).catch((err: unknown) => log.debug({ err }, 'progress report failed'));
+    };
+    const report = async (p: BackendProgress) => {
+      let previewKey: string | undefined;
+      if (p.preview) {
+        previewKey = deps.results.previewKey(payload.jobId);
+        await deps.results.put(previewKey, p.preview);
+      }
+      await job.updateProgress({ backend: backendName, step: p.step, total: p.total, fraction: p.fraction, previewKey });
+    };
+
+    try {
+      const { backend, output, attempts } = await deps.chain.run(
+        { jobId: payload.jobId, request: payload.request },
+        {
+          signal: controller.signal,
+          onProgress: (p) => onProgress(p),
+        },
+        {
+          paidAllowed: payload.paidAllowed,
+          onAttempt: (b) => {
+            backendName = b.id;
+          },
+        },
+      );
+      const keys = output.images.map((_, i) => deps.results.imageKey(payload.jobId, i));
+      await deps.results.putMany(keys.map((k, i) => [k, output.images[i]!] as const));
+      const all: Attempt[] = [...earlier, ...attempts];
+      const result: JobResult = {
+        backend: backend.id,
+        seed: output.seed,
+        width: payload.request.width,
+        height: payload.request.height,
+        imageKeys: keys,
+        runMs: performance.now() - started,
+        costUsd: all.reduce((s, a) => s + a.costUsd, 0),
+        attempts: all,
+      };
+      log.info({ backend: backend.id, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
+      return result;
+    } catch (err) {
+      if (!(err instanceof ChainError)) throw err;
+      const attempts = [...earlier, ...err.attempts];
+      await deps.results.putFailure(payload.jobId, { code: err.code, message: err.userMessage, attempts });
+      if (deps.shutdown?.aborted && err.code === 'cancelled') {
+        // Handed back on shutdown: a plain error lets another worker take it at once.
+        throw new Error('worker shut down during the job');
+      }
+      const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      log.warn({ code: err.code, retryable: err.retryable, lastTry }, 'chain failed');
+      if (err.retryable && !lastTry) throw new Error(err.message);
+      throw new UnrecoverableError(err.code);
+    } finally {
+      deps.shutdown?.removeEventListener('abort', onShutdown);
+    }
+  };
+}
