@@ -1,10 +1,12 @@
-import { Events, type Client } from 'discord.js';
+import { Events, Status, type Client } from 'discord.js';
+import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
 import { botConfigSchema, ConfigError, loadConfig, type BotConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { createLogger, type Logger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
+import { startOpsServer } from '../core/io/http-server.js';
 import { createDiscordClient } from './client.js';
 import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
@@ -64,12 +66,25 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   await client.login(config.DISCORD_TOKEN);
   await ready;
   await delivery.start();
+  let ops: Server | undefined;
+  if (config.HTTP_PORT > 0) {
+    ops = await startOpsServer({
+      port: config.HTTP_PORT,
+      log,
+      checks: {
+        redis: async () => (await producer.ping()) === 'PONG',
+        postgres: async () => (await prisma.$queryRawUnsafe<unknown[]>('SELECT 1')).length === 1,
+        gateway: async () => client.ws.status === Status.Ready,
+      },
+    });
+  }
   log.info({ guilds: client.guilds.cache.size, user: client.user?.id }, 'bot ready');
 
   return {
     client,
     deps,
     async stop() {
+      ops?.close();
       await delivery.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);

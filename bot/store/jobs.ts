@@ -167,8 +167,8 @@ export class PgJobStore implements JobStore {
        ),
        l AS (
          INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd)
-         SELECT j.id, a.ord::int, j.guild_id, a.backend, a.outcome, a.seconds, a."costUsd"
-         FROM j, jsonb_to_recordset($10::jsonb) WITH ORDINALITY AS a(backend text, outcome text, seconds numeric, "costUsd" numeric, ord bigint)
+         SELECT j.id, a.ord::int, j.guild_id, a.e->>'backend', a.e->>'outcome', (a.e->>'seconds')::numeric, (a.e->>'costUsd')::numeric
+         FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
          ON CONFLICT (job_id, attempt_no) DO NOTHING
          RETURNING 1
        )

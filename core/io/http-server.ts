@@ -1,0 +1,61 @@
+import { createServer, type Server } from 'node:http';
+import type { Logger } from './logger.js';
+
+export type ReadinessCheck = () => Promise<boolean>;
+
+export interface OpsServerOptions {
+  port: number;
+  host?: string;
+  log: Logger;
+  /** Named checks for /readyz; all must pass. */
+  checks: Record<string, ReadinessCheck>;
+  /** Prometheus exposition for /metrics, when metrics are enabled. */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
+}
+
+async function withTimeout(check: ReadinessCheck, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([check().catch(() => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** /healthz (the process is alive), /readyz (its dependencies answer) and /metrics on one small server. */
+export async function startOpsServer(o: OpsServerOptions): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+      return;
+    }
+    if (path === '/readyz') {
+      void (async () => {
+        const names = Object.keys(o.checks);
+        const results = await Promise.all(names.map((n) => withTimeout(o.checks[n]!, 2000)));
+        const detail = Object.fromEntries(names.map((n, i) => [n, results[i]]));
+        const ok = results.every(Boolean);
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ok, checks: detail }));
+      })();
+      return;
+    }
+    if (path === '/metrics' && o.metrics) {
+      o.metrics().then(
+        (m) => res.writeHead(200, { 'content-type': m.contentType }).end(m.body),
+        (err: unknown) => {
+          o.log.warn({ err }, 'metrics failed');
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(o.port, o.host ?? '0.0.0.0', resolve));
+  o.log.info({ port: o.port }, 'ops server listening');
+  return server;
+}

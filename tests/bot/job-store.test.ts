@@ -1,0 +1,88 @@
+import { describe, expect } from 'vitest';
+import { test } from '../setup/fixtures.js';
+import { PgJobStore } from '../../bot/store/jobs.js';
+import { parseImagineOptions } from '../../core/generation.js';
+import type { ReserveInput } from '../../core/ports.js';
+
+const actor = { guildId: '2222222222222222222', channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false };
+
+function input(over: Partial<ReserveInput> = {}, count = 1): ReserveInput {
+  return {
+    actor,
+    interaction: { applicationId: '1111111111111111111', interactionId: String(Math.random()), token: 'tok' },
+    request: parseImagineOptions({ prompt: 'x', count }),
+    day: '2026-11-23',
+    deploymentDailyLimit: 3,
+    maxInFlight: 50,
+    ...over,
+  };
+}
+
+const result = (n = 1) => ({
+  backend: 'a1111',
+  seed: 1,
+  width: 1024,
+  height: 1024,
+  imageKeys: Array.from({ length: n }, (_, i) => `k${i}`),
+  runMs: 10,
+  costUsd: 0.01,
+  attempts: [
+    { backend: 'replicate', outcome: 'failed' as const, seconds: 1, costUsd: 0.002 },
+    { backend: 'a1111', outcome: 'succeeded' as const, seconds: 2, costUsd: 0.008 },
+  ],
+});
+
+describe('PgJobStore', () => {
+  test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const outcomes = await Promise.all(Array.from({ length: 10 }, () => store.reserve(input())));
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(3);
+    expect(await db.prisma.job.count()).toBe(3);
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(3);
+  });
+
+  test('the in-flight cap holds under parallel requests too', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.reserve(input({ deploymentDailyLimit: 100, maxInFlight: 2 }))));
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(2);
+    expect(outcomes.filter((o) => !o.ok && o.reason === 'in_flight').length).toBeGreaterThan(0);
+  });
+
+  test('settling twice charges once and books the attempts once; the job cost equals the ledger sum', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const r = await store.reserve(input({}, 2));
+    if (!r.ok) throw new Error('not admitted');
+    const first = await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
+    const second = await store.settle(r.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    expect(first?.status).toBe('succeeded');
+    expect(second).toBeNull();
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
+    const ledger = await db.prisma.costLedger.findMany();
+    expect(ledger).toHaveLength(2);
+    const job = await db.prisma.job.findFirstOrThrow();
+    expect(Number(job.costUsd)).toBeCloseTo(ledger.reduce((s, l) => s + Number(l.costUsd), 0), 6);
+  });
+
+  test('a failure refunds the images and frees the in-flight slot; a blocked member (override 0) is refused', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const r = await store.reserve(input({}, 3));
+    if (!r.ok) throw new Error('not admitted');
+    expect((await store.reserve(input())).ok).toBe(false);
+    await store.settle(r.jobId, { status: 'failed', code: 'all_backends_failed', message: 'down', attempts: [] });
+    expect(await db.prisma.memberUsage.findFirstOrThrow()).toMatchObject({ images: 0, inFlight: 0 });
+    await db.prisma.userQuotaOverride.create({ data: { guildId: actor.guildId, userId: actor.userId, dailyLimit: 0, setBy: 'mod' } });
+    const blocked = await store.reserve(input());
+    expect(blocked).toMatchObject({ ok: false, reason: 'blocked' });
+  });
+
+  test('a new UTC day starts from zero; yesterday’s refund does not touch today', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const y = await store.reserve(input({ day: '2026-11-22' }, 3));
+    expect((await store.reserve(input({ day: '2026-11-22' }))).ok).toBe(false);
+    const t = await store.reserve(input({ day: '2026-11-23' }, 2));
+    expect(t.ok).toBe(true);
+    if (!y.ok) throw new Error('not admitted');
+    await store.settle(y.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
+  });
+});

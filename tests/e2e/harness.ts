@@ -1,0 +1,148 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { botConfigSchema, loadConfig, workerConfigSchema } from '../../core/config.js';
+import { createLogger } from '../../core/io/logger.js';
+import { startBot, type BotOverrides, type RunningBot } from '../../bot/main.js';
+import { startWorker, type RunningWorker } from '../../worker/main.js';
+import { startFakeDiscord } from '../fakes/discord/server.js';
+import { startFakeA1111 } from '../fakes/a1111.js';
+import type { APIOption, FakeDiscordOptions, FakeInteraction, FakeMessage, FakeUser } from '../fakes/discord/types.js';
+
+export type FakeDiscord = Awaited<ReturnType<typeof startFakeDiscord>>;
+export type FakeA1111 = Awaited<ReturnType<typeof startFakeA1111>>;
+
+export const ALICE: FakeUser = { id: '3333333333333333333', username: 'alice' };
+export const BOB: FakeUser = { id: '3333333333333333334', username: 'bob' };
+export const GUILD_ID = '2222222222222222222';
+
+export interface SystemOptions {
+  db: { url: string };
+  redisPrefix: string;
+  discord?: FakeDiscordOptions;
+  a1111?: Parameters<typeof startFakeA1111>[0];
+  /** Extra environment for both processes (e.g. DEFAULT_DAILY_IMAGES). */
+  env?: Record<string, string>;
+  botOverrides?: BotOverrides;
+  /** Start the worker in-process (default) or not at all (the test starts processes itself). */
+  worker?: 'in-process' | 'none';
+  bot?: 'in-process' | 'none';
+}
+
+/** A child process running bot/main.ts or worker/main.ts, with its JSON log lines. */
+export interface Proc {
+  child: ChildProcess;
+  logs: string[];
+  exited: Promise<number | null>;
+}
+
+/**
+ * The whole system against fakes: fake Discord and a fake AUTOMATIC1111 on loopback, the real bot
+ * and worker code on the test's own database and Redis prefix.
+ */
+export class System {
+  bot: RunningBot | undefined;
+  worker: RunningWorker | undefined;
+  readonly procs: Proc[] = [];
+
+  private constructor(
+    readonly discord: FakeDiscord,
+    readonly a1111: FakeA1111,
+    readonly env: Record<string, string>,
+    private readonly o: SystemOptions,
+  ) {}
+
+  static async start(o: SystemOptions): Promise<System> {
+    const discord = await startFakeDiscord(o.discord ?? {});
+    const a1111 = await startFakeA1111(o.a1111 ?? {});
+    const env: Record<string, string> = {
+      DISCORD_TOKEN: 'fake-token',
+      DISCORD_APP_ID: '1111111111111111111',
+      DISCORD_API_URL: discord.apiUrl,
+      DATABASE_URL: o.db.url,
+      REDIS_URL: process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
+      QUEUE_PREFIX: o.redisPrefix,
+      A1111_URL: a1111.url,
+      LOG_LEVEL: 'info',
+      JOB_LOCK_MS: '2000',
+      STALLED_CHECK_MS: '1000',
+      PROGRESS_POLL_MS: '50',
+      PROGRESS_TIMEOUT_MS: '3000',
+      ...o.env,
+    };
+    const sys = new System(discord, a1111, env, o);
+    if ((o.worker ?? 'in-process') === 'in-process') await sys.startWorker();
+    if ((o.bot ?? 'in-process') === 'in-process') await sys.startBot();
+    return sys;
+  }
+
+  async startBot(): Promise<RunningBot> {
+    const config = loadConfig(botConfigSchema, this.env);
+    this.bot = await startBot(config, createLogger({ level: 'silent' }), this.o.botOverrides);
+    return this.bot;
+  }
+
+  async startWorker(): Promise<RunningWorker> {
+    const config = loadConfig(workerConfigSchema, this.env);
+    this.worker = await startWorker(config, createLogger({ level: 'silent' }));
+    return this.worker;
+  }
+
+  /** Runs bot/main.ts or worker/main.ts as a real process and waits for its ready line. */
+  async spawn(which: 'bot' | 'worker'): Promise<Proc> {
+    const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const logs: string[] = [];
+    const exited = once(child, 'exit').then(([code]) => code as number | null);
+    const proc: Proc = { child, logs, exited };
+    this.procs.push(proc);
+    let buf = '';
+    const ready = new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (chunk: Buffer) => {
+        buf += chunk.toString();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          logs.push(line);
+          if (line.includes(`"${which} ready"`)) resolve();
+        }
+      });
+      child.stderr!.on('data', (chunk: Buffer) => logs.push(chunk.toString()));
+      void exited.then((code) => reject(new Error(`${which} exited with ${code}: ${logs.slice(-5).join('\n')}`)));
+    });
+    await ready;
+    return proc;
+  }
+
+  /** Sends `/imagine` as a member and returns the interaction. */
+  imagine(opts: { prompt: string; user?: FakeUser; channelId?: string } & Partial<Record<'negative' | 'aspect' | 'preset', string>> & Partial<Record<'count' | 'seed' | 'steps' | 'guidance', number>>): Promise<FakeInteraction> {
+    const { user, channelId, ...rest } = opts;
+    const types: Record<string, number> = { prompt: 3, negative: 3, aspect: 3, preset: 3, count: 4, seed: 4, steps: 4, guidance: 10 };
+    const options: APIOption[] = Object.entries(rest)
+      .filter(([, v]) => v !== undefined)
+      .map(([name, value]) => ({ name, type: types[name]!, value: value as string | number }));
+    return this.discord.slashCommand({ name: 'imagine', options, user: user ?? ALICE, channelId });
+  }
+
+  /** Waits until the interaction's reply holds a result (an image) or a final failure text. */
+  async finalReply(i: FakeInteraction, timeoutMs = 20_000): Promise<FakeMessage> {
+    return this.discord.waitFor(() => {
+      const m = i.original();
+      if (!m) return undefined;
+      if (m.attachments.some((a) => a.filename.startsWith('image-'))) return m;
+      if (/refunded|could not|Something went wrong/.test(m.content)) return m;
+      return undefined;
+    }, timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    await Promise.allSettled(this.procs.map((p) => p.exited));
+    await this.bot?.stop().catch(() => undefined);
+    await this.worker?.stop().catch(() => undefined);
+    await this.a1111.close();
+    await this.discord.close();
+  }
+}

@@ -1,0 +1,117 @@
+import sharp from 'sharp';
+import { afterEach, describe, expect } from 'vitest';
+import { test } from '../setup/fixtures.js';
+import { ALICE, GUILD_ID, System } from './harness.js';
+
+let sys: System | undefined;
+afterEach(async () => {
+  await sys?.stop();
+  sys = undefined;
+});
+
+function webhookEdits(s: System, token: string) {
+  return s.discord.requests.filter((r) => r.method === 'PATCH' && r.path.includes(`/${token}/messages/@original`));
+}
+
+describe('/imagine end to end', () => {
+  test('acknowledges within 3 s, shows progress, then posts a decodable image with its details', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 60 } });
+    const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 20, seed: 77 });
+    const first = await i.waitForCallback();
+    expect(first.at - i.createdAt).toBeLessThan(3000);
+    expect(first.type).toBe(5);
+    const msg = await sys.finalReply(i);
+    const edits = webhookEdits(sys, i.token).map((r) => String(r.json?.content ?? ''));
+    expect(edits.some((c) => c.includes('Queued'))).toBe(true);
+    expect(edits.some((c) => /Generating on a1111: step \d+\/20/.test(c))).toBe(true);
+    const image = msg.attachments.find((a) => a.filename === 'image-1.png')!;
+    const meta = await sharp(image.data).metadata();
+    expect(meta).toMatchObject({ format: 'png', width: 1024, height: 1024 });
+    const embed = msg.embeds[0];
+    expect(embed.description).toBe('a lighthouse at dusk');
+    const fields = Object.fromEntries(embed.fields.map((f: { name: string; value: string }) => [f.name, f.value]));
+    expect(fields).toMatchObject({ Seed: '77', Size: '1024×1024', Backend: 'a1111' });
+    expect(fields.Time).toMatch(/s/);
+    const job = await db.prisma.job.findFirstOrThrow();
+    expect(job.status).toBe('succeeded');
+    expect(job.deliveredAt).not.toBeNull();
+    expect(sys.discord.unhandled).toEqual([]);
+  });
+
+  test('aspect, seed and count reach the GPU box as width/height in multiples of 64, seed and batch size', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    const i = await sys.imagine({ prompt: 'wide shot', aspect: '16:9', seed: 1234, count: 2, steps: 4 });
+    const msg = await sys.finalReply(i);
+    const body = sys.a1111.requests.find((r) => r.path === '/sdapi/v1/txt2img')!.json;
+    expect(body).toMatchObject({ width: 1344, height: 768, seed: 1234, batch_size: 2, steps: 4, prompt: 'wide shot' });
+    const images = msg.attachments.filter((a) => a.filename.startsWith('image-'));
+    expect(images).toHaveLength(2);
+    for (const a of images) expect(await sharp(a.data).metadata()).toMatchObject({ width: 1344, height: 768 });
+  });
+
+  test('the daily limit refuses the request that would exceed it, privately, and nothing runs', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '2' } });
+    await sys.finalReply(await sys.imagine({ prompt: 'first', count: 2, steps: 2 }));
+    const second = await sys.imagine({ prompt: 'second', steps: 2 });
+    const refusal = await sys.discord.waitFor(() => second.followUps[0]);
+    expect(refusal.flags & 64).toBe(64);
+    expect(refusal.content).toContain('You have used 2 of your 2 images today');
+    expect(refusal.content).toContain('00:00 UTC');
+    expect(sys.a1111.generations).toBe(1);
+    expect(await db.prisma.job.count()).toBe(1);
+  });
+
+  test('ten parallel requests from a member with three images left: exactly three run', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '3', MAX_QUEUED_PER_USER: '20' } });
+    const all = await Promise.all(Array.from({ length: 10 }, (_, n) => sys!.imagine({ prompt: `cat ${n}`, steps: 2 })));
+    await sys.discord.waitFor(() => all.filter((i) => i.followUps.length > 0).length === 7 || undefined, 20_000);
+    const done = await Promise.all(all.filter((i) => i.followUps.length === 0).map((i) => sys!.finalReply(i)));
+    expect(done).toHaveLength(3);
+    for (const m of done) expect(m.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    expect(await db.prisma.job.count()).toBe(3);
+    expect(sys.a1111.generations).toBe(3);
+    const usage = await db.prisma.memberUsage.findFirstOrThrow();
+    expect(usage.images).toBe(3);
+  });
+
+  test('a GPU box that is down: a clear failure, the quota refunded', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, env: { A1111_URL: 'http://127.0.0.1:9' } });
+    const i = await sys.imagine({ prompt: 'doomed', steps: 2 });
+    const msg = await sys.finalReply(i, 30_000);
+    expect(msg.content).toContain('every image backend is down or busy');
+    expect(msg.content).toContain('refunded');
+    const job = await db.prisma.job.findFirstOrThrow();
+    expect(job.status).toBe('failed');
+    const usage = await db.prisma.memberUsage.findFirstOrThrow();
+    expect(usage).toMatchObject({ images: 0, inFlight: 0 });
+  });
+
+  test('a 5000-character prompt gets a private error at once and queues nothing', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    const i = await sys.imagine({ prompt: 'p'.repeat(5000) });
+    const cb = await i.waitForCallback();
+    expect(cb.type).toBe(4);
+    expect(cb.data.flags & 64).toBe(64);
+    expect(cb.data.content).toContain('the limit is 1500');
+    expect(await db.prisma.job.count()).toBe(0);
+  });
+
+  test('@everyone in a prompt is echoed with mentions disabled in every message', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    const i = await sys.imagine({ prompt: '@everyone look <@&4444444444444444444> here', steps: 2 });
+    await sys.finalReply(i);
+    const echoes = sys.discord.requests.filter((r) => JSON.stringify(r.json ?? '').includes('everyone'));
+    expect(echoes.length).toBeGreaterThan(1);
+    for (const r of echoes) expect(r.json.allowed_mentions).toEqual({ parse: [] });
+  });
+
+  test('/quota tells a member what is used and left today', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '5' } });
+    await sys.finalReply(await sys.imagine({ prompt: 'one', count: 2, steps: 2 }));
+    const q = await sys.discord.slashCommand({ name: 'quota', user: ALICE, guildId: GUILD_ID });
+    const reply = await sys.discord.waitFor(() => (q.original()?.content ? q.original() : undefined));
+    expect(reply.flags & 64).toBe(64);
+    expect(reply.content).toContain('2 of 5 images used, 3 left');
+    expect(reply.content).toContain('00:00 UTC');
+  });
+});
