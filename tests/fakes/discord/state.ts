@@ -1,0 +1,119 @@
+/**
+ * Mutable state shared by the REST, CDN and Gateway halves of the fake.
+ * @module
+ */
+import { DEFAULTS, defaultGuilds } from './ids.js';
+import type {
+  FakeCallback,
+  FakeChannel,
+  FakeDiscordOptions,
+  FakeGuild,
+  FakeInteraction,
+  FakeMessage,
+  FakeUser,
+  Recorded,
+} from './types.js';
+
+/** Options with defaults applied. */
+export interface ResolvedOptions {
+  appId: string;
+  token: string;
+  botUsername: string;
+  guilds: FakeGuild[];
+  shards: number;
+  maxConcurrency: number;
+  heartbeatIntervalMs: number;
+  interactionTokenLifetimeMs: number;
+  ackDeadlineMs: number;
+}
+
+/** Internal view of an interaction (the public object plus routing facts). */
+export interface InteractionRecord extends FakeInteraction {
+  guildId?: string;
+  channelId: string;
+  user: FakeUser;
+  sizeLimit: number;
+  expiresAt: number;
+  /** Id of the `@original` message once there is one. */
+  originalId?: string;
+  /** The message a component / modal interaction came from. */
+  sourceMessageId?: string;
+  callbackWaiters: ((cb: FakeCallback) => void)[];
+}
+
+/** A queued fault for the next matching requests. */
+export interface Injection {
+  method?: string;
+  pathPrefix: string;
+  remaining: number;
+  status: number;
+  body: unknown;
+  retryAfterS?: number;
+}
+
+/** A CDN entry: bytes or a redirect. */
+export type CdnEntry = { data: Buffer; contentType?: string } | { redirect: string };
+
+/** Everything the fake knows. */
+export class FakeState {
+  readonly opts: ResolvedOptions;
+  readonly botUser: FakeUser;
+  baseUrl = '';
+  readonly requests: Recorded[] = [];
+  readonly unhandled: Recorded[] = [];
+  readonly cdnRequests: Recorded[] = [];
+  readonly messages = new Map<string, FakeMessage>();
+  readonly interactions = new Map<string, InteractionRecord>();
+  readonly interactionsByToken = new Map<string, InteractionRecord>();
+  /** Registered commands by scope: `'global'` or a guild id. */
+  readonly commands = new Map<string, any[]>();
+  readonly cdn = new Map<string, CdnEntry>();
+  readonly injections: Injection[] = [];
+  /** `channelId:nonce` → message id and creation time (for `enforce_nonce`). */
+  readonly nonces = new Map<string, { messageId: string; at: number }>();
+  readonly identifies: any[] = [];
+
+  constructor(options: FakeDiscordOptions) {
+    this.opts = {
+      appId: options.appId ?? DEFAULTS.appId,
+      token: options.token ?? DEFAULTS.token,
+      botUsername: options.botUsername ?? 'fakebot',
+      guilds: options.guilds ?? defaultGuilds(),
+      shards: options.shards ?? 1,
+      maxConcurrency: options.maxConcurrency ?? 16,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
+      interactionTokenLifetimeMs: options.interactionTokenLifetimeMs ?? 15 * 60 * 1000,
+      ackDeadlineMs: options.ackDeadlineMs ?? 3000,
+    };
+    this.botUser = { id: this.opts.appId, username: this.opts.botUsername, globalName: null, bot: true };
+  }
+
+  guild(id: string | undefined): FakeGuild | undefined {
+    return this.opts.guilds.find((g) => g.id === id);
+  }
+
+  /** Finds a guild channel and its guild. */
+  channel(id: string): { guild: FakeGuild; channel: FakeChannel } | undefined {
+    for (const guild of this.opts.guilds) {
+      const channel = guild.channels.find((c) => c.id === id);
+      if (channel) return { guild, channel };
+    }
+    return undefined;
+  }
+
+  /** Builds an absolute URL on this server. */
+  url(path: string): string {
+    return `${this.baseUrl}${path}`;
+  }
+}
+
+/** Polls `fn` every 10 ms until it returns a truthy value. */
+export async function waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`fake discord: waitFor timed out after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
