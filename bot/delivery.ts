@@ -305,7 +305,8 @@ export class Delivery {
       if (!bull) {
         // Give the submitter time to enqueue before deciding the queue entry is lost.
         if (now - job.createdAt.getTime() < this.claimStaleMs) continue;
-        const payload: JobPayload = { v: 1, jobId: job.id, guildId: job.guildId, request: job.request, paidAllowed: true };
+        // Rare path (queue entry lost): without a fresh budget check, stay on free backends.
+        const payload: JobPayload = { v: 1, jobId: job.id, guildId: job.guildId, request: job.request, paidAllowed: false };
         await this.o.queue.add(job.request.kind, payload, { jobId: job.id });
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;

@@ -27,11 +27,12 @@ export async function submitGeneration(
   const { deps } = ctx;
   const actor = actorOf(interaction);
   const ref = { applicationId: interaction.applicationId, interactionId: interaction.id, token: interaction.token };
-  const { jobId } = await admitJob(
+  const { jobId, budgetLeftUsd } = await admitJob(
     {
       store: deps.store,
       now: deps.now,
       deploymentDailyLimit: deps.config.DEFAULT_DAILY_IMAGES,
+      deploymentMonthlyBudgetUsd: deps.config.DEFAULT_MONTHLY_BUDGET_USD,
       maxInFlight: deps.config.MAX_QUEUED_PER_USER,
     },
     actor,
@@ -40,7 +41,7 @@ export async function submitGeneration(
     parentJobId,
   );
   const log = ctx.log.child({ jobId });
-  const payload: JobPayload = { v: 1, jobId, guildId: actor.guildId, request, paidAllowed: true };
+  const payload: JobPayload = { v: 1, jobId, guildId: actor.guildId, request, paidAllowed: budgetLeftUsd > 0, budgetLeftUsd };
   try {
     await deps.queue.add(request.kind, payload, { jobId });
   } catch (err) {

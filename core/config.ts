@@ -24,6 +24,8 @@ const intIn = (min: number, max: number, dflt: number) =>
     .min(min, { error: `must be at least ${min}` })
     .max(max, { error: `must be at most ${max}` })
     .default(dflt);
+const usd = (dflt: number) =>
+  z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
 
 export const BACKEND_NAMES = ['a1111', 'comfyui', 'replicate', 'huggingface'] as const;
@@ -96,6 +98,20 @@ export const workerConfigSchema = z
     WORKER_CONCURRENCY: intIn(1, 64, 1),
     /** A backend that reports no progress for this long is treated as dead and the job moves on. */
     PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 30_000),
+    /** Price model (dollars). GPU boxes: per GPU-hour of wall time; 0 = the owner's own hardware. */
+    A1111_USD_PER_GPU_HOUR: usd(0),
+    COMFYUI_USD_PER_GPU_HOUR: usd(0),
+    /** Replicate community models (stability-ai/sdxl) bill predict_time; default is an L40S's price per second. */
+    REPLICATE_USD_PER_SECOND: usd(0.000975),
+    /** Replicate official models (FLUX schnell) bill per output image. */
+    REPLICATE_FLUX_USD_PER_IMAGE: usd(0.003),
+    /** Hugging Face: per image (Inference Providers) and/or a share of a dedicated endpoint's hourly price. */
+    HF_USD_PER_REQUEST: usd(0),
+    HF_USD_PER_ENDPOINT_HOUR: usd(0),
+    /** Consecutive failures that open a backend's circuit; a health probe closes it again. */
+    CIRCUIT_FAILURES: intIn(1, 100, 3),
+    /** How often an open circuit's backend is probed. */
+    HEALTH_PROBE_MS: intIn(100, 600_000, 5000),
     /** How often a GPU box is asked for progress and a preview. */
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
   })

@@ -1,13 +1,14 @@
 import { UserError } from './errors.js';
 import type { GenerationRequest } from './generation.js';
 import { text } from './messages.js';
-import { utcDay } from './quota.js';
+import { utcDay, utcMonthStart } from './quota.js';
 import type { Actor, InteractionRef, JobStore } from './ports.js';
 
 export interface AdmitDeps {
   store: JobStore;
   now: () => Date;
   deploymentDailyLimit: number;
+  deploymentMonthlyBudgetUsd: number;
   maxInFlight: number;
 }
 
@@ -21,7 +22,7 @@ export async function admitJob(
   interaction: InteractionRef,
   request: GenerationRequest,
   parentJobId?: string,
-): Promise<{ jobId: string; usedToday: number; limit: number }> {
+): Promise<{ jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }> {
   const now = deps.now();
   let outcome;
   try {
@@ -30,6 +31,8 @@ export async function admitJob(
       interaction,
       request,
       day: utcDay(now),
+      monthStart: utcMonthStart(now),
+      deploymentMonthlyBudgetUsd: deps.deploymentMonthlyBudgetUsd,
       deploymentDailyLimit: deps.deploymentDailyLimit,
       maxInFlight: deps.maxInFlight,
       parentJobId,

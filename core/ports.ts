@@ -24,10 +24,13 @@ export interface ReserveInput {
   deploymentDailyLimit: number;
   maxInFlight: number;
   parentJobId?: string;
+  /** First day of the UTC month (YYYY-MM-DD), for the paid-provider budget. */
+  monthStart: string;
+  deploymentMonthlyBudgetUsd: number;
 }
 
 export type ReserveOutcome =
-  | { ok: true; jobId: string; usedToday: number; limit: number }
+  | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }
   | { ok: false; reason: 'quota' | 'blocked' | 'in_flight'; usedToday: number; limit: number; inFlight: number };
 
 export type SettleOutcome =

@@ -4,10 +4,13 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { createLogger, type Logger } from '../core/io/logger.js';
 import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
+import { startOpsServer } from '../core/io/http-server.js';
 import type { JobPayload, JobResult } from '../core/generation.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { createProcessor, type Processor } from './processor.js';
+import { priceAttempt } from '../core/pricing.js';
+import { priceModelOf, startStatusReports } from './status.js';
 
 export interface RunningWorker {
   worker: Worker<JobPayload, JobResult>;
@@ -30,7 +33,16 @@ function handlerTable(processor: Processor): Record<string, Processor> {
 export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
   const backends = createBackends(config, log);
   if (backends.length === 0) throw new Error('no usable backend');
-  const chain = new BackendChain({ backends, log, price: () => 0 });
+  const prices = priceModelOf(config);
+  const chain = new BackendChain({
+    backends,
+    log,
+    price: (b, request, seconds, images) =>
+      priceAttempt(prices, { family: b.family, billedSeconds: seconds, billedImages: images, replicateModel: request.replicateModel }),
+    breakerThreshold: config.CIRCUIT_FAILURES,
+    probeIntervalMs: config.HEALTH_PROBE_MS,
+  });
+  chain.startProbes();
   const blocking = createRedis(config.REDIS_URL, 'blocking');
   const plain = createRedis(config.REDIS_URL, 'blocking');
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
@@ -53,12 +65,27 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   worker.on('error', (err) => log.error({ err }, 'worker error'));
   worker.on('failed', (job, err) => log.warn({ jobId: job?.id, err }, 'job attempt failed'));
   await worker.waitUntilReady();
+  const ops =
+    config.HTTP_PORT > 0
+      ? await startOpsServer({
+          port: config.HTTP_PORT,
+          log,
+          checks: {
+            redis: async () => (await plain.ping()) === 'PONG',
+            worker: async () => worker.isRunning(),
+          },
+        })
+      : undefined;
+  const status = startStatusReports({ chain, redis: plain, prefix: config.QUEUE_PREFIX, prices, log, everyMs: Math.max(config.HEALTH_PROBE_MS, 10_000) });
   log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
   return {
     worker,
     chain,
     async stop() {
       // Abort running backend calls so their jobs go back to the queue instead of waiting for a stall check.
+      ops?.close();
+      status.stop();
+      chain.stopProbes();
       shutdown.abort();
       await worker.close();
       await Promise.allSettled([blocking.quit(), plain.quit()]);

@@ -76,7 +76,16 @@ export class PgJobStore implements JobStore {
     // One statement: the conditional upsert locks the member's row, so concurrent requests queue on it
     // and each sees the images and in-flight jobs the previous one left; the job row exists only if it passed.
     const rows = await this.prisma.$queryRawUnsafe<
-      { job_id: string | null; images: number | null; daily: number; prev_images: number | null; prev_in_flight: number | null; prev_day: string | null }[]
+      {
+        job_id: string | null;
+        images: number | null;
+        daily: number;
+        prev_images: number | null;
+        prev_in_flight: number | null;
+        prev_day: string | null;
+        budget: number;
+        spent: number;
+      }[]
     >(
       `WITH lim AS (
          SELECT COALESCE(
@@ -107,7 +116,9 @@ export class PgJobStore implements JobStore {
        )
        SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images,
               (SELECT daily FROM lim) AS daily, (SELECT images FROM prev) AS prev_images,
-              (SELECT in_flight FROM prev) AS prev_in_flight, (SELECT day::text FROM prev) AS prev_day`,
+              (SELECT in_flight FROM prev) AS prev_in_flight, (SELECT day::text FROM prev) AS prev_day,
+              COALESCE((SELECT monthly_budget_usd FROM guild_settings WHERE guild_id = $1), $16::numeric)::float8 AS budget,
+              (SELECT COALESCE(sum(cost_usd), 0) FROM cost_ledger WHERE guild_id = $1 AND created_at >= $15::date)::float8 AS spent`,
       actor.guildId,
       actor.userId,
       day,
@@ -122,10 +133,15 @@ export class PgJobStore implements JobStore {
       interaction.interactionId,
       interaction.token,
       input.parentJobId ?? null,
+      input.monthStart,
+      input.deploymentMonthlyBudgetUsd,
     );
     const r = rows[0]!;
     const limit = Number(r.daily);
-    if (r.job_id !== null) return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit };
+    if (r.job_id !== null) {
+      const budgetLeftUsd = Math.max(0, Number(r.budget) - Number(r.spent));
+      return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit, budgetLeftUsd };
+    }
     // The conflicting row may have changed since the snapshot, so these figures are for the message only.
     const usedToday = r.prev_day === day ? Number(r.prev_images ?? 0) : 0;
     const inFlight = Number(r.prev_in_flight ?? 0);

@@ -14,6 +14,8 @@ function input(over: Partial<ReserveInput> = {}, count = 1): ReserveInput {
     day: '2026-11-23',
     deploymentDailyLimit: 3,
     maxInFlight: 50,
+    monthStart: '2026-11-01',
+    deploymentMonthlyBudgetUsd: 5,
     ...over,
   };
 }

@@ -1,14 +1,26 @@
-import { ConsecutiveBreaker, CircuitState, circuitBreaker, handleWhen, BrokenCircuitError, type CircuitBreakerPolicy } from 'cockatiel';
+import {
+  BrokenCircuitError,
+  CircuitState,
+  ConsecutiveBreaker,
+  ExponentialBackoff,
+  circuitBreaker,
+  handleWhen,
+  retry,
+  type CircuitBreakerPolicy,
+  type RetryPolicy,
+} from 'cockatiel';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, ImageBackend, RunContext } from './backend.js';
 
+export type ChainErrorCode = 'all_backends_failed' | 'rejected' | 'unsafe' | 'cancelled' | 'budget_spent' | 'unsupported';
+
 /** Final outcome of a chain that made no image. */
 export class ChainError extends Error {
   override readonly name = 'ChainError';
   constructor(
-    readonly code: 'all_backends_failed' | 'rejected' | 'unsafe' | 'cancelled' | 'budget_spent' | 'unsupported',
+    readonly code: ChainErrorCode,
     readonly userMessage: string,
     readonly attempts: Attempt[],
     /** true when trying again later may work (everything was down or busy). */
@@ -28,55 +40,107 @@ export interface ChainOptions {
   backends: readonly ImageBackend[];
   log: Logger;
   /** Price of an attempt in dollars. */
-  price: (backend: ImageBackend, billedSeconds: number, billedImages: number) => number;
+  price: (backend: ImageBackend, request: GenerationRequest, billedSeconds: number, billedImages: number) => number;
   /** Consecutive failures that open a backend's circuit. */
   breakerThreshold?: number;
-  /** How long an open circuit stays open before one trial request is let through. */
-  halfOpenAfterMs?: number;
+  /** How often open circuits are probed with the backend's health check (the probe is the half-open trial). */
+  probeIntervalMs?: number;
+  /** Longest 429 Retry-After worth waiting for on the same backend before moving on. */
+  maxRetryAfterS?: number;
 }
+
+export type CircuitName = 'closed' | 'open' | 'half-open' | 'isolated';
 
 interface Link {
   backend: ImageBackend;
   breaker: CircuitBreakerPolicy;
+  retry: RetryPolicy;
 }
 
-function supports(backend: ImageBackend, r: GenerationRequest): string | null {
+function unsupportedReason(backend: ImageBackend, r: GenerationRequest): string | null {
   const c = backend.capabilities;
   if (!c.kinds.includes(r.kind)) return `cannot do ${r.kind}`;
   if (r.width * r.height > c.maxPixels) return `cannot make ${r.width}×${r.height}`;
   return null;
 }
 
+const circuitName = (s: CircuitState): CircuitName =>
+  s === CircuitState.Closed ? 'closed' : s === CircuitState.Open ? 'open' : s === CircuitState.HalfOpen ? 'half-open' : 'isolated';
+
 /**
- * The fallback chain: backends in BACKENDS order, each behind a circuit breaker. A backend whose
- * circuit is open is skipped at once; a failure moves the job to the next backend; content flagged
- * unsafe or a cancel ends the chain (shopping around for a laxer provider would defeat the check).
+ * The fallback chain: backends in BACKENDS order, each behind a circuit breaker (cockatiel).
+ * An open circuit is skipped at once; transient errors are retried once on the same backend
+ * (honouring a short Retry-After) and then the job moves on; a 4xx-style rejection moves on
+ * without a retry; content flagged unsafe or a cancel ends the chain (shopping around for a
+ * laxer provider would defeat the safety check).
  */
 export class BackendChain {
   private readonly links: Link[];
+  private probeTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ChainOptions) {
+    const maxWaitS = o.maxRetryAfterS ?? 5;
     this.links = o.backends.map((backend) => ({
       backend,
       breaker: circuitBreaker(
-        handleWhen((err) => isBackendError(err) && err.retryable),
+        handleWhen((err) => isBackendError(err) && err.retryable && err.kind !== 'busy'),
         {
-          halfOpenAfter: o.halfOpenAfterMs ?? 15_000,
+          // The probe loop, not a member's job, is meant to be the half-open trial.
+          halfOpenAfter: o.probeIntervalMs ?? 5000,
           breaker: new ConsecutiveBreaker(o.breakerThreshold ?? 3),
         },
       ),
+      retry: retry(
+        handleWhen(
+          (err) =>
+            isBackendError(err) &&
+            err.retryable &&
+            err.kind !== 'timeout' &&
+            (err.retryAfterS === undefined || err.retryAfterS <= maxWaitS),
+        ),
+        { maxAttempts: 1, backoff: new ExponentialBackoff({ initialDelay: 150, maxDelay: maxWaitS * 1000 }) },
+      ),
     }));
-  }
-
-  circuitState(backendId: string): 'closed' | 'open' | 'half-open' | 'isolated' | undefined {
-    const link = this.links.find((l) => l.backend.id === backendId);
-    if (!link) return undefined;
-    const s = link.breaker.state;
-    return s === CircuitState.Closed ? 'closed' : s === CircuitState.Open ? 'open' : s === CircuitState.HalfOpen ? 'half-open' : 'isolated';
+    for (const l of this.links) {
+      l.breaker.onStateChange((s) => o.log.warn({ backend: l.backend.id, circuit: circuitName(s) }, 'circuit state changed'));
+    }
   }
 
   get backends(): readonly ImageBackend[] {
     return this.o.backends;
+  }
+
+  circuitState(backendId: string): CircuitName | undefined {
+    const link = this.links.find((l) => l.backend.id === backendId);
+    return link ? circuitName(link.breaker.state) : undefined;
+  }
+
+  /** Starts probing open circuits with each backend's health check; a healthy probe closes the circuit. */
+  startProbes(): void {
+    const every = this.o.probeIntervalMs ?? 5000;
+    this.probeTimer = setInterval(() => void this.probeOpenCircuits(), Math.max(100, Math.floor(every / 2)));
+    this.probeTimer.unref();
+  }
+
+  stopProbes(): void {
+    if (this.probeTimer) clearInterval(this.probeTimer);
+  }
+
+  async probeOpenCircuits(): Promise<void> {
+    await Promise.all(
+      this.links
+        .filter((l) => l.breaker.state === CircuitState.Open)
+        .map(async (l) => {
+          try {
+            await l.breaker.execute(async () => {
+              const h = await l.backend.health(AbortSignal.timeout(3000));
+              if (!h.ok) throw new BackendError(l.backend.id, 'unavailable', `health probe: ${h.detail}`);
+            });
+          } catch {
+            // Still broken (or not yet time for a trial): stays open.
+          }
+        }),
+    );
   }
 
   async run(
@@ -85,57 +149,77 @@ export class BackendChain {
     opts: { paidAllowed: boolean; onAttempt?: (backend: ImageBackend) => void },
   ): Promise<ChainSuccess> {
     const attempts: Attempt[] = [];
-    let sawSupported = false;
-    let sawBudgetSkip = false;
-    // Least busy first among equivalent boxes keeps several GPU boxes evenly loaded.
+    let supported = 0;
+    let skippedForBudget = 0;
+    let rejected: BackendError | undefined;
+    // Least busy first among boxes of one family keeps several GPU boxes evenly loaded.
     const ordered = [...this.links].sort((a, b) =>
       a.backend.family === b.backend.family ? a.backend.inFlight - b.backend.inFlight : 0,
     );
-    for (const { backend, breaker } of ordered) {
-      const unsupported = supports(backend, job.request);
-      if (unsupported) {
-        this.o.log.debug({ backend: backend.id, reason: unsupported }, 'backend skipped');
+    for (const link of ordered) {
+      const { backend } = link;
+      const reason = unsupportedReason(backend, job.request);
+      if (reason) {
+        this.o.log.info({ backend: backend.id, reason }, 'backend skipped: unsupported');
         continue;
       }
-      sawSupported = true;
+      supported++;
       if (backend.capabilities.paid && !opts.paidAllowed) {
-        sawBudgetSkip = true;
+        skippedForBudget++;
         attempts.push({ backend: backend.id, outcome: 'skipped', seconds: 0, costUsd: 0, detail: 'budget spent' });
         continue;
       }
+      if (ctx.signal.aborted) break;
       const started = performance.now();
-      opts.onAttempt?.(backend);
       try {
-        const output = await breaker.execute(() => backend.generate(job, ctx));
-        const cost = this.o.price(backend, output.billedSeconds, output.billedImages);
+        const output = await link.breaker.execute(() =>
+          link.retry.execute(() => {
+            opts.onAttempt?.(backend);
+            return backend.generate(job, ctx);
+          }),
+        );
+        const cost = this.o.price(backend, job.request, output.billedSeconds, output.billedImages);
         attempts.push({ backend: backend.id, outcome: 'succeeded', seconds: output.billedSeconds, costUsd: cost });
         return { backend, output, attempts };
       } catch (err) {
-        const seconds = (performance.now() - started) / 1000;
         if (err instanceof BrokenCircuitError) {
           attempts.push({ backend: backend.id, outcome: 'skipped', seconds: 0, costUsd: 0, detail: 'circuit open' });
           continue;
         }
+        const seconds = (performance.now() - started) / 1000;
         const be = isBackendError(err) ? err : new BackendError(backend.id, 'bad-response', String(err), { cause: err });
         this.o.log.warn({ backend: backend.id, kind: be.kind, status: be.status, err: be }, 'backend attempt failed');
         attempts.push({
           backend: backend.id,
           outcome: be.kind === 'cancelled' ? 'cancelled' : 'failed',
-          seconds,
+          seconds: Math.round(seconds * 1000) / 1000,
           costUsd: 0,
           errorKind: be.kind,
         });
-        if (be.kind === 'cancelled') throw new ChainError('cancelled', 'the job was cancelled.', attempts, false);
-        if (be.kind === 'unsafe') throw new ChainError('unsafe', 'the image backend flagged the result as unsafe.', attempts, false);
+        if (be.kind === 'cancelled' || ctx.signal.aborted) {
+          throw new ChainError('cancelled', 'the job was cancelled.', attempts, false);
+        }
+        if (be.kind === 'unsafe') {
+          throw new ChainError('unsafe', 'the image backend flagged the result as unsafe.', attempts, false);
+        }
+        if (be.kind === 'rejected') rejected = be;
       }
     }
-    if (!sawSupported) throw new ChainError('unsupported', 'no configured backend can do this kind of job.', attempts, false);
-    if (sawBudgetSkip && attempts.every((a) => a.outcome !== 'failed' || a.errorKind === undefined)) {
-      const onlyBudget = attempts.every((a) => a.detail === 'budget spent' || a.outcome === 'skipped');
-      if (onlyBudget) {
-        throw new ChainError('budget_spent', "this server's monthly budget for paid providers is spent and no free backend is available.", attempts, false);
-      }
+    if (ctx.signal.aborted) throw new ChainError('cancelled', 'the job was cancelled.', attempts, false);
+    if (supported === 0) throw new ChainError('unsupported', 'no configured backend can do this kind of job.', attempts, false);
+    const tried = attempts.filter((a) => a.outcome === 'failed').length;
+    if (skippedForBudget > 0 && tried === 0 && attempts.every((a) => a.outcome === 'skipped' && a.detail === 'budget spent')) {
+      throw new ChainError(
+        'budget_spent',
+        "this server's monthly budget for paid providers is spent and no free backend is available.",
+        attempts,
+        false,
+      );
     }
+    if (rejected && attempts.every((a) => a.outcome !== 'failed' || a.errorKind === 'rejected')) {
+      throw new ChainError('rejected', 'the image backend refused the request.', attempts, false);
+    }
+    // Everything down, busy or open-circuited: BullMQ retries later, when circuits may have closed.
     throw new ChainError('all_backends_failed', 'every image backend is down or busy right now. Please try again later.', attempts, true);
   }
 }
