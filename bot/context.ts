@@ -1,16 +1,25 @@
 import type { REST } from 'discord.js';
+import type { Redis } from 'ioredis';
 import type { BotConfig } from '../core/config.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { JobStore } from '../core/ports.js';
 import type { Delivery } from './delivery.js';
+import type { Notices } from './notices.js';
+import type { SettingsStore } from './store/settings.js';
+import type { StatsStore } from './store/stats.js';
 
 /** Everything a command handler may use, built once in bot/main.ts and passed down. */
 export interface BotDeps {
   config: BotConfig;
   store: JobStore;
+  settings: SettingsStore;
+  stats: StatsStore;
+  notices: Notices;
   queue: GenerateQueue;
+  /** The producer connection (fails fast), for small reads such as backend status. */
+  redis: Redis;
   results: ResultStore;
   delivery: Delivery;
   rest: REST;

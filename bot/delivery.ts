@@ -174,6 +174,30 @@ export class Delivery {
     this.tracked.delete(jobId);
   }
 
+  /**
+   * Cancels a job that no worker has taken yet: removes it from the queue, refunds and says so.
+   * false when it is already running (the caller then asks the worker to interrupt it).
+   */
+  async cancelQueued(jobId: string): Promise<boolean> {
+    const job = await this.o.queue.getJob(jobId);
+    if (job) {
+      const state = await job.getState();
+      if (state === 'active' || state === 'completed' || state === 'failed') return false;
+      try {
+        await job.remove();
+      } catch {
+        return false; // picked up by a worker meanwhile
+      }
+    }
+    const settled = await this.o.store.settle(jobId, { status: 'cancelled', attempts: [] });
+    if (settled) {
+      const t = this.tracked.get(jobId);
+      if (t) await this.enqueue(t, () => this.deliver(settled, null));
+      else await this.deliver(settled, null);
+    }
+    return true;
+  }
+
   /** A job finished on the worker: fetch its images, settle (charge once), deliver once. */
   private async complete(jobId: string, returnvalue: unknown): Promise<void> {
     const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);

@@ -12,6 +12,9 @@ import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
+import { SettingsStore } from './store/settings.js';
+import { StatsStore } from './store/stats.js';
+import { Notices } from './notices.js';
 import { createPrisma } from './store/prisma.js';
 
 export interface RunningBot {
@@ -56,7 +59,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
-  const deps: BotDeps = { config, store, queue, results, delivery, rest: client.rest, log, now };
+  const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
+  const stats = new StatsStore(prisma);
+  const notices = new Notices(client.rest, settings, log.child({ part: 'notices' }));
+  const deps: BotDeps = { config, store, settings, stats, notices, queue, redis: producer, results, delivery, rest: client.rest, log, now };
   const route = createRouter(deps);
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));

@@ -89,7 +89,13 @@ export function resultBody(
   return {
     content: '',
     embeds,
-    components: [],
+    components: [
+      row([
+        button('Reroll', encodeCustomId({ action: 'reroll', jobId }), ButtonStyle.Primary),
+        button('Info', encodeCustomId({ action: 'info', jobId })),
+        button('Delete', encodeCustomId({ action: 'delete', jobId }), ButtonStyle.Danger),
+      ]),
+    ],
     attachments: filenames.map((filename, id) => ({ id, filename })),
     allowed_mentions: { parse: [] },
   };

@@ -1,5 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { MessageFlags, type AutocompleteInteraction, type ChatInputCommandInteraction, type Interaction } from 'discord.js';
+import {
+  MessageFlags,
+  type AutocompleteInteraction,
+  type ButtonInteraction,
+  type ChatInputCommandInteraction,
+  type Interaction,
+  type RepliableInteraction,
+} from 'discord.js';
+import { BUTTON_DEFER, parseButton, runButton } from './buttons.js';
 import { findCommand } from '../commands/index.js';
 import { isUserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
@@ -14,6 +22,7 @@ export function createRouter(deps: BotDeps): (interaction: Interaction) => Promi
   return async (interaction) => {
     if (interaction.isChatInputCommand()) await handleCommand(deps, interaction);
     else if (interaction.isAutocomplete()) await handleAutocomplete(deps, interaction);
+    else if (interaction.isButton()) await handleButton(deps, interaction);
   };
 }
 
@@ -44,9 +53,22 @@ async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInterac
   }
 }
 
+async function handleButton(deps: BotDeps, interaction: ButtonInteraction): Promise<void> {
+  const ctx = contextFor(deps, interaction);
+  let deferredEphemeral = false;
+  try {
+    const id = parseButton(interaction);
+    deferredEphemeral = BUTTON_DEFER[id.action] === 'ephemeral';
+    await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
+    await runButton({ ...ctx, log: ctx.log.child({ button: id.action, jobId: id.jobId }) }, interaction, id);
+  } catch (err) {
+    await answerError(ctx, interaction, err, deferredEphemeral);
+  }
+}
+
 async function answerError(
   ctx: CommandContext,
-  interaction: ChatInputCommandInteraction,
+  interaction: RepliableInteraction,
   err: unknown,
   deferredEphemeral: boolean,
 ): Promise<void> {

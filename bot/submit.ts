@@ -1,4 +1,4 @@
-import type { ChatInputCommandInteraction } from 'discord.js';
+import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
 import { UserError } from '../core/errors.js';
 import type { GenerationRequest, JobPayload } from '../core/generation.js';
 import { admitJob } from '../core/ledger.js';
@@ -6,9 +6,12 @@ import { text } from '../core/messages.js';
 import type { Actor } from '../core/ports.js';
 import type { CommandContext } from './context.js';
 
+/** Interactions that can start a generation: the slash commands and the result buttons. */
+export type GenerationInteraction = ChatInputCommandInteraction | ButtonInteraction | ModalSubmitInteraction;
+
 /** Plain ids of who asked where; the only Discord facts that cross into core/. */
-export function actorOf(interaction: ChatInputCommandInteraction): Actor {
-  if (!interaction.guildId) throw new UserError('not_in_guild', text.notInGuild);
+export function actorOf(interaction: GenerationInteraction): Actor {
+  if (!interaction.guildId || !interaction.channelId) throw new UserError('not_in_guild', text.notInGuild);
   const channel = interaction.channel;
   const nsfw = channel !== null && 'nsfw' in channel ? Boolean(channel.nsfw) : false;
   return { guildId: interaction.guildId, channelId: interaction.channelId, userId: interaction.user.id, channelNsfw: nsfw };
@@ -20,7 +23,7 @@ export function actorOf(interaction: ChatInputCommandInteraction): Actor {
  */
 export async function submitGeneration(
   ctx: CommandContext,
-  interaction: ChatInputCommandInteraction,
+  interaction: GenerationInteraction,
   request: GenerationRequest,
   parentJobId?: string,
 ): Promise<void> {

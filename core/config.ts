@@ -74,6 +74,12 @@ export const botConfigSchema = z.object({
     .default(5),
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+  /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
+  MODERATOR_ROLE_IDS: z
+    .string()
+    .default('')
+    .transform(csv)
+    .pipe(z.array(snowflake)),
 });
 export type BotConfig = z.infer<typeof botConfigSchema>;
 

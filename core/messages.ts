@@ -10,6 +10,7 @@ function hoursMinutes(ms: number): string {
 export const text = {
   genericError: (ref: string) => `Something went wrong on our side. Please try again later. (reference \`${ref}\`)`,
   notInGuild: 'This command works in servers only.',
+  notModerator: 'Only moderators (Manage Server permission or a moderator role) can use `/admin`. Nothing was changed.',
   queueUnavailable: 'The image queue is unavailable right now, so nothing was queued and your quota was not used. Please try again in a minute.',
   databaseUnavailable: 'The bot cannot reach its database right now, so nothing was queued. Please try again in a minute.',
   quotaExhausted: (used: number, limit: number, asked: number, now: Date) =>
@@ -53,3 +54,42 @@ export const failureText: Record<string, string> = {
   unsupported: 'no configured backend can do this kind of job.',
   expired: 'the result expired before it could be posted.',
 };
+
+/** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */
+export const adminText = {
+  quotaDefault: (before: number, after: number) => `Default daily limit: ${before} → **${after}** images per member.`,
+  quotaUser: (userId: string, before: number | null, after: number) =>
+    after === 0
+      ? `<@${userId}> is now **blocked** from generating images (was ${before ?? 'the default'}).`
+      : `Daily limit for <@${userId}>: ${before ?? 'default'} → **${after}** images.`,
+  quotaUserClear: (userId: string, before: number | null) =>
+    before === null ? `<@${userId}> had no override; nothing changed.` : `Override for <@${userId}> removed (was ${before}); the server default applies.`,
+  nsfw: (before: string, after: string) =>
+    `NSFW mode: ${before} → **${after}**. ` +
+    (after === 'strict' ? 'NSFW prompts and images are blocked everywhere.' : 'NSFW is allowed only in age-restricted channels.'),
+  bannedAdded: (words: string[], total: number) => `Added ${words.length} banned word(s); the list now has ${total}.`,
+  bannedRemoved: (words: string[], total: number) => `Removed ${words.length} banned word(s); the list now has ${total}.`,
+  bannedList: (words: string[]) => (words.length === 0 ? 'No banned words.' : `Banned words (${words.length}): ${words.map((w) => `\`${w}\``).join(', ')}`),
+  bannedNeedWords: 'Give the words to add or remove in `words:` (comma-separated).',
+  budget: (before: number, after: number) =>
+    `Monthly budget for paid providers: $${before.toFixed(2)} → **$${after.toFixed(2)}**.` +
+    (after === 0 ? ' Only the local GPU will be used.' : ''),
+  logChannel: (channelId: string) => `Notices will be posted in <#${channelId}>.`,
+  notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
+  budgetAlert: (pct: number, spent: number, budget: number) =>
+    pct >= 100
+      ? `💸 This server has spent $${spent.toFixed(2)} of its $${budget.toFixed(2)} monthly budget for paid providers. Paid providers are now skipped until next month or until a moderator raises the budget.`
+      : `💸 This server has spent $${spent.toFixed(2)} (${pct} %) of its $${budget.toFixed(2)} monthly budget for paid providers.`,
+} as const;
+
+/** Replies to result and progress buttons. */
+export const buttonText = {
+  stale: 'This button is no longer valid. Run the command again.',
+  notFound: 'That job no longer exists.',
+  notOwner: 'Only the member who asked for this image, or a moderator, can do that.',
+  alreadyFinished: 'This job has already finished.',
+  cancelled: 'Cancelled. Your quota was refunded.',
+  cancelling: 'Cancelling… your quota will be refunded.',
+  deleted: 'Deleted.',
+  unavailable: 'That action is not available for this image.',
+} as const;

@@ -4,6 +4,7 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { createLogger, type Logger } from '../core/io/logger.js';
 import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
+import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { JobPayload, JobResult } from '../core/generation.js';
 import { BackendChain } from './backends/chain.js';
@@ -47,7 +48,25 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   const plain = createRedis(config.REDIS_URL, 'blocking');
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
   const shutdown = new AbortController();
-  const table = handlerTable(createProcessor({ chain, results, log, shutdown: shutdown.signal }));
+  const running = new Map<string, AbortController>();
+  const subscriber = createRedis(config.REDIS_URL, 'blocking');
+  await onCancelRequests(subscriber, config.QUEUE_PREFIX, (jobId) => {
+    const c = running.get(jobId);
+    if (c) {
+      log.info({ jobId }, 'cancel requested; interrupting');
+      c.abort(new Error('cancelled by the member'));
+    }
+  });
+  const table = handlerTable(
+    createProcessor({
+      chain,
+      results,
+      log,
+      shutdown: shutdown.signal,
+      running,
+      isCancelled: (jobId) => isCancelRequested(plain, config.QUEUE_PREFIX, jobId),
+    }),
+  );
   const worker = new Worker<JobPayload, JobResult>(
     GENERATE_QUEUE,
     async (job) => {
@@ -88,7 +107,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       chain.stopProbes();
       shutdown.abort();
       await worker.close();
-      await Promise.allSettled([blocking.quit(), plain.quit()]);
+      await Promise.allSettled([blocking.quit(), plain.quit(), subscriber.quit()]);
     },
   };
 }

@@ -13,6 +13,10 @@ export interface ProcessorDeps {
   progressEveryMs?: number;
   /** Aborted when the worker shuts down, so running backend work is interrupted and handed back. */
   shutdown?: AbortSignal;
+  /** Running jobs' abort controllers by job id, so a cancel request can reach them. */
+  running?: Map<string, AbortController>;
+  /** true when a member cancelled the job before this worker picked it up. */
+  isCancelled?: (jobId: string) => Promise<boolean>;
 }
 
 export type Processor = (job: Job<JobPayload, JobResult>) => Promise<JobResult>;
@@ -38,6 +42,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const controller = new AbortController();
     const onShutdown = () => controller.abort(new Error('worker shutting down'));
     deps.shutdown?.addEventListener('abort', onShutdown, { once: true });
+    deps.running?.set(payload.jobId, controller);
+    if (await deps.isCancelled?.(payload.jobId)) controller.abort(new Error('cancelled by the member'));
 
     let lastReport = 0;
     let backendName = '';
@@ -98,6 +104,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       if (err.retryable && !lastTry) throw new Error(err.message);
       throw new UnrecoverableError(err.code);
     } finally {
+      deps.running?.delete(payload.jobId);
       deps.shutdown?.removeEventListener('abort', onShutdown);
     }
   };

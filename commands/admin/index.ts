@@ -1,8 +1,24 @@
 import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from 'discord.js';
-import { UserError } from '../../core/errors.js';
 import { GUILD_ONLY, type Command } from '../command.js';
+import { requireModerator } from '../../bot/guards.js';
+import { NO_MENTIONS } from '../../bot/replies.js';
+import { adminText } from '../../core/messages.js';
+import { bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear, type AdminHandler } from './settings.js';
+import { backends, stats } from './reports.js';
 
 const T = ApplicationCommandOptionType;
+
+const HANDLERS: Record<string, AdminHandler> = {
+  'quota-default': quotaDefault,
+  'quota-user': quotaUser,
+  'quota-user-clear': quotaUserClear,
+  nsfw,
+  'banned-words': bannedWords,
+  budget,
+  'log-channel': logChannel,
+  stats,
+  backends,
+};
 
 /** `/admin`: hidden from members without Manage Guild by Discord, and re-checked by the bot on every call. */
 export const admin = {
@@ -71,7 +87,21 @@ export const admin = {
     ],
   },
   defer: 'ephemeral',
-  async execute() {
-    throw new UserError('not_moderator', 'Moderator commands are not available on this bot yet.');
+  async execute(ctx, interaction) {
+    // Discord's default_member_permissions can be overridden per server; this check cannot.
+    requireModerator(interaction, ctx.deps.config.MODERATOR_ROLE_IDS);
+    const guildId = interaction.guildId!;
+    const sub = interaction.options.getSubcommand(true);
+    const handler = HANDLERS[sub];
+    if (!handler) throw new Error(`no handler for /admin ${sub}`);
+    const result = await handler(ctx, interaction, guildId);
+    ctx.log.info({ sub }, 'admin command');
+    await interaction.editReply({
+      content: result.reply || undefined,
+      embeds: result.embeds as never,
+      files: result.files?.map((f) => ({ attachment: f.data, name: f.name })),
+      allowedMentions: NO_MENTIONS,
+    });
+    if (result.notice) await ctx.deps.notices.post(guildId, adminText.notice(interaction.user.id, result.notice));
   },
 } satisfies Command;

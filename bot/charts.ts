@@ -1,0 +1,51 @@
+import sharp from 'sharp';
+
+const W = 800;
+const H = 360;
+
+function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * A small PNG chart for `/admin stats`: jobs per day as bars, cost per day as a line, and cost by
+ * backend as a legend. Drawn as SVG and rasterised by sharp, so no canvas or browser is needed.
+ */
+export async function renderStatsChart(
+  byDay: { day: string; jobs: number; costUsd: number }[],
+  byBackend: { backend: string; costUsd: number }[],
+): Promise<Buffer> {
+  const left = 50;
+  const right = W - 200;
+  const top = 30;
+  const bottom = H - 50;
+  const maxJobs = Math.max(1, ...byDay.map((d) => d.jobs));
+  const maxCost = Math.max(0.0001, ...byDay.map((d) => d.costUsd));
+  const n = Math.max(1, byDay.length);
+  const slot = (right - left) / n;
+  const bars = byDay
+    .map((d, i) => {
+      const h = ((bottom - top) * d.jobs) / maxJobs;
+      const x = left + i * slot + slot * 0.15;
+      return `<rect x="${x.toFixed(1)}" y="${(bottom - h).toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="#5865f2"/>` +
+        (n <= 14 ? `<text x="${(x + slot * 0.35).toFixed(1)}" y="${bottom + 16}" font-size="11" text-anchor="middle" fill="#ccc">${esc(d.day.slice(5))}</text>` : '');
+    })
+    .join('');
+  const points = byDay
+    .map((d, i) => `${(left + i * slot + slot / 2).toFixed(1)},${(bottom - ((bottom - top) * d.costUsd) / maxCost).toFixed(1)}`)
+    .join(' ');
+  const legend = byBackend
+    .slice(0, 8)
+    .map((b, i) => `<text x="${right + 20}" y="${top + 40 + i * 20}" font-size="13" fill="#ddd">${esc(b.backend)}: $${b.costUsd.toFixed(4)}</text>`)
+    .join('');
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">
+<rect width="100%" height="100%" fill="#2b2d31"/>
+<text x="${left}" y="20" font-size="14" fill="#fff">Jobs per day (bars, max ${maxJobs}) · cost per day (line, max $${maxCost.toFixed(4)})</text>
+<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#888"/>
+${bars}
+${byDay.length > 0 ? `<polyline points="${points}" fill="none" stroke="#f0b232" stroke-width="3"/>` : ''}
+<text x="${right + 20}" y="${top + 15}" font-size="14" fill="#fff">Cost by backend</text>
+${legend}
+</svg>`;
+  return sharp(Buffer.from(svg)).png().toBuffer();
+}

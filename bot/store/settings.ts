@@ -1,0 +1,137 @@
+import type { PrismaClient } from './prisma.js';
+
+export type NsfwModeName = 'strict' | 'nsfw-channels';
+
+/** A guild's effective settings: stored values or the deployment defaults. */
+export interface GuildPolicy {
+  guildId: string;
+  dailyLimit: number;
+  /** true when moderators set dailyLimit themselves. */
+  dailyLimitSet: boolean;
+  nsfwMode: NsfwModeName;
+  monthlyBudgetUsd: number;
+  logChannelId: string | null;
+  bannedWords: string[];
+}
+
+export interface Defaults {
+  dailyLimit: number;
+  monthlyBudgetUsd: number;
+}
+
+export interface AuditEntry {
+  guildId: string;
+  actorId: string;
+  action: string;
+  target?: string | null;
+  before?: unknown;
+  after?: unknown;
+}
+
+const toJson = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.stringify(v)) as object));
+
+/**
+ * Guild settings, per-member overrides and banned words. Every change writes its audit row in the
+ * same transaction, so a change without an audit trail cannot happen.
+ */
+export class SettingsStore {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly defaults: Defaults,
+  ) {}
+
+  async policy(guildId: string): Promise<GuildPolicy> {
+    const [s, words] = await Promise.all([
+      this.prisma.guildSettings.findUnique({ where: { guildId } }),
+      this.prisma.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } }),
+    ]);
+    return {
+      guildId,
+      dailyLimit: s?.dailyLimit ?? this.defaults.dailyLimit,
+      dailyLimitSet: s?.dailyLimit !== null && s?.dailyLimit !== undefined,
+      nsfwMode: s?.nsfwMode === 'nsfw_channels' ? 'nsfw-channels' : 'strict',
+      monthlyBudgetUsd: s?.monthlyBudgetUsd !== null && s?.monthlyBudgetUsd !== undefined ? Number(s.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
+      logChannelId: s?.logChannelId ?? null,
+      bannedWords: words.map((w) => w.word),
+    };
+  }
+
+  private audit(e: AuditEntry) {
+    return this.prisma.auditLog.create({
+      data: { guildId: e.guildId, actorId: e.actorId, action: e.action, target: e.target ?? null, before: toJson(e.before), after: toJson(e.after) },
+    });
+  }
+
+  /** Changes guild-level settings and audits the before/after of exactly what changed. */
+  async updateGuild(
+    guildId: string,
+    actorId: string,
+    action: string,
+    patch: { dailyLimit?: number; nsfwMode?: NsfwModeName; monthlyBudgetUsd?: number; logChannelId?: string },
+  ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
+    return this.prisma.$transaction(async (tx) => {
+      const cur = await tx.guildSettings.findUnique({ where: { guildId } });
+      const data = {
+        ...(patch.dailyLimit !== undefined ? { dailyLimit: patch.dailyLimit } : {}),
+        ...(patch.nsfwMode !== undefined ? { nsfwMode: patch.nsfwMode === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const) } : {}),
+        ...(patch.monthlyBudgetUsd !== undefined ? { monthlyBudgetUsd: patch.monthlyBudgetUsd } : {}),
+        ...(patch.logChannelId !== undefined ? { logChannelId: patch.logChannelId } : {}),
+      };
+      const before: Record<string, unknown> = {};
+      for (const k of Object.keys(data)) {
+        const v = cur?.[k as keyof typeof cur];
+        before[k] = v === undefined || v === null ? null : typeof v === 'object' ? Number(v) : v;
+      }
+      await tx.guildSettings.upsert({ where: { guildId }, create: { guildId, ...data }, update: data });
+      await tx.auditLog.create({
+        data: { guildId, actorId, action, before: toJson(before), after: toJson(patch) },
+      });
+      return { before, after: patch };
+    });
+  }
+
+  async setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null> {
+    return this.prisma.$transaction(async (tx) => {
+      const cur = await tx.userQuotaOverride.findUnique({ where: { guildId_userId: { guildId, userId } } });
+      await tx.userQuotaOverride.upsert({
+        where: { guildId_userId: { guildId, userId } },
+        create: { guildId, userId, dailyLimit, setBy: actorId },
+        update: { dailyLimit, setBy: actorId },
+      });
+      await tx.auditLog.create({
+        data: { guildId, actorId, action: 'quota-user', target: userId, before: toJson({ daily: cur?.dailyLimit ?? null }), after: { daily: dailyLimit } },
+      });
+      return cur?.dailyLimit ?? null;
+    });
+  }
+
+  async clearUserOverride(guildId: string, actorId: string, userId: string): Promise<number | null> {
+    return this.prisma.$transaction(async (tx) => {
+      const cur = await tx.userQuotaOverride.findUnique({ where: { guildId_userId: { guildId, userId } } });
+      if (cur) await tx.userQuotaOverride.delete({ where: { guildId_userId: { guildId, userId } } });
+      await tx.auditLog.create({
+        data: { guildId, actorId, action: 'quota-user-clear', target: userId, before: toJson({ daily: cur?.dailyLimit ?? null }), after: { daily: null } },
+      });
+      return cur?.dailyLimit ?? null;
+    });
+  }
+
+  async changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]> {
+    return this.prisma.$transaction(async (tx) => {
+      const before = (await tx.bannedWord.findMany({ where: { guildId } })).map((w) => w.word);
+      if (op === 'add') {
+        await tx.bannedWord.createMany({ data: words.map((word) => ({ guildId, word, addedBy: actorId })), skipDuplicates: true });
+      } else {
+        await tx.bannedWord.deleteMany({ where: { guildId, word: { in: words } } });
+      }
+      const after = (await tx.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } })).map((w) => w.word);
+      await tx.auditLog.create({ data: { guildId, actorId, action: `banned-words ${op}`, before: toJson(before), after: toJson(after) } });
+      return after;
+    });
+  }
+
+  /** Records an audit row for actions that change nothing stored (kept for completeness of the trail). */
+  async recordAudit(e: AuditEntry): Promise<void> {
+    await this.audit(e);
+  }
+}

@@ -1,0 +1,99 @@
+import type { PrismaClient } from './prisma.js';
+
+export interface GuildStats {
+  jobs: number;
+  images: number;
+  failures: number;
+  costUsd: number;
+  byDay: { day: string; jobs: number; costUsd: number }[];
+  byBackend: { backend: string; attempts: number; costUsd: number }[];
+  topUsers: { userId: string; images: number }[];
+}
+
+export interface BackendLatency {
+  backend: string;
+  attempts: number;
+  successRate: number;
+  p50s: number;
+  p95s: number;
+}
+
+/** Read-only aggregates for `/admin stats` and `/admin backends`. */
+export class StatsStore {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  async guild(guildId: string, since: Date): Promise<GuildStats> {
+    const q = <T>(sql: string) => this.prisma.$queryRawUnsafe<T[]>(sql, guildId, since);
+    const [totals, byDay, byBackend, topUsers] = await Promise.all([
+      q<{ jobs: number; images: number; failures: number; cost: number }>(
+        `SELECT count(*)::int AS jobs,
+                COALESCE(sum(image_count) FILTER (WHERE status = 'succeeded'), 0)::int AS images,
+                count(*) FILTER (WHERE status = 'failed')::int AS failures,
+                COALESCE(sum(cost_usd), 0)::float8 AS cost
+         FROM jobs WHERE guild_id = $1 AND created_at >= $2`,
+      ),
+      q<{ day: string; jobs: number; cost: number }>(
+        `SELECT to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day, count(*)::int AS jobs,
+                COALESCE(sum(cost_usd), 0)::float8 AS cost
+         FROM jobs WHERE guild_id = $1 AND created_at >= $2 GROUP BY 1 ORDER BY 1`,
+      ),
+      q<{ backend: string; attempts: number; cost: number }>(
+        `SELECT backend, count(*)::int AS attempts, COALESCE(sum(cost_usd), 0)::float8 AS cost
+         FROM cost_ledger WHERE guild_id = $1 AND created_at >= $2 AND outcome <> 'skipped' GROUP BY backend ORDER BY cost DESC, attempts DESC`,
+      ),
+      q<{ user_id: string; images: number }>(
+        `SELECT user_id, COALESCE(sum(image_count), 0)::int AS images FROM jobs
+         WHERE guild_id = $1 AND created_at >= $2 AND status = 'succeeded' GROUP BY user_id ORDER BY images DESC LIMIT 5`,
+      ),
+    ]);
+    const t = totals[0]!;
+    return {
+      jobs: t.jobs,
+      images: t.images,
+      failures: t.failures,
+      costUsd: Number(t.cost),
+      byDay: byDay.map((d) => ({ day: d.day, jobs: d.jobs, costUsd: Number(d.cost) })),
+      byBackend: byBackend.map((b) => ({ backend: b.backend, attempts: b.attempts, costUsd: Number(b.cost) })),
+      topUsers: topUsers.map((u) => ({ userId: u.user_id, images: u.images })),
+    };
+  }
+
+  /** Latency percentiles and success rate per backend over all guilds (backends are shared). */
+  async backends(since: Date): Promise<BackendLatency[]> {
+    const rows = await this.prisma.$queryRawUnsafe<{ backend: string; attempts: number; ok: number; p50: number | null; p95: number | null }[]>(
+      `SELECT backend, count(*)::int AS attempts, count(*) FILTER (WHERE outcome = 'succeeded')::int AS ok,
+              percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::float8 AS p50,
+              percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)::float8 AS p95
+       FROM cost_ledger WHERE created_at >= $1 AND outcome IN ('succeeded', 'failed') GROUP BY backend ORDER BY backend`,
+      since,
+    );
+    return rows.map((r) => ({
+      backend: r.backend,
+      attempts: r.attempts,
+      successRate: r.attempts > 0 ? r.ok / r.attempts : 0,
+      p50s: Number(r.p50 ?? 0),
+      p95s: Number(r.p95 ?? 0),
+    }));
+  }
+
+  /** Paid spend of a guild since the start of the month. */
+  async spentSince(guildId: string, monthStart: string): Promise<number> {
+    const rows = await this.prisma.$queryRawUnsafe<{ spent: number }[]>(
+      `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM cost_ledger WHERE guild_id = $1 AND created_at >= $2::date`,
+      guildId,
+      monthStart,
+    );
+    return Number(rows[0]!.spent);
+  }
+
+  /** Records that a budget threshold was announced this month; false when it already was. */
+  async claimBudgetNotice(guildId: string, monthStart: string, threshold: number): Promise<boolean> {
+    const n = await this.prisma.$executeRawUnsafe(
+      `INSERT INTO budget_notices (guild_id, month, threshold) VALUES ($1, $2::date, $3) ON CONFLICT DO NOTHING`,
+      guildId,
+      monthStart,
+      threshold,
+    );
+    return n > 0;
+  }
+}
