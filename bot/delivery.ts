@@ -26,6 +26,8 @@ export interface DeliveryOptions {
   sweepIntervalMs?: number;
   /** A delivery claim older than this is taken to belong to a dead process. */
   claimStaleMs?: number;
+  /** Called once per job right after this process settled it (budget alerts). */
+  afterSettle?: (job: StoredJob) => Promise<void>;
 }
 
 interface Tracked {
@@ -238,6 +240,7 @@ export class Delivery {
   /** Posts the final message of a settled job this process has claimed, then marks it delivered. */
   private async deliver(job: StoredJob, images: Buffer[] | null): Promise<void> {
     this.finishTracking(job.id);
+    if (this.o.afterSettle && job.costUsd > 0) void this.o.afterSettle(job);
     try {
       let body: MessageBody;
       let files: RawFile[] = [];
@@ -330,7 +333,7 @@ export class Delivery {
         // Give the submitter time to enqueue before deciding the queue entry is lost.
         if (now - job.createdAt.getTime() < this.claimStaleMs) continue;
         // Rare path (queue entry lost): without a fresh budget check, stay on free backends.
-        const payload: JobPayload = { v: 1, jobId: job.id, guildId: job.guildId, request: job.request, paidAllowed: false };
+        const payload: JobPayload = { v: 1, jobId: job.id, guildId: job.guildId, request: job.request, paidAllowed: false, nsfwAllowed: false };
         await this.o.queue.add(job.request.kind, payload, { jobId: job.id });
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;

@@ -15,6 +15,7 @@ import { PgJobStore } from './store/jobs.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
 import { Notices } from './notices.js';
+import { createBudgetWatch } from './budget-watch.js';
 import { createPrisma } from './store/prisma.js';
 
 export interface RunningBot {
@@ -46,7 +47,11 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
 
   const client = createDiscordClient(config.DISCORD_API_URL);
+  const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
+  const stats = new StatsStore(prisma);
+  const notices = new Notices(client.rest, settings, log.child({ part: 'notices' }));
   const delivery = new Delivery({
+    afterSettle: createBudgetWatch({ stats, settings, notices, now, log }),
     store,
     results,
     queue,
@@ -59,9 +64,6 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
-  const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
-  const stats = new StatsStore(prisma);
-  const notices = new Notices(client.rest, settings, log.child({ part: 'notices' }));
   const deps: BotDeps = { config, store, settings, stats, notices, queue, redis: producer, results, delivery, rest: client.rest, log, now };
   const route = createRouter(deps);
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));

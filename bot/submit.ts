@@ -2,6 +2,7 @@ import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInterac
 import { UserError } from '../core/errors.js';
 import type { GenerationRequest, JobPayload } from '../core/generation.js';
 import { admitJob } from '../core/ledger.js';
+import { checkPrompt, mayPostNsfw } from '../core/policy.js';
 import { text } from '../core/messages.js';
 import type { Actor } from '../core/ports.js';
 import type { CommandContext } from './context.js';
@@ -29,6 +30,18 @@ export async function submitGeneration(
 ): Promise<void> {
   const { deps } = ctx;
   const actor = actorOf(interaction);
+  const policy = await deps.settings.policy(actor.guildId).catch((err: unknown) => {
+    throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
+  });
+  const verdict = checkPrompt(`${request.prompt}\n${request.negative}`, {
+    mode: policy.nsfwMode,
+    channelNsfw: actor.channelNsfw,
+    bannedWords: policy.bannedWords,
+  });
+  if (!verdict.ok) {
+    ctx.log.info({ reason: verdict.reason }, 'prompt refused by policy');
+    throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);
+  }
   const ref = { applicationId: interaction.applicationId, interactionId: interaction.id, token: interaction.token };
   const { jobId, budgetLeftUsd } = await admitJob(
     {
@@ -44,7 +57,15 @@ export async function submitGeneration(
     parentJobId,
   );
   const log = ctx.log.child({ jobId });
-  const payload: JobPayload = { v: 1, jobId, guildId: actor.guildId, request, paidAllowed: budgetLeftUsd > 0, budgetLeftUsd };
+  const payload: JobPayload = {
+    v: 1,
+    jobId,
+    guildId: actor.guildId,
+    request,
+    paidAllowed: budgetLeftUsd > 0,
+    budgetLeftUsd,
+    nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
+  };
   try {
     await deps.queue.add(request.kind, payload, { jobId });
   } catch (err) {

@@ -133,6 +133,8 @@ export const jobPayloadSchema = z.object({
   paidAllowed: z.boolean(),
   /** Dollars left in the guild's monthly budget for paid providers at enqueue time. */
   budgetLeftUsd: z.number().nonnegative().optional(),
+  /** false when an image the classifier flags must not be posted (strict mode, or not an age-restricted channel). */
+  nsfwAllowed: z.boolean().default(false),
 });
 export type JobPayload = z.infer<typeof jobPayloadSchema>;
 

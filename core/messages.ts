@@ -16,6 +16,8 @@ export const text = {
   quotaExhausted: (used: number, limit: number, asked: number, now: Date) =>
     `You have used ${used} of your ${limit} images today, so ${asked} more would go over the limit. ` +
     `Daily limits reset at 00:00 UTC (in ${hoursMinutes(msUntilUtcMidnight(now))}).`,
+  promptNsfw: "This server's NSFW policy does not allow that prompt here. Nothing was queued and your quota was not used.",
+  promptBanned: "The prompt contains a word this server's moderators have banned. Nothing was queued and your quota was not used.",
   userBlocked: 'A moderator has turned off image generation for you in this server.',
   tooManyQueued: (inFlight: number, max: number) =>
     `You already have ${inFlight} jobs queued or running (the limit is ${max}). Wait for one to finish, then try again.`,
