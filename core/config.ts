@@ -100,6 +100,10 @@ export const workerConfigSchema = z
     HF_TOKEN: optionalString,
     HF_ENDPOINT_URL: optionalUrl,
     HF_MODEL: optionalString,
+    /** The HF endpoint's handler accepts image + mask_image (inpaint); otherwise inpaint jobs skip Hugging Face. */
+    HF_INPAINT: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
+    /** Version id of stability-ai/sdxl on Replicate (64 hex). */
+    REPLICATE_SDXL_VERSION: optionalString.pipe(z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be a 64-hex version id' }).optional()),
     /** Jobs one worker process runs at once (each GPU box still runs one at a time). */
     WORKER_CONCURRENCY: intIn(1, 64, 1),
     /** A backend that reports no progress for this long is treated as dead and the job moves on. */

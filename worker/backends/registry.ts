@@ -2,6 +2,8 @@ import type { WorkerConfig } from '../../core/config.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ImageBackend } from './backend.js';
 import { createA1111Backend } from './a1111.js';
+import { createHuggingFaceBackend } from './huggingface.js';
+import { createReplicateBackend, DEFAULT_SDXL_VERSION } from './replicate.js';
 
 /** Builds the backends named in BACKENDS, in that order; A1111_URL may list several boxes. */
 export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[] {
@@ -23,6 +25,29 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
             }),
           );
         });
+        break;
+      case 'replicate':
+        out.push(
+          createReplicateBackend({
+            id: 'replicate',
+            token: config.REPLICATE_API_TOKEN!,
+            baseUrl: config.REPLICATE_API_URL,
+            sdxlVersion: config.REPLICATE_SDXL_VERSION ?? DEFAULT_SDXL_VERSION,
+            log: log.child({ backend: 'replicate' }),
+          }),
+        );
+        break;
+      case 'huggingface':
+        out.push(
+          createHuggingFaceBackend({
+            id: 'huggingface',
+            token: config.HF_TOKEN,
+            endpointUrl: config.HF_ENDPOINT_URL,
+            model: config.HF_MODEL,
+            inpaint: config.HF_INPAINT,
+            log: log.child({ backend: 'huggingface' }),
+          }),
+        );
         break;
       default:
         log.warn({ backend: name }, 'backend not available in this build; skipped');

@@ -1,0 +1,149 @@
+import sharp from 'sharp';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
+import { createLogger } from '../../core/io/logger.js';
+import type { RunContext } from '../../worker/backends/backend.js';
+import { createHuggingFaceBackend, type HuggingFaceBackendOptions } from '../../worker/backends/huggingface.js';
+import { startFakeHFEndpoint, type FakeHFEndpoint } from '../fakes/huggingface.js';
+
+const log = createLogger({ level: 'silent' });
+let fake: FakeHFEndpoint;
+
+beforeEach(async () => {
+  fake = await startFakeHFEndpoint({ token: 'hf_test' });
+});
+afterEach(async () => {
+  await fake.close();
+});
+
+function request(over: Partial<GenerationRequest> = {}): GenerationRequest {
+  return {
+    kind: 'txt2img',
+    prompt: 'a fox in the snow',
+    negative: 'lowres',
+    width: 512,
+    height: 384,
+    count: 2,
+    seed: 42,
+    steps: 30,
+    guidance: 6.5,
+    preset: 'default',
+    replicateModel: 'sdxl',
+    ...over,
+  };
+}
+
+function backend(over: Partial<HuggingFaceBackendOptions> = {}) {
+  return createHuggingFaceBackend({ id: 'huggingface', token: 'hf_test', endpointUrl: fake.url, requestTimeoutMs: 5000, log, ...over });
+}
+
+function ctx(signal = new AbortController().signal): RunContext {
+  return { signal, onProgress: () => undefined };
+}
+
+async function failure(p: Promise<unknown>): Promise<BackendError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(BackendError);
+  return err as BackendError;
+}
+
+describe('Hugging Face backend against a fake Inference Endpoint', () => {
+  it('makes one request per image with seed + i and returns PNGs of the requested size', async () => {
+    const out = await backend().generate({ jobId: 'j1', request: request() }, ctx());
+
+    expect(out.images).toHaveLength(2);
+    for (const img of out.images) {
+      const meta = await sharp(img).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 384]);
+    }
+    expect(fake.requests.map((r) => [r.method, r.path, r.headers.authorization])).toEqual([
+      ['POST', '/', 'Bearer hf_test'],
+      ['POST', '/', 'Bearer hf_test'],
+    ]);
+    expect(fake.requests.map((r) => r.body)).toEqual(
+      [42, 43].map((seed) => ({
+        inputs: 'a fox in the snow',
+        parameters: { negative_prompt: 'lowres', width: 512, height: 384, num_inference_steps: 30, guidance_scale: 6.5, seed },
+      })),
+    );
+    expect(out.billedImages).toBe(2);
+    expect(out.billedSeconds).toBeGreaterThan(0);
+    expect(out.seed).toBe(42);
+  });
+
+  it('treats a cold endpoint (503 loading) as busy with the estimated wait, without a retry loop', async () => {
+    fake.options.loadingFor = 5;
+    const err = await failure(backend().generate({ jobId: 'j2', request: request() }, ctx()));
+    expect([err.kind, err.retryable, err.retryAfterS, err.status]).toEqual(['busy', true, 20, 503]);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it.each([
+    ['401', 'rejected', false, 401],
+    ['error500', 'unavailable', true, 500],
+    ['429', 'busy', true, 429],
+  ] as const)('maps mode %s to %s (retryable %s)', async (mode, kind, retryable, status) => {
+    fake.options.mode = mode;
+    const err = await failure(backend().generate({ jobId: 'j3', request: request() }, ctx()));
+    expect([err.kind, err.retryable, err.status]).toEqual([kind, retryable, status]);
+    if (mode === '429') expect(err.retryAfterS).toBe(7);
+    if (mode === '401') expect(err.message).toContain('HF_TOKEN');
+  });
+
+  it('maps a hung endpoint to a timeout after requestTimeoutMs', async () => {
+    fake.options.mode = 'hang';
+    const started = Date.now();
+    const err = await failure(backend({ requestTimeoutMs: 500 }).generate({ jobId: 'j4', request: request() }, ctx()));
+    expect([err.kind, err.retryable]).toEqual(['timeout', true]);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('maps an abort to cancelled', async () => {
+    fake.options.mode = 'hang';
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 150);
+    const err = await failure(backend().generate({ jobId: 'j5', request: request() }, ctx(ac.signal)));
+    expect(err.kind).toBe('cancelled');
+  });
+
+  it.each(['garbage', 'wrong-size'] as const)('maps %s answers to bad-response', async (mode) => {
+    fake.options.mode = mode;
+    const err = await failure(backend().generate({ jobId: 'j6', request: request() }, ctx()));
+    expect(err.kind).toBe('bad-response');
+  });
+
+  it('maps an unreachable endpoint to a retryable unavailable', async () => {
+    const err = await failure(backend({ endpointUrl: 'http://127.0.0.1:9/' }).generate({ jobId: 'j7', request: request() }, ctx()));
+    expect([err.kind, err.retryable]).toEqual(['unavailable', true]);
+  });
+
+  it('offers inpaint only when configured, sending image-to-image with a base64 mask_image', async () => {
+    expect(backend().capabilities.kinds).toEqual(['txt2img']);
+    const b = backend({ inpaint: true });
+    expect(b.capabilities.kinds).toEqual(['txt2img', 'inpaint']);
+
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#224466' } }).png().toBuffer();
+    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const out = await b.generate({ jobId: 'j8', request: request({ kind: 'inpaint', count: 1, strength: 0.55 }), image, mask }, ctx());
+
+    expect(out.images).toHaveLength(1);
+    const body = fake.requests[0]?.body;
+    expect(body.inputs).toBe(image.toString('base64'));
+    expect(body.parameters).toMatchObject({ prompt: 'a fox in the snow', mask_image: mask.toString('base64'), strength: 0.55, seed: 42 });
+  });
+
+  it('health: reachable endpoint is ok; one loading or scaled to zero is not', async () => {
+    const ok = await backend().health();
+    expect(ok.ok).toBe(true);
+    expect(fake.requests.at(-1)?.method).toBe('GET');
+
+    fake.options.loadingFor = 1;
+    const cold = await backend().health();
+    expect(cold.ok).toBe(false);
+    expect(cold.detail).toContain('scaled to zero');
+  });
+});

@@ -1,0 +1,236 @@
+import sharp from 'sharp';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
+import { createLogger } from '../../core/io/logger.js';
+import type { BackendProgress, RunContext } from '../../worker/backends/backend.js';
+import { DEFAULT_SDXL_VERSION, createReplicateBackend, type ReplicateBackendOptions } from '../../worker/backends/replicate.js';
+import { startFakeReplicate, type FakeReplicate } from '../fakes/replicate.js';
+
+const log = createLogger({ level: 'silent' });
+let fake: FakeReplicate;
+
+beforeEach(async () => {
+  fake = await startFakeReplicate({ durationMs: 100, predictTimeS: 3.25 });
+});
+afterEach(async () => {
+  expect(fake.unhandled).toEqual([]);
+  await fake.close();
+});
+
+function request(over: Partial<GenerationRequest> = {}): GenerationRequest {
+  return {
+    kind: 'txt2img',
+    prompt: 'a lighthouse at dusk',
+    negative: 'blurry',
+    width: 512,
+    height: 384,
+    count: 2,
+    seed: 42,
+    steps: 25,
+    guidance: 7,
+    preset: 'default',
+    replicateModel: 'sdxl',
+    ...over,
+  };
+}
+
+function backend(over: Partial<ReplicateBackendOptions> = {}) {
+  return createReplicateBackend({
+    id: 'replicate',
+    token: 'r8_fake',
+    baseUrl: fake.url,
+    sdxlVersion: DEFAULT_SDXL_VERSION,
+    waitSeconds: 5,
+    pollIntervalMs: 50,
+    log,
+    ...over,
+  });
+}
+
+function ctx(signal = new AbortController().signal): RunContext & { progress: BackendProgress[] } {
+  const progress: BackendProgress[] = [];
+  return { signal, progress, onProgress: (p) => progress.push(p) };
+}
+
+async function failure(p: Promise<unknown>): Promise<BackendError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(BackendError);
+  return err as BackendError;
+}
+
+const creates = (): typeof fake.requests => fake.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/predictions'));
+const polls = (): typeof fake.requests => fake.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/predictions/'));
+
+describe('Replicate backend against the fake API', () => {
+  it('makes sdxl images by version in sync mode, with the mapped inputs and predict_time billed', async () => {
+    const b = backend();
+    const out = await b.generate({ jobId: 'j1', request: request() }, ctx());
+
+    expect(out.images).toHaveLength(2);
+    for (const img of out.images) {
+      const meta = await sharp(img).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 384]);
+    }
+    const [create] = creates();
+    expect(create?.path).toBe('/v1/predictions');
+    expect(create?.headers.prefer).toBe('wait=5');
+    expect(create?.headers.authorization).toBe('Bearer r8_fake');
+    expect(create?.body).toEqual({
+      version: DEFAULT_SDXL_VERSION,
+      input: {
+        prompt: 'a lighthouse at dusk',
+        negative_prompt: 'blurry',
+        width: 512,
+        height: 384,
+        num_outputs: 2,
+        num_inference_steps: 25,
+        guidance_scale: 7,
+        seed: 42,
+        scheduler: 'K_EULER',
+        refine: 'no_refiner',
+        disable_safety_checker: false,
+      },
+    });
+    expect(polls()).toHaveLength(0);
+    expect(out.billedSeconds).toBe(3.25);
+    expect(b.lastPredictTime).toBe(3.25);
+    expect(out.billedImages).toBe(2);
+    expect(out.seed).toBe(42);
+    expect(b.inFlight).toBe(0);
+  });
+
+  it('sends flux-schnell to the official model route and fits its aspect-ratio output to the exact size', async () => {
+    const out = await backend().generate(
+      { jobId: 'j2', request: request({ replicateModel: 'flux-schnell', width: 1024, height: 576, count: 1 }) },
+      ctx(),
+    );
+    const [create] = creates();
+    expect(create?.path).toBe('/v1/models/black-forest-labs/flux-schnell/predictions');
+    expect(create?.body).toEqual({
+      input: { prompt: 'a lighthouse at dusk', aspect_ratio: '16:9', num_outputs: 1, seed: 42, output_format: 'png', num_inference_steps: 4 },
+    });
+    const meta = await sharp(out.images[0]).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['png', 1024, 576]);
+    expect(out.billedImages).toBe(1);
+  });
+
+  it('sends inpaint to sdxl (even for a flux preset) with image and mask as PNG data URIs', async () => {
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } }).png().toBuffer();
+    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const r = request({ kind: 'inpaint', replicateModel: 'flux-schnell', strength: 0.6, count: 1 });
+    const out = await backend().generate({ jobId: 'j3', request: r, image, mask }, ctx());
+
+    const body = creates()[0]?.body;
+    expect(body.version).toBe(DEFAULT_SDXL_VERSION);
+    expect(body.input.image).toBe(`data:image/png;base64,${image.toString('base64')}`);
+    expect(body.input.mask).toBe(`data:image/png;base64,${mask.toString('base64')}`);
+    expect(body.input.prompt_strength).toBe(0.6);
+    expect(out.images).toHaveLength(1);
+  });
+
+  it('polls when the sync wait ends before the prediction and reports progress from the logs', async () => {
+    fake.options.durationMs = 2200;
+    const c = ctx();
+    const out = await backend({ waitSeconds: 1 }).generate({ jobId: 'j4', request: request({ count: 1 }) }, c);
+
+    expect(creates()[0]?.headers.prefer).toBe('wait=1');
+    expect(polls().length).toBeGreaterThan(2);
+    expect(c.progress.length).toBeGreaterThan(1);
+    expect(c.progress.every((p) => p.total === 25 && p.fraction >= 0 && p.fraction <= 1)).toBe(true);
+    expect(c.progress.at(-1)!.step).toBeGreaterThan(c.progress[0]!.step);
+    expect(out.images).toHaveLength(1);
+  });
+
+  it('without sync mode gets "starting" and polls to the end', async () => {
+    fake.options.durationMs = 400;
+    const out = await backend({ waitSeconds: 0 }).generate({ jobId: 'j5', request: request({ count: 1 }) }, ctx());
+    expect(creates()[0]?.headers.prefer).toBeUndefined();
+    expect(polls().length).toBeGreaterThan(0);
+    expect(out.images).toHaveLength(1);
+  });
+
+  it('cancels the prediction on Replicate when the job is aborted while polling', async () => {
+    fake.options.mode = 'hang';
+    const ac = new AbortController();
+    const run = backend({ waitSeconds: 0 }).generate({ jobId: 'j6', request: request() }, ctx(ac.signal));
+    setTimeout(() => ac.abort(), 300);
+    const err = await failure(run);
+
+    expect(err.kind).toBe('cancelled');
+    expect(fake.cancels).toEqual([fake.predictions[0]!.id]);
+  });
+
+  it('answers an abort during the held create at once and cancels the prediction once its id arrives', async () => {
+    fake.options.mode = 'hang';
+    const ac = new AbortController();
+    const started = Date.now();
+    const run = backend({ waitSeconds: 1 }).generate({ jobId: 'j7', request: request() }, ctx(ac.signal));
+    setTimeout(() => ac.abort(), 150);
+    const err = await failure(run);
+
+    expect(err.kind).toBe('cancelled');
+    expect(Date.now() - started).toBeLessThan(800);
+    await expect.poll(() => fake.cancels, { timeout: 3000 }).toEqual([fake.predictions[0]!.id]);
+  });
+
+  it('maps 401 to a non-retryable rejection naming the token variable', async () => {
+    const err = await failure(backend({ token: 'r8_wrong' }).generate({ jobId: 'j8', request: request() }, ctx()));
+    expect([err.kind, err.retryable, err.status]).toEqual(['rejected', false, 401]);
+    expect(err.message).toContain('REPLICATE_API_TOKEN');
+    expect(fake.predictions).toHaveLength(0);
+  });
+
+  // The client retries a 429 five times back-to-back; our fetch short-circuits those retries, so one request reaches the fake.
+  it('maps 429 to busy with Retry-After, after a single request', async () => {
+    fake.rateLimitNext(10, 7);
+    const err = await failure(backend().generate({ jobId: 'j9', request: request() }, ctx()));
+    expect([err.kind, err.retryable, err.retryAfterS, err.status]).toEqual(['busy', true, 7, 429]);
+    expect(creates()).toHaveLength(1);
+  });
+
+  it.each([
+    [402, 'rejected', false],
+    [422, 'rejected', false],
+    [500, 'unavailable', true],
+  ] as const)('maps a %i on create to %s (retryable %s)', async (status, kind, retryable) => {
+    fake.failNextCreate(status);
+    const err = await failure(backend().generate({ jobId: 'j10', request: request() }, ctx()));
+    expect([err.kind, err.retryable, err.status]).toEqual([kind, retryable, status]);
+    if (status === 402) expect(err.message).toContain('credit');
+  });
+
+  it('maps an NSFW failure to unsafe and another failure to a retryable bad-response', async () => {
+    fake.options.failWith = 'NSFW content detected. Try running it again, or try a different prompt.';
+    const unsafe = await failure(backend().generate({ jobId: 'j11', request: request() }, ctx()));
+    expect(unsafe.kind).toBe('unsafe');
+
+    fake.options.failWith = 'CUDA out of memory';
+    fake.options.durationMs = 600;
+    const failed = await failure(backend({ waitSeconds: 0 }).generate({ jobId: 'j12', request: request() }, ctx()));
+    expect([failed.kind, failed.retryable]).toEqual(['bad-response', true]);
+    expect(failed.message).toContain('CUDA out of memory');
+  });
+
+  it.each(['garbage', 'wrong-size'] as const)('maps %s sdxl output to bad-response', async (mode) => {
+    fake.options.mode = mode;
+    const err = await failure(backend().generate({ jobId: 'j13', request: request() }, ctx()));
+    expect(err.kind).toBe('bad-response');
+  });
+
+  it('maps an unreachable API to a retryable unavailable', async () => {
+    const err = await failure(backend({ baseUrl: 'http://127.0.0.1:9/v1' }).generate({ jobId: 'j14', request: request() }, ctx()));
+    expect([err.kind, err.retryable]).toEqual(['unavailable', true]);
+  });
+
+  it('health checks GET /v1/account with the token', async () => {
+    expect((await backend().health()).ok).toBe(true);
+    expect(fake.requests.at(-1)?.path).toBe('/v1/account');
+    const bad = await backend({ token: 'r8_wrong' }).health();
+    expect(bad.ok).toBe(false);
+    expect(bad.detail).toContain('REPLICATE_API_TOKEN');
+  });
+});

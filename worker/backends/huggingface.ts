@@ -1,0 +1,190 @@
+import { InferenceClient, setLogger } from '@huggingface/inference';
+import sharp, { type Metadata } from 'sharp';
+import { BackendError, isBackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
+import type { Logger } from '../../core/io/logger.js';
+import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
+
+/** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
+export interface HuggingFaceBackendOptions {
+  id: string;
+  token?: string;
+  /** Dedicated endpoint; requests go to exactly this URL. */
+  endpointUrl?: string;
+  /** Hub model for provider routing when there is no endpoint (default SDXL base). */
+  model?: string;
+  /** The endpoint's handler understands image-to-image with `parameters.mask_image`. */
+  inpaint?: boolean;
+  /** Per-image request timeout (default 120 s). */
+  requestTimeoutMs?: number;
+  log: Logger;
+}
+
+const DEFAULT_MODEL = 'stabilityai/stable-diffusion-xl-base-1.0';
+
+/** Fields of the client's ProviderApiError / HubApiError that the mapping needs. */
+interface HttpFailure {
+  name: string;
+  message: string;
+  httpResponse?: { status: number; body: unknown };
+}
+
+function estimatedTime(body: unknown): number | undefined {
+  const t = (body as { estimated_time?: unknown } | null)?.estimated_time;
+  return typeof t === 'number' && t >= 0 ? Math.ceil(t) : undefined;
+}
+
+function mapStatus(id: string, status: number, message: string, retryAfterS: number | undefined, body: unknown, cause: unknown): BackendError {
+  const opts = { status, cause };
+  // Cold start: the endpoint is scaling from zero or loading the model; that is "later", not a failure of the image.
+  if (status === 503) {
+    return new BackendError(id, 'busy', `endpoint loading or scaled to zero: ${message}`, { ...opts, retryAfterS: estimatedTime(body) ?? retryAfterS });
+  }
+  if (status === 401 || status === 403) {
+    return new BackendError(id, 'rejected', `Hugging Face refused the token (${status}); check HF_TOKEN`, { ...opts, retryable: false });
+  }
+  if (status === 429) return new BackendError(id, 'busy', `Hugging Face rate limit: ${message}`, { ...opts, retryAfterS });
+  if (status >= 500) return new BackendError(id, 'unavailable', `Hugging Face HTTP ${status}: ${message}`, opts);
+  return new BackendError(id, 'rejected', `Hugging Face HTTP ${status}: ${message}`, { ...opts, retryable: false });
+}
+
+/**
+ * Hugging Face backend through `InferenceClient`: one request per image (seed + i), never the
+ * client's own 503 retry loop, so a cold endpoint answers 'busy' with the estimated wait.
+ */
+export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): ImageBackend {
+  const { id, log } = opts;
+  const timeoutMs = opts.requestTimeoutMs ?? 120_000;
+  const model = opts.model ?? DEFAULT_MODEL;
+  const client = new InferenceClient(opts.token ?? '', opts.endpointUrl ? { endpointUrl: opts.endpointUrl } : {});
+  // Provider routing ('auto') logs its choice through the library logger, which defaults to console.
+  if (!opts.endpointUrl) setLogger({ debug: (m) => log.debug(m), info: (m) => log.debug(m), log: (m) => log.debug(m), warn: (m) => log.warn(m), error: (m) => log.error(m) });
+  let inFlight = 0;
+
+  function toBackendError(err: unknown, signal: AbortSignal, timeout: AbortSignal, retryAfterS: number | undefined): BackendError {
+    if (isBackendError(err)) return err;
+    if (signal.aborted) return new BackendError(id, 'cancelled', 'cancelled', { cause: err });
+    if (timeout.aborted) return new BackendError(id, 'timeout', `no image from Hugging Face within ${timeoutMs} ms`, { cause: err });
+    const e = err as HttpFailure;
+    if (e?.name === 'ProviderApiError' && e.httpResponse) {
+      return mapStatus(id, e.httpResponse.status, e.message, retryAfterS, e.httpResponse.body, err);
+    }
+    if (e?.name === 'ProviderOutputError') return new BackendError(id, 'bad-response', e.message, { cause: err });
+    if (e?.name === 'InputError' || e?.name === 'RoutingError') {
+      return new BackendError(id, 'rejected', `Hugging Face: ${e.message}`, { cause: err, retryable: false });
+    }
+    return new BackendError(id, 'unavailable', `cannot reach Hugging Face: ${e?.message ?? String(err)}`, { cause: err });
+  }
+
+  async function toPng(blob: Blob, r: GenerationRequest): Promise<Buffer> {
+    const bytes = Buffer.from(await blob.arrayBuffer());
+    let meta: Metadata;
+    try {
+      if (blob.type && !blob.type.startsWith('image/')) throw new Error(`content type ${blob.type}`);
+      meta = await sharp(bytes).metadata();
+    } catch (err) {
+      throw new BackendError(id, 'bad-response', `Hugging Face answer is not an image (${(err as Error).message})`, { cause: err });
+    }
+    if (meta.width !== r.width || meta.height !== r.height) {
+      throw new BackendError(id, 'bad-response', `Hugging Face returned ${meta.width}×${meta.height}, expected ${r.width}×${r.height}`);
+    }
+    return meta.format === 'png' ? bytes : sharp(bytes).png().toBuffer();
+  }
+
+  async function makeOne(job: BackendJob, seed: number, ctx: RunContext): Promise<Buffer> {
+    const r = job.request;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = AbortSignal.any([ctx.signal, timeout]);
+    let retryAfterS: number | undefined;
+    // Observes Retry-After, which the client's error objects do not carry.
+    const observe: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      const header = Number(res.headers.get('retry-after'));
+      retryAfterS = res.headers.has('retry-after') && Number.isFinite(header) ? header : undefined;
+      return res;
+    };
+    const options = { signal, retry_on_error: false, fetch: observe };
+    const parameters = {
+      negative_prompt: r.negative,
+      width: r.width,
+      height: r.height,
+      num_inference_steps: r.steps,
+      guidance_scale: r.guidance,
+      seed,
+    };
+    const routing = opts.endpointUrl ? {} : { model, provider: 'auto' as const };
+    try {
+      let blob: Blob;
+      if (r.kind === 'inpaint') {
+        if (!job.image || !job.mask) throw new BackendError(id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+        blob = await client.imageToImage(
+          {
+            ...routing,
+            inputs: new Blob([job.image], { type: 'image/png' }),
+            parameters: { prompt: r.prompt, ...parameters, strength: r.strength ?? 0.8, mask_image: job.mask.toString('base64') },
+          },
+          options,
+        );
+      } else {
+        blob = await client.textToImage({ ...routing, inputs: r.prompt, parameters }, options);
+      }
+      return await toPng(blob, r);
+    } catch (err) {
+      throw toBackendError(err, ctx.signal, timeout, retryAfterS);
+    }
+  }
+
+  return {
+    id,
+    family: 'huggingface',
+    capabilities: {
+      kinds: opts.inpaint ? ['txt2img', 'inpaint'] : ['txt2img'],
+      maxPixels: 2048 * 2048,
+      maxCount: 4,
+      negativePrompt: true,
+      seed: true,
+      previews: false,
+      paid: true,
+    },
+    get inFlight() {
+      return inFlight;
+    },
+
+    async health(signal?: AbortSignal): Promise<HealthStatus> {
+      const started = performance.now();
+      const timeout = AbortSignal.timeout(3000);
+      const done = (ok: boolean, detail: string): HealthStatus => ({ ok, detail, latencyMs: Math.round(performance.now() - started) });
+      const url = opts.endpointUrl ?? `https://huggingface.co/api/models/${model}?expand[]=inferenceProviderMapping`;
+      try {
+        const res = await fetch(url, {
+          headers: opts.token ? { Authorization: `Bearer ${opts.token}` } : {},
+          signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
+        });
+        await res.body?.cancel();
+        if (res.status === 503) return done(false, 'endpoint scaled to zero or loading');
+        if (res.status === 401 || res.status === 403) return done(false, 'token rejected: check HF_TOKEN');
+        if (res.status >= 500) return done(false, `HTTP ${res.status}`);
+        // Any other answer means reachable (a handler may well answer 404/405 to GET).
+        return done(opts.endpointUrl ? true : res.ok, `HTTP ${res.status}`);
+      } catch (err) {
+        return done(false, timeout.aborted ? 'no answer within 3 s' : `unreachable: ${(err as Error).message}`);
+      }
+    },
+
+    async generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
+      if (ctx.signal.aborted) throw new BackendError(id, 'cancelled', 'cancelled');
+      inFlight++;
+      const started = performance.now();
+      try {
+        const images: Buffer[] = [];
+        // Endpoints make one image per call; sequential keeps a single-replica endpoint from queueing.
+        for (let i = 0; i < job.request.count; i++) images.push(await makeOne(job, job.request.seed + i, ctx));
+        const seconds = (performance.now() - started) / 1000;
+        log.info({ jobId: job.jobId, images: images.length, seconds }, 'hugging face images done');
+        return { images, seed: job.request.seed, billedSeconds: seconds, billedImages: images.length };
+      } finally {
+        inFlight--;
+      }
+    },
+  };
+}

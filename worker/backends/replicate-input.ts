@@ -1,0 +1,119 @@
+/**
+ * Replicate model presets (request → prediction input) and error mapping (client errors →
+ * BackendError). Pure; used by `replicate.ts`.
+ * @module
+ */
+import { BackendError, isBackendError } from '../../core/errors.js';
+import type { BackendJob } from './backend.js';
+
+/** `stability-ai/sdxl` version from Replicate's README example. */
+export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd4684c244b673b105188fe5f';
+
+/** Official model (no version; billed per image). */
+export const FLUX_SCHNELL_MODEL = 'black-forest-labs/flux-schnell';
+
+const FLUX_ASPECTS = ['1:1', '16:9', '21:9', '3:2', '2:3', '4:5', '5:4', '3:4', '4:3', '9:16', '9:21'] as const;
+
+/** What to create: an official model route, or the sdxl version when `model` is absent. */
+export interface PredictionSpec {
+  model?: string;
+  input: Record<string, unknown>;
+  /** false when the model cannot take an exact size and its images must be fitted afterwards. */
+  exactSize: boolean;
+}
+
+/** The flux-schnell aspect_ratio closest (in log ratio) to width/height. */
+export function nearestFluxAspectRatio(width: number, height: number): (typeof FLUX_ASPECTS)[number] {
+  const target = Math.log(width / height);
+  const distance = (a: string): number => {
+    const [w, h] = a.split(':').map(Number) as [number, number];
+    return Math.abs(Math.log(w / h) - target);
+  };
+  return FLUX_ASPECTS.reduce((best, a) => (distance(a) < distance(best) ? a : best));
+}
+
+const dataUri = (png: Buffer): string => `data:image/png;base64,${png.toString('base64')}`;
+
+/** Maps a job to the prediction input of its model; inpaint always goes to sdxl (flux-schnell has no mask input). */
+export function buildPrediction(backend: string, job: BackendJob): PredictionSpec {
+  const r = job.request;
+  if (r.replicateModel === 'flux-schnell' && r.kind === 'txt2img') {
+    return {
+      model: FLUX_SCHNELL_MODEL,
+      exactSize: false,
+      input: {
+        prompt: r.prompt,
+        aspect_ratio: nearestFluxAspectRatio(r.width, r.height),
+        num_outputs: r.count,
+        seed: r.seed,
+        output_format: 'png',
+        num_inference_steps: Math.min(r.steps, 4),
+      },
+    };
+  }
+  const input: Record<string, unknown> = {
+    prompt: r.prompt,
+    negative_prompt: r.negative,
+    width: r.width,
+    height: r.height,
+    num_outputs: r.count,
+    num_inference_steps: r.steps,
+    guidance_scale: r.guidance,
+    seed: r.seed,
+    scheduler: 'K_EULER',
+    refine: 'no_refiner',
+    disable_safety_checker: false,
+  };
+  if (r.kind === 'inpaint') {
+    if (!job.image || !job.mask) {
+      throw new BackendError(backend, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+    }
+    input.image = dataUri(job.image);
+    input.mask = dataUri(job.mask);
+    input.prompt_strength = r.strength ?? 0.8;
+  }
+  return { input, exactSize: true };
+}
+
+/** Seconds from a Retry-After header (delta or HTTP date), else from Replicate's "available in N second(s)" / "resets in ~Ns" text. */
+export function parseRetryAfter(header: string | null, body = ''): number | undefined {
+  if (header) {
+    const n = Number(header);
+    if (Number.isFinite(n) && n >= 0) return n;
+    const at = Date.parse(header);
+    if (!Number.isNaN(at)) return Math.max(0, Math.ceil((at - Date.now()) / 1000));
+  }
+  const m = /(?:available in|resets in)\s*~?(\d+(?:\.\d+)?)\s*s/i.exec(body);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The Problem-JSON `detail` (or the raw text) from an ApiError message `Request to … failed with status …: <body>.` */
+function apiDetail(message: string): string {
+  const body = /failed with status \d+[^:]*: ([\s\S]*)\.$/.exec(message)?.[1] ?? message;
+  try {
+    const parsed = JSON.parse(body) as { detail?: unknown; title?: unknown };
+    return String(parsed.detail ?? parsed.title ?? body);
+  } catch {
+    return body.slice(0, 300);
+  }
+}
+
+/** Any error out of the client (ApiError, our fetch's BackendError, a bad JSON body) as a BackendError. */
+export function mapReplicateError(backend: string, err: unknown): BackendError {
+  if (isBackendError(err)) return err;
+  const e = err as { name?: string; message?: string; response?: Response };
+  if (e?.name === 'ApiError' && e.response) {
+    const status = e.response.status;
+    const detail = apiDetail(e.message ?? '');
+    const opts = { status, cause: err };
+    if (status === 401 || status === 403) {
+      return new BackendError(backend, 'rejected', `Replicate refused the token (${status}); check REPLICATE_API_TOKEN`, { ...opts, retryable: false });
+    }
+    if (status === 402) return new BackendError(backend, 'rejected', `no Replicate credit (402): ${detail}`, { ...opts, retryable: false });
+    if (status === 429) return new BackendError(backend, 'busy', `Replicate rate limit (429): ${detail}`, opts);
+    if (status >= 500) return new BackendError(backend, 'unavailable', `Replicate HTTP ${status}: ${detail}`, opts);
+    return new BackendError(backend, 'rejected', `Replicate HTTP ${status}: ${detail}`, { ...opts, retryable: false });
+  }
+  if (err instanceof SyntaxError) return new BackendError(backend, 'bad-response', `Replicate sent invalid JSON: ${err.message}`, { cause: err });
+  return new BackendError(backend, 'bad-response', `unexpected Replicate error: ${e?.message ?? String(err)}`, { cause: err, retryable: true });
+}

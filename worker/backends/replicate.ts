@@ -1,0 +1,253 @@
+import Replicate, { parseProgressFromLogs, type Prediction } from 'replicate';
+import sharp, { type Metadata } from 'sharp';
+import { BackendError, isBackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
+import type { Logger } from '../../core/io/logger.js';
+import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { buildPrediction, mapReplicateError, parseRetryAfter, type PredictionSpec } from './replicate-input.js';
+
+export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio } from './replicate-input.js';
+
+/** Settings for one Replicate account. */
+export interface ReplicateBackendOptions {
+  id: string;
+  token: string;
+  /** API base including `/v1`, e.g. `https://api.replicate.com/v1`. */
+  baseUrl: string;
+  /** 64-hex version id of `stability-ai/sdxl`. */
+  sdxlVersion: string;
+  /** `Prefer: wait=N` on create (default 60); 0 turns sync mode off and only polls. */
+  waitSeconds?: number;
+  /** Poll interval while a prediction runs (default 500 ms). */
+  pollIntervalMs?: number;
+  /** Per-request timeout (default 30 s); the held create gets waitSeconds on top. */
+  requestTimeoutMs?: number;
+  log: Logger;
+}
+
+type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
+
+/**
+ * Fetch for the Replicate client: applies the job signal and a timeout, maps network failures to
+ * BackendError, and turns a 429 into 'busy' with `retryAfterS`. The client would otherwise retry a
+ * 429 (and any thrown error) five times back-to-back, ignoring Retry-After; a failure is therefore
+ * remembered per request init and re-thrown to those retries without touching the network again.
+ */
+function guardedFetch(backend: string, timeoutMs: number, jobSignal?: AbortSignal): FetchFn {
+  const failures = new WeakMap<object, BackendError>();
+  return async (input, init) => {
+    const prior = init && failures.get(init);
+    if (prior) throw prior;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signals = [timeout, jobSignal, init?.signal].filter((s): s is AbortSignal => s != null);
+    try {
+      const res = await fetch(input, { ...init, signal: AbortSignal.any(signals) });
+      if (res.status === 429) {
+        const body = await res.text().catch(() => '');
+        throw new BackendError(backend, 'busy', `Replicate rate limit (429): ${body.slice(0, 200)}`, {
+          status: 429,
+          retryAfterS: parseRetryAfter(res.headers.get('retry-after'), body),
+        });
+      }
+      return res;
+    } catch (err) {
+      const mapped = isBackendError(err)
+        ? err
+        : jobSignal?.aborted
+          ? new BackendError(backend, 'cancelled', 'cancelled', { cause: err })
+          : timeout.aborted
+            ? new BackendError(backend, 'timeout', `no answer from Replicate within ${timeoutMs} ms`, { cause: err })
+            : new BackendError(backend, 'unavailable', `cannot reach Replicate: ${(err as Error).message}`, { cause: err });
+      if (init) failures.set(init, mapped);
+      throw mapped;
+    }
+  };
+}
+
+/** Resolves with `p` unless `signal` aborts first; a late result goes to `onLate` (so it can be cancelled). */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, onLate: (v: T) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const abort = (): void => {
+      p.then(onLate, () => undefined);
+      reject(onAbort());
+    };
+    if (signal.aborted) return abort();
+    signal.addEventListener('abort', abort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+  });
+}
+
+/**
+ * Replicate backend: `stability-ai/sdxl` by version (txt2img and inpaint) or the official
+ * `black-forest-labs/flux-schnell` (txt2img), through the official client with sync mode plus
+ * polling, cancel on abort, and outputs downloaded and normalised to PNG.
+ */
+export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBackend & { lastPredictTime?: number } {
+  const { id, log } = opts;
+  const waitSeconds = opts.waitSeconds ?? 60;
+  const pollIntervalMs = opts.pollIntervalMs ?? 500;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+  const client = (fetchFn: FetchFn): Replicate =>
+    new Replicate({ auth: opts.token, baseUrl: opts.baseUrl, fetch: fetchFn, useFileOutput: false, userAgent: 'imagebot (replicate-javascript)' });
+  const cancelled = (): BackendError => new BackendError(id, 'cancelled', 'cancelled');
+  let inFlight = 0;
+
+  async function cancelQuietly(predictionId: string): Promise<void> {
+    try {
+      await client(guardedFetch(id, 5000)).predictions.cancel(predictionId);
+      log.info({ predictionId }, 'replicate prediction cancelled');
+    } catch (err) {
+      log.warn({ predictionId, err }, 'replicate cancel failed; the prediction may keep running');
+    }
+  }
+
+  function reportProgress(p: Prediction, ctx: RunContext, last: { step: number }): void {
+    const parsed = parseProgressFromLogs(p);
+    if (!parsed || parsed.current === last.step) return;
+    last.step = parsed.current;
+    ctx.onProgress({ step: parsed.current, total: parsed.total, fraction: Math.min(1, Math.max(0, parsed.percentage)) });
+  }
+
+  /** Polls until terminal (or abort); a failed prediction comes back as such instead of a thrown Error. */
+  async function settle(created: Prediction, ctx: RunContext): Promise<Prediction> {
+    const last = { step: -1 };
+    reportProgress(created, ctx, last);
+    if (TERMINAL.has(created.status)) return created;
+    try {
+      return await client(guardedFetch(id, requestTimeoutMs, ctx.signal)).wait(created, { interval: pollIntervalMs }, async (p) => {
+        reportProgress(p, ctx, last);
+        return ctx.signal.aborted;
+      });
+    } catch (err) {
+      const failed = /^Prediction failed: ([\s\S]*)$/.exec((err as Error).message ?? '');
+      if (!failed) throw err;
+      return { ...created, status: 'failed', error: failed[1] };
+    }
+  }
+
+  async function download(url: string, signal: AbortSignal): Promise<Buffer> {
+    const res = await guardedFetch(id, requestTimeoutMs, signal)(url);
+    if (!res.ok) {
+      const kind = res.status >= 500 ? 'unavailable' : 'bad-response';
+      throw new BackendError(id, kind, `output download failed with HTTP ${res.status}`, { status: res.status });
+    }
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  async function toPng(bytes: Buffer, r: GenerationRequest, exactSize: boolean): Promise<Buffer> {
+    let meta: Metadata;
+    try {
+      meta = await sharp(bytes).metadata();
+    } catch (err) {
+      throw new BackendError(id, 'bad-response', 'Replicate output is not an image', { cause: err });
+    }
+    // flux-schnell only takes an aspect ratio, so its images are fitted to the exact size here.
+    if (!exactSize) return sharp(bytes).resize(r.width, r.height, { fit: 'cover' }).png().toBuffer();
+    if (meta.width !== r.width || meta.height !== r.height) {
+      throw new BackendError(id, 'bad-response', `Replicate returned ${meta.width}×${meta.height}, expected ${r.width}×${r.height}`);
+    }
+    return meta.format === 'png' ? bytes : sharp(bytes).png().toBuffer();
+  }
+
+  async function collect(p: Prediction, job: BackendJob, spec: PredictionSpec, signal: AbortSignal): Promise<Buffer[]> {
+    const out: unknown = p.output;
+    const urls = typeof out === 'string' ? [out] : Array.isArray(out) ? out : [];
+    if (urls.length === 0 || !urls.every((u): u is string => typeof u === 'string')) {
+      throw new BackendError(id, 'bad-response', 'prediction succeeded without output URLs');
+    }
+    if (urls.length < job.request.count) {
+      // sdxl and flux drop images their safety checker flags and return the rest.
+      throw new BackendError(id, 'unsafe', `Replicate returned ${urls.length} of ${job.request.count} images; the rest were filtered`);
+    }
+    const files = await Promise.all(urls.slice(0, job.request.count).map((u) => download(u, signal)));
+    return Promise.all(files.map((f) => toPng(f, job.request, spec.exactSize)));
+  }
+
+  const backend: ImageBackend & { lastPredictTime?: number } = {
+    id,
+    family: 'replicate',
+    capabilities: {
+      kinds: ['txt2img', 'inpaint'],
+      maxPixels: 2048 * 2048,
+      maxCount: 4,
+      negativePrompt: true,
+      seed: true,
+      previews: false,
+      paid: true,
+    },
+    get inFlight() {
+      return inFlight;
+    },
+
+    async health(signal?: AbortSignal): Promise<HealthStatus> {
+      const started = performance.now();
+      const timeout = AbortSignal.timeout(3000);
+      const done = (ok: boolean, detail: string): HealthStatus => ({ ok, detail, latencyMs: Math.round(performance.now() - started) });
+      try {
+        const res = await fetch(`${opts.baseUrl.replace(/\/+$/, '')}/account`, {
+          headers: { Authorization: `Bearer ${opts.token}` },
+          signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
+        });
+        const body = (await res.json().catch(() => ({}))) as { username?: string };
+        if (res.ok) return done(true, `account ${body.username ?? '?'}`);
+        if (res.status === 401 || res.status === 403) return done(false, 'token rejected: check REPLICATE_API_TOKEN');
+        return done(false, `HTTP ${res.status}`);
+      } catch (err) {
+        return done(false, timeout.aborted ? 'no answer within 3 s' : `unreachable: ${(err as Error).message}`);
+      }
+    },
+
+    async generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
+      if (ctx.signal.aborted) throw cancelled();
+      inFlight++;
+      const started = performance.now();
+      let running: string | undefined;
+      try {
+        const spec = buildPrediction(id, job);
+        const target = spec.model ? { model: spec.model } : { version: opts.sdxlVersion };
+        // The held create is not tied to the job signal: only its answer names the prediction to
+        // cancel, so an abort answers at once and cancels the prediction once the id arrives.
+        const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
+          ...target,
+          input: spec.input,
+          wait: waitSeconds > 0 ? waitSeconds : false,
+        });
+        const created = await raceAbort(creating, ctx.signal, cancelled, (p) => {
+          if (!TERMINAL.has(p.status)) void cancelQuietly(p.id);
+        });
+        running = created.id;
+        log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
+        const p = await settle(created, ctx);
+        if (ctx.signal.aborted) throw cancelled();
+        if (TERMINAL.has(p.status)) running = undefined;
+        if (p.status === 'failed') {
+          const error = String(p.error ?? 'unknown error');
+          if (/nsfw/i.test(error)) throw new BackendError(id, 'unsafe', `Replicate: ${error}`);
+          throw new BackendError(id, 'bad-response', `prediction failed: ${error}`, { retryable: true });
+        }
+        if (p.status !== 'succeeded') throw new BackendError(id, 'unavailable', `prediction ended ${p.status} on Replicate`);
+        const images = await collect(p, job, spec, ctx.signal);
+        const metrics = (p.metrics ?? {}) as { predict_time?: number; image_count?: number };
+        backend.lastPredictTime = metrics.predict_time;
+        const wallS = (performance.now() - started) / 1000;
+        log.info({ jobId: job.jobId, predictionId: p.id, predictTime: metrics.predict_time, wallS }, 'replicate prediction done');
+        return {
+          images,
+          seed: job.request.seed,
+          billedSeconds: metrics.predict_time ?? wallS,
+          billedImages: metrics.image_count ?? images.length,
+        };
+      } catch (err) {
+        const be = ctx.signal.aborted ? cancelled() : mapReplicateError(id, err);
+        // Don't leave a paid prediction running after we gave up on it.
+        if (running) await cancelQuietly(running);
+        throw be;
+      } finally {
+        inFlight--;
+      }
+    },
+  };
+  return backend;
+}
