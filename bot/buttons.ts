@@ -7,7 +7,7 @@ import { buttonText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import type { CommandContext } from './context.js';
 import { NO_MENTIONS, quoteUserText } from './replies.js';
-import { submitGeneration } from './submit.js';
+import { admitGeneration, enqueueGeneration, type Admitted } from './submit.js';
 
 /** How each button is acknowledged: new results are public, everything else private. */
 export const BUTTON_DEFER: Record<ButtonAction, 'public' | 'ephemeral'> = {
@@ -47,8 +47,20 @@ function requireOwnerOrModerator(ctx: CommandContext, interaction: ButtonInterac
   throw new UserError('not_owner', buttonText.notOwner);
 }
 
+/** Buttons that start a new job are admitted (quota, policy) before acknowledging, like the slash commands. */
+export async function admitButton(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId): Promise<Admitted | null> {
+  if (id.action !== 'reroll') return null;
+  const job = await loadJob(ctx, interaction, id);
+  const seed = Math.floor(Math.random() * LIMITS.seedMax);
+  return admitGeneration(ctx, interaction, { ...job.request, seed }, job.id);
+}
+
 /** Runs a result or progress button; the job is reloaded from Postgres and every check made again. */
-export async function runButton(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId): Promise<void> {
+export async function runButton(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId, admitted: Admitted | null): Promise<void> {
+  if (admitted) {
+    await enqueueGeneration(ctx, admitted);
+    return;
+  }
   const job = await loadJob(ctx, interaction, id);
   switch (id.action) {
     case 'cancel': {
@@ -79,11 +91,6 @@ export async function runButton(ctx: CommandContext, interaction: ButtonInteract
         `**Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
       ].filter(Boolean);
       await interaction.editReply({ content: lines.join('\n').slice(0, 2000), allowedMentions: NO_MENTIONS });
-      return;
-    }
-    case 'reroll': {
-      const seed = Math.floor(Math.random() * LIMITS.seedMax);
-      await submitGeneration(ctx, interaction, { ...job.request, seed }, job.id);
       return;
     }
     default:

@@ -121,9 +121,21 @@ export class Delivery {
     void p;
   }
 
-  /** Shows the freshly queued job with its position; runs on the job's chain. */
-  async showQueued(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest): Promise<void> {
-    const t = this.track(jobId, guildId, ref, request);
+  /** Starts following a job before it is enqueued, so no event of it can be missed or misordered. */
+  begin(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest): void {
+    this.track(jobId, guildId, ref, request);
+  }
+
+  /** Stops following a job that never made it into the queue. */
+  forget(jobId: string): void {
+    this.finishTracking(jobId);
+  }
+
+  /** Shows the freshly queued job with its position; runs on the job's chain, skipped if it already finished. */
+  async showQueued(jobId: string): Promise<void> {
+    const t = this.tracked.get(jobId);
+    if (!t) return;
+    const { request, ref } = t;
     let position: number | null = null;
     try {
       position = await this.o.queue.getJobCountByTypes('waiting', 'prioritized');

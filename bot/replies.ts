@@ -29,7 +29,10 @@ export async function replyPrivately(
     return;
   }
   if (interaction.deferred && !interaction.replied) {
-    await interaction.deleteReply().catch(() => undefined);
+    // A public "thinking…" reply cannot become private: say it there, then clear it away.
+    await interaction.editReply({ ...payload, components: [], embeds: [], files: [] });
+    setTimeout(() => void interaction.deleteReply().catch(() => undefined), 15_000).unref();
+    return;
   }
   await interaction.followUp({ ...payload, flags: MessageFlags.Ephemeral });
 }

@@ -7,7 +7,7 @@ import {
   type Interaction,
   type RepliableInteraction,
 } from 'discord.js';
-import { BUTTON_DEFER, parseButton, runButton } from './buttons.js';
+import { BUTTON_DEFER, admitButton, parseButton, runButton } from './buttons.js';
 import { findCommand } from '../commands/index.js';
 import { isUserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
@@ -33,6 +33,23 @@ function contextFor(deps: BotDeps, interaction: Interaction): CommandContext {
   };
 }
 
+/** How long database checks may run before the reply must be deferred (Discord allows 3 s in all). */
+const ADMIT_BUDGET_MS = 1200;
+
+/**
+ * Waits up to the budget for `pending`: a refusal inside it is rethrown before anything is
+ * acknowledged (so it can be answered privately); a slow check leaves the promise running.
+ */
+async function refuseEarly(pending: Promise<unknown>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, ADMIT_BUDGET_MS)));
+  try {
+    await Promise.race([pending.then(() => undefined), budget]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInteraction): Promise<void> {
   const started = performance.now();
   const ctx = contextFor(deps, interaction);
@@ -44,10 +61,13 @@ async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInterac
   let deferredEphemeral = false;
   try {
     const prepared = command.prepare ? command.prepare(interaction) : undefined;
+    const admitted = command.admit ? command.admit(ctx, interaction, prepared) : Promise.resolve(undefined);
+    admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
+    await refuseEarly(admitted);
     deferredEphemeral = command.defer === 'ephemeral';
     await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
     ctx.log.debug({ command: command.data.name, ackMs: performance.now() - started }, 'acknowledged');
-    await command.execute(ctx, interaction, prepared);
+    await command.execute(ctx, interaction, prepared, await admitted);
   } catch (err) {
     await answerError(ctx, interaction, err, deferredEphemeral);
   }
@@ -58,9 +78,13 @@ async function handleButton(deps: BotDeps, interaction: ButtonInteraction): Prom
   let deferredEphemeral = false;
   try {
     const id = parseButton(interaction);
+    const bctx = { ...ctx, log: ctx.log.child({ button: id.action, jobId: id.jobId }) };
+    const admitted = admitButton(bctx, interaction, id);
+    admitted.catch(() => undefined);
+    await refuseEarly(admitted);
     deferredEphemeral = BUTTON_DEFER[id.action] === 'ephemeral';
     await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-    await runButton({ ...ctx, log: ctx.log.child({ button: id.action, jobId: id.jobId }) }, interaction, id);
+    await runButton(bctx, interaction, id, await admitted);
   } catch (err) {
     await answerError(ctx, interaction, err, deferredEphemeral);
   }

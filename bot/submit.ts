@@ -4,7 +4,7 @@ import type { GenerationRequest, JobPayload } from '../core/generation.js';
 import { admitJob } from '../core/ledger.js';
 import { checkPrompt, mayPostNsfw } from '../core/policy.js';
 import { text } from '../core/messages.js';
-import type { Actor } from '../core/ports.js';
+import type { Actor, InteractionRef } from '../core/ports.js';
 import type { CommandContext } from './context.js';
 
 /** Interactions that can start a generation: the slash commands and the result buttons. */
@@ -18,16 +18,22 @@ export function actorOf(interaction: GenerationInteraction): Actor {
   return { guildId: interaction.guildId, channelId: interaction.channelId, userId: interaction.user.id, channelNsfw: nsfw };
 }
 
-/**
- * Admits, records and enqueues a generation, then shows its place in the queue.
- * If the queue is unreachable the reservation is refunded before the member hears about it.
- */
-export async function submitGeneration(
+export interface Admitted {
+  jobId: string;
+  actor: Actor;
+  ref: InteractionRef;
+  request: GenerationRequest;
+  budgetLeftUsd: number;
+  nsfwAllowed: boolean;
+}
+
+/** Policy check, then quota reservation and job record in one statement. Throws UserError when refused. */
+export async function admitGeneration(
   ctx: CommandContext,
   interaction: GenerationInteraction,
   request: GenerationRequest,
   parentJobId?: string,
-): Promise<void> {
+): Promise<Admitted> {
   const { deps } = ctx;
   const actor = actorOf(interaction);
   const policy = await deps.settings.policy(actor.guildId).catch((err: unknown) => {
@@ -56,29 +62,40 @@ export async function submitGeneration(
     request,
     parentJobId,
   );
-  const log = ctx.log.child({ jobId });
+  deps.delivery.begin(jobId, actor.guildId, ref, request);
+  return { jobId, actor, ref, request, budgetLeftUsd, nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }) };
+}
+
+/**
+ * Enqueues an admitted job and shows its place in the queue. If the queue is unreachable the
+ * reservation is refunded before the member hears about it.
+ */
+export async function enqueueGeneration(ctx: CommandContext, a: Admitted): Promise<void> {
+  const { deps } = ctx;
+  const log = ctx.log.child({ jobId: a.jobId });
   const payload: JobPayload = {
     v: 1,
-    jobId,
-    guildId: actor.guildId,
-    request,
-    paidAllowed: budgetLeftUsd > 0,
-    budgetLeftUsd,
-    nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
+    jobId: a.jobId,
+    guildId: a.actor.guildId,
+    request: a.request,
+    paidAllowed: a.budgetLeftUsd > 0,
+    budgetLeftUsd: a.budgetLeftUsd,
+    nsfwAllowed: a.nsfwAllowed,
   };
   try {
-    await deps.queue.add(request.kind, payload, { jobId });
+    await deps.queue.add(a.request.kind, payload, { jobId: a.jobId });
   } catch (err) {
     log.warn({ err }, 'enqueue failed; refunding');
-    const settled = await deps.store.settle(jobId, {
+    deps.delivery.forget(a.jobId);
+    const settled = await deps.store.settle(a.jobId, {
       status: 'failed',
       code: 'queue_unavailable',
       message: text.queueUnavailable,
       attempts: [],
     });
-    if (settled) await deps.store.markDelivered(jobId, null);
+    if (settled) await deps.store.markDelivered(a.jobId, null);
     throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
   }
-  log.info({ kind: request.kind, count: request.count }, 'job queued');
-  await deps.delivery.showQueued(jobId, actor.guildId, ref, request);
+  log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
+  await deps.delivery.showQueued(a.jobId);
 }

@@ -12,12 +12,18 @@ import type { CommandContext } from '../bot/context.js';
  * `prepare` runs before the acknowledgement and must be pure and fast (option parsing);
  * a UserError there is answered ephemerally without deferring.
  */
-export interface Command<P = void> {
+export interface Command<P = void, A = void> {
   readonly data: RESTPostAPIChatInputApplicationCommandsJSONBody;
   /** How the reply is acknowledged: results are public, settings and quotas private. */
   readonly defer: 'public' | 'ephemeral';
   prepare?(interaction: ChatInputCommandInteraction): P;
-  execute(ctx: CommandContext, interaction: ChatInputCommandInteraction, prepared: P): Promise<void>;
+  /**
+   * Checks that need the database (quota, policy), started before the acknowledgement. If they
+   * refuse within the acknowledgement budget the member gets a private error instead of a public
+   * "thinking…" message; if they are slow, the reply is deferred anyway and execute awaits them.
+   */
+  admit?(ctx: CommandContext, interaction: ChatInputCommandInteraction, prepared: P): Promise<A>;
+  execute(ctx: CommandContext, interaction: ChatInputCommandInteraction, prepared: P, admitted: A): Promise<void>;
   autocomplete?(ctx: CommandContext, interaction: AutocompleteInteraction): Promise<void>;
 }
 

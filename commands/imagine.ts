@@ -2,7 +2,7 @@ import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from '
 import { ASPECTS, LIMITS, parseImagineOptions, type GenerationRequest } from '../core/generation.js';
 import { presetChoices } from '../core/presets.js';
 import { GUILD_ONLY, type Command } from './command.js';
-import { submitGeneration } from '../bot/submit.js';
+import { admitGeneration, enqueueGeneration, type Admitted } from '../bot/submit.js';
 
 function readOptions(i: ChatInputCommandInteraction) {
   const o = i.options;
@@ -41,8 +41,9 @@ export const imagine = {
   },
   defer: 'public',
   prepare: (interaction) => parseImagineOptions(readOptions(interaction)),
-  execute: (ctx, interaction, request) => submitGeneration(ctx, interaction, request),
+  admit: (ctx, interaction, request) => admitGeneration(ctx, interaction, request),
+  execute: (ctx, _interaction, _request, admitted) => enqueueGeneration(ctx, admitted),
   async autocomplete(_ctx, interaction) {
     await interaction.respond(presetChoices(String(interaction.options.getFocused())));
   },
-} satisfies Command<GenerationRequest>;
+} satisfies Command<GenerationRequest, Admitted>;

@@ -7,9 +7,10 @@ import { admin } from './admin/index.js';
 
 /** Every slash command, in one typed list: registration and the router both read it. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: readonly Command<any>[] = [imagine, inpaint, quota, admin];
+export const COMMANDS: readonly Command<any, any>[] = [imagine, inpaint, quota, admin];
 
-export function findCommand(name: string): Command<unknown> | undefined {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function findCommand(name: string): Command<any, any> | undefined {
   return COMMANDS.find((c) => c.data.name === name);
 }
 

@@ -77,11 +77,15 @@ export class SettingsStore {
         ...(patch.monthlyBudgetUsd !== undefined ? { monthlyBudgetUsd: patch.monthlyBudgetUsd } : {}),
         ...(patch.logChannelId !== undefined ? { logChannelId: patch.logChannelId } : {}),
       };
+      // "before" is what was in force, defaults included, so the audit trail reads without the config.
+      const inForce: Record<string, unknown> = {
+        dailyLimit: cur?.dailyLimit ?? this.defaults.dailyLimit,
+        nsfwMode: cur?.nsfwMode === 'nsfw_channels' ? 'nsfw-channels' : 'strict',
+        monthlyBudgetUsd: cur?.monthlyBudgetUsd != null ? Number(cur.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
+        logChannelId: cur?.logChannelId ?? null,
+      };
       const before: Record<string, unknown> = {};
-      for (const k of Object.keys(data)) {
-        const v = cur?.[k as keyof typeof cur];
-        before[k] = v === undefined || v === null ? null : typeof v === 'object' ? Number(v) : v;
-      }
+      for (const k of Object.keys(data)) before[k] = inForce[k];
       await tx.guildSettings.upsert({ where: { guildId }, create: { guildId, ...data }, update: data });
       await tx.auditLog.create({
         data: { guildId, actorId, action, before: toJson(before), after: toJson(patch) },

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
 import { PERMS } from '../fakes/discord/server.js';
+import { defaultGuilds } from '../fakes/discord/ids.js';
 import type { APIOption, FakeInteraction } from '../fakes/discord/types.js';
 import { ALICE, BOB, GUILD_ID, System } from './harness.js';
 
@@ -81,7 +82,9 @@ describe('/admin', () => {
 
   test('Administrator and a configured moderator role also pass the check', async ({ db, redisPrefix }) => {
     const modRole = '7777777777777777770';
-    sys = await System.start({ db, redisPrefix, worker: 'none', env: { MODERATOR_ROLE_IDS: modRole } });
+    const guild = defaultGuilds()[0]!;
+    guild.roles = [{ id: modRole, name: 'mods', permissions: PERMS.member }];
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { MODERATOR_ROLE_IDS: modRole }, discord: { guilds: [guild] } });
     const a = await admin(sys, 'quota-default', [{ name: 'daily', type: 4, value: 7 }], PERMS.admin);
     expect((await replyOf(sys, a)).content).toContain('**7**');
     const r = await sys.discord.slashCommand({ name: 'admin', subcommand: 'quota-default', options: [{ name: 'daily', type: 4, value: 8 }], memberPermissions: PERMS.member, roles: [modRole], user: BOB, guildId: GUILD_ID });
@@ -95,9 +98,9 @@ describe('/admin', () => {
     const bobJob = await sys.imagine({ prompt: 'bob may make three', count: 3, steps: 2, user: BOB });
     expect((await sys.finalReply(bobJob)).attachments.filter((a) => a.filename.startsWith('image-'))).toHaveLength(3);
     const alice = await sys.imagine({ prompt: 'alice only one', count: 2, steps: 2, user: ALICE });
-    expect((await sys.discord.waitFor(() => alice.followUps[0])).content).toContain('of your 1 images');
+    expect((await alice.waitForCallback()).data.content).toContain('of your 1 images');
     await replyOf(sys, await admin(sys, 'quota-user', [{ name: 'user', type: 6, value: BOB.id }, { name: 'daily', type: 4, value: 0 }], PERMS.manager, userResolved(BOB)));
     const blocked = await sys.imagine({ prompt: 'blocked', steps: 2, user: BOB });
-    expect((await sys.discord.waitFor(() => blocked.followUps[0])).content).toContain('turned off image generation for you');
+    expect((await blocked.waitForCallback()).data.content).toContain('turned off image generation for you');
   });
 });

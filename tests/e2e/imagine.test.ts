@@ -15,15 +15,16 @@ function webhookEdits(s: System, token: string) {
 
 describe('/imagine end to end', () => {
   test('acknowledges within 3 s, shows progress, then posts a decodable image with its details', async ({ db, redisPrefix }) => {
-    sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 60 } });
-    const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 20, seed: 77 });
+    // 30 steps × 100 ms outlasts the 1.5 s edit interval, so at least one progress edit is due.
+    sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 100 } });
+    const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 30, seed: 77 });
     const first = await i.waitForCallback();
     expect(first.at - i.createdAt).toBeLessThan(3000);
     expect(first.type).toBe(5);
     const msg = await sys.finalReply(i);
     const edits = webhookEdits(sys, i.token).map((r) => String(r.json?.content ?? ''));
     expect(edits.some((c) => c.includes('Queued'))).toBe(true);
-    expect(edits.some((c) => /Generating on a1111: step \d+\/20/.test(c))).toBe(true);
+    expect(edits.some((c) => /Generating on a1111: step \d+\/30/.test(c))).toBe(true);
     const image = msg.attachments.find((a) => a.filename === 'image-1.png')!;
     const meta = await sharp(image.data).metadata();
     expect(meta).toMatchObject({ format: 'png', width: 1024, height: 1024 });
@@ -53,7 +54,9 @@ describe('/imagine end to end', () => {
     sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '2' } });
     await sys.finalReply(await sys.imagine({ prompt: 'first', count: 2, steps: 2 }));
     const second = await sys.imagine({ prompt: 'second', steps: 2 });
-    const refusal = await sys.discord.waitFor(() => second.followUps[0]);
+    const cb = await second.waitForCallback();
+    expect(cb.type).toBe(4);
+    const refusal = cb.data;
     expect(refusal.flags & 64).toBe(64);
     expect(refusal.content).toContain('You have used 2 of your 2 images today');
     expect(refusal.content).toContain('00:00 UTC');
@@ -64,8 +67,10 @@ describe('/imagine end to end', () => {
   test('ten parallel requests from a member with three images left: exactly three run', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '3', MAX_QUEUED_PER_USER: '20' } });
     const all = await Promise.all(Array.from({ length: 10 }, (_, n) => sys!.imagine({ prompt: `cat ${n}`, steps: 2 })));
-    await sys.discord.waitFor(() => all.filter((i) => i.followUps.length > 0).length === 7 || undefined, 20_000);
-    const done = await Promise.all(all.filter((i) => i.followUps.length === 0).map((i) => sys!.finalReply(i)));
+    const first = await Promise.all(all.map((i) => i.waitForCallback()));
+    // Refusals are private replies (type 4, ephemeral); admitted jobs are deferred publicly (type 5).
+    expect(first.filter((c) => c.type === 4 && (c.data.flags & 64) === 64)).toHaveLength(7);
+    const done = await Promise.all(all.filter((_, n) => first[n]!.type === 5).map((i) => sys!.finalReply(i)));
     expect(done).toHaveLength(3);
     for (const m of done) expect(m.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
     expect(await db.prisma.job.count()).toBe(3);
