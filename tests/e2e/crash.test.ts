@@ -31,7 +31,8 @@ describe('crashes and restarts', () => {
     await new Promise((r) => setTimeout(r, 1500));
     const resultPosts = sys.discord.requests.filter((r) => r.files.some((f) => f.filename.startsWith('image-')));
     expect(resultPosts).toHaveLength(1);
-    expect(sys.discord.channelMessages('4444444444444444444')).toHaveLength(0);
+    const withImages = sys.discord.channelMessages('4444444444444444444').filter((m) => m.attachments.some((a) => a.filename.startsWith('image-')));
+    expect(withImages).toHaveLength(1);
     expect(await chargedImages(db)).toBe(2);
     const job = await db.prisma.job.findFirstOrThrow();
     expect(job.status).toBe('succeeded');
