@@ -7,14 +7,16 @@ afterEach(async () => {
   await fake?.close();
 });
 
-const optionNames = (cmd: { options?: { name: string }[] }) => (cmd.options ?? []).map((o) => o.name);
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const optionNames = (cmd: any): string[] => (cmd?.options ?? []).map((o: { name: string }) => o.name);
 
 test('registration sends every command and option of the contract, guild-scoped when a dev guild is set', async () => {
   fake = await startFakeDiscord();
   await registerCommands({ token: 'fake-token', appId: '1111111111111111111', apiUrl: fake.apiUrl, guildId: '2222222222222222222' });
   const cmds = fake.registeredCommands('2222222222222222222');
   expect(fake.registeredCommands()).toEqual([]);
-  const byName = Object.fromEntries(cmds.map((c: { name: string }) => [c.name, c]));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const byName: Record<string, any> = Object.fromEntries(cmds.map((c: { name: string }) => [c.name, c]));
   expect(Object.keys(byName).sort()).toEqual(['admin', 'imagine', 'inpaint', 'quota']);
   expect(optionNames(byName.imagine)).toEqual(['prompt', 'negative', 'aspect', 'count', 'seed', 'steps', 'guidance', 'preset']);
   expect(byName.imagine.options[2].choices.map((c: { value: string }) => c.value)).toEqual(['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16']);

@@ -53,6 +53,7 @@ describe('crashes and restarts', () => {
     await sys.spawn('bot');
     const msg = await sys.finalReply(i, 20_000);
     expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    for (let n = 0; n < 100 && (await db.prisma.job.findFirstOrThrow()).deliveredAt === null; n++) await new Promise((r) => setTimeout(r, 50));
     // A second restart finds nothing left to deliver.
     const bot2 = sys.procs.at(-1)!;
     bot2.child.kill('SIGKILL');

@@ -1,0 +1,131 @@
+/**
+ * What the system adds per job: interaction → queue → worker → instant fake backend → delivery,
+ * on the real Postgres and Redis, the real bot (in this process) and worker (a child process).
+ * Prints p50/p99 of added latency and of the acknowledgement, and jobs/s. Not a test: figures only.
+ *
+ *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { botConfigSchema, loadConfig } from '../core/config.js';
+import { createLogger } from '../core/io/logger.js';
+import { startBot, type RunningBot } from '../bot/main.js';
+import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
+import { startFakeDiscord } from '../tests/fakes/discord/server.js';
+import type { FakeInteraction } from '../tests/fakes/discord/types.js';
+import { startInstantA1111 } from './instant-a1111.js';
+
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SEQ = Number(process.env.BENCH_SEQ ?? 200);
+const JOBS = Number(process.env.BENCH_JOBS ?? 1000);
+const BOXES = (process.env.BENCH_BOXES ?? '1,8').split(',').map(Number);
+
+function pct(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+}
+const f = (n: number) => n.toFixed(1);
+
+async function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      if (buf.includes('"worker ready"')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
+  });
+  child.stdout!.resume();
+  return child;
+}
+
+async function main(): Promise<void> {
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+  const stamp = `${Date.now()}`;
+  const dbName = `imagebot_bench_${stamp}`;
+  const dbUrl = new URL(PG_ADMIN);
+  dbUrl.pathname = `/${dbName}`;
+  await ensureDatabase(dbUrl.toString());
+  await applyMigrations(dbUrl.toString());
+  const discord = await startFakeDiscord();
+  const a1111 = await startInstantA1111();
+  const users = Array.from({ length: 50 }, (_, i) => ({ id: String(4000000000000000000n + BigInt(i)), username: `u${i}` }));
+
+  out(`bench/overhead: node ${process.version}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`);
+  for (const boxes of BOXES) {
+    const prefix = `bench:${stamp}:${boxes}`;
+    const env: Record<string, string> = {
+      DISCORD_TOKEN: 'fake-token',
+      DISCORD_APP_ID: '1111111111111111111',
+      DISCORD_API_URL: discord.apiUrl,
+      DATABASE_URL: dbUrl.toString(),
+      REDIS_URL,
+      QUEUE_PREFIX: prefix,
+      A1111_URL: Array.from({ length: boxes }, () => a1111.url).join(','),
+      WORKER_CONCURRENCY: String(boxes),
+      DEFAULT_DAILY_IMAGES: '1000000',
+      MAX_QUEUED_PER_USER: '100',
+      LOG_LEVEL: 'warn',
+    };
+    const worker = await spawnWorker(env);
+    const bot: RunningBot = await startBot(loadConfig(botConfigSchema, env), createLogger({ level: 'silent' }));
+
+    const finalAt = (i: FakeInteraction) =>
+      discord.requests.find((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`) && r.files.some((x) => x.filename.startsWith('image-')))?.at;
+    const waitAll = (list: FakeInteraction[], timeoutMs: number) =>
+      discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined) ? true : undefined), timeoutMs);
+
+    // Warm-up: connections, JIT, prepared statements.
+    const warm = await Promise.all(Array.from({ length: 20 }, (_, n) => discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: 'warm' }] })));
+    await waitAll(warm, 60_000);
+
+    const added: number[] = [];
+    const acks: number[] = [];
+    for (let n = 0; n < SEQ; n++) {
+      const i = await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `seq ${n}` }] });
+      await waitAll([i], 30_000);
+      added.push(finalAt(i)! - i.createdAt);
+      acks.push((await i.waitForCallback()).at - i.createdAt);
+    }
+
+    const burst: FakeInteraction[] = [];
+    const t0 = Date.now();
+    for (let n = 0; n < JOBS; n++) {
+      burst.push(await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `burst ${n}` }] }));
+    }
+    await waitAll(burst, 600_000);
+    const last = Math.max(...burst.map((i) => finalAt(i)!));
+    const burstAcks = await Promise.all(burst.map(async (i) => (await i.waitForCallback()).at - i.createdAt));
+    const jobsPerS = JOBS / ((last - t0) / 1000);
+
+    out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${boxes}]`);
+    out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
+    out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
+    out(`  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms`);
+    out(`  throughput: ${JOBS} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
+
+    await bot.stop();
+    worker.kill('SIGTERM');
+    await once(worker, 'exit');
+    const redis = new Redis(REDIS_URL);
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length) await redis.unlink(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+    await redis.quit();
+  }
+  await discord.close();
+  await a1111.close();
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  await admin.end();
+}
+
+await main();
