@@ -17,6 +17,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY prisma ./prisma
+# migrate.js looks for its migrations next to itself.
+COPY prisma/migrations ./dist/prisma/migrations
 USER node
 # Overridden per service in docker-compose.yml.
 CMD ["node", "dist/bot/main.js"]

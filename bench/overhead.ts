@@ -39,7 +39,8 @@ async function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
     });
     child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
   });
-  child.stdout!.resume();
+  if (process.env.BENCH_WORKER_LOG) child.stdout!.pipe((await import('node:fs')).createWriteStream(process.env.BENCH_WORKER_LOG));
+  else child.stdout!.resume();
   return child;
 }
 
@@ -67,15 +68,29 @@ async function main(): Promise<void> {
       QUEUE_PREFIX: prefix,
       A1111_URL: Array.from({ length: boxes }, () => a1111.url).join(','),
       WORKER_CONCURRENCY: String(boxes),
-      DEFAULT_DAILY_IMAGES: '1000000',
+      DEFAULT_DAILY_IMAGES: '100000',
       MAX_QUEUED_PER_USER: '100',
       LOG_LEVEL: 'warn',
     };
-    const worker = await spawnWorker(env);
+    // The worker logs its ready line at info; its per-job lines are read and dropped.
+    const worker = await spawnWorker({ ...env, LOG_LEVEL: 'info' });
     const bot: RunningBot = await startBot(loadConfig(botConfigSchema, env), createLogger({ level: 'silent' }));
 
-    const finalAt = (i: FakeInteraction) =>
-      discord.requests.find((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`) && r.files.some((x) => x.filename.startsWith('image-')))?.at;
+    // Index result uploads by token incrementally: rescanning every request on each poll would
+    // make the benchmark itself the bottleneck.
+    const finals = new Map<string, number>();
+    let scanned = 0;
+    const finalAt = (i: FakeInteraction) => {
+      for (; scanned < discord.requests.length; scanned++) {
+        const r = discord.requests[scanned]!;
+        if (r.status === 0) break; // still being handled
+        if (r.method === 'PATCH' && r.files.some((x) => x.filename.startsWith('image-'))) {
+          const token = r.path.split('/')[3];
+          if (token && !finals.has(token)) finals.set(token, r.at);
+        }
+      }
+      return finals.get(i.token);
+    };
     const waitAll = (list: FakeInteraction[], timeoutMs: number) =>
       discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined) ? true : undefined), timeoutMs);
 

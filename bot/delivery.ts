@@ -13,7 +13,10 @@ export interface DeliveryOptions {
   results: ResultStore;
   queue: GenerateQueue;
   events: QueueEvents;
+  /** REST for interaction webhooks (edits of the reply); exempt from the global limit. */
   rest: REST;
+  /** REST with the bot token for channel messages, under the global limit. */
+  botRest: REST;
   log: Logger;
   now: () => Date;
   /** true when this process's gateway shard(s) serve the guild; others leave progress edits alone. */
@@ -294,7 +297,7 @@ export class Delivery {
       }
     }
     const nonce = job.id.replaceAll('-', '').slice(0, 25);
-    const posted = (await this.o.rest.post(Routes.channelMessages(job.channelId), {
+    const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), {
       body: {
         ...body,
         content: `<@${job.userId}> ${body.content}`.trim(),

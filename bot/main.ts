@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
 import { startOpsServer } from '../core/io/http-server.js';
-import { createDiscordClient } from './client.js';
+import { createBotRest, createDiscordClient } from './client.js';
 import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
 import { createRouter } from './router.js';
@@ -47,9 +47,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
 
   const client = createDiscordClient(config.DISCORD_API_URL);
+  const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
   const stats = new StatsStore(prisma);
-  const notices = new Notices(client.rest, settings, log.child({ part: 'notices' }));
+  const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const delivery = new Delivery({
     afterSettle: createBudgetWatch({ stats, settings, notices, now, log }),
     store,
@@ -57,6 +58,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     queue,
     events,
     rest: client.rest,
+    botRest,
     log: log.child({ part: 'delivery' }),
     now,
     ownsGuild: (id) => client.guilds.cache.has(id),
