@@ -107,7 +107,7 @@ export const workerConfigSchema = z
     /** Jobs one worker process runs at once (each GPU box still runs one at a time). */
     WORKER_CONCURRENCY: intIn(1, 64, 1),
     /** A backend that reports no progress for this long is treated as dead and the job moves on. */
-    PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 30_000),
+    PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 10_000),
     /** Price model (dollars). GPU boxes: per GPU-hour of wall time; 0 = the owner's own hardware. */
     A1111_USD_PER_GPU_HOUR: usd(0),
     COMFYUI_USD_PER_GPU_HOUR: usd(0),

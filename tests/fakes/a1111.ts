@@ -1,183 +1,467 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 
-export type FakeA1111Mode = 'ok' | 'hang' | 'error500' | 'garbage' | 'wrong-size' | 'die-mid-job' | 'reject-401';
+/**
+ * How the fake box behaves on generation (and upscale) requests:
+ * - `hang`: accepts the POST and never answers; /progress stays idle.
+ * - `stall`: starts the job, then the sampler stops moving (GPU hang); /progress answers, busy, forever.
+ * - `error500`: CUDA out of memory (500). `garbage`: 200 with an HTML body.
+ * - `wrong-size`: images 64 px wider than asked. `reject-401`: every /sdapi route refuses the credentials.
+ * - `die-mid-job`: after two steps the process "crashes": every socket is destroyed and every later
+ *   request too, until setMode() revives it.
+ */
+export type FakeA1111Mode = 'ok' | 'hang' | 'stall' | 'error500' | 'garbage' | 'wrong-size' | 'die-mid-job' | 'reject-401';
 
 export interface FakeA1111Options {
-  /** Delay per sampling step. */
+  /** Delay per sampling step (default 5 ms). */
   stepDelayMs?: number;
-  /** `user:pass` required as HTTP Basic auth, like `--api-auth`. */
+  /** `user:pass[,user2:pass2]` required as HTTP Basic auth on /sdapi routes, like `--api-auth`. */
   auth?: string;
   mode?: FakeA1111Mode;
+  /** The box's `samples_format` option (default png). */
+  samplesFormat?: 'png' | 'jpg' | 'webp';
 }
 
-export interface A1111Request {
+/** Every request the fake received. */
+export interface FakeA1111Request {
+  /** Date.now() when the body was read. */
   at: number;
   method: string;
   path: string;
-  json?: Record<string, unknown>;
-  headers: IncomingMessage['headers'];
+  query: string;
+  /** Parsed JSON body, if it was JSON. */
+  json?: unknown;
+  headers: IncomingHttpHeaders;
 }
 
-interface Current {
-  step: number;
-  steps: number;
-  interrupted: boolean;
+/** One txt2img/img2img request and what became of it. */
+export interface FakeA1111Job {
+  path: string;
+  receivedAt: number;
+  /** When it got the box's lock and started sampling. */
+  startedAt?: number;
+  /** When its connection closed (answered, dropped or destroyed). */
+  finishedAt?: number;
+  initImages: number;
+  hasMask: boolean;
+  outcome?: 'done' | 'interrupted' | 'rejected' | 'hung' | 'died' | 'garbage' | 'error';
+  images?: number;
 }
 
-function colorFor(seed: number, i: number) {
-  const v = (seed + i * 7919) >>> 0;
-  return { r: v % 256, g: (v >> 8) % 256, b: (v >> 16) % 256 };
-}
-
-async function png(width: number, height: number, seed: number, i: number): Promise<Buffer> {
-  return sharp({ create: { width, height, channels: 3, background: colorFor(seed, i) } }).png().toBuffer();
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-}
+const SAMPLERS = [
+  'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DPM++ 2M SDE Heun', 'DPM++ 2S a', 'DPM++ 3M SDE', 'Euler a', 'Euler', 'LMS', 'Heun',
+  'DPM2', 'DPM2 a', 'DPM fast', 'DPM adaptive', 'Restart', 'DDIM', 'DDIM CFG++', 'PLMS', 'UniPC', 'LCM',
+];
+const SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential', 'Polyexponential', 'SGM Uniform', 'KL Optimal', 'Align Your Steps', 'Simple', 'Normal', 'DDIM', 'Beta'];
+const UPSCALERS = ['None', 'Lanczos', 'Nearest', 'ESRGAN_4x', 'LDSR', 'R-ESRGAN 4x+', 'R-ESRGAN 4x+ Anime6B', 'ScuNET', 'SwinIR 4x'];
+const MODELS = [
+  ['sd_xl_base_1.0', '31e35c80fc', '31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b'],
+  ['sd_xl_refiner_1.0', '7440042bbd', '7440042bbdc8a24813002c09b6b69b64dc90fded4472613437b7f55f9b7d9c5f'],
+].map(([name, hash, sha256]) => ({
+  title: `${name}.safetensors [${hash}]`,
+  model_name: name,
+  hash,
+  sha256,
+  filename: `/models/Stable-diffusion/${name}.safetensors`,
+  config: null,
+}));
+const INT_FIELDS = ['steps', 'width', 'height', 'batch_size', 'n_iter', 'seed', 'subseed', 'resize_mode', 'mask_blur', 'inpainting_fill', 'inpaint_full_res_padding'];
+const FLOAT_FIELDS = ['cfg_scale', 'denoising_strength'];
+const BOOL_FIELDS = ['send_images', 'save_images', 'inpaint_full_res'];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+function colorFor(seed: number, i: number) {
+  const v = Math.imul((seed + i) >>> 0, 2654435761) >>> 0;
+  return { r: v & 255, g: (v >>> 8) & 255, b: (v >>> 16) & 255 };
+}
+
+async function image(width: number, height: number, seed: number, i: number, format: 'png' | 'jpg' | 'webp'): Promise<Buffer> {
+  const s = sharp({ create: { width, height, channels: 3, background: colorFor(seed, i) } });
+  return (format === 'jpg' ? s.jpeg() : format === 'webp' ? s.webp() : s.png()).toBuffer();
+}
+
+/** A1111's api_middleware error shape: HTTPException text goes to `detail`, anything else only to `errors`. */
+function apiError(error: string, text: string, status: number) {
+  return error === 'HTTPException' ? { error, detail: text, body: '', errors: `${status}: ${text}` } : { error, detail: '', body: '', errors: text };
+}
+const OOM = 'CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 11.99 GiB total capacity; 9.12 GiB already allocated)';
+
+function b64decode(s: string): Buffer {
+  return Buffer.from(s.replace(/^data:[^,]*,/, ''), 'base64');
+}
+
+async function decodes(s: unknown): Promise<boolean> {
+  if (typeof s !== 'string' || s.length === 0) return false;
+  return sharp(b64decode(s))
+    .metadata()
+    .then((m) => Boolean(m.width))
+    .catch(() => false);
+}
+
+function timestamp(d = new Date()): string {
+  return d.toISOString().replace(/[-:T]/g, '').slice(0, 14);
+}
+
+/** Pydantic v1 style 422 for the first mistyped field, or null. */
+function validateTypes(body: Record<string, unknown>): unknown {
+  const bad = (field: string, type: string, msg: string) => ({ detail: [{ loc: ['body', field], msg, type }] });
+  for (const f of INT_FIELDS) {
+    const v = body[f];
+    if (v !== undefined && v !== null && !(typeof v === 'number' || (typeof v === 'string' && v.trim() !== '' && Number.isInteger(Number(v))))) {
+      return bad(f, 'type_error.integer', 'value is not a valid integer');
+    }
+  }
+  for (const f of FLOAT_FIELDS) {
+    const v = body[f];
+    if (v !== undefined && v !== null && !(typeof v === 'number' || (typeof v === 'string' && Number.isFinite(Number(v))))) {
+      return bad(f, 'type_error.float', 'value is not a valid float');
+    }
+  }
+  for (const f of BOOL_FIELDS) {
+    const v = body[f];
+    if (v !== undefined && v !== null && typeof v !== 'boolean' && v !== 0 && v !== 1) return bad(f, 'type_error.bool', 'value could not be parsed to a boolean');
+  }
+  return null;
+}
+
+/** `DPM++ 2M Karras` style legacy names are split into sampler + scheduler, as A1111 does. */
+function knownSampler(name: string): boolean {
+  const lower = name.toLowerCase();
+  if (SAMPLERS.some((s) => s.toLowerCase() === lower)) return true;
+  return SCHEDULERS.some((sch) => lower.endsWith(` ${sch.toLowerCase()}`) && SAMPLERS.some((s) => `${s} ${sch}`.toLowerCase() === lower));
+}
+
+const num = (v: unknown, d: number) => (v === undefined || v === null ? d : Math.trunc(Number(v)));
+
 /**
- * A fake AUTOMATIC1111 `--api` server: one generation at a time, real PNGs, moving /progress with
- * previews, /interrupt, Basic auth, and failure modes (hang, 500, garbage, wrong size, dying mid-job).
+ * A fake AUTOMATIC1111 `--api` server on 127.0.0.1: one generation at a time behind a lock (others
+ * wait with their request open), real images, global /progress with moving steps and previews,
+ * /interrupt, extras upscale, Basic auth, A1111's error bodies, and failure modes (see FakeA1111Mode).
  */
 export async function startFakeA1111(opts: FakeA1111Options = {}) {
   let mode: FakeA1111Mode = opts.mode ?? 'ok';
   const stepDelayMs = opts.stepDelayMs ?? 5;
-  const requests: A1111Request[] = [];
-  const unhandled: A1111Request[] = [];
+  const format = opts.samplesFormat ?? 'png';
+  const credentials = new Set((opts.auth ?? '').split(',').filter(Boolean).map((c) => `Basic ${Buffer.from(c).toString('base64')}`));
+  const requests: FakeA1111Request[] = [];
+  const unhandled: FakeA1111Request[] = [];
+  const jobs: FakeA1111Job[] = [];
   const sockets = new Set<Socket>();
-  let lock: Promise<void> = Promise.resolve();
-  let current: Current | null = null;
+  const counters = { generations: 0, interrupts: 0, open: 0, maxConcurrent: 0 };
   let dead = false;
-  let active = 0;
-  const state = { generations: 0, interrupts: 0, maxConcurrent: 0 };
-  const preview = await png(64, 64, 1, 0);
+  let closed = false;
+  let onClosed!: () => void;
+  const closedP = new Promise<void>((r) => (onClosed = r));
 
-  function authorized(req: IncomingMessage): boolean {
-    if (!opts.auth) return true;
-    return req.headers.authorization === `Basic ${Buffer.from(opts.auth).toString('base64')}`;
+  // shared.state: idle keeps the last job's step numbers, as the real State does.
+  const st = { job: '', jobCount: 0, jobNo: 0, step: 0, steps: 0, interrupted: false, skipped: false, jobTimestamp: '0', startedAt: 0 };
+  const stateDict = () => ({
+    skipped: st.skipped,
+    interrupted: st.interrupted,
+    stopping_generation: false,
+    job: st.job,
+    job_count: st.jobCount,
+    job_timestamp: st.jobTimestamp,
+    job_no: st.jobNo,
+    sampling_step: st.step,
+    sampling_steps: st.steps,
+  });
+
+  let tail: Promise<void> = Promise.resolve();
+  /** modules.call_queue.queue_lock */
+  function acquire(): Promise<() => void> {
+    let release!: () => void;
+    const prev = tail;
+    tail = new Promise<void>((r) => (release = r));
+    return prev.then(() => release);
   }
 
-  async function generate(req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>, img2img: boolean) {
-    if (img2img && !Array.isArray(body.init_images)) {
-      return json(res, 404, { error: 'HTTPException', detail: 'Init image not found', body: '', errors: '404: Init image not found' });
+  const previews = new Map<number, Promise<string>>();
+  function previewFor(step: number): Promise<string> {
+    let p = previews.get(step);
+    if (!p) {
+      p = image(32, 32, step * 1000, 0, 'png').then((b) => b.toString('base64'));
+      previews.set(step, p);
     }
-    if (mode === 'hang') return; // never answers
-    if (mode === 'error500') return json(res, 500, { error: 'OutOfMemoryError', detail: '', body: '', errors: 'CUDA out of memory' });
-    if (mode === 'reject-401') return json(res, 401, { detail: 'Not authenticated' });
-    let release!: () => void;
-    const prev = lock;
-    lock = new Promise((r) => (release = r));
-    await prev;
-    active++;
-    state.maxConcurrent = Math.max(state.maxConcurrent, active);
-    const steps = Number(body.steps ?? 50);
-    const count = Number(body.batch_size ?? 1) * Number(body.n_iter ?? 1);
-    const seed = Number(body.seed ?? -1) === -1 ? 12345 : Number(body.seed);
-    current = { step: 0, steps, interrupted: false };
+    return p;
+  }
+
+  function send(req: IncomingMessage, res: ServerResponse, t0: number, status: number, payload: unknown, type = 'application/json'): void {
+    if (res.headersSent || res.destroyed) return;
+    let buf = Buffer.from(typeof payload === 'string' && type !== 'application/json' ? payload : JSON.stringify(payload));
+    const headers: Record<string, string | number> = { 'content-type': type, 'x-process-time': ((performance.now() - t0) / 1000).toFixed(4) };
+    // GZipMiddleware(minimum_size=1000)
+    if (buf.length >= 1000 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      buf = gzipSync(buf);
+      headers['content-encoding'] = 'gzip';
+      headers.vary = 'Accept-Encoding';
+    }
+    headers['content-length'] = buf.length;
+    res.writeHead(status, headers).end(buf);
+  }
+
+  function die(): void {
+    dead = true;
+    for (const s of sockets) s.destroy();
+  }
+
+  async function generation(req: IncomingMessage, res: ServerResponse, t0: number, path: string, body: Record<string, unknown>): Promise<void> {
+    const img2img = path === '/sdapi/v1/img2img';
+    const job: FakeA1111Job = {
+      path,
+      receivedAt: Date.now(),
+      initImages: Array.isArray(body.init_images) ? body.init_images.length : 0,
+      hasMask: typeof body.mask === 'string' && body.mask.length > 0,
+    };
+    jobs.push(job);
+    counters.open++;
+    counters.maxConcurrent = Math.max(counters.maxConcurrent, counters.open);
+    res.on('close', () => {
+      counters.open--;
+      job.finishedAt = Date.now();
+    });
+    const reject = (status: number, payload: unknown) => {
+      job.outcome = 'rejected';
+      send(req, res, t0, status, payload);
+    };
+
+    const typeError = validateTypes(body);
+    if (typeError) return reject(422, typeError);
+    if (typeof body.sampler_name === 'string' && !knownSampler(body.sampler_name)) return reject(400, apiError('HTTPException', 'Sampler not found', 400));
+    const batch = Math.max(1, num(body.batch_size, 1));
+    const nIter = Math.max(1, num(body.n_iter, 1));
+    if (img2img) {
+      if (!Array.isArray(body.init_images) || body.init_images.length === 0) return reject(404, apiError('HTTPException', 'Init image not found', 404));
+      for (const im of [...(body.init_images as unknown[]), ...(body.mask ? [body.mask] : [])]) {
+        if (!(await decodes(im))) return reject(500, apiError('HTTPException', 'Invalid encoded image', 500));
+      }
+      if (body.init_images.length > batch) {
+        return reject(500, apiError('RuntimeError', `bad number of images passed: ${body.init_images.length}; expecting ${batch} or less`, 500));
+      }
+    }
+    if (mode === 'hang') {
+      job.outcome = 'hung';
+      return;
+    }
+    if (mode === 'error500') {
+      job.outcome = 'error';
+      return send(req, res, t0, 500, apiError('OutOfMemoryError', OOM, 500));
+    }
+
+    const release = await acquire();
     try {
-      for (let s = 1; s <= steps; s++) {
-        await sleep(stepDelayMs);
-        if (current.interrupted) break;
-        current.step = s;
-        if (mode === 'die-mid-job' && s >= 2) {
-          dead = true;
-          req.socket.destroy();
-          return;
+      if (closed || dead || res.destroyed) return;
+      job.startedAt = Date.now();
+      const steps = Math.max(1, num(body.steps, 50));
+      const width = num(body.width, 512);
+      const height = num(body.height, 512);
+      const seed = num(body.seed, -1) === -1 ? Math.floor(Math.random() * 4294967294) : num(body.seed, -1);
+      Object.assign(st, {
+        job: img2img ? 'scripts_img2img' : 'scripts_txt2img',
+        jobCount: nIter,
+        jobNo: 0,
+        step: 0,
+        steps,
+        interrupted: false,
+        skipped: false,
+        jobTimestamp: timestamp(),
+        startedAt: performance.now(),
+      });
+      let doneIters = 0;
+      batches: for (let it = 0; it < nIter; it++) {
+        st.jobNo = it;
+        st.step = 0;
+        for (let s = 1; s <= steps; s++) {
+          await sleep(stepDelayMs);
+          if (closed) return;
+          if (st.interrupted) break batches;
+          if (mode === 'stall' && s >= 2) {
+            job.outcome = 'hung';
+            await closedP;
+            return;
+          }
+          st.step = s;
+          if (mode === 'die-mid-job' && s >= 2) {
+            job.outcome = 'died';
+            die();
+            return;
+          }
         }
+        doneIters++;
       }
       if (mode === 'garbage') {
-        res.writeHead(200, { 'content-type': 'text/html' }).end('<html>Internal proxy page</html>');
-        return;
+        job.outcome = 'garbage';
+        return send(req, res, t0, 200, '<html><body>502 Bad Gateway (nginx)</body></html>', 'text/html');
       }
-      const done = current.interrupted ? Math.min(count, Math.floor((current.step / steps) * count)) : count;
-      const w = Number(body.width ?? 512) + (mode === 'wrong-size' ? 64 : 0);
-      const h = Number(body.height ?? 512);
-      const images = await Promise.all(Array.from({ length: done }, (_, i) => png(w, h, seed, i)));
-      state.generations++;
-      json(res, 200, {
-        images: images.map((b) => b.toString('base64')),
-        parameters: { ...body, init_images: null, mask: null },
-        info: JSON.stringify({ seed, all_seeds: images.map((_, i) => seed + i), width: w, height: h, prompt: body.prompt }),
-      });
+      const count = batch * doneIters;
+      const w = mode === 'wrong-size' ? width + 64 : width;
+      const images = await Promise.all(Array.from({ length: count }, (_, i) => image(w, height, seed, i, format)));
+      // save_images with several images puts a grid first, like return_grid.
+      const grid = body.save_images === true && count > 1 ? [await image(w * count, height, seed, 99, format)] : [];
+      const seeds = images.map((_, i) => seed + i);
+      const prompt = String(body.prompt ?? '');
+      const negative = String(body.negative_prompt ?? '');
+      const info = {
+        prompt,
+        all_prompts: seeds.map(() => prompt),
+        negative_prompt: negative,
+        all_negative_prompts: seeds.map(() => negative),
+        seed,
+        all_seeds: seeds,
+        subseed: seed + 1,
+        all_subseeds: seeds.map((s) => s + 1),
+        subseed_strength: 0,
+        width,
+        height,
+        sampler_name: body.sampler_name ?? 'Euler',
+        cfg_scale: Number(body.cfg_scale ?? 7),
+        steps,
+        batch_size: batch,
+        restore_faces: false,
+        face_restoration_model: null,
+        sd_model_name: 'sd_xl_base_1.0',
+        sd_model_hash: '31e35c80fc',
+        sd_vae_name: null,
+        sd_vae_hash: null,
+        seed_resize_from_w: -1,
+        seed_resize_from_h: -1,
+        denoising_strength: img2img ? Number(body.denoising_strength ?? 0.75) : null,
+        extra_generation_params: { 'Schedule type': body.scheduler ?? 'Automatic' },
+        index_of_first_image: grid.length,
+        infotexts: seeds.map((s) => `${prompt}\nNegative prompt: ${negative}\nSteps: ${steps}, Seed: ${s}, Size: ${width}x${height}`),
+        styles: [],
+        job_timestamp: st.jobTimestamp,
+        clip_skip: 1,
+        is_using_inpainting_conditioning: false,
+        version: 'v1.10.1',
+      };
+      // The echo is the whole request model, defaults included.
+      const defaults = {
+        prompt: '', negative_prompt: '', styles: null, seed: -1, subseed: -1, subseed_strength: 0, sampler_name: null, sampler_index: 'Euler',
+        scheduler: null, batch_size: 1, n_iter: 1, steps: 50, cfg_scale: 7, width: 512, height: 512, override_settings: null,
+        override_settings_restore_afterwards: true, script_name: null, script_args: [], alwayson_scripts: {}, send_images: true, save_images: false,
+      };
+      const parameters = img2img && body.include_init_images !== true ? { ...defaults, ...body, init_images: null, mask: null } : { ...defaults, ...body };
+      job.outcome = st.interrupted ? 'interrupted' : 'done';
+      job.images = count;
+      if (!st.interrupted) counters.generations++;
+      const out = body.send_images === false ? [] : [...grid, ...images].map((b) => b.toString('base64'));
+      send(req, res, t0, 200, { images: out, parameters, info: JSON.stringify(info) });
     } finally {
-      current = null;
-      active--;
+      st.job = '';
+      st.jobCount = 0;
       release();
     }
   }
 
+  async function progress(req: IncomingMessage, res: ServerResponse, t0: number, query: URLSearchParams): Promise<void> {
+    if (st.jobCount === 0) return send(req, res, t0, 200, { progress: 0, eta_relative: 0, state: stateDict(), current_image: null, textinfo: null });
+    const p = Math.min(1, 0.01 + st.jobNo / st.jobCount + (1 / st.jobCount) * (st.step / st.steps));
+    const elapsed = (performance.now() - st.startedAt) / 1000;
+    const skip = query.get('skip_current_image') === 'true';
+    const current = skip || st.step === 0 ? null : await previewFor(st.step);
+    send(req, res, t0, 200, { progress: p, eta_relative: elapsed / p - elapsed, state: stateDict(), current_image: current, textinfo: null });
+  }
+
+  async function upscale(req: IncomingMessage, res: ServerResponse, t0: number, body: Record<string, unknown>): Promise<void> {
+    if (mode === 'hang' || mode === 'stall') return;
+    if (mode === 'error500') return send(req, res, t0, 500, apiError('OutOfMemoryError', OOM, 500));
+    const upscaler = String(body.upscaler_1 ?? 'None');
+    if (!UPSCALERS.includes(upscaler)) return send(req, res, t0, 500, apiError('AssertionError', `could not find upscaler named ${upscaler}`, 500));
+    if (!(await decodes(body.image))) return send(req, res, t0, 500, apiError('HTTPException', 'Invalid encoded image', 500));
+    const release = await acquire();
+    try {
+      if (mode === 'die-mid-job') return die();
+      if (mode === 'garbage') return send(req, res, t0, 200, '<html>oops</html>', 'text/html');
+      const src = b64decode(String(body.image));
+      const factor = Number(body.upscaling_resize ?? 2);
+      const m = await sharp(src).metadata();
+      const out = await sharp(src)
+        .resize(Math.round((m.width ?? 1) * factor), Math.round((m.height ?? 1) * factor))
+        .png()
+        .toBuffer();
+      send(req, res, t0, 200, { html_info: `<p>Postprocess upscale by: ${factor}, Postprocess upscaler: ${upscaler}</p>`, image: out.toString('base64') });
+    } finally {
+      release();
+    }
+  }
+
+  const ROUTES: Record<string, string[]> = {
+    '/sdapi/v1/txt2img': ['POST'],
+    '/sdapi/v1/img2img': ['POST'],
+    '/sdapi/v1/progress': ['GET'],
+    '/sdapi/v1/interrupt': ['POST'],
+    '/sdapi/v1/sd-models': ['GET'],
+    '/sdapi/v1/extra-single-image': ['POST'],
+    '/internal/ping': ['GET'],
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse, raw: string, t0: number): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const method = req.method ?? 'GET';
+    let json: unknown;
+    let jsonError = false;
+    if (raw.length > 0) {
+      try {
+        json = JSON.parse(raw);
+      } catch {
+        jsonError = true;
+      }
+    }
+    const rec: FakeA1111Request = { at: Date.now(), method, path: url.pathname, query: url.search, json, headers: req.headers };
+    requests.push(rec);
+    if (dead) {
+      req.socket.destroy();
+      return;
+    }
+    const allowed = ROUTES[url.pathname];
+    if (!allowed || !allowed.includes(method)) {
+      unhandled.push(rec);
+      const status = allowed ? 405 : 404;
+      return send(req, res, t0, status, apiError('HTTPException', allowed ? 'Method Not Allowed' : 'Not Found', status));
+    }
+    if (url.pathname === '/internal/ping') return send(req, res, t0, 200, {});
+    if (opts.auth || mode === 'reject-401') {
+      const given = req.headers.authorization;
+      if (!given) return send(req, res, t0, 401, apiError('HTTPException', 'Not authenticated', 401));
+      if (mode === 'reject-401' || !credentials.has(given)) return send(req, res, t0, 401, apiError('HTTPException', 'Incorrect username or password', 401));
+    }
+    if (method === 'POST' && url.pathname !== '/sdapi/v1/interrupt') {
+      if (jsonError) return send(req, res, t0, 422, { detail: [{ loc: ['body', 0], msg: 'Expecting value: line 1 column 1 (char 0)', type: 'value_error.jsondecode' }] });
+      if (json === undefined) return send(req, res, t0, 422, { detail: [{ loc: ['body'], msg: 'field required', type: 'value_error.missing' }] });
+      if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+        return send(req, res, t0, 422, { detail: [{ loc: ['body'], msg: 'value is not a valid dict', type: 'type_error.dict' }] });
+      }
+    }
+    const body = (json ?? {}) as Record<string, unknown>;
+    switch (url.pathname) {
+      case '/sdapi/v1/txt2img':
+      case '/sdapi/v1/img2img':
+        return generation(req, res, t0, url.pathname, body);
+      case '/sdapi/v1/progress':
+        return progress(req, res, t0, url.searchParams);
+      case '/sdapi/v1/interrupt':
+        counters.interrupts++;
+        st.interrupted = true;
+        return send(req, res, t0, 200, {});
+      case '/sdapi/v1/sd-models':
+        return send(req, res, t0, 200, MODELS);
+      case '/sdapi/v1/extra-single-image':
+        return upscale(req, res, t0, body);
+    }
+  }
+
   const server = createServer((req, res) => {
+    const t0 = performance.now();
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      const raw = Buffer.concat(chunks).toString();
-      let body: Record<string, unknown> | undefined;
-      try {
-        body = raw ? (JSON.parse(raw) as Record<string, unknown>) : undefined;
-      } catch {
-        body = undefined;
-      }
-      const rec: A1111Request = { at: Date.now(), method: req.method ?? 'GET', path: url.pathname, json: body, headers: req.headers };
-      requests.push(rec);
-      if (dead) {
-        req.socket.destroy();
-        return;
-      }
-      if (url.pathname === '/internal/ping') return json(res, 200, {});
-      if (url.pathname.startsWith('/sdapi/') && !authorized(req)) {
-        return json(res, 401, { error: 'HTTPException', detail: req.headers.authorization ? 'Incorrect username or password' : 'Not authenticated', body: '', errors: '401' });
-      }
-      switch (`${req.method} ${url.pathname}`) {
-        case 'POST /sdapi/v1/txt2img':
-          return void generate(req, res, body ?? {}, false);
-        case 'POST /sdapi/v1/img2img':
-          return void generate(req, res, body ?? {}, true);
-        case 'GET /sdapi/v1/progress': {
-          const c = current;
-          if (!c) {
-            return json(res, 200, {
-              progress: 0,
-              eta_relative: 0,
-              state: { skipped: false, interrupted: false, job: '', job_count: 0, job_timestamp: '0', job_no: 0, sampling_step: 0, sampling_steps: 0 },
-              current_image: null,
-              textinfo: null,
-            });
-          }
-          const skip = url.searchParams.get('skip_current_image') === 'true';
-          return json(res, 200, {
-            progress: Math.min(1, 0.01 + c.step / c.steps),
-            eta_relative: 1,
-            state: { skipped: false, interrupted: c.interrupted, job: 'scripts_txt2img', job_count: 1, job_timestamp: '0', job_no: 0, sampling_step: c.step, sampling_steps: c.steps },
-            current_image: skip || c.step === 0 ? null : preview.toString('base64'),
-            textinfo: null,
-          });
-        }
-        case 'POST /sdapi/v1/interrupt':
-          state.interrupts++;
-          if (current) current.interrupted = true;
-          return json(res, 200, {});
-        case 'GET /sdapi/v1/sd-models':
-          return json(res, 200, [{ title: 'sd_xl_base_1.0.safetensors', model_name: 'sd_xl_base_1.0', hash: null, sha256: null, filename: '/m/sd_xl_base_1.0.safetensors', config: null }]);
-        case 'POST /sdapi/v1/extra-single-image': {
-          const src = Buffer.from(String(body?.image ?? ''), 'base64');
-          const factor = Number(body?.upscaling_resize ?? 2);
-          return void sharp(src)
-            .metadata()
-            .then((m) => sharp(src).resize((m.width ?? 64) * factor, (m.height ?? 64) * factor).png().toBuffer())
-            .then((out) => json(res, 200, { html_info: '', image: out.toString('base64') }))
-            .catch(() => json(res, 500, { error: 'RuntimeError', detail: '', body: '', errors: 'bad image' }));
-        }
-        default:
-          unhandled.push(rec);
-          return json(res, 404, { error: 'HTTPException', detail: 'Not Found', body: '', errors: '404: Not Found' });
-      }
+      handle(req, res, Buffer.concat(chunks).toString('utf8'), t0).catch((err: unknown) => {
+        send(req, res, t0, 500, apiError((err as Error)?.name ?? 'Exception', String((err as Error)?.message ?? err), 500));
+      });
     });
   });
   server.on('connection', (s: Socket) => {
@@ -185,30 +469,45 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     s.on('close', () => sockets.delete(s));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
+  const { port } = server.address() as { port: number };
 
   return {
     url: `http://127.0.0.1:${port}`,
+    /** Every request, in arrival order. */
     requests,
+    /** Requests to routes the fake does not serve (answered 404/405); a test expects none. */
     unhandled,
+    /** Every txt2img/img2img request with its timings. */
+    jobs,
+    /** Generations that ran to the end and were answered with images. */
     get generations() {
-      return state.generations;
+      return counters.generations;
     },
     get interrupts() {
-      return state.interrupts;
+      return counters.interrupts;
     },
+    /** Most generation requests open on the box at the same time (running or waiting for the lock). */
     get maxConcurrent() {
-      return state.maxConcurrent;
+      return counters.maxConcurrent;
     },
+    get mode() {
+      return mode;
+    },
+    /** Changes behaviour from the next request on; also revives a box that died. */
     setMode(m: FakeA1111Mode) {
       mode = m;
       dead = false;
     },
+    /** Closes at once, destroying hanging and in-flight requests. */
     async close() {
+      closed = true;
+      onClosed();
       for (const s of sockets) s.destroy();
+      server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }
 
+/** A running fake AUTOMATIC1111 server. */
 export type FakeA1111 = Awaited<ReturnType<typeof startFakeA1111>>;

@@ -22,6 +22,8 @@ export interface FakeHFOptions {
 }
 
 export interface FakeHFRequest {
+  /** Date.now() when the request arrived. */
+  at: number;
   method: string;
   path: string;
   headers: IncomingHttpHeaders;
@@ -67,7 +69,7 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
     } catch {
       body = null;
     }
-    requests.push({ method, path: new URL(req.url ?? '/', 'http://x').pathname, headers: req.headers, body });
+    requests.push({ at: Date.now(), method, path: new URL(req.url ?? '/', 'http://x').pathname, headers: req.headers, body });
 
     if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`) {
       return sendJson(res, 401, { error: 'Invalid credentials in Authorization header' });

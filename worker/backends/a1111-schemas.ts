@@ -1,26 +1,123 @@
 import { z } from 'zod';
+import type { GenerationRequest } from '../../core/generation.js';
 
-/** `POST /sdapi/v1/txt2img|img2img` response: base64 images and a JSON-encoded info string. */
-export const generateResponseSchema = z.object({
+/** Sampler and scheduler we ask for: good SDXL quality at 25-30 steps on every A1111 ≥ 1.9 and Forge. */
+export const A1111_SAMPLER = 'DPM++ 2M';
+export const A1111_SCHEDULER = 'Karras';
+
+/** Fields shared by `POST /sdapi/v1/txt2img` and `/img2img` (the subset we send). */
+export interface A1111CommonBody {
+  prompt: string;
+  negative_prompt: string;
+  width: number;
+  height: number;
+  steps: number;
+  cfg_scale: number;
+  seed: number;
+  batch_size: number;
+  n_iter: number;
+  sampler_name: string;
+  scheduler: string;
+  send_images: boolean;
+  save_images: boolean;
+  override_settings?: { sd_model_checkpoint: string };
+}
+
+/** `POST /sdapi/v1/img2img` in inpaint use: white mask pixels are repainted. */
+export interface A1111InpaintBody extends A1111CommonBody {
+  init_images: string[];
+  mask: string;
+  denoising_strength: number;
+  mask_blur: number;
+  inpaint_full_res: boolean;
+  inpaint_full_res_padding: number;
+  /** 1 = start from the original pixels under the mask. */
+  inpainting_fill: number;
+  resize_mode: number;
+}
+
+/** The common body for a request; `checkpoint` goes through override_settings so no global switch is needed. */
+export function commonBody(r: GenerationRequest, checkpoint?: string): A1111CommonBody {
+  return {
+    prompt: r.prompt,
+    negative_prompt: r.negative,
+    width: r.width,
+    height: r.height,
+    steps: r.steps,
+    cfg_scale: r.guidance,
+    seed: r.seed,
+    batch_size: r.count,
+    n_iter: 1,
+    sampler_name: A1111_SAMPLER,
+    scheduler: A1111_SCHEDULER,
+    send_images: true,
+    save_images: false,
+    ...(checkpoint ? { override_settings: { sd_model_checkpoint: checkpoint } } : {}),
+  };
+}
+
+/** The img2img body for an inpaint job from already prepared PNGs. */
+export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, checkpoint?: string): A1111InpaintBody {
+  return {
+    ...commonBody(r, checkpoint),
+    init_images: [image.toString('base64')],
+    mask: mask.toString('base64'),
+    denoising_strength: r.strength ?? 0.75,
+    mask_blur: 4,
+    inpaint_full_res: true,
+    inpaint_full_res_padding: 32,
+    inpainting_fill: 1,
+    resize_mode: 0,
+  };
+}
+
+/** `POST /sdapi/v1/txt2img|img2img` → base64 images (no data-URI prefix) and a JSON-encoded info string. */
+export const generationResponseSchema = z.object({
   images: z.array(z.string()),
-  info: z.string().optional(),
+  parameters: z.record(z.string(), z.unknown()).nullable().optional(),
+  info: z.string(),
 });
 
-export const infoSchema = z.object({ seed: z.number().optional(), all_seeds: z.array(z.number()).optional() }).loose();
+/** The decoded `info` string (Processed.js()); only what we use is required. */
+export const generationInfoSchema = z
+  .object({
+    seed: z.number().int(),
+    all_seeds: z.array(z.number()).optional(),
+    width: z.number().optional(),
+    height: z.number().optional(),
+    /** 1 when a grid image was put first (save_images with several images). */
+    index_of_first_image: z.number().int().nonnegative().optional(),
+  })
+  .loose();
 
-/** `GET /sdapi/v1/progress`. */
+/** `GET /sdapi/v1/progress`: global state of the box, not of one request. */
 export const progressSchema = z.object({
   progress: z.number(),
+  eta_relative: z.number().nullable().optional(),
   state: z
     .object({
+      job: z.string().optional(),
       job_count: z.number().optional(),
+      job_no: z.number().optional(),
+      job_timestamp: z.string().optional(),
       sampling_step: z.number().optional(),
       sampling_steps: z.number().optional(),
       interrupted: z.boolean().optional(),
+      skipped: z.boolean().optional(),
     })
     .loose(),
   current_image: z.string().nullable().optional(),
+  textinfo: z.string().nullable().optional(),
 });
 export type A1111Progress = z.infer<typeof progressSchema>;
 
-export const upscaleResponseSchema = z.object({ image: z.string() });
+/** `GET /sdapi/v1/sd-models`. */
+export const sdModelsSchema = z.array(z.object({ title: z.string(), model_name: z.string() }).loose());
+
+/** `POST /sdapi/v1/extra-single-image`. */
+export const upscaleResponseSchema = z.object({ image: z.string(), html_info: z.string().nullable().optional() });
+
+/** Base64 as A1111 sends it, tolerating a `data:image/...;base64,` prefix. */
+export function decodeBase64Image(b64: string): Buffer {
+  return Buffer.from(b64.replace(/^data:[^,]*,/, ''), 'base64');
+}

@@ -2,25 +2,53 @@ import sharp from 'sharp';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { generateResponseSchema, infoSchema, progressSchema, upscaleResponseSchema, type A1111Progress } from './a1111-schemas.js';
-import { BoxLock, mapFetchError, mapHttpStatus, withTimeout } from './http.js';
+import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import {
+  commonBody,
+  decodeBase64Image,
+  generationInfoSchema,
+  generationResponseSchema,
+  inpaintBody,
+  progressSchema,
+  sdModelsSchema,
+  upscaleResponseSchema,
+} from './a1111-schemas.js';
+import { FifoLock, basicAuthHeader, createJsonClient, type JsonClient } from './http.js';
 
+/** Settings for one AUTOMATIC1111 / Forge / SD.Next box. */
 export interface A1111Options {
+  /** e.g. `a1111` or `a1111#2`. */
   id: string;
+  /** API base, e.g. `http://gpu-box:7860`. Credentials in the URL are moved into `auth`. */
   url: string;
-  /** `user:pass` for `--api-auth`. */
+  /** `user:pass` matching the box's `--api-auth`. */
   auth?: string;
   /** Checkpoint requested per job through override_settings. */
   checkpoint?: string;
+  /** How often /sdapi/v1/progress is polled while a job runs (default 500). */
   pollIntervalMs?: number;
-  /** The box is taken for dead when /progress fails, or says it is idle while our request is open, this long. */
+  /** A job whose box reports no change (or no answer) on /progress this long is abandoned as 'timeout'. */
   progressTimeoutMs: number;
+  /** Hard cap on one generation request (default 10 min). */
   requestTimeoutMs?: number;
   log: Logger;
 }
 
-const CAPABILITIES = {
+export interface A1111UpscaleOptions {
+  /** Scale factor (default 2). */
+  factor?: number;
+  /** Upscaler name as the box lists it (default `R-ESRGAN 4x+`). */
+  upscaler?: string;
+  signal?: AbortSignal;
+}
+
+/** The A1111 backend, plus the box's own upscaler for the Upscale button. */
+export interface A1111Backend extends ImageBackend {
+  /** Upscales a PNG on the box (extras tab), waiting its turn like a job; resolves with PNG bytes. */
+  upscale(png: Buffer, opts?: A1111UpscaleOptions): Promise<Buffer>;
+}
+
+export const A1111_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint'],
   maxPixels: 2048 * 2048,
   maxCount: 4,
@@ -28,173 +56,238 @@ const CAPABILITIES = {
   seed: true,
   previews: true,
   paid: false,
-} as const;
+};
 
-function requestBody(r: GenerationRequest, checkpoint: string | undefined, job: BackendJob): Record<string, unknown> {
-  const common = {
-    prompt: r.prompt,
-    negative_prompt: r.negative,
-    width: r.width,
-    height: r.height,
-    steps: r.steps,
-    cfg_scale: r.guidance,
-    seed: r.seed,
-    batch_size: r.count,
-    n_iter: 1,
-    sampler_name: 'DPM++ 2M',
-    scheduler: 'Karras',
-    send_images: true,
-    save_images: false,
-    ...(checkpoint ? { override_settings: { sd_model_checkpoint: checkpoint } } : {}),
-  };
-  if (r.kind !== 'inpaint') return common;
-  if (!job.image || !job.mask) throw new BackendError('a1111', 'rejected', 'inpaint job without image or mask', { retryable: false });
-  return {
-    ...common,
-    init_images: [job.image.toString('base64')],
-    mask: job.mask.toString('base64'),
-    denoising_strength: r.strength ?? 0.75,
-    mask_blur: 4,
-    inpaint_full_res: true,
-    inpaint_full_res_padding: 32,
-    inpainting_fill: 1,
-    resize_mode: 0,
-  };
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+interface WatchArgs {
+  client: JsonClient;
+  pollMs: number;
+  deadAfterMs: number;
+  /** Aborted when the generation request settles. */
+  stop: AbortSignal;
+  onProgress: (p: BackendProgress) => void;
+  onDead: (why: string) => void;
 }
 
 /**
- * AUTOMATIC1111 / Forge / SD.Next through its `--api`. One job at a time per box; progress and
- * previews from /sdapi/v1/progress; a box that stops answering is noticed within progressTimeoutMs.
+ * Polls /progress while our request is open. The box counts as alive only while what it reports
+ * changes (step, batch, preview, text): a hung sampler or a box idle with our request open answers
+ * /progress forever but never moves. eta_relative is left out because it drifts with the clock.
  */
-export function createA1111Backend(o: A1111Options): ImageBackend & { upscale(png: Buffer, factor: number, signal: AbortSignal): Promise<Buffer> } {
-  const base = o.url.replace(/\/+$/, '');
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (o.auth) headers.authorization = `Basic ${Buffer.from(o.auth).toString('base64')}`;
-  const lock = new BoxLock();
+function watchProgress(a: WatchArgs): void {
+  let lastChange = performance.now();
+  let fingerprint = '';
+  let lastStep = -1;
+  let lastTotal = -1;
+  let lastPreview: string | null = null;
+  let lastError: string | undefined;
+  let where = 'no answer yet';
+  const dog = setInterval(
+    () => {
+      if (a.stop.aborted || performance.now() - lastChange <= a.deadAfterMs) return;
+      clearInterval(dog);
+      a.onDead(
+        lastError
+          ? `progress endpoint failing for ${a.deadAfterMs} ms (${lastError}); box taken for dead`
+          : `no progress for ${a.deadAfterMs} ms (${where}); box taken for hung`,
+      );
+    },
+    Math.max(10, Math.min(a.pollMs, a.deadAfterMs / 5)),
+  );
+  a.stop.addEventListener('abort', () => clearInterval(dog), { once: true });
+
+  void (async () => {
+    while (!a.stop.aborted) {
+      await sleep(a.pollMs, a.stop);
+      if (a.stop.aborted) return;
+      try {
+        const p = await a.client.json('/sdapi/v1/progress?skip_current_image=false', progressSchema, {
+          signal: a.stop,
+          timeoutMs: a.deadAfterMs,
+        });
+        lastError = undefined;
+        const s = p.state;
+        const busy = (s.job_count ?? 0) > 0;
+        const step = s.sampling_step ?? 0;
+        const total = s.sampling_steps ?? 0;
+        const preview = p.current_image || null;
+        where = busy ? `step ${step}/${total}` : 'box idle while our request is open';
+        const fp = [busy, s.job_no, s.job_count, step, total, p.progress, s.job_timestamp, p.textinfo, preview?.length].join('|');
+        if (fp !== fingerprint || preview !== lastPreview) {
+          fingerprint = fp;
+          lastChange = performance.now();
+        }
+        // Idle state keeps the last job's step numbers, so only a busy box reports our progress.
+        if (busy && total > 0 && (step !== lastStep || total !== lastTotal || (preview !== null && preview !== lastPreview))) {
+          lastStep = step;
+          lastTotal = total;
+          lastPreview = preview;
+          a.onProgress({
+            step,
+            total,
+            fraction: Math.min(1, Math.max(0, p.progress)),
+            ...(preview ? { preview: decodeBase64Image(preview) } : {}),
+          });
+        }
+      } catch (err) {
+        if (a.stop.aborted) return;
+        lastError = err instanceof Error ? err.message : String(err);
+      }
+    }
+  })();
+}
+
+/**
+ * AUTOMATIC1111 / Forge / SD.Next through its `--api`. One job at a time per box (FIFO, in-process);
+ * progress and previews from /sdapi/v1/progress; a box that dies or hangs mid-job is noticed within
+ * progressTimeoutMs; cancelling interrupts the box.
+ */
+export function createA1111Backend(o: A1111Options): A1111Backend {
+  const url = new URL(o.url);
+  // fetch refuses URLs with credentials; accept them anyway and send them as Basic auth.
+  const auth = o.auth ?? (url.username ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined);
+  url.username = '';
+  url.password = '';
+  const client = createJsonClient({
+    backend: o.id,
+    baseUrl: url.toString(),
+    headers: auth ? { authorization: basicAuthHeader(auth) } : {},
+    credentialHint: 'A1111_AUTH',
+  });
+  const lock = new FifoLock();
   const pollMs = o.pollIntervalMs ?? 500;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
+  const log = o.log;
 
-  async function call(path: string, init: { method?: string; body?: unknown; signal: AbortSignal }): Promise<unknown> {
-    let res: Response;
+  const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
+  const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
+
+  /** Waits for the box, runs `fn`, and makes sure nothing but a BackendError escapes. */
+  async function exclusive<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    let release: () => void;
     try {
-      res = await fetch(`${base}${path}`, {
-        method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
-        headers,
-        body: init.body === undefined ? undefined : JSON.stringify(init.body),
-        signal: init.signal,
-      });
-    } catch (err) {
-      throw mapFetchError(o.id, err, init.signal);
-    }
-    const text = await res.text().catch((err: unknown) => {
-      throw mapFetchError(o.id, err, init.signal);
-    });
-    if (!res.ok) throw mapHttpStatus(o.id, res.status, text, 'A1111_AUTH');
-    try {
-      return JSON.parse(text) as unknown;
+      release = await lock.acquire(signal);
     } catch {
-      throw new BackendError(o.id, 'bad-response', `HTTP ${res.status} with a body that is not JSON`);
+      throw cancelled('cancelled while waiting for the box');
+    }
+    try {
+      if (signal?.aborted) throw cancelled('cancelled while waiting for the box');
+      return await fn();
+    } catch (err) {
+      if (err instanceof BackendError) throw err;
+      throw badResponse(`unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err);
+    } finally {
+      release();
     }
   }
 
-  async function toPngs(images: string[], r: GenerationRequest): Promise<Buffer[]> {
-    if (images.length < r.count) throw new BackendError(o.id, 'bad-response', `returned ${images.length} of ${r.count} images`);
+  /** Global on the box: stops whatever runs there, which is ours while we hold the lock. */
+  function interrupt(): void {
+    void client.raw('/sdapi/v1/interrupt', { method: 'POST', timeoutMs: 3000 }).catch((err: unknown) => {
+      log.debug({ err }, 'interrupt not delivered');
+    });
+  }
+
+  async function toPngs(images: string[], first: number, r: GenerationRequest): Promise<Buffer[]> {
+    const mine = images.slice(first, first + r.count);
+    if (mine.length < r.count) throw badResponse(`returned ${mine.length} of ${r.count} images (interrupted on the box?)`);
     return Promise.all(
-      images.slice(0, r.count).map(async (b64) => {
-        const buf = Buffer.from(b64.replace(/^data:[^,]+,/, ''), 'base64');
-        const meta = await sharp(buf).metadata().catch(() => null);
-        if (!meta?.format) throw new BackendError(o.id, 'bad-response', 'returned an image that does not decode');
+      mine.map(async (b64, i) => {
+        const buf = decodeBase64Image(b64);
+        const meta = await sharp(buf)
+          .metadata()
+          .catch((err: unknown) => {
+            throw badResponse(`image ${i + 1} does not decode`, err);
+          });
         if (meta.width !== r.width || meta.height !== r.height) {
-          throw new BackendError(o.id, 'bad-response', `returned ${meta.width}×${meta.height}, asked ${r.width}×${r.height}`);
+          throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
         }
-        return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
+        if (meta.format === 'png') return buf;
+        // samples_format jpg/webp on the box: the contract is PNG.
+        return sharp(buf)
+          .png()
+          .toBuffer()
+          .catch((err: unknown) => {
+            throw badResponse(`image ${i + 1} (${meta.format}) does not convert to PNG`, err);
+          });
       }),
     );
   }
 
-  /** Polls /progress until `done` settles; rejects when the box looks dead or hung. */
-  function watch(ctx: RunContext, done: Promise<unknown>, abortRequest: (err: BackendError) => void): () => void {
-    let stopped = false;
-    let lastOk = performance.now();
-    let idleSince: number | null = null;
-    let lastStep = -1;
-    const tick = async () => {
-      while (!stopped) {
-        await new Promise((r) => setTimeout(r, pollMs));
-        if (stopped) return;
-        let p: A1111Progress;
-        try {
-          p = progressSchema.parse(await call('/sdapi/v1/progress?skip_current_image=false', { signal: withTimeout(Math.max(pollMs * 4, 2000)) }));
-        } catch {
-          if (performance.now() - lastOk > o.progressTimeoutMs) {
-            return abortRequest(new BackendError(o.id, 'timeout', `no progress answer for ${o.progressTimeoutMs} ms`));
-          }
-          continue;
-        }
-        const now = performance.now();
-        lastOk = now;
-        const jobs = p.state.job_count ?? 0;
-        // Idle while our request is open means the box lost or never started it (a hung server).
-        if (jobs === 0) {
-          idleSince ??= now;
-          if (now - idleSince > o.progressTimeoutMs) {
-            return abortRequest(new BackendError(o.id, 'timeout', `box idle for ${o.progressTimeoutMs} ms while the request is open`));
-          }
-          continue;
-        }
-        idleSince = null;
-        const step = p.state.sampling_step ?? 0;
-        const total = p.state.sampling_steps ?? 0;
-        if (step !== lastStep || p.current_image) {
-          lastStep = step;
-          ctx.onProgress({
-            step,
-            total,
-            fraction: Math.min(1, Math.max(0, p.progress)),
-            preview: p.current_image ? Buffer.from(p.current_image, 'base64') : undefined,
-          });
-        }
-      }
-    };
-    void tick();
-    void done.finally(() => (stopped = true)).catch(() => undefined);
-    return () => (stopped = true);
+  function parseInfo(text: string) {
+    try {
+      return generationInfoSchema.parse(JSON.parse(text));
+    } catch (err) {
+      throw badResponse('info is not JSON with a seed', err);
+    }
+  }
+
+  function emitSafely(ctx: RunContext, p: BackendProgress, jobId: string): void {
+    try {
+      // The processor's callback is async; a failed preview upload must not end the job.
+      const out: unknown = ctx.onProgress(p);
+      if (out instanceof Promise) out.catch((err: unknown) => log.warn({ err, jobId }, 'progress callback failed'));
+    } catch (err) {
+      log.warn({ err, jobId }, 'progress callback failed');
+    }
   }
 
   async function run(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
     const r = job.request;
-    const started = performance.now();
-    const request = new AbortController();
-    let failure: BackendError | undefined;
-    const abortRequest = (err: BackendError) => {
-      failure = err;
-      request.abort(err);
+    let path = '/sdapi/v1/txt2img';
+    let body: object = commonBody(r, o.checkpoint);
+    if (r.kind === 'inpaint') {
+      if (!job.image || !job.mask) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+      path = '/sdapi/v1/img2img';
+      body = inpaintBody(r, job.image, job.mask, o.checkpoint);
+    }
+    // Aborted with the BackendError the caller should see; the HTTP client passes that reason through.
+    const abandon = new AbortController();
+    const giveUp = (err: BackendError) => {
+      if (abandon.signal.aborted) return;
+      interrupt();
+      abandon.abort(err);
     };
-    const onCancel = () => {
-      // Best effort: the interrupt stops the sampler; aborting our request frees the worker.
-      void call('/sdapi/v1/interrupt', { method: 'POST', signal: withTimeout(3000) }).catch(() => undefined);
-      abortRequest(new BackendError(o.id, 'cancelled', 'cancelled', { retryable: false }));
-    };
-    if (ctx.signal.aborted) onCancel();
+    const onCancel = () => giveUp(cancelled('cancelled during generation'));
     ctx.signal.addEventListener('abort', onCancel, { once: true });
-    const path = r.kind === 'inpaint' ? '/sdapi/v1/img2img' : '/sdapi/v1/txt2img';
-    const post = call(path, { body: requestBody(r, o.checkpoint, job), signal: AbortSignal.any([request.signal, AbortSignal.timeout(requestTimeoutMs)]) });
-    const stop = watch(ctx, post, abortRequest);
+    const stopWatch = new AbortController();
+    watchProgress({
+      client,
+      pollMs,
+      deadAfterMs: o.progressTimeoutMs,
+      stop: stopWatch.signal,
+      onProgress: (p) => emitSafely(ctx, p, job.jobId),
+      onDead: (why) => {
+        log.warn({ jobId: job.jobId, why }, 'box stopped making progress; abandoning the job');
+        giveUp(new BackendError(o.id, 'timeout', why));
+      },
+    });
+    const started = performance.now();
+    log.debug({ jobId: job.jobId, path, width: r.width, height: r.height, count: r.count, steps: r.steps }, 'generation sent');
     try {
-      const body = generateResponseSchema.safeParse(await post);
-      if (!body.success) throw new BackendError(o.id, 'bad-response', 'response is not {images, info}');
-      const info = body.data.info ? infoSchema.safeParse(JSON.parse(body.data.info)) : undefined;
-      const images = await toPngs(body.data.images, r);
-      return {
-        images,
-        seed: info?.success && info.data.seed !== undefined ? info.data.seed : r.seed,
-        billedSeconds: (performance.now() - started) / 1000,
-        billedImages: images.length,
-      };
+      const res = await client.json(path, generationResponseSchema, { body, signal: abandon.signal, timeoutMs: requestTimeoutMs });
+      const seconds = (performance.now() - started) / 1000;
+      const info = parseInfo(res.info);
+      const images = await toPngs(res.images, info.index_of_first_image ?? 0, r);
+      log.debug({ jobId: job.jobId, seconds, seed: info.seed }, 'generation done');
+      return { images, seed: info.seed, billedSeconds: seconds, billedImages: images.length };
     } catch (err) {
-      throw failure ?? (err instanceof BackendError ? err : mapFetchError(o.id, err, request.signal));
+      // Our request timed out while the box may still be working on it.
+      if (err instanceof BackendError && err.kind === 'timeout' && !abandon.signal.aborted) interrupt();
+      if (err instanceof BackendError && err.kind !== 'cancelled') log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'generation failed');
+      throw err;
     } finally {
-      stop();
+      stopWatch.abort();
       ctx.signal.removeEventListener('abort', onCancel);
     }
   }
@@ -202,41 +295,41 @@ export function createA1111Backend(o: A1111Options): ImageBackend & { upscale(pn
   return {
     id: o.id,
     family: 'a1111',
-    capabilities: CAPABILITIES,
+    capabilities: A1111_CAPABILITIES,
     get inFlight() {
       return lock.inFlight;
     },
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const t0 = performance.now();
       try {
-        const models = await call('/sdapi/v1/sd-models', { signal: withTimeout(3000, signal) });
-        const n = Array.isArray(models) ? models.length : 0;
-        return { ok: true, detail: `${n} model${n === 1 ? '' : 's'}`, latencyMs: performance.now() - t0 };
-      } catch (err) {
-        return { ok: false, detail: err instanceof Error ? err.message : String(err), latencyMs: performance.now() - t0 };
-      }
-    },
-    async generate(job, ctx) {
-      try {
-        return await lock.run(ctx.signal, () => run(job, ctx));
-      } catch (err) {
-        if (ctx.signal.aborted && !(err instanceof BackendError)) {
-          throw new BackendError(o.id, 'cancelled', 'cancelled while waiting for the box', { retryable: false });
+        const models = await client.json('/sdapi/v1/sd-models', sdModelsSchema, { signal, timeoutMs: 3000 });
+        let detail = `${models.length} model${models.length === 1 ? '' : 's'}`;
+        const ck = o.checkpoint;
+        if (ck && !models.some((m) => m.title === ck || m.model_name === ck || m.title.startsWith(`${ck} `))) {
+          detail += `; checkpoint ${ck} not listed`;
         }
-        throw err;
+        return { ok: true, detail, latencyMs: Math.round(performance.now() - t0) };
+      } catch (err) {
+        return { ok: false, detail: err instanceof Error ? err.message : String(err), latencyMs: Math.round(performance.now() - t0) };
       }
     },
-    /** AUTOMATIC1111's own upscaler (extras tab), used by the Upscale button when the box has one. */
-    async upscale(png, factor, signal) {
-      return lock.run(signal, async () => {
-        const body = upscaleResponseSchema.safeParse(
-          await call('/sdapi/v1/extra-single-image', {
-            body: { image: png.toString('base64'), upscaling_resize: factor, upscaler_1: 'R-ESRGAN 4x+' },
-            signal: AbortSignal.any([signal, AbortSignal.timeout(requestTimeoutMs)]),
-          }),
-        );
-        if (!body.success) throw new BackendError(o.id, 'bad-response', 'upscale response without image');
-        return sharp(Buffer.from(body.data.image, 'base64')).png().toBuffer();
+    generate(job, ctx) {
+      return exclusive(ctx.signal, () => run(job, ctx));
+    },
+    upscale(png, opts = {}) {
+      return exclusive(opts.signal, async () => {
+        const res = await client.json('/sdapi/v1/extra-single-image', upscaleResponseSchema, {
+          body: { image: png.toString('base64'), upscaling_resize: opts.factor ?? 2, upscaler_1: opts.upscaler ?? 'R-ESRGAN 4x+' },
+          signal: opts.signal,
+          timeoutMs: requestTimeoutMs,
+        });
+        const buf = decodeBase64Image(res.image);
+        const meta = await sharp(buf)
+          .metadata()
+          .catch((err: unknown) => {
+            throw badResponse('upscaled image does not decode', err);
+          });
+        return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
       });
     },
   };

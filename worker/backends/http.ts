@@ -1,11 +1,26 @@
+import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 
-/** Network error codes that mean "the box is not there right now". */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_SOCKET', 'EAI_AGAIN']);
+/** Network error codes that mean "the remote is not there right now". */
+export const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
 
-function causeCode(err: unknown): string | undefined {
+/** The first `code` string along an error's `cause` chain (undici nests the socket error). */
+export function errorCode(err: unknown): string | undefined {
   let e: unknown = err;
-  for (let i = 0; i < 4 && e; i++) {
+  for (let i = 0; i < 5 && e; i++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string') return code;
     e = (e as { cause?: unknown }).cause;
@@ -13,32 +28,18 @@ function causeCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/**
- * Maps a thrown fetch error to a BackendError: our own abort → cancelled, a timeout → timeout,
- * anything on the wire (refused, reset, DNS) → unavailable. All but cancel are retryable.
- */
-export function mapFetchError(backend: string, err: unknown, signal?: AbortSignal): BackendError {
-  if (err instanceof BackendError) return err;
-  if (signal?.aborted) return new BackendError(backend, 'cancelled', 'cancelled', { cause: err, retryable: false });
-  const name = (err as { name?: string }).name;
-  if (name === 'TimeoutError') return new BackendError(backend, 'timeout', 'request timed out', { cause: err });
-  const code = causeCode(err);
-  const detail = code && UNREACHABLE.has(code) ? `unreachable (${code})` : `request failed (${code ?? name ?? 'error'})`;
-  return new BackendError(backend, 'unavailable', detail, { cause: err });
+/** `Authorization` value for HTTP Basic from `user:pass`. */
+export function basicAuthHeader(userPass: string): string {
+  return `Basic ${Buffer.from(userPass, 'utf8').toString('base64')}`;
 }
 
-/** Maps a non-2xx HTTP status to a BackendError; 401/403 name the credential variable to check. */
-export function mapHttpStatus(backend: string, status: number, body: string, credentialHint?: string): BackendError {
-  const snippet = body.slice(0, 200);
-  if (status === 401 || status === 403) {
-    return new BackendError(backend, 'rejected', `HTTP ${status}: credentials refused${credentialHint ? `; check ${credentialHint}` : ''}`, {
-      status,
-      retryable: false,
-    });
-  }
-  if (status === 429) return new BackendError(backend, 'busy', `HTTP 429: ${snippet}`, { status });
-  if (status >= 500) return new BackendError(backend, 'unavailable', `HTTP ${status}: ${snippet}`, { status });
-  return new BackendError(backend, 'rejected', `HTTP ${status}: ${snippet}`, { status, retryable: false });
+/** Seconds from a `Retry-After` header (delta-seconds or HTTP date), if it says anything usable. */
+export function parseRetryAfter(value: string | null | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const s = Number(value.trim());
+  if (Number.isFinite(s) && s >= 0) return s;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
 /** A signal that fires on the caller's abort or after `ms`, whichever is first. */
@@ -47,43 +48,203 @@ export function withTimeout(ms: number, signal?: AbortSignal): AbortSignal {
   return signal ? AbortSignal.any([signal, t]) : t;
 }
 
-/** A FIFO lock so a GPU box runs one job at a time; waiting can be abandoned through a signal. */
-export class BoxLock {
-  private tail: Promise<void> = Promise.resolve();
-  private waiting = 0;
-  private running = 0;
+export interface FetchErrorContext {
+  /** The caller's signal: aborted means cancelled, unless its reason is already a BackendError. */
+  signal?: AbortSignal;
+  /** The request's own timeout signal, to tell a timeout from a network failure. */
+  timeout?: AbortSignal;
+  timeoutMs?: number;
+  /** What was being done, e.g. `POST /sdapi/v1/txt2img`, for the message. */
+  what?: string;
+}
 
+/**
+ * Maps a thrown fetch error to a BackendError. An abort whose reason is a BackendError is passed
+ * through (the caller decided what it means); any other caller abort is 'cancelled'; our timeout
+ * is 'timeout'; anything on the wire (refused, reset, DNS) is 'unavailable'.
+ */
+export function mapFetchError(backend: string, err: unknown, ctx: FetchErrorContext = {}): BackendError {
+  if (err instanceof BackendError) return err;
+  const prefix = ctx.what ? `${ctx.what}: ` : '';
+  if (ctx.signal?.aborted) {
+    const reason: unknown = ctx.signal.reason;
+    if (reason instanceof BackendError) return reason;
+    return new BackendError(backend, 'cancelled', `${prefix}cancelled`, { cause: err, retryable: false });
+  }
+  if (ctx.timeout?.aborted || (err as { name?: string } | null)?.name === 'TimeoutError') {
+    const after = ctx.timeoutMs === undefined ? '' : ` after ${ctx.timeoutMs} ms`;
+    return new BackendError(backend, 'timeout', `${prefix}no answer${after}`, { cause: err });
+  }
+  const code = errorCode(err);
+  const detail = code && UNREACHABLE_CODES.has(code) ? `unreachable (${code})` : `request failed (${code ?? (err as Error)?.message ?? String(err)})`;
+  return new BackendError(backend, 'unavailable', `${prefix}${detail}`, { cause: err });
+}
+
+export interface HttpStatusContext {
+  /** Setting to name when credentials are refused, e.g. `A1111_AUTH`. */
+  credentialHint?: string;
+  /** The response's `Retry-After` header. */
+  retryAfter?: string | null;
+  what?: string;
+}
+
+/**
+ * Maps a non-2xx status: 401/403 → rejected (naming the credential setting), 429 → busy with
+ * Retry-After, 5xx → unavailable, other 4xx → rejected. Only the first 200 body characters are kept.
+ */
+export function mapHttpStatus(backend: string, status: number, body: string, ctx: HttpStatusContext = {}): BackendError {
+  const prefix = ctx.what ? `${ctx.what}: ` : '';
+  const snippet = body.replace(/\s+/g, ' ').trim().slice(0, 200);
+  if (status === 401 || status === 403) {
+    const hint = ctx.credentialHint ? `the credentials in ${ctx.credentialHint} are wrong or missing` : 'credentials refused';
+    return new BackendError(backend, 'rejected', `${prefix}HTTP ${status}: ${hint}`, { status, retryable: false });
+  }
+  if (status === 429) {
+    return new BackendError(backend, 'busy', `${prefix}HTTP 429: ${snippet}`, { status, retryAfterS: parseRetryAfter(ctx.retryAfter) });
+  }
+  if (status >= 500) return new BackendError(backend, 'unavailable', `${prefix}HTTP ${status}: ${snippet}`, { status });
+  return new BackendError(backend, 'rejected', `${prefix}HTTP ${status}: ${snippet}`, { status, retryable: false });
+}
+
+export interface JsonRequest {
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Serialised as JSON; its presence makes the default method POST. */
+  body?: unknown;
+  /** Caller's signal; see {@link mapFetchError} for how its reason is treated. */
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/** A small JSON-over-HTTP client bound to one base URL, whose every failure is a BackendError. */
+export interface JsonClient {
+  /** Response body parsed as JSON, not validated. */
+  raw(path: string, req?: JsonRequest): Promise<unknown>;
+  /** Response body parsed as JSON and validated; a mismatch is 'bad-response'. */
+  json<T>(path: string, schema: z.ZodType<T>, req?: JsonRequest): Promise<T>;
+}
+
+export interface JsonClientOptions {
+  backend: string;
+  baseUrl: string;
+  /** Sent on every request (e.g. Authorization); never logged or put in messages. */
+  headers?: Record<string, string>;
+  credentialHint?: string;
+}
+
+/** Short description of the first zod issue, for 'bad-response' messages. */
+export function describeZodError(err: z.ZodError): string {
+  const issue = err.issues[0];
+  if (!issue) return 'unexpected shape';
+  return `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}`;
+}
+
+/**
+ * Builds a {@link JsonClient}. Backends that speak JSON over plain HTTP (A1111, ComfyUI, dedicated
+ * endpoints) share its error mapping so the chain sees the same kinds everywhere.
+ */
+export function createJsonClient(o: JsonClientOptions): JsonClient {
+  const base = o.baseUrl.replace(/\/+$/, '');
+  async function raw(path: string, req: JsonRequest = {}): Promise<unknown> {
+    const method = req.method ?? (req.body === undefined ? 'GET' : 'POST');
+    const what = `${method} ${path.split('?')[0]}`;
+    const timeout = req.timeoutMs === undefined ? undefined : AbortSignal.timeout(req.timeoutMs);
+    const signals = [req.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const headers: Record<string, string> = { accept: 'application/json', ...o.headers };
+    if (req.body !== undefined) headers['content-type'] = 'application/json';
+    let status: number;
+    let text: string;
+    let retryAfter: string | null;
+    try {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        body: req.body === undefined ? undefined : JSON.stringify(req.body),
+        signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
+      });
+      status = res.status;
+      retryAfter = res.headers.get('retry-after');
+      // Read the whole body inside the try: a reset mid-body is a network failure too.
+      text = await res.text();
+    } catch (err) {
+      throw mapFetchError(o.backend, err, { signal: req.signal, timeout, timeoutMs: req.timeoutMs, what });
+    }
+    if (status < 200 || status > 299) throw mapHttpStatus(o.backend, status, text, { credentialHint: o.credentialHint, retryAfter, what });
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new BackendError(o.backend, 'bad-response', `${what}: HTTP ${status} with a body that is not JSON`, { status, retryable: true, cause: err });
+    }
+  }
+  return {
+    raw,
+    async json<T>(path: string, schema: z.ZodType<T>, req?: JsonRequest): Promise<T> {
+      const body = await raw(path, req);
+      const parsed = schema.safeParse(body);
+      if (!parsed.success) {
+        throw new BackendError(o.backend, 'bad-response', `${path.split('?')[0]}: unexpected response (${describeZodError(parsed.error)})`, {
+          retryable: true,
+          cause: parsed.error,
+        });
+      }
+      return parsed.data;
+    },
+  };
+}
+
+/** Thrown by {@link FifoLock.acquire} when the caller gives up while waiting. */
+export class LockWaitAborted extends Error {
+  override readonly name = 'LockWaitAborted';
+}
+
+/**
+ * A first-come-first-served mutex, so one GPU box runs one of our jobs at a time. A waiter whose
+ * signal aborts leaves the queue without ever holding the lock.
+ */
+export class FifoLock {
+  private held = false;
+  private readonly waiters: Array<() => void> = [];
+
+  /** Holder plus waiters. */
   get inFlight(): number {
-    return this.waiting + this.running;
+    return (this.held ? 1 : 0) + this.waiters.length;
   }
 
-  async run<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
-    let release!: () => void;
-    const prev = this.tail;
-    this.tail = new Promise<void>((r) => (release = r));
-    this.waiting++;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(signal.reason ?? new Error('aborted'));
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-        void prev.then(() => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        });
-      });
-    } catch (err) {
-      this.waiting--;
-      // Hand our turn on once the job before us is done, so the queue behind us keeps moving.
-      void prev.then(release);
-      throw err;
+  /** Resolves with a release function once it is our turn; rejects with LockWaitAborted on abort. */
+  acquire(signal?: AbortSignal): Promise<() => void> {
+    if (signal?.aborted) return Promise.reject(new LockWaitAborted('aborted before acquiring'));
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.held = false;
+    };
+    if (!this.held) {
+      this.held = true;
+      return Promise.resolve(release);
     }
-    this.waiting--;
-    this.running++;
+    return new Promise((resolve, reject) => {
+      const grant = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(release);
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(grant);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new LockWaitAborted('aborted while waiting'));
+      };
+      this.waiters.push(grant);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Runs `fn` while holding the lock. */
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const release = await this.acquire(signal);
     try {
       return await fn();
     } finally {
-      this.running--;
       release();
     }
   }
