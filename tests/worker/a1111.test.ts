@@ -132,7 +132,9 @@ test('progress arrives with increasing steps and a preview that decodes', async 
   await backend().generate(job({ steps: 12, count: 1 }), c);
   expect(c.progress.length).toBeGreaterThanOrEqual(3);
   const steps = c.progress.map((p) => p.step);
-  for (let i = 1; i < steps.length; i++) expect(steps[i]).toBeGreaterThan(steps[i - 1]!);
+  // Under load two polls may see the same step (with a new preview); steps never go back.
+  for (let i = 1; i < steps.length; i++) expect(steps[i]).toBeGreaterThanOrEqual(steps[i - 1]!);
+  expect(steps.at(-1)!).toBeGreaterThan(steps[0]!);
   expect(c.progress.every((p) => p.total === 12 && p.fraction > 0 && p.fraction <= 1)).toBe(true);
   const preview = c.progress.find((p) => p.preview)?.preview;
   expect(preview).toBeInstanceOf(Buffer);
