@@ -1,0 +1,110 @@
+import { afterEach, describe, expect, test } from 'vitest';
+import { parseImagineOptions } from '../../core/generation.js';
+import { createLogger } from '../../core/io/logger.js';
+import { priceAttempt } from '../../core/pricing.js';
+import { createA1111Backend } from '../../worker/backends/a1111.js';
+import { BackendChain, ChainError } from '../../worker/backends/chain.js';
+import { createHuggingFaceBackend } from '../../worker/backends/huggingface.js';
+import { startFakeA1111, type FakeA1111, type FakeA1111Mode } from '../fakes/a1111.js';
+import { startFakeHFEndpoint } from '../fakes/huggingface.js';
+
+const log = createLogger({ level: 'silent' });
+const prices = { a1111UsdPerGpuHour: 0, comfyuiUsdPerGpuHour: 0, replicateUsdPerSecond: 0.001, replicateFluxUsdPerImage: 0.003, hfUsdPerRequest: 0.01, hfUsdPerEndpointHour: 0 };
+let closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await Promise.all(closers.map((c) => c()));
+  closers = [];
+});
+
+async function setup(opts: { mode?: FakeA1111Mode; refused?: boolean; hfMode?: 'ok' | 'error500' } = {}) {
+  const box: FakeA1111 = await startFakeA1111({ stepDelayMs: 5, mode: opts.mode ?? 'ok' });
+  const hf = await startFakeHFEndpoint({ mode: opts.hfMode ?? 'ok' });
+  closers.push(() => box.close(), () => hf.close());
+  const gpu = createA1111Backend({ id: 'a1111', url: opts.refused ? 'http://127.0.0.1:9' : box.url, progressTimeoutMs: 500, pollIntervalMs: 50, log });
+  const cloud = createHuggingFaceBackend({ id: 'huggingface', token: 'hf_x', endpointUrl: hf.url, requestTimeoutMs: 2000, log });
+  const chain = new BackendChain({
+    backends: [gpu, cloud],
+    log,
+    price: (b, r, s, n) => priceAttempt(prices, { family: b.family, billedSeconds: s, billedImages: n, replicateModel: r.replicateModel }),
+    breakerThreshold: 3,
+    probeIntervalMs: 200,
+  });
+  closers.push(async () => chain.stopProbes());
+  return { box, hf, chain };
+}
+
+const job = () => ({ jobId: 'j', request: { ...parseImagineOptions({ prompt: 'a fox', steps: 4 }), width: 64, height: 64 } });
+const ctx = () => ({ signal: new AbortController().signal, onProgress: () => undefined });
+
+describe('the fallback chain', () => {
+  test.each<[string, { mode?: FakeA1111Mode; refused?: boolean }]>([
+    ['refused', { refused: true }],
+    ['hang', { mode: 'hang' }],
+    ['500', { mode: 'error500' }],
+    ['garbage body', { mode: 'garbage' }],
+    ['wrong image size', { mode: 'wrong-size' }],
+    ['dying mid-job', { mode: 'die-mid-job' }],
+  ])('a GPU box that fails (%s) hands the job to the next backend, which makes the image', async (_name, o) => {
+    const { chain, hf } = await setup(o);
+    const r = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(r.backend.id).toBe('huggingface');
+    expect(r.output.images).toHaveLength(1);
+    expect(hf.requests).toHaveLength(1);
+    expect(r.attempts.map((a) => [a.backend, a.outcome])).toEqual([
+      ['a1111', 'failed'],
+      ['huggingface', 'succeeded'],
+    ]);
+    expect(r.attempts[1]!.costUsd).toBeCloseTo(0.01, 6);
+  });
+
+  test('after three failures the circuit opens and the next job skips the dead box without waiting', async () => {
+    const { chain, box } = await setup({ mode: 'hang' });
+    for (let i = 0; i < 3; i++) await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(chain.circuitState('a1111')).toBe('open');
+    const before = box.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length;
+    const t0 = performance.now();
+    const r = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(performance.now() - t0).toBeLessThan(400); // far below the 500 ms hang detection
+    expect(r.attempts[0]).toMatchObject({ backend: 'a1111', outcome: 'skipped', detail: 'circuit open' });
+    expect(box.requests.filter((r2) => r2.path === '/sdapi/v1/txt2img').length).toBe(before);
+  });
+
+  test('a healthy probe closes the circuit again and jobs return to the GPU box', async () => {
+    const { chain, box } = await setup({ mode: 'error500' });
+    for (let i = 0; i < 3; i++) await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(chain.circuitState('a1111')).toBe('open');
+    box.setMode('ok');
+    chain.startProbes();
+    for (let i = 0; i < 50 && chain.circuitState('a1111') !== 'closed'; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(chain.circuitState('a1111')).toBe('closed');
+    const r = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(r.backend.id).toBe('a1111');
+  });
+
+  test('with the budget spent, paid providers are skipped: the job fails clearly when no free backend can run it', async () => {
+    const { chain, hf } = await setup({ refused: true });
+    const err = await chain.run(job(), ctx(), { paidAllowed: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChainError);
+    expect((err as ChainError).attempts.find((a) => a.backend === 'huggingface')).toMatchObject({ outcome: 'skipped', detail: 'budget spent' });
+    expect(hf.requests).toHaveLength(0);
+    // The free box was down too, so this is "try later", not a budget refusal.
+    expect((err as ChainError).code).toBe('all_backends_failed');
+  });
+
+  test('with the budget spent and the GPU box healthy, the free box does the job and nothing is spent', async () => {
+    const { chain, hf } = await setup();
+    const r = await chain.run(job(), ctx(), { paidAllowed: false });
+    expect(r.backend.id).toBe('a1111');
+    expect(r.attempts.reduce((s, a) => s + a.costUsd, 0)).toBe(0);
+    expect(hf.requests).toHaveLength(0);
+  });
+
+  test('everything down: a retryable failure that names no internal detail', async () => {
+    const { chain } = await setup({ refused: true, hfMode: 'error500' });
+    const err = (await chain.run(job(), ctx(), { paidAllowed: true }).catch((e: unknown) => e)) as ChainError;
+    expect(err.code).toBe('all_backends_failed');
+    expect(err.retryable).toBe(true);
+    expect(err.userMessage).not.toMatch(/127\.0\.0\.1|HTTP|ECONN/);
+    expect(err.attempts.map((a) => a.outcome)).toEqual(['failed', 'failed']);
+  });
+});
