@@ -25,6 +25,8 @@ export interface Admitted {
   request: GenerationRequest;
   budgetLeftUsd: number;
   nsfwAllowed: boolean;
+  /** Images this member had today before this job; fewer means an earlier turn in the queue. */
+  usedBefore: number;
 }
 
 /** Policy check, then quota reservation and job record in one statement. Throws UserError when refused. */
@@ -49,7 +51,7 @@ export async function admitGeneration(
     throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);
   }
   const ref = { applicationId: interaction.applicationId, interactionId: interaction.id, token: interaction.token };
-  const { jobId, budgetLeftUsd } = await admitJob(
+  const { jobId, budgetLeftUsd, usedToday } = await admitJob(
     {
       store: deps.store,
       now: deps.now,
@@ -63,7 +65,23 @@ export async function admitGeneration(
     parentJobId,
   );
   deps.delivery.begin(jobId, actor.guildId, ref, request);
-  return { jobId, actor, ref, request, budgetLeftUsd, nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }) };
+  return {
+    jobId,
+    actor,
+    ref,
+    request,
+    budgetLeftUsd,
+    nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
+    usedBefore: Math.max(0, usedToday - request.count),
+  };
+}
+
+/**
+ * Fairness: BullMQ serves lower priority numbers first, FIFO within one number. A member's turn
+ * depends on how many images they already had today, so one member's batch never starves others.
+ */
+export function queuePriority(usedBefore: number): number {
+  return Math.min(usedBefore + 1, 2_000_000);
 }
 
 /**
@@ -83,7 +101,7 @@ export async function enqueueGeneration(ctx: CommandContext, a: Admitted): Promi
     nsfwAllowed: a.nsfwAllowed,
   };
   try {
-    await deps.queue.add(a.request.kind, payload, { jobId: a.jobId });
+    await deps.queue.add(a.request.kind, payload, { jobId: a.jobId, priority: queuePriority(a.usedBefore) });
   } catch (err) {
     log.warn({ err }, 'enqueue failed; refunding');
     deps.delivery.forget(a.jobId);
