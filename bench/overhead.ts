@@ -9,9 +9,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import { botConfigSchema, loadConfig } from '../core/config.js';
-import { createLogger } from '../core/io/logger.js';
-import { startBot, type RunningBot } from '../bot/main.js';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
@@ -29,18 +26,17 @@ function pct(values: number[], p: number): number {
 }
 const f = (n: number) => n.toFixed(1);
 
-async function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (c: Buffer) => {
       buf += c.toString();
-      if (buf.includes('"worker ready"')) resolve();
+      if (buf.includes(`"${which} ready"`)) resolve();
     });
     child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
   });
-  if (process.env.BENCH_WORKER_LOG) child.stdout!.pipe((await import('node:fs')).createWriteStream(process.env.BENCH_WORKER_LOG));
-  else child.stdout!.resume();
+  child.stdout!.resume();
   return child;
 }
 
@@ -72,9 +68,10 @@ async function main(): Promise<void> {
       MAX_QUEUED_PER_USER: '100',
       LOG_LEVEL: 'warn',
     };
-    // The worker logs its ready line at info; its per-job lines are read and dropped.
-    const worker = await spawnWorker({ ...env, LOG_LEVEL: 'info' });
-    const bot: RunningBot = await startBot(loadConfig(botConfigSchema, env), createLogger({ level: 'silent' }));
+    // Bot and worker run as their own processes, as deployed; the fakes and the clock stay here.
+    // They log their ready line at info; their per-job lines are read and dropped.
+    const worker = await spawnProcess('worker', { ...env, LOG_LEVEL: 'info' });
+    const bot = await spawnProcess('bot', { ...env, LOG_LEVEL: 'info' });
 
     // Index result uploads by token incrementally: rescanning every request on each poll would
     // make the benchmark itself the bottleneck.
@@ -112,20 +109,23 @@ async function main(): Promise<void> {
     for (let n = 0; n < JOBS; n++) {
       burst.push(await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `burst ${n}` }] }));
     }
-    await waitAll(burst, 600_000);
-    const last = Math.max(...burst.map((i) => finalAt(i)!));
-    const burstAcks = await Promise.all(burst.map(async (i) => (await i.waitForCallback()).at - i.createdAt));
-    const jobsPerS = JOBS / ((last - t0) / 1000);
+    const acked = await Promise.allSettled(burst.map(async (i) => (await i.waitForCallback(15_000)).at - i.createdAt));
+    const burstAcks = acked.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const missed = acked.length - burstAcks.length;
+    const delivered = burst.filter((_, n) => acked[n]!.status === 'fulfilled');
+    await waitAll(delivered, 600_000);
+    const last = Math.max(...delivered.map((i) => finalAt(i)!));
+    const jobsPerS = delivered.length / ((last - t0) / 1000);
 
     out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${boxes}]`);
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
-    out(`  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms`);
-    out(`  throughput: ${JOBS} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
+    out(`  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed})`);
+    out(`  throughput: ${delivered.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
 
-    await bot.stop();
+    bot.kill('SIGTERM');
     worker.kill('SIGTERM');
-    await once(worker, 'exit');
+    await Promise.all([once(bot, 'exit'), once(worker, 'exit')]);
     const redis = new Redis(REDIS_URL);
     let cursor = '0';
     do {

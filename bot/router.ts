@@ -35,17 +35,24 @@ function contextFor(deps: BotDeps, interaction: Interaction): CommandContext {
 
 /** How long database checks may run before the reply must be deferred (Discord allows 3 s in all). */
 const ADMIT_BUDGET_MS = 1200;
+/** Above this many admissions in flight the bot acknowledges first: the 3 s window beats a private refusal. */
+const MAX_EARLY_ADMISSIONS = 16;
+let admissionsInFlight = 0;
 
 /**
  * Waits up to the budget for `pending`: a refusal inside it is rethrown before anything is
  * acknowledged (so it can be answered privately); a slow check leaves the promise running.
+ * Under a burst it does not wait at all.
  */
 async function refuseEarly(pending: Promise<unknown>): Promise<void> {
+  if (admissionsInFlight >= MAX_EARLY_ADMISSIONS) return;
+  admissionsInFlight++;
   let timer: NodeJS.Timeout | undefined;
   const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, ADMIT_BUDGET_MS)));
   try {
     await Promise.race([pending.then(() => undefined), budget]);
   } finally {
+    admissionsInFlight--;
     clearTimeout(timer);
   }
 }
@@ -64,9 +71,10 @@ async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInterac
     const admitted = command.admit ? command.admit(ctx, interaction, prepared) : Promise.resolve(undefined);
     admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
     await refuseEarly(admitted);
+    const admitWaitMs = performance.now() - started;
     deferredEphemeral = command.defer === 'ephemeral';
     await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-    ctx.log.debug({ command: command.data.name, ackMs: performance.now() - started }, 'acknowledged');
+    ctx.log.debug({ command: command.data.name, ackMs: performance.now() - started, admitWaitMs }, 'acknowledged');
     await command.execute(ctx, interaction, prepared, await admitted);
   } catch (err) {
     await answerError(ctx, interaction, err, deferredEphemeral);

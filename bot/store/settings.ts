@@ -35,12 +35,32 @@ const toJson = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.s
  * same transaction, so a change without an audit trail cannot happen.
  */
 export class SettingsStore {
+  private readonly cache = new Map<string, { at: number; policy: Promise<GuildPolicy> }>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly defaults: Defaults,
+    /** How long a guild's policy is reused; changes made in this process apply at once. */
+    private readonly cacheMs = 5000,
   ) {}
 
-  async policy(guildId: string): Promise<GuildPolicy> {
+  /** The guild's policy, cached briefly: every /imagine needs it and it rarely changes. */
+  policy(guildId: string): Promise<GuildPolicy> {
+    const hit = this.cache.get(guildId);
+    const now = Date.now();
+    if (hit && now - hit.at < this.cacheMs) return hit.policy;
+    const policy = this.loadPolicy(guildId);
+    this.cache.set(guildId, { at: now, policy });
+    policy.catch(() => this.cache.delete(guildId));
+    if (this.cache.size > 10_000) this.cache.clear();
+    return policy;
+  }
+
+  private invalidate(guildId: string): void {
+    this.cache.delete(guildId);
+  }
+
+  private async loadPolicy(guildId: string): Promise<GuildPolicy> {
     const [s, words] = await Promise.all([
       this.prisma.guildSettings.findUnique({ where: { guildId } }),
       this.prisma.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } }),
@@ -69,6 +89,7 @@ export class SettingsStore {
     action: string,
     patch: { dailyLimit?: number; nsfwMode?: NsfwModeName; monthlyBudgetUsd?: number; logChannelId?: string },
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
+    this.invalidate(guildId);
     return this.prisma.$transaction(async (tx) => {
       const cur = await tx.guildSettings.findUnique({ where: { guildId } });
       const data = {
@@ -121,6 +142,7 @@ export class SettingsStore {
   }
 
   async changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]> {
+    this.invalidate(guildId);
     return this.prisma.$transaction(async (tx) => {
       const before = (await tx.bannedWord.findMany({ where: { guildId } })).map((w) => w.word);
       if (op === 'add') {
