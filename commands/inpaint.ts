@@ -1,7 +1,55 @@
-import { ApplicationCommandOptionType } from 'discord.js';
-import { LIMITS } from '../core/generation.js';
+import { randomUUID } from 'node:crypto';
+import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
 import { UserError } from '../core/errors.js';
+import { LIMITS, parseInpaintOptions, type GenerationRequest } from '../core/generation.js';
+import { fetchAttachment } from '../core/io/attachments.js';
+import { prepareInpaint } from '../core/io/inpaint-image.js';
+import { inpaintText } from '../core/messages.js';
 import { GUILD_ONLY, type Command } from './command.js';
+import { admitGeneration, enqueueGeneration, type Admitted } from '../bot/submit.js';
+import type { CommandContext } from '../bot/context.js';
+
+type Prepared = { base: ReturnType<typeof parseInpaintOptions>; imageUrl: string; maskUrl: string | null };
+
+function readOptions(i: ChatInputCommandInteraction): Prepared {
+  const image = i.options.getAttachment('image', true);
+  const mask = i.options.getAttachment('mask');
+  const base = parseInpaintOptions({
+    prompt: i.options.getString('prompt', true),
+    negative: i.options.getString('negative') ?? undefined,
+    strength: i.options.getNumber('strength') ?? undefined,
+    seed: i.options.getInteger('seed') ?? undefined,
+    count: i.options.getInteger('count') ?? undefined,
+  });
+  return { base, imageUrl: image.url, maskUrl: mask?.url ?? null };
+}
+
+/**
+ * Reads the attachments as hostile input (origin, size, format and pixel checks before decoding),
+ * prepares image and mask at SDXL's size and parks them in Redis for the worker; only then are
+ * quota and policy checked, so a refused attachment changes nothing.
+ */
+async function admitInpaint(ctx: CommandContext, interaction: ChatInputCommandInteraction, p: Prepared): Promise<Admitted> {
+  const { config, results } = ctx.deps;
+  const limits = { allowedOrigins: config.DISCORD_ATTACHMENT_ORIGINS, maxBytes: config.ATTACHMENT_MAX_BYTES, maxPixels: config.ATTACHMENT_MAX_PIXELS };
+  const [image, mask] = await Promise.all([fetchAttachment(p.imageUrl, limits), p.maskUrl ? fetchAttachment(p.maskUrl, limits) : null]);
+  const prepared = await prepareInpaint(image.bytes, mask?.bytes ?? null, { maxPixels: config.ATTACHMENT_MAX_PIXELS });
+  const id = randomUUID();
+  const inputKeys = {
+    image: results.inputKey(id, 'image'),
+    mask: results.inputKey(id, 'mask'),
+    original: results.inputKey(id, 'original'),
+    maskFull: results.inputKey(id, 'maskFull'),
+  };
+  await results.putMany([
+    [inputKeys.image, prepared.image],
+    [inputKeys.mask, prepared.mask],
+    [inputKeys.original, prepared.original.png],
+    [inputKeys.maskFull, prepared.maskFull],
+  ]);
+  const request: GenerationRequest = { ...p.base, width: prepared.width, height: prepared.height, inputKeys };
+  return admitGeneration(ctx, interaction, request);
+}
 
 export const inpaint = {
   data: {
@@ -19,7 +67,10 @@ export const inpaint = {
     ],
   },
   defer: 'public',
-  async execute() {
-    throw new UserError('invalid_option', '`/inpaint` is not available on this bot yet.');
+  prepare: (interaction) => {
+    if (!interaction.options.getAttachment('image')) throw new UserError('attachment_rejected', inpaintText.needImage);
+    return readOptions(interaction);
   },
-} satisfies Command;
+  admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),
+  execute: (ctx, _interaction, _prepared, admitted) => enqueueGeneration(ctx, admitted),
+} satisfies Command<Prepared, Admitted>;

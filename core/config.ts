@@ -74,6 +74,9 @@ export const botConfigSchema = z.object({
     .default(5),
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+  /** Largest attachment /inpaint will download, and most pixels it will decode. */
+  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, 10 * 1024 * 1024),
+  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, 16_000_000),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
   MODERATOR_ROLE_IDS: z
     .string()

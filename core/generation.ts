@@ -57,8 +57,11 @@ export const generationRequestSchema = z.object({
   replicateModel: z.enum(['sdxl', 'flux-schnell']),
   /** Inpaint only: 0.05-1, how far the masked area may move from the original. */
   strength: z.number().min(0.05).max(1).optional(),
-  /** Inpaint only: Redis keys of the prepared image and mask (PNG). */
-  inputKeys: z.object({ image: z.string(), mask: z.string() }).optional(),
+  /**
+   * Inpaint only: Redis keys of the model-size image and mask, and of the upright original and its
+   * feathered full-size mask used to paste the result back.
+   */
+  inputKeys: z.object({ image: z.string(), mask: z.string(), original: z.string(), maskFull: z.string() }).optional(),
 });
 export type GenerationRequest = z.infer<typeof generationRequestSchema>;
 
@@ -121,6 +124,25 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
     preset: preset.id ?? DEFAULT_PRESET_ID,
     replicateModel: preset.replicateModel,
   };
+}
+
+/** Raw `/inpaint` options besides the attachments. */
+export const inpaintOptionsSchema = z.object({
+  prompt: z.string(),
+  negative: z.string().optional(),
+  strength: z.number().min(0.05).max(1).optional(),
+  seed: z.number().int().min(0).max(LIMITS.seedMax).optional(),
+  count: z.number().int().min(1).max(LIMITS.countMax).optional(),
+});
+export type InpaintOptions = z.infer<typeof inpaintOptionsSchema>;
+
+/** Validates `/inpaint` text options (pure, before acknowledging); size and inputs come after the images are read. */
+export function parseInpaintOptions(raw: unknown, rng: () => number = randomSeed): Omit<GenerationRequest, 'width' | 'height' | 'inputKeys'> {
+  const parsed = inpaintOptionsSchema.safeParse(raw);
+  if (!parsed.success) throw new UserError('invalid_option', describeIssue(parsed.error.issues[0]!));
+  const base = parseImagineOptions({ prompt: parsed.data.prompt, negative: parsed.data.negative, seed: parsed.data.seed, count: parsed.data.count }, rng);
+  const { width: _w, height: _h, ...rest } = base;
+  return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? 0.75 };
 }
 
 /** Queue payload, version 1. Carries no secrets and no Discord token. */

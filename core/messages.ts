@@ -95,3 +95,7 @@ export const buttonText = {
   deleted: 'Deleted.',
   unavailable: 'That action is not available for this image.',
 } as const;
+
+export const inpaintText = {
+  needImage: 'Attach the image to edit in `image:`.',
+} as const;

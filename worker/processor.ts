@@ -2,6 +2,8 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from '../core/generation.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
+import sharp from 'sharp';
+import { pasteBack } from '../core/io/inpaint-image.js';
 import type { BackendProgress } from './backends/backend.js';
 import { ChainError, type BackendChain } from './backends/chain.js';
 
@@ -20,6 +22,18 @@ export interface ProcessorDeps {
 }
 
 export type Processor = (job: Job<JobPayload, JobResult>) => Promise<JobResult>;
+
+/** The prepared image and mask of an inpaint job, parked in Redis by the bot; null for txt2img. */
+async function loadInpaintInputs(results: ResultStore, payload: JobPayload) {
+  const keys = payload.request.inputKeys;
+  if (payload.request.kind !== 'inpaint' || !keys) return null;
+  const [image, mask, original, maskFull] = await results.getMany([keys.image, keys.mask, keys.original, keys.maskFull]);
+  if (!image || !mask || !original || !maskFull) {
+    throw new ChainError('rejected', 'the uploaded image expired before the job ran. Please try again.', [], false);
+  }
+  const meta = await sharp(original).metadata();
+  return { image, mask, maskFull, original: { png: original, width: meta.width ?? 0, height: meta.height ?? 0 } };
+}
 
 /**
  * The BullMQ processor: parse → chain → store images → return a small JobResult.
@@ -63,8 +77,9 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     };
 
     try {
+      const inputs = await loadInpaintInputs(deps.results, payload);
       const { backend, output, attempts } = await deps.chain.run(
-        { jobId: payload.jobId, request: payload.request },
+        { jobId: payload.jobId, request: payload.request, image: inputs?.image, mask: inputs?.mask },
         {
           signal: controller.signal,
           onProgress: (p) => onProgress(p),
@@ -76,19 +91,22 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           },
         },
       );
-      const keys = output.images.map((_, i) => deps.results.imageKey(payload.jobId, i));
-      await deps.results.putMany(keys.map((k, i) => [k, output.images[i]!] as const));
+      // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
+      const images = inputs ? await Promise.all(output.images.map((img) => pasteBack(inputs.original, inputs.maskFull, img))) : output.images;
+      const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
+      await deps.results.putMany(keys.map((k, i) => [k, images[i]!] as const));
       const all: Attempt[] = [...earlier, ...attempts];
       const result: JobResult = {
         backend: backend.id,
         seed: output.seed,
-        width: payload.request.width,
-        height: payload.request.height,
+        width: inputs?.original.width ?? payload.request.width,
+        height: inputs?.original.height ?? payload.request.height,
         imageKeys: keys,
         runMs: performance.now() - started,
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),
         attempts: all,
       };
+      if (payload.request.inputKeys) await deps.results.forgetInputs(Object.values(payload.request.inputKeys));
       log.info({ backend: backend.id, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
       return result;
     } catch (err) {

@@ -28,7 +28,7 @@ export class ResultStore {
   previewKey(jobId: string): string {
     return `${this.prefix}:preview:${jobId}`;
   }
-  inputKey(jobId: string, name: 'image' | 'mask'): string {
+  inputKey(jobId: string, name: 'image' | 'mask' | 'original' | 'maskFull'): string {
     return `${this.prefix}:input:${jobId}:${name}`;
   }
   private failureKey(jobId: string): string {
@@ -71,8 +71,11 @@ export class ResultStore {
       ...imageKeys,
       this.previewKey(jobId),
       this.failureKey(jobId),
-      this.inputKey(jobId, 'image'),
-      this.inputKey(jobId, 'mask'),
     );
+  }
+
+  /** Drops an inpaint job's inputs once it no longer needs them. */
+  async forgetInputs(keys: readonly string[]): Promise<void> {
+    if (keys.length > 0) await this.redis.del(...keys);
   }
 }
