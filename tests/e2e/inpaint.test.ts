@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
@@ -27,6 +28,26 @@ async function mask(): Promise<Buffer> {
   const bg = sharp({ create: { width: 192, height: 128, channels: 3, background: '#000' } });
   const square = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#fff' } }).png().toBuffer();
   return bg.composite([{ input: square, left: 64, top: 40 }]).png().toBuffer();
+}
+
+function chunk(type: string, data: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])) >>> 0, 0);
+  return Buffer.concat([head, data, crc]);
+}
+
+/** A tiny file whose PNG header claims 20000×20000 pixels. */
+function bomb(): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(20_000, 0);
+  ihdr.writeUInt32BE(20_000, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(64))), chunk('IEND', Buffer.alloc(0))]);
 }
 
 async function start(db: { url: string }, redisPrefix: string) {
@@ -105,5 +126,52 @@ describe('/inpaint end to end', () => {
     const cb = await i.waitForCallback();
     expect(cb.data.flags & 64).toBe(64);
     expect(hits).toEqual([]);
+  });
+
+  test('30 MB, a 20000×20000 header and a redirect to a foreign origin are each refused privately; nothing runs', async ({ db, redisPrefix }) => {
+    const s = await start(db, redisPrefix);
+    s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
+    await s.bot!.stop();
+    await s.startBot();
+    const hits: string[] = [];
+    foreign = createServer((req, res) => {
+      hits.push(req.url ?? '');
+      res.end('x');
+    });
+    await new Promise<void>((r) => foreign!.listen(0, '127.0.0.1', r));
+    const big = Buffer.concat([await photo(), Buffer.alloc(30 * 1024 * 1024)]);
+    const cases: [string, string, number][] = [
+      [s.discord.serveFile('big.png', big, 'image/png'), '30.0 MB', big.length],
+      [s.discord.serveFile('bomb.png', bomb(), 'image/png'), 'megapixels', 100],
+      [s.discord.serveRedirect('moved.png', `http://127.0.0.1:${(foreign.address() as { port: number }).port}/x.png`), '', 100],
+    ];
+    for (const [url, words, size] of cases) {
+      const i = await inpaint(s, { image: { url, size, filename: 'x.png' } });
+      const cb = await i.waitForCallback();
+      expect(cb.data.flags & 64, url).toBe(64);
+      if (words) expect(cb.data.content).toContain(words);
+    }
+    expect(hits).toEqual([]);
+    expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
+    expect(await db.prisma.job.count()).toBe(0);
+  });
+
+  test('without a mask, the transparent pixels of the image are the area to repaint', async ({ db, redisPrefix }) => {
+    const s = await start(db, redisPrefix);
+    s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
+    await s.bot!.stop();
+    await s.startBot();
+    // The photo with a fully transparent 32×32 square at (32, 16).
+    const { data, info } = await sharp(await photo()).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    for (let y = 16; y < 48; y++) for (let x = 32; x < 64; x++) data[(y * info.width + x) * 4 + 3] = 0;
+    const withHole = await sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
+    const i = await inpaint(s, { image: { url: s.discord.serveFile('hole.png', withHole, 'image/png'), size: withHole.length, filename: 'hole.png' } });
+    const msg = await s.finalReply(i);
+    expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    const req = s.a1111.requests.find((r) => r.path === '/sdapi/v1/img2img')!.json as Record<string, unknown>;
+    const m = await sharp(Buffer.from(String(req.mask), 'base64')).greyscale().raw().toBuffer({ resolveWithObject: true });
+    const at = (x: number, y: number) => m.data[Math.floor((y / 64) * m.info.height) * m.info.width + Math.floor((x / 96) * m.info.width)]!;
+    expect(at(48, 32)).toBeGreaterThan(200); // inside the hole: repaint
+    expect(at(5, 5)).toBeLessThan(50); // opaque corner: keep
   });
 });
