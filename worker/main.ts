@@ -69,10 +69,10 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   );
   const worker = new Worker<JobPayload, JobResult>(
     GENERATE_QUEUE,
-    async (job) => {
+    async (job, token) => {
       const handler = table[job.name];
       if (!handler) throw new Error(`no handler for ${job.name}`);
-      return handler(job);
+      return handler(job, token);
     },
     {
       connection: blocking,

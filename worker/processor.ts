@@ -1,4 +1,4 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from '../core/generation.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
@@ -21,7 +21,7 @@ export interface ProcessorDeps {
   isCancelled?: (jobId: string) => Promise<boolean>;
 }
 
-export type Processor = (job: Job<JobPayload, JobResult>) => Promise<JobResult>;
+export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Promise<JobResult>;
 
 /** The prepared image and mask of an inpaint job, parked in Redis by the bot; null for txt2img. */
 async function loadInpaintInputs(results: ResultStore, payload: JobPayload) {
@@ -42,7 +42,7 @@ async function loadInpaintInputs(results: ResultStore, payload: JobPayload) {
  */
 export function createProcessor(deps: ProcessorDeps): Processor {
   const every = deps.progressEveryMs ?? 250;
-  return async (job) => {
+  return async (job, token) => {
     const parsed = jobPayloadSchema.safeParse(job.data);
     if (!parsed.success) {
       deps.log.error({ jobId: job.id, issues: parsed.error.issues }, 'invalid job payload');
@@ -112,11 +112,13 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     } catch (err) {
       if (!(err instanceof ChainError)) throw err;
       const attempts = [...earlier, ...err.attempts];
-      await deps.results.putFailure(payload.jobId, { code: err.code, message: err.userMessage, attempts });
-      if (deps.shutdown?.aborted && err.code === 'cancelled') {
-        // Handed back on shutdown: a plain error lets another worker take it at once.
-        throw new Error('worker shut down during the job');
+      if (deps.shutdown?.aborted && err.code === 'cancelled' && token) {
+        // Handed back on shutdown: straight back to the queue, no attempt used, no stall wait.
+        await deps.results.putFailure(payload.jobId, { code: 'all_backends_failed', message: 'handed back', attempts });
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
       }
+      await deps.results.putFailure(payload.jobId, { code: err.code, message: err.userMessage, attempts });
       const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       log.warn({ code: err.code, retryable: err.retryable, lastTry }, 'chain failed');
       if (err.retryable && !lastTry) throw new Error(err.message);
