@@ -34,7 +34,7 @@ function pngSize(b: Buffer): [number, number] | null {
 
 function isStartOfFrame(marker: number): boolean {
   // SOF0-SOF15, except DHT (C4), JPG (C8) and DAC (CC), which share the range.
-  return marker >= 0xc0 && marker <= 0xcf  && marker !== 0xc8 && marker !== 0xcc;
+  return marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
 }
 
 function jpegSize(b: Buffer): [number, number] | null {

@@ -282,6 +282,13 @@ test('a non-2xx answer is refused with its status', async () => {
   expect(await refusal(fetchAttachment(allowed.url('/err.png'), opts()))).toMatch(/HTTP 500/);
 });
 
+test('a refused connection is a clear refusal, not a crash', async () => {
+  const gone = await startOrigin();
+  await new Promise((resolve) => gone.server.close(resolve));
+  const msg = await refusal(fetchAttachment(gone.url('/img.png'), { ...opts(), allowedOrigins: [gone.origin] }));
+  expect(msg).toBe('The attachment could not be downloaded. Try again later.');
+});
+
 test('sniffImage reads sizes from every accepted header kind, without decoding', async () => {
   const base = sharp({ create: { width: 123, height: 45, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } });
   const cases: [Buffer, string][] = [
@@ -296,8 +303,11 @@ test('sniffImage reads sizes from every accepted header kind, without decoding',
   for (const [bytes, format] of cases) expect(sniffImage(bytes)).toEqual({ format, width: 123, height: 45 });
   const fourccs = cases.filter(([, f]) => f === 'webp').map(([b]) => b.toString('latin1', 12, 16));
   expect(fourccs).toEqual(['VP8 ', 'VP8L', 'VP8X']);
-  // Hand-made JPEG: APP0, fill bytes, then SOF2 declaring 65535×4000.
-  const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00, 0xff, 0xff, 0xc2, 0x00, 0x0b, 0x08, 0x0f, 0xa0, 0xff, 0xff, 0x01]);
+  // Hand-made JPEG: APP0, a DHT (C4, in the SOF range but not a frame), fill bytes, then SOF2 declaring 65535×4000.
+  const jpeg = Buffer.from([
+    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00, 0xff, 0xc4, 0x00, 0x09, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xc2, 0x00, 0x0b, 0x08, 0x0f, 0xa0, 0xff, 0xff, 0x01,
+  ]);
   expect(sniffImage(jpeg)).toEqual({ format: 'jpeg', width: 65535, height: 4000 });
   expect(sniffImage(Buffer.from([0xff, 0xd8, 0xff, 0xda, 0x00, 0x08]))).toBeNull(); // scan before any frame header
   expect(sniffImage(Buffer.from('GIF89a'))).toBeNull();
