@@ -2,6 +2,7 @@ import type { REST } from 'discord.js';
 import type { Redis } from 'ioredis';
 import type { BotConfig } from '../core/config.js';
 import type { Logger } from '../core/io/logger.js';
+import type { Metrics } from '../core/io/metrics.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { JobStore } from '../core/ports.js';
@@ -25,6 +26,7 @@ export interface BotDeps {
   rest: REST;
   log: Logger;
   now: () => Date;
+  metrics?: Metrics;
 }
 
 /** Per-interaction context: the dependencies plus a logger bound to the interaction. */

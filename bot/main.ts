@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import { createMetrics } from '../core/io/metrics.js';
 import { createBotRest, createDiscordClient } from './client.js';
 import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
@@ -66,7 +67,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
-  const deps: BotDeps = { config, store, settings, stats, notices, queue, redis: producer, results, delivery, rest: client.rest, log, now };
+  const metrics = createMetrics('bot');
+  const deps: BotDeps = { config, store, settings, stats, notices, queue, redis: producer, results, delivery, rest: client.rest, log, now, metrics };
   const route = createRouter(deps);
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
@@ -76,11 +78,18 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   await client.login(config.DISCORD_TOKEN);
   await ready;
   await delivery.start();
+  client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
+  botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   let ops: Server | undefined;
   if (config.HTTP_PORT > 0) {
     ops = await startOpsServer({
       port: config.HTTP_PORT,
       log,
+      metrics: async () => {
+        const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
+        for (const [state, n] of Object.entries(counts)) metrics.queueJobs.set({ state }, n);
+        return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+      },
       checks: {
         redis: async () => (await producer.ping()) === 'PONG',
         postgres: async () => (await prisma.$queryRawUnsafe<unknown[]>('SELECT 1')).length === 1,

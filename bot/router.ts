@@ -74,7 +74,9 @@ async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInterac
     const admitWaitMs = performance.now() - started;
     deferredEphemeral = command.defer === 'ephemeral';
     await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-    ctx.log.debug({ command: command.data.name, ackMs: performance.now() - started, admitWaitMs }, 'acknowledged');
+    const ackMs = performance.now() - started;
+    deps.metrics?.ackLatency.observe(ackMs / 1000);
+    ctx.log.debug({ command: command.data.name, ackMs, admitWaitMs }, 'acknowledged');
     await command.execute(ctx, interaction, prepared, await admitted);
   } catch (err) {
     await answerError(ctx, interaction, err, deferredEphemeral);

@@ -6,6 +6,7 @@ import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../co
 import { ResultStore } from '../core/io/results.js';
 import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import { createMetrics } from '../core/io/metrics.js';
 import type { JobPayload, JobResult } from '../core/generation.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
@@ -33,6 +34,7 @@ function handlerTable(processor: Processor): Record<string, Processor> {
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
 export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
   const backends = createBackends(config, log);
+  const metrics = createMetrics('worker');
   if (backends.length === 0) throw new Error('no usable backend');
   const prices = priceModelOf(config);
   const chain = new BackendChain({
@@ -83,6 +85,13 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   );
   worker.on('error', (err) => log.error({ err }, 'worker error'));
   worker.on('failed', (job, err) => log.warn({ jobId: job?.id, err }, 'job attempt failed'));
+  worker.on('completed', (job, result) => {
+    for (const a of result.attempts) {
+      if (a.outcome === 'failed') metrics.jobFailures.inc({ backend: a.backend, kind: a.errorKind ?? 'unknown' });
+      if (a.costUsd > 0) metrics.costUsd.inc({ backend: a.backend }, a.costUsd);
+    }
+    metrics.jobDuration.observe({ backend: result.backend, kind: job.name }, result.runMs / 1000);
+  });
   await worker.waitUntilReady();
   const ops =
     config.HTTP_PORT > 0
@@ -92,6 +101,10 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
           checks: {
             redis: async () => (await plain.ping()) === 'PONG',
             worker: async () => worker.isRunning(),
+          },
+          metrics: async () => {
+            for (const b of backends) metrics.circuitOpen.set({ backend: b.id }, chain.circuitState(b.id) === 'closed' ? 0 : 1);
+            return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
           },
         })
       : undefined;

@@ -1,0 +1,33 @@
+import { createServer } from 'node:net';
+import { afterEach, expect } from 'vitest';
+import { test } from '../setup/fixtures.js';
+import { System } from './harness.js';
+
+let sys: System | undefined;
+afterEach(async () => {
+  await sys?.stop();
+  sys = undefined;
+});
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+test('the bot answers /healthz, /readyz (Redis, Postgres, gateway) and /metrics with queue and acknowledgement figures', async ({ db, redisPrefix }) => {
+  const port = await freePort();
+  sys = await System.start({ db, redisPrefix, env: { HTTP_PORT: String(port) }, worker: 'none' });
+  const base = `http://127.0.0.1:${port}`;
+  expect((await fetch(`${base}/healthz`)).status).toBe(200);
+  const ready = await fetch(`${base}/readyz`);
+  expect(ready.status).toBe(200);
+  expect(await ready.json()).toEqual({ ok: true, checks: { redis: true, postgres: true, gateway: true } });
+  const i = await sys.imagine({ prompt: 'metrics', steps: 2 });
+  await sys.discord.waitFor(() => i.original()?.content.includes('Queued'));
+  const body = await (await fetch(`${base}/metrics`)).text();
+  expect(body).toMatch(/imagebot_queue_jobs\{[^}]*state="prioritized"[^}]*\} 1/);
+  expect(body).toMatch(/imagebot_interaction_ack_seconds_count\{[^}]*\} 1/);
+});
