@@ -103,4 +103,16 @@ describe('/admin', () => {
     const blocked = await sys.imagine({ prompt: 'blocked', steps: 2, user: BOB });
     expect((await blocked.waitForCallback()).data.content).toContain('turned off image generation for you');
   });
+
+  test('prompts with a banned word or, in strict mode, an NSFW term are refused privately before anything is queued', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    await replyOf(sys, await admin(sys, 'banned-words', [{ name: 'action', type: 3, value: 'add' }, { name: 'words', type: 3, value: 'dragon' }], PERMS.manager));
+    const banned = await sys.imagine({ prompt: 'a friendly DR4G0N', steps: 2 });
+    const cb1 = await banned.waitForCallback();
+    expect(cb1.data.flags & 64).toBe(64);
+    expect(cb1.data.content).toContain('banned');
+    const nsfw = await sys.imagine({ prompt: 'a n.u.d.e statue', steps: 2 });
+    expect((await nsfw.waitForCallback()).data.content).toContain('NSFW policy');
+    expect(await db.prisma.job.count()).toBe(0);
+  });
 });
