@@ -42,6 +42,7 @@ async function ours(s: Scenario): Promise<number[]> {
     HF_ENDPOINT_URL: hf.url,
     HF_TOKEN: 'hf_bench',
     LOG_LEVEL: 'silent',
+    NSFW_CLASSIFIER: 'off',
   });
   const worker = await startWorker(config, createLogger({ level: 'silent' }));
   const producer = createRedis(REDIS_URL, 'producer');

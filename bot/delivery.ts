@@ -255,7 +255,7 @@ export class Delivery {
   /** Posts the final message of a settled job this process has claimed, then marks it delivered. */
   private async deliver(job: StoredJob, images: Buffer[] | null): Promise<void> {
     this.finishTracking(job.id);
-    if (this.o.afterSettle && job.costUsd > 0) void this.o.afterSettle(job);
+    if (this.o.afterSettle) void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
     try {
       let body: MessageBody;
       let files: RawFile[] = [];

@@ -17,6 +17,8 @@ import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
 import { Notices } from './notices.js';
 import { createBudgetWatch } from './budget-watch.js';
+import { adminText } from '../core/messages.js';
+import type { StoredJob } from '../core/ports.js';
 import { createPrisma } from './store/prisma.js';
 
 export interface RunningBot {
@@ -31,6 +33,14 @@ export interface BotOverrides {
   editIntervalMs?: number;
   tokenLifetimeMs?: number;
   sweepIntervalMs?: number;
+}
+
+/** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
+function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notices: Notices }) {
+  return async (job: StoredJob): Promise<void> => {
+    await o.budgetWatch(job);
+    if (job.errorCode === 'unsafe') await o.notices.post(job.guildId, adminText.unsafeHeld(job.userId, job.channelId, job.id));
+  };
 }
 
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
@@ -53,7 +63,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const stats = new StatsStore(prisma);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const delivery = new Delivery({
-    afterSettle: createBudgetWatch({ stats, settings, notices, now, log }),
+    afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     store,
     results,
     queue,

@@ -125,6 +125,10 @@ export const workerConfigSchema = z
     CIRCUIT_FAILURES: intIn(1, 100, 3),
     /** How often an open circuit's backend is probed. */
     HEALTH_PROBE_MS: intIn(100, 600_000, 5000),
+    /** Classify every image with nsfwjs before it is stored for posting (on by default). */
+    NSFW_CLASSIFIER: z.enum(['on', 'off'], { error: 'must be on or off' }).default('on'),
+    /** nsfwScore (Porn + Hentai + ½ Sexy) at or above which an image counts as NSFW. */
+    NSFW_THRESHOLD: z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7),
     /** How often a GPU box is asked for progress and a preview. */
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
   })

@@ -78,6 +78,8 @@ export const adminText = {
     (after === 0 ? ' Only the local GPU will be used.' : ''),
   logChannel: (channelId: string) => `Notices will be posted in <#${channelId}>.`,
   notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
+  unsafeHeld: (userId: string, channelId: string, jobId: string) =>
+    `🚫 An image for <@${userId}> in <#${channelId}> was flagged as NSFW and not posted (job ${jobId}).`,
   budgetAlert: (pct: number, spent: number, budget: number) =>
     pct >= 100
       ? `💸 This server has spent $${spent.toFixed(2)} of its $${budget.toFixed(2)} monthly budget for paid providers. Paid providers are now skipped until next month or until a moderator raises the budget.`

@@ -11,6 +11,7 @@ import type { JobPayload, JobResult } from '../core/generation.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { createProcessor, type Processor } from './processor.js';
+import { loadNsfwClassifier } from './safety/classifier.js';
 import { priceAttempt } from '../core/pricing.js';
 import { priceModelOf, startStatusReports } from './status.js';
 
@@ -49,6 +50,9 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   const blocking = createRedis(config.REDIS_URL, 'blocking');
   const plain = createRedis(config.REDIS_URL, 'blocking');
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+  // Start loading the model at boot; the first job waits for it only if it is not ready yet.
+  const classifier = config.NSFW_CLASSIFIER === 'on' ? loadNsfwClassifier() : undefined;
+  classifier?.catch((err: unknown) => log.error({ err }, 'NSFW classifier failed to load'));
   const shutdown = new AbortController();
   const running = new Map<string, AbortController>();
   const subscriber = createRedis(config.REDIS_URL, 'blocking');
@@ -67,6 +71,8 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       shutdown: shutdown.signal,
       running,
       isCancelled: (jobId) => isCancelRequested(plain, config.QUEUE_PREFIX, jobId),
+      classifier: classifier ? () => classifier : undefined,
+      nsfwThreshold: config.NSFW_THRESHOLD,
     }),
   );
   const worker = new Worker<JobPayload, JobResult>(

@@ -5,6 +5,7 @@ import type { ResultStore } from '../core/io/results.js';
 import sharp from 'sharp';
 import { pasteBack } from '../core/io/inpaint-image.js';
 import type { BackendProgress } from './backends/backend.js';
+import type { ImageClassifier } from './safety/classifier.js';
 import { ChainError, type BackendChain } from './backends/chain.js';
 
 export interface ProcessorDeps {
@@ -19,6 +20,23 @@ export interface ProcessorDeps {
   running?: Map<string, AbortController>;
   /** true when a member cancelled the job before this worker picked it up. */
   isCancelled?: (jobId: string) => Promise<boolean>;
+  /** Output safety: every image is classified before it is stored for posting. */
+  classifier?: () => Promise<ImageClassifier>;
+  nsfwThreshold?: number;
+}
+
+/** Refuses a result whose images the classifier flags, unless the guild allows NSFW in this channel. */
+async function screen(deps: ProcessorDeps, payload: JobPayload, images: Buffer[], attempts: Attempt[], log: Logger): Promise<void> {
+  if (!deps.classifier || payload.nsfwAllowed) return;
+  const classifier = await deps.classifier();
+  const threshold = deps.nsfwThreshold ?? 0.7;
+  for (const img of images) {
+    const c = await classifier.classify(img);
+    if (c.nsfwScore >= threshold) {
+      log.warn({ score: Math.round(c.nsfwScore * 1000) / 1000, top: c.top }, 'output flagged as NSFW; not posted');
+      throw new ChainError('unsafe', "the image was flagged as NSFW by this server's filter and was not posted.", attempts, false);
+    }
+  }
 }
 
 export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Promise<JobResult>;
@@ -93,6 +111,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       );
       // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
       const images = inputs ? await Promise.all(output.images.map((img) => pasteBack(inputs.original, inputs.maskFull, img))) : output.images;
+      await screen(deps, payload, images, [...earlier, ...attempts], log);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
       await deps.results.putMany(keys.map((k, i) => [k, images[i]!] as const));
       const all: Attempt[] = [...earlier, ...attempts];
@@ -111,7 +130,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       return result;
     } catch (err) {
       if (!(err instanceof ChainError)) throw err;
-      const attempts = [...earlier, ...err.attempts];
+      const attempts = err.code === 'unsafe' && err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
       if (deps.shutdown?.aborted && err.code === 'cancelled' && token) {
         // Handed back on shutdown: straight back to the queue, no attempt used, no stall wait.
         await deps.results.putFailure(payload.jobId, { code: 'all_backends_failed', message: 'handed back', attempts });

@@ -67,6 +67,8 @@ export class System {
       STALLED_CHECK_MS: '1000',
       PROGRESS_POLL_MS: '50',
       PROGRESS_TIMEOUT_MS: '3000',
+      // The real classifier costs seconds of CPU per worker start; tests that need it turn it on.
+      NSFW_CLASSIFIER: 'off',
       ...o.env,
     };
     const sys = new System(discord, a1111, env, o);
