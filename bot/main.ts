@@ -71,7 +71,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     rest: client.rest,
     botRest,
     log: log.child({ part: 'delivery' }),
-    now,
+    // Token ages compare with database timestamps, so delivery keeps the real clock even in tests.
+    now: () => new Date(),
     ownsGuild: (id) => client.guilds.cache.has(id),
     editIntervalMs: overrides.editIntervalMs,
     tokenLifetimeMs: overrides.tokenLifetimeMs,

@@ -1,0 +1,66 @@
+import { REST } from 'discord.js';
+import { afterEach, expect } from 'vitest';
+import { test } from '../setup/fixtures.js';
+import { createBudgetWatch } from '../../bot/budget-watch.js';
+import { Notices } from '../../bot/notices.js';
+import { PgJobStore } from '../../bot/store/jobs.js';
+import { SettingsStore } from '../../bot/store/settings.js';
+import { StatsStore } from '../../bot/store/stats.js';
+import { parseImagineOptions } from '../../core/generation.js';
+import { createLogger } from '../../core/io/logger.js';
+import { startFakeDiscord } from '../fakes/discord/server.js';
+
+let fake: Awaited<ReturnType<typeof startFakeDiscord>> | undefined;
+afterEach(async () => {
+  await fake?.close();
+});
+
+const guildId = '2222222222222222222';
+const logChannel = '5555555555555555555';
+const log = createLogger({ level: 'silent' });
+
+test('budget notices go to the log channel once at 80 % and once at 100 % of the month, never twice', async ({ db }) => {
+  fake = await startFakeDiscord();
+  const now = () => new Date('2026-11-23T12:00:00Z');
+  const settings = new SettingsStore(db.prisma, { dailyLimit: 100, monthlyBudgetUsd: 5 }, 0);
+  await settings.updateGuild(guildId, 'mod', 'budget', { monthlyBudgetUsd: 1, logChannelId: logChannel });
+  const stats = new StatsStore(db.prisma);
+  const notices = new Notices(new REST({ api: fake.apiUrl }).setToken('fake-token'), settings, log);
+  const watch = createBudgetWatch({ stats, settings, notices, now, log });
+  const store = new PgJobStore(db.prisma);
+
+  async function paidJob(cost: number) {
+    const r = await store.reserve({
+      actor: { guildId, channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false },
+      interaction: { applicationId: '1111111111111111111', interactionId: String(Math.random()), token: 't' },
+      request: parseImagineOptions({ prompt: 'x' }),
+      day: '2026-11-23',
+      monthStart: '2026-11-01',
+      deploymentDailyLimit: 100,
+      deploymentMonthlyBudgetUsd: 5,
+      maxInFlight: 100,
+    });
+    if (!r.ok) throw new Error('not admitted');
+    const attempts = [{ backend: 'replicate', outcome: 'succeeded' as const, seconds: 1, costUsd: cost }];
+    const job = await store.settle(r.jobId, {
+      status: 'succeeded',
+      result: { backend: 'replicate', seed: 1, width: 1024, height: 1024, imageKeys: ['k'], runMs: 1, costUsd: cost, attempts },
+    });
+    await watch(job!);
+  }
+
+  const texts = () => fake!.channelMessages(logChannel).map((m) => m.content);
+  await paidJob(0.5);
+  expect(texts()).toEqual([]);
+  await paidJob(0.35); // 85 %
+  expect(texts()).toHaveLength(1);
+  expect(texts()[0]).toContain('(85 %) of its $1.00 monthly budget');
+  await paidJob(0.05); // 90 %: no second 80 % notice
+  expect(texts()).toHaveLength(1);
+  await paidJob(0.2); // 110 %
+  expect(texts()).toHaveLength(2);
+  expect(texts()[1]).toContain('Paid providers are now skipped');
+  await paidJob(0.1);
+  expect(texts()).toHaveLength(2);
+  for (const m of fake.channelMessages(logChannel)) expect(m.raw.allowed_mentions).toEqual({ parse: [] });
+});
