@@ -2,6 +2,7 @@ import type { WorkerConfig } from '../../core/config.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ImageBackend } from './backend.js';
 import { createA1111Backend } from './a1111.js';
+import { createComfyUIBackend } from './comfyui.js';
 import { createHuggingFaceBackend } from './huggingface.js';
 import { createReplicateBackend, DEFAULT_SDXL_VERSION } from './replicate.js';
 
@@ -25,6 +26,17 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
             }),
           );
         });
+        break;
+      case 'comfyui':
+        out.push(
+          createComfyUIBackend({
+            id: 'comfyui',
+            url: config.COMFYUI_URL!,
+            checkpoint: config.COMFYUI_CHECKPOINT,
+            progressTimeoutMs: config.PROGRESS_TIMEOUT_MS,
+            log: log.child({ backend: 'comfyui' }),
+          }),
+        );
         break;
       case 'replicate':
         out.push(
