@@ -18,6 +18,8 @@ import { priceModelOf, startStatusReports } from './status.js';
 export interface RunningWorker {
   worker: Worker<JobPayload, JobResult>;
   chain: BackendChain;
+  /** Publishes backend status now (it is also published every few seconds). */
+  statusOnce(): Promise<void>;
   /** Stops taking jobs, hands back or finishes the running ones, closes connections. */
   stop(): Promise<void>;
 }
@@ -119,6 +121,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   return {
     worker,
     chain,
+    statusOnce: () => status.once(),
     async stop() {
       // Abort running backend calls so their jobs go back to the queue instead of waiting for a stall check.
       ops?.close();

@@ -1,3 +1,4 @@
+import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
 import { PERMS } from '../fakes/discord/server.js';
@@ -114,5 +115,25 @@ describe('/admin', () => {
     const nsfw = await sys.imagine({ prompt: 'a n.u.d.e statue', steps: 2 });
     expect((await nsfw.waitForCallback()).data.content).toContain('NSFW policy');
     expect(await db.prisma.job.count()).toBe(0);
+  });
+
+  test('stats show jobs, images, cost by backend and top members with a chart; backends show health, circuit, latency and price', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    await sys.finalReply(await sys.imagine({ prompt: 'one', count: 2, steps: 2 }));
+    await sys.finalReply(await sys.imagine({ prompt: 'two', steps: 2, user: BOB }));
+    await sys.worker!.statusOnce();
+    const st = await replyOf(sys, await admin(sys, 'stats', [{ name: 'days', type: 4, value: 7 }], PERMS.manager));
+    const fields = Object.fromEntries(st.embeds[0].fields.map((f: { name: string; value: string }) => [f.name, f.value]));
+    expect(fields).toMatchObject({ Jobs: '2', Images: '3', Failures: '0' });
+    expect(fields['Cost by backend']).toContain('a1111');
+    expect(fields['Top members']).toContain(`<@${ALICE.id}>: 2`);
+    const chart = st.attachments.find((a) => a.filename === 'stats.png')!;
+    expect((await sharp(chart.data).metadata()).format).toBe('png');
+    const be = await replyOf(sys, await admin(sys, 'backends', [], PERMS.manager));
+    const a1111 = be.embeds[0].fields.find((f: { name: string }) => f.name === 'a1111');
+    expect(a1111.value).toContain('healthy');
+    expect(a1111.value).toContain('circuit closed');
+    expect(a1111.value).toMatch(/p50 [\d.]+ s · p95 [\d.]+ s · 100 % of 2/);
+    expect(a1111.value).toContain('free (own GPU)');
   });
 });
