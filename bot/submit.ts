@@ -41,11 +41,12 @@ export async function admitGeneration(
   const policy = await deps.settings.policy(actor.guildId).catch((err: unknown) => {
     throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
   });
-  const verdict = checkPrompt(`${request.prompt}\n${request.negative}`, {
-    mode: policy.nsfwMode,
-    channelNsfw: actor.channelNsfw,
-    bannedWords: policy.bannedWords,
-  });
+  const rules = { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords };
+  // Members often list NSFW words in the negative prompt to steer away from them: only the
+  // guild's banned words apply there.
+  const verdict = [checkPrompt(request.prompt, rules), checkPrompt(request.negative, { ...rules, mode: 'nsfw-channels', channelNsfw: true })].find(
+    (v) => !v.ok,
+  ) ?? { ok: true as const };
   if (!verdict.ok) {
     ctx.log.info({ reason: verdict.reason }, 'prompt refused by policy');
     throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);

@@ -31,7 +31,11 @@ describe('output safety', () => {
       .toBuffer({ resolveWithObject: true });
     for (let i = 0; i < data.length; i += 3) data[i + 1] = (i / 3) % 256; // a gradient, not a flat colour
     const png = await sharp(data, { raw: info }).png().toBuffer();
+    const listeners = process.listenerCount('unhandledRejection') + process.listenerCount('uncaughtException');
     const classifier = await loadNsfwClassifier();
+    expect(classifier.backend).toBe('wasm');
+    // The WASM runtime's crash-on-any-rejection listeners must not survive loading.
+    expect(process.listenerCount('unhandledRejection') + process.listenerCount('uncaughtException')).toBe(listeners);
     const c = await classifier.classify(png);
     const sum = Object.values(c.scores).reduce((s, v) => s + v, 0);
     expect(sum).toBeGreaterThan(0.95);

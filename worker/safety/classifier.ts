@@ -23,19 +23,38 @@ let loading: Promise<ImageClassifier> | undefined;
  * files ship inside the npm package, so nothing is fetched. CPU stays as the fallback.
  */
 async function useFastestBackend(tf: typeof import('@tensorflow/tfjs')): Promise<void> {
-  try {
-    const wasm = await import('@tensorflow/tfjs-backend-wasm');
-    const dir = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm'));
-    wasm.setWasmPaths(`${dir}/`);
-    if (await tf.setBackend('wasm')) {
+  tf.enableProdMode();
+  const ok = await withoutNewProcessListeners(async () => {
+    try {
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      const dir = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm'));
+      wasm.setWasmPaths(`${dir}/`);
+      if (!(await tf.setBackend('wasm'))) return false;
       await tf.ready();
-      return;
+      return true;
+    } catch {
+      return false;
     }
-  } catch {
-    // fall through to the CPU backend
-  }
+  });
+  if (ok) return;
   await tf.setBackend('cpu');
   await tf.ready();
+}
+
+/**
+ * The Emscripten runtime behind the WASM backend installs process listeners that rethrow every
+ * uncaught exception and unhandled rejection, which would turn any stray rejection into a crash
+ * (and defeat graceful shutdown); they are removed again once the backend is up.
+ */
+async function withoutNewProcessListeners<T>(fn: () => Promise<T>): Promise<T> {
+  const exceptions = new Set(process.listeners('uncaughtException'));
+  const rejections = new Set(process.listeners('unhandledRejection'));
+  try {
+    return await fn();
+  } finally {
+    for (const l of process.listeners('uncaughtException')) if (!exceptions.has(l)) process.removeListener('uncaughtException', l);
+    for (const l of process.listeners('unhandledRejection')) if (!rejections.has(l)) process.removeListener('unhandledRejection', l);
+  }
 }
 
 /**
