@@ -1,9 +1,10 @@
 import { Events, Status, type Client } from 'discord.js';
 import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
-import { botConfigSchema, ConfigError, loadConfig, type BotConfig } from '../core/config.js';
+import { botConfigSchema, type BotConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
-import { createLogger, type Logger } from '../core/io/logger.js';
+import { runProcess } from '../core/io/process.js';
+import type { Logger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
 import { startOpsServer } from '../core/io/http-server.js';
@@ -124,34 +125,4 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   };
 }
 
-async function main(): Promise<void> {
-  let config: BotConfig;
-  try {
-    config = loadConfig(botConfigSchema, process.env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
-    process.exit(1);
-  }
-  const log = createLogger({ level: config.LOG_LEVEL, name: 'bot' });
-  const bot = await startBot(config, log);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 20_000);
-    force.unref();
-    bot.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-}
-
-if (isEntryPoint(import.meta.url)) await main();
+if (isEntryPoint(import.meta.url)) await runProcess('bot', botConfigSchema, (config, log) => startBot(config, log));

@@ -1,7 +1,8 @@
 import { Worker } from 'bullmq';
-import { ConfigError, loadConfig, workerConfigSchema, type WorkerConfig } from '../core/config.js';
+import { workerConfigSchema, type WorkerConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
-import { createLogger, type Logger } from '../core/io/logger.js';
+import { runProcess } from '../core/io/process.js';
+import type { Logger } from '../core/io/logger.js';
 import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
 import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
@@ -134,34 +135,4 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   };
 }
 
-async function main(): Promise<void> {
-  let config: WorkerConfig;
-  try {
-    config = loadConfig(workerConfigSchema, process.env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
-    process.exit(1);
-  }
-  const log = createLogger({ level: config.LOG_LEVEL, name: 'worker' });
-  const running = await startWorker(config, log);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => process.exit(1), 20_000);
-    force.unref();
-    running.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-}
-
-if (isEntryPoint(import.meta.url)) await main();
+if (isEntryPoint(import.meta.url)) await runProcess('worker', workerConfigSchema, (config, log) => startWorker(config, log));

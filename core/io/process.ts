@@ -1,0 +1,43 @@
+import type { z } from 'zod';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger, type Logger } from './logger.js';
+
+/** Stop signals get this long to finish work under way before the process is killed. */
+const GRACE_MS = 20_000;
+
+/**
+ * Runs a process entry point: parse the environment (one line per bad variable, exit 1), start,
+ * then stop gracefully on SIGTERM/SIGINT within a bounded time.
+ */
+export async function runProcess<S extends z.ZodType>(
+  name: 'bot' | 'worker',
+  schema: S,
+  start: (config: z.infer<S>, log: Logger) => Promise<{ stop(): Promise<void> }>,
+): Promise<void> {
+  let config: z.infer<S>;
+  try {
+    config = loadConfig(schema, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    process.exit(1);
+  }
+  const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name });
+  const running = await start(config, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    setTimeout(() => process.exit(1), GRACE_MS).unref();
+    running.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
