@@ -2,6 +2,7 @@ import { Worker } from 'bullmq';
 import { workerConfigSchema, type WorkerConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { runProcess } from '../core/io/process.js';
+import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
 import type { Logger } from '../core/io/logger.js';
 import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
@@ -37,6 +38,12 @@ function handlerTable(processor: Processor): Record<string, Processor> {
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
 export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
+  if (isPlaintextRemoteRedis(config.REDIS_URL)) {
+    log.warn(
+      { redis: new URL(config.REDIS_URL).host },
+      'REDIS_URL reaches another machine WITHOUT TLS: job data and images cross the network in clear. Use rediss:// (see README, "A worker on the GPU box").',
+    );
+  }
   const backends = createBackends(config, log);
   const metrics = createMetrics('worker');
   if (backends.length === 0) throw new Error('no usable backend');

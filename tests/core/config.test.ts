@@ -59,3 +59,14 @@ describe('worker configuration', () => {
     expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'midjourney' }))[0]).toMatch(/^BACKENDS names must be from/);
   });
 });
+
+import { isPlaintextRemoteRedis } from '../../core/io/redis-safety.js';
+
+test('a worker reaching Redis on another machine without TLS is flagged; loopback and rediss:// are not', () => {
+  expect(isPlaintextRemoteRedis('redis://10.0.0.5:6379')).toBe(true);
+  expect(isPlaintextRemoteRedis('redis://redis.example.org:6379')).toBe(true);
+  expect(isPlaintextRemoteRedis('rediss://worker:pw@redis.example.org:6380')).toBe(false);
+  expect(isPlaintextRemoteRedis('redis://127.0.0.1:6379')).toBe(false);
+  expect(isPlaintextRemoteRedis('redis://localhost:6379')).toBe(false);
+  expect(isPlaintextRemoteRedis('redis://[::1]:6379')).toBe(false);
+});
