@@ -1,219 +1,362 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import sharp from 'sharp';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { createExecutor, fileKey, type FakeComfyUIMode, type FakeComfyUIPrompt } from './comfyui-exec.js';
+import { nodeCatalog, objectInfo, validatePrompt, type Graph } from './comfyui-nodes.js';
+import { multipartBoundary, parseMultipart } from './discord/multipart.js';
 
-export type FakeComfyMode = 'ok' | 'hang' | 'error500' | 'die-mid-job';
+export type { FakeComfyUIMode, FakeComfyUIPrompt } from './comfyui-exec.js';
 
-export interface FakeComfyOptions {
+export interface FakeComfyUIOptions {
+  /** Delay per KSampler step (default 5 ms). */
   stepDelayMs?: number;
+  /** Files in models/checkpoints (default `sd_xl_base_1.0.safetensors`). */
   checkpoints?: string[];
-  mode?: FakeComfyMode;
+  /** A binary preview every this many steps (default 2). */
+  previewEvery?: number;
+  /**
+   * - `hang`: prompts are accepted and start, then the sampler never moves; interrupts do nothing.
+   * - `error500` / `garbage`: POST /prompt and uploads answer 500 (aiohttp's text) / 200 with HTML;
+   *   `garbage` also affects the other JSON routes.
+   * - `die-mid-job`: at step 2 the process crashes: every socket is destroyed, the queue is lost and
+   *   every later connection is dropped until setMode().
+   * - `wrong-size`: saved images are 64 px wider than the latent.
+   * - `exec-error`: the sampler fails at step 2 with CUDA out of memory (`execution_error`).
+   */
+  mode?: FakeComfyUIMode;
 }
 
-type Graph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
-
-const KNOWN = new Set([
-  'CheckpointLoaderSimple', 'CLIPTextEncode', 'EmptyLatentImage', 'KSampler', 'VAEDecode', 'SaveImage', 'LoadImage', 'LoadImageMask',
-  'VAEEncodeForInpaint', 'InpaintModelConditioning', 'SetLatentNoiseMask', 'VAEEncode', 'RepeatLatentBatch',
-]);
-
-function send(res: ServerResponse, status: number, body?: unknown, type = 'application/json') {
-  res.writeHead(status, { 'content-type': type }).end(body === undefined ? '' : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+export interface FakeComfyUIRequest {
+  at: number;
+  method: string;
+  /** Path without the `/api` prefix. */
+  path: string;
+  query: string;
+  json?: unknown;
+  headers: IncomingHttpHeaders;
 }
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+export interface FakeComfyUIUpload {
+  at: number;
+  route: '/upload/image' | '/upload/mask';
+  /** Name it was stored under (what the response said). */
+  name: string;
+  /** Filename of the multipart part. */
+  filename: string;
+  subfolder: string;
+  type: string;
+  overwrite: boolean;
+  /** The bytes as uploaded. */
+  data: Buffer;
 }
 
-/** Pulls `image` file bytes and the name out of a multipart upload (enough for our client's FormData). */
-function parseUpload(body: Buffer, contentType: string): { name: string; data: Buffer } | null {
-  const boundary = /boundary=(.+)$/.exec(contentType)?.[1];
-  if (!boundary) return null;
-  for (const part of body.toString('latin1').split(`--${boundary}`)) {
-    const m = /name="image"; filename="([^"]+)"/.exec(part);
-    if (!m) continue;
-    const start = part.indexOf('\r\n\r\n') + 4;
-    return { name: m[1]!, data: Buffer.from(part.slice(start, part.length - 2), 'latin1') };
-  }
-  return null;
+export interface FakeComfyUIWs {
+  clientId: string;
+  openedAt: number;
+  closedAt?: number;
+  previewMetadata: boolean;
 }
+
+const HTML = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const SYSTEM = { os: 'posix', ram_total: 67_108_864_000, ram_free: 51_200_000_000, comfyui_version: '0.3.43', python_version: '3.12.3 (main)', pytorch_version: '2.7.1+cu128', embedded_python: false, argv: ['main.py', '--listen'] };
+const DEVICE = { name: 'cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync', type: 'cuda', index: 0, vram_total: 25_393_692_672, vram_free: 23_622_320_128, torch_vram_total: 0, torch_vram_free: 0 };
 
 /**
- * A fake ComfyUI: /prompt validation, one prompt at a time, `/ws` status/progress/preview/executing
- * messages, /history, /view, /upload/image, /interrupt, /queue deletes and /system_stats.
+ * A fake ComfyUI on 127.0.0.1 speaking the real HTTP + websocket protocol (see
+ * /work/shared/reference/comfyui-api.md): validated prompts, one execution at a time, progress and
+ * binary previews on `/ws`, history, /view, uploads, /interrupt, /queue, and failure modes.
  */
-export async function startFakeComfyUI(opts: FakeComfyOptions = {}) {
-  let mode: FakeComfyMode = opts.mode ?? 'ok';
+export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
+  let mode: FakeComfyUIMode = opts.mode ?? 'ok';
   const checkpoints = opts.checkpoints ?? ['sd_xl_base_1.0.safetensors'];
-  const stepDelayMs = opts.stepDelayMs ?? 5;
-  const sockets = new Map<string, WebSocket>();
-  const history = new Map<string, unknown>();
+  const requests: FakeComfyUIRequest[] = [];
+  const unhandled: FakeComfyUIRequest[] = [];
+  const prompts: FakeComfyUIPrompt[] = [];
+  /** Every POST /prompt body, accepted or not. */
+  const received: Array<{ at: number; body: unknown; status: number }> = [];
+  const uploads: FakeComfyUIUpload[] = [];
+  const interrupts: Array<{ at: number; promptId?: string; running?: string }> = [];
+  const queueDeletes: Array<{ at: number; ids: string[] | 'all' }> = [];
+  const wsLog: FakeComfyUIWs[] = [];
   const files = new Map<string, Buffer>();
-  const uploads: { name: string; data: Buffer }[] = [];
-  const prompts: Graph[] = [];
-  const requests: { at: number; method: string; path: string }[] = [];
-  const deleted = new Set<string>();
-  const state = { interrupts: 0, interruptNow: false, running: 0, maxConcurrent: 0 };
-  let chain: Promise<void> = Promise.resolve();
-  const conns = new Set<Socket>();
+  const sockets = new Set<Socket>();
+  const clients = new Map<string, { ws: WebSocket; previewMetadata: boolean }>();
+  let dead = false;
+  let closed = false;
+  let number = 0;
+  let onClosed!: () => void;
+  const closedP = new Promise<void>((r) => (onClosed = r));
+  const catalog = nodeCatalog({ checkpoints: () => checkpoints, inputFiles: () => [...files.keys()].filter((k) => k.startsWith('input//')).map((k) => k.slice(7)) });
+  const wss = new WebSocketServer({ noServer: true });
 
-  const emit = (clientId: string, type: string, data: unknown) => sockets.get(clientId)?.send(JSON.stringify({ type, data }));
+  function die(): void {
+    dead = true;
+    exec.reset();
+    for (const c of wss.clients) c.terminate();
+    for (const s of sockets) s.destroy();
+  }
+  const exec = createExecutor({ mode: () => mode, stepDelayMs: opts.stepDelayMs ?? 5, previewEvery: opts.previewEvery ?? 2, files, sockets: clients, closed: closedP, isClosed: () => closed, die });
 
-  async function execute(id: string, graph: Graph, clientId: string) {
-    if (deleted.has(id)) return;
-    state.running++;
-    state.maxConcurrent = Math.max(state.maxConcurrent, state.running);
-    try {
-      emit(clientId, 'execution_start', { prompt_id: id, timestamp: Date.now() });
-      emit(clientId, 'execution_cached', { nodes: [], prompt_id: id, timestamp: Date.now() });
-      if (mode === 'hang') return;
-      const sampler = Object.entries(graph).find(([, n]) => n.class_type === 'KSampler')!;
-      const steps = Number(sampler[1].inputs.steps);
-      emit(clientId, 'executing', { node: sampler[0], display_node: sampler[0], prompt_id: id });
-      const preview = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#888' } }).png().toBuffer();
-      for (let s = 1; s <= steps; s++) {
-        await new Promise((r) => setTimeout(r, stepDelayMs));
-        if (state.interruptNow) {
-          state.interruptNow = false;
-          emit(clientId, 'execution_interrupted', { prompt_id: id, node_id: sampler[0], node_type: 'KSampler', executed: [], timestamp: Date.now() });
-          emit(clientId, 'executing', { node: null, prompt_id: id });
-          history.set(id, { outputs: {}, status: { status_str: 'error', completed: false, messages: [] } });
-          return;
-        }
-        if (mode === 'die-mid-job' && s >= 2) {
-          for (const ws of sockets.values()) ws.terminate();
-          for (const c of conns) c.destroy();
-          return;
-        }
-        emit(clientId, 'progress', { value: s, max: steps, prompt_id: id, node: sampler[0] });
-        if (s % 2 === 0) {
-          const head = Buffer.alloc(8);
-          head.writeUInt32BE(1, 0);
-          head.writeUInt32BE(2, 4);
-          sockets.get(clientId)?.send(Buffer.concat([head, preview]));
-        }
+  const json = (res: ServerResponse, status: number, body: unknown): void => void res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+  const text = (res: ServerResponse, status: number, body = '', type = 'text/plain; charset=utf-8'): void => void res.writeHead(status, { 'content-type': type }).end(body);
+  const aiohttp500 = (res: ServerResponse) => text(res, 500, '500 Internal Server Error\n\nServer got itself in trouble');
+  const garbage = (res: ServerResponse) => text(res, 200, HTML, 'text/html');
+
+  function postPrompt(res: ServerResponse, body: unknown): void {
+    const b = (body ?? {}) as { prompt?: unknown; client_id?: unknown; number?: unknown; front?: unknown; prompt_id?: unknown };
+    const answer = (status: number, payload: unknown) => {
+      received.push({ at: Date.now(), body, status });
+      json(res, status, payload);
+    };
+    if (typeof b.prompt !== 'object' || b.prompt === null) {
+      return answer(400, { error: { type: 'no_prompt', message: 'No prompt provided', details: 'No prompt provided', extra_info: {} }, node_errors: {} });
+    }
+    let promptId: string = randomUUID();
+    if (b.prompt_id !== undefined) {
+      if (typeof b.prompt_id !== 'string' || !UUID.test(b.prompt_id)) {
+        return answer(400, { error: { type: 'invalid_prompt_id', message: 'Invalid prompt_id', details: String(b.prompt_id), extra_info: {} }, node_errors: {} });
       }
-      const latent = Object.values(graph).find((n) => n.class_type === 'EmptyLatentImage');
-      const loaded = Object.values(graph).find((n) => n.class_type === 'LoadImage');
-      let width = Number(latent?.inputs.width ?? 64);
-      let height = Number(latent?.inputs.height ?? 64);
-      let count = Number(latent?.inputs.batch_size ?? 1);
-      if (loaded) {
-        const meta = await sharp(files.get(String(loaded.inputs.image))!).metadata();
-        width = meta.width!;
-        height = meta.height!;
-        count = Number(Object.values(graph).find((n) => n.class_type === 'RepeatLatentBatch')?.inputs.amount ?? 1);
+      if (prompts.some((p) => p.promptId === b.prompt_id)) return answer(409, { error: 'prompt_id already exists' });
+      promptId = b.prompt_id;
+    }
+    const graph = b.prompt as Graph;
+    const v = validatePrompt(graph, catalog);
+    if (!v.ok) return answer(v.status, v.body);
+    const n = typeof b.number === 'number' ? b.number : b.front === true ? -++number : ++number;
+    const clientId = typeof b.client_id === 'string' ? b.client_id : undefined;
+    const p: FakeComfyUIPrompt = { promptId, number: n, clientId, graph: structuredClone(graph), outputs: v.outputs, receivedAt: Date.now() };
+    prompts.push(p);
+    answer(200, { prompt_id: promptId, number: n, node_errors: {} });
+    exec.enqueue(p);
+  }
+
+  async function upload(res: ServerResponse, route: '/upload/image' | '/upload/mask', req: IncomingMessage, raw: Buffer): Promise<void> {
+    const boundary = multipartBoundary(req.headers['content-type']);
+    if (!boundary) return text(res, 400);
+    const parts = parseMultipart(raw, boundary);
+    const field = (n: string) => parts.find((p) => p.name === n && p.filename === undefined)?.data.toString('utf8');
+    const image = parts.find((p) => p.name === 'image');
+    if (!image?.filename) return text(res, 400);
+    const type = field('type') || 'input';
+    const subfolder = field('subfolder') ?? '';
+    const overwrite = field('overwrite') === 'true' || field('overwrite') === '1';
+    if (subfolder.split('/').includes('..') || image.filename.includes('/') || image.filename.includes('..')) return text(res, 400);
+    let stored = image.data;
+    if (route === '/upload/mask') {
+      // The mask's alpha is copied into the original, saved under the uploaded name.
+      const ref = JSON.parse(field('original_ref') ?? '{}') as { filename?: string; subfolder?: string; type?: string };
+      const original = files.get(fileKey(ref.type || 'output', ref.subfolder ?? '', ref.filename ?? ''));
+      if (!original) return text(res, 404);
+      const alpha = await sharp(image.data).ensureAlpha().extractChannel(3).toBuffer();
+      stored = await sharp(original).removeAlpha().joinChannel(alpha).png().toBuffer();
+    }
+    let name = image.filename;
+    if (!overwrite) {
+      const dot = name.lastIndexOf('.');
+      const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+      for (let i = 1; files.has(fileKey(type, subfolder, name)) && !files.get(fileKey(type, subfolder, name))!.equals(stored); i++) name = `${stem} (${i})${ext}`;
+    }
+    files.set(fileKey(type, subfolder, name), stored);
+    uploads.push({ at: Date.now(), route, name, filename: image.filename, subfolder, type, overwrite, data: image.data });
+    json(res, 200, { name, subfolder, type });
+  }
+
+  function view(res: ServerResponse, q: URLSearchParams): void {
+    const filename = q.get('filename');
+    if (filename === null) return text(res, 404);
+    if (filename.startsWith('/') || filename.includes('..')) return text(res, 400);
+    const subfolder = q.get('subfolder') ?? '';
+    if (subfolder.startsWith('/') || subfolder.split('/').includes('..')) return text(res, 403);
+    const data = files.get(fileKey(q.get('type') || 'output', subfolder, filename));
+    if (!data) return text(res, 404);
+    res.writeHead(200, { 'content-type': 'image/png', 'content-disposition': `filename="${filename}"`, 'content-length': data.length }).end(data);
+    return;
+  }
+
+  const ROUTES: Record<string, string[]> = {
+    '/prompt': ['GET', 'POST'],
+    '/history': ['GET', 'POST'],
+    '/view': ['GET'],
+    '/upload/image': ['POST'],
+    '/upload/mask': ['POST'],
+    '/interrupt': ['POST'],
+    '/queue': ['GET', 'POST'],
+    '/free': ['POST'],
+    '/system_stats': ['GET'],
+    '/object_info': ['GET'],
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse, raw: Buffer): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const path = url.pathname.replace(/^\/api(?=\/)/, '');
+    const method = req.method ?? 'GET';
+    let body: unknown;
+    const isJson = raw.length > 0 && !multipartBoundary(req.headers['content-type']);
+    if (isJson) {
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        body = undefined;
       }
-      const images = [];
-      for (let i = 0; i < count; i++) {
-        const filename = `imagebot_${id.slice(0, 8)}_${i}_.png`;
-        files.set(`output/${filename}`, await sharp({ create: { width, height, channels: 3, background: { r: (i * 60) % 256, g: 100, b: 150 } } }).png().toBuffer());
-        images.push({ filename, subfolder: '', type: 'output' });
+    }
+    const rec: FakeComfyUIRequest = { at: Date.now(), method, path, query: url.search, ...(body === undefined ? {} : { json: body }), headers: req.headers };
+    requests.push(rec);
+    if (dead) return void req.socket.destroy();
+    const origin = req.headers.origin;
+    if (origin && req.headers.host && new URL(`http://${req.headers.host}`).hostname !== new URL(origin).hostname) return text(res, 403);
+    const base = path.startsWith('/history/') ? '/history' : path.startsWith('/object_info/') ? '/object_info' : path;
+    const allowed = ROUTES[base];
+    if (!allowed?.includes(method)) {
+      unhandled.push(rec);
+      return text(res, allowed ? 405 : 404, allowed ? '405: Method Not Allowed' : '404: Not Found');
+    }
+    if (isJson && body === undefined && method === 'POST' && base !== '/interrupt') return aiohttp500(res);
+    const generating = (path === '/prompt' && method === 'POST') || path.startsWith('/upload/');
+    if (mode === 'error500' && generating) return aiohttp500(res);
+    if (mode === 'garbage' && (generating || ['/history', '/system_stats', '/object_info'].includes(base))) return garbage(res);
+
+    switch (base) {
+      case '/prompt':
+        return method === 'POST' ? postPrompt(res, body) : json(res, 200, { exec_info: { queue_remaining: exec.queueRemaining() } });
+      case '/history': {
+        if (method === 'POST') {
+          const b = (body ?? {}) as { clear?: boolean; delete?: string[] };
+          if (b.clear) exec.history.clear();
+          for (const id of b.delete ?? []) exec.history.delete(id);
+          return text(res, 200);
+        }
+        const id = path.slice('/history/'.length);
+        if (path !== '/history') return json(res, 200, exec.history.has(id) ? { [id]: exec.history.get(id) } : {});
+        const max = Number(url.searchParams.get('max_items') ?? Infinity);
+        return json(res, 200, Object.fromEntries([...exec.history].slice(-max)));
       }
-      emit(clientId, 'executed', { node: '9', display_node: '9', output: { images }, prompt_id: id });
-      history.set(id, { prompt: [0, id, graph, { client_id: clientId }, ['9']], outputs: { '9': { images } }, status: { status_str: 'success', completed: true, messages: [] } });
-      emit(clientId, 'execution_success', { prompt_id: id, timestamp: Date.now() });
-      emit(clientId, 'executing', { node: null, prompt_id: id });
-    } finally {
-      state.running--;
+      case '/view':
+        return view(res, url.searchParams);
+      case '/upload/image':
+      case '/upload/mask':
+        return upload(res, base, req, raw);
+      case '/interrupt': {
+        const promptId = (body as { prompt_id?: unknown } | undefined)?.prompt_id;
+        interrupts.push({ at: Date.now(), ...(typeof promptId === 'string' ? { promptId } : {}), ...(exec.running ? { running: exec.running.promptId } : {}) });
+        if (mode !== 'hang') exec.interrupt(typeof promptId === 'string' ? promptId : undefined);
+        return text(res, 200);
+      }
+      case '/queue': {
+        if (method === 'GET') return json(res, 200, exec.queue());
+        const b = (body ?? {}) as { clear?: boolean; delete?: string[] };
+        const ids = b.clear ? 'all' : Array.isArray(b.delete) ? b.delete.map(String) : [];
+        queueDeletes.push({ at: Date.now(), ids });
+        exec.deletePending(ids);
+        return text(res, 200);
+      }
+      case '/free':
+        return text(res, 200);
+      case '/system_stats':
+        return json(res, 200, { system: SYSTEM, devices: [DEVICE] });
+      case '/object_info': {
+        const cls = decodeURIComponent(path.slice('/object_info/'.length));
+        if (path === '/object_info') return json(res, 200, Object.fromEntries(Object.entries(catalog).map(([k, d]) => [k, objectInfo(k, d)])));
+        const def = catalog[cls];
+        return json(res, 200, def ? { [cls]: objectInfo(cls, def) } : {});
+      }
     }
   }
 
   const server = createServer((req, res) => {
-    void (async () => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      const path = url.pathname.replace(/^\/api\//, '/');
-      requests.push({ at: Date.now(), method: req.method ?? 'GET', path });
-      const body = await readBody(req);
-      if (req.method === 'POST' && path === '/prompt') {
-        if (mode === 'error500') return send(res, 500, '500 Internal Server Error', 'text/plain');
-        const parsed = JSON.parse(body.toString()) as { prompt?: Graph; client_id?: string };
-        const graph = parsed.prompt ?? {};
-        const unknown = Object.values(graph).find((n) => !KNOWN.has(n.class_type));
-        if (unknown) return send(res, 400, { error: { type: 'missing_node_type', message: `Node '${unknown.class_type}' not found`, details: '', extra_info: {} }, node_errors: {} });
-        if (!Object.values(graph).some((n) => n.class_type === 'SaveImage')) {
-          return send(res, 400, { error: { type: 'prompt_no_outputs', message: 'Prompt has no outputs', details: '', extra_info: {} }, node_errors: {} });
-        }
-        const ckpt = Object.entries(graph).find(([, n]) => n.class_type === 'CheckpointLoaderSimple');
-        if (ckpt && !checkpoints.includes(String(ckpt[1].inputs.ckpt_name))) {
-          return send(res, 400, {
-            error: { type: 'prompt_outputs_failed_validation', message: 'Prompt outputs failed validation', details: `Value not in list: ckpt_name: '${String(ckpt[1].inputs.ckpt_name)}'`, extra_info: {} },
-            node_errors: { [ckpt[0]]: { errors: [{ type: 'value_not_in_list', message: 'Value not in list' }], dependent_outputs: ['9'], class_type: 'CheckpointLoaderSimple' } },
-          });
-        }
-        prompts.push(graph);
-        const id = randomUUID();
-        chain = chain.then(() => execute(id, graph, parsed.client_id ?? ''));
-        return send(res, 200, { prompt_id: id, number: prompts.length, node_errors: {} });
-      }
-      if (req.method === 'GET' && path.startsWith('/history/')) {
-        const id = path.slice('/history/'.length);
-        const h = history.get(id);
-        return send(res, 200, h ? { [id]: h } : {});
-      }
-      if (req.method === 'GET' && path === '/view') {
-        const f = files.get(`${url.searchParams.get('type') ?? 'output'}/${url.searchParams.get('filename')}`) ?? files.get(String(url.searchParams.get('filename')));
-        return f ? send(res, 200, f, 'image/png') : send(res, 404);
-      }
-      if (req.method === 'POST' && path === '/upload/image') {
-        const up = parseUpload(body, String(req.headers['content-type']));
-        if (!up) return send(res, 400);
-        uploads.push(up);
-        files.set(up.name, up.data);
-        return send(res, 200, { name: up.name, subfolder: '', type: 'input' });
-      }
-      if (req.method === 'POST' && path === '/interrupt') {
-        state.interrupts++;
-        if (state.running > 0) state.interruptNow = true;
-        return send(res, 200);
-      }
-      if (req.method === 'POST' && path === '/queue') {
-        const q = JSON.parse(body.toString() || '{}') as { delete?: string[] };
-        for (const id of q.delete ?? []) deleted.add(id);
-        return send(res, 200);
-      }
-      if (req.method === 'GET' && path === '/system_stats') {
-        return send(res, 200, { system: { os: 'posix', comfyui_version: '0.3.0' }, devices: [{ name: 'cuda:0 Fake RTX', type: 'cuda', index: 0, vram_total: 24 * 2 ** 30, vram_free: 20 * 2 ** 30 }] });
-      }
-      send(res, 404);
-    })();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      handle(req, res, Buffer.concat(chunks)).catch(() => {
+        if (!res.headersSent) aiohttp500(res);
+      });
+    });
   });
-  server.on('connection', (c: Socket) => {
-    conns.add(c);
-    c.on('close', () => conns.delete(c));
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
   });
-  const wss = new WebSocketServer({ server, path: '/ws' });
-  wss.on('connection', (ws, req) => {
-    const clientId = new URL(req.url ?? '/', 'http://x').searchParams.get('clientId') ?? randomUUID();
-    sockets.set(clientId, ws);
-    ws.send(JSON.stringify({ type: 'status', data: { status: { exec_info: { queue_remaining: 0 } }, sid: clientId } }));
-    ws.on('close', () => sockets.get(clientId) === ws && sockets.delete(clientId));
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const path = url.pathname.replace(/^\/api(?=\/)/, '');
+    requests.push({ at: Date.now(), method: 'GET', path, query: url.search, headers: req.headers });
+    if (dead || closed) return void socket.destroy();
+    if (path !== '/ws') {
+      unhandled.push({ at: Date.now(), method: 'GET', path, query: url.search, headers: req.headers });
+      return void socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      // A given clientId becomes the sid, replacing an earlier socket with that id.
+      const sid = url.searchParams.get('clientId') || randomUUID().replace(/-/g, '');
+      const entry = { ws, previewMetadata: false };
+      const rec: FakeComfyUIWs = { clientId: sid, openedAt: Date.now(), previewMetadata: false };
+      wsLog.push(rec);
+      clients.set(sid, entry);
+      ws.on('close', () => {
+        rec.closedAt = Date.now();
+        if (clients.get(sid) === entry) clients.delete(sid);
+      });
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) return;
+        try {
+          const m = JSON.parse(String(data)) as { type?: string; data?: { supports_preview_metadata?: boolean } };
+          if (m.type === 'feature_flags') {
+            entry.previewMetadata = rec.previewMetadata = m.data?.supports_preview_metadata === true;
+            ws.send(JSON.stringify({ type: 'feature_flags', data: { supports_preview_metadata: true, max_upload_size: 104_857_600 } }));
+          }
+        } catch {
+          // Anything else from the client is ignored, as ComfyUI does.
+        }
+      });
+      ws.send(JSON.stringify({ type: 'status', data: { status: { exec_info: { queue_remaining: exec.queueRemaining() } }, sid } }));
+      const running = exec.running;
+      if (running?.clientId === sid && exec.lastNode) ws.send(JSON.stringify({ type: 'executing', data: { node: exec.lastNode, display_node: exec.lastNode, prompt_id: running.promptId } }));
+    });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
+  const { port } = server.address() as { port: number };
+
   return {
     url: `http://127.0.0.1:${port}`,
-    prompts,
-    uploads,
+    /** Every HTTP request and websocket upgrade, in arrival order. */
     requests,
-    get interrupts() {
-      return state.interrupts;
+    /** Requests to routes the fake does not serve (answered 404/405); a test expects none. */
+    unhandled,
+    /** Accepted prompts (graph, client, timings, outcome), in arrival order. */
+    prompts,
+    /** Every POST /prompt body with the status it got. */
+    received,
+    uploads,
+    interrupts,
+    /** POST /queue deletions (`all` for clear). */
+    queueDeletes,
+    /** Every websocket connection, open or closed. */
+    wsConnections: (): readonly FakeComfyUIWs[] => wsLog,
+    /** The stored bytes of a file, e.g. `file('input', '', 'x.png')`. */
+    file: (type: string, subfolder: string, name: string) => files.get(fileKey(type, subfolder, name)),
+    history: (id: string) => exec.history.get(id),
+    get mode() {
+      return mode;
     },
-    get maxConcurrent() {
-      return state.maxConcurrent;
-    },
-    setMode(m: FakeComfyMode) {
+    /** Changes behaviour from now on; also revives a fake that died. */
+    setMode(m: FakeComfyUIMode) {
       mode = m;
+      dead = false;
     },
+    /** Closes at once: hung prompts end, sockets are destroyed. */
     async close() {
-      for (const ws of sockets.values()) ws.terminate();
-      for (const c of conns) c.destroy();
+      closed = true;
+      onClosed();
+      for (const c of wss.clients) c.terminate();
       wss.close();
+      for (const s of sockets) s.destroy();
+      server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }
+
+/** A running fake ComfyUI server. */
+export type FakeComfyUI = Awaited<ReturnType<typeof startFakeComfyUI>>;

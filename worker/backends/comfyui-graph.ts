@@ -1,33 +1,58 @@
 import type { GenerationRequest } from '../../core/generation.js';
 
-/** A ComfyUI API-format graph: node id → { class_type, inputs }; links are [nodeId, outputIndex]. */
+/** A ComfyUI API-format graph: node id → { class_type, inputs }; links are `[nodeId, outputIndex]`. */
 export type ComfyGraph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
 
 /** The SaveImage node whose outputs hold the results. */
 export const SAVE_NODE = '9';
+/** The KSampler node (its steps drive progress). */
+export const SAMPLER_NODE = '3';
 
-/** SDXL graph for a job: txt2img from an empty latent, or inpaint on uploaded image and mask files. */
-export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: { image: string; mask: string }): ComfyGraph {
+/** Good SDXL quality at 25-30 steps; both are in every ComfyUI's KSampler lists. */
+export const COMFY_SAMPLER = 'dpmpp_2m';
+export const COMFY_SCHEDULER = 'karras';
+export const FILENAME_PREFIX = 'imagebot';
+
+/** Names of the uploaded inpaint inputs as ComfyUI returned them (`subfolder/name` when in a subfolder). */
+export interface UploadedInputs {
+  image: string;
+  mask: string;
+}
+
+/**
+ * The SDXL graph for a job. txt2img: EmptyLatentImage with batch_size = count. Inpaint: LoadImage +
+ * LoadImageMask (red channel, white = repaint) into InpaintModelConditioning with noise_mask, so a
+ * denoise below 1 keeps the original under the mask; RepeatLatentBatch makes `count` variations.
+ */
+export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: UploadedInputs): ComfyGraph {
   const g: ComfyGraph = {
     '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: checkpoint } },
     '6': { class_type: 'CLIPTextEncode', inputs: { text: r.prompt, clip: ['4', 1] } },
     '7': { class_type: 'CLIPTextEncode', inputs: { text: r.negative, clip: ['4', 1] } },
-    '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
-    [SAVE_NODE]: { class_type: 'SaveImage', inputs: { images: ['8', 0], filename_prefix: 'imagebot' } },
+    '8': { class_type: 'VAEDecode', inputs: { samples: [SAMPLER_NODE, 0], vae: ['4', 2] } },
+    [SAVE_NODE]: { class_type: 'SaveImage', inputs: { images: ['8', 0], filename_prefix: FILENAME_PREFIX } },
   };
-  const sampler = { seed: r.seed, steps: r.steps, cfg: r.guidance, sampler_name: 'dpmpp_2m', scheduler: 'karras', model: ['4', 0] };
-  if (r.kind === 'inpaint' && uploaded) {
+  const sampler = { model: ['4', 0], seed: r.seed, steps: r.steps, cfg: r.guidance, sampler_name: COMFY_SAMPLER, scheduler: COMFY_SCHEDULER };
+  if (r.kind === 'inpaint') {
+    if (!uploaded) throw new Error('an inpaint graph needs the uploaded image and mask');
     g['10'] = { class_type: 'LoadImage', inputs: { image: uploaded.image } };
     g['11'] = { class_type: 'LoadImageMask', inputs: { image: uploaded.mask, channel: 'red' } };
     g['12'] = {
       class_type: 'InpaintModelConditioning',
       inputs: { positive: ['6', 0], negative: ['7', 0], vae: ['4', 2], pixels: ['10', 0], mask: ['11', 0], noise_mask: true },
     };
-    g['13'] = { class_type: 'RepeatLatentBatch', inputs: { samples: ['12', 2], amount: r.count } };
-    g['3'] = { class_type: 'KSampler', inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: ['13', 0], denoise: r.strength ?? 0.75 } };
+    let latent: [string, number] = ['12', 2];
+    if (r.count > 1) {
+      g['13'] = { class_type: 'RepeatLatentBatch', inputs: { samples: ['12', 2], amount: r.count } };
+      latent = ['13', 0];
+    }
+    g[SAMPLER_NODE] = {
+      class_type: 'KSampler',
+      inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: r.strength ?? 0.75 },
+    };
   } else {
     g['5'] = { class_type: 'EmptyLatentImage', inputs: { width: r.width, height: r.height, batch_size: r.count } };
-    g['3'] = { class_type: 'KSampler', inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0], denoise: 1 } };
+    g[SAMPLER_NODE] = { class_type: 'KSampler', inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0], denoise: 1 } };
   }
   return g;
 }

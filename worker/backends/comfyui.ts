@@ -1,205 +1,233 @@
 import { randomUUID } from 'node:crypto';
 import sharp from 'sharp';
-import WebSocket from 'ws';
-import { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { buildGraph, SAVE_NODE } from './comfyui-graph.js';
-import { createJsonClient, FifoLock, LockWaitAborted, mapFetchError, mapHttpStatus } from './http.js';
+import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { createComfyClient, type ComfyClient } from './comfyui-client.js';
+import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
+import type { ComfyHistoryEntry } from './comfyui-schemas.js';
+import { ComfySocket } from './comfyui-ws.js';
+import { FifoLock } from './http.js';
 
+/** Settings for one ComfyUI server. */
 export interface ComfyUIOptions {
+  /** e.g. `comfyui`. */
   id: string;
+  /** Server base, e.g. `http://gpu-box:8188`. */
   url: string;
-  /** Checkpoint file name put in the graph's CheckpointLoaderSimple. */
+  /** Checkpoint file name for CheckpointLoaderSimple, e.g. `sd_xl_base_1.0.safetensors`. */
   checkpoint: string;
   /** No websocket message for this long while our prompt runs means the server is dead or hung. */
   progressTimeoutMs: number;
+  /** Hard cap on one job, queue wait included (default 10 min). */
+  requestTimeoutMs?: number;
   log: Logger;
 }
 
-const promptResponse = z.object({ prompt_id: z.string(), node_errors: z.record(z.string(), z.unknown()).optional() });
-const imageRef = z.object({ filename: z.string(), subfolder: z.string().default(''), type: z.string().default('output') });
-const historyEntry = z.object({
-  outputs: z.record(z.string(), z.object({ images: z.array(imageRef).optional() }).loose()),
-  status: z.object({ status_str: z.string().optional(), completed: z.boolean().optional() }).loose().optional(),
-});
-const uploadResponse = z.object({ name: z.string(), subfolder: z.string().default('') });
-const wsMessage = z.object({ type: z.string(), data: z.record(z.string(), z.unknown()) });
+export const COMFYUI_CAPABILITIES: BackendCapabilities = {
+  kinds: ['txt2img', 'inpaint'],
+  maxPixels: 2048 * 2048,
+  maxCount: 4,
+  negativePrompt: true,
+  seed: true,
+  previews: true,
+  paid: false,
+};
 
-const CAPABILITIES = { kinds: ['txt2img', 'inpaint'], maxPixels: 2048 * 2048, maxCount: 4, negativePrompt: true, seed: true, previews: true, paid: false } as const;
+/** Timeout of the small control calls (interrupt, dequeue, queue, health). */
+const CONTROL_MS = 3000;
+
+/** Rejects with the signal's reason when it aborts; dispose() detaches. */
+function untilAborted(signal: AbortSignal): { promise: Promise<never>; dispose: () => void } {
+  let onAbort: () => void = () => undefined;
+  const promise = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason as unknown);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  promise.catch(() => undefined);
+  return { promise, dispose: () => signal.removeEventListener('abort', onAbort) };
+}
+
+/** `cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync` → `NVIDIA GeForce RTX 4090`. */
+function gpuName(device: string): string {
+  return /^\w+:\d+\s+(.+?)(?:\s+:\s+\S+)?$/.exec(device)?.[1] ?? device;
+}
 
 /**
- * ComfyUI: POST /prompt with an SDXL API-format graph, progress and previews from the /ws socket,
- * results from /history and /view, cancel through /interrupt or by deleting the queued prompt.
+ * ComfyUI: an SDXL API-format graph through POST /prompt, progress and previews from our own
+ * `/ws?clientId=` socket, results from /history and /view. One job at a time per server (FIFO,
+ * in-process); a silent socket for progressTimeoutMs is a 'timeout'; cancelling interrupts our
+ * running prompt or deletes it from the server's queue.
  */
 export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
-  const base = o.url.replace(/\/+$/, '');
-  const client = createJsonClient({ backend: o.id, baseUrl: base });
+  const client = createComfyClient(o.id, o.url);
   const lock = new FifoLock();
+  const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
+  const httpMs = Math.min(30_000, requestTimeoutMs);
+  const log = o.log;
 
-  async function upload(name: string, png: Buffer, signal: AbortSignal): Promise<string> {
-    const form = new FormData();
-    form.append('image', new Blob([new Uint8Array(png)], { type: 'image/png' }), name);
-    form.append('type', 'input');
-    form.append('overwrite', 'true');
-    let res: Response;
-    try {
-      res = await fetch(`${base}/upload/image`, { method: 'POST', body: form, signal });
-    } catch (err) {
-      throw mapFetchError(o.id, err, { signal, what: 'POST /upload/image' });
-    }
-    const text = await res.text();
-    if (!res.ok) throw mapHttpStatus(o.id, res.status, text, { what: 'POST /upload/image' });
-    const parsed = uploadResponse.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendError(o.id, 'bad-response', 'upload response without a name');
-    return parsed.data.subfolder ? `${parsed.data.subfolder}/${parsed.data.name}` : parsed.data.name;
-  }
+  const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
+  const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
 
-  async function view(ref: z.infer<typeof imageRef>, signal: AbortSignal): Promise<Buffer> {
-    const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });
+  function emitSafely(ctx: RunContext, p: BackendProgress, jobId: string): void {
     try {
-      const res = await fetch(`${base}/view?${q}`, { signal });
-      if (!res.ok) throw mapHttpStatus(o.id, res.status, await res.text(), { what: 'GET /view' });
-      return Buffer.from(await res.arrayBuffer());
+      // The processor's callback may be async; a failed preview upload must not end the job.
+      const out: unknown = ctx.onProgress(p);
+      if (out instanceof Promise) out.catch((err: unknown) => log.warn({ err, jobId }, 'progress callback failed'));
     } catch (err) {
-      throw mapFetchError(o.id, err, { signal, what: 'GET /view' });
+      log.warn({ err, jobId }, 'progress callback failed');
     }
   }
 
-  /** Waits for our prompt to finish on the socket, reporting progress; rejects on error, silence or cancel. */
-  function watch(ws: WebSocket, promptId: () => string | undefined, ctx: RunContext): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout;
-      const arm = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => fail(new BackendError(o.id, 'timeout', `no message from ComfyUI for ${o.progressTimeoutMs} ms`)), o.progressTimeoutMs);
-      };
-      const fail = (err: BackendError) => {
-        clearTimeout(timer);
-        reject(err);
-      };
-      arm();
-      ws.on('message', (raw: WebSocket.RawData, isBinary: boolean) => {
-        arm();
-        if (isBinary) {
-          const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw as ArrayBuffer);
-          if (buf.length > 8 && buf.readUInt32BE(0) === 1) ctx.onProgress({ step: 0, total: 0, fraction: 0, preview: buf.subarray(8) });
-          return;
-        }
-        const parsed = wsMessage.safeParse(JSON.parse(String(raw)));
-        if (!parsed.success) return;
-        const { type, data } = parsed.data;
-        const mine = data.prompt_id === undefined || data.prompt_id === promptId();
-        if (!mine) return;
-        if (type === 'progress') {
-          const value = Number(data.value);
-          const max = Number(data.max);
-          ctx.onProgress({ step: value, total: max, fraction: max > 0 ? value / max : 0 });
-        } else if (type === 'execution_error') {
-          fail(new BackendError(o.id, 'unavailable', `execution error: ${String(data.exception_message ?? 'unknown').slice(0, 200)}`));
-        } else if (type === 'execution_interrupted') {
-          fail(new BackendError(o.id, 'cancelled', 'interrupted', { retryable: false }));
-        } else if ((type === 'executing' && data.node === null && data.prompt_id === promptId()) || type === 'execution_success') {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      ws.on('close', () => fail(new BackendError(o.id, 'unavailable', 'websocket closed while the prompt ran')));
-      ws.on('error', () => fail(new BackendError(o.id, 'unavailable', 'websocket error')));
-    });
+  /** Interrupts our prompt if it runs, else deletes it from the queue (and interrupts if it started meanwhile). */
+  async function takeBack(c: ComfyClient, promptId: string, started: boolean): Promise<void> {
+    try {
+      if (started) return await c.interrupt(promptId, CONTROL_MS);
+      await c.deleteQueued(promptId, CONTROL_MS);
+      if ((await c.queue(CONTROL_MS)).running.includes(promptId)) await c.interrupt(promptId, CONTROL_MS);
+    } catch (err) {
+      log.debug({ err, promptId }, 'could not take our prompt back from the server');
+    }
   }
 
-  async function run(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
+  /** The finished history entry; it can trail `execution_success` by a moment. */
+  async function finishedEntry(promptId: string, signal: AbortSignal): Promise<ComfyHistoryEntry> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const entry = await client.history(promptId, signal, httpMs);
+      if (entry) return entry;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw badResponse(`prompt ${promptId} finished but has no history`);
+  }
+
+  async function collect(entry: ComfyHistoryEntry, r: GenerationRequest, signal: AbortSignal): Promise<Buffer[]> {
+    if (entry.status?.status_str === 'error') {
+      const failed = entry.status.messages?.find((m) => m[0] === 'execution_error' || m[0] === 'execution_interrupted');
+      if (failed?.[0] === 'execution_error') throw new BackendError(o.id, 'unavailable', 'execution error (see the server log)');
+      throw badResponse(`prompt ended with status error${failed ? ` (${failed[0]})` : ''}`);
+    }
+    const refs = entry.outputs[SAVE_NODE]?.images ?? [];
+    if (refs.length !== r.count) throw badResponse(`returned ${refs.length} of ${r.count} images`);
+    return Promise.all(
+      refs.map(async (ref, i) => {
+        const buf = await client.view(ref, signal, httpMs);
+        const meta = await sharp(buf)
+          .metadata()
+          .catch((err: unknown) => {
+            throw badResponse(`image ${i + 1} does not decode`, err);
+          });
+        if (meta.width !== r.width || meta.height !== r.height) throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
+        return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
+      }),
+    );
+  }
+
+  async function upload(job: BackendJob, signal: AbortSignal): Promise<UploadedInputs> {
+    if (!job.image || !job.mask) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+    const tag = `${FILENAME_PREFIX}-${job.jobId.replace(/[^\w-]/g, '_').slice(0, 40)}-${randomUUID().slice(0, 8)}`;
+    const image = await client.upload(`${tag}-image.png`, job.image, signal, httpMs);
+    const mask = await client.upload(`${tag}-mask.png`, job.mask, signal, httpMs);
+    return { image, mask };
+  }
+
+  /** One job while holding the lock; `later` receives clean-up the lock must wait for. */
+  async function run(job: BackendJob, ctx: RunContext, later: (p: Promise<void>) => void): Promise<BackendOutput> {
     const r = job.request;
-    const started = performance.now();
-    const clientId = randomUUID();
-    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/ws?clientId=${clientId}`);
-    ws.on('error', () => undefined);
+    const t0 = performance.now();
+    // Aborted with the BackendError the caller should see; the HTTP calls pass that reason through.
+    const abandon = new AbortController();
+    const onCancel = () => abandon.abort(cancelled('cancelled during generation'));
+    ctx.signal.addEventListener('abort', onCancel, { once: true });
+    const deadline = setTimeout(() => abandon.abort(new BackendError(o.id, 'timeout', `no result after ${requestTimeoutMs} ms`)), requestTimeoutMs);
+    let socket: ComfySocket | undefined;
     let promptId: string | undefined;
-    const onAbort = () => {
-      if (!promptId) return;
-      // Interrupt it if it runs; delete it if it is still queued.
-      void client.raw('/interrupt', { body: { prompt_id: promptId }, timeoutMs: 3000 }).catch(() => undefined);
-      void client.raw('/queue', { body: { delete: [promptId] }, timeoutMs: 3000 }).catch(() => undefined);
-    };
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await new Promise<void>((resolve, reject) => {
-        ws.once('open', () => resolve());
-        ws.once('error', (err) => reject(mapFetchError(o.id, err, { what: 'websocket' })));
-      });
-      const cancelled = new Promise<never>((_, reject) =>
-        ctx.signal.addEventListener('abort', () => reject(new BackendError(o.id, 'cancelled', 'cancelled', { retryable: false })), { once: true }),
-      );
-      cancelled.catch(() => undefined);
-      let uploaded: { image: string; mask: string } | undefined;
-      if (r.kind === 'inpaint') {
-        if (!job.image || !job.mask) throw new BackendError(o.id, 'rejected', 'inpaint job without image or mask', { retryable: false });
-        uploaded = {
-          image: await upload(`imagebot-${job.jobId}-image.png`, job.image, ctx.signal),
-          mask: await upload(`imagebot-${job.jobId}-mask.png`, job.mask, ctx.signal),
-        };
+      const clientId = randomUUID();
+      // Open before posting: ComfyUI sends a prompt's messages only to the socket of its client_id.
+      socket = await ComfySocket.open(o.id, o.url, clientId, { signal: abandon.signal, handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs) });
+      const uploaded = r.kind === 'inpaint' ? await upload(job, abandon.signal) : undefined;
+      if (abandon.signal.aborted) throw abandon.signal.reason;
+      // Not abortable: once sent the prompt may be queued, and only its id lets us take it back.
+      const posted = await client.postPrompt(buildGraph(r, o.checkpoint, uploaded), clientId, httpMs);
+      const id = posted.promptId;
+      promptId = id;
+      log.debug({ jobId: job.jobId, promptId: id, kind: r.kind, width: r.width, height: r.height, count: r.count, steps: r.steps }, 'prompt queued');
+      if (abandon.signal.aborted) throw abandon.signal.reason;
+      const progress = (step: number, total: number, preview?: Buffer) =>
+        emitSafely(ctx, { step, total, fraction: total > 0 ? Math.min(1, step / total) : 0, ...(preview ? { preview } : {}) }, job.jobId);
+      const stop = untilAborted(abandon.signal);
+      try {
+        await Promise.race([
+          socket.follow({
+            promptId: id,
+            progressTimeoutMs: o.progressTimeoutMs,
+            onProgress: (step, total) => progress(step, total),
+            onPreview: (image, step, total) => progress(step, total, Buffer.from(image)),
+            queueState: async () => {
+              const q = await client.queue(CONTROL_MS);
+              return q.running.includes(id) ? 'running' : q.pending.includes(id) ? 'pending' : 'gone';
+            },
+          }),
+          stop.promise,
+        ]);
+      } finally {
+        stop.dispose();
       }
-      const done = watch(ws, () => promptId, ctx);
-      done.catch(() => undefined);
-      const posted = await client.json('/prompt', promptResponse, { body: { prompt: buildGraph(r, o.checkpoint, uploaded), client_id: clientId }, signal: ctx.signal, timeoutMs: 15_000 });
-      promptId = posted.prompt_id;
-      await Promise.race([done, cancelled]);
-      const history = await client.json(`/history/${promptId}`, z.record(z.string(), historyEntry), { timeoutMs: 15_000 });
-      const entry = history[promptId];
-      const refs = entry?.outputs[SAVE_NODE]?.images ?? [];
-      if (refs.length < r.count) throw new BackendError(o.id, 'bad-response', `returned ${refs.length} of ${r.count} images`);
-      const images = await Promise.all(refs.slice(0, r.count).map((ref) => view(ref, ctx.signal)));
-      for (const img of images) {
-        const meta = await sharp(img).metadata().catch(() => null);
-        if (!meta?.format) throw new BackendError(o.id, 'bad-response', 'returned an image that does not decode');
-        if (meta.width !== r.width || meta.height !== r.height) {
-          throw new BackendError(o.id, 'bad-response', `returned ${meta.width}×${meta.height}, asked ${r.width}×${r.height}`);
-        }
-      }
-      const pngs = await Promise.all(images.map(async (b) => ((await sharp(b).metadata()).format === 'png' ? b : sharp(b).png().toBuffer())));
-      return { images: pngs, seed: r.seed, billedSeconds: (performance.now() - started) / 1000, billedImages: pngs.length };
+      const images = await collect(await finishedEntry(id, abandon.signal), r, abandon.signal);
+      const seconds = (performance.now() - t0) / 1000;
+      log.debug({ jobId: job.jobId, promptId: id, seconds }, 'prompt done');
+      return { images, seed: r.seed, billedSeconds: seconds, billedImages: images.length };
     } catch (err) {
-      if (ctx.signal.aborted) throw new BackendError(o.id, 'cancelled', 'cancelled', { retryable: false });
-      if (err instanceof BackendError && err.kind === 'timeout') onAbort();
-      throw err instanceof BackendError ? err : mapFetchError(o.id, err, { what: 'ComfyUI job' });
+      const e = err instanceof BackendError ? err : badResponse(`unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err);
+      if (promptId && socket && !socket.ended) later(takeBack(client, promptId, socket.started));
+      if (e.kind !== 'cancelled') log.warn({ jobId: job.jobId, promptId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
+      throw e;
     } finally {
-      ctx.signal.removeEventListener('abort', onAbort);
-      ws.terminate();
+      clearTimeout(deadline);
+      ctx.signal.removeEventListener('abort', onCancel);
+      socket?.close();
     }
   }
 
   return {
     id: o.id,
     family: 'comfyui',
-    capabilities: CAPABILITIES,
+    capabilities: COMFYUI_CAPABILITIES,
     get inFlight() {
       return lock.inFlight;
     },
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const t0 = performance.now();
+      const done = (ok: boolean, detail: string) => ({ ok, detail, latencyMs: Math.round(performance.now() - t0) });
       try {
-        const stats = (await client.raw('/system_stats', { signal, timeoutMs: 3000 })) as { devices?: { name?: string; vram_free?: number }[] };
-        const dev = stats.devices?.[0];
-        const detail = dev ? `${dev.name ?? 'GPU'}, ${((dev.vram_free ?? 0) / 2 ** 30).toFixed(1)} GB free` : 'up';
-        return { ok: true, detail, latencyMs: performance.now() - t0 };
+        const [stats, checkpoints] = await Promise.all([
+          client.systemStats(signal, CONTROL_MS),
+          client.checkpoints(signal, CONTROL_MS).catch(() => undefined),
+        ]);
+        const dev = stats.devices[0];
+        let detail = dev ? `${gpuName(dev.name)}, ${((dev.vram_free ?? 0) / 2 ** 30).toFixed(1)} GB free` : 'no GPU listed';
+        if (checkpoints && !checkpoints.includes(o.checkpoint)) detail += `; checkpoint ${o.checkpoint} not listed`;
+        return done(true, detail);
       } catch (err) {
-        return { ok: false, detail: err instanceof Error ? err.message : String(err), latencyMs: performance.now() - t0 };
+        return done(false, err instanceof Error ? err.message : String(err));
       }
     },
     async generate(job, ctx) {
       let release: () => void;
       try {
         release = await lock.acquire(ctx.signal);
-      } catch (err) {
-        if (err instanceof LockWaitAborted) throw new BackendError(o.id, 'cancelled', 'cancelled while waiting for the server', { retryable: false });
-        throw err;
+      } catch {
+        throw cancelled('cancelled while waiting for the server');
       }
+      let cleanup: Promise<void> = Promise.resolve();
       try {
-        return await run(job, ctx);
+        if (ctx.signal.aborted) throw cancelled('cancelled while waiting for the server');
+        return await run(job, ctx, (p) => (cleanup = p));
       } finally {
-        release();
+        // The next job waits until an abandoned prompt has been interrupted or dequeued.
+        void cleanup.finally(release);
       }
     },
   };
