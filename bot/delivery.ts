@@ -7,6 +7,7 @@ import type { ResultStore } from '../core/io/results.js';
 import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
 import { failureBody, progressBody, queuedBody, resultBody, type MessageBody } from './render.js';
+import { fitForUpload } from '../core/io/fit-upload.js';
 
 export interface DeliveryOptions {
   store: JobStore;
@@ -264,8 +265,10 @@ export class Delivery {
         if (imgs.some((b) => b === null)) {
           body = failureBody(job.request, 'expired', null);
         } else {
-          const names = imgs.map((_, i) => `image-${i + 1}.png`);
-          files = imgs.map((data, i) => ({ name: names[i]!, data: data as Buffer, contentType: 'image/png' }));
+          const limit = job.interaction.uploadLimitBytes ?? 10 * 1024 * 1024;
+          const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data as Buffer, limit, `image-${i + 1}`)));
+          const names = fitted.map((f) => f.name);
+          files = fitted;
           const totalMs = (job.finishedAt ?? this.o.now()).getTime() - job.createdAt.getTime();
           body = resultBody(job.id, job.request, job.result, names, totalMs);
         }

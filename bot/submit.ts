@@ -51,7 +51,12 @@ export async function admitGeneration(
     ctx.log.info({ reason: verdict.reason }, 'prompt refused by policy');
     throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);
   }
-  const ref = { applicationId: interaction.applicationId, interactionId: interaction.id, token: interaction.token };
+  const ref = {
+    applicationId: interaction.applicationId,
+    interactionId: interaction.id,
+    token: interaction.token,
+    uploadLimitBytes: interaction.attachmentSizeLimit,
+  };
   const { jobId, budgetLeftUsd, usedToday } = await admitJob(
     {
       store: deps.store,

@@ -13,6 +13,8 @@ export interface InteractionRef {
   applicationId: string;
   interactionId: string;
   token: string;
+  /** Largest file the channel accepts (Discord's attachment_size_limit); results are fitted under it. */
+  uploadLimitBytes?: number;
 }
 
 export interface ReserveInput {

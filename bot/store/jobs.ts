@@ -2,12 +2,15 @@ import type { PrismaClient } from './prisma.js';
 import { generationRequestSchema, jobResultSchema, type Attempt } from '../../core/generation.js';
 import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
 
+/** Discord's default per-file limit when an interaction does not say (10 MiB). */
+const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
+
 /** Columns every StoredJob read selects, cast to plain JS types. */
 const JOB_COLUMNS = `
   j.id::text AS id, j.guild_id, j.channel_id, j.user_id, j.kind::text AS kind, j.status::text AS status,
   j.params, j.image_count, j.channel_nsfw, j.application_id, j.interaction_id, j.interaction_token,
   j.created_at, j.started_at, j.finished_at, j.delivered_at, j.backend, j.cost_usd::float8 AS cost_usd,
-  j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id`;
+  j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id, j.upload_limit_bytes`;
 
 interface JobRow {
   id: string;
@@ -33,6 +36,7 @@ interface JobRow {
   result: unknown;
   reply_message_id: string | null;
   result_message_id: string | null;
+  upload_limit_bytes: number;
 }
 
 function toStoredJob(r: JobRow): StoredJob {
@@ -47,7 +51,7 @@ function toStoredJob(r: JobRow): StoredJob {
     request: generationRequestSchema.parse(r.params),
     imageCount: r.image_count,
     channelNsfw: r.channel_nsfw,
-    interaction: { applicationId: r.application_id, interactionId: r.interaction_id, token: r.interaction_token },
+    interaction: { applicationId: r.application_id, interactionId: r.interaction_id, token: r.interaction_token, uploadLimitBytes: r.upload_limit_bytes },
     createdAt: r.created_at,
     startedAt: r.started_at,
     finishedAt: r.finished_at,
@@ -109,8 +113,8 @@ export class PgJobStore implements JobStore {
        ),
        job AS (
          INSERT INTO jobs (guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw,
-                           application_id, interaction_id, interaction_token, parent_job_id)
-         SELECT $1, $7, $2, $8::job_kind, $9::jsonb, $4::int, $3::date, $10::boolean, $11, $12, $13, $14::uuid
+                           application_id, interaction_id, interaction_token, parent_job_id, upload_limit_bytes)
+         SELECT $1, $7, $2, $8::job_kind, $9::jsonb, $4::int, $3::date, $10::boolean, $11, $12, $13, $14::uuid, $17::int
          FROM reserve
          RETURNING id::text AS id
        )
@@ -135,6 +139,7 @@ export class PgJobStore implements JobStore {
       input.parentJobId ?? null,
       input.monthStart,
       input.deploymentMonthlyBudgetUsd,
+      interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT,
     );
     const r = rows[0]!;
     const limit = Number(r.daily);

@@ -120,3 +120,29 @@ describe('/imagine end to end', () => {
     expect(reply.content).toContain('00:00 UTC');
   });
 });
+
+describe('upload limits', () => {
+  test('a result larger than the channel upload limit is delivered under it (WebP/JPEG), never a 413', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    const limit = 2048;
+    const i = await sys.discord.slashCommand({
+      name: 'imagine',
+      options: [
+        { name: 'prompt', type: 3, value: 'a detailed city' },
+        { name: 'steps', type: 4, value: 2 },
+        { name: 'count', type: 4, value: 2 },
+      ],
+      user: ALICE,
+      attachmentSizeLimit: limit,
+    });
+    const msg = await sys.finalReply(i);
+    const images = msg.attachments.filter((a) => a.filename.startsWith('image-'));
+    expect(images).toHaveLength(2);
+    for (const a of images) {
+      expect(a.size).toBeLessThanOrEqual(limit);
+      expect(a.filename).not.toMatch(/\.png$/);
+      expect((await sharp(a.data).metadata()).width).toBeGreaterThan(0);
+    }
+    expect(sys.discord.requests.filter((r) => r.status === 413)).toEqual([]);
+  });
+});
