@@ -143,6 +143,22 @@ export class BackendChain {
     );
   }
 
+  /**
+   * BACKENDS order, except that boxes of one family are tried least busy first, ties broken at
+   * random: several worker processes each see only their own load, and a random pick spreads
+   * them over the boxes instead of all choosing the first.
+   */
+  private ordered(): Link[] {
+    const families = [...new Set(this.links.map((l) => l.backend.family))];
+    return families.flatMap((f) =>
+      this.links
+        .filter((l) => l.backend.family === f)
+        .map((l) => ({ l, key: l.backend.inFlight + Math.random() * 0.5 }))
+        .sort((a, b) => a.key - b.key)
+        .map((x) => x.l),
+    );
+  }
+
   async run(
     job: BackendJob,
     ctx: RunContext,
@@ -152,11 +168,7 @@ export class BackendChain {
     let supported = 0;
     let skippedForBudget = 0;
     let rejected: BackendError | undefined;
-    // Least busy first among boxes of one family keeps several GPU boxes evenly loaded.
-    const ordered = [...this.links].sort((a, b) =>
-      a.backend.family === b.backend.family ? a.backend.inFlight - b.backend.inFlight : 0,
-    );
-    for (const link of ordered) {
+    for (const link of this.ordered()) {
       const { backend } = link;
       const reason = unsupportedReason(backend, job.request);
       if (reason) {
