@@ -58,7 +58,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   events.on('error', (err) => log.warn({ err }, 'queue events error'));
   const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
 
-  const client = createDiscordClient(config.DISCORD_API_URL);
+  const client = createDiscordClient(
+    config.DISCORD_API_URL,
+    config.DISCORD_SHARD_COUNT ? { shardCount: config.DISCORD_SHARD_COUNT, shards: config.DISCORD_SHARD_IDS ?? 'auto' } : {},
+  );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
   const stats = new StatsStore(prisma);

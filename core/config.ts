@@ -77,6 +77,16 @@ export const botConfigSchema = z.object({
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
   ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, 10 * 1024 * 1024),
   ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, 16_000_000),
+  /**
+   * Gateway sharding across bot processes: each process names its shard ids out of the total, e.g.
+   * DISCORD_SHARD_COUNT=2 with DISCORD_SHARD_IDS=0 in one process and 1 in another. Unset: one shard.
+   */
+  DISCORD_SHARD_COUNT: optionalString
+    .transform((v) => (v === undefined ? undefined : Number(v)))
+    .pipe(z.number({ error: 'must be a whole number' }).int().min(1).max(4096).optional()),
+  DISCORD_SHARD_IDS: optionalString.transform((v) => (v === undefined ? undefined : csv(v).map(Number))).pipe(
+    z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional(),
+  ),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
   MODERATOR_ROLE_IDS: z
     .string()
