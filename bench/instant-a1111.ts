@@ -5,7 +5,16 @@ import sharp from 'sharp';
  * An AUTOMATIC1111 stand-in that answers txt2img at once with a cached PNG of the requested size,
  * so a benchmark measures the system around the GPU box, not image encoding.
  */
-export async function startInstantA1111(opts: { delayMs?: number } = {}): Promise<{ url: string; calls: number; close(): Promise<void> }> {
+export async function startInstantA1111(opts: { delayMs?: number } = {}): Promise<{
+  url: string;
+  calls: number;
+  /** [start, end] of every generation, in performance.now() ms; the box runs one at a time. */
+  spans: [number, number][];
+  close(): Promise<void>;
+}> {
+  const spans: [number, number][] = [];
+  // One generation at a time, like a real GPU box.
+  let lock: Promise<void> = Promise.resolve();
   const cache = new Map<string, string>();
   const png = async (w: number, h: number) => {
     const key = `${w}x${h}`;
@@ -34,8 +43,15 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
         if (path === '/sdapi/v1/txt2img') {
           state.calls++;
           const body = JSON.parse(Buffer.concat(chunks).toString()) as { width: number; height: number; batch_size: number; seed: number };
+          let release!: () => void;
+          const prev = lock;
+          lock = new Promise((r) => (release = r));
+          await prev;
+          const t0 = performance.now();
           const image = await png(body.width, body.height);
           if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
+          spans.push([t0, performance.now()]);
+          release();
           const images = Array.from({ length: body.batch_size ?? 1 }, () => image);
           const info = JSON.stringify({ seed: body.seed, all_seeds: images.map((_, i) => body.seed + i), width: body.width, height: body.height });
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ images, info }));
@@ -58,6 +74,7 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
     get calls() {
       return state.calls;
     },
+    spans,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

@@ -1,0 +1,140 @@
+/**
+ * Scale: jobs/s and the GPU box's idle gap between jobs with 1, 2 and 4 worker processes against an
+ * instant and a 500 ms box (one generation at a time, like a real GPU); memory (RSS) of the bot idle
+ * and with 50 jobs in flight, and of a worker.
+ *
+ *   npm run bench:scale        (BENCH_JOBS=200 for the instant box, 30 for the 500 ms box)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { QueueEvents } from 'bullmq';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { parseImagineOptions, type JobPayload } from '../core/generation.js';
+import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
+import { startFakeDiscord } from '../tests/fakes/discord/server.js';
+import type { FakeInteraction } from '../tests/fakes/discord/types.js';
+import { startInstantA1111 } from './instant-a1111.js';
+
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
+
+async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
+  // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does: tsx adds memory.
+  const args = process.env.BENCH_DIST ? [`dist/${which}/main.js`] : ['--import', 'tsx', `${which}/main.ts`];
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      if (buf.includes(`"${which} ready"`)) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
+  });
+  child.stdout!.resume();
+  return child;
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+async function cleanup(prefix: string) {
+  const r = new Redis(REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length) await r.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  await r.quit();
+}
+
+async function throughput(workers: number, delayMs: number, jobs: number) {
+  const box = await startInstantA1111({ delayMs });
+  const prefix = `bench-scale:${randomUUID()}`;
+  const env = { REDIS_URL, QUEUE_PREFIX: prefix, A1111_URL: box.url, NSFW_CLASSIFIER: 'off', PROGRESS_POLL_MS: '500' };
+  const procs = await Promise.all(Array.from({ length: workers }, () => spawnProc('worker', env)));
+  const producer = createRedis(REDIS_URL, 'producer');
+  const queue = createGenerateQueue(producer, prefix);
+  const events = new QueueEvents(GENERATE_QUEUE, { connection: createRedis(REDIS_URL, 'blocking'), prefix });
+  await events.waitUntilReady();
+  const request = { ...parseImagineOptions({ prompt: 'scale', steps: 4 }), width: 512, height: 512 };
+  const added = await queue.addBulk(
+    Array.from({ length: jobs }, () => {
+      const jobId = randomUUID();
+      const data: JobPayload = { v: 1, jobId, guildId: null, request, paidAllowed: false, nsfwAllowed: true };
+      return { name: 'txt2img' as const, data, opts: { jobId } };
+    }),
+  );
+  await Promise.all(added.map((j) => j.waitUntilFinished(events, 300_000)));
+  const spans = [...box.spans].sort((a, b) => a[0] - b[0]);
+  const gaps = spans.slice(1).map((s, i) => s[0] - spans[i]![1]);
+  const seconds = (spans.at(-1)![1] - spans[0]![0]) / 1000;
+  const workerRss = await Promise.all(procs.map((p) => rssMb(p.pid!)));
+  for (const p of procs) p.kill('SIGTERM');
+  await Promise.all(procs.map((p) => once(p, 'exit')));
+  await events.close();
+  await queue.close();
+  await producer.quit();
+  await box.close();
+  await cleanup(prefix);
+  return { jobsPerS: jobs / seconds, gapP50: pct(gaps, 0.5), gapP95: pct(gaps, 0.95), workerRss: Math.max(...workerRss) };
+}
+
+async function botMemory() {
+  const stamp = Date.now();
+  const dbName = `imagebot_bench_scale_${stamp}`;
+  const dbUrl = new URL(PG_ADMIN);
+  dbUrl.pathname = `/${dbName}`;
+  await ensureDatabase(dbUrl.toString());
+  await applyMigrations(dbUrl.toString());
+  const discord = await startFakeDiscord();
+  const box = await startInstantA1111({ delayMs: 500 });
+  const prefix = `bench-scale-bot:${stamp}`;
+  const env = {
+    DISCORD_TOKEN: 'fake-token', DISCORD_APP_ID: '1111111111111111111', DISCORD_API_URL: discord.apiUrl, DATABASE_URL: dbUrl.toString(),
+    REDIS_URL, QUEUE_PREFIX: prefix, A1111_URL: box.url, DEFAULT_DAILY_IMAGES: '100000', MAX_QUEUED_PER_USER: '100', NSFW_CLASSIFIER: 'off',
+  };
+  const bot = await spawnProc('bot', env);
+  const worker = await spawnProc('worker', env);
+  await new Promise((r) => setTimeout(r, 2000));
+  const idle = await rssMb(bot.pid!);
+  const jobs: FakeInteraction[] = [];
+  for (let n = 0; n < 50; n++) jobs.push(await discord.slashCommand({ name: 'imagine', user: { id: String(4100000000000000000n + BigInt(n % 10)), username: `u${n}` }, options: [{ name: 'prompt', type: 3, value: `mem ${n}` }] }));
+  await discord.waitFor(() => (jobs.every((i) => i.original()?.content.includes('Queued') || (i.original()?.attachments.length ?? 0) > 0) ? true : undefined), 30_000);
+  let loaded = 0;
+  for (let k = 0; k < 10; k++) {
+    loaded = Math.max(loaded, await rssMb(bot.pid!));
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const workerRss = await rssMb(worker.pid!);
+  bot.kill('SIGKILL');
+  worker.kill('SIGKILL');
+  await Promise.all([once(bot, 'exit'), once(worker, 'exit')]);
+  await discord.close();
+  await box.close();
+  await cleanup(prefix);
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  await admin.end();
+  return { idle, loaded, workerRss };
+}
+
+out(`bench/scale: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}; one box running one generation at a time; workers are separate processes`);
+for (const [label, delay, jobs] of [['instant box', 0, Number(process.env.BENCH_JOBS ?? 200)], ['500 ms box', 500, 30]] as const) {
+  for (const workers of [1, 2, 4]) {
+    const r = await throughput(workers, delay, jobs);
+    out(`  ${label}, ${workers} worker${workers > 1 ? 's' : ' '}: ${r.jobsPerS.toFixed(1)} jobs/s, GPU idle gap p50 ${r.gapP50.toFixed(1)} ms p95 ${r.gapP95.toFixed(1)} ms, worker RSS ${r.workerRss.toFixed(0)} MB`);
+  }
+}
+const m = await botMemory();
+out(`  memory: bot idle ${m.idle.toFixed(0)} MB, bot with 50 jobs in flight ${m.loaded.toFixed(0)} MB, worker ${m.workerRss.toFixed(0)} MB (classifier off)`);
+process.exit(0);
