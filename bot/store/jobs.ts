@@ -147,9 +147,16 @@ export class PgJobStore implements JobStore {
       const budgetLeftUsd = Math.max(0, Number(r.budget) - Number(r.spent));
       return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit, budgetLeftUsd };
     }
-    // The conflicting row may have changed since the snapshot, so these figures are for the message only.
-    const usedToday = r.prev_day === day ? Number(r.prev_images ?? 0) : 0;
-    const inFlight = Number(r.prev_in_flight ?? 0);
+    // Refused: the statement's snapshot may predate concurrent reservations, so read the row as it
+    // is now to tell the member the real reason (refusals are off the hot path).
+    const now = await this.prisma.$queryRawUnsafe<{ images: number; in_flight: number; day: string }[]>(
+      `SELECT images, in_flight, day::text AS day FROM member_usage WHERE guild_id = $1 AND user_id = $2`,
+      actor.guildId,
+      actor.userId,
+    );
+    const row = now[0] ?? (r.prev_day === null ? undefined : { images: Number(r.prev_images), in_flight: Number(r.prev_in_flight), day: r.prev_day });
+    const usedToday = row && row.day === day ? Number(row.images) : 0;
+    const inFlight = Number(row?.in_flight ?? 0);
     let reason: 'quota' | 'blocked' | 'in_flight' = 'quota';
     if (limit === 0) reason = 'blocked';
     else if (usedToday + n <= limit && inFlight >= input.maxInFlight) reason = 'in_flight';

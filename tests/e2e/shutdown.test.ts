@@ -23,3 +23,18 @@ test('SIGTERM on a worker mid-job: it exits promptly, hands the job back, and an
   expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
   expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(1);
 });
+
+test('SIGTERM on the bot: it exits cleanly within the grace period, and the job it was following is still delivered once', async ({ db, redisPrefix }) => {
+  sys = await System.start({ db, redisPrefix, bot: 'none', a1111: { stepDelayMs: 100 } });
+  const bot = await sys.spawn('bot');
+  const i = await sys.imagine({ prompt: 'bot restarts', steps: 20 });
+  await sys.discord.waitFor(() => i.original()?.content.includes('Queued'));
+  const t0 = Date.now();
+  bot.child.kill('SIGTERM');
+  expect(await bot.exited).toBe(0);
+  expect(Date.now() - t0).toBeLessThan(20_000);
+  await sys.spawn('bot');
+  const msg = await sys.finalReply(i, 30_000);
+  expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+  expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(1);
+});
