@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { crc32, deflateSync } from 'node:zlib';
+import { bombPng, PNG_SIGNATURE } from '../fixtures/png.js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, expect, test } from 'vitest';
 import { isUserError } from '../../core/errors.js';
@@ -32,7 +32,7 @@ async function startOrigin(): Promise<Origin> {
 }
 
 const MB = 1024 * 1024;
-const PNG_SIG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const PNG_SIG = PNG_SIGNATURE;
 let allowed: Origin;
 let foreign: Origin;
 const fixtures: Record<'png' | 'jpeg' | 'webp', Buffer> = {} as never;
@@ -85,24 +85,6 @@ function streamHuge(total: number, contentLength: boolean) {
   return { state, handler };
 }
 
-function pngChunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, 'latin1');
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])) >>> 0, 0);
-  return Buffer.concat([head, data, crc]);
-}
-
-/** A valid-looking PNG whose IHDR claims 20000×20000 but which carries a few bytes of pixel data. */
-function bombPng(): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(20_000, 0);
-  ihdr.writeUInt32BE(20_000, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // RGB
-  return Buffer.concat([PNG_SIG, pngChunk('IHDR', ihdr), pngChunk('IDAT', deflateSync(Buffer.alloc(64))), pngChunk('IEND', Buffer.alloc(0))]);
-}
 
 async function refusal(p: Promise<unknown>): Promise<string> {
   const err: unknown = await p.then(

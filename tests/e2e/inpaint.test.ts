@@ -1,5 +1,5 @@
 import { createServer } from 'node:http';
-import { crc32, deflateSync } from 'node:zlib';
+import { bombPng } from '../fixtures/png.js';
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
@@ -28,26 +28,6 @@ async function mask(): Promise<Buffer> {
   const bg = sharp({ create: { width: 192, height: 128, channels: 3, background: '#000' } });
   const square = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#fff' } }).png().toBuffer();
   return bg.composite([{ input: square, left: 64, top: 40 }]).png().toBuffer();
-}
-
-function chunk(type: string, data: Buffer): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(data.length, 0);
-  head.write(type, 4, 'latin1');
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])) >>> 0, 0);
-  return Buffer.concat([head, data, crc]);
-}
-
-/** A tiny file whose PNG header claims 20000×20000 pixels. */
-function bomb(): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(20_000, 0);
-  ihdr.writeUInt32BE(20_000, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(64))), chunk('IEND', Buffer.alloc(0))]);
 }
 
 async function start(db: { url: string }, redisPrefix: string) {
@@ -142,7 +122,7 @@ describe('/inpaint end to end', () => {
     const big = Buffer.concat([await photo(), Buffer.alloc(30 * 1024 * 1024)]);
     const cases: [string, string, number][] = [
       [s.discord.serveFile('big.png', big, 'image/png'), '30.0 MB', big.length],
-      [s.discord.serveFile('bomb.png', bomb(), 'image/png'), 'megapixels', 100],
+      [s.discord.serveFile('bomb.png', bombPng(), 'image/png'), 'megapixels', 100],
       [s.discord.serveRedirect('moved.png', `http://127.0.0.1:${(foreign.address() as { port: number }).port}/x.png`), '', 100],
     ];
     for (const [url, words, size] of cases) {
