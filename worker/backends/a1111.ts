@@ -3,6 +3,7 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { healthReporter } from './backend.js';
 import {
   commonBody,
   decodeBase64Image,
@@ -300,7 +301,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       return lock.inFlight;
     },
     async health(signal?: AbortSignal): Promise<HealthStatus> {
-      const t0 = performance.now();
+      const done = healthReporter();
       try {
         const models = await client.json('/sdapi/v1/sd-models', sdModelsSchema, { signal, timeoutMs: 3000 });
         let detail = `${models.length} model${models.length === 1 ? '' : 's'}`;
@@ -308,9 +309,9 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
         if (ck && !models.some((m) => m.title === ck || m.model_name === ck || m.title.startsWith(`${ck} `))) {
           detail += `; checkpoint ${ck} not listed`;
         }
-        return { ok: true, detail, latencyMs: Math.round(performance.now() - t0) };
+        return done(true, detail);
       } catch (err) {
-        return { ok: false, detail: err instanceof Error ? err.message : String(err), latencyMs: Math.round(performance.now() - t0) };
+        return done(false, err instanceof Error ? err.message : String(err));
       }
     },
     generate(job, ctx) {

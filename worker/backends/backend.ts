@@ -49,6 +49,12 @@ export interface HealthStatus {
   readonly latencyMs: number;
 }
 
+/** Starts timing a health probe; call the result with the verdict to get the status with its latency. */
+export function healthReporter(): (ok: boolean, detail: string) => HealthStatus {
+  const started = performance.now();
+  return (ok, detail) => ({ ok, detail, latencyMs: Math.round(performance.now() - started) });
+}
+
 export interface RunContext {
   /** Aborted when the job is cancelled, times out or the worker shuts down; the backend must stop remote work. */
   readonly signal: AbortSignal;

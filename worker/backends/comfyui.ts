@@ -4,6 +4,7 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { healthReporter } from './backend.js';
 import { createComfyClient, type ComfyClient } from './comfyui-client.js';
 import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
 import type { ComfyHistoryEntry } from './comfyui-schemas.js';
@@ -199,8 +200,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       return lock.inFlight;
     },
     async health(signal?: AbortSignal): Promise<HealthStatus> {
-      const t0 = performance.now();
-      const done = (ok: boolean, detail: string) => ({ ok, detail, latencyMs: Math.round(performance.now() - t0) });
+      const done = healthReporter();
       try {
         const [stats, checkpoints] = await Promise.all([
           client.systemStats(signal, CONTROL_MS),

@@ -4,6 +4,7 @@ import { BackendError, isBackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { healthReporter } from './backend.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -151,9 +152,8 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     },
 
     async health(signal?: AbortSignal): Promise<HealthStatus> {
-      const started = performance.now();
+      const done = healthReporter();
       const timeout = AbortSignal.timeout(3000);
-      const done = (ok: boolean, detail: string): HealthStatus => ({ ok, detail, latencyMs: Math.round(performance.now() - started) });
       const url = opts.endpointUrl ?? `https://huggingface.co/api/models/${model}?expand[]=inferenceProviderMapping`;
       try {
         const res = await fetch(url, {

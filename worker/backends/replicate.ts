@@ -4,6 +4,7 @@ import { BackendError, isBackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { healthReporter } from './backend.js';
 import { buildPrediction, mapReplicateError, parseRetryAfter, type PredictionSpec } from './replicate-input.js';
 
 export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio } from './replicate-input.js';
@@ -182,9 +183,8 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     },
 
     async health(signal?: AbortSignal): Promise<HealthStatus> {
-      const started = performance.now();
+      const done = healthReporter();
       const timeout = AbortSignal.timeout(3000);
-      const done = (ok: boolean, detail: string): HealthStatus => ({ ok, detail, latencyMs: Math.round(performance.now() - started) });
       try {
         const res = await fetch(`${opts.baseUrl.replace(/\/+$/, '')}/account`, {
           headers: { Authorization: `Bearer ${opts.token}` },
