@@ -42,8 +42,15 @@ export const imagineOptionsSchema = z.object({
 export type ImagineOptions = z.infer<typeof imagineOptionsSchema>;
 
 /** What a backend is asked to make: fully resolved, no defaults left to guess. */
+export const JOB_KINDS = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
+
 export const generationRequestSchema = z.object({
-  kind: z.enum(['txt2img', 'inpaint']),
+  /**
+   * txt2img and inpaint come from the slash commands; img2img (the Vary button) redraws a posted
+   * image at `strength`; upscale makes it `width` × `height` with the backend's upscaler, or with a
+   * low-strength img2img pass at that size where the backend has none.
+   */
+  kind: z.enum(JOB_KINDS),
   prompt: z.string().min(1),
   negative: z.string(),
   width: z.number().int().positive(),
@@ -55,13 +62,21 @@ export const generationRequestSchema = z.object({
   guidance: z.number(),
   preset: z.string(),
   replicateModel: z.enum(['sdxl', 'flux-schnell']),
-  /** Inpaint only: 0.05-1, how far the masked area may move from the original. */
+  /** Inpaint, img2img and upscale: 0.05-1, how far the result may move from the input image. */
   strength: z.number().min(0.05).max(1).optional(),
   /**
-   * Inpaint only: Redis keys of the model-size image and mask, and of the upright original and its
-   * feathered full-size mask used to paste the result back.
+   * Redis keys of the input images. Inpaint: the model-size image and mask, and the upright
+   * original and its feathered full-size mask used to paste the result back. img2img and upscale:
+   * `image` only, the posted image as fetched from Discord.
    */
-  inputKeys: z.object({ image: z.string(), mask: z.string(), original: z.string(), maskFull: z.string() }).optional(),
+  inputKeys: z
+    .object({ image: z.string(), mask: z.string().optional(), original: z.string().optional(), maskFull: z.string().optional() })
+    .optional(),
+  /** The member's own prompt and negative prompt, before a preset's style was added (the Edit modal shows these). */
+  memberPrompt: z.string().optional(),
+  memberNegative: z.string().optional(),
+  /** The job whose image an img2img or upscale job starts from, and which of its images (0-based). */
+  source: z.object({ jobId: z.string(), index: z.number().int().min(0).max(3) }).optional(),
 });
 export type GenerationRequest = z.infer<typeof generationRequestSchema>;
 
@@ -123,6 +138,8 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
     guidance: o.guidance ?? preset.guidance,
     preset: preset.id ?? DEFAULT_PRESET_ID,
     replicateModel: preset.replicateModel,
+    memberPrompt: prompt,
+    ...(negativeIn ? { memberNegative: negativeIn } : {}),
   };
 }
 

@@ -28,7 +28,7 @@ export interface RunningWorker {
 
 /** Refuses to start unless every job name has exactly one handler (immich's start-up check). */
 function handlerTable(processor: Processor): Record<string, Processor> {
-  const table: Record<string, Processor> = { txt2img: processor, inpaint: processor };
+  const table: Record<string, Processor> = { txt2img: processor, inpaint: processor, img2img: processor, upscale: processor };
   for (const name of JOB_NAMES) if (!table[name]) throw new Error(`no handler for job ${name}`);
   for (const name of Object.keys(table)) {
     if (!(JOB_NAMES as readonly string[]).includes(name)) throw new Error(`handler for unknown job ${name}`);

@@ -44,7 +44,7 @@ export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Pro
 /** The prepared image and mask of an inpaint job, parked in Redis by the bot; null for txt2img. */
 async function loadInpaintInputs(results: ResultStore, payload: JobPayload) {
   const keys = payload.request.inputKeys;
-  if (payload.request.kind !== 'inpaint' || !keys) return null;
+  if (payload.request.kind !== 'inpaint' || !keys?.mask || !keys.original || !keys.maskFull) return null;
   const [image, mask, original, maskFull] = await results.getMany([keys.image, keys.mask, keys.original, keys.maskFull]);
   if (!image || !mask || !original || !maskFull) {
     throw new ChainError('rejected', 'the uploaded image expired before the job ran. Please try again.', [], false);
@@ -125,7 +125,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),
         attempts: all,
       };
-      if (payload.request.inputKeys) await deps.results.forgetInputs(Object.values(payload.request.inputKeys));
+      if (payload.request.inputKeys) await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));
       log.info({ backend: backend.id, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
       return result;
     } catch (err) {

@@ -5,7 +5,7 @@ import type { JobPayload, JobResult } from '../generation.js';
 /** The one queue every generation job goes through. */
 export const GENERATE_QUEUE = 'generate';
 /** BullMQ job name per payload kind; the worker refuses to start unless each has one handler. */
-export const JOB_NAMES = ['txt2img', 'inpaint'] as const;
+export const JOB_NAMES = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 
 /**
