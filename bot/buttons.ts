@@ -1,7 +1,10 @@
-import { PermissionFlagsBits, type ButtonInteraction } from 'discord.js';
+import { randomUUID } from 'node:crypto';
+import { ComponentType, PermissionFlagsBits, TextInputStyle, type ButtonInteraction, type ModalSubmitInteraction } from 'discord.js';
 import { decodeCustomId, type ButtonAction, type ButtonId } from '../core/custom-id.js';
 import { UserError } from '../core/errors.js';
-import { LIMITS } from '../core/generation.js';
+import { LIMITS, type JobResult } from '../core/generation.js';
+import { fetchAttachment } from '../core/io/attachments.js';
+import { editDefaults, editFieldsSchema, editedRequest, resultActions, upscaleRequest, variationRequest, type EditFields } from '../core/result-actions.js';
 import { requestCancel } from '../core/io/cancel.js';
 import { buttonText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
@@ -47,12 +50,92 @@ function requireOwnerOrModerator(ctx: CommandContext, interaction: ButtonInterac
   throw new UserError('not_owner', buttonText.notOwner);
 }
 
-/** Buttons that start a new job are admitted (quota, policy) before acknowledging, like the slash commands. */
+const newSeed = () => Math.floor(Math.random() * LIMITS.seedMax);
+
+function finished(job: StoredJob): JobResult {
+  if (job.status !== 'succeeded' || !job.result) throw new UserError('action_unavailable', buttonText.unavailable);
+  return job.result;
+}
+
+/**
+ * The image a Vary or Upscale button belongs to, read back from the message it was pressed on
+ * (Discord keeps it for as long as the message lives; our copy in Redis is gone after delivery).
+ * Fetched like any attachment: allowed origins only, size and pixel caps before decoding.
+ */
+async function parkPostedImage(ctx: CommandContext, interaction: ButtonInteraction, index: number): Promise<string> {
+  const { config, results } = ctx.deps;
+  const prefix = `image-${index + 1}.`;
+  const attachment = interaction.message.attachments.find((a) => a.name.startsWith(prefix));
+  if (!attachment) throw new UserError('action_unavailable', buttonText.sourceGone);
+  const image = await fetchAttachment(attachment.url, {
+    allowedOrigins: config.DISCORD_ATTACHMENT_ORIGINS,
+    maxBytes: config.ATTACHMENT_MAX_BYTES,
+    maxPixels: config.ATTACHMENT_MAX_PIXELS,
+  });
+  const key = results.inputKey(randomUUID(), 'image');
+  await results.put(key, image.bytes);
+  return key;
+}
+
+/**
+ * Buttons that start a new job are admitted (quota, policy) before acknowledging, like the slash
+ * commands. Anyone may press them: the new job is the presser's, on the presser's quota.
+ */
 export async function admitButton(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId): Promise<Admitted | null> {
-  if (id.action !== 'reroll') return null;
+  if (id.action !== 'reroll' && id.action !== 'vary' && id.action !== 'upscale') return null;
   const job = await loadJob(ctx, interaction, id);
-  const seed = Math.floor(Math.random() * LIMITS.seedMax);
-  return admitGeneration(ctx, interaction, { ...job.request, seed }, job.id);
+  if (id.action === 'reroll') {
+    if (!resultActions(job.request, job.result ?? job.request).reroll) throw new UserError('action_unavailable', buttonText.unavailable);
+    return admitGeneration(ctx, interaction, { ...job.request, seed: newSeed() }, job.id);
+  }
+  const result = finished(job);
+  const source = { jobId: job.id, request: job.request, result, index: id.index ?? 0 };
+  // Validate the request before fetching anything, so a refused button costs no download.
+  const request = id.action === 'vary' ? variationRequest(source, newSeed()) : upscaleRequest(source);
+  const image = await parkPostedImage(ctx, interaction, source.index);
+  return admitGeneration(ctx, interaction, { ...request, inputKeys: { image } }, job.id);
+}
+
+/** The Edit button answers with a modal (it cannot be deferred first); the modal's custom_id is the button's. */
+export async function openEditModal(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId): Promise<void> {
+  const job = await loadJob(ctx, interaction, id);
+  if (!resultActions(job.request, job.result ?? job.request).edit) throw new UserError('action_unavailable', buttonText.unavailable);
+  const defaults = editDefaults(job.request);
+  const M = buttonText.editModal;
+  const input = (custom_id: string, label: string, value: string, max: number, required: boolean) => ({
+    type: ComponentType.ActionRow as const,
+    components: [
+      { type: ComponentType.TextInput as const, custom_id, label, style: TextInputStyle.Paragraph, max_length: max, required, ...(value ? { value: value.slice(0, max) } : {}) },
+    ],
+  });
+  await interaction.showModal({
+    custom_id: interaction.customId,
+    title: M.title,
+    components: [input('prompt', M.prompt, defaults.prompt, LIMITS.promptMax, true), input('negative', M.negative, defaults.negative, LIMITS.negativeMax, false)],
+  });
+}
+
+/** Parses the Edit modal before acknowledging; forged ids and bad text are refused privately. */
+export function parseEditModal(interaction: ModalSubmitInteraction): { id: ButtonId; fields: EditFields } {
+  const id = decodeCustomId(interaction.customId);
+  if (!id || id.action !== 'edit') throw new UserError('stale_button', buttonText.stale);
+  const read = (name: string) => {
+    try {
+      return interaction.fields.getTextInputValue(name);
+    } catch {
+      return undefined;
+    }
+  };
+  const parsed = editFieldsSchema.safeParse({ prompt: read('prompt') ?? '', negative: read('negative') });
+  if (!parsed.success) throw new UserError('invalid_option', buttonText.stale);
+  return { id, fields: parsed.data };
+}
+
+/** Admits the edited job: the original is reloaded, its prompt replaced, policy and quota checked again. */
+export async function admitEdit(ctx: CommandContext, interaction: ModalSubmitInteraction, id: ButtonId, fields: EditFields): Promise<Admitted> {
+  const job = await ctx.deps.store.get(id.jobId);
+  if (!job || job.guildId !== interaction.guildId) throw new UserError('job_not_found', buttonText.notFound);
+  return admitGeneration(ctx, interaction, editedRequest(job.request, fields, newSeed()), job.id);
 }
 
 /** Runs a result or progress button; the job is reloaded from Postgres and every check made again. */

@@ -1,12 +1,14 @@
 import { DiscordAPIError, Routes, type REST, type RawFile } from 'discord.js';
 import type { QueueEvents } from 'bullmq';
-import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress } from '../core/generation.js';
+import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress, type JobResult } from '../core/generation.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { ResultStore } from '../core/io/results.js';
 import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
-import { failureBody, progressBody, queuedBody, resultBody, type MessageBody } from './render.js';
+import { failureBody, progressBody, queuedBody, resultBody, resultMoreBody, type MessageBody, type ResultPart } from './render.js';
+import { makeGrid } from '../core/io/grid.js';
+import { planMessages } from '../core/upload-plan.js';
 import { fitForUpload } from '../core/io/fit-upload.js';
 
 export interface DeliveryOptions {
@@ -48,6 +50,9 @@ interface Tracked {
 }
 
 /** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
+/** Discord's default per-file limit when an interaction did not state one. */
+const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
+
 const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
 
 function isGone(err: unknown): boolean {
@@ -253,32 +258,27 @@ export class Delivery {
     if (settled) await this.deliver(settled, null);
   }
 
-  /** Posts the final message of a settled job this process has claimed, then marks it delivered. */
+  /** Posts the final message(s) of a settled job this process has claimed, then marks it delivered. */
   private async deliver(job: StoredJob, images: Buffer[] | null): Promise<void> {
     this.finishTracking(job.id);
     if (this.o.afterSettle) void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
     try {
-      let body: MessageBody;
-      let files: RawFile[] = [];
+      let messages: { body: MessageBody; files: RawFile[] }[];
       if (job.status === 'succeeded' && job.result) {
         const imgs = images ?? (await this.o.results.getMany(job.result.imageKeys));
-        if (imgs.some((b) => b === null)) {
-          body = failureBody(job.request, 'expired', null);
-        } else {
-          const limit = job.interaction.uploadLimitBytes ?? 10 * 1024 * 1024;
-          const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data as Buffer, limit, `image-${i + 1}`)));
-          const names = fitted.map((f) => f.name);
-          files = fitted;
-          const totalMs = (job.finishedAt ?? this.o.now()).getTime() - job.createdAt.getTime();
-          body = resultBody(job.id, job.request, job.result, names, totalMs);
-        }
+        messages = imgs.some((b) => b === null)
+          ? [{ body: failureBody(job.request, 'expired', null), files: [] }]
+          : await this.resultMessages(job, job.result, imgs as Buffer[]);
       } else {
-        body = failureBody(job.request, job.errorCode ?? job.status, job.errorMessage);
+        messages = [{ body: failureBody(job.request, job.errorCode ?? job.status, job.errorMessage), files: [] }];
       }
-      const messageId = await this.send(job, body, files);
+      const [first, ...more] = messages;
+      const sent = await this.send(job, first!.body, first!.files);
+      for (const [n, m] of more.entries()) await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel);
+      const messageId = sent.id;
       await this.o.store.markDelivered(job.id, messageId);
       if (job.result) await this.o.results.forget(job.id, job.result.imageKeys);
-      this.o.log.info({ jobId: job.id, status: job.status, messageId }, 'job delivered');
+      this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
     } catch (err) {
       this.o.log.error({ err, jobId: job.id }, 'delivery failed; will retry');
       await this.o.store.releaseDelivery(job.id).catch(() => undefined);
@@ -286,25 +286,80 @@ export class Delivery {
   }
 
   /**
+   * The result as Discord will take it: each image fitted under the channel's upload limit, a
+   * numbered grid in front when there are several, and the files split over as many messages as
+   * the limit requires (the first one carries the grid, the embed and the job's buttons).
+   */
+  private async resultMessages(job: StoredJob, result: JobResult, imgs: Buffer[]): Promise<{ body: MessageBody; files: RawFile[] }[]> {
+    const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
+    const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
+    const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({ file: { name: f.name, data: f.data, contentType: f.contentType }, index }));
+    if (imgs.length > 1) {
+      const grid = await fitForUpload(await makeGrid(imgs), limit, 'grid', 'webp');
+      files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
+    }
+    const plan = planMessages(files.map((f) => (f.file.data as Buffer).length), limit);
+    const totalMs = (job.finishedAt ?? this.o.now()).getTime() - job.createdAt.getTime();
+    return plan.map((ids, n) => {
+      const entries = ids.map((i) => files[i]!);
+      const part: ResultPart = {
+        filenames: entries.map((e) => e.file.name),
+        images: entries.flatMap((e) => (e.index === null ? [] : [{ index: e.index, filename: e.file.name }])),
+        ...(entries[0]?.index === null ? { grid: entries[0].file.name } : {}),
+      };
+      const body = n === 0 ? resultBody(job.id, job.request, result, part, totalMs) : resultMoreBody(job.id, job.request, result, part);
+      return { body, files: entries.map((e) => e.file) };
+    });
+  }
+
+  /**
    * Edits the interaction reply while its token lives (idempotent: a repeat edit changes nothing);
    * afterwards posts in the channel with a nonce Discord deduplicates, mentioning only the requester.
    */
-  private async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<string | null> {
-    const age = this.o.now().getTime() - job.createdAt.getTime();
-    if (age < this.tokenLifetimeMs) {
+  private async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<{ id: string; inChannel: boolean }> {
+    if (this.tokenAlive(job)) {
       try {
-        return await this.editOriginal(job.interaction, body, files);
+        return { id: await this.editOriginal(job.interaction, body, files), inChannel: false };
       } catch (err) {
         if (!isGone(err)) throw err;
         this.o.log.info({ jobId: job.id, code: (err as DiscordAPIError).code }, 'reply gone; posting in channel');
       }
     }
-    const nonce = job.id.replaceAll('-', '').slice(0, 25);
+    return { id: await this.postInChannel(job, body, files, 0), inChannel: true };
+  }
+
+  /** Follow-up `n` (1-based) of a result split over several messages: a webhook follow-up while the token lives, else a channel post. */
+  private async sendMore(job: StoredJob, body: MessageBody, files: RawFile[], n: number, inChannel: boolean): Promise<void> {
+    if (!inChannel && this.tokenAlive(job)) {
+      try {
+        await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
+          body,
+          files,
+          auth: false,
+          query: new URLSearchParams({ wait: 'true' }),
+        });
+        return;
+      } catch (err) {
+        if (!isGone(err)) throw err;
+      }
+    }
+    await this.postInChannel(job, body, files, n);
+  }
+
+  private tokenAlive(job: StoredJob): boolean {
+    return this.o.now().getTime() - job.createdAt.getTime() < this.tokenLifetimeMs;
+  }
+
+  /** A channel message with the bot's token; the nonce makes a retried post land once. */
+  private async postInChannel(job: StoredJob, body: MessageBody, files: RawFile[], part: number): Promise<string> {
+    const hex = job.id.replaceAll('-', '');
+    const nonce = part === 0 ? hex.slice(0, 25) : `${hex.slice(0, 22)}p${part}`;
     const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), {
       body: {
         ...body,
         content: `<@${job.userId}> ${body.content}`.trim(),
         allowed_mentions: { parse: [], users: [job.userId] },
+        ...(job.replyMessageId ? { message_reference: { message_id: job.replyMessageId, fail_if_not_exists: false } } : {}),
         nonce,
         enforce_nonce: true,
       },

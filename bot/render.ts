@@ -1,7 +1,8 @@
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIEmbed } from 'discord.js';
 import { encodeCustomId } from '../core/custom-id.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../core/generation.js';
-import { failureText, text } from '../core/messages.js';
+import { buttonText, failureText, text } from '../core/messages.js';
+import { resultActions } from '../core/result-actions.js';
 import { quoteUserText } from './replies.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
@@ -32,7 +33,7 @@ function row(buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonComp
 }
 
 export function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
-  return row([button('Cancel', encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
+  return row([button(buttonText.labels.cancel, encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
 }
 
 export function queuedBody(jobId: string, request: GenerationRequest, position: number | null): MessageBody {
@@ -59,13 +60,28 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
-export function resultBody(
-  jobId: string,
-  request: GenerationRequest,
-  result: JobResult,
-  filenames: string[],
-  totalMs: number,
-): MessageBody {
+/** Vary and Upscale buttons for the images a message carries (the handler reads the image from that message). */
+function perImageRows(jobId: string, request: GenerationRequest, result: JobResult, indices: readonly number[]) {
+  const actions = resultActions(request, result);
+  const L = buttonText.labels;
+  const rows: APIActionRowComponent<APIButtonComponent>[] = [];
+  if (indices.length === 0) return rows;
+  if (actions.vary) rows.push(row(indices.map((i) => button(L.vary(i, request.count), encodeCustomId({ action: 'vary', jobId, index: i })))));
+  if (actions.upscale) rows.push(row(indices.map((i) => button(L.upscale(i, request.count), encodeCustomId({ action: 'upscale', jobId, index: i })))));
+  return rows;
+}
+
+/** The files one result message carries: the grid (first message only) and full images by index. */
+export interface ResultPart {
+  /** Attachment file names in upload order. */
+  filenames: string[];
+  /** The grid's file name when this message carries it. */
+  grid?: string;
+  /** Which images (0-based) this message carries in full, parallel to their file names. */
+  images: { index: number; filename: string }[];
+}
+
+export function resultBody(jobId: string, request: GenerationRequest, result: JobResult, part: ResultPart, totalMs: number): MessageBody {
   const fields = [
     { name: 'Seed', value: String(result.seed), inline: true },
     { name: 'Size', value: `${result.width}×${result.height}`, inline: true },
@@ -77,26 +93,44 @@ export function resultBody(
     { name: 'Cost', value: `$${result.costUsd.toFixed(4)}`, inline: true },
   ];
   if (request.negative) fields.unshift({ name: 'Negative prompt', value: quoteUserText(request.negative, 1000), inline: false });
+  const derived = request.source && (request.kind === 'img2img' || request.kind === 'upscale') ? `${buttonText.derivedFrom(request.kind, request.source.index)}\n` : '';
+  const shown = part.grid ?? part.images[0]?.filename;
   const embeds: APIEmbed[] = [
     {
       color: EMBED_COLOR,
-      description: quoteUserText(request.prompt, 4000),
+      description: derived + quoteUserText(request.prompt, 3900),
       fields,
-      image: { url: `attachment://${filenames[0]}` },
+      ...(shown ? { image: { url: `attachment://${shown}` } } : {}),
       footer: { text: `job ${jobId}` },
     },
   ];
+  const actions = resultActions(request, result);
+  const L = buttonText.labels;
+  const main = [
+    actions.reroll ? button(L.reroll, encodeCustomId({ action: 'reroll', jobId }), ButtonStyle.Primary) : null,
+    actions.edit ? button(L.edit, encodeCustomId({ action: 'edit', jobId })) : null,
+    button(L.info, encodeCustomId({ action: 'info', jobId })),
+    button(L.delete, encodeCustomId({ action: 'delete', jobId }), ButtonStyle.Danger),
+  ].filter((b): b is APIButtonComponent => b !== null);
   return {
     content: '',
     embeds,
-    components: [
-      row([
-        button('Reroll', encodeCustomId({ action: 'reroll', jobId }), ButtonStyle.Primary),
-        button('Info', encodeCustomId({ action: 'info', jobId })),
-        button('Delete', encodeCustomId({ action: 'delete', jobId }), ButtonStyle.Danger),
-      ]),
-    ],
-    attachments: filenames.map((filename, id) => ({ id, filename })),
+    components: [row(main), ...perImageRows(jobId, request, result, part.images.map((i) => i.index))],
+    attachments: part.filenames.map((filename, id) =>
+      filename === part.grid ? { id, filename, description: buttonText.gridAlt(request.count) } : { id, filename },
+    ),
+    allowed_mentions: { parse: [] },
+  };
+}
+
+/** A follow-up message with the full images the first message had no room for, and their buttons. */
+export function resultMoreBody(jobId: string, request: GenerationRequest, result: JobResult, part: ResultPart): MessageBody {
+  const idx = part.images.map((i) => i.index + 1);
+  return {
+    content: buttonText.moreImages(Math.min(...idx), Math.max(...idx), request.count),
+    embeds: [],
+    components: perImageRows(jobId, request, result, part.images.map((i) => i.index)),
+    attachments: part.filenames.map((filename, id) => ({ id, filename })),
     allowed_mentions: { parse: [] },
   };
 }

@@ -5,9 +5,11 @@ import {
   type ButtonInteraction,
   type ChatInputCommandInteraction,
   type Interaction,
+  type ModalSubmitInteraction,
   type RepliableInteraction,
 } from 'discord.js';
-import { BUTTON_DEFER, admitButton, parseButton, runButton } from './buttons.js';
+import { BUTTON_DEFER, admitButton, admitEdit, openEditModal, parseButton, parseEditModal, runButton } from './buttons.js';
+import { enqueueGeneration } from './submit.js';
 import { findCommand } from '../commands/index.js';
 import { isUserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
@@ -23,6 +25,7 @@ export function createRouter(deps: BotDeps): (interaction: Interaction) => Promi
     if (interaction.isChatInputCommand()) await handleCommand(deps, interaction);
     else if (interaction.isAutocomplete()) await handleAutocomplete(deps, interaction);
     else if (interaction.isButton()) await handleButton(deps, interaction);
+    else if (interaction.isModalSubmit()) await handleModal(deps, interaction);
   };
 }
 
@@ -89,6 +92,8 @@ async function handleButton(deps: BotDeps, interaction: ButtonInteraction): Prom
   try {
     const id = parseButton(interaction);
     const bctx = { ...ctx, log: ctx.log.child({ button: id.action, jobId: id.jobId }) };
+    // A modal must be the first answer, so Edit is not deferred.
+    if (id.action === 'edit') return await openEditModal(bctx, interaction, id);
     const admitted = admitButton(bctx, interaction, id);
     admitted.catch(() => undefined);
     await refuseEarly(admitted);
@@ -97,6 +102,22 @@ async function handleButton(deps: BotDeps, interaction: ButtonInteraction): Prom
     await runButton(bctx, interaction, id, await admitted);
   } catch (err) {
     await answerError(ctx, interaction, err, deferredEphemeral);
+  }
+}
+
+/** The Edit modal: parsed and admitted before acknowledging, then a public reply that becomes the new job's message. */
+async function handleModal(deps: BotDeps, interaction: ModalSubmitInteraction): Promise<void> {
+  const ctx = contextFor(deps, interaction);
+  try {
+    const { id, fields } = parseEditModal(interaction);
+    const mctx = { ...ctx, log: ctx.log.child({ modal: id.action, jobId: id.jobId }) };
+    const admitted = admitEdit(mctx, interaction, id, fields);
+    admitted.catch(() => undefined);
+    await refuseEarly(admitted);
+    await interaction.deferReply();
+    await enqueueGeneration(mctx, await admitted);
+  } catch (err) {
+    await answerError(ctx, interaction, err, false);
   }
 }
 

@@ -15,6 +15,7 @@ export type UserErrorCode =
   | 'job_not_found'
   | 'not_owner'
   | 'stale_button'
+  | 'action_unavailable'
   | 'attachment_rejected'
   | 'too_many_queued'
   | 'generation_failed';

@@ -96,6 +96,31 @@ export const buttonText = {
   cancelling: 'Cancelling… your quota will be refunded.',
   deleted: 'Deleted.',
   unavailable: 'That action is not available for this image.',
+  cannotUpscale: 'This image is already as large as the bot makes images.',
+  sourceGone: 'The image this button belongs to is no longer on the message, so it cannot be used.',
+  labels: {
+    reroll: 'Reroll',
+    edit: 'Edit',
+    info: 'Info',
+    delete: 'Delete',
+    cancel: 'Cancel',
+    /** One image: "Vary"; several: "V1" … "V4", matching the numbers on the grid. */
+    vary: (index: number, count: number) => (count === 1 ? 'Vary' : `V${index + 1}`),
+    upscale: (index: number, count: number) => (count === 1 ? 'Upscale' : `U${index + 1}`),
+  },
+  editModal: {
+    title: 'Edit and run again',
+    prompt: 'Prompt',
+    negative: 'Negative prompt (optional)',
+  },
+  /** Over follow-up messages that carry the images the first message had no room for. */
+  moreImages: (from: number, to: number, total: number) =>
+    from === to ? `Image ${from} of ${total} (full size)` : `Images ${from}–${to} of ${total} (full size)`,
+  /** Grid tile captions are numbers only; this is the grid's alt text. */
+  gridAlt: (count: number) => `Grid of ${count} images, numbered 1 to ${count}`,
+  /** Shown on results of Vary and Upscale. */
+  derivedFrom: (kind: 'img2img' | 'upscale', index: number) =>
+    kind === 'upscale' ? `Upscaled from image ${index + 1} of the earlier result.` : `Variation of image ${index + 1} of the earlier result.`,
 } as const;
 
 export const inpaintText = {

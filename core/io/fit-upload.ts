@@ -7,11 +7,11 @@ export interface UploadFile {
 }
 
 /**
- * Fits one result under the channel's per-file upload limit: the PNG when it fits, else
+ * Fits one image (PNG, or WebP for the grid) under the channel's per-file upload limit: the PNG when it fits, else
  * high-quality WebP, else JPEG, else smaller WebP renditions, so Discord never answers 413.
  */
-export async function fitForUpload(png: Buffer, limitBytes: number, baseName: string): Promise<UploadFile> {
-  if (png.length <= limitBytes) return { name: `${baseName}.png`, data: png, contentType: 'image/png' };
+export async function fitForUpload(png: Buffer, limitBytes: number, baseName: string, format: 'png' | 'webp' = 'png'): Promise<UploadFile> {
+  if (png.length <= limitBytes) return { name: `${baseName}.${format}`, data: png, contentType: `image/${format}` };
   const webp = await sharp(png).webp({ quality: 92 }).toBuffer();
   if (webp.length <= limitBytes) return { name: `${baseName}.webp`, data: webp, contentType: 'image/webp' };
   const jpeg = await sharp(png).jpeg({ quality: 88, mozjpeg: true }).toBuffer();

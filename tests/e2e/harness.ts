@@ -69,6 +69,8 @@ export class System {
       PROGRESS_TIMEOUT_MS: '3000',
       // The real classifier costs seconds of CPU per worker start; tests that need it turn it on.
       NSFW_CLASSIFIER: 'off',
+      // The fake's CDN serves posted images (Vary and Upscale read them back from there).
+      DISCORD_ATTACHMENT_ORIGINS: discord.baseUrl,
       ...o.env,
     };
     const sys = new System(discord, a1111, env, o);
@@ -133,10 +135,16 @@ export class System {
     return this.discord.waitFor(() => {
       const m = i.original();
       if (!m) return undefined;
-      if (m.attachments.some((a) => a.filename.startsWith('image-'))) return m;
+      if (m.attachments.some((a) => a.filename.startsWith('image-') || a.filename.startsWith('grid.'))) return m;
       if (/refunded|could not|Something went wrong/.test(m.content)) return m;
       return undefined;
     }, timeoutMs);
+  }
+
+  /** Every message a result was delivered in: the reply, then its follow-ups, in order. */
+  resultMessages(i: FakeInteraction): FakeMessage[] {
+    const first = i.original();
+    return first ? [first, ...i.followUps] : [...i.followUps];
   }
 
   async stop(): Promise<void> {
