@@ -171,6 +171,7 @@ export async function runButton(ctx: CommandContext, interaction: ButtonInteract
         `**Size:** ${r.width}×${r.height} · **Images:** ${r.count} · **Seed:** ${job.result?.seed ?? r.seed}`,
         `**Steps:** ${r.steps} · **Guidance:** ${r.guidance} · **Preset:** ${r.preset}`,
         r.strength !== undefined ? `**Strength:** ${r.strength}` : null,
+        r.source ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})` : null,
         `**Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
       ].filter(Boolean);
       await interaction.editReply({ content: lines.join('\n').slice(0, 2000), allowedMentions: NO_MENTIONS });

@@ -81,6 +81,8 @@ export interface JobStore {
   /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
   markDelivered(jobId: string, messageId: string | null): Promise<void>;
+  /** The interaction reply's message id, so a late channel post can reply to it. */
+  rememberReply(jobId: string, messageId: string): Promise<void>;
   /** Lets another process retry a delivery that failed here. */
   releaseDelivery(jobId: string): Promise<void>;
   get(jobId: string): Promise<StoredJob | null>;

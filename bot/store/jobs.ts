@@ -235,6 +235,14 @@ export class PgJobStore implements JobStore {
     );
   }
 
+  async rememberReply(jobId: string, messageId: string): Promise<void> {
+    await this.prisma.$executeRawUnsafe(
+      `UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`,
+      jobId,
+      messageId,
+    );
+  }
+
   async releaseDelivery(jobId: string): Promise<void> {
     await this.prisma.$executeRawUnsafe(
       `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`,
