@@ -106,6 +106,8 @@ export const workerConfigSchema = z
     A1111_AUTH: optionalString.pipe(z.string().regex(/^[^:]+:.+$/, { error: 'must be user:pass' }).optional()),
     /** Checkpoint requested from AUTOMATIC1111 per job (override_settings); unset keeps the box's loaded model. */
     A1111_CHECKPOINT: optionalString,
+    /** Upscaler the Upscale button uses on AUTOMATIC1111 (`/sdapi/v1/extra-single-image`), by its name in /sdapi/v1/upscalers. */
+    A1111_UPSCALER: optionalString.transform((v) => v ?? 'R-ESRGAN 4x+'),
     COMFYUI_URL: optionalUrl,
     COMFYUI_CHECKPOINT: z.string().default('sd_xl_base_1.0.safetensors'),
     REPLICATE_API_TOKEN: optionalString,
