@@ -106,6 +106,8 @@ export const workerConfigSchema = z
     A1111_AUTH: optionalString.pipe(z.string().regex(/^[^:]+:.+$/, { error: 'must be user:pass' }).optional()),
     /** Checkpoint requested from AUTOMATIC1111 per job (override_settings); unset keeps the box's loaded model. */
     A1111_CHECKPOINT: optionalString,
+    /** Upscaler the Upscale button uses on AUTOMATIC1111 (`/sdapi/v1/extra-single-image`), by its name in /sdapi/v1/upscalers. */
+    A1111_UPSCALER: optionalString.transform((v) => v ?? 'R-ESRGAN 4x+'),
     COMFYUI_URL: optionalUrl,
     COMFYUI_CHECKPOINT: z.string().default('sd_xl_base_1.0.safetensors'),
     REPLICATE_API_TOKEN: optionalString,
@@ -113,7 +115,11 @@ export const workerConfigSchema = z
     HF_TOKEN: optionalString,
     HF_ENDPOINT_URL: optionalUrl,
     HF_MODEL: optionalString,
-    /** The HF endpoint's handler accepts image + mask_image (inpaint); otherwise inpaint jobs skip Hugging Face. */
+    /**
+     * The HF endpoint's handler does image-to-image: an image with `strength`, and `mask_image` for
+     * inpaint. Enables inpaint, Vary (img2img) and Upscale (an img2img pass) on Hugging Face;
+     * otherwise those jobs skip it.
+     */
     HF_INPAINT: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
     /** Version id of stability-ai/sdxl on Replicate (64 hex). */
     REPLICATE_SDXL_VERSION: optionalString.pipe(z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be a 64-hex version id' }).optional()),

@@ -2,11 +2,11 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from '../core/generation.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
-import sharp from 'sharp';
 import { pasteBack } from '../core/io/inpaint-image.js';
 import type { BackendProgress } from './backends/backend.js';
 import type { ImageClassifier } from './safety/classifier.js';
 import { ChainError, type BackendChain } from './backends/chain.js';
+import { DEFAULT_INPUT_MAX_PIXELS, loadJobInputs } from './inputs.js';
 
 export interface ProcessorDeps {
   chain: BackendChain;
@@ -23,6 +23,8 @@ export interface ProcessorDeps {
   /** Output safety: every image is classified before it is stored for posting. */
   classifier?: () => Promise<ImageClassifier>;
   nsfwThreshold?: number;
+  /** Most pixels an img2img or upscale source may decode to (default {@link DEFAULT_INPUT_MAX_PIXELS}). */
+  maxInputPixels?: number;
 }
 
 /** Refuses a result whose images the classifier flags, unless the guild allows NSFW in this channel. */
@@ -40,18 +42,6 @@ async function screen(deps: ProcessorDeps, payload: JobPayload, images: Buffer[]
 }
 
 export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Promise<JobResult>;
-
-/** The prepared image and mask of an inpaint job, parked in Redis by the bot; null for txt2img. */
-async function loadInpaintInputs(results: ResultStore, payload: JobPayload) {
-  const keys = payload.request.inputKeys;
-  if (payload.request.kind !== 'inpaint' || !keys?.mask || !keys.original || !keys.maskFull) return null;
-  const [image, mask, original, maskFull] = await results.getMany([keys.image, keys.mask, keys.original, keys.maskFull]);
-  if (!image || !mask || !original || !maskFull) {
-    throw new ChainError('rejected', 'the uploaded image expired before the job ran. Please try again.', [], false);
-  }
-  const meta = await sharp(original).metadata();
-  return { image, mask, maskFull, original: { png: original, width: meta.width ?? 0, height: meta.height ?? 0 } };
-}
 
 /**
  * The BullMQ processor: parse → chain → store images → return a small JobResult.
@@ -95,9 +85,9 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     };
 
     try {
-      const inputs = await loadInpaintInputs(deps.results, payload);
+      const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });
       const { backend, output, attempts } = await deps.chain.run(
-        { jobId: payload.jobId, request: payload.request, image: inputs?.image, mask: inputs?.mask },
+        { jobId: payload.jobId, request: payload.request, image: inputs.image, mask: inputs.mask, source: inputs.source },
         {
           signal: controller.signal,
           onProgress: (p) => onProgress(p),
@@ -110,7 +100,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         },
       );
       // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
-      const images = inputs ? await Promise.all(output.images.map((img) => pasteBack(inputs.original, inputs.maskFull, img))) : output.images;
+      const paste = inputs.paste;
+      const images = paste ? await Promise.all(output.images.map((img) => pasteBack(paste.original, paste.maskFull, img))) : output.images;
       await screen(deps, payload, images, [...earlier, ...attempts], log);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
       await deps.results.putMany(keys.map((k, i) => [k, images[i]!] as const));
@@ -118,8 +109,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       const result: JobResult = {
         backend: backend.id,
         seed: output.seed,
-        width: inputs?.original.width ?? payload.request.width,
-        height: inputs?.original.height ?? payload.request.height,
+        width: paste?.original.width ?? payload.request.width,
+        height: paste?.original.height ?? payload.request.height,
         imageKeys: keys,
         runMs: performance.now() - started,
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),

@@ -51,6 +51,12 @@ describe('worker configuration', () => {
     expect(c.A1111_URL).toEqual(['http://a:7860', 'http://b:7860']);
   });
 
+  test('A1111_UPSCALER defaults to R-ESRGAN 4x+; a blank value keeps the default', () => {
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a' }).A1111_UPSCALER).toBe('R-ESRGAN 4x+');
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a', A1111_UPSCALER: '  ' }).A1111_UPSCALER).toBe('R-ESRGAN 4x+');
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a', A1111_UPSCALER: ' SwinIR 4x ' }).A1111_UPSCALER).toBe('SwinIR 4x');
+  });
+
   test('naming an unconfigured backend, or none at all, is an error', () => {
     expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'a1111,comfyui' }))).toEqual([
       'BACKENDS names comfyui, which is not configured',

@@ -150,7 +150,7 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
   const unhandled: FakeA1111Request[] = [];
   const jobs: FakeA1111Job[] = [];
   const sockets = new Set<Socket>();
-  const counters = { generations: 0, interrupts: 0, open: 0, maxConcurrent: 0 };
+  const counters = { generations: 0, upscales: 0, interrupts: 0, open: 0, maxConcurrent: 0 };
   let dead = false;
   let closed = false;
   let onClosed!: () => void;
@@ -366,7 +366,21 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     send(req, res, t0, 200, { progress: p, eta_relative: elapsed / p - elapsed, state: stateDict(), current_image: current, textinfo: null });
   }
 
+  /**
+   * Extras tab: ExtrasSingleImageRequest (upscaling_resize 1-8, default 2), the queue lock, state
+   * job "extras" with no sampling steps, and Upscaler.upscale's size: int(side × scale) // 8 × 8.
+   */
   async function upscale(req: IncomingMessage, res: ServerResponse, t0: number, body: Record<string, unknown>): Promise<void> {
+    const factorIn = body.upscaling_resize ?? 2;
+    const factor = Number(factorIn);
+    if (typeof factorIn === 'boolean' || !Number.isFinite(factor)) {
+      return send(req, res, t0, 422, { detail: [{ loc: ['body', 'upscaling_resize'], msg: 'value is not a valid float', type: 'type_error.float' }] });
+    }
+    if (factor < 1 || factor > 8) {
+      const [op, limit] = factor < 1 ? ['ge', 1] : ['le', 8];
+      const words = op === 'ge' ? 'greater than or equal to' : 'less than or equal to';
+      return send(req, res, t0, 422, { detail: [{ loc: ['body', 'upscaling_resize'], msg: `ensure this value is ${words} ${limit}`, type: `value_error.number.not_${op}`, ctx: { limit_value: limit } }] });
+    }
     if (mode === 'hang' || mode === 'stall') return;
     if (mode === 'error500') return send(req, res, t0, 500, apiError('OutOfMemoryError', OOM, 500));
     const upscaler = String(body.upscaler_1 ?? 'None');
@@ -374,17 +388,23 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     if (!(await decodes(body.image))) return send(req, res, t0, 500, apiError('HTTPException', 'Invalid encoded image', 500));
     const release = await acquire();
     try {
+      if (closed || dead || res.destroyed) return;
+      counters.upscales++;
+      Object.assign(st, { job: 'extras', jobCount: 1, jobNo: 0, step: 0, steps: 0, interrupted: false, skipped: false, jobTimestamp: timestamp(), startedAt: performance.now() });
+      await sleep(stepDelayMs);
       if (mode === 'die-mid-job') return die();
       if (mode === 'garbage') return send(req, res, t0, 200, '<html>oops</html>', 'text/html');
       const src = b64decode(String(body.image));
-      const factor = Number(body.upscaling_resize ?? 2);
       const m = await sharp(src).metadata();
+      const side = (v: number | undefined) => Math.max(8, Math.floor(((v ?? 1) * factor) / 8) * 8);
       const out = await sharp(src)
-        .resize(Math.round((m.width ?? 1) * factor), Math.round((m.height ?? 1) * factor))
+        .resize(side(m.width), side(m.height), { fit: 'fill' })
         .png()
         .toBuffer();
       send(req, res, t0, 200, { html_info: `<p>Postprocess upscale by: ${factor}, Postprocess upscaler: ${upscaler}</p>`, image: out.toString('base64') });
     } finally {
+      st.job = '';
+      st.jobCount = 0;
       release();
     }
   }
@@ -485,6 +505,10 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     },
     get interrupts() {
       return counters.interrupts;
+    },
+    /** extra-single-image requests that got the box's lock and ran. */
+    get upscales() {
+      return counters.upscales;
     },
     /** Most generation requests open on the box at the same time (running or waiting for the lock). */
     get maxConcurrent() {

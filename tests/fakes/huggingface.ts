@@ -1,8 +1,10 @@
 /**
  * Fake Hugging Face Inference Endpoint on loopback: POST at any path with JSON
- * `{inputs, parameters}` (text-to-image, or image-to-image with base64 `inputs`) answers a real PNG
- * of `parameters.width × parameters.height`. Faults: cold start (503 "currently loading"), hang,
- * 500, 401, 429, non-image body, wrong size. GET at any path is a health probe.
+ * `{inputs, parameters}` answers a real PNG. Text-to-image: `parameters.width × height`.
+ * Image-to-image (`parameters.prompt` set, `inputs` = base64 image, as the client sends it with
+ * parameters): `width × height`, else `target_size`, else the input image's size; an `inputs` that
+ * is not an image is a 400. Faults: cold start (503 "currently loading"), hang, 500, 401, 429,
+ * non-image body, wrong size. GET at any path is a health probe.
  * @module
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -99,8 +101,16 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
       return void res.end('<html><body>502 Bad Gateway (but with status 200)</body></html>');
     }
     const params = body.parameters ?? {};
-    const width = Number(params.width ?? params.target_size?.width ?? 1024) + (options.mode === 'wrong-size' ? 64 : 0);
-    const height = Number(params.height ?? params.target_size?.height ?? 1024);
+    let input: { width?: number; height?: number } = {};
+    if (params.prompt !== undefined) {
+      const meta = await sharp(Buffer.from(body.inputs, 'base64'))
+        .metadata()
+        .catch(() => undefined);
+      if (!meta?.width) return sendJson(res, 400, { error: 'cannot identify image file' });
+      input = meta;
+    }
+    const width = Number(params.width ?? params.target_size?.width ?? input.width ?? 1024) + (options.mode === 'wrong-size' ? 64 : 0);
+    const height = Number(params.height ?? params.target_size?.height ?? input.height ?? 1024);
     const png = await sharp({ create: { width, height, channels: 3, background: { r: 200, g: 90, b: Number(params.seed ?? 0) % 256 } } })
       .png()
       .toBuffer();

@@ -40,6 +40,10 @@ export interface FakePrediction {
   input: Record<string, any>;
   createdAt: number;
   canceledAt?: number;
+  /** sdxl img2img mode (an `image` without a `mask`): the input image's size, which the output takes. */
+  imageSize?: { width: number; height: number };
+  /** Set when the model itself would fail (e.g. an input image PIL cannot open). */
+  modelError?: string;
 }
 
 export interface FakeReplicate {
@@ -65,6 +69,33 @@ export function fluxSizeFor(aspect: string): { width: number; height: number } {
   const [w, h] = aspect.split(':').map(Number) as [number, number];
   const side = (r: number): number => Math.round(Math.sqrt(1024 * 1024 * r) / 64) * 64;
   return { width: side(w / h), height: side(h / w) };
+}
+
+/** Cog's input validation for the sdxl inputs we send: the 422 detail lines, or none. */
+function validateSdxlInput(input: Record<string, any>): string[] {
+  const problems: string[] = [];
+  const range = (field: string, min: number, max: number) => {
+    const v = input[field];
+    if (v === undefined) return;
+    if (typeof v !== 'number') problems.push(`- input.${field}: Invalid type. Expected: number, given: ${typeof v}`);
+    else if (v < min) problems.push(`- input.${field}: Must be greater than or equal to ${min}`);
+    else if (v > max) problems.push(`- input.${field}: Must be less than or equal to ${max}`);
+  };
+  range('num_outputs', 1, 4);
+  range('num_inference_steps', 1, 500);
+  range('guidance_scale', 1, 50);
+  range('prompt_strength', 0, 1);
+  for (const f of ['image', 'mask']) {
+    const v = input[f];
+    if (v !== undefined && !(typeof v === 'string' && /^(data:|https?:\/\/)/.test(v))) problems.push(`- input.${f}: Does not match format 'uri'`);
+  }
+  return problems;
+}
+
+/** The bytes of a `data:` URI, or undefined for anything else. */
+function dataUriBytes(uri: unknown): Buffer | undefined {
+  const m = typeof uri === 'string' ? /^data:[^,]*;base64,(.*)$/s.exec(uri) : null;
+  return m ? Buffer.from(m[1]!, 'base64') : undefined;
 }
 
 const PROBLEMS: Record<number, { title: string; detail: string }> = {
@@ -115,7 +146,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     const d = options.durationMs;
     const elapsed = Date.now() - p.createdAt;
     const done = options.mode !== 'hang' && elapsed >= d && p.canceledAt === undefined;
-    const status = p.canceledAt !== undefined ? 'canceled' : done ? (options.failWith ? 'failed' : 'succeeded') : elapsed < d * 0.2 ? 'starting' : 'processing';
+    const failure = options.failWith ?? p.modelError;
+    const status = p.canceledAt !== undefined ? 'canceled' : done ? (failure ? 'failed' : 'succeeded') : elapsed < d * 0.2 ? 'starting' : 'processing';
     const total = Number(p.input.num_inference_steps ?? (p.official ? 4 : 50));
     const fraction = done ? 1 : Math.min(options.mode === 'hang' ? 0.5 : 0.99, Math.max(0, (elapsed - d * 0.2) / (d * 0.8)));
     const count = Number(p.input.num_outputs ?? 1);
@@ -130,7 +162,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       logs: status === 'starting' ? '' : progressLogs(fraction, total, p.input.seed),
       output: succeeded ? Array.from({ length: count }, (_, i) => `${origin}/files/${p.id}/out-${i}.${ext}`) : null,
       data_removed: false,
-      error: status === 'failed' ? options.failWith : null,
+      error: status === 'failed' ? failure : null,
       status,
       source: 'api',
       created_at: iso(p.createdAt),
@@ -163,7 +195,10 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       res.writeHead(200, { 'content-type': `image/${ext}` });
       return void res.end('<html>definitely not an image</html>');
     }
-    const size = p.official ? fluxSizeFor(String(p.input.aspect_ratio ?? '1:1')) : { width: Number(p.input.width ?? 1024), height: Number(p.input.height ?? 1024) };
+    // sdxl in img2img mode keeps the input image's size and ignores width/height.
+    const size = p.official
+      ? fluxSizeFor(String(p.input.aspect_ratio ?? '1:1'))
+      : (p.imageSize ?? { width: Number(p.input.width ?? 1024), height: Number(p.input.height ?? 1024) });
     const width = size.width + (options.mode === 'wrong-size' ? 64 : 0);
     const img = sharp({ create: { width, height: size.height, channels: 3, background: { r: 40 * index, g: 120, b: 200 } } });
     const bytes = ext === 'webp' ? await img.webp().toBuffer() : ext === 'jpg' ? await img.jpeg().toBuffer() : await img.png().toBuffer();
@@ -204,14 +239,27 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       if (!official && !/^[0-9a-f]{64}$/.test(String(body?.version))) {
         return send(res, 422, { title: 'Invalid version or not permitted', detail: 'The specified version does not exist', status: 422 });
       }
+      const input: Record<string, any> = body?.input ?? {};
+      if (!official) {
+        const problems = validateSdxlInput(input);
+        if (problems.length > 0) return send(res, 422, { title: 'Input validation failed', detail: `${problems.join('\n')}\n`, status: 422 });
+      }
       const p: FakePrediction = {
         id: randomBytes(13).toString('hex').slice(0, 26),
         model: official ? `${official[1]}/${official[2]}` : 'stability-ai/sdxl',
         version: official ? 'hidden' : String(body.version),
         official: Boolean(official),
-        input: body?.input ?? {},
+        input,
         createdAt: Date.now(),
       };
+      // Only data URIs are read (this fake does not fetch URLs); their size becomes the output's.
+      if (!official && String(input.image).startsWith('data:') && input.mask === undefined) {
+        const meta = await sharp(dataUriBytes(input.image) ?? Buffer.alloc(0))
+          .metadata()
+          .catch(() => undefined);
+        if (meta?.width && meta.height) p.imageSize = { width: meta.width, height: meta.height };
+        else p.modelError = "cannot identify image file '/tmp/image.png'";
+      }
       predictions.push(p);
       const prefer = /^wait(?:=(\d+))?$/.exec(String(req.headers.prefer ?? '').trim());
       if (prefer) await holdUntilDone(p, prefer[1] ? Number(prefer[1]) : 60, res);

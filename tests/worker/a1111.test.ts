@@ -312,6 +312,111 @@ test('inpaint goes to img2img with the init image, the mask and the strength', a
   expect(fake.jobs).toHaveLength(2);
 });
 
+test('img2img goes to img2img with the init image and the strength, and no mask', async () => {
+  const image = await png(64, 48, 120);
+  const b = backend();
+  const out = await b.generate(job({ kind: 'img2img', strength: 0.45, count: 1 }, { image }), ctx());
+  const meta = await sharp(out.images[0]!).metadata();
+  expect([meta.format, meta.width, meta.height]).toEqual(['png', 64, 48]);
+  await b.generate(job({ kind: 'img2img', count: 1 }, { image }), ctx());
+
+  expect(fake.jobs.map((j) => [j.path, j.initImages, j.hasMask, j.outcome])).toEqual([
+    ['/sdapi/v1/img2img', 1, false, 'done'],
+    ['/sdapi/v1/img2img', 1, false, 'done'],
+  ]);
+  const [first, second] = generationBodies();
+  expect(first).toMatchObject({
+    init_images: [image.toString('base64')],
+    denoising_strength: 0.45,
+    resize_mode: 0,
+    prompt: 'a lighthouse at dusk',
+    width: 64,
+    height: 48,
+    batch_size: 1,
+  });
+  for (const inpaintOnly of ['mask', 'mask_blur', 'inpaint_full_res', 'inpainting_fill']) expect(first).not.toHaveProperty(inpaintOnly);
+  // Vary's strength when the request names none.
+  expect(second!.denoising_strength).toBe(0.6);
+
+  const err = await failure(b.generate(job({ kind: 'img2img' }), ctx()));
+  expect([err.kind, err.retryable]).toEqual(['rejected', false]);
+  expect(fake.jobs).toHaveLength(2);
+});
+
+const upscaleJob = async (from: [number, number], to: [number, number]) => {
+  // The untouched source as the bot parked it (WebP here), and the resized pass input an upscaler must not use.
+  const source = await sharp({ create: { width: from[0], height: from[1], channels: 3, background: { r: 30, g: 140, b: 90 } } }).webp().toBuffer();
+  const image = await png(to[0], to[1], 10);
+  return job({ kind: 'upscale', width: to[0], height: to[1], count: 1, strength: 0.3 }, { image, source: { image: source, width: from[0], height: from[1] } });
+};
+const extrasBodies = () => fake.requests.filter((r) => r.path === '/sdapi/v1/extra-single-image').map((r) => r.json as Record<string, unknown>);
+
+test('upscale runs the configured upscaler on the untouched source at target ÷ source width and returns exactly the target size', async () => {
+  const b = backend({ upscaler: 'SwinIR 4x' });
+  const j = await upscaleJob([60, 45], [120, 90]);
+  const c = ctx();
+  const out = await b.generate(j, c);
+  // A1111 floors its output to multiples of 8 (120×88 here); the backend resizes to the target.
+  const meta = await sharp(out.images[0]!).metadata();
+  expect([meta.format, meta.width, meta.height]).toEqual(['png', 120, 90]);
+  expect(out).toMatchObject({ seed: 1234, billedImages: 1 });
+  expect(extrasBodies()).toEqual([{ image: j.source!.image.toString('base64'), resize_mode: 0, upscaling_resize: 2, upscaler_1: 'SwinIR 4x' }]);
+  expect(fake.jobs).toEqual([]);
+  expect(c.progress.map((p) => [p.step, p.total, p.fraction])).toEqual([
+    [0, 1, 0],
+    [1, 1, 1],
+  ]);
+
+  await backend().generate(await upscaleJob([64, 48], [96, 72]), ctx());
+  expect(extrasBodies()[1]).toMatchObject({ upscaling_resize: 1.5, upscaler_1: 'R-ESRGAN 4x+' });
+  expect(fake.upscales).toBe(2);
+});
+
+test('an upscale waits for the box like a generation, and is not taken for hung while the extras tab reports no steps', async () => {
+  await restart({ stepDelayMs: 15 });
+  const b = backend();
+  const gen = b.generate(job({ steps: 8, count: 1 }), ctx());
+  const up = b.generate({ ...(await upscaleJob([64, 48], [128, 96])), jobId: 'job-2' }, ctx());
+  expect(b.inFlight).toBe(2);
+  await Promise.all([gen, up]);
+  const extrasAt = fake.requests.find((r) => r.path === '/sdapi/v1/extra-single-image')!.at;
+  expect(extrasAt).toBeGreaterThanOrEqual(fake.jobs[0]!.finishedAt!);
+  expect(b.inFlight).toBe(0);
+
+  // An upscale slower than progressTimeoutMs still succeeds; upscaleTimeoutMs caps it instead.
+  await restart({ stepDelayMs: 700 });
+  const slow = await backend({ progressTimeoutMs: 300 }).generate(await upscaleJob([64, 48], [128, 96]), ctx());
+  expect(slow.images).toHaveLength(1);
+  fake.setMode('hang');
+  const t0 = Date.now();
+  const err = await failure(backend({ upscaleTimeoutMs: 300 }).generate(await upscaleJob([64, 48], [128, 96]), ctx()));
+  expect([err.kind, err.retryable]).toEqual(['timeout', true]);
+  expect(Date.now() - t0).toBeLessThan(1500);
+});
+
+test('an upscaler the box lacks is a non-retryable rejection naming A1111_UPSCALER; a job without its source never reaches the box', async () => {
+  const err = await failure(backend({ upscaler: 'Magic 16x' }).generate(await upscaleJob([64, 48], [128, 96]), ctx()));
+  expect([err.kind, err.retryable, err.status]).toEqual(['rejected', false, 500]);
+  expect(err.message).toContain('A1111_UPSCALER');
+  expect(err.message).toContain('Magic 16x');
+
+  const before = fake.requests.length;
+  const { source: _s, ...noSource } = await upscaleJob([64, 48], [128, 96]);
+  const missing = await failure(backend().generate(noSource, ctx()));
+  expect([missing.kind, missing.retryable]).toEqual(['rejected', false]);
+  expect(fake.requests.slice(before).filter((r) => r.method === 'POST')).toEqual([]);
+});
+
+test('the fake checks the upscale factor like A1111 (1-8)', async () => {
+  const res = await fetch(`${fake.url}/sdapi/v1/extra-single-image`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ image: (await png(8, 8, 1)).toString('base64'), upscaling_resize: 9 }),
+  });
+  expect(res.status).toBe(422);
+  expect(await res.json()).toMatchObject({ detail: [{ loc: ['body', 'upscaling_resize'], type: 'value_error.number.not_le' }] });
+});
+
 test('health: models listed when up; not ok when credentials are refused or the box is gone', async () => {
   const up = await backend({ checkpoint: 'sd_xl_base_1.0.safetensors' }).health();
   expect(up).toMatchObject({ ok: true, detail: '2 models' });

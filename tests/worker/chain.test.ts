@@ -1,3 +1,4 @@
+import sharp from 'sharp';
 import { afterEach, describe, expect, test } from 'vitest';
 import { parseImagineOptions } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
@@ -5,8 +6,10 @@ import { priceAttempt } from '../../core/pricing.js';
 import { createA1111Backend } from '../../worker/backends/a1111.js';
 import { BackendChain, ChainError } from '../../worker/backends/chain.js';
 import { createHuggingFaceBackend } from '../../worker/backends/huggingface.js';
+import { createReplicateBackend, DEFAULT_SDXL_VERSION, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from '../../worker/backends/replicate.js';
 import { startFakeA1111, type FakeA1111, type FakeA1111Mode } from '../fakes/a1111.js';
 import { startFakeHFEndpoint } from '../fakes/huggingface.js';
+import { startFakeReplicate } from '../fakes/replicate.js';
 
 const log = createLogger({ level: 'silent' });
 const prices = { a1111UsdPerGpuHour: 0, comfyuiUsdPerGpuHour: 0, replicateUsdPerSecond: 0.001, replicateFluxUsdPerImage: 0.003, hfUsdPerRequest: 0.01, hfUsdPerEndpointHour: 0 };
@@ -106,5 +109,34 @@ describe('the fallback chain', () => {
     expect(err.retryable).toBe(true);
     expect(err.userMessage).not.toMatch(/127\.0\.0\.1|HTTP|ECONN/);
     expect(err.attempts.map((a) => a.outcome)).toEqual(['failed', 'failed']);
+  });
+
+  test('an image pass bigger than Replicate takes is skipped with the reason logged, not sent and failed', async () => {
+    const replicateFake = await startFakeReplicate({ durationMs: 50 });
+    closers.push(() => replicateFake.close());
+    const lines: string[] = [];
+    const captured = createLogger({ level: 'info', destination: { write: (l: string) => void lines.push(l) } });
+    const replicate = createReplicateBackend({ id: 'replicate', token: 'r8_fake', baseUrl: replicateFake.url, sdxlVersion: DEFAULT_SDXL_VERSION, waitSeconds: 5, pollIntervalMs: 50, log });
+    const chain = new BackendChain({ backends: [replicate], log: captured, price: () => 0 });
+    const upscale = async (width: number, height: number) => ({
+      jobId: 'u',
+      request: { ...parseImagineOptions({ prompt: 'a fox', steps: 4 }), kind: 'upscale' as const, width, height, strength: 0.3 },
+      image: await sharp({ create: { width, height, channels: 3, background: '#123456' } }).png().toBuffer(),
+    });
+
+    // 2048×1536 (3.1 MP, a 2× upscale of 1024×768) is within the chain's overall 2048² but not Replicate's image-input limit.
+    expect(2048 * 1536).toBeGreaterThan(REPLICATE_IMAGE_INPUT_MAX_PIXELS);
+    const err = (await chain.run(await upscale(2048, 1536), ctx(), { paidAllowed: true }).catch((e: unknown) => e)) as ChainError;
+    expect(err).toBeInstanceOf(ChainError);
+    expect([err.code, err.retryable]).toEqual(['unsupported', false]);
+    expect(replicateFake.predictions).toHaveLength(0);
+    const skip = lines.map((l) => JSON.parse(l) as { msg: string; backend?: string; reason?: string }).find((l) => l.msg === 'backend skipped: unsupported');
+    expect(skip).toMatchObject({ backend: 'replicate', reason: `cannot make upscale at 2048×1536 (at most ${REPLICATE_IMAGE_INPUT_MAX_PIXELS} pixels)` });
+
+    // The same kind at a size it takes goes through; txt2img keeps the larger overall limit.
+    const ok = await chain.run(await upscale(1024, 768), ctx(), { paidAllowed: true });
+    expect(ok.backend.id).toBe('replicate');
+    expect(replicateFake.predictions).toHaveLength(1);
+    expect(replicate.capabilities.maxPixels).toBe(2048 * 2048);
   });
 });

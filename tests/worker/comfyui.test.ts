@@ -193,6 +193,42 @@ test('inpaint uploads image and mask; the graph loads them and uses denoise = st
   expect(fake.prompts).toHaveLength(2);
 });
 
+test('img2img uploads only the image; the graph encodes it and samples with denoise = strength, no mask', async () => {
+  const image = await png(64, 48, 200);
+  const b = backend();
+  const out = await b.generate(job({ kind: 'img2img', strength: 0.6, count: 2 }, { image }), ctx());
+  expect(out.images).toHaveLength(2);
+  for (const img of out.images) expect(await sharp(img).metadata()).toMatchObject({ format: 'png', width: 64, height: 48 });
+
+  expect(fake.uploads.map((u) => [u.route, u.type, u.data.equals(image)])).toEqual([['/upload/image', 'input', true]]);
+  const g = fake.prompts[0]!.graph;
+  expect(g['10']).toEqual({ class_type: 'LoadImage', inputs: { image: fake.uploads[0]!.name } });
+  expect(g['12']).toEqual({ class_type: 'VAEEncode', inputs: { pixels: ['10', 0], vae: ['4', 2] } });
+  expect(g['13']).toEqual({ class_type: 'RepeatLatentBatch', inputs: { samples: ['12', 0], amount: 2 } });
+  expect(g['3']!.inputs).toMatchObject({ denoise: 0.6, latent_image: ['13', 0], positive: ['6', 0], negative: ['7', 0], seed: 1234 });
+  expect(g['5']).toBeUndefined();
+  const classes = Object.values(g).map((n) => n.class_type);
+  expect(classes).not.toContain('LoadImageMask');
+  expect(classes).not.toContain('InpaintModelConditioning');
+
+  const err = await failure(b.generate(job({ kind: 'img2img' }), ctx()));
+  expect([err.kind, err.retryable]).toEqual(['rejected', false]);
+  expect(fake.prompts).toHaveLength(1);
+});
+
+test('upscale is an img2img pass at the target size: the uploaded image is the resized one, not the source', async () => {
+  const source = await png(64, 48, 90);
+  const image = await png(128, 96, 90);
+  const out = await backend().generate(job({ kind: 'upscale', width: 128, height: 96, count: 1, strength: 0.3 }, { image, source: { image: source, width: 64, height: 48 } }), ctx());
+  expect(out.images).toHaveLength(1);
+  expect(await sharp(out.images[0]!).metadata()).toMatchObject({ format: 'png', width: 128, height: 96 });
+  expect(fake.uploads).toHaveLength(1);
+  expect(fake.uploads[0]!.data.equals(image)).toBe(true);
+  const g = fake.prompts[0]!.graph;
+  expect(g['3']!.inputs).toMatchObject({ denoise: 0.3, latent_image: ['12', 0] });
+  expect(g['13']).toBeUndefined();
+});
+
 test('a checkpoint the server lacks is a non-retryable rejection naming it', async () => {
   const err = await failure(backend({ checkpoint: 'dreamshaper_xl.safetensors' }).generate(job(), ctx()));
   expect([err.kind, err.retryable, err.status]).toEqual(['rejected', false, 400]);

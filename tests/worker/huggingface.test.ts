@@ -124,7 +124,7 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
   it('offers inpaint only when configured, sending image-to-image with a base64 mask_image', async () => {
     expect(backend().capabilities.kinds).toEqual(['txt2img']);
     const b = backend({ inpaint: true });
-    expect(b.capabilities.kinds).toEqual(['txt2img', 'inpaint']);
+    expect(b.capabilities.kinds).toEqual(['txt2img', 'inpaint', 'img2img', 'upscale']);
 
     const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#224466' } }).png().toBuffer();
     const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } }).png().toBuffer();
@@ -134,6 +134,27 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     const body = fake.requests[0]?.body;
     expect(body.inputs).toBe(image.toString('base64'));
     expect(body.parameters).toMatchObject({ prompt: 'a fox in the snow', mask_image: mask.toString('base64'), strength: 0.55, seed: 42 });
+  });
+
+  it('img2img and upscale send image-to-image with the image and strength, and no mask_image', async () => {
+    const b = backend({ inpaint: true });
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#446622' } }).png().toBuffer();
+    const out = await b.generate({ jobId: 'j9', request: request({ kind: 'img2img', count: 1, strength: 0.6 }), image }, ctx());
+    expect(out.images).toHaveLength(1);
+    const body = fake.requests[0]?.body;
+    expect(body.inputs).toBe(image.toString('base64'));
+    expect(body.parameters).toEqual({ prompt: 'a fox in the snow', negative_prompt: 'lowres', width: 512, height: 384, num_inference_steps: 30, guidance_scale: 6.5, seed: 42, strength: 0.6 });
+
+    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#446622' } }).png().toBuffer();
+    const up = await b.generate({ jobId: 'j10', request: request({ kind: 'upscale', count: 1, strength: 0.3 }), image, source: { image: source, width: 256, height: 192 } }, ctx());
+    expect(await sharp(up.images[0]!).metadata()).toMatchObject({ format: 'png', width: 512, height: 384 });
+    expect(fake.requests[1]?.body.inputs).toBe(image.toString('base64'));
+    expect(fake.requests[1]?.body.parameters).toMatchObject({ strength: 0.3, width: 512, height: 384 });
+    expect(fake.requests[1]?.body.parameters).not.toHaveProperty('mask_image');
+
+    const err = await failure(b.generate({ jobId: 'j11', request: request({ kind: 'img2img', count: 1 }) }, ctx()));
+    expect([err.kind, err.retryable]).toEqual(['rejected', false]);
+    expect(fake.requests).toHaveLength(2);
   });
 
   it('health: reachable endpoint is ok; one loading or scaled to zero is not', async () => {

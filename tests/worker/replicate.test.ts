@@ -132,6 +132,51 @@ describe('Replicate backend against the fake API', () => {
     expect(out.images).toHaveLength(1);
   });
 
+  it('sends img2img to sdxl (even for a flux preset) with the image and prompt_strength and no mask', async () => {
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#996633' } }).png().toBuffer();
+    const r = request({ kind: 'img2img', replicateModel: 'flux-schnell', strength: 0.6, count: 1 });
+    const out = await backend().generate({ jobId: 'j3b', request: r, image }, ctx());
+
+    const [create] = creates();
+    expect(create?.path).toBe('/v1/predictions');
+    expect(create?.body.version).toBe(DEFAULT_SDXL_VERSION);
+    expect(create?.body.input).toMatchObject({ image: `data:image/png;base64,${image.toString('base64')}`, prompt_strength: 0.6, num_outputs: 1, seed: 42 });
+    expect(create?.body.input).not.toHaveProperty('mask');
+    const meta = await sharp(out.images[0]).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 384]);
+
+    const err = await failure(backend().generate({ jobId: 'j3c', request: r }, ctx()));
+    expect([err.kind, err.retryable]).toEqual(['rejected', false]);
+    expect(creates()).toHaveLength(1);
+  });
+
+  it('upscales by an img2img pass at the target size: sdxl keeps the input size, so the resized image is what is sent', async () => {
+    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#336699' } }).png().toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } }).png().toBuffer();
+    const r = request({ kind: 'upscale', strength: 0.3, count: 1 });
+    const out = await backend().generate({ jobId: 'j3d', request: r, image, source: { image: source, width: 256, height: 192 } }, ctx());
+
+    const input = creates()[0]?.body.input;
+    expect(input.image).toBe(`data:image/png;base64,${image.toString('base64')}`);
+    expect(input.prompt_strength).toBe(0.3);
+    const meta = await sharp(out.images[0]).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 384]);
+  });
+
+  it('the fake validates sdxl inputs like Cog: a prompt_strength above 1 or an image that is not a URI is a 422', async () => {
+    const res = await fetch(`${fake.url}/predictions`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer r8_fake', 'content-type': 'application/json' },
+      body: JSON.stringify({ version: DEFAULT_SDXL_VERSION, input: { prompt: 'x', image: 'not a uri', prompt_strength: 1.5 } }),
+    });
+    expect(res.status).toBe(422);
+    expect(await res.json()).toMatchObject({
+      title: 'Input validation failed',
+      detail: "- input.prompt_strength: Must be less than or equal to 1\n- input.image: Does not match format 'uri'\n",
+    });
+    expect(fake.predictions).toHaveLength(0);
+  });
+
   it('polls when the sync wait ends before the prediction and reports progress from the logs', async () => {
     fake.options.durationMs = 2200;
     const c = ctx();

@@ -36,6 +36,23 @@ export interface A1111InpaintBody extends A1111CommonBody {
   resize_mode: number;
 }
 
+/** `POST /sdapi/v1/img2img` for a variation or an upscaling pass: no mask, the whole image is redrawn. */
+export interface A1111Img2ImgBody extends A1111CommonBody {
+  init_images: string[];
+  denoising_strength: number;
+  /** 0 = just resize; the image already has the request's size. */
+  resize_mode: number;
+}
+
+/** `POST /sdapi/v1/extra-single-image` (the subset we send). */
+export interface A1111ExtrasBody {
+  image: string;
+  /** 0 = scale by `upscaling_resize` (1-8). */
+  resize_mode: number;
+  upscaling_resize: number;
+  upscaler_1: string;
+}
+
 /** The common body for a request; `checkpoint` goes through override_settings so no global switch is needed. */
 export function commonBody(r: GenerationRequest, checkpoint?: string): A1111CommonBody {
   return {
@@ -69,6 +86,11 @@ export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, c
     inpainting_fill: 1,
     resize_mode: 0,
   };
+}
+
+/** The img2img body for a variation or upscaling pass from a PNG already at the request's size. */
+export function img2imgBody(r: GenerationRequest, image: Buffer, strength: number, checkpoint?: string): A1111Img2ImgBody {
+  return { ...commonBody(r, checkpoint), init_images: [image.toString('base64')], denoising_strength: strength, resize_mode: 0 };
 }
 
 /** `POST /sdapi/v1/txt2img|img2img` → base64 images (no data-URI prefix) and a JSON-encoded info string. */

@@ -3,13 +3,15 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter } from './backend.js';
+import { healthReporter, isImagePass, passStrength } from './backend.js';
 import {
   commonBody,
   decodeBase64Image,
   generationInfoSchema,
   generationResponseSchema,
+  img2imgBody,
   inpaintBody,
+  type A1111ExtrasBody,
   progressSchema,
   sdModelsSchema,
   upscaleResponseSchema,
@@ -32,13 +34,22 @@ export interface A1111Options {
   progressTimeoutMs: number;
   /** Hard cap on one generation request (default 10 min). */
   requestTimeoutMs?: number;
+  /** Upscaler for upscale jobs, as the box lists it in /sdapi/v1/upscalers (A1111_UPSCALER; default `R-ESRGAN 4x+`). */
+  upscaler?: string;
+  /**
+   * Cap on one upscale (default 3 min, at most requestTimeoutMs). The extras tab reports no steps on
+   * /progress, so the no-progress watchdog cannot tell a slow upscaler from a hung box; this can.
+   */
+  upscaleTimeoutMs?: number;
   log: Logger;
 }
+
+export const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
 
 export interface A1111UpscaleOptions {
   /** Scale factor (default 2). */
   factor?: number;
-  /** Upscaler name as the box lists it (default `R-ESRGAN 4x+`). */
+  /** Upscaler name as the box lists it (default: the backend's `upscaler`). */
   upscaler?: string;
   signal?: AbortSignal;
 }
@@ -50,7 +61,7 @@ export interface A1111Backend extends ImageBackend {
 }
 
 export const A1111_CAPABILITIES: BackendCapabilities = {
-  kinds: ['txt2img', 'inpaint'],
+  kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,
   negativePrompt: true,
@@ -168,10 +179,13 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
   const lock = new FifoLock();
   const pollMs = o.pollIntervalMs ?? 500;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
+  const upscaleTimeoutMs = Math.min(o.upscaleTimeoutMs ?? 3 * 60_000, requestTimeoutMs);
+  const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
   const log = o.log;
 
   const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
   const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
+  const rejected = (detail: string) => new BackendError(o.id, 'rejected', detail, { retryable: false });
 
   /** Waits for the box, runs `fn`, and makes sure nothing but a BackendError escapes. */
   async function exclusive<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
@@ -248,9 +262,13 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     let path = '/sdapi/v1/txt2img';
     let body: object = commonBody(r, o.checkpoint);
     if (r.kind === 'inpaint') {
-      if (!job.image || !job.mask) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+      if (!job.image || !job.mask) throw rejected('inpaint job without a prepared image and mask');
       path = '/sdapi/v1/img2img';
       body = inpaintBody(r, job.image, job.mask, o.checkpoint);
+    } else if (isImagePass(r.kind)) {
+      if (!job.image) throw rejected(`${r.kind} job without its input image`);
+      path = '/sdapi/v1/img2img';
+      body = img2imgBody(r, job.image, passStrength(r), o.checkpoint);
     }
     // Aborted with the BackendError the caller should see; the HTTP client passes that reason through.
     const abandon = new AbortController();
@@ -293,6 +311,73 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     }
   }
 
+  /**
+   * The extras tab on the box (caller holds the lock). A1111 floors its output to multiples of 8,
+   * so the result may be a few pixels off `factor` × the input. An upscaler name the box lacks is
+   * a configuration error, not an outage: rejected, so the circuit stays closed.
+   */
+  async function extras(png: Buffer, factor: number, name: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<Buffer> {
+    const body: A1111ExtrasBody = { image: png.toString('base64'), resize_mode: 0, upscaling_resize: factor, upscaler_1: name };
+    let res;
+    try {
+      res = await client.json('/sdapi/v1/extra-single-image', upscaleResponseSchema, { body, signal, timeoutMs });
+    } catch (err) {
+      if (err instanceof BackendError && err.status === 500 && /could not find upscaler/i.test(err.message)) {
+        throw new BackendError(o.id, 'rejected', `the box has no upscaler named "${name}"; set A1111_UPSCALER to one it lists at /sdapi/v1/upscalers`, {
+          status: 500,
+          retryable: false,
+          cause: err,
+        });
+      }
+      throw err;
+    }
+    const buf = decodeBase64Image(res.image);
+    const meta = await sharp(buf)
+      .metadata()
+      .catch((err: unknown) => {
+        throw badResponse('upscaled image does not decode', err);
+      });
+    return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
+  }
+
+  /** An upscale job (caller holds the lock): the box's upscaler on the untouched source, then exactly the requested size. */
+  async function runUpscale(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
+    const r = job.request;
+    const src = job.source;
+    if (!src) throw rejected('upscale job without its source image');
+    if (r.count !== 1) throw rejected(`an upscale makes one image, not ${r.count}`);
+    const abandon = new AbortController();
+    const onCancel = () => {
+      if (abandon.signal.aborted) return;
+      interrupt();
+      abandon.abort(cancelled('cancelled during upscale'));
+    };
+    ctx.signal.addEventListener('abort', onCancel, { once: true });
+    const factor = r.width / src.width;
+    const started = performance.now();
+    // The extras tab reports no steps, so start and end are all the progress there is.
+    emitSafely(ctx, { step: 0, total: 1, fraction: 0 }, job.jobId);
+    log.debug({ jobId: job.jobId, factor, upscaler, from: `${src.width}×${src.height}`, to: `${r.width}×${r.height}` }, 'upscale sent');
+    try {
+      const out = await extras(src.image, factor, upscaler, abandon.signal, upscaleTimeoutMs);
+      const meta = await sharp(out).metadata();
+      const png =
+        meta.width === r.width && meta.height === r.height
+          ? out
+          : await sharp(out).resize(r.width, r.height, { fit: 'fill', kernel: 'lanczos3' }).png().toBuffer();
+      const seconds = (performance.now() - started) / 1000;
+      emitSafely(ctx, { step: 1, total: 1, fraction: 1 }, job.jobId);
+      log.debug({ jobId: job.jobId, seconds, boxSize: `${meta.width}×${meta.height}` }, 'upscale done');
+      return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1 };
+    } catch (err) {
+      if (err instanceof BackendError && err.kind === 'timeout') interrupt();
+      if (err instanceof BackendError && err.kind !== 'cancelled') log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'upscale failed');
+      throw err;
+    } finally {
+      ctx.signal.removeEventListener('abort', onCancel);
+    }
+  }
+
   return {
     id: o.id,
     family: 'a1111',
@@ -315,23 +400,11 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       }
     },
     generate(job, ctx) {
-      return exclusive(ctx.signal, () => run(job, ctx));
+      // Upscale jobs use the box's own upscaler, under the same one-job-at-a-time lock.
+      return exclusive(ctx.signal, () => (job.request.kind === 'upscale' ? runUpscale(job, ctx) : run(job, ctx)));
     },
     upscale(png, opts = {}) {
-      return exclusive(opts.signal, async () => {
-        const res = await client.json('/sdapi/v1/extra-single-image', upscaleResponseSchema, {
-          body: { image: png.toString('base64'), upscaling_resize: opts.factor ?? 2, upscaler_1: opts.upscaler ?? 'R-ESRGAN 4x+' },
-          signal: opts.signal,
-          timeoutMs: requestTimeoutMs,
-        });
-        const buf = decodeBase64Image(res.image);
-        const meta = await sharp(buf)
-          .metadata()
-          .catch((err: unknown) => {
-            throw badResponse('upscaled image does not decode', err);
-          });
-        return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
-      });
+      return exclusive(opts.signal, () => extras(png, opts.factor ?? 2, opts.upscaler ?? upscaler, opts.signal, upscaleTimeoutMs));
     },
   };
 }

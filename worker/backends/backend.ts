@@ -5,6 +5,8 @@ export interface BackendCapabilities {
   readonly kinds: readonly GenerationRequest['kind'][];
   /** Largest width × height it accepts. */
   readonly maxPixels: number;
+  /** Tighter limits for some kinds (e.g. an image input a provider only takes up to some size). */
+  readonly maxPixelsByKind?: Readonly<Partial<Record<GenerationRequest['kind'], number>>>;
   /** Most images one request may return. */
   readonly maxCount: number;
   readonly negativePrompt: boolean;
@@ -23,13 +25,39 @@ export interface BackendProgress {
   preview?: Buffer;
 }
 
-/** Inputs resolved by the processor: inpaint images are loaded from the result store before the call. */
+/** The image an upscale starts from, as the bot parked it (PNG, WebP or JPEG; re-encoded only to undo an EXIF rotation). */
+export interface SourceImage {
+  readonly image: Buffer;
+  readonly width: number;
+  readonly height: number;
+}
+
+/** Inputs resolved by the processor: input images are loaded from the result store before the call. */
 export interface BackendJob {
   readonly jobId: string;
   readonly request: GenerationRequest;
-  /** Inpaint only: prepared PNGs, same size as request.width × request.height. */
+  /**
+   * PNG at exactly request.width × request.height. Inpaint: the prepared model-size image.
+   * img2img and upscale: the source image resized (lanczos) to that size, the start of an img2img pass.
+   */
   readonly image?: Buffer;
+  /** Inpaint only: white = repaint, same size as `image`. */
   readonly mask?: Buffer;
+  /** Upscale only: the untouched source, for a backend with its own upscaler. */
+  readonly source?: SourceImage;
+}
+
+/** Strength of an img2img pass when the request names none (the bot sends 0.6 for Vary, 0.3 for Upscale). */
+export const DEFAULT_STRENGTH = { img2img: 0.6, upscale: 0.3 } as const;
+
+/** Denoising strength of an img2img or upscale pass. */
+export function passStrength(r: GenerationRequest): number {
+  return r.strength ?? (r.kind === 'upscale' ? DEFAULT_STRENGTH.upscale : DEFAULT_STRENGTH.img2img);
+}
+
+/** Kinds that start from `BackendJob.image` without a mask. */
+export function isImagePass(kind: GenerationRequest['kind']): kind is 'img2img' | 'upscale' {
+  return kind === 'img2img' || kind === 'upscale';
 }
 
 export interface BackendOutput {

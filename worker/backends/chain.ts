@@ -60,7 +60,8 @@ interface Link {
 function unsupportedReason(backend: ImageBackend, r: GenerationRequest): string | null {
   const c = backend.capabilities;
   if (!c.kinds.includes(r.kind)) return `cannot do ${r.kind}`;
-  if (r.width * r.height > c.maxPixels) return `cannot make ${r.width}×${r.height}`;
+  const limit = Math.min(c.maxPixels, c.maxPixelsByKind?.[r.kind] ?? Infinity);
+  if (r.width * r.height > limit) return `cannot make ${r.kind} at ${r.width}×${r.height} (at most ${limit} pixels)`;
   return null;
 }
 

@@ -1,4 +1,5 @@
 import type { GenerationRequest } from '../../core/generation.js';
+import { isImagePass, passStrength } from './backend.js';
 
 /** A ComfyUI API-format graph: node id → { class_type, inputs }; links are `[nodeId, outputIndex]`. */
 export type ComfyGraph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
@@ -13,16 +14,18 @@ export const COMFY_SAMPLER = 'dpmpp_2m';
 export const COMFY_SCHEDULER = 'karras';
 export const FILENAME_PREFIX = 'imagebot';
 
-/** Names of the uploaded inpaint inputs as ComfyUI returned them (`subfolder/name` when in a subfolder). */
+/** Names of the uploaded inputs as ComfyUI returned them (`subfolder/name` when in a subfolder); a mask only for inpaint. */
 export interface UploadedInputs {
   image: string;
-  mask: string;
+  mask?: string;
 }
 
 /**
  * The SDXL graph for a job. txt2img: EmptyLatentImage with batch_size = count. Inpaint: LoadImage +
  * LoadImageMask (red channel, white = repaint) into InpaintModelConditioning with noise_mask, so a
  * denoise below 1 keeps the original under the mask; RepeatLatentBatch makes `count` variations.
+ * img2img and upscale: LoadImage → VAEEncode → KSampler with denoise = strength; the uploaded image
+ * already has the target size, so an upscale is the same graph on a larger image.
  */
 export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: UploadedInputs): ComfyGraph {
   const g: ComfyGraph = {
@@ -34,7 +37,7 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
   };
   const sampler = { model: ['4', 0], seed: r.seed, steps: r.steps, cfg: r.guidance, sampler_name: COMFY_SAMPLER, scheduler: COMFY_SCHEDULER };
   if (r.kind === 'inpaint') {
-    if (!uploaded) throw new Error('an inpaint graph needs the uploaded image and mask');
+    if (!uploaded?.mask) throw new Error('an inpaint graph needs the uploaded image and mask');
     g['10'] = { class_type: 'LoadImage', inputs: { image: uploaded.image } };
     g['11'] = { class_type: 'LoadImageMask', inputs: { image: uploaded.mask, channel: 'red' } };
     g['12'] = {
@@ -49,6 +52,19 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     g[SAMPLER_NODE] = {
       class_type: 'KSampler',
       inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: r.strength ?? 0.75 },
+    };
+  } else if (isImagePass(r.kind)) {
+    if (!uploaded) throw new Error(`an ${r.kind} graph needs the uploaded image`);
+    g['10'] = { class_type: 'LoadImage', inputs: { image: uploaded.image } };
+    g['12'] = { class_type: 'VAEEncode', inputs: { pixels: ['10', 0], vae: ['4', 2] } };
+    let latent: [string, number] = ['12', 0];
+    if (r.count > 1) {
+      g['13'] = { class_type: 'RepeatLatentBatch', inputs: { samples: ['12', 0], amount: r.count } };
+      latent = ['13', 0];
+    }
+    g[SAMPLER_NODE] = {
+      class_type: 'KSampler',
+      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: latent, denoise: passStrength(r) },
     };
   } else {
     g['5'] = { class_type: 'EmptyLatentImage', inputs: { width: r.width, height: r.height, batch_size: r.count } };

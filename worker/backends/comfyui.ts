@@ -4,7 +4,7 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter } from './backend.js';
+import { healthReporter, isImagePass } from './backend.js';
 import { createComfyClient, type ComfyClient } from './comfyui-client.js';
 import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
 import type { ComfyHistoryEntry } from './comfyui-schemas.js';
@@ -27,7 +27,7 @@ export interface ComfyUIOptions {
 }
 
 export const COMFYUI_CAPABILITIES: BackendCapabilities = {
-  kinds: ['txt2img', 'inpaint'],
+  kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,
   negativePrompt: true,
@@ -125,10 +125,19 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     );
   }
 
-  async function upload(job: BackendJob, signal: AbortSignal): Promise<UploadedInputs> {
-    if (!job.image || !job.mask) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+  /** Checks a job's input images before anything is sent, so a malformed job costs no socket. */
+  function checkInputs(job: BackendJob): void {
+    const { kind } = job.request;
+    if (kind === 'inpaint' && (!job.image || !job.mask)) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+    if (isImagePass(kind) && !job.image) throw new BackendError(o.id, 'rejected', `${kind} job without its input image`, { retryable: false });
+  }
+
+  /** Uploads the job's input image (and inpaint mask) under fresh names; undefined for txt2img. */
+  async function upload(job: BackendJob, signal: AbortSignal): Promise<UploadedInputs | undefined> {
+    if (job.request.kind === 'txt2img' || !job.image) return undefined;
     const tag = `${FILENAME_PREFIX}-${job.jobId.replace(/[^\w-]/g, '_').slice(0, 40)}-${randomUUID().slice(0, 8)}`;
     const image = await client.upload(`${tag}-image.png`, job.image, signal, httpMs);
+    if (job.request.kind !== 'inpaint' || !job.mask) return { image };
     const mask = await client.upload(`${tag}-mask.png`, job.mask, signal, httpMs);
     return { image, mask };
   }
@@ -148,7 +157,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       const clientId = randomUUID();
       // Open before posting: ComfyUI sends a prompt's messages only to the socket of its client_id.
       socket = await ComfySocket.open(o.id, o.url, clientId, { signal: abandon.signal, handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs) });
-      const uploaded = r.kind === 'inpaint' ? await upload(job, abandon.signal) : undefined;
+      const uploaded = await upload(job, abandon.signal);
       if (abandon.signal.aborted) throw abandon.signal.reason;
       // Not abortable: once sent the prompt may be queued, and only its id lets us take it back.
       const posted = await client.postPrompt(buildGraph(r, o.checkpoint, uploaded), clientId, httpMs);
@@ -224,6 +233,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       let cleanup: Promise<void> = Promise.resolve();
       try {
         if (ctx.signal.aborted) throw cancelled('cancelled while waiting for the server');
+        checkInputs(job);
         return await run(job, ctx, (p) => (cleanup = p));
       } finally {
         // The next job waits until an abandoned prompt has been interrupted or dequeued.

@@ -4,7 +4,7 @@ import { BackendError, isBackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter } from './backend.js';
+import { healthReporter, isImagePass, passStrength } from './backend.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -14,7 +14,12 @@ export interface HuggingFaceBackendOptions {
   endpointUrl?: string;
   /** Hub model for provider routing when there is no endpoint (default SDXL base). */
   model?: string;
-  /** The endpoint's handler understands image-to-image with `parameters.mask_image`. */
+  /**
+   * The endpoint's handler does image-to-image (HF_INPAINT): an image with `parameters.strength`,
+   * plus `mask_image` for inpaint. Turns on inpaint, img2img (Vary) and upscale (an img2img pass
+   * at the target size); without it those kinds skip Hugging Face, as text-to-image models have no
+   * image input.
+   */
   inpaint?: boolean;
   /** Per-image request timeout (default 120 s). */
   requestTimeoutMs?: number;
@@ -126,6 +131,13 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
           },
           options,
         );
+      } else if (isImagePass(r.kind)) {
+        if (!job.image) throw new BackendError(id, 'rejected', `${r.kind} job without its input image`, { retryable: false });
+        // The image already has the target size; width and height say so to handlers that resize.
+        blob = await client.imageToImage(
+          { ...routing, inputs: new Blob([job.image], { type: 'image/png' }), parameters: { prompt: r.prompt, ...parameters, strength: passStrength(r) } },
+          options,
+        );
       } else {
         blob = await client.textToImage({ ...routing, inputs: r.prompt, parameters }, options);
       }
@@ -139,7 +151,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     id,
     family: 'huggingface',
     capabilities: {
-      kinds: opts.inpaint ? ['txt2img', 'inpaint'] : ['txt2img'],
+      kinds: opts.inpaint ? ['txt2img', 'inpaint', 'img2img', 'upscale'] : ['txt2img'],
       maxPixels: 2048 * 2048,
       maxCount: 4,
       negativePrompt: true,

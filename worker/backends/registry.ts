@@ -20,6 +20,7 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
               url,
               auth: config.A1111_AUTH,
               checkpoint: config.A1111_CHECKPOINT,
+              upscaler: config.A1111_UPSCALER,
               pollIntervalMs: config.PROGRESS_POLL_MS,
               progressTimeoutMs: config.PROGRESS_TIMEOUT_MS,
               log: log.child({ backend: id }),

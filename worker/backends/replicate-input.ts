@@ -4,7 +4,7 @@
  * @module
  */
 import { BackendError, isBackendError } from '../../core/errors.js';
-import type { BackendJob } from './backend.js';
+import { isImagePass, passStrength, type BackendJob } from './backend.js';
 
 /** `stability-ai/sdxl` version from Replicate's README example. */
 export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd4684c244b673b105188fe5f';
@@ -34,7 +34,21 @@ export function nearestFluxAspectRatio(width: number, height: number): (typeof F
 
 const dataUri = (png: Buffer): string => `data:image/png;base64,${png.toString('base64')}`;
 
-/** Maps a job to the prediction input of its model; inpaint always goes to sdxl (flux-schnell has no mask input). */
+/**
+ * Largest image input (pixels) we send to `stability-ai/sdxl` for img2img and upscale. The model
+ * declares no bound, but in img2img mode it renders at the input's own size, untiled, on one
+ * shared GPU, and the image travels inline as a data URI in the create request (Replicate advises
+ * data URIs for small files only). Past this, a paid prediction risks running out of memory, so
+ * the chain skips Replicate and bigger passes (2× upscales of ~1 MP images) go to boxes with an
+ * upscaler or our own GPUs.
+ */
+export const REPLICATE_IMAGE_INPUT_MAX_PIXELS = 1536 * 1536;
+
+/**
+ * Maps a job to the prediction input of its model. Inpaint, img2img and upscale always go to sdxl
+ * (flux-schnell has no image input); img2img and upscale send the image already at the target size,
+ * since sdxl's img2img mode ignores width and height and keeps the input's size.
+ */
 export function buildPrediction(backend: string, job: BackendJob): PredictionSpec {
   const r = job.request;
   if (r.replicateModel === 'flux-schnell' && r.kind === 'txt2img') {
@@ -71,6 +85,10 @@ export function buildPrediction(backend: string, job: BackendJob): PredictionSpe
     input.image = dataUri(job.image);
     input.mask = dataUri(job.mask);
     input.prompt_strength = r.strength ?? 0.8;
+  } else if (isImagePass(r.kind)) {
+    if (!job.image) throw new BackendError(backend, 'rejected', `${r.kind} job without its input image`, { retryable: false });
+    input.image = dataUri(job.image);
+    input.prompt_strength = passStrength(r);
   }
   return { input, exactSize: true };
 }

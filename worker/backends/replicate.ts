@@ -5,9 +5,9 @@ import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
 import { healthReporter } from './backend.js';
-import { buildPrediction, mapReplicateError, parseRetryAfter, type PredictionSpec } from './replicate-input.js';
+import { buildPrediction, mapReplicateError, parseRetryAfter, REPLICATE_IMAGE_INPUT_MAX_PIXELS, type PredictionSpec } from './replicate-input.js';
 
-export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio } from './replicate-input.js';
+export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
 
 /** Settings for one Replicate account. */
 export interface ReplicateBackendOptions {
@@ -81,7 +81,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, 
 }
 
 /**
- * Replicate backend: `stability-ai/sdxl` by version (txt2img and inpaint) or the official
+ * Replicate backend: `stability-ai/sdxl` by version (txt2img, inpaint, img2img and upscale as an img2img pass) or the official
  * `black-forest-labs/flux-schnell` (txt2img), through the official client with sync mode plus
  * polling, cancel on abort, and outputs downloaded and normalised to PNG.
  */
@@ -170,8 +170,9 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     id,
     family: 'replicate',
     capabilities: {
-      kinds: ['txt2img', 'inpaint'],
+      kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
       maxPixels: 2048 * 2048,
+      maxPixelsByKind: { img2img: REPLICATE_IMAGE_INPUT_MAX_PIXELS, upscale: REPLICATE_IMAGE_INPUT_MAX_PIXELS },
       maxCount: 4,
       negativePrompt: true,
       seed: true,
