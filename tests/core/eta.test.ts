@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { DurationWindow, estimateEta, liveSlots, samplesInUse, type DurationSample, type EtaInput, type SlotReport } from '../../core/eta.js';
+import { etaRange, text } from '../../core/messages.js';
 
 const S = 1000;
 /** n jobs of `ms` each making `count` images. */
@@ -143,5 +144,23 @@ describe('slots and samples from worker reports', () => {
     expect(w.samples().map((s) => s.ms)).toEqual([1, 10, 11]);
     w.add({ ms: 2, count: 1 });
     expect(w.samples().map((s) => s.ms)).toEqual([2, 1, 10]);
+  });
+});
+
+describe('queued message', () => {
+  test('the range is rounded to a unit that suits it', () => {
+    expect(etaRange({ lowMs: 12 * S, highMs: 38 * S })).toBe('in about 10–40 s');
+    expect(etaRange({ lowMs: 3 * S, highMs: 8 * S })).toBe('in under 10 s');
+    expect(etaRange({ lowMs: 107 * S, highMs: 123 * S })).toBe('in about 90–150 s');
+    expect(etaRange({ lowMs: 20 * S, highMs: 100 * S })).toBe('in under 120 s');
+    expect(etaRange({ lowMs: 70 * S, highMs: 290 * S })).toBe('in about 1–5 min');
+    expect(etaRange({ lowMs: 22 * 60 * S, highMs: 34 * 60 * S })).toBe('in about 20–35 min');
+    expect(etaRange({ lowMs: 3.2 * 3600 * S, highMs: 4.5 * 3600 * S })).toBe('in about 3–5 h');
+    expect(etaRange({ lowMs: 240 * S, highMs: 240 * S })).toBe('in about 4 min');
+  });
+
+  test('position and ETA, or says there is no estimate yet', () => {
+    expect(text.queued(1, null)).toBe('Queued: you are next. No time estimate yet: no job has finished recently.');
+    expect(text.queued(3, { lowMs: 70 * S, highMs: 290 * S })).toBe('Queued: position 3. Ready in about 1–5 min.');
   });
 });
