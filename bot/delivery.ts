@@ -1,8 +1,11 @@
 import { DiscordAPIError, Routes, type REST, type RawFile } from 'discord.js';
 import type { QueueEvents } from 'bullmq';
+import { DurationWindow, estimateEta, liveSlots, samplesInUse } from '../core/eta.js';
 import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress, type JobResult } from '../core/generation.js';
+import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
+import type { QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
 import type { ResultStore } from '../core/io/results.js';
 import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
@@ -15,6 +18,8 @@ export interface DeliveryOptions {
   store: JobStore;
   results: ResultStore;
   queue: GenerateQueue;
+  /** Exact queue positions of many jobs in one Redis round trip. */
+  positions: QueuePositions;
   events: QueueEvents;
   /** REST for interaction webhooks (edits of the reply); exempt from the global limit. */
   rest: REST;
@@ -34,7 +39,26 @@ export interface DeliveryOptions {
   claimStaleMs?: number;
   /** Called once per job right after this process settled it (budget alerts). */
   afterSettle?: (job: StoredJob) => Promise<void>;
+  /** Least time between two reads of the queued jobs' positions (each is one Redis round trip). */
+  queueRefreshMs?: number;
 }
+
+/*
+ * Bounding Discord calls for position updates. Every start or finish moves every queued job up one
+ * place, so a 1000-job queue would mean 1000 edits per event. Instead, the first FRONT_POSITIONS
+ * jobs (the ones whose members are about to see something happen) are updated on every refresh,
+ * still at most one edit per message per editIntervalMs; farther jobs at most once every
+ * FAR_EVERY_MS each, and at most FAR_EDITS_PER_REFRESH of them per refresh, stalest first. With
+ * refreshes at most every queueRefreshMs (1 s), that caps position edits at about
+ * 10 / 1.5 s + 5 / 1 s ≈ 12 per second whatever the queue's length.
+ */
+const FRONT_POSITIONS = 10;
+const FAR_EVERY_MS = 15_000;
+const FAR_EDITS_PER_REFRESH = 5;
+/** Durations remembered for the ETA: recent enough to follow a change of backend, enough to average out. */
+const DURATION_WINDOW = 30;
+/** Jobs whose start this process saw, kept for the ETA's remaining-time guess; bounded against missed events. */
+const ACTIVE_SEEN_MAX = 1000;
 
 interface Tracked {
   jobId: string;
@@ -45,8 +69,20 @@ interface Tracked {
   chain: Promise<void>;
   lastEditAt: number;
   pending?: JobProgress;
+  /** A position/ETA edit waiting for the message's next edit slot; dropped once the job runs. */
+  pendingQueued?: MessageBody;
   timer?: NodeJS.Timeout;
   done: boolean;
+  /** new: admitted; queued: waiting in the queue (position edits); running: a worker has it (progress edits). */
+  phase: 'new' | 'queued' | 'running';
+  /** Text of the last position message sent or scheduled, so an unchanged one is not sent again. */
+  shownQueued?: string;
+  /** When a position edit was last scheduled (far positions are refreshed rarely). */
+  queuedEditAt: number;
+  /** The reply can no longer be edited (deleted, token expired): no more position edits. */
+  quiet: boolean;
+  /** Date.now() when this process started following the job; its interaction token dies 15 minutes after. */
+  since: number;
 }
 
 /** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
@@ -72,8 +108,20 @@ export class Delivery {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
   private stopped = false;
+  /** Jobs of this process shown as waiting in the queue: the ones position refreshes edit. */
+  private readonly queued = new Set<Tracked>();
+  private readonly durations = new DurationWindow(DURATION_WINDOW);
+  /** jobId → Date.now() of its last `active` event. */
+  private readonly activeSince = new Map<string, number>();
+  private readonly queueRefreshMs: number;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshDueAt = 0;
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
+  private lastRefreshAt = 0;
 
   constructor(private readonly o: DeliveryOptions) {
+    this.queueRefreshMs = o.queueRefreshMs ?? 1000;
     this.editIntervalMs = o.editIntervalMs ?? 1500;
     this.tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
     this.claimStaleMs = o.claimStaleMs ?? 30_000;
@@ -85,9 +133,27 @@ export class Delivery {
     events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data));
     events.on('active', ({ jobId }) => {
       this.o.store.markRunning(jobId).catch((err: unknown) => log.warn({ err, jobId }, 'markRunning failed'));
+      this.onActive(jobId);
     });
-    events.on('completed', ({ jobId, returnvalue }) => this.run(jobId, () => this.complete(jobId, returnvalue)));
-    events.on('failed', ({ jobId }) => this.run(jobId, () => this.fail(jobId)));
+    events.on('completed', ({ jobId, returnvalue }) => {
+      this.recordDuration(returnvalue);
+      this.jobLeft(jobId);
+      this.run(jobId, () => this.complete(jobId, returnvalue));
+    });
+    events.on('failed', ({ jobId }) => {
+      this.jobLeft(jobId);
+      this.run(jobId, () => this.fail(jobId));
+    });
+    events.on('removed', ({ jobId }) => this.jobLeft(jobId));
+    events.on('waiting', ({ jobId }) => this.onWaiting(jobId));
+    // The ETA needs durations from the first job on; a bot restart must not forget them.
+    try {
+      this.durations.seed(
+        (await this.o.store.recentRunTimes(DURATION_WINDOW)).map((r) => ({ ms: r.ms, count: r.count, ...(r.backend ? { backend: r.backend } : {}) })),
+      );
+    } catch (err) {
+      log.warn({ err }, 'could not read recent job durations; ETAs start empty');
+    }
     await events.waitUntilReady();
     await this.sweep();
     const every = this.o.sweepIntervalMs ?? 10_000;
@@ -99,8 +165,11 @@ export class Delivery {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
     for (const t of this.tracked.values()) if (t.timer) clearTimeout(t.timer);
     await this.sweeping;
+    await this.refreshing;
     await Promise.allSettled([...this.tracked.values()].map((t) => t.chain));
   }
 
@@ -109,10 +178,10 @@ export class Delivery {
     return this.tracked.size;
   }
 
-  private track(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest): Tracked {
+  private track(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest, since = Date.now()): Tracked {
     let t = this.tracked.get(jobId);
     if (!t) {
-      t = { jobId, guildId, ref, request, chain: Promise.resolve(), lastEditAt: 0, done: false };
+      t = { jobId, guildId, ref, request, chain: Promise.resolve(), lastEditAt: 0, done: false, phase: 'new', queuedEditAt: 0, quiet: false, since };
       this.tracked.set(jobId, t);
     }
     return t;
@@ -140,22 +209,172 @@ export class Delivery {
     this.finishTracking(jobId);
   }
 
-  /** Shows the freshly queued job with its position; runs on the job's chain, skipped if it already finished. */
+  /** Shows the freshly queued job with its position and ETA; runs on the job's chain, skipped if it already finished. */
   async showQueued(jobId: string): Promise<void> {
     const t = this.tracked.get(jobId);
     if (!t) return;
-    const { request, ref } = t;
-    let position: number | null = null;
+    let body = queuedBody(jobId, t.request, null);
     try {
-      position = await this.o.queue.getJobCountByTypes('waiting', 'prioritized');
-    } catch {
-      position = null;
+      const snap = await this.o.positions.read([jobId]);
+      const place = snap.places.get(jobId);
+      if (place?.state === 'waiting' && t.phase === 'new') {
+        this.setPhase(t, 'queued');
+        body = this.queuedRenderer(snap)(t, place.ahead);
+      } else {
+        // An idle worker took it already: it was next; progress edits follow.
+        body = this.queuedRenderer(snap, jobId)(t, 0);
+      }
+    } catch (err) {
+      this.o.log.debug({ err, jobId }, 'queue position unavailable');
     }
+    // Counts as an edit from now: a position refresh racing this one waits its turn.
+    t.lastEditAt = Date.now();
+    t.shownQueued = body.content;
+    t.queuedEditAt = Date.now();
     await this.enqueue(t, async () => {
       if (t.done) return;
-      await this.editOriginal(ref, queuedBody(jobId, request, position), []);
+      await this.editOriginal(t.ref, body, []);
       t.lastEditAt = Date.now();
     });
+  }
+
+  private setPhase(t: Tracked, phase: Tracked['phase']): void {
+    t.phase = phase;
+    if (phase === 'queued' && !t.done) this.queued.add(t);
+    else this.unqueue(t);
+    if (phase === 'running') t.pendingQueued = undefined;
+  }
+
+  /** Stops position updates of a job; with none left to update, no refresh timer stays armed. */
+  private unqueue(t: Tracked): void {
+    this.queued.delete(t);
+    if (this.queued.size === 0 && this.refreshTimer) {
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = undefined;
+    }
+  }
+
+  private onActive(jobId: string): void {
+    this.activeSince.delete(jobId);
+    this.activeSince.set(jobId, Date.now());
+    if (this.activeSince.size > ACTIVE_SEEN_MAX) this.activeSince.delete(this.activeSince.keys().next().value!);
+    const t = this.tracked.get(jobId);
+    if (t && !t.done) this.setPhase(t, 'running');
+    this.requestRefresh();
+  }
+
+  /** A job finished, failed an attempt or was removed: a slot or a place in the queue freed up. */
+  private jobLeft(jobId: string): void {
+    this.activeSince.delete(jobId);
+    const t = this.tracked.get(jobId);
+    if (t) this.unqueue(t);
+    this.requestRefresh();
+  }
+
+  /** A job (re)entered the queue: a new one may go ahead of ours; ours may be back after a failed attempt or a stall. */
+  private onWaiting(jobId: string): void {
+    const t = this.tracked.get(jobId);
+    if (t && !t.done && t.phase === 'running' && this.o.ownsGuild(t.guildId)) {
+      this.activeSince.delete(jobId);
+      t.shownQueued = undefined;
+      t.queuedEditAt = 0;
+      this.setPhase(t, 'queued');
+    }
+    this.requestRefresh();
+  }
+
+  /** Remembers how long a finished job took, for the ETA. */
+  private recordDuration(returnvalue: unknown): void {
+    try {
+      const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
+      if (parsed.success) this.durations.add({ ms: parsed.data.runMs, count: parsed.data.imageKeys.length, backend: parsed.data.backend });
+    } catch {
+      // Malformed results are reported by complete().
+    }
+  }
+
+  /**
+   * Renders queued messages against one snapshot; what every job shares is worked out once.
+   * `runningSelf`: that job is among the running ones already and must not wait for itself.
+   */
+  private queuedRenderer(snap: QueueSnapshot, runningSelf?: string): (t: Tracked, ahead: number) => MessageBody {
+    const now = Date.now();
+    const running = runningSelf ? Math.max(0, snap.active - 1) : snap.active;
+    // The most recently started jobs are the likeliest to be the ones still running.
+    const starts = running > 0 ? [...this.activeSince].filter(([id]) => id !== runningSelf).slice(-running) : [];
+    const shared = {
+      running,
+      runningElapsedMs: starts.map(([, at]) => now - at),
+      slots: liveSlots(snap.statuses, now, STATUS_STALE_MS),
+      samples: samplesInUse(this.durations.samples(), snap.statuses, now, STATUS_STALE_MS),
+    };
+    return (t, ahead) => queuedBody(t.jobId, t.request, [ahead + 1, estimateEta({ ...shared, ahead, count: t.request.count })]);
+  }
+
+  /** Asks for a position refresh soon (coalesced: one read per queueRefreshMs however many events arrive). */
+  private requestRefresh(): void {
+    if (this.stopped || this.queued.size === 0) return;
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return;
+    }
+    const due = Math.max(Date.now(), this.lastRefreshAt + this.queueRefreshMs);
+    if (this.refreshTimer && this.refreshDueAt <= due) return;
+    this.armRefresh(due);
+  }
+
+  private armRefresh(at: number): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshDueAt = at;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      this.refreshing = this.refreshQueued()
+        .catch((err: unknown) => this.o.log.debug({ err }, 'queue position refresh failed'))
+        .finally(() => {
+          this.refreshing = undefined;
+          this.lastRefreshAt = Date.now();
+          if (this.stopped || this.queued.size === 0) return;
+          // Events during the read: go again soon. Otherwise a slow tick keeps far positions and the ETA current.
+          const again = this.refreshAgain;
+          this.refreshAgain = false;
+          this.armRefresh(this.lastRefreshAt + (again ? this.queueRefreshMs : FAR_EVERY_MS));
+        });
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** One batched position read for every queued job this process shows, then edits where the text changed. */
+  private async refreshQueued(): Promise<void> {
+    const jobs = [...this.queued].filter((t) => {
+      if (t.done || t.quiet || !this.o.ownsGuild(t.guildId) || Date.now() - t.since >= this.tokenLifetimeMs) {
+        this.unqueue(t);
+        return false;
+      }
+      return true;
+    });
+    if (jobs.length === 0) return;
+    const snap = await this.o.positions.read(jobs.map((t) => t.jobId));
+    if (this.stopped) return;
+    const now = Date.now();
+    const render = this.queuedRenderer(snap);
+    const changed: { t: Tracked; ahead: number; body: MessageBody }[] = [];
+    for (const t of jobs) {
+      const place = snap.places.get(t.jobId);
+      if (t.done || t.phase !== 'queued' || !place) continue;
+      // Not waiting any more: a worker has it (progress takes over) or it has finished.
+      if (place.state === 'other') this.setPhase(t, 'running');
+      if (place.state !== 'waiting') continue;
+      const body = render(t, place.ahead);
+      if (body.content !== t.shownQueued) changed.push({ t, ahead: place.ahead, body });
+    }
+    const far = changed.filter((c) => c.ahead >= FRONT_POSITIONS && now - c.t.queuedEditAt >= FAR_EVERY_MS);
+    far.sort((a, b) => a.t.queuedEditAt - b.t.queuedEditAt);
+    const chosen = [...changed.filter((c) => c.ahead < FRONT_POSITIONS), ...far.slice(0, FAR_EDITS_PER_REFRESH)];
+    for (const { t, body } of chosen) {
+      t.shownQueued = body.content;
+      t.queuedEditAt = now;
+      t.pendingQueued = body;
+      this.scheduleEdit(t);
+    }
   }
 
   private onProgress(jobId: string, data: unknown): void {
@@ -163,17 +382,48 @@ export class Delivery {
     if (!t || t.done || !this.o.ownsGuild(t.guildId)) return;
     const parsed = jobProgressSchema.safeParse(data);
     if (!parsed.success) return;
+    // Progress means a worker has it, even if its `active` event was missed.
+    if (t.phase !== 'running') this.setPhase(t, 'running');
     t.pending = parsed.data;
-    if (t.timer) return;
+    this.scheduleEdit(t);
+  }
+
+  /**
+   * Sends the latest pending edit of the message once editIntervalMs has passed since its last
+   * edit, on the job's chain. Progress wins over a position edit: once the job runs, its queue
+   * position is history.
+   */
+  private scheduleEdit(t: Tracked): void {
+    if (t.timer || this.stopped) return;
     const delay = Math.max(0, t.lastEditAt + this.editIntervalMs - Date.now());
     t.timer = setTimeout(() => {
       t.timer = undefined;
       const p = t.pending;
+      const q = t.pendingQueued;
       t.pending = undefined;
-      if (!p || t.done) return;
-      t.lastEditAt = Date.now();
-      void this.enqueue(t, () => this.editProgress(t, p));
+      t.pendingQueued = undefined;
+      if (t.done) return;
+      if (p) {
+        t.lastEditAt = Date.now();
+        void this.enqueue(t, () => this.editProgress(t, p));
+      } else if (q && t.phase === 'queued') {
+        t.lastEditAt = Date.now();
+        void this.enqueue(t, () => this.editQueued(t, q));
+      }
     }, delay);
+  }
+
+  private async editQueued(t: Tracked, body: MessageBody): Promise<void> {
+    if (t.done || t.phase !== 'queued') return;
+    try {
+      await this.editOriginal(t.ref, body, []);
+    } catch (err) {
+      // Best effort like progress; a reply that is gone for good is not retried on every refresh.
+      if (isGone(err)) t.quiet = true;
+      else t.shownQueued = undefined;
+      this.o.log.debug({ err, jobId: t.jobId }, 'position edit skipped');
+    }
+    t.lastEditAt = Date.now();
   }
 
   private async editProgress(t: Tracked, p: JobProgress): Promise<void> {
@@ -194,6 +444,7 @@ export class Delivery {
     if (!t) return;
     t.done = true;
     if (t.timer) clearTimeout(t.timer);
+    this.unqueue(t);
     this.tracked.delete(jobId);
   }
 
@@ -413,7 +664,12 @@ export class Delivery {
       }
       const state = await bull.getState();
       if (!this.tracked.has(job.id) && this.o.ownsGuild(job.guildId)) {
-        this.track(job.id, job.guildId, job.interaction, job.request);
+        const t = this.track(job.id, job.guildId, job.interaction, job.request, job.createdAt.getTime());
+        // After a restart: a job still waiting gets its position updates again.
+        if (state === 'waiting' || state === 'prioritized') {
+          this.setPhase(t, 'queued');
+          this.requestRefresh();
+        }
       }
       if (state === 'completed') this.run(job.id, () => this.complete(job.id, bull.returnvalue));
       else if (state === 'failed') this.run(job.id, () => this.fail(job.id));

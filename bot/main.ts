@@ -7,6 +7,7 @@ import { runProcess } from '../core/io/process.js';
 import type { Logger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
+import { QueuePositions } from '../core/io/queue-position.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { createBotRest, createDiscordClient } from './client.js';
@@ -71,6 +72,11 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     store,
     results,
     queue,
+    positions: new QueuePositions(
+      producer,
+      { wait: queue.toKey('wait'), prioritized: queue.toKey('prioritized'), active: queue.toKey('active'), delayed: queue.toKey('delayed') },
+      config.QUEUE_PREFIX,
+    ),
     events,
     rest: client.rest,
     botRest,

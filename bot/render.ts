@@ -36,9 +36,10 @@ export function cancelRow(jobId: string): APIActionRowComponent<APIButtonCompone
   return row([button(buttonText.labels.cancel, encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
 }
 
-export function queuedBody(jobId: string, request: GenerationRequest, position: number | null): MessageBody {
+/** `place` is [position, ETA], or null once a worker has the job (progress edits take over). */
+export function queuedBody(jobId: string, request: GenerationRequest, place: Parameters<typeof text.queued> | null): MessageBody {
   return {
-    content: `${promptLine(request)}\n${position === null ? text.starting : text.queued(position)}`,
+    content: `${promptLine(request)}\n${place === null ? text.starting : text.queued(...place)}`,
     embeds: [],
     components: [cancelRow(jobId)],
     attachments: [],

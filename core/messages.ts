@@ -1,10 +1,26 @@
 /** Every string a member or moderator reads, in one place. Values echoed from users are escaped by the caller. */
+import type { Eta } from './eta.js';
 import { msUntilUtcMidnight } from './quota.js';
 
 function hoursMinutes(ms: number): string {
   const m = Math.ceil(ms / 60_000);
   const h = Math.floor(m / 60);
   return h > 0 ? `${h} h ${m % 60} min` : `${m} min`;
+}
+
+/**
+ * An ETA range in words, rounded to a unit that suits its size (10 s, 30 s, 1 min, 5 min, 1 h): the
+ * figure stays put while the queue barely moves, so the message is not edited for noise.
+ */
+export function etaRange(eta: Eta): string {
+  const hi = Math.max(eta.highMs, eta.lowMs) / 1000;
+  const [unit, name] = hi <= 60 ? [10, 's'] : hi <= 180 ? [30, 's'] : hi <= 15 * 60 ? [60, 'min'] : hi <= 2 * 3600 ? [300, 'min'] : [3600, 'h'];
+  const per = name === 's' ? 1 : name === 'min' ? 60 : 3600;
+  const low = (Math.floor(eta.lowMs / 1000 / unit) * unit) / per;
+  const high = Math.max((Math.ceil(hi / unit) * unit) / per, unit / per);
+  if (low <= 0) return `in under ${high} ${name}`;
+  if (low >= high) return `in about ${high} ${name}`;
+  return `in about ${low}–${high} ${name}`;
 }
 
 export const text = {
@@ -21,7 +37,10 @@ export const text = {
   userBlocked: 'A moderator has turned off image generation for you in this server.',
   tooManyQueued: (inFlight: number, max: number) =>
     `You already have ${inFlight} jobs queued or running (the limit is ${max}). Wait for one to finish, then try again.`,
-  queued: (position: number) => (position <= 1 ? 'Queued: you are next.' : `Queued: position ${position}.`),
+  /** `position` 1 is the next job to start; `eta` null while there is no finished job to estimate from. */
+  queued: (position: number, eta: Eta | null) =>
+    `${position <= 1 ? 'Queued: you are next.' : `Queued: position ${position}.`} ` +
+    (eta ? `Ready ${etaRange(eta)}.` : 'No time estimate yet: no job has finished recently.'),
   running: (backend: string, step: number, total: number, fraction: number) =>
     total > 0
       ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)`

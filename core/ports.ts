@@ -97,4 +97,6 @@ export interface JobStore {
   }>;
   /** Daily limit in force for a member (override, guild default, deployment default). */
   dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number>;
+  /** The worker's run time, image count and backend of the last `limit` succeeded jobs, newest first (queue ETA seed). */
+  recentRunTimes(limit: number): Promise<{ ms: number; count: number; backend: string | null }[]>;
 }

@@ -124,7 +124,15 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
           },
         })
       : undefined;
-  const status = startStatusReports({ chain, redis: plain, prefix: config.QUEUE_PREFIX, prices, log, everyMs: Math.max(config.HEALTH_PROBE_MS, 10_000) });
+  const status = startStatusReports({
+    chain,
+    redis: plain,
+    prefix: config.QUEUE_PREFIX,
+    prices,
+    log,
+    everyMs: Math.max(config.HEALTH_PROBE_MS, 10_000),
+    concurrency: config.WORKER_CONCURRENCY,
+  });
   log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
   return {
     worker,
@@ -133,7 +141,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     async stop() {
       // Abort running backend calls so their jobs go back to the queue instead of waiting for a stall check.
       ops?.close();
-      status.stop();
+      await status.stop();
       chain.stopProbes();
       shutdown.abort();
       await worker.close();

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../core/config.js';
-import { publishBackendStatus, type BackendStatus } from '../core/io/backend-status.js';
+import { publishBackendStatus, removeBackendStatus, type BackendStatus } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import { describePrice, type PriceModel } from '../core/pricing.js';
 import type { BackendChain } from './backends/chain.js';
@@ -17,7 +17,13 @@ export function priceModelOf(c: WorkerConfig): PriceModel {
   };
 }
 
-/** Probes every backend's health now and then and publishes it with its circuit state for `/admin backends`. */
+let started = 0;
+
+/**
+ * Probes every backend's health now and then and publishes it with its circuit state for
+ * `/admin backends`, and with this worker's concurrency so the bot can count live job slots for
+ * its queue ETA. stop() withdraws the reports, so a stopped worker's slots stop counting at once.
+ */
 export function startStatusReports(o: {
   chain: BackendChain;
   redis: Redis;
@@ -25,8 +31,12 @@ export function startStatusReports(o: {
   prices: PriceModel;
   log: Logger;
   everyMs: number;
-}): { stop(): void; once(): Promise<void> } {
-  const worker = `${hostname()}:${process.pid}`;
+  concurrency: number;
+}): { stop(): Promise<void>; once(): Promise<void> } {
+  // Unique per Worker, not only per process: tests and embedders may run several in one process.
+  started++;
+  const worker = `${hostname()}:${process.pid}${started > 1 ? `#${started}` : ''}`;
+  let stopped = false;
   const once = async () => {
     const statuses: BackendStatus[] = await Promise.all(
       o.chain.backends.map(async (b) => {
@@ -43,14 +53,27 @@ export function startStatusReports(o: {
           paid: b.capabilities.paid,
           price: describePrice(o.prices, b.family),
           at: Date.now(),
+          concurrency: o.concurrency,
         };
       }),
     );
+    // Checked in the same tick as the write, so no report can land after stop()'s withdrawal.
+    if (stopped) return;
     await publishBackendStatus(o.redis, o.prefix, statuses);
   };
   const run = () => void once().catch((err: unknown) => o.log.debug({ err }, 'status report failed'));
   run();
   const timer = setInterval(run, o.everyMs);
   timer.unref();
-  return { stop: () => clearInterval(timer), once };
+  return {
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      await removeBackendStatus(o.redis, o.prefix, worker, o.chain.backends.map((b) => b.id)).catch((err: unknown) =>
+        o.log.debug({ err }, 'status withdrawal failed'),
+      );
+    },
+    once,
+  };
 }

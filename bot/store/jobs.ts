@@ -1,6 +1,9 @@
+import { z } from 'zod';
 import type { PrismaClient } from './prisma.js';
 import { generationRequestSchema, jobResultSchema, type Attempt } from '../../core/generation.js';
 import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
+
+const runTimeRowSchema = z.object({ ms: z.number().nonnegative().nullable(), count: z.number().int().min(1), backend: z.string().nullable() });
 
 /** Discord's default per-file limit when an interaction does not say (10 MiB). */
 const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
@@ -303,5 +306,20 @@ export class PgJobStore implements JobStore {
       deploymentDefault,
     );
     return Number(rows[0]!.daily);
+  }
+
+  async recentRunTimes(limit: number) {
+    // Walks the (status, delivered_at) index backwards: the newest deliveries are the newest finishes.
+    const rows = await this.prisma.$queryRawUnsafe<unknown[]>(
+      `SELECT CASE WHEN jsonb_typeof(result->'runMs') = 'number' THEN (result->>'runMs')::float8 END AS ms,
+              image_count AS count, backend
+       FROM jobs WHERE status = 'succeeded' AND delivered_at IS NOT NULL
+       ORDER BY delivered_at DESC LIMIT $1`,
+      limit,
+    );
+    return rows.flatMap((r) => {
+      const parsed = runTimeRowSchema.safeParse(r);
+      return parsed.success && parsed.data.ms !== null ? [{ ms: parsed.data.ms, count: parsed.data.count, backend: parsed.data.backend }] : [];
+    });
   }
 }

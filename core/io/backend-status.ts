@@ -14,10 +14,13 @@ export const backendStatusSchema = z.object({
   paid: z.boolean(),
   price: z.string(),
   at: z.number(),
+  /** Jobs the reporting worker process runs at once (WORKER_CONCURRENCY); absent from older workers. */
+  concurrency: z.number().int().positive().optional(),
 });
 export type BackendStatus = z.infer<typeof backendStatusSchema>;
 
-const key = (prefix: string) => `${prefix}:backend-status`;
+export const backendStatusKey = (prefix: string) => `${prefix}:backend-status`;
+const key = backendStatusKey;
 
 /** Reports older than this are shown as stale (the worker may be gone). */
 export const STATUS_STALE_MS = 60_000;
@@ -30,13 +33,30 @@ export async function publishBackendStatus(redis: Redis, prefix: string, statuse
   await tx.exec();
 }
 
+/** A stopping worker withdraws its reports, so the bot stops counting its slots at once. */
+export async function removeBackendStatus(redis: Redis, prefix: string, worker: string, backends: readonly string[]): Promise<void> {
+  if (backends.length === 0) return;
+  await redis.hdel(key(prefix), ...backends.map((b) => `${b}@${worker}`));
+}
+
+/** Hash values as stored, malformed entries (bad JSON or shape) dropped. */
+export function parseBackendStatuses(values: readonly string[]): BackendStatus[] {
+  const out: BackendStatus[] = [];
+  for (const v of values) {
+    let json: unknown;
+    try {
+      json = JSON.parse(v);
+    } catch {
+      continue;
+    }
+    const parsed = backendStatusSchema.safeParse(json);
+    if (parsed.success) out.push(parsed.data);
+  }
+  return out;
+}
+
 /** Every worker's latest report per backend, malformed entries dropped. */
 export async function readBackendStatus(redis: Redis, prefix: string): Promise<BackendStatus[]> {
   const raw = await redis.hgetall(key(prefix));
-  const out: BackendStatus[] = [];
-  for (const v of Object.values(raw)) {
-    const parsed = backendStatusSchema.safeParse(JSON.parse(v));
-    if (parsed.success) out.push(parsed.data);
-  }
-  return out.sort((a, b) => a.backend.localeCompare(b.backend) || a.worker.localeCompare(b.worker));
+  return parseBackendStatuses(Object.values(raw)).sort((a, b) => a.backend.localeCompare(b.backend) || a.worker.localeCompare(b.worker));
 }

@@ -87,4 +87,34 @@ describe('PgJobStore', () => {
     await store.settle(y.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
   });
+
+  test('recent run times for the queue ETA: delivered successes only, newest first, with image count and backend', async ({ db }) => {
+    const store = new PgJobStore(db.prisma);
+    const ids: string[] = [];
+    for (const [count, runMs] of [[1, 1000], [2, 2000], [4, 4000], [1, 5000]] as const) {
+      const r = await store.reserve(input({ deploymentDailyLimit: 100 }, count));
+      if (!r.ok) throw new Error('not admitted');
+      ids.push(r.jobId);
+      await store.settle(r.jobId, { status: 'succeeded', result: { ...result(count), runMs } });
+    }
+    const failed = await store.reserve(input({ deploymentDailyLimit: 100 }));
+    if (!failed.ok) throw new Error('not admitted');
+    await store.settle(failed.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    await store.markDelivered(failed.jobId, null);
+    // Delivered in this order; the last one is settled but not delivered yet.
+    for (const [n, id] of ids.slice(0, 3).entries()) {
+      await store.markDelivered(id, null);
+      // Distinct times whatever the clock's resolution.
+      await db.prisma.$executeRawUnsafe(`UPDATE jobs SET delivered_at = now() + make_interval(secs => $2) WHERE id = $1::uuid`, id, n);
+    }
+    expect(await store.recentRunTimes(10)).toEqual([
+      { ms: 4000, count: 4, backend: 'a1111' },
+      { ms: 2000, count: 2, backend: 'a1111' },
+      { ms: 1000, count: 1, backend: 'a1111' },
+    ]);
+    expect(await store.recentRunTimes(2)).toHaveLength(2);
+    // A result row without a usable runMs is skipped, not an error.
+    await db.prisma.$executeRawUnsafe(`UPDATE jobs SET result = result - 'runMs' WHERE id = $1::uuid`, ids[0]!);
+    expect((await store.recentRunTimes(10)).map((r) => r.ms)).toEqual([4000, 2000]);
+  });
 });

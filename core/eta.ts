@@ -1,0 +1,160 @@
+/**
+ * Queue ETA: when a waiting job's images should be ready, as a range, from what the queue and the
+ * workers look like now and how long recent jobs took. Pure; the bot feeds it one snapshot at a time.
+ */
+
+/** One finished job: how long its worker spent on it, how many images it made, on which backend. */
+export interface DurationSample {
+  ms: number;
+  count: number;
+  backend?: string;
+}
+
+export interface EtaInput {
+  /** Jobs that will start before this one. */
+  ahead: number;
+  /** Jobs running now. */
+  running: number;
+  /** How long running jobs have been at it, for those whose start was seen (may list fewer than `running`). */
+  runningElapsedMs?: readonly number[];
+  /** Jobs the live workers can run at once. */
+  slots: number;
+  /** Recent finished jobs. */
+  samples: readonly DurationSample[];
+  /** Images this job makes. */
+  count: number;
+}
+
+/** Milliseconds from now until the images should be ready: most likely between low and high. */
+export interface Eta {
+  lowMs: number;
+  highMs: number;
+}
+
+/** Half-width of the range in standard deviations: about an 80 % interval if durations were normal. */
+const Z = 1.28;
+
+function mean(xs: readonly number[]): number {
+  return xs.reduce((s, x) => s + x, 0) / xs.length;
+}
+
+function sd(xs: readonly number[], m: number): number {
+  if (xs.length < 2) return 0;
+  return Math.sqrt(xs.reduce((s, x) => s + (x - m) ** 2, 0) / (xs.length - 1));
+}
+
+/**
+ * The range, or null when there is nothing honest to say: no finished job to learn from, or no
+ * live worker slot.
+ *
+ * Model: every slot frees up when its running job ends (the job's expected remaining time; half a
+ * job when its start was not seen), idle slots are free now. The jobs ahead, all alike on average,
+ * take the earliest free slot in turn, so with durations of mean m this job starts at
+ * free[ahead mod S] + floor(ahead / S) * m, then runs for its own count of images. The spread
+ * adds the variance of the jobs in its slot's line, of the unknown residual, of its own run, and
+ * the error of m itself, which grows with the queue: on a long queue that error dominates.
+ */
+export function estimateEta(input: EtaInput): Eta | null {
+  const samples = input.samples.filter((s) => Number.isFinite(s.ms) && s.ms >= 0 && s.count >= 1);
+  if (samples.length === 0 || !(input.slots >= 1)) return null;
+  const n = samples.length;
+  const jobMs = samples.map((s) => s.ms);
+  const perImage = samples.map((s) => s.ms / s.count);
+  const m = mean(jobMs);
+  const pi = mean(perImage);
+  // A handful of samples says little about the spread: never claim less than this relative spread.
+  const cvFloor = n >= 5 ? 0.1 : 0.25;
+  const sJob = Math.max(sd(jobMs, m), cvFloor * m);
+  const sImg = Math.max(sd(perImage, pi), cvFloor * pi);
+
+  const ahead = Math.max(0, Math.floor(input.ahead));
+  const running = Math.max(0, Math.floor(input.running));
+  // More jobs running than slots reported: reports lag (a worker just started), trust the queue.
+  const slots = Math.max(Math.floor(input.slots), running);
+  const elapsed = (input.runningElapsedMs ?? []).slice(0, running);
+
+  // [time the slot frees up, variance of that time]
+  const free: [number, number][] = [];
+  for (const e of elapsed) {
+    // A job past the usual duration still has a little left, not none.
+    free.push([Math.max(m - e, 0.1 * m), sJob ** 2]);
+  }
+  for (let k = elapsed.length; k < running; k++) free.push([m / 2, m ** 2 / 12]);
+  while (free.length < slots) free.push([0, 0]);
+  free.sort((a, b) => a[0] - b[0]);
+
+  const rounds = Math.floor(ahead / slots);
+  const [slotFree, slotVar] = free[ahead % slots]!;
+  const startMean = slotFree + rounds * m;
+  const ownMean = pi * input.count;
+  const varStart = slotVar + rounds * sJob ** 2 + (rounds * sJob) ** 2 / n;
+  const varOwn = (sImg * input.count) ** 2 * (1 + 1 / n);
+  const total = startMean + ownMean;
+  const spread = Z * Math.sqrt(varStart + varOwn);
+  // Faster than the fastest image ever seen is not on offer.
+  const floor = Math.min(...perImage) * input.count;
+  return { lowMs: Math.max(floor, total - spread), highMs: Math.max(floor, total + spread) };
+}
+
+/** Minimal shape of a worker's backend report (see core/io/backend-status.ts). */
+export interface SlotReport {
+  worker: string;
+  backend: string;
+  healthy: boolean;
+  circuit: string;
+  at: number;
+  /** Absent from workers older than this field: they run one job at a time by default. */
+  concurrency?: number;
+}
+
+/** Freshly reported, healthy and not open-circuited: a backend jobs can run on now. */
+function usable(reports: readonly SlotReport[], now: number, staleMs: number): SlotReport[] {
+  return reports.filter((r) => now - r.at < staleMs && r.healthy && r.circuit !== 'open');
+}
+
+/** Jobs the live workers can run at once: each worker with a usable backend counts its concurrency once. */
+export function liveSlots(reports: readonly SlotReport[], now: number, staleMs: number): number {
+  const byWorker = new Map<string, number>();
+  for (const r of usable(reports, now, staleMs)) {
+    byWorker.set(r.worker, Math.max(byWorker.get(r.worker) ?? 0, r.concurrency ?? 1));
+  }
+  let total = 0;
+  for (const c of byWorker.values()) total += c;
+  return total;
+}
+
+/**
+ * Samples from the backends jobs would run on now (healthy, circuit not open, freshly reported):
+ * when the box is down and the cloud takes over, the box's times say nothing. Falls back to every
+ * sample when none matches (a rough figure from another backend rather than none at all).
+ */
+export function samplesInUse(samples: readonly DurationSample[], reports: readonly SlotReport[], now: number, staleMs: number): readonly DurationSample[] {
+  const inUse = new Set(usable(reports, now, staleMs).map((r) => r.backend));
+  const matching = samples.filter((s) => s.backend !== undefined && inUse.has(s.backend));
+  return matching.length > 0 ? matching : samples;
+}
+
+/** The last `capacity` finished jobs, newest first; seeded from the database at start. */
+export class DurationWindow {
+  private readonly items: DurationSample[] = [];
+
+  constructor(readonly capacity = 30) {}
+
+  /** A job just finished. */
+  add(s: DurationSample): void {
+    this.items.unshift(s);
+    if (this.items.length > this.capacity) this.items.length = this.capacity;
+  }
+
+  /** Older jobs (newest first), kept only where the window has room behind what it saw live. */
+  seed(older: readonly DurationSample[]): void {
+    for (const s of older) {
+      if (this.items.length >= this.capacity) break;
+      this.items.push(s);
+    }
+  }
+
+  samples(): readonly DurationSample[] {
+    return this.items;
+  }
+}

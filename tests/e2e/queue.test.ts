@@ -1,0 +1,140 @@
+import { afterEach, describe, expect, vi } from 'vitest';
+import { test } from '../setup/fixtures.js';
+import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
+import { ALICE, BOB, System } from './harness.js';
+
+const CAROL: FakeUser = { id: '3333333333333333335', username: 'carol' };
+const DAVE: FakeUser = { id: '3333333333333333336', username: 'dave' };
+
+let sys: System | undefined;
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await sys?.stop();
+  sys = undefined;
+});
+
+/** Every edit of the interaction's reply the bot sent, in order. */
+function edits(s: System, i: FakeInteraction) {
+  return s.discord.requests
+    .filter((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`))
+    .map((r) => ({ at: r.at, content: String(r.json?.content ?? ''), final: r.files.some((f) => f.filename.startsWith('image-')) }));
+}
+
+/** The queue position a reply shows, 1 for "you are next", null when it shows something else. */
+function positionIn(content: string): number | null {
+  if (content.includes('Queued: you are next.')) return 1;
+  const m = /Queued: position (\d+)\./.exec(content);
+  return m ? Number(m[1]) : null;
+}
+
+/** Consecutive duplicates dropped. */
+const runs = <T>(xs: T[]) => xs.filter((x, k) => k === 0 || x !== xs[k - 1]);
+
+/** The ETA a reply shows, in ms, or null. */
+function etaIn(content: string): { low: number; high: number } | null {
+  const unit = (u: string) => (u === 's' ? 1000 : u === 'min' ? 60_000 : 3_600_000);
+  let m = /Ready in under (\d+) (s|min|h)\./.exec(content);
+  if (m) return { low: 0, high: Number(m[1]) * unit(m[2]!) };
+  m = /Ready in about (\d+)(?:–(\d+))? (s|min|h)\./.exec(content);
+  if (m) return { low: Number(m[1]) * unit(m[3]!), high: Number(m[2] ?? m[1]) * unit(m[3]!) };
+  return null;
+}
+
+function expectGapsAtLeast(times: number[], ms: number) {
+  for (let k = 1; k < times.length; k++) expect(times[k]! - times[k - 1]!, `edit ${k}`).toBeGreaterThanOrEqual(ms);
+}
+
+describe('queue position and ETA', () => {
+  test('the last job of four moves 4 → 3 → 2 → next as earlier jobs start; an ETA appears once a job has finished', async ({ db, redisPrefix }) => {
+    // 30 steps × 120 ms ≈ 4 s a job: each place lasts longer than one edit interval.
+    sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 120 } });
+    const members = [ALICE, BOB, CAROL, DAVE];
+    const replies: FakeInteraction[] = [];
+    for (const [n, user] of members.entries()) {
+      const i = await sys.imagine({ prompt: `job ${n + 1}`, steps: 30, user });
+      await sys.discord.waitFor(() => i.original()?.content.includes('Queued') || undefined);
+      replies.push(i);
+    }
+    // Everyone had nothing today: one priority, first come first served.
+    expect(replies.map((i) => positionIn(i.original()!.content))).toEqual([1, 2, 3, 4]);
+    const last = replies[3]!;
+    // No worker yet and no finished job: no invented figure.
+    expect(last.original()!.content).toContain('No time estimate yet');
+
+    await sys.startWorker();
+    await Promise.all(replies.map((i) => sys!.finalReply(i, 60_000)));
+
+    const lastEdits = edits(sys, last);
+    expect(lastEdits.at(-1)!.final).toBe(true);
+    const queued = lastEdits.filter((e) => positionIn(e.content) !== null);
+    expect(runs(queued.map((e) => positionIn(e.content)))).toEqual([4, 3, 2, 1]);
+    for (const e of queued) {
+      const pos = positionIn(e.content)!;
+      // Until the first job finishes there is nothing to estimate from; afterwards there always is.
+      if (pos >= 3) expect(e.content, e.content).toContain('No time estimate yet');
+      else expect(etaIn(e.content), e.content).not.toBeNull();
+    }
+    // The "you are next" estimate held: the images came within its range, give or take the rounding and the test machine.
+    const next = queued.find((e) => positionIn(e.content) === 1)!;
+    const eta = etaIn(next.content)!;
+    const took = lastEdits.at(-1)!.at - next.at;
+    expect(took).toBeGreaterThanOrEqual(eta.low - 3000);
+    expect(took).toBeLessThanOrEqual(eta.high + 5000);
+
+    // Every other member saw their own way down too, and nobody's reply was edited faster than the window.
+    expect(runs(edits(sys, replies[2]!).map((e) => positionIn(e.content)).filter((p) => p !== null))).toEqual([3, 2, 1]);
+    for (const i of replies) expectGapsAtLeast(edits(sys, i).filter((e) => !e.final).map((e) => e.at), 1400);
+    expect(sys.discord.unhandled).toEqual([]);
+  }, 90_000);
+
+  test('a long queue: one batched position read per refresh, far places updated rarely, near ones as the queue moves', async ({ db, redisPrefix }) => {
+    sys = await System.start({
+      db,
+      redisPrefix,
+      worker: 'none',
+      a1111: { stepDelayMs: 60 },
+      env: { MAX_QUEUED_PER_USER: '20', DEFAULT_DAILY_IMAGES: '100' },
+    });
+    // Watch the bot's position reads on its Redis client (third-party code; the call goes through unchanged).
+    const redis = sys.bot!.deps.redis;
+    const statusKey = `${redisPrefix}:backend-status`;
+    const reads: { at: number; ids: number }[] = [];
+    const original = redis.evalsha.bind(redis) as (...args: unknown[]) => Promise<unknown>;
+    vi.spyOn(redis, 'evalsha').mockImplementation(((...args: unknown[]) => {
+      // [sha, numkeys, 5 keys..., job ids...]
+      if (args.includes(statusKey)) reads.push({ at: Date.now(), ids: args.length - 7 });
+      return original(...args);
+    }) as typeof redis.evalsha);
+
+    const replies: FakeInteraction[] = [];
+    for (let n = 1; n <= 14; n++) {
+      const i = await sys.imagine({ prompt: `batch ${n}`, steps: 15, user: ALICE });
+      await sys.discord.waitFor(() => i.original()?.content.includes('Queued') || undefined);
+      replies.push(i);
+    }
+    expect(positionIn(replies[13]!.original()!.content)).toBe(14);
+    const before = reads.length;
+    const t0 = Date.now();
+    await sys.startWorker();
+    await Promise.all(replies.map((i) => sys!.finalReply(i, 60_000)));
+    const drainMs = Date.now() - t0;
+
+    const refreshes = reads.slice(before);
+    // Batched: a read covers every queued job at once, and reads are coalesced to at most one a second
+    // however many start, finish and progress events the 14 jobs produce.
+    expect(Math.max(...refreshes.map((r) => r.ids))).toBeGreaterThanOrEqual(10);
+    expect(refreshes.length).toBeLessThanOrEqual(Math.ceil(drainMs / 1000) + 2);
+    expectGapsAtLeast(refreshes.map((r) => r.at), 900);
+
+    // Place 14 is far back: not edited for every job that starts (13, 12, 11 never shown within 15 s),
+    // then followed closely once it is among the first ten.
+    const far = runs(edits(sys, replies[13]!).map((e) => positionIn(e.content)).filter((p): p is number => p !== null));
+    expect(far[0]).toBe(14);
+    expect(far.filter((p) => p > 10 && p < 14)).toEqual([]);
+    expect(far.some((p) => p <= 10)).toBe(true);
+    expect(far.at(-1)).toBeLessThanOrEqual(3);
+    // A near job follows the queue step by step.
+    expect(runs(edits(sys, replies[3]!).map((e) => positionIn(e.content)).filter((p) => p !== null)).length).toBeGreaterThanOrEqual(2);
+    for (const i of replies) expectGapsAtLeast(edits(sys, i).filter((e) => !e.final).map((e) => e.at), 1400);
+  }, 120_000);
+});
