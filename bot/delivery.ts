@@ -7,7 +7,7 @@ import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
 import type { ResultStore } from '../core/io/results.js';
-import { failureText } from '../core/messages.js';
+import { failureText, text } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
 import { failureBody, progressBody, queuedBody, resultBody, resultMoreBody, type MessageBody, type ResultPart } from './render.js';
 import { makeGrid } from '../core/io/grid.js';
@@ -63,7 +63,10 @@ const ACTIVE_SEEN_MAX = 1000;
 interface Tracked {
   jobId: string;
   guildId: string;
+  channelId: string;
   ref: InteractionRef;
+  /** The reply's message id once known: past the token's life the bot edits it with its own token. */
+  replyMessageId?: string;
   request: GenerationRequest;
   /** Every edit of this job's message runs on this chain, so a late progress edit never overwrites a result. */
   chain: Promise<void>;
@@ -90,6 +93,9 @@ interface Tracked {
 const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
 const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
+
+/** Past the token's life, with no reply id on record: there is no message the bot may edit. */
+class LiveMessageUnknown extends Error {}
 
 function isGone(err: unknown): boolean {
   return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code);
@@ -178,10 +184,11 @@ export class Delivery {
     return this.tracked.size;
   }
 
-  private track(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest, since = Date.now()): Tracked {
+  private track(jobId: string, guildId: string, channelId: string, ref: InteractionRef, request: GenerationRequest, since = Date.now(), replyMessageId?: string | null): Tracked {
     let t = this.tracked.get(jobId);
     if (!t) {
-      t = { jobId, guildId, ref, request, chain: Promise.resolve(), lastEditAt: 0, done: false, phase: 'new', queuedEditAt: 0, quiet: false, since };
+      t = { jobId, guildId, channelId, ref, request, chain: Promise.resolve(), lastEditAt: 0, done: false, phase: 'new', queuedEditAt: 0, quiet: false, since };
+      if (replyMessageId) t.replyMessageId = replyMessageId;
       this.tracked.set(jobId, t);
     }
     return t;
@@ -200,8 +207,8 @@ export class Delivery {
   }
 
   /** Starts following a job before it is enqueued, so no event of it can be missed or misordered. */
-  begin(jobId: string, guildId: string, ref: InteractionRef, request: GenerationRequest): void {
-    this.track(jobId, guildId, ref, request);
+  begin(jobId: string, guildId: string, channelId: string, ref: InteractionRef, request: GenerationRequest): void {
+    this.track(jobId, guildId, channelId, ref, request);
   }
 
   /** Stops following a job that never made it into the queue. */
@@ -233,9 +240,31 @@ export class Delivery {
     t.queuedEditAt = Date.now();
     await this.enqueue(t, async () => {
       if (t.done) return;
-      await this.editOriginal(t.ref, body, []);
+      const id = await this.editOriginal(t.ref, body, []);
       t.lastEditAt = Date.now();
+      this.rememberReply(t, id);
     });
+  }
+
+  /** Keeps the reply's id (memory and Postgres, off the hot path) for edits after the token expires. */
+  private rememberReply(t: Tracked, id: string): void {
+    if (t.replyMessageId) return;
+    t.replyMessageId = id;
+    this.o.store.rememberReply(t.jobId, id).catch((err: unknown) => this.o.log.warn({ err, jobId: t.jobId }, 'could not store the reply id'));
+  }
+
+  /**
+   * Edits the job's live message: through the interaction webhook while the token lives, then with
+   * the bot's own token on the channel route (the reply is the bot's message), so a job that
+   * outlives the 15-minute token keeps showing its place and progress.
+   */
+  private async editLive(t: Tracked, body: MessageBody, files: RawFile[]): Promise<void> {
+    if (Date.now() - t.since < this.tokenLifetimeMs) {
+      this.rememberReply(t, await this.editOriginal(t.ref, body, files));
+      return;
+    }
+    if (!t.replyMessageId) throw new LiveMessageUnknown();
+    await this.o.botRest.patch(Routes.channelMessage(t.channelId, t.replyMessageId), { body, files });
   }
 
   private setPhase(t: Tracked, phase: Tracked['phase']): void {
@@ -345,7 +374,7 @@ export class Delivery {
   /** One batched position read for every queued job this process shows, then edits where the text changed. */
   private async refreshQueued(): Promise<void> {
     const jobs = [...this.queued].filter((t) => {
-      if (t.done || t.quiet || !this.o.ownsGuild(t.guildId) || Date.now() - t.since >= this.tokenLifetimeMs) {
+      if (t.done || t.quiet || !this.o.ownsGuild(t.guildId) || (Date.now() - t.since >= this.tokenLifetimeMs && !t.replyMessageId)) {
         this.unqueue(t);
         return false;
       }
@@ -416,10 +445,10 @@ export class Delivery {
   private async editQueued(t: Tracked, body: MessageBody): Promise<void> {
     if (t.done || t.phase !== 'queued') return;
     try {
-      await this.editOriginal(t.ref, body, []);
+      await this.editLive(t, body, []);
     } catch (err) {
       // Best effort like progress; a reply that is gone for good is not retried on every refresh.
-      if (isGone(err)) t.quiet = true;
+      if (isGone(err) || err instanceof LiveMessageUnknown) t.quiet = true;
       else t.shownQueued = undefined;
       this.o.log.debug({ err, jobId: t.jobId }, 'position edit skipped');
     }
@@ -431,7 +460,7 @@ export class Delivery {
     const preview = p.previewKey ? await this.o.results.get(p.previewKey) : null;
     const files: RawFile[] = preview ? [{ name: 'preview.png', data: preview }] : [];
     try {
-      await this.editOriginal(t.ref, progressBody(t.jobId, t.request, p, preview !== null), files);
+      await this.editLive(t, progressBody(t.jobId, t.request, p, preview !== null), files);
     } catch (err) {
       // Progress is best effort; the final result has its own fallback path.
       this.o.log.debug({ err, jobId: t.jobId }, 'progress edit skipped');
@@ -525,8 +554,9 @@ export class Delivery {
       }
       const [first, ...more] = messages;
       const sent = await this.send(job, first!.body, first!.files);
-      for (const [n, m] of more.entries()) await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel);
+      for (const [n, m] of more.entries()) await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false);
       const messageId = sent.id;
+      if (sent.inChannel === 'expired') await this.pointToResult(job, messageId);
       await this.o.store.markDelivered(job.id, messageId);
       if (job.result) await this.o.results.forget(job.id, job.result.imageKeys);
       this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
@@ -567,16 +597,35 @@ export class Delivery {
    * Edits the interaction reply while its token lives (idempotent: a repeat edit changes nothing);
    * afterwards posts in the channel with a nonce Discord deduplicates, mentioning only the requester.
    */
-  private async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<{ id: string; inChannel: boolean }> {
+  private async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<{ id: string; inChannel: false | 'gone' | 'expired' }> {
     if (this.tokenAlive(job)) {
       try {
         return { id: await this.editOriginal(job.interaction, body, files), inChannel: false };
       } catch (err) {
         if (!isGone(err)) throw err;
         this.o.log.info({ jobId: job.id, code: (err as DiscordAPIError).code }, 'reply gone; posting in channel');
+        return { id: await this.postInChannel(job, body, files, 0), inChannel: 'gone' };
       }
     }
-    return { id: await this.postInChannel(job, body, files, 0), inChannel: true };
+    return { id: await this.postInChannel(job, body, files, 0), inChannel: 'expired' };
+  }
+
+  /**
+   * After a late result went to the channel, the old reply still shows its last progress and a
+   * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message).
+   */
+  private async pointToResult(job: StoredJob, resultId: string): Promise<void> {
+    const replyId = job.replyMessageId ?? this.tracked.get(job.id)?.replyMessageId;
+    if (!replyId) return;
+    const url = `https://discord.com/channels/${job.guildId}/${job.channelId}/${resultId}`;
+    try {
+      await this.o.botRest.patch(Routes.channelMessage(job.channelId, replyId), {
+        body: { content: text.resultBelow(url), embeds: [], components: [], attachments: [], allowed_mentions: { parse: [] } },
+      });
+    } catch (err) {
+      // Cosmetic: the result itself is posted; a reply deleted meanwhile is fine.
+      this.o.log.debug({ err, jobId: job.id }, 'could not point the old reply at the result');
+    }
   }
 
   /** Follow-up `n` (1-based) of a result split over several messages: a webhook follow-up while the token lives, else a channel post. */
@@ -664,7 +713,7 @@ export class Delivery {
       }
       const state = await bull.getState();
       if (!this.tracked.has(job.id) && this.o.ownsGuild(job.guildId)) {
-        const t = this.track(job.id, job.guildId, job.interaction, job.request, job.createdAt.getTime());
+        const t = this.track(job.id, job.guildId, job.channelId, job.interaction, job.request, job.createdAt.getTime(), job.replyMessageId);
         // After a restart: a job still waiting gets its position updates again.
         if (state === 'waiting' || state === 'prioritized') {
           this.setPhase(t, 'queued');

@@ -70,7 +70,7 @@ export async function admitGeneration(
     request,
     parentJobId,
   );
-  deps.delivery.begin(jobId, actor.guildId, ref, request);
+  deps.delivery.begin(jobId, actor.guildId, actor.channelId, ref, request);
   return {
     jobId,
     actor,

@@ -46,6 +46,7 @@ export const text = {
       ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)`
       : `Generating on ${backend}…`,
   starting: 'Starting…',
+  resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',
   resultsExpired: 'The images were made but expired before they could be posted. Your quota was refunded.',

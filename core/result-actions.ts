@@ -38,6 +38,17 @@ export function resultActions(request: GenerationRequest, result: Pick<JobResult
 
 const multipleOf8 = (n: number) => Math.max(64, Math.round(n / 8) * 8);
 
+/** Variations of larger images (inpaint keeps a photo's own size) are made at SDXL's native area. */
+const VARY_MAX_PIXELS = 1536 * 1024;
+const SDXL_PIXELS = 1024 * 1024;
+
+/** Size of a variation: the image's own size in multiples of 8, or its aspect at about one megapixel when larger. */
+export function varySize(width: number, height: number): { width: number; height: number } {
+  if (width * height <= VARY_MAX_PIXELS) return { width: multipleOf8(width), height: multipleOf8(height) };
+  const scale = Math.sqrt(SDXL_PIXELS / (width * height));
+  return { width: Math.round((width * scale) / 64) * 64, height: Math.round((height * scale) / 64) * 64 };
+}
+
 /** Target size of an upscale: twice the size, capped at {@link UPSCALE_MAX_PIXELS}; null when the gain would be too small. */
 export function upscaleSize(width: number, height: number): { width: number; height: number } | null {
   const factor = Math.min(UPSCALE_FACTOR, Math.sqrt(UPSCALE_MAX_PIXELS / (width * height)));
@@ -72,8 +83,7 @@ export function variationRequest(src: SourceImage, seed: number): GenerationRequ
   return {
     ...fromImage(src, seed),
     kind: 'img2img',
-    width: multipleOf8(src.result.width),
-    height: multipleOf8(src.result.height),
+    ...varySize(src.result.width, src.result.height),
     strength: VARY_STRENGTH,
   };
 }

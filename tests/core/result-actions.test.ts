@@ -40,6 +40,14 @@ describe('result actions', () => {
     expect(v.inputKeys).toBeUndefined();
   });
 
+  test('a variation of a large inpainted photo is made at about one megapixel, same aspect', () => {
+    const v = variationRequest({ jobId: 'j1', request: { ...base(), kind: 'inpaint' }, result: { ...result, width: 4000, height: 3000 }, index: 0 }, 1);
+    expect(v.width * v.height).toBeLessThanOrEqual(1.1 * 1024 * 1024);
+    expect(v.width / v.height).toBeCloseTo(4 / 3, 1);
+    expect(v.width % 64 + (v.height % 64)).toBe(0);
+    expect(variationRequest({ jobId: 'j1', request: base(), result: { ...result, width: 1344, height: 768 }, index: 0 }, 1)).toMatchObject({ width: 1344, height: 768 });
+  });
+
   test('an upscale keeps the image’s own seed (seed + index) and asks for twice the size', () => {
     const u = upscaleRequest({ jobId: 'j1', request: base(), result, index: 3 });
     expect(u).toMatchObject({ kind: 'upscale', count: 1, seed: 103, width: 2048, height: 2048, strength: 0.3 });

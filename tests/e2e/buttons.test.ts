@@ -83,13 +83,21 @@ describe('buttons', () => {
     expect(await db.prisma.job.count()).toBe(2);
   });
 
-  test('a job that outlives the interaction token is posted in the channel, mentioning only the requester', async ({ db, redisPrefix }) => {
+  test('a job that outlives the interaction token keeps its progress with the bot token, then is posted in the channel replying to it, mentioning only the requester', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix, discord: { interactionTokenLifetimeMs: 600 }, botOverrides: { tokenLifetimeMs: 500 }, a1111: { stepDelayMs: 100 } });
-    const i = await sys.imagine({ prompt: 'slow one', steps: 10 });
+    const i = await sys.imagine({ prompt: 'slow one', steps: 40 });
     const posted = await sys.discord.waitFor(() => sys!.discord.channelMessages('4444444444444444444').find((m) => m.attachments.some((a) => a.filename.startsWith('image-'))), 20_000);
+    const reply = i.original()!;
+    // Past the token's life, progress went on as edits of the reply with the bot's token.
+    const botEdits = sys.discord.requests.filter((r) => r.method === 'PATCH' && r.path === `/channels/4444444444444444444/messages/${reply.id}`);
+    expect(botEdits.some((r) => String(r.json?.content).includes('Generating'))).toBe(true);
     expect(posted.content).toContain(`<@${ALICE.id}>`);
     expect(posted.raw.allowed_mentions).toEqual({ parse: [], users: [ALICE.id] });
-    expect(i.original()?.attachments.some((a) => a.filename.startsWith('image-')) ?? false).toBe(false);
+    expect(posted.raw.message_reference?.message_id).toBe(reply.id);
+    // The old reply no longer shows stale progress or a Cancel button: it points at the result.
+    await sys.discord.waitFor(() => i.original()?.content.includes(posted.id));
+    expect(i.original()!.components).toEqual([]);
+    expect(reply.attachments.some((a) => a.filename.startsWith('image-'))).toBe(false);
     expect((await db.prisma.job.findFirstOrThrow()).deliveredAt).not.toBeNull();
   });
 
