@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { ComponentType, PermissionFlagsBits, TextInputStyle, type ButtonInteraction, type ModalSubmitInteraction } from 'discord.js';
+import { ComponentType, DiscordAPIError, PermissionFlagsBits, Routes, TextInputStyle, type ButtonInteraction, type ModalSubmitInteraction } from 'discord.js';
 import { decodeCustomId, type ButtonAction, type ButtonId } from '../core/custom-id.js';
 import { UserError } from '../core/errors.js';
 import { LIMITS, type JobResult } from '../core/generation.js';
@@ -159,7 +159,14 @@ export async function runButton(ctx: CommandContext, interaction: ButtonInteract
     }
     case 'delete': {
       requireOwnerOrModerator(ctx, interaction, job);
+      // A result split over several messages goes as a whole, whichever part was pressed.
+      const others = [job.resultMessageId, ...job.resultExtraIds].filter((m): m is string => !!m && m !== interaction.message.id);
       await interaction.message.delete();
+      for (const id of others) {
+        await interaction.client.rest.delete(Routes.channelMessage(job.channelId, id)).catch((err: unknown) => {
+          if (!(err instanceof DiscordAPIError && err.code === 10008)) throw err;
+        });
+      }
       await interaction.editReply({ content: buttonText.deleted, allowedMentions: NO_MENTIONS });
       return;
     }

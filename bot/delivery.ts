@@ -554,10 +554,11 @@ export class Delivery {
       }
       const [first, ...more] = messages;
       const sent = await this.send(job, first!.body, first!.files);
-      for (const [n, m] of more.entries()) await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false);
+      const extraIds: string[] = [];
+      for (const [n, m] of more.entries()) extraIds.push(await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false));
       const messageId = sent.id;
       if (sent.inChannel === 'expired') await this.pointToResult(job, messageId);
-      await this.o.store.markDelivered(job.id, messageId);
+      await this.o.store.markDelivered(job.id, messageId, extraIds);
       if (job.result) await this.o.results.forget(job.id, job.result.imageKeys);
       this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
     } catch (err) {
@@ -629,21 +630,21 @@ export class Delivery {
   }
 
   /** Follow-up `n` (1-based) of a result split over several messages: a webhook follow-up while the token lives, else a channel post. */
-  private async sendMore(job: StoredJob, body: MessageBody, files: RawFile[], n: number, inChannel: boolean): Promise<void> {
+  private async sendMore(job: StoredJob, body: MessageBody, files: RawFile[], n: number, inChannel: boolean): Promise<string> {
     if (!inChannel && this.tokenAlive(job)) {
       try {
-        await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
+        const msg = (await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
           body,
           files,
           auth: false,
           query: new URLSearchParams({ wait: 'true' }),
-        });
-        return;
+        })) as { id: string };
+        return msg.id;
       } catch (err) {
         if (!isGone(err)) throw err;
       }
     }
-    await this.postInChannel(job, body, files, n);
+    return this.postInChannel(job, body, files, n);
   }
 
   private tokenAlive(job: StoredJob): boolean {

@@ -130,7 +130,10 @@ export function resultMoreBody(jobId: string, request: GenerationRequest, result
   return {
     content: buttonText.moreImages(Math.min(...idx), Math.max(...idx), request.count),
     embeds: [],
-    components: perImageRows(jobId, request, result, part.images.map((i) => i.index)),
+    components: [
+      ...perImageRows(jobId, request, result, part.images.map((i) => i.index)),
+      row([button(buttonText.labels.delete, encodeCustomId({ action: 'delete', jobId }), ButtonStyle.Danger)]),
+    ],
     attachments: part.filenames.map((filename, id) => ({ id, filename })),
     allowed_mentions: { parse: [] },
   };

@@ -62,6 +62,8 @@ export interface StoredJob {
   result: JobResult | null;
   replyMessageId: string | null;
   resultMessageId: string | null;
+  /** Further messages of a result split over several; deleted with the first. */
+  resultExtraIds: string[];
 }
 
 /**
@@ -80,7 +82,7 @@ export interface JobStore {
   settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null>;
   /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
-  markDelivered(jobId: string, messageId: string | null): Promise<void>;
+  markDelivered(jobId: string, messageId: string | null, extraIds?: readonly string[]): Promise<void>;
   /** The interaction reply's message id, so a late channel post can reply to it. */
   rememberReply(jobId: string, messageId: string): Promise<void>;
   /** Lets another process retry a delivery that failed here. */

@@ -13,7 +13,7 @@ const JOB_COLUMNS = `
   j.id::text AS id, j.guild_id, j.channel_id, j.user_id, j.kind::text AS kind, j.status::text AS status,
   j.params, j.image_count, j.channel_nsfw, j.application_id, j.interaction_id, j.interaction_token,
   j.created_at, j.started_at, j.finished_at, j.delivered_at, j.backend, j.cost_usd::float8 AS cost_usd,
-  j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id, j.upload_limit_bytes`;
+  j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id, j.result_extra_ids, j.upload_limit_bytes`;
 
 interface JobRow {
   id: string;
@@ -39,6 +39,7 @@ interface JobRow {
   result: unknown;
   reply_message_id: string | null;
   result_message_id: string | null;
+  result_extra_ids: string[] | null;
   upload_limit_bytes: number;
 }
 
@@ -66,6 +67,7 @@ function toStoredJob(r: JobRow): StoredJob {
     result: result?.success ? result.data : null,
     replyMessageId: r.reply_message_id,
     resultMessageId: r.result_message_id,
+    resultExtraIds: r.result_extra_ids ?? [],
   };
 }
 
@@ -230,11 +232,12 @@ export class PgJobStore implements JobStore {
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
-  async markDelivered(jobId: string, messageId: string | null): Promise<void> {
+  async markDelivered(jobId: string, messageId: string | null, extraIds: readonly string[] = []): Promise<void> {
     await this.prisma.$executeRawUnsafe(
-      `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id) WHERE id = $1::uuid`,
+      `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id), result_extra_ids = $3::text[] WHERE id = $1::uuid`,
       jobId,
       messageId,
+      extraIds,
     );
   }
 

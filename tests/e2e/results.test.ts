@@ -158,7 +158,13 @@ describe('results', () => {
       const held = m.attachments.filter((a) => a.filename.startsWith('image-')).map((a) => Number(/image-(\d)/.exec(a.filename)![1]));
       const perImage = labels(m).filter((l) => /^[VU]\d$/.test(l));
       expect(perImage.sort()).toEqual(held.flatMap((n) => [`U${n}`, `V${n}`]).sort());
+      expect(labels(m)).toContain('Delete');
     }
     expect(sys.discord.requests.filter((r) => r.status === 413)).toEqual([]);
+    // Delete on any part removes the whole result.
+    const last = messages[messages.length - 1]!;
+    const del = await sys.discord.buttonPress({ customId: buttonId(last, 'Delete'), messageId: last.id, user: ALICE });
+    expect(await privateReply(sys, del)).toBe('Deleted.');
+    for (const m of messages) expect(sys.discord.messages.get(m.id)!.deleted, m.id).toBe(true);
   });
 });
