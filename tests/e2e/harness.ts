@@ -121,13 +121,16 @@ export class System {
   }
 
   /** Sends `/imagine` as a member and returns the interaction. */
-  imagine(opts: { prompt: string; user?: FakeUser; channelId?: string } & Partial<Record<'negative' | 'aspect' | 'preset', string>> & Partial<Record<'count' | 'seed' | 'steps' | 'guidance', number>>): Promise<FakeInteraction> {
-    const { user, channelId, ...rest } = opts;
+  imagine(
+    opts: { prompt: string; user?: FakeUser; channelId?: string; attachmentSizeLimit?: number } & Partial<Record<'negative' | 'aspect' | 'preset', string>> &
+      Partial<Record<'count' | 'seed' | 'steps' | 'guidance', number>>,
+  ): Promise<FakeInteraction> {
+    const { user, channelId, attachmentSizeLimit, ...rest } = opts;
     const types: Record<string, number> = { prompt: 3, negative: 3, aspect: 3, preset: 3, count: 4, seed: 4, steps: 4, guidance: 10 };
     const options: APIOption[] = Object.entries(rest)
       .filter(([, v]) => v !== undefined)
       .map(([name, value]) => ({ name, type: types[name]!, value: value as string | number }));
-    return this.discord.slashCommand({ name: 'imagine', options, user: user ?? ALICE, channelId });
+    return this.discord.slashCommand({ name: 'imagine', options, user: user ?? ALICE, channelId, ...(attachmentSizeLimit ? { attachmentSizeLimit } : {}) });
   }
 
   /** Waits until the interaction's reply holds a result (an image) or a final failure text. */
@@ -141,10 +144,13 @@ export class System {
     }, timeoutMs);
   }
 
-  /** Every message a result was delivered in: the reply, then its follow-ups, in order. */
-  resultMessages(i: FakeInteraction): FakeMessage[] {
-    const first = i.original();
-    return first ? [first, ...i.followUps] : [...i.followUps];
+  /** Every message a result was delivered in (the reply, then its follow-ups), once all `images` full images are there. */
+  async resultMessages(i: FakeInteraction, images: number, timeoutMs = 20_000): Promise<FakeMessage[]> {
+    return this.discord.waitFor(() => {
+      const first = i.original();
+      const all = first ? [first, ...i.followUps] : [...i.followUps];
+      return all.flatMap((m) => m.attachments).filter((a) => a.filename.startsWith('image-')).length === images ? all : undefined;
+    }, timeoutMs);
   }
 
   async stop(): Promise<void> {

@@ -125,22 +125,9 @@ describe('upload limits', () => {
   test('a result larger than the channel upload limit is delivered under it (WebP/JPEG), never a 413', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix });
     const limit = 2048;
-    const i = await sys.discord.slashCommand({
-      name: 'imagine',
-      options: [
-        { name: 'prompt', type: 3, value: 'a detailed city' },
-        { name: 'steps', type: 4, value: 2 },
-        { name: 'count', type: 4, value: 2 },
-      ],
-      user: ALICE,
-      attachmentSizeLimit: limit,
-    });
-    await sys.finalReply(i);
+    const i = await sys.imagine({ prompt: 'a detailed city', steps: 2, count: 2, attachmentSizeLimit: limit });
     // Grid plus two images cannot share one message under this limit: they arrive in follow-ups.
-    const messages = await sys.discord.waitFor(() => {
-      const all = sys!.resultMessages(i);
-      return all.flatMap((m) => m.attachments).filter((a) => a.filename.startsWith('image-')).length === 2 ? all : undefined;
-    });
+    const messages = await sys.resultMessages(i, 2);
     expect(messages.length).toBeGreaterThan(1);
     for (const m of messages) expect(m.attachments.reduce((n, a) => n + a.size, 0)).toBeLessThanOrEqual(limit);
     const images = messages.flatMap((m) => m.attachments).filter((a) => a.filename.startsWith('image-'));

@@ -134,22 +134,8 @@ describe('results', () => {
     const pngSize = probe.attachments[0]!.size;
     // Each PNG fits, two do not: four images need four messages.
     const limit = Math.ceil(pngSize * 1.5);
-    const i = await sys.discord.slashCommand({
-      name: 'imagine',
-      options: [
-        { name: 'prompt', type: 3, value: 'sizes' },
-        { name: 'steps', type: 4, value: 2 },
-        { name: 'count', type: 4, value: 4 },
-        { name: 'seed', type: 4, value: 1 },
-      ],
-      user: ALICE,
-      attachmentSizeLimit: limit,
-    });
-    await sys.finalReply(i);
-    const messages = await sys.discord.waitFor(() => {
-      const all = sys!.resultMessages(i);
-      return all.flatMap((m) => m.attachments).filter((a) => a.filename.startsWith('image-')).length === 4 ? all : undefined;
-    });
+    const i = await sys.imagine({ prompt: 'sizes', steps: 2, count: 4, seed: 1, attachmentSizeLimit: limit });
+    const messages = await sys.resultMessages(i, 4);
     expect(messages.length).toBeGreaterThanOrEqual(4);
     for (const m of messages) expect(m.attachments.reduce((n, a) => n + a.size, 0)).toBeLessThanOrEqual(limit);
     expect(messages[0]!.attachments[0]!.filename).toBe('grid.webp');
