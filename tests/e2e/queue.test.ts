@@ -137,4 +137,22 @@ describe('queue position and ETA', () => {
     expect(runs(edits(sys, replies[3]!).map((e) => positionIn(e.content)).filter((p) => p !== null)).length).toBeGreaterThanOrEqual(2);
     for (const i of replies) expectGapsAtLeast(edits(sys, i).filter((e) => !e.final).map((e) => e.at), 1400);
   }, 120_000);
+
+  test('after a bot restart, queued replies keep moving: the new bot picks them up and edits their places', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 100 } });
+    const replies: FakeInteraction[] = [];
+    for (const [n, user] of [ALICE, BOB, CAROL].entries()) {
+      const i = await sys.imagine({ prompt: `before restart ${n + 1}`, steps: 30, user });
+      await sys.discord.waitFor(() => i.original()?.content.includes('Queued') || undefined);
+      replies.push(i);
+    }
+    await sys.bot!.stop();
+    await sys.startBot();
+    await sys.startWorker();
+    await Promise.all(replies.map((i) => sys!.finalReply(i, 60_000)));
+    const places = edits(sys, replies[2]!).map((e) => positionIn(e.content)).filter((p) => p !== null);
+    // Shown as 3 by the first bot, then moved on by the second.
+    expect(runs(places)[0]).toBe(3);
+    expect(runs(places)).toContain(1);
+  });
 });
