@@ -3,7 +3,8 @@
  * on the real Postgres and Redis, the real bot (in this process) and worker (a child process).
  * Prints p50/p99 of added latency and of the acknowledgement, and jobs/s. Not a test: figures only.
  *
- *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change)
+ *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change;
+ *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -27,7 +28,9 @@ function pct(values: number[], p: number): number {
 const f = (n: number) => n.toFixed(1);
 
 async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
+  const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : [];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', `${which}/main.ts`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (c: Buffer) => {
@@ -99,11 +102,22 @@ async function main(): Promise<void> {
 
     const added: number[] = [];
     const acks: number[] = [];
+    // Where the sequential job's time goes, from the fakes' clocks: ack → box call starts → box answers → result uploaded.
+    const toBox: number[] = [];
+    const fromBox: number[] = [];
+    const epoch = performance.timeOrigin;
     for (let n = 0; n < SEQ; n++) {
+      const spansBefore = a1111.spans.length;
       const i = await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `seq ${n}` }] });
       await waitAll([i], 30_000);
+      const ackAt = (await i.waitForCallback()).at;
       added.push(finalAt(i)! - i.createdAt);
-      acks.push((await i.waitForCallback()).at - i.createdAt);
+      acks.push(ackAt - i.createdAt);
+      const span = a1111.spans[spansBefore];
+      if (span) {
+        toBox.push(epoch + span[0] - ackAt);
+        fromBox.push(finalAt(i)! - (epoch + span[1]));
+      }
     }
 
     const burst: FakeInteraction[] = [];
@@ -122,6 +136,7 @@ async function main(): Promise<void> {
     out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${boxes}]`);
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
+    out(`    of which: ack → box call starts p50 ${f(pct(toBox, 50))} ms; box answered → result uploaded p50 ${f(pct(fromBox, 50))} ms`);
     out(`  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed})`);
     out(`  throughput: ${delivered.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
 

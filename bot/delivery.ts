@@ -246,11 +246,12 @@ export class Delivery {
     });
   }
 
-  /** Keeps the reply's id (memory and Postgres, off the hot path) for edits after the token expires. */
+  /**
+   * Keeps the reply's id for edits after the token expires. Only in memory here: the sweep writes
+   * it to Postgres for jobs still unfinished, so the many short jobs cost no extra statement.
+   */
   private rememberReply(t: Tracked, id: string): void {
-    if (t.replyMessageId) return;
-    t.replyMessageId = id;
-    this.o.store.rememberReply(t.jobId, id).catch((err: unknown) => this.o.log.warn({ err, jobId: t.jobId }, 'could not store the reply id'));
+    t.replyMessageId ??= id;
   }
 
   /**
@@ -539,7 +540,9 @@ export class Delivery {
   }
 
   /** Posts the final message(s) of a settled job this process has claimed, then marks it delivered. */
-  private async deliver(job: StoredJob, images: Buffer[] | null): Promise<void> {
+  private async deliver(settled: StoredJob, images: Buffer[] | null): Promise<void> {
+    const replyId = settled.replyMessageId ?? this.tracked.get(settled.id)?.replyMessageId ?? null;
+    const job: StoredJob = { ...settled, replyMessageId: replyId };
     this.finishTracking(job.id);
     if (this.o.afterSettle) void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
     try {
@@ -557,7 +560,7 @@ export class Delivery {
       const extraIds: string[] = [];
       for (const [n, m] of more.entries()) extraIds.push(await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false));
       const messageId = sent.id;
-      if (sent.inChannel === 'expired') await this.pointToResult(job, messageId);
+      if (sent.inChannel === 'expired' && replyId) await this.pointToResult(job, replyId, messageId);
       await this.o.store.markDelivered(job.id, messageId, extraIds);
       if (job.result) await this.o.results.forget(job.id, job.result.imageKeys);
       this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
@@ -615,9 +618,7 @@ export class Delivery {
    * After a late result went to the channel, the old reply still shows its last progress and a
    * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message).
    */
-  private async pointToResult(job: StoredJob, resultId: string): Promise<void> {
-    const replyId = job.replyMessageId ?? this.tracked.get(job.id)?.replyMessageId;
-    if (!replyId) return;
+  private async pointToResult(job: StoredJob, replyId: string, resultId: string): Promise<void> {
     const url = `https://discord.com/channels/${job.guildId}/${job.channelId}/${resultId}`;
     try {
       await this.o.botRest.patch(Routes.channelMessage(job.channelId, replyId), {
@@ -712,6 +713,8 @@ export class Delivery {
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;
       }
+      const known = this.tracked.get(job.id)?.replyMessageId;
+      if (!job.replyMessageId && known) await this.o.store.rememberReply(job.id, known);
       const state = await bull.getState();
       if (!this.tracked.has(job.id) && this.o.ownsGuild(job.guildId)) {
         const t = this.track(job.id, job.guildId, job.channelId, job.interaction, job.request, job.createdAt.getTime(), job.replyMessageId);

@@ -21,7 +21,7 @@ import { Notices } from './notices.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
-import { createPrisma } from './store/prisma.js';
+import { openDatabase } from './store/prisma.js';
 
 export interface RunningBot {
   client: Client;
@@ -48,8 +48,9 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
-  const prisma = createPrisma(config.DATABASE_URL);
-  const store = new PgJobStore(prisma);
+  const database = openDatabase(config.DATABASE_URL);
+  const { prisma } = database;
+  const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
   const queue = createGenerateQueue(producer, config.QUEUE_PREFIX);
@@ -129,7 +130,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
       await Promise.allSettled([eventsConn.quit(), producer.quit()]);
-      await prisma.$disconnect();
+      await database.close();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { PrismaClient } from './prisma.js';
+import type pg from 'pg';
 import { generationRequestSchema, jobResultSchema, type Attempt } from '../../core/generation.js';
 import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
 
@@ -75,16 +75,24 @@ function attemptsOf(outcome: SettleOutcome): Attempt[] {
   return outcome.status === 'succeeded' ? outcome.result.attempts : outcome.attempts;
 }
 
-/** JobStore on Postgres through Prisma: every method is a single SQL statement. */
+/** JobStore on Postgres through `pg`: every method is a single SQL statement. */
 export class PgJobStore implements JobStore {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(private readonly pool: pg.Pool) {}
+
+  private async rows<R extends unknown[]>(sql: string, ...params: unknown[]): Promise<R> {
+    return (await this.pool.query(sql, params)).rows as R;
+  }
+
+  private async exec(sql: string, ...params: unknown[]): Promise<number> {
+    return (await this.pool.query(sql, params)).rowCount ?? 0;
+  }
 
   async reserve(input: ReserveInput): Promise<ReserveOutcome> {
     const { actor, interaction, request, day } = input;
     const n = request.count;
     // One statement: the conditional upsert locks the member's row, so concurrent requests queue on it
     // and each sees the images and in-flight jobs the previous one left; the job row exists only if it passed.
-    const rows = await this.prisma.$queryRawUnsafe<
+    const rows = await this.rows<
       {
         job_id: string | null;
         images: number | null;
@@ -154,7 +162,7 @@ export class PgJobStore implements JobStore {
     }
     // Refused: the statement's snapshot may predate concurrent reservations, so read the row as it
     // is now to tell the member the real reason (refusals are off the hot path).
-    const now = await this.prisma.$queryRawUnsafe<{ images: number; in_flight: number; day: string }[]>(
+    const now = await this.rows<{ images: number; in_flight: number; day: string }[]>(
       `SELECT images, in_flight, day::text AS day FROM member_usage WHERE guild_id = $1 AND user_id = $2`,
       actor.guildId,
       actor.userId,
@@ -169,7 +177,7 @@ export class PgJobStore implements JobStore {
   }
 
   async markRunning(jobId: string): Promise<boolean> {
-    const n = await this.prisma.$executeRawUnsafe(
+    const n = await this.exec(
       `UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::uuid AND status = 'queued'`,
       jobId,
     );
@@ -183,7 +191,7 @@ export class PgJobStore implements JobStore {
     const result = outcome.status === 'succeeded' ? outcome.result : null;
     // One statement: the status guard makes a second settle a no-op, so the charge or refund and the
     // ledger rows happen exactly once whatever retries, duplicate events or restarts occur.
-    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+    const rows = await this.rows<JobRow[]>(
       `WITH j AS (
          UPDATE jobs SET status = $2::job_status, finished_at = now(), started_at = COALESCE(started_at, now()),
            backend = $3, seed = $4::bigint, cost_usd = $5::numeric, error_code = $6, error_message = $7,
@@ -221,7 +229,7 @@ export class PgJobStore implements JobStore {
   }
 
   async claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null> {
-    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+    const rows = await this.rows<JobRow[]>(
       `UPDATE jobs j SET delivery_claimed_at = now()
        WHERE id = $1::uuid AND status IN ('succeeded', 'failed', 'cancelled') AND delivered_at IS NULL
          AND (delivery_claimed_at IS NULL OR delivery_claimed_at < now() - make_interval(secs => $2::float8 / 1000))
@@ -233,7 +241,7 @@ export class PgJobStore implements JobStore {
   }
 
   async markDelivered(jobId: string, messageId: string | null, extraIds: readonly string[] = []): Promise<void> {
-    await this.prisma.$executeRawUnsafe(
+    await this.exec(
       `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id), result_extra_ids = $3::text[] WHERE id = $1::uuid`,
       jobId,
       messageId,
@@ -242,7 +250,7 @@ export class PgJobStore implements JobStore {
   }
 
   async rememberReply(jobId: string, messageId: string): Promise<void> {
-    await this.prisma.$executeRawUnsafe(
+    await this.exec(
       `UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`,
       jobId,
       messageId,
@@ -250,7 +258,7 @@ export class PgJobStore implements JobStore {
   }
 
   async releaseDelivery(jobId: string): Promise<void> {
-    await this.prisma.$executeRawUnsafe(
+    await this.exec(
       `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`,
       jobId,
     );
@@ -258,12 +266,12 @@ export class PgJobStore implements JobStore {
 
   async get(jobId: string): Promise<StoredJob | null> {
     if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
-    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(`SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
+    const rows = await this.rows<JobRow[]>(`SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
   async listUndelivered(since: Date, limit: number): Promise<StoredJob[]> {
-    const rows = await this.prisma.$queryRawUnsafe<JobRow[]>(
+    const rows = await this.rows<JobRow[]>(
       `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.delivered_at IS NULL AND j.created_at > $1 ORDER BY j.created_at LIMIT $2`,
       since,
       limit,
@@ -272,7 +280,7 @@ export class PgJobStore implements JobStore {
   }
 
   async usage(guildId: string, userId: string, day: string, monthStart: string) {
-    const rows = await this.prisma.$queryRawUnsafe<{ today: number | null; in_flight: number | null; month: number }[]>(
+    const rows = await this.rows<{ today: number | null; in_flight: number | null; month: number }[]>(
       `SELECT
          (SELECT CASE WHEN day = $3::date THEN images ELSE 0 END FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS today,
          (SELECT in_flight FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS in_flight,
@@ -283,7 +291,7 @@ export class PgJobStore implements JobStore {
       day,
       monthStart,
     );
-    const queued = await this.prisma.$queryRawUnsafe<{ id: string; status: string; prompt: string; created_at: Date }[]>(
+    const queued = await this.rows<{ id: string; status: string; prompt: string; created_at: Date }[]>(
       `SELECT id::text, status::text, params->>'prompt' AS prompt, created_at FROM jobs
        WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 10`,
       guildId,
@@ -299,7 +307,7 @@ export class PgJobStore implements JobStore {
   }
 
   async dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number> {
-    const rows = await this.prisma.$queryRawUnsafe<{ daily: number }[]>(
+    const rows = await this.rows<{ daily: number }[]>(
       `SELECT COALESCE(
          (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2),
          (SELECT daily_limit FROM guild_settings WHERE guild_id = $1),
@@ -313,7 +321,7 @@ export class PgJobStore implements JobStore {
 
   async recentRunTimes(limit: number) {
     // Walks the (status, delivered_at) index backwards: the newest deliveries are the newest finishes.
-    const rows = await this.prisma.$queryRawUnsafe<unknown[]>(
+    const rows = await this.rows<unknown[]>(
       `SELECT CASE WHEN jsonb_typeof(result->'runMs') = 'number' THEN (result->>'runMs')::float8 END AS ms,
               image_count AS count, backend
        FROM jobs WHERE status = 'succeeded' AND delivered_at IS NOT NULL

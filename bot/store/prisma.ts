@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../../generated/prisma/client.js';
 
@@ -13,6 +14,29 @@ const POOL_SIZE = 10;
  * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
  */
 export function createPrisma(url: string): PrismaClient {
-  const adapter = new PrismaPg({ connectionString: url, max: POOL_SIZE });
-  return new PrismaClient({ adapter });
+  return openDatabase(url).prisma;
+}
+
+/** Prisma for the model API, and the same `pg` pool for the per-job statements. */
+export interface Database {
+  prisma: PrismaClient;
+  /**
+   * The job store's hot statements (reserve, settle, mark delivered) go straight to `pg`: they are
+   * hand-written SQL anyway, and Prisma's raw-query path adds about 0.25 ms of CPU to each.
+   */
+  pool: pg.Pool;
+  close(): Promise<void>;
+}
+
+export function openDatabase(url: string): Database {
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  return {
+    prisma,
+    pool,
+    async close() {
+      await prisma.$disconnect();
+      await pool.end();
+    },
+  };
 }

@@ -27,7 +27,7 @@ test('budget notices go to the log channel once at 80 % and once at 100 % of the
   const stats = new StatsStore(db.prisma);
   const notices = new Notices(new REST({ api: fake.apiUrl }).setToken('fake-token'), settings, log);
   const watch = createBudgetWatch({ stats, settings, notices, now, log });
-  const store = new PgJobStore(db.prisma);
+  const store = new PgJobStore(db.pool);
 
   async function paidJob(cost: number) {
     const r = await store.reserve({

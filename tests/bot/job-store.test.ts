@@ -36,7 +36,7 @@ const result = (n = 1) => ({
 
 describe('PgJobStore', () => {
   test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const outcomes = await Promise.all(Array.from({ length: 10 }, () => store.reserve(input())));
     expect(outcomes.filter((o) => o.ok)).toHaveLength(3);
     expect(await db.prisma.job.count()).toBe(3);
@@ -44,14 +44,14 @@ describe('PgJobStore', () => {
   });
 
   test('the in-flight cap holds under parallel requests too', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.reserve(input({ deploymentDailyLimit: 100, maxInFlight: 2 }))));
     expect(outcomes.filter((o) => o.ok)).toHaveLength(2);
     expect(outcomes.filter((o) => !o.ok && o.reason === 'in_flight').length).toBeGreaterThan(0);
   });
 
   test('settling twice charges once and books the attempts once; the job cost equals the ledger sum', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const r = await store.reserve(input({}, 2));
     if (!r.ok) throw new Error('not admitted');
     const first = await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
@@ -66,7 +66,7 @@ describe('PgJobStore', () => {
   });
 
   test('a failure refunds the images and frees the in-flight slot; a blocked member (override 0) is refused', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const r = await store.reserve(input({}, 3));
     if (!r.ok) throw new Error('not admitted');
     expect((await store.reserve(input())).ok).toBe(false);
@@ -78,7 +78,7 @@ describe('PgJobStore', () => {
   });
 
   test('a new UTC day starts from zero; yesterday’s refund does not touch today', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const y = await store.reserve(input({ day: '2026-11-22' }, 3));
     expect((await store.reserve(input({ day: '2026-11-22' }))).ok).toBe(false);
     const t = await store.reserve(input({ day: '2026-11-23' }, 2));
@@ -89,7 +89,7 @@ describe('PgJobStore', () => {
   });
 
   test('recent run times for the queue ETA: delivered successes only, newest first, with image count and backend', async ({ db }) => {
-    const store = new PgJobStore(db.prisma);
+    const store = new PgJobStore(db.pool);
     const ids: string[] = [];
     for (const [count, runMs] of [[1, 1000], [2, 2000], [4, 4000], [1, 5000]] as const) {
       const r = await store.reserve(input({ deploymentDailyLimit: 100 }, count));

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { test as base, inject } from 'vitest';
-import { createPrisma, type PrismaClient } from '../../bot/store/prisma.js';
+import { openDatabase, type PrismaClient } from '../../bot/store/prisma.js';
 
 export { describe, expect } from 'vitest';
 
@@ -11,6 +11,8 @@ export interface TestDb {
   url: string;
   name: string;
   prisma: PrismaClient;
+  /** The pool under `prisma`, for stores that speak `pg` directly. */
+  pool: pg.Pool;
 }
 
 interface Fixtures {
@@ -77,11 +79,11 @@ export const test = base.extend<Fixtures>({
     const u = new URL(inject('pgAdminUrl'));
     u.pathname = `/${name}`;
     const url = u.toString();
-    const prisma = createPrisma(url);
+    const database = openDatabase(url);
     try {
-      await use({ url, name, prisma });
+      await use({ url, name, prisma: database.prisma, pool: database.pool });
     } finally {
-      await prisma.$disconnect();
+      await database.close();
       // FORCE ends sessions a test's child processes may still hold.
       await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
     }
