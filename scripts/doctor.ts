@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   }
   await checkRedis((bot ?? worker)?.REDIS_URL ?? process.env.REDIS_URL ?? 'redis://localhost:6379');
   if (worker) {
-    const backends = createBackends(worker, createLogger({ level: 'silent' }));
+    const backends = await createBackends(worker, createLogger({ level: 'silent' }));
     for (const b of backends) {
       const h = await b.health(AbortSignal.timeout(5000));
       say({ ok: h.ok, what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`, fix: h.ok ? undefined : `check ${b.family.toUpperCase()} settings and that the service is running` });

@@ -44,7 +44,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       'REDIS_URL reaches another machine WITHOUT TLS: job data and images cross the network in clear. Use rediss:// (see README, "A worker on the GPU box").',
     );
   }
-  const backends = createBackends(config, log);
+  const backends = await createBackends(config, log);
   const metrics = createMetrics('worker');
   if (backends.length === 0) throw new Error('no usable backend');
   const prices = priceModelOf(config);

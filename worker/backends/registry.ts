@@ -1,17 +1,18 @@
 import type { WorkerConfig } from '../../core/config.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ImageBackend } from './backend.js';
-import { createA1111Backend } from './a1111.js';
-import { createComfyUIBackend } from './comfyui.js';
-import { createHuggingFaceBackend } from './huggingface.js';
-import { createReplicateBackend, DEFAULT_SDXL_VERSION } from './replicate.js';
 
-/** Builds the backends named in BACKENDS, in that order; A1111_URL may list several boxes. */
-export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[] {
+/**
+ * Builds the backends named in BACKENDS, in that order; A1111_URL may list several boxes.
+ * Each family's module (and its client library: ws, replicate, @huggingface/inference) is loaded
+ * only when configured, so a worker for one GPU box does not carry the cloud clients in memory.
+ */
+export async function createBackends(config: WorkerConfig, log: Logger): Promise<ImageBackend[]> {
   const out: ImageBackend[] = [];
   for (const name of config.BACKENDS) {
     switch (name) {
-      case 'a1111':
+      case 'a1111': {
+        const { createA1111Backend } = await import('./a1111.js');
         config.A1111_URL.forEach((url, i) => {
           const id = config.A1111_URL.length > 1 ? `a1111#${i + 1}` : 'a1111';
           out.push(
@@ -28,7 +29,9 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
           );
         });
         break;
-      case 'comfyui':
+      }
+      case 'comfyui': {
+        const { createComfyUIBackend } = await import('./comfyui.js');
         out.push(
           createComfyUIBackend({
             id: 'comfyui',
@@ -39,7 +42,9 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
           }),
         );
         break;
-      case 'replicate':
+      }
+      case 'replicate': {
+        const { createReplicateBackend, DEFAULT_SDXL_VERSION } = await import('./replicate.js');
         out.push(
           createReplicateBackend({
             id: 'replicate',
@@ -50,7 +55,9 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
           }),
         );
         break;
-      case 'huggingface':
+      }
+      case 'huggingface': {
+        const { createHuggingFaceBackend } = await import('./huggingface.js');
         out.push(
           createHuggingFaceBackend({
             id: 'huggingface',
@@ -62,6 +69,7 @@ export function createBackends(config: WorkerConfig, log: Logger): ImageBackend[
           }),
         );
         break;
+      }
       default:
         log.warn({ backend: name }, 'backend not available in this build; skipped');
     }
