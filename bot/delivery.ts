@@ -5,7 +5,7 @@ import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPay
 import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
-import type { QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
+import type { JobPlace, QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
 import type { ResultStore } from '../core/io/results.js';
 import { failureText, text } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
@@ -696,11 +696,23 @@ export class Delivery {
   private async sweepOnce(): Promise<void> {
     const now = this.o.now().getTime();
     const jobs = await this.o.store.listUndelivered(new Date(now - 2 * 86_400_000), 500);
+    const settled = (j: StoredJob) => j.status === 'succeeded' || j.status === 'failed' || j.status === 'cancelled';
+    // One round trip tells which open jobs are still waiting; only the others need a closer look.
+    let places = new Map<string, JobPlace>();
+    const open = jobs.filter((j) => !settled(j)).map((j) => j.id);
+    if (open.length > 0) places = await this.o.positions.read(open).then((snap) => snap.places, () => places);
     for (const job of jobs) {
       if (this.stopped) return;
-      if (job.status === 'succeeded' || job.status === 'failed' || job.status === 'cancelled') {
+      if (settled(job)) {
         const claimed = await this.o.store.claimDelivery(job.id, this.claimStaleMs);
         if (claimed) await this.deliver(claimed, null);
+        continue;
+      }
+      const known = this.tracked.get(job.id)?.replyMessageId;
+      if (!job.replyMessageId && known) await this.o.store.rememberReply(job.id, known);
+      const place = places.get(job.id)?.state;
+      if (place === 'waiting' || place === 'delayed') {
+        this.follow(job, place === 'waiting');
         continue;
       }
       const bull = await this.o.queue.getJob(job.id);
@@ -713,19 +725,20 @@ export class Delivery {
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;
       }
-      const known = this.tracked.get(job.id)?.replyMessageId;
-      if (!job.replyMessageId && known) await this.o.store.rememberReply(job.id, known);
       const state = await bull.getState();
-      if (!this.tracked.has(job.id) && this.o.ownsGuild(job.guildId)) {
-        const t = this.track(job.id, job.guildId, job.channelId, job.interaction, job.request, job.createdAt.getTime(), job.replyMessageId);
-        // After a restart: a job still waiting gets its position updates again.
-        if (state === 'waiting' || state === 'prioritized') {
-          this.setPhase(t, 'queued');
-          this.requestRefresh();
-        }
-      }
+      this.follow(job, state === 'waiting' || state === 'prioritized');
       if (state === 'completed') this.run(job.id, () => this.complete(job.id, bull.returnvalue));
       else if (state === 'failed') this.run(job.id, () => this.fail(job.id));
+    }
+  }
+
+  /** After a restart: follow an open job of a guild this process serves; a waiting one gets position updates again. */
+  private follow(job: StoredJob, waiting: boolean): void {
+    if (this.tracked.has(job.id) || !this.o.ownsGuild(job.guildId)) return;
+    const t = this.track(job.id, job.guildId, job.channelId, job.interaction, job.request, job.createdAt.getTime(), job.replyMessageId);
+    if (waiting) {
+      this.setPhase(t, 'queued');
+      this.requestRefresh();
     }
   }
 }

@@ -94,6 +94,8 @@ describe('queue position and ETA', () => {
       worker: 'none',
       a1111: { stepDelayMs: 60 },
       env: { MAX_QUEUED_PER_USER: '20', DEFAULT_DAILY_IMAGES: '100' },
+      // The reconciling sweep reads positions too (one batched read per sweep); keep it out of this count.
+      botOverrides: { sweepIntervalMs: 600_000 },
     });
     // Watch the bot's position reads on its Redis client (third-party code; the call goes through unchanged).
     const redis = sys.bot!.deps.redis;
