@@ -48,7 +48,7 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
-  const database = openDatabase(config.DATABASE_URL);
+  const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
   const { prisma } = database;
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');

@@ -28,8 +28,11 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export function openDatabase(url: string): Database {
+export function openDatabase(url: string, onIdleError: (err: Error) => void = () => undefined): Database {
   const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
+  // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that
+  // would end the process. The pool replaces it; the next query simply opens a new one.
+  pool.on('error', onIdleError);
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,
