@@ -68,6 +68,19 @@ describe('crashes and restarts', () => {
   });
 });
 
+describe('Postgres restarts', () => {
+  test("Postgres dropping the bot's connections (restart, failover) does not end the bot: the next command works", async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix });
+    await sys.finalReply(await sys.imagine({ prompt: 'before', steps: 2 }));
+    // What a Postgres restart does to idle connections: the server ends them.
+    await db.prisma.$queryRawUnsafe(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+    await new Promise((r) => setTimeout(r, 300));
+    const after = await sys.finalReply(await sys.imagine({ prompt: 'after', steps: 2 }));
+    expect(after.attachments.map((a) => a.filename)).toEqual(['image-1.png']);
+    expect(await db.prisma.job.count({ where: { status: 'succeeded' } })).toBe(2);
+  });
+});
+
 describe('configuration at start', () => {
   test.each([
     ['bot', { DISCORD_TOKEN: 'x', DISCORD_APP_ID: 'not-an-id' }, 'DISCORD_APP_ID'],
