@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
@@ -31,15 +32,22 @@ async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>
   // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : [];
   const child = spawn(process.execPath, [...prof, '--import', 'tsx', `${which}/main.ts`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // BENCH_LOGS=<dir> keeps each process's log lines there.
+  const logs = process.env.BENCH_LOGS ? createWriteStream(`${process.env.BENCH_LOGS}/${which}-${child.pid}.log`) : null;
   await new Promise<void>((resolve, reject) => {
     let buf = '';
-    child.stdout!.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       buf += c.toString();
-      if (buf.includes(`"${which} ready"`)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
+      if (!buf.includes(`"${which} ready"`)) return;
+      // Stop collecting: the logs of a 1000-job burst would make this process the bottleneck.
+      child.stdout!.off('data', onData);
+      resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
   });
-  child.stdout!.resume();
+  if (logs) child.stdout!.pipe(logs);
+  else child.stdout!.resume();
   return child;
 }
 

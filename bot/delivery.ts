@@ -177,6 +177,7 @@ export class Delivery {
     await this.sweeping;
     await this.refreshing;
     await Promise.allSettled([...this.tracked.values()].map((t) => t.chain));
+    await Promise.allSettled([...this.delivering]);
   }
 
   /** Number of jobs this process is following (for metrics and tests). */
@@ -201,6 +202,8 @@ export class Delivery {
 
   /** Runs a settle-and-deliver step on the job's chain (creating the entry after a restart). */
   private run(jobId: string, fn: () => Promise<void>): void {
+    // Shutting down: leave it to the next bot's sweep rather than start what may be cut short.
+    if (this.stopped) return;
     const t = this.tracked.get(jobId);
     const p = t ? this.enqueue(t, fn) : fn().catch((err: unknown) => this.o.log.error({ err, jobId }, 'delivery failed'));
     void p;
@@ -540,7 +543,17 @@ export class Delivery {
   }
 
   /** Posts the final message(s) of a settled job this process has claimed, then marks it delivered. */
-  private async deliver(settled: StoredJob, images: Buffer[] | null): Promise<void> {
+  /** Deliveries under way; stop() waits for them (a job's tracking entry is gone once its delivery starts). */
+  private readonly delivering = new Set<Promise<void>>();
+
+  private deliver(settled: StoredJob, images: Buffer[] | null): Promise<void> {
+    const p = this.deliverOnce(settled, images);
+    this.delivering.add(p);
+    void p.finally(() => this.delivering.delete(p));
+    return p;
+  }
+
+  private async deliverOnce(settled: StoredJob, images: Buffer[] | null): Promise<void> {
     const replyId = settled.replyMessageId ?? this.tracked.get(settled.id)?.replyMessageId ?? null;
     const job: StoredJob = { ...settled, replyMessageId: replyId };
     this.finishTracking(job.id);
