@@ -593,7 +593,9 @@ export class Delivery {
     const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
     const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({ file: { name: f.name, data: f.data, contentType: f.contentType }, index }));
     if (imgs.length > 1) {
-      const grid = await fitForUpload(await makeGrid(imgs), limit, 'grid', 'webp');
+      // The worker makes the grid; results from a worker that did not are gridded here.
+      const made = result.gridKey ? await this.o.results.get(result.gridKey) : null;
+      const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
       files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
     }
     const plan = planMessages(files.map((f) => (f.file.data as Buffer).length), limit);

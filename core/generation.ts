@@ -194,6 +194,8 @@ export const jobResultSchema = z.object({
   width: z.number().int(),
   height: z.number().int(),
   imageKeys: z.array(z.string()).min(1),
+  /** Several images: the numbered grid, made by the worker (whose CPU scales out) for the bot to post. */
+  gridKey: z.string().optional(),
   runMs: z.number().nonnegative(),
   costUsd: z.number().nonnegative(),
   attempts: z.array(attemptSchema),

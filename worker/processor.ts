@@ -3,6 +3,7 @@ import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from 
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
 import { pasteBack } from '../core/io/inpaint-image.js';
+import { makeGrid } from '../core/io/grid.js';
 import type { BackendProgress } from './backends/backend.js';
 import type { ImageClassifier } from './safety/classifier.js';
 import { ChainError, type BackendChain } from './backends/chain.js';
@@ -104,7 +105,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       const images = paste ? await Promise.all(output.images.map((img) => pasteBack(paste.original, paste.maskFull, img))) : output.images;
       await screen(deps, payload, images, [...earlier, ...attempts], log);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
-      await deps.results.putMany(keys.map((k, i) => [k, images[i]!] as const));
+      const entries: (readonly [string, Buffer])[] = keys.map((k, i) => [k, images[i]!] as const);
+      const gridKey = images.length > 1 ? deps.results.gridKey(payload.jobId) : undefined;
+      if (gridKey) entries.push([gridKey, await makeGrid(images)]);
+      await deps.results.putMany(entries);
       const all: Attempt[] = [...earlier, ...attempts];
       const result: JobResult = {
         backend: backend.id,
@@ -112,6 +116,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         width: paste?.original.width ?? payload.request.width,
         height: paste?.original.height ?? payload.request.height,
         imageKeys: keys,
+        ...(gridKey ? { gridKey } : {}),
         runMs: performance.now() - started,
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),
         attempts: all,

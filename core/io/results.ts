@@ -25,6 +25,9 @@ export class ResultStore {
   imageKey(jobId: string, index: number): string {
     return `${this.prefix}:img:${jobId}:${index}`;
   }
+  gridKey(jobId: string): string {
+    return `${this.prefix}:img:${jobId}:grid`;
+  }
   previewKey(jobId: string): string {
     return `${this.prefix}:preview:${jobId}`;
   }
@@ -69,6 +72,7 @@ export class ResultStore {
   async forget(jobId: string, imageKeys: readonly string[]): Promise<void> {
     await this.redis.del(
       ...imageKeys,
+      this.gridKey(jobId),
       this.previewKey(jobId),
       this.failureKey(jobId),
     );

@@ -120,3 +120,21 @@ describe('processor: img2img and upscale inputs', () => {
     expect(fake.requests).toEqual([]);
   });
 });
+
+describe('results of several images', () => {
+  test('the worker stores a numbered grid beside the images, and one image gets none', async ({ redisPrefix }) => {
+    const { backend } = await a1111();
+    const results = new ResultStore(redis, redisPrefix, 60);
+    const process = createProcessor({ chain: new BackendChain({ backends: [backend], log, price: () => 0 }), results, log });
+    const run = (count: number) => {
+      const request = { ...parseImagineOptions({ prompt: 'three boats', steps: 2, count }), width: 512, height: 512 };
+      return process(fakeJob({ v: 1, jobId: crypto.randomUUID(), guildId: 'g', request, paidAllowed: true, nsfwAllowed: true }));
+    };
+    const several = await run(3);
+    expect(several.gridKey).toBeDefined();
+    const grid = await sharp((await results.get(several.gridKey!))!).metadata();
+    // 2 × 2 layout of 512 px tiles with an 8 px gap (the fourth cell empty).
+    expect([grid.format, grid.width, grid.height]).toEqual(['webp', 1032, 1032]);
+    expect((await run(1)).gridKey).toBeUndefined();
+  });
+});
