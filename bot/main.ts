@@ -10,7 +10,7 @@ import { ResultStore } from '../core/io/results.js';
 import { QueuePositions } from '../core/io/queue-position.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import { createMetrics } from '../core/io/metrics.js';
-import { createBotRest, createDiscordClient } from './client.js';
+import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
 import { createRouter } from './router.js';
@@ -65,6 +65,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     config.DISCORD_SHARD_COUNT ? { shardCount: config.DISCORD_SHARD_COUNT, shards: config.DISCORD_SHARD_IDS ?? 'auto' } : {},
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
+  const webhookRest = createWebhookRest(config.DISCORD_API_URL);
   const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
   const stats = new StatsStore(prisma);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
@@ -79,7 +80,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       config.QUEUE_PREFIX,
     ),
     events,
-    rest: client.rest,
+    rest: webhookRest,
     botRest,
     log: log.child({ part: 'delivery' }),
     // Token ages compare with database timestamps, so delivery keeps the real clock even in tests.
@@ -102,6 +103,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   await delivery.start();
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
+  webhookRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   let ops: Server | undefined;
   if (config.HTTP_PORT > 0) {
     ops = await startOpsServer({
