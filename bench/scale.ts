@@ -95,7 +95,8 @@ async function botMemory() {
   dbUrl.pathname = `/${dbName}`;
   await ensureDatabase(dbUrl.toString());
   await applyMigrations(dbUrl.toString());
-  const discord = await startFakeDiscord();
+  // Discord's real heartbeat interval: the fake's 1 s test default makes a busy bot look like a zombie connection.
+  const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
   const box = await startInstantA1111({ delayMs: 500 });
   const prefix = `bench-scale-bot:${stamp}`;
   const env = {

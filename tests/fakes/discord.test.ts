@@ -313,6 +313,41 @@ test('a dropped gateway connection resumes and interactions keep flowing', async
   expect(fake.identifies).toHaveLength(1);
 });
 
+test('a resume replays the dispatches the client had not seen, in order, before RESUMED', async () => {
+  fake = await startFakeDiscord();
+  const { WebSocket } = await import('ws');
+  const frames: any[] = [];
+  const open = (url: string) => {
+    const ws = new WebSocket(url);
+    ws.on('message', (m) => frames.push(JSON.parse(String(m))));
+    return ws;
+  };
+  const url = `${fake.baseUrl.replace('http', 'ws')}/gateway?v=10&encoding=json`;
+  const ws = open(url);
+  await once(ws, 'open');
+  ws.send(JSON.stringify({ op: 2, d: { token: fake.token, intents: 1, properties: {}, shard: [0, 1] } }));
+  const ready = await fake.waitFor(() => frames.find((f) => f.t === 'READY'));
+  await fake.waitFor(() => frames.some((f) => f.t === 'GUILD_CREATE'));
+  const seenUpTo = Math.max(...frames.map((f) => f.s ?? 0));
+  await fake.slashCommand({ name: 'imagine' });
+  await fake.slashCommand({ name: 'imagine' });
+  await fake.waitFor(() => frames.filter((f) => f.t === 'INTERACTION_CREATE').length === 2);
+  // The client drops, claiming it never read the two interactions.
+  ws.close();
+  frames.length = 0;
+  const again = open(url);
+  await once(again, 'open');
+  again.send(JSON.stringify({ op: 6, d: { token: fake.token, session_id: ready.d.session_id, seq: seenUpTo } }));
+  await fake.waitFor(() => frames.some((f) => f.t === 'RESUMED'));
+  const replayed = frames.filter((f) => f.op === 0).map((f) => [f.t, f.s]);
+  expect(replayed).toEqual([
+    ['INTERACTION_CREATE', seenUpTo + 1],
+    ['INTERACTION_CREATE', seenUpTo + 2],
+    ['RESUMED', seenUpTo + 3],
+  ]);
+  again.close();
+});
+
 test('registered commands are echoed with ids and kept', async () => {
   const { fake, client } = await start();
   const set = await client.application!.commands.set([{ name: 'imagine', description: 'Make an image' }], DEFAULTS.guildId);

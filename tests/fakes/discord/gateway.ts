@@ -16,7 +16,12 @@ interface Session {
   shard: [number, number];
   /** Sequence numbers continue across resumes of the same session. */
   seq: number;
+  /** Recent dispatches by sequence, replayed on resume like Discord does (the client may not have read them). */
+  sent: { s: number; text: string }[];
 }
+
+/** Dispatches kept per session for replay; Discord keeps a similar bounded backlog. */
+const REPLAY_BACKLOG = 5000;
 
 interface Conn {
   ws: WebSocket;
@@ -56,9 +61,15 @@ export class FakeGateway {
   private send(conn: Conn, payload: { op: number; d: unknown; t?: string }): Promise<void> {
     const full = { op: payload.op, d: payload.d, s: null as number | null, t: payload.t ?? null };
     if (payload.op === OP.dispatch && conn.session) full.s = ++conn.session.seq;
+    const text = JSON.stringify(full);
+    if (full.s !== null && conn.session) {
+      const sent = conn.session.sent;
+      sent.push({ s: full.s, text });
+      if (sent.length > REPLAY_BACKLOG) sent.splice(0, sent.length - REPLAY_BACKLOG);
+    }
     return new Promise((resolve, reject) => {
       if (conn.ws.readyState !== WebSocket.OPEN) return reject(new Error('fake discord: gateway socket is not open'));
-      conn.ws.send(JSON.stringify(full), (err) => (err ? reject(err) : resolve()));
+      conn.ws.send(text, (err) => (err ? reject(err) : resolve()));
     });
   }
 
@@ -96,7 +107,7 @@ export class FakeGateway {
     if (conn.session) return conn.ws.close(4005, 'Already authenticated.');
     const shard: [number, number] = Array.isArray(d.shard) ? [Number(d.shard[0]), Number(d.shard[1])] : [0, 1];
     if (!(shard[1] >= 1 && shard[0] >= 0 && shard[0] < shard[1])) return conn.ws.close(4010, 'Invalid shard.');
-    const session: Session = { id: randomBytes(16).toString('hex'), shard, seq: 0 };
+    const session: Session = { id: randomBytes(16).toString('hex'), shard, seq: 0, sent: [] };
     this.sessions.set(session.id, session);
     conn.session = session;
     await this.dispatch(conn, 'READY', readyPayload(this.state, shard, session.id));
@@ -111,8 +122,12 @@ export class FakeGateway {
       await this.send(conn, { op: OP.invalidSession, d: false });
       return;
     }
-    // Nothing is buffered while disconnected, so there is nothing to replay.
     conn.session = session;
+    // Replays what the client has not seen (sent after its last sequence), then RESUMED, as Discord does.
+    const after = typeof d?.seq === 'number' ? d.seq : 0;
+    for (const m of session.sent.filter((x) => x.s > after)) {
+      await new Promise<void>((resolve, reject) => conn.ws.send(m.text, (err) => (err ? reject(err) : resolve())));
+    }
     await this.dispatch(conn, 'RESUMED', { _trace: ['["fake-gateway",{"micros":0}]'] });
     conn.ready = true;
   }
