@@ -741,7 +741,11 @@ export class Delivery {
         continue;
       }
       const state = await bull.getState();
+      // A job this process follows that finished moments ago has its event on the way or its
+      // delivery queued; settling it again here would only fetch its images twice.
+      const inFlight = this.tracked.has(job.id) && Date.now() - (bull.finishedOn ?? 0) < this.claimStaleMs;
       this.follow(job, state === 'waiting' || state === 'prioritized');
+      if (inFlight) continue;
       if (state === 'completed') this.run(job.id, () => this.complete(job.id, bull.returnvalue));
       else if (state === 'failed') this.run(job.id, () => this.fail(job.id));
     }
