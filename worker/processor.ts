@@ -60,13 +60,13 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     }
     const payload = parsed.data;
     const log = deps.log.child({ jobId: payload.jobId, attempt: job.attemptsMade + 1 });
-    const earlier = (await deps.results.getFailure(payload.jobId))?.attempts ?? [];
     const started = performance.now();
     const controller = new AbortController();
     const onShutdown = () => controller.abort(new Error('worker shutting down'));
     deps.shutdown?.addEventListener('abort', onShutdown, { once: true });
+    // Registered before the cancel flag is read, so a cancel arriving in between is not missed.
     deps.running?.set(payload.jobId, controller);
-    if (await deps.isCancelled?.(payload.jobId)) controller.abort(new Error('cancelled by the member'));
+    let earlier: Attempt[] = [];
 
     let lastReport = 0;
     let backendName = '';
@@ -86,6 +86,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     };
 
     try {
+      // Both reads go out together: one round trip to Redis before the backend is called, not two.
+      const [failure, cancelled] = await Promise.all([deps.results.getFailure(payload.jobId), deps.isCancelled?.(payload.jobId)]);
+      earlier = failure?.attempts ?? [];
+      if (cancelled) controller.abort(new Error('cancelled by the member'));
       const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });
       const { backend, output, attempts } = await deps.chain.run(
         { jobId: payload.jobId, request: payload.request, image: inputs.image, mask: inputs.mask, source: inputs.source },
