@@ -1,18 +1,17 @@
-import { DiscordAPIError, Routes, type REST, type RawFile } from 'discord.js';
+import type { REST, RawFile } from 'discord.js';
 import type { QueueEvents } from 'bullmq';
 import { DurationWindow, estimateEta, liveSlots, samplesInUse } from '../core/eta.js';
-import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress, type JobResult } from '../core/generation.js';
+import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress } from '../core/generation.js';
 import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { JobPlace, QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
 import type { ResultStore } from '../core/io/results.js';
-import { failureText, text } from '../core/messages.js';
+import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
-import { failureBody, progressBody, queuedBody, resultBody, resultMoreBody, type MessageBody, type ResultPart } from './render.js';
-import { makeGrid } from '../core/io/grid.js';
-import { planMessages } from '../core/upload-plan.js';
-import { fitForUpload } from '../core/io/fit-upload.js';
+import { failureBody, progressBody, queuedBody, type MessageBody } from './render.js';
+import { Outbox, isGone } from './outbox.js';
+import { composeResult, type OutgoingMessage } from './result-files.js';
 
 export interface DeliveryOptions {
   store: JobStore;
@@ -88,18 +87,9 @@ interface Tracked {
   since: number;
 }
 
-/** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
-/** Discord's default per-file limit when an interaction did not state one. */
-const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
-
-const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
-
 /** Past the token's life, with no reply id on record: there is no message the bot may edit. */
 class LiveMessageUnknown extends Error {}
 
-function isGone(err: unknown): boolean {
-  return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code);
-}
 
 /**
  * Turns queue events into Discord messages: throttled progress edits, then exactly one result or
@@ -110,6 +100,7 @@ export class Delivery {
   private readonly tracked = new Map<string, Tracked>();
   private readonly editIntervalMs: number;
   private readonly tokenLifetimeMs: number;
+  private readonly outbox: Outbox;
   private readonly claimStaleMs: number;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
@@ -131,6 +122,7 @@ export class Delivery {
     this.editIntervalMs = o.editIntervalMs ?? 1500;
     this.tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
     this.claimStaleMs = o.claimStaleMs ?? 30_000;
+    this.outbox = new Outbox({ rest: o.rest, botRest: o.botRest, log: o.log, now: o.now, tokenLifetimeMs: this.tokenLifetimeMs });
   }
 
   /** Subscribes to queue events, then reconciles whatever happened while no bot was listening. */
@@ -243,7 +235,7 @@ export class Delivery {
     t.queuedEditAt = Date.now();
     await this.enqueue(t, async () => {
       if (t.done) return;
-      const id = await this.editOriginal(t.ref, body, []);
+      const id = await this.outbox.editOriginal(t.ref, body, []);
       t.lastEditAt = Date.now();
       this.rememberReply(t, id);
     });
@@ -264,11 +256,11 @@ export class Delivery {
    */
   private async editLive(t: Tracked, body: MessageBody, files: RawFile[]): Promise<void> {
     if (Date.now() - t.since < this.tokenLifetimeMs) {
-      this.rememberReply(t, await this.editOriginal(t.ref, body, files));
+      this.rememberReply(t, await this.outbox.editOriginal(t.ref, body, files));
       return;
     }
     if (!t.replyMessageId) throw new LiveMessageUnknown();
-    await this.o.botRest.patch(Routes.channelMessage(t.channelId, t.replyMessageId), { body, files });
+    await this.outbox.editInChannel(t.channelId, t.replyMessageId, body, files);
   }
 
   private setPhase(t: Tracked, phase: Tracked['phase']): void {
@@ -559,21 +551,21 @@ export class Delivery {
     this.finishTracking(job.id);
     if (this.o.afterSettle) void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
     try {
-      let messages: { body: MessageBody; files: RawFile[] }[];
+      let messages: OutgoingMessage[];
       if (job.status === 'succeeded' && job.result) {
         const imgs = images ?? (await this.o.results.getMany(job.result.imageKeys));
         messages = imgs.some((b) => b === null)
           ? [{ body: failureBody(job.request, 'expired', null), files: [] }]
-          : await this.resultMessages(job, job.result, imgs as Buffer[]);
+          : await composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now });
       } else {
         messages = [{ body: failureBody(job.request, job.errorCode ?? job.status, job.errorMessage), files: [] }];
       }
       const [first, ...more] = messages;
-      const sent = await this.send(job, first!.body, first!.files);
+      const sent = await this.outbox.send(job, first!.body, first!.files);
       const extraIds: string[] = [];
-      for (const [n, m] of more.entries()) extraIds.push(await this.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false));
+      for (const [n, m] of more.entries()) extraIds.push(await this.outbox.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false));
       const messageId = sent.id;
-      if (sent.inChannel === 'expired' && replyId) await this.pointToResult(job, replyId, messageId);
+      if (sent.inChannel === 'expired' && replyId) await this.outbox.pointToResult(job, replyId, messageId);
       await this.o.store.markDelivered(job.id, messageId, extraIds);
       if (job.result) await this.o.results.forget(job.id, job.result.imageKeys);
       this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
@@ -581,117 +573,6 @@ export class Delivery {
       this.o.log.error({ err, jobId: job.id }, 'delivery failed; will retry');
       await this.o.store.releaseDelivery(job.id).catch(() => undefined);
     }
-  }
-
-  /**
-   * The result as Discord will take it: each image fitted under the channel's upload limit, a
-   * numbered grid in front when there are several, and the files split over as many messages as
-   * the limit requires (the first one carries the grid, the embed and the job's buttons).
-   */
-  private async resultMessages(job: StoredJob, result: JobResult, imgs: Buffer[]): Promise<{ body: MessageBody; files: RawFile[] }[]> {
-    const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
-    const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
-    const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({ file: { name: f.name, data: f.data, contentType: f.contentType }, index }));
-    if (imgs.length > 1) {
-      // The worker makes the grid; results from a worker that did not are gridded here.
-      const made = result.gridKey ? await this.o.results.get(result.gridKey) : null;
-      const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
-      files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
-    }
-    const plan = planMessages(files.map((f) => (f.file.data as Buffer).length), limit);
-    const totalMs = (job.finishedAt ?? this.o.now()).getTime() - job.createdAt.getTime();
-    return plan.map((ids, n) => {
-      const entries = ids.map((i) => files[i]!);
-      const part: ResultPart = {
-        filenames: entries.map((e) => e.file.name),
-        images: entries.flatMap((e) => (e.index === null ? [] : [{ index: e.index, filename: e.file.name }])),
-        ...(entries[0]?.index === null ? { grid: entries[0].file.name } : {}),
-      };
-      const body = n === 0 ? resultBody(job.id, job.request, result, part, totalMs) : resultMoreBody(job.id, job.request, result, part);
-      return { body, files: entries.map((e) => e.file) };
-    });
-  }
-
-  /**
-   * Edits the interaction reply while its token lives (idempotent: a repeat edit changes nothing);
-   * afterwards posts in the channel with a nonce Discord deduplicates, mentioning only the requester.
-   */
-  private async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<{ id: string; inChannel: false | 'gone' | 'expired' }> {
-    if (this.tokenAlive(job)) {
-      try {
-        return { id: await this.editOriginal(job.interaction, body, files), inChannel: false };
-      } catch (err) {
-        if (!isGone(err)) throw err;
-        this.o.log.info({ jobId: job.id, code: (err as DiscordAPIError).code }, 'reply gone; posting in channel');
-        return { id: await this.postInChannel(job, body, files, 0), inChannel: 'gone' };
-      }
-    }
-    return { id: await this.postInChannel(job, body, files, 0), inChannel: 'expired' };
-  }
-
-  /**
-   * After a late result went to the channel, the old reply still shows its last progress and a
-   * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message).
-   */
-  private async pointToResult(job: StoredJob, replyId: string, resultId: string): Promise<void> {
-    const url = `https://discord.com/channels/${job.guildId}/${job.channelId}/${resultId}`;
-    try {
-      await this.o.botRest.patch(Routes.channelMessage(job.channelId, replyId), {
-        body: { content: text.resultBelow(url), embeds: [], components: [], attachments: [], allowed_mentions: { parse: [] } },
-      });
-    } catch (err) {
-      // Cosmetic: the result itself is posted; a reply deleted meanwhile is fine.
-      this.o.log.debug({ err, jobId: job.id }, 'could not point the old reply at the result');
-    }
-  }
-
-  /** Follow-up `n` (1-based) of a result split over several messages: a webhook follow-up while the token lives, else a channel post. */
-  private async sendMore(job: StoredJob, body: MessageBody, files: RawFile[], n: number, inChannel: boolean): Promise<string> {
-    if (!inChannel && this.tokenAlive(job)) {
-      try {
-        const msg = (await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
-          body,
-          files,
-          auth: false,
-          query: new URLSearchParams({ wait: 'true' }),
-        })) as { id: string };
-        return msg.id;
-      } catch (err) {
-        if (!isGone(err)) throw err;
-      }
-    }
-    return this.postInChannel(job, body, files, n);
-  }
-
-  private tokenAlive(job: StoredJob): boolean {
-    return this.o.now().getTime() - job.createdAt.getTime() < this.tokenLifetimeMs;
-  }
-
-  /** A channel message with the bot's token; the nonce makes a retried post land once. */
-  private async postInChannel(job: StoredJob, body: MessageBody, files: RawFile[], part: number): Promise<string> {
-    const hex = job.id.replaceAll('-', '');
-    const nonce = part === 0 ? hex.slice(0, 25) : `${hex.slice(0, 22)}p${part}`;
-    const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), {
-      body: {
-        ...body,
-        content: `<@${job.userId}> ${body.content}`.trim(),
-        allowed_mentions: { parse: [], users: [job.userId] },
-        ...(job.replyMessageId ? { message_reference: { message_id: job.replyMessageId, fail_if_not_exists: false } } : {}),
-        nonce,
-        enforce_nonce: true,
-      },
-      files,
-    })) as { id: string };
-    return posted.id;
-  }
-
-  private async editOriginal(ref: InteractionRef, body: MessageBody, files: RawFile[]): Promise<string> {
-    const msg = (await this.o.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, '@original'), {
-      body,
-      files,
-      auth: false,
-    })) as { id: string };
-    return msg.id;
   }
 
   /**

@@ -1,0 +1,119 @@
+import { DiscordAPIError, Routes, type REST, type RawFile } from 'discord.js';
+import type { Logger } from '../core/io/logger.js';
+import { text } from '../core/messages.js';
+import type { InteractionRef, StoredJob } from '../core/ports.js';
+import type { MessageBody } from './render.js';
+
+/** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
+const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
+
+export function isGone(err: unknown): boolean {
+  return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code);
+}
+
+/**
+ * The ways a job's messages reach Discord: the interaction reply and its follow-ups while the
+ * token lives, then channel messages with the bot's token (nonce-deduplicated, replying to the
+ * original, mentioning only the requester).
+ */
+export class Outbox {
+  constructor(
+    private readonly o: {
+      /** Webhook routes (reply edits, follow-ups), no bot token. */
+      rest: REST;
+      /** Bot-token routes, under the global limit. */
+      botRest: REST;
+      log: Logger;
+      now: () => Date;
+      tokenLifetimeMs: number;
+    },
+  ) {}
+
+  tokenAlive(job: StoredJob): boolean {
+    return this.o.now().getTime() - job.createdAt.getTime() < this.o.tokenLifetimeMs;
+  }
+
+  /** Edits the interaction reply (`@original`); returns its message id. */
+  async editOriginal(ref: InteractionRef, body: MessageBody, files: RawFile[]): Promise<string> {
+    const msg = (await this.o.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, '@original'), {
+      body,
+      files,
+      auth: false,
+    })) as { id: string };
+    return msg.id;
+  }
+
+  /** Edits a message of the bot's in a channel with its own token (the reply, once its token is gone). */
+  async editInChannel(channelId: string, messageId: string, body: MessageBody, files: RawFile[]): Promise<void> {
+    await this.o.botRest.patch(Routes.channelMessage(channelId, messageId), { body, files });
+  }
+
+  /**
+   * Edits the interaction reply while its token lives (idempotent: a repeat edit changes nothing);
+   * afterwards posts in the channel with a nonce Discord deduplicates, mentioning only the requester.
+   */
+  async send(job: StoredJob, body: MessageBody, files: RawFile[]): Promise<{ id: string; inChannel: false | 'gone' | 'expired' }> {
+    if (this.tokenAlive(job)) {
+      try {
+        return { id: await this.editOriginal(job.interaction, body, files), inChannel: false };
+      } catch (err) {
+        if (!isGone(err)) throw err;
+        this.o.log.info({ jobId: job.id, code: (err as DiscordAPIError).code }, 'reply gone; posting in channel');
+        return { id: await this.postInChannel(job, body, files, 0), inChannel: 'gone' };
+      }
+    }
+    return { id: await this.postInChannel(job, body, files, 0), inChannel: 'expired' };
+  }
+
+  /** Follow-up `n` (1-based) of a result split over several messages: a webhook follow-up while the token lives, else a channel post. */
+  async sendMore(job: StoredJob, body: MessageBody, files: RawFile[], n: number, inChannel: boolean): Promise<string> {
+    if (!inChannel && this.tokenAlive(job)) {
+      try {
+        const msg = (await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
+          body,
+          files,
+          auth: false,
+          query: new URLSearchParams({ wait: 'true' }),
+        })) as { id: string };
+        return msg.id;
+      } catch (err) {
+        if (!isGone(err)) throw err;
+      }
+    }
+    return this.postInChannel(job, body, files, n);
+  }
+
+  /**
+   * After a late result went to the channel, the old reply still shows its last progress and a
+   * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message).
+   */
+  async pointToResult(job: StoredJob, replyId: string, resultId: string): Promise<void> {
+    const url = `https://discord.com/channels/${job.guildId}/${job.channelId}/${resultId}`;
+    try {
+      await this.o.botRest.patch(Routes.channelMessage(job.channelId, replyId), {
+        body: { content: text.resultBelow(url), embeds: [], components: [], attachments: [], allowed_mentions: { parse: [] } },
+      });
+    } catch (err) {
+      // Cosmetic: the result itself is posted; a reply deleted meanwhile is fine.
+      this.o.log.debug({ err, jobId: job.id }, 'could not point the old reply at the result');
+    }
+  }
+
+  /** A channel message with the bot's token; the nonce makes a retried post land once. */
+  private async postInChannel(job: StoredJob, body: MessageBody, files: RawFile[], part: number): Promise<string> {
+    const hex = job.id.replaceAll('-', '');
+    const nonce = part === 0 ? hex.slice(0, 25) : `${hex.slice(0, 22)}p${part}`;
+    const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), {
+      body: {
+        ...body,
+        content: `<@${job.userId}> ${body.content}`.trim(),
+        allowed_mentions: { parse: [], users: [job.userId] },
+        ...(job.replyMessageId ? { message_reference: { message_id: job.replyMessageId, fail_if_not_exists: false } } : {}),
+        nonce,
+        enforce_nonce: true,
+      },
+      files,
+    })) as { id: string };
+    return posted.id;
+  }
+}

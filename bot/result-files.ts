@@ -1,0 +1,51 @@
+import type { RawFile } from 'discord.js';
+import type { JobResult } from '../core/generation.js';
+import { fitForUpload } from '../core/io/fit-upload.js';
+import { makeGrid } from '../core/io/grid.js';
+import type { ResultStore } from '../core/io/results.js';
+import type { StoredJob } from '../core/ports.js';
+import { planMessages } from '../core/upload-plan.js';
+import { resultBody, resultMoreBody, type MessageBody, type ResultPart } from './render.js';
+
+/** Discord's default per-file limit when an interaction did not state one. */
+const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
+
+/** One Discord message of a result: its JSON body and its files. */
+export interface OutgoingMessage {
+  body: MessageBody;
+  files: RawFile[];
+}
+
+/**
+ * The result as Discord will take it: each image fitted under the channel's upload limit, a
+ * numbered grid in front when there are several, and the files split over as many messages as
+ * the limit requires (the first one carries the grid, the embed and the job's buttons).
+ */
+export async function composeResult(
+  job: StoredJob,
+  result: JobResult,
+  imgs: Buffer[],
+  o: { results: ResultStore; now: () => Date },
+): Promise<OutgoingMessage[]> {
+  const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
+  const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
+  const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({ file: { name: f.name, data: f.data, contentType: f.contentType }, index }));
+  if (imgs.length > 1) {
+    // The worker makes the grid; results from a worker that did not are gridded here.
+    const made = result.gridKey ? await o.results.get(result.gridKey) : null;
+    const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
+    files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
+  }
+  const plan = planMessages(files.map((f) => (f.file.data as Buffer).length), limit);
+  const totalMs = (job.finishedAt ?? o.now()).getTime() - job.createdAt.getTime();
+  return plan.map((ids, n) => {
+    const entries = ids.map((i) => files[i]!);
+    const part: ResultPart = {
+      filenames: entries.map((e) => e.file.name),
+      images: entries.flatMap((e) => (e.index === null ? [] : [{ index: e.index, filename: e.file.name }])),
+      ...(entries[0]?.index === null ? { grid: entries[0].file.name } : {}),
+    };
+    const body = n === 0 ? resultBody(job.id, job.request, result, part, totalMs) : resultMoreBody(job.id, job.request, result, part);
+    return { body, files: entries.map((e) => e.file) };
+  });
+}
