@@ -51,9 +51,16 @@ describe('results', () => {
     expect(labels(msg)).toEqual(['Reroll', 'Edit', 'Info', 'Delete', 'Vary', 'Upscale']);
   });
 
-  test('Vary on image 2 redraws that posted image as a new job of whoever pressed it', async ({ db, redisPrefix }) => {
+  test('Vary on image 2, after a bot restart, redraws that posted image as a new job of whoever pressed it', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix });
     const result = await sys.finalReply(await sys.imagine({ prompt: 'two foxes', count: 2, steps: 2, seed: 40 }));
+    // The images in Redis are gone after delivery, and a restart forgets everything in memory:
+    // the button works from the message alone.
+    const redis = sys.bot!.deps.redis;
+    for (let n = 0; n < 100 && (await redis.keys(`${redisPrefix}:img:*`)).length > 0; n++) await new Promise((r) => setTimeout(r, 50));
+    expect(await redis.keys(`${redisPrefix}:img:*`)).toEqual([]);
+    await sys.bot!.stop();
+    await sys.startBot();
     const press = await sys.discord.buttonPress({ customId: buttonId(result, 'V2'), messageId: result.id, user: BOB });
     const variation = await sys.finalReply(press);
     // The box got one img2img request starting from the posted image 2, at the variation strength.
