@@ -172,6 +172,15 @@ export class Delivery {
     await Promise.allSettled([...this.delivering]);
   }
 
+  /** Where each job stands in the queue right now (one round trip); jobs not waiting are absent. */
+  async positionsOf(jobIds: readonly string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (jobIds.length === 0) return out;
+    const snap = await this.o.positions.read([...jobIds]);
+    for (const [id, place] of snap.places) if (place.state === 'waiting') out.set(id, place.ahead + 1);
+    return out;
+  }
+
   /** Number of jobs this process is following (for metrics and tests). */
   get inFlight(): number {
     return this.tracked.size;

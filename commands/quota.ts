@@ -16,8 +16,10 @@ export const quota = {
       store.dailyLimit(guildId, interaction.user.id, config.DEFAULT_DAILY_IMAGES),
       store.usage(guildId, interaction.user.id, utcDay(at), utcMonthStart(at)),
     ]);
+    // Positions are a nicety: without the queue the list still shows each job's status.
+    const positions = await ctx.deps.delivery.positionsOf(usage.queued.map((q) => q.id)).catch(() => new Map<string, number>());
     const lines = [text.quotaSummary({ ...usage, limit, now: at })];
-    for (const q of usage.queued) lines.push(`• ${q.status}: ${quoteUserText(q.prompt, 80)}`);
+    for (const q of usage.queued) lines.push(text.quotaJob(q.status, positions.get(q.id) ?? null, quoteUserText(q.prompt, 80)));
     await interaction.editReply({ content: lines.join('\n'), allowedMentions: NO_MENTIONS });
   },
 } satisfies Command;

@@ -46,6 +46,9 @@ export const text = {
       ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)`
       : `Generating on ${backend}…`,
   starting: 'Starting…',
+  /** One line of `/quota`'s job list; `position` when the job is waiting in the queue. */
+  quotaJob: (status: string, position: number | null, prompt: string) =>
+    `• ${position !== null ? `queued, position ${position}` : status === 'queued' ? 'starting' : status}: ${prompt}`,
   resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',

@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
-import { ALICE, GUILD_ID, System } from './harness.js';
+import { ALICE, BOB, GUILD_ID, System } from './harness.js';
 
 let sys: System | undefined;
 afterEach(async () => {
@@ -118,6 +118,20 @@ describe('/imagine end to end', () => {
     expect(reply.flags & 64).toBe(64);
     expect(reply.content).toContain('2 of 5 images used, 3 left');
     expect(reply.content).toContain('00:00 UTC');
+  });
+
+  test('/quota lists queued jobs with their place in the queue', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none' });
+    for (const [n, user] of [BOB, ALICE, ALICE].entries()) {
+      const i = await sys.imagine({ prompt: `waiting ${n + 1}`, steps: 2, user });
+      await sys.discord.waitFor(() => i.original()?.content.includes('Queued') || undefined);
+    }
+    const q = await sys.discord.slashCommand({ name: 'quota', user: ALICE, guildId: GUILD_ID });
+    const reply = await sys.discord.waitFor(() => (q.original()?.content ? q.original() : undefined));
+    // Bob's job is first; Alice's two follow it.
+    expect(reply.content).toContain('• queued, position 2: waiting 2');
+    expect(reply.content).toContain('• queued, position 3: waiting 3');
+    expect(reply.content).not.toContain('waiting 1');
   });
 });
 
