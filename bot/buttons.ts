@@ -38,7 +38,7 @@ function isModerator(interaction: ButtonInteraction, roleIds: readonly string[])
   return ids.some((r) => roleIds.includes(r));
 }
 
-async function loadJob(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId): Promise<StoredJob> {
+async function loadJob(ctx: CommandContext, interaction: ButtonInteraction | ModalSubmitInteraction, id: ButtonId): Promise<StoredJob> {
   const job = await ctx.deps.store.get(id.jobId);
   // A job from another guild is as good as missing: ids must not leak across servers.
   if (!job || job.guildId !== interaction.guildId) throw new UserError('job_not_found', buttonText.notFound);
@@ -133,8 +133,7 @@ export function parseEditModal(interaction: ModalSubmitInteraction): { id: Butto
 
 /** Admits the edited job: the original is reloaded, its prompt replaced, policy and quota checked again. */
 export async function admitEdit(ctx: CommandContext, interaction: ModalSubmitInteraction, id: ButtonId, fields: EditFields): Promise<Admitted> {
-  const job = await ctx.deps.store.get(id.jobId);
-  if (!job || job.guildId !== interaction.guildId) throw new UserError('job_not_found', buttonText.notFound);
+  const job = await loadJob(ctx, interaction, id);
   return admitGeneration(ctx, interaction, editedRequest(job.request, fields, newSeed()), job.id);
 }
 
