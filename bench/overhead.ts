@@ -4,7 +4,8 @@
  * Prints p50/p99 of added latency and of the acknowledgement, and jobs/s. Not a test: figures only.
  *
  *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change;
- *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker)
+ *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker;
+ *                                      BENCH_DIST=1 to run the compiled build)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -31,7 +32,9 @@ const f = (n: number) => n.toFixed(1);
 async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : [];
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', `${which}/main.ts`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does.
+  const entry = process.env.BENCH_DIST ? [`dist/${which}/main.js`] : ['--import', 'tsx', `${which}/main.ts`];
+  const child = spawn(process.execPath, [...prof, ...entry], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   // A failed run must not leave processes behind holding the terminal.
   process.once('exit', () => child.kill('SIGKILL'));
   // BENCH_LOGS=<dir> keeps each process's log lines there.
@@ -66,7 +69,7 @@ async function main(): Promise<void> {
   const a1111 = await startInstantA1111();
   const users = Array.from({ length: 50 }, (_, i) => ({ id: String(4000000000000000000n + BigInt(i)), username: `u${i}` }));
 
-  out(`bench/overhead: node ${process.version}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`);
+  out(`bench/overhead: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`);
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
     const env: Record<string, string> = {
