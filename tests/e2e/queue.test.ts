@@ -157,4 +157,22 @@ describe('queue position and ETA', () => {
     expect(runs(places)[0]).toBe(3);
     expect(runs(places)).toContain(1);
   });
+
+  test('a job retried after a failed attempt shows its place in the queue again while it waits', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, a1111: { mode: 'error500', stepDelayMs: 100 } });
+    const alice = await sys.imagine({ prompt: 'second try', steps: 2, user: ALICE });
+    // Alice's first attempt fails (the box is out of memory, twice: the chain's own retry too);
+    // BullMQ retries the job after its backoff.
+    await sys.discord.waitFor(() => sys!.a1111.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length >= 2, 15_000);
+    sys.a1111.setMode('ok');
+    const failedAt = Date.now();
+    // Bob's job takes the box meanwhile and Carol's waits; when Bob's ends, BullMQ puts Alice's retry
+    // back in the queue behind Carol's, so it waits its turn there.
+    const bob = await sys.imagine({ prompt: 'long one', steps: 25, user: BOB });
+    const carol = await sys.imagine({ prompt: 'next one', steps: 25, user: CAROL });
+    await Promise.all([alice, bob, carol].map((i) => sys!.finalReply(i, 40_000)));
+    const again = edits(sys, alice).filter((e) => e.at > failedAt && positionIn(e.content) !== null);
+    expect(again.length, edits(sys, alice).map((e) => e.content).join(' | ')).toBeGreaterThanOrEqual(1);
+    expect((await db.prisma.job.findFirstOrThrow({ where: { userId: ALICE.id } })).status).toBe('succeeded');
+  });
 });
