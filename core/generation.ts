@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { findPreset, DEFAULT_PRESET_ID } from './presets.js';
+import { findPreset, DEFAULT_PRESET_ID, type Preset } from './presets.js';
 
 /** Limits on member input; the slash-command definitions advertise the same numbers. */
 export const LIMITS = {
@@ -99,6 +99,36 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 }
 
 /**
+ * The member's prompt and negative prompt, checked (not empty, within the limits) and combined
+ * with the preset's style words; the member's own words are kept for the Edit form.
+ * Shared by `/imagine` and the Edit modal so both refuse the same text the same way.
+ */
+export function promptText(
+  promptIn: string,
+  negativeRaw: string | undefined,
+  preset: Pick<Preset, 'style' | 'negative'> | undefined,
+): Pick<GenerationRequest, 'prompt' | 'negative' | 'memberPrompt' | 'memberNegative'> {
+  const prompt = promptIn.trim();
+  if (prompt.length === 0) throw new UserError('invalid_option', 'The prompt is empty.');
+  if (prompt.length > LIMITS.promptMax) {
+    throw new UserError(
+      'prompt_too_long',
+      `The prompt is ${prompt.length} characters; the limit is ${LIMITS.promptMax}. Shorten it and try again.`,
+    );
+  }
+  const negative = (negativeRaw ?? '').trim();
+  if (negative.length > LIMITS.negativeMax) {
+    throw new UserError('prompt_too_long', `The negative prompt is ${negative.length} characters; the limit is ${LIMITS.negativeMax}.`);
+  }
+  return {
+    prompt: preset?.style ? `${prompt}, ${preset.style}` : prompt,
+    negative: [negative, preset?.negative].filter(Boolean).join(', '),
+    memberPrompt: prompt,
+    ...(negative ? { memberNegative: negative } : {}),
+  };
+}
+
+/**
  * Turns `/imagine` options into a GenerationRequest, or throws a UserError naming the bad option.
  * Pure and synchronous, so the bot can run it before acknowledging and answer ephemerally.
  */
@@ -108,28 +138,13 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
     throw new UserError('invalid_option', describeIssue(parsed.error.issues[0]!));
   }
   const o = parsed.data;
-  const prompt = o.prompt.trim();
-  if (prompt.length === 0) throw new UserError('invalid_option', 'The prompt is empty.');
-  if (prompt.length > LIMITS.promptMax) {
-    throw new UserError(
-      'prompt_too_long',
-      `The prompt is ${prompt.length} characters; the limit is ${LIMITS.promptMax}. Shorten it and try again.`,
-    );
-  }
-  const negativeIn = (o.negative ?? '').trim();
-  if (negativeIn.length > LIMITS.negativeMax) {
-    throw new UserError(
-      'prompt_too_long',
-      `The negative prompt is ${negativeIn.length} characters; the limit is ${LIMITS.negativeMax}.`,
-    );
-  }
   const preset = findPreset(o.preset);
   if (!preset) throw new UserError('invalid_option', `There is no preset called \`${o.preset ?? ''}\`.`);
+  const text = promptText(o.prompt, o.negative, preset);
   const { width, height } = aspectToSize(o.aspect ?? '1:1');
   return {
     kind: 'txt2img',
-    prompt: preset.style ? `${prompt}, ${preset.style}` : prompt,
-    negative: [negativeIn, preset.negative].filter(Boolean).join(', '),
+    ...text,
     width,
     height,
     count: o.count ?? 1,
@@ -138,8 +153,6 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
     guidance: o.guidance ?? preset.guidance,
     preset: preset.id ?? DEFAULT_PRESET_ID,
     replicateModel: preset.replicateModel,
-    memberPrompt: prompt,
-    ...(negativeIn ? { memberNegative: negativeIn } : {}),
   };
 }
 

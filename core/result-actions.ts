@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { LIMITS, type GenerationRequest, type JobResult } from './generation.js';
+import { LIMITS, promptText, type GenerationRequest, type JobResult } from './generation.js';
 import { buttonText } from './messages.js';
 import { findPreset } from './presets.js';
 
@@ -112,23 +112,10 @@ export function editDefaults(request: GenerationRequest): { prompt: string; nega
 /** The same job with the member's edited prompt (the preset's style added again) and a new seed. */
 export function editedRequest(request: GenerationRequest, fields: EditFields, seed: number): GenerationRequest {
   if (request.kind !== 'txt2img') throw new UserError('action_unavailable', buttonText.unavailable);
-  const prompt = fields.prompt.trim();
-  if (prompt.length === 0) throw new UserError('invalid_option', 'The prompt is empty.');
-  if (prompt.length > LIMITS.promptMax) {
-    throw new UserError('prompt_too_long', `The prompt is ${prompt.length} characters; the limit is ${LIMITS.promptMax}. Shorten it and try again.`);
-  }
-  const negative = (fields.negative ?? '').trim();
-  if (negative.length > LIMITS.negativeMax) {
-    throw new UserError('prompt_too_long', `The negative prompt is ${negative.length} characters; the limit is ${LIMITS.negativeMax}.`);
-  }
-  const preset = findPreset(request.preset);
   const { memberNegative: _n, ...rest } = request;
   return {
     ...rest,
-    prompt: preset?.style ? `${prompt}, ${preset.style}` : prompt,
-    negative: [negative, preset?.negative].filter(Boolean).join(', '),
-    memberPrompt: prompt,
-    ...(negative ? { memberNegative: negative } : {}),
+    ...promptText(fields.prompt, fields.negative, findPreset(request.preset)),
     seed,
   };
 }
