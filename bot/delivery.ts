@@ -1,7 +1,7 @@
 import type { REST, RawFile } from 'discord.js';
 import type { QueueEvents } from 'bullmq';
 import { DurationWindow, estimateEta, liveSlots, samplesInUse } from '../core/eta.js';
-import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress } from '../core/generation.js';
+import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress, type JobResult } from '../core/generation.js';
 import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
@@ -87,6 +87,18 @@ interface Tracked {
   since: number;
 }
 
+type ParsedResult = { success: true; data: JobResult } | { success: false; issues: unknown };
+
+/** A worker's return value (JSON text from QueueEvents, an object from getJob), parsed once per job. */
+function parseJobResult(returnvalue: unknown): ParsedResult {
+  try {
+    const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
+    return parsed.success ? { success: true, data: parsed.data } : { success: false, issues: parsed.error.issues };
+  } catch (err) {
+    return { success: false, issues: String(err) };
+  }
+}
+
 /** Past the token's life, with no reply id on record: there is no message the bot may edit. */
 class LiveMessageUnknown extends Error {}
 
@@ -134,9 +146,11 @@ export class Delivery {
       this.onActive(jobId);
     });
     events.on('completed', ({ jobId, returnvalue }) => {
-      this.recordDuration(returnvalue);
+      const parsed = parseJobResult(returnvalue);
+      // How long the job took, for the ETA.
+      if (parsed.success) this.durations.add({ ms: parsed.data.runMs, count: parsed.data.imageKeys.length, backend: parsed.data.backend });
       this.jobLeft(jobId);
-      this.run(jobId, () => this.complete(jobId, returnvalue));
+      this.run(jobId, () => this.complete(jobId, parsed));
     });
     events.on('failed', ({ jobId }) => {
       this.jobLeft(jobId);
@@ -315,16 +329,6 @@ export class Delivery {
       this.setPhase(t, 'queued');
     }
     this.requestRefresh();
-  }
-
-  /** Remembers how long a finished job took, for the ETA. */
-  private recordDuration(returnvalue: unknown): void {
-    try {
-      const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
-      if (parsed.success) this.durations.add({ ms: parsed.data.runMs, count: parsed.data.imageKeys.length, backend: parsed.data.backend });
-    } catch {
-      // Malformed results are reported by complete().
-    }
   }
 
   /**
@@ -507,10 +511,9 @@ export class Delivery {
   }
 
   /** A job finished on the worker: fetch its images, settle (charge once), deliver once. */
-  private async complete(jobId: string, returnvalue: unknown): Promise<void> {
-    const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
+  private async complete(jobId: string, parsed: ParsedResult): Promise<void> {
     if (!parsed.success) {
-      this.o.log.error({ jobId, issues: parsed.error.issues }, 'worker returned a malformed result');
+      this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
       const settled = await this.o.store.settle(jobId, { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload!, attempts: [] });
       if (settled) await this.deliver(settled, null);
       return;
@@ -636,7 +639,7 @@ export class Delivery {
       const inFlight = this.tracked.has(job.id) && Date.now() - (bull.finishedOn ?? 0) < this.claimStaleMs;
       this.follow(job, state === 'waiting' || state === 'prioritized');
       if (inFlight) continue;
-      if (state === 'completed') this.run(job.id, () => this.complete(job.id, bull.returnvalue));
+      if (state === 'completed') this.run(job.id, () => this.complete(job.id, parseJobResult(bull.returnvalue)));
       else if (state === 'failed') this.run(job.id, () => this.fail(job.id));
     }
   }
