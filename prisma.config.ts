@@ -6,5 +6,5 @@ const DEFAULT_DATABASE_URL = 'postgresql://postgres:postgres@localhost:5432/imag
 export default defineConfig({
   schema: 'prisma/schema.prisma',
   migrations: { path: 'prisma/migrations' },
-  datasource: { url: process.env['DATABASE_URL'] ?? DEFAULT_DATABASE_URL },
+  datasource: { url: process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL },
 });

@@ -12,7 +12,9 @@ const w = 1024;
 const h = 1024;
 const raw = Buffer.alloc(w * h * 3);
 for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw.set([x % 256, y % 256, (x + y) % 256], (y * w + x) * 3);
-const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+const png = await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+  .png()
+  .toBuffer();
 
 const t0 = performance.now();
 const classifier = await loadNsfwClassifier();
@@ -26,7 +28,9 @@ for (let i = 0; i < RUNS; i++) {
 }
 times.sort((a, b) => a - b);
 const pct = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!.toFixed(0);
-out(`bench/classifier: node ${process.version}, nsfwjs MobileNetV2 on tfjs ${classifier.backend}, 1024×1024 PNG, ${RUNS} runs after 3 warm-ups`);
+out(
+  `bench/classifier: node ${process.version}, nsfwjs MobileNetV2 on tfjs ${classifier.backend}, 1024×1024 PNG, ${RUNS} runs after 3 warm-ups`,
+);
 out(`  model load: ${loadMs.toFixed(0)} ms`);
 out(`  per image (decode + resize 224² + classify): p50 ${pct(0.5)} ms  p95 ${pct(0.95)} ms`);
 out(`  RSS after: ${(process.memoryUsage().rss / 1024 / 1024).toFixed(0)} MB`);

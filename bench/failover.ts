@@ -9,12 +9,12 @@ import { randomUUID } from 'node:crypto';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadConfig, workerConfigSchema } from '../core/config.js';
-import { parseImagineOptions, type JobPayload } from '../core/generation.js';
+import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { createLogger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
-import { startWorker } from '../worker/main.js';
-import { startFakeA1111, type FakeA1111Mode } from '../tests/fakes/a1111.js';
+import { type FakeA1111Mode, startFakeA1111 } from '../tests/fakes/a1111.js';
 import { startFakeHFEndpoint } from '../tests/fakes/huggingface.js';
+import { startWorker } from '../worker/main.js';
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const JOBS = Number(process.env.BENCH_JOBS ?? 6);
@@ -54,7 +54,14 @@ async function ours(s: Scenario): Promise<number[]> {
     const before = hf.requests.length;
     const jobId = randomUUID();
     const request = parseImagineOptions({ prompt: `failover ${n}`, steps: 20 });
-    const payload: JobPayload = { v: 1, jobId, guildId: null, request: { ...request, width: 512, height: 512 }, paidAllowed: true, nsfwAllowed: true };
+    const payload: JobPayload = {
+      v: 1,
+      jobId,
+      guildId: null,
+      request: { ...request, width: 512, height: 512 },
+      paidAllowed: true,
+      nsfwAllowed: true,
+    };
     const t0 = Date.now();
     const job = await queue.add('txt2img', payload, { jobId });
     await job.waitUntilFinished(events, 120_000);
@@ -80,13 +87,21 @@ async function naive(s: Scenario): Promise<number> {
   const box = await startFakeA1111({ stepDelayMs: 100, mode: s.mode === 'refused' ? 'ok' : s.mode });
   const hf = await startFakeHFEndpoint();
   const chain = [
-    { url: `${s.mode === 'refused' ? 'http://127.0.0.1:9' : box.url}/sdapi/v1/txt2img`, body: { prompt: 'x', steps: 20, width: 512, height: 512 } },
+    {
+      url: `${s.mode === 'refused' ? 'http://127.0.0.1:9' : box.url}/sdapi/v1/txt2img`,
+      body: { prompt: 'x', steps: 20, width: 512, height: 512 },
+    },
     { url: hf.url, body: { inputs: 'x', parameters: { width: 512, height: 512 } } },
   ];
   const t0 = Date.now();
   for (const p of chain) {
     try {
-      const res = await fetch(p.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(p.body), signal: AbortSignal.timeout(NAIVE_TIMEOUT_MS) });
+      const res = await fetch(p.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(p.body),
+        signal: AbortSignal.timeout(NAIVE_TIMEOUT_MS),
+      });
       if (res.ok) {
         await res.arrayBuffer();
         break;

@@ -20,7 +20,9 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
     const key = `${w}x${h}`;
     let b64 = cache.get(key);
     if (!b64) {
-      const buf = await sharp({ create: { width: w, height: h, channels: 3, background: { r: 40, g: 90, b: 160 } } }).png().toBuffer();
+      const buf = await sharp({ create: { width: w, height: h, channels: 3, background: { r: 40, g: 90, b: 160 } } })
+        .png()
+        .toBuffer();
       b64 = buf.toString('base64');
       cache.set(key, b64);
     }
@@ -29,7 +31,16 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
   const idle = JSON.stringify({
     progress: 0,
     eta_relative: 0,
-    state: { skipped: false, interrupted: false, job: '', job_count: 0, job_timestamp: '0', job_no: 0, sampling_step: 0, sampling_steps: 0 },
+    state: {
+      skipped: false,
+      interrupted: false,
+      job: '',
+      job_count: 0,
+      job_timestamp: '0',
+      job_no: 0,
+      sampling_step: 0,
+      sampling_steps: 0,
+    },
     current_image: null,
     textinfo: null,
   });
@@ -53,7 +64,12 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
           spans.push([t0, performance.now()]);
           release();
           const images = Array.from({ length: body.batch_size ?? 1 }, () => image);
-          const info = JSON.stringify({ seed: body.seed, all_seeds: images.map((_, i) => body.seed + i), width: body.width, height: body.height });
+          const info = JSON.stringify({
+            seed: body.seed,
+            all_seeds: images.map((_, i) => body.seed + i),
+            width: body.width,
+            height: body.height,
+          });
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ images, info }));
         } else if (path === '/sdapi/v1/progress') {
           res.writeHead(200, { 'content-type': 'application/json' }).end(idle);

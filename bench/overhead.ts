@@ -7,11 +7,11 @@
  *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker;
  *                                      BENCH_DIST=1 to run the compiled build)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import pg from 'pg';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
@@ -69,7 +69,9 @@ async function main(): Promise<void> {
   const a1111 = await startInstantA1111();
   const users = Array.from({ length: 50 }, (_, i) => ({ id: String(4000000000000000000n + BigInt(i)), username: `u${i}` }));
 
-  out(`bench/overhead: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`);
+  out(
+    `bench/overhead: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`,
+  );
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
     const env: Record<string, string> = {
@@ -112,7 +114,11 @@ async function main(): Promise<void> {
       discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined) ? true : undefined), timeoutMs);
 
     // Warm-up: connections, JIT, prepared statements.
-    const warm = await Promise.all(Array.from({ length: 20 }, (_, n) => discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: 'warm' }] })));
+    const warm = await Promise.all(
+      Array.from({ length: 20 }, (_, n) =>
+        discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: 'warm' }] }),
+      ),
+    );
     await waitAll(warm, 60_000);
 
     const added: number[] = [];
@@ -123,7 +129,11 @@ async function main(): Promise<void> {
     const epoch = performance.timeOrigin;
     for (let n = 0; n < SEQ; n++) {
       const spansBefore = a1111.spans.length;
-      const i = await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `seq ${n}` }] });
+      const i = await discord.slashCommand({
+        name: 'imagine',
+        user: users[n % 50],
+        options: [{ name: 'prompt', type: 3, value: `seq ${n}` }],
+      });
       await waitAll([i], 30_000);
       const ackAt = (await i.waitForCallback()).at;
       added.push(finalAt(i)! - i.createdAt);
@@ -145,7 +155,9 @@ async function main(): Promise<void> {
     const burst: FakeInteraction[] = [];
     const t0 = Date.now();
     for (let n = 0; n < JOBS; n++) {
-      burst.push(await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `burst ${n}` }] }));
+      burst.push(
+        await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `burst ${n}` }] }),
+      );
     }
     const acked = await Promise.allSettled(burst.map(async (i) => (await i.waitForCallback(15_000)).at - i.createdAt));
     const burstAcks = acked.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -161,8 +173,12 @@ async function main(): Promise<void> {
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
     out(`    of which: ack → box call starts p50 ${f(pct(toBox, 50))} ms; box answered → result uploaded p50 ${f(pct(fromBox, 50))} ms`);
-    out(`  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed})`);
-    out(`    inside the bot (event received → defer answered): ≤0.25 s ${inBot('0.25')}, ≤1 s ${inBot('1')}, ≤2 s ${inBot('2')}, ≤3 s ${inBot('3')} of ${inBot('+Inf')}`);
+    out(
+      `  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed})`,
+    );
+    out(
+      `    inside the bot (event received → defer answered): ≤0.25 s ${inBot('0.25')}, ≤1 s ${inBot('1')}, ≤2 s ${inBot('2')}, ≤3 s ${inBot('3')} of ${inBot('+Inf')}`,
+    );
     out(`  throughput: ${delivered.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
 
     bot.kill('SIGTERM');

@@ -5,8 +5,8 @@
  *   npm run bench:results        (BENCH_RUNS=20)
  */
 import sharp from 'sharp';
-import { makeGrid } from '../core/io/grid.js';
 import { fitForUpload } from '../core/io/fit-upload.js';
+import { makeGrid } from '../core/io/grid.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 20);
 const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -26,7 +26,9 @@ async function image(seed: number): Promise<Buffer> {
     raw[i * 3 + 1] = (y / 4 + n) & 255;
     raw[i * 3 + 2] = ((x + y) / 8 + n + seed * 40) & 255;
   }
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function time(label: string, fn: () => Promise<unknown>): Promise<void> {
@@ -45,7 +47,9 @@ async function time(label: string, fn: () => Promise<unknown>): Promise<void> {
 const images = await Promise.all([1, 2, 3, 4].map(image));
 const grid = await makeGrid(images);
 out(`bench/results: node ${process.version}, sharp ${sharp.versions.sharp}, libvips ${sharp.versions.vips}, ${RUNS} runs after 2 warm-ups`);
-out(`  input: four 1024×1024 PNGs of ${(images.reduce((n, b) => n + b.length, 0) / 4 / 1e6).toFixed(2)} MB each; grid ${(grid.length / 1e3).toFixed(0)} kB WebP`);
+out(
+  `  input: four 1024×1024 PNGs of ${(images.reduce((n, b) => n + b.length, 0) / 4 / 1e6).toFixed(2)} MB each; grid ${(grid.length / 1e3).toFixed(0)} kB WebP`,
+);
 await time('grid of 4 (resize, number, WebP)', () => makeGrid(images));
 await time('fit one image under 10 MiB (PNG passes)', () => fitForUpload(images[0]!, 10 * 1024 * 1024, 'image-1'));
 await time('fit one image under 1 MiB (re-encoded)', () => fitForUpload(images[0]!, 1024 * 1024, 'image-1'));

@@ -5,14 +5,14 @@
  *
  *   npm run bench:scale        (BENCH_JOBS=200 for the instant box, 30 for the 500 ms box)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { randomUUID } from 'node:crypto';
 import { QueueEvents } from 'bullmq';
-import pg from 'pg';
 import { Redis } from 'ioredis';
-import { parseImagineOptions, type JobPayload } from '../core/generation.js';
+import pg from 'pg';
+import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
@@ -100,16 +100,34 @@ async function botMemory() {
   const box = await startInstantA1111({ delayMs: 500 });
   const prefix = `bench-scale-bot:${stamp}`;
   const env = {
-    DISCORD_TOKEN: 'fake-token', DISCORD_APP_ID: '1111111111111111111', DISCORD_API_URL: discord.apiUrl, DATABASE_URL: dbUrl.toString(),
-    REDIS_URL, QUEUE_PREFIX: prefix, A1111_URL: box.url, DEFAULT_DAILY_IMAGES: '100000', MAX_QUEUED_PER_USER: '100', NSFW_CLASSIFIER: 'off',
+    DISCORD_TOKEN: 'fake-token',
+    DISCORD_APP_ID: '1111111111111111111',
+    DISCORD_API_URL: discord.apiUrl,
+    DATABASE_URL: dbUrl.toString(),
+    REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    A1111_URL: box.url,
+    DEFAULT_DAILY_IMAGES: '100000',
+    MAX_QUEUED_PER_USER: '100',
+    NSFW_CLASSIFIER: 'off',
   };
   const bot = await spawnProc('bot', env);
   const worker = await spawnProc('worker', env);
   await new Promise((r) => setTimeout(r, 2000));
   const idle = await rssMb(bot.pid!);
   const jobs: FakeInteraction[] = [];
-  for (let n = 0; n < 50; n++) jobs.push(await discord.slashCommand({ name: 'imagine', user: { id: String(4100000000000000000n + BigInt(n % 10)), username: `u${n}` }, options: [{ name: 'prompt', type: 3, value: `mem ${n}` }] }));
-  await discord.waitFor(() => (jobs.every((i) => i.original()?.content.includes('Queued') || (i.original()?.attachments.length ?? 0) > 0) ? true : undefined), 30_000);
+  for (let n = 0; n < 50; n++)
+    jobs.push(
+      await discord.slashCommand({
+        name: 'imagine',
+        user: { id: String(4100000000000000000n + BigInt(n % 10)), username: `u${n}` },
+        options: [{ name: 'prompt', type: 3, value: `mem ${n}` }],
+      }),
+    );
+  await discord.waitFor(
+    () => (jobs.every((i) => i.original()?.content.includes('Queued') || (i.original()?.attachments.length ?? 0) > 0) ? true : undefined),
+    30_000,
+  );
   let loaded = 0;
   for (let k = 0; k < 10; k++) {
     loaded = Math.max(loaded, await rssMb(bot.pid!));
@@ -129,13 +147,22 @@ async function botMemory() {
   return { idle, loaded, workerRss };
 }
 
-out(`bench/scale: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}; one box running one generation at a time; workers are separate processes`);
-for (const [label, delay, jobs] of [['instant box', 0, Number(process.env.BENCH_JOBS ?? 200)], ['500 ms box', 500, 30]] as const) {
+out(
+  `bench/scale: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}; one box running one generation at a time; workers are separate processes`,
+);
+for (const [label, delay, jobs] of [
+  ['instant box', 0, Number(process.env.BENCH_JOBS ?? 200)],
+  ['500 ms box', 500, 30],
+] as const) {
   for (const workers of [1, 2, 4]) {
     const r = await throughput(workers, delay, jobs);
-    out(`  ${label}, ${workers} worker${workers > 1 ? 's' : ' '}: ${r.jobsPerS.toFixed(1)} jobs/s, GPU idle gap p50 ${r.gapP50.toFixed(1)} ms p95 ${r.gapP95.toFixed(1)} ms, worker RSS ${r.workerRss.toFixed(0)} MB`);
+    out(
+      `  ${label}, ${workers} worker${workers > 1 ? 's' : ' '}: ${r.jobsPerS.toFixed(1)} jobs/s, GPU idle gap p50 ${r.gapP50.toFixed(1)} ms p95 ${r.gapP95.toFixed(1)} ms, worker RSS ${r.workerRss.toFixed(0)} MB`,
+    );
   }
 }
 const m = await botMemory();
-out(`  memory: bot idle ${m.idle.toFixed(0)} MB, bot with 50 jobs in flight ${m.loaded.toFixed(0)} MB, worker ${m.workerRss.toFixed(0)} MB (classifier off)`);
+out(
+  `  memory: bot idle ${m.idle.toFixed(0)} MB, bot with 50 jobs in flight ${m.loaded.toFixed(0)} MB, worker ${m.workerRss.toFixed(0)} MB (classifier off)`,
+);
 process.exit(0);

@@ -1,7 +1,7 @@
+import { budgetThresholdReached } from '../core/budget.js';
 import type { Logger } from '../core/io/logger.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
-import { budgetThresholdReached } from '../core/budget.js';
 import { utcMonthStart } from '../core/quota.js';
 import type { Notices } from './notices.js';
 import type { SettingsStore } from './store/settings.js';
@@ -23,7 +23,10 @@ export function createBudgetWatch(o: { stats: StatsStore; settings: SettingsStor
       const fresh = await Promise.all([80, 100].filter((t) => t <= threshold).map((t) => o.stats.claimBudgetNotice(job.guildId, month, t)));
       if (!fresh.at(-1)) return;
       const pct = Math.floor((spent / policy.monthlyBudgetUsd) * 100);
-      await o.notices.post(job.guildId, adminText.budgetAlert(threshold === 100 ? Math.max(pct, 100) : pct, spent, policy.monthlyBudgetUsd));
+      await o.notices.post(
+        job.guildId,
+        adminText.budgetAlert(threshold === 100 ? Math.max(pct, 100) : pct, spent, policy.monthlyBudgetUsd),
+      );
     } catch (err) {
       o.log.warn({ err, guildId: job.guildId }, 'budget check failed');
     }

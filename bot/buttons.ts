@@ -1,16 +1,32 @@
 import { randomUUID } from 'node:crypto';
-import { ComponentType, DiscordAPIError, PermissionFlagsBits, Routes, TextInputStyle, type ButtonInteraction, type ModalSubmitInteraction } from 'discord.js';
-import { decodeCustomId, type ButtonAction, type ButtonId } from '../core/custom-id.js';
+import {
+  type ButtonInteraction,
+  ComponentType,
+  DiscordAPIError,
+  type ModalSubmitInteraction,
+  PermissionFlagsBits,
+  Routes,
+  TextInputStyle,
+} from 'discord.js';
+import { type ButtonAction, type ButtonId, decodeCustomId } from '../core/custom-id.js';
 import { UserError } from '../core/errors.js';
-import { LIMITS, type JobResult } from '../core/generation.js';
+import { type JobResult, LIMITS } from '../core/generation.js';
 import { fetchAttachment } from '../core/io/attachments.js';
-import { editDefaults, editFieldsSchema, editedRequest, resultActions, upscaleRequest, variationRequest, type EditFields } from '../core/result-actions.js';
 import { requestCancel } from '../core/io/cancel.js';
 import { buttonText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
+import {
+  type EditFields,
+  editDefaults,
+  editedRequest,
+  editFieldsSchema,
+  resultActions,
+  upscaleRequest,
+  variationRequest,
+} from '../core/result-actions.js';
 import type { CommandContext } from './context.js';
 import { NO_MENTIONS, quoteUserText } from './replies.js';
-import { admitGeneration, enqueueGeneration, type Admitted } from './submit.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from './submit.js';
 
 /** How each button is acknowledged: new results are public, everything else private. */
 export const BUTTON_DEFER: Record<ButtonAction, 'public' | 'ephemeral'> = {
@@ -105,20 +121,31 @@ export async function openEditModal(ctx: CommandContext, interaction: ButtonInte
   const input = (custom_id: string, label: string, value: string, max: number, required: boolean) => ({
     type: ComponentType.ActionRow as const,
     components: [
-      { type: ComponentType.TextInput as const, custom_id, label, style: TextInputStyle.Paragraph, max_length: max, required, ...(value ? { value: value.slice(0, max) } : {}) },
+      {
+        type: ComponentType.TextInput as const,
+        custom_id,
+        label,
+        style: TextInputStyle.Paragraph,
+        max_length: max,
+        required,
+        ...(value ? { value: value.slice(0, max) } : {}),
+      },
     ],
   });
   await interaction.showModal({
     custom_id: interaction.customId,
     title: M.title,
-    components: [input('prompt', M.prompt, defaults.prompt, LIMITS.promptMax, true), input('negative', M.negative, defaults.negative, LIMITS.negativeMax, false)],
+    components: [
+      input('prompt', M.prompt, defaults.prompt, LIMITS.promptMax, true),
+      input('negative', M.negative, defaults.negative, LIMITS.negativeMax, false),
+    ],
   });
 }
 
 /** Parses the Edit modal before acknowledging; forged ids and bad text are refused privately. */
 export function parseEditModal(interaction: ModalSubmitInteraction): { id: ButtonId; fields: EditFields } {
   const id = decodeCustomId(interaction.customId);
-  if (!id || id.action !== 'edit') throw new UserError('stale_button', buttonText.stale);
+  if (id?.action !== 'edit') throw new UserError('stale_button', buttonText.stale);
   const read = (name: string) => {
     try {
       return interaction.fields.getTextInputValue(name);
@@ -132,13 +159,23 @@ export function parseEditModal(interaction: ModalSubmitInteraction): { id: Butto
 }
 
 /** Admits the edited job: the original is reloaded, its prompt replaced, policy and quota checked again. */
-export async function admitEdit(ctx: CommandContext, interaction: ModalSubmitInteraction, id: ButtonId, fields: EditFields): Promise<Admitted> {
+export async function admitEdit(
+  ctx: CommandContext,
+  interaction: ModalSubmitInteraction,
+  id: ButtonId,
+  fields: EditFields,
+): Promise<Admitted> {
   const job = await loadJob(ctx, interaction, id);
   return admitGeneration(ctx, interaction, editedRequest(job.request, fields, newSeed()), job.id);
 }
 
 /** Runs a result or progress button; the job is reloaded from Postgres and every check made again. */
-export async function runButton(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId, admitted: Admitted | null): Promise<void> {
+export async function runButton(
+  ctx: CommandContext,
+  interaction: ButtonInteraction,
+  id: ButtonId,
+  admitted: Admitted | null,
+): Promise<void> {
   if (admitted) {
     await enqueueGeneration(ctx, admitted);
     return;
@@ -177,7 +214,9 @@ export async function runButton(ctx: CommandContext, interaction: ButtonInteract
         `**Size:** ${r.width}×${r.height} · **Images:** ${r.count} · **Seed:** ${job.result?.seed ?? r.seed}`,
         `**Steps:** ${r.steps} · **Guidance:** ${r.guidance} · **Preset:** ${r.preset}`,
         r.strength !== undefined ? `**Strength:** ${r.strength}` : null,
-        r.source ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})` : null,
+        r.source
+          ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})`
+          : null,
         `**Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
       ].filter(Boolean);
       await interaction.editReply({ content: lines.join('\n').slice(0, 2000), allowedMentions: NO_MENTIONS });
@@ -187,4 +226,3 @@ export async function runButton(ctx: CommandContext, interaction: ButtonInteract
       throw new UserError('stale_button', buttonText.unavailable);
   }
 }
-

@@ -27,8 +27,12 @@ export async function renderStatsChart(
     .map((d, i) => {
       const h = ((bottom - top) * d.jobs) / maxJobs;
       const x = left + i * slot + slot * 0.15;
-      return `<rect x="${x.toFixed(1)}" y="${(bottom - h).toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="#5865f2"/>` +
-        (n <= 14 ? `<text x="${(x + slot * 0.35).toFixed(1)}" y="${bottom + 16}" font-size="11" text-anchor="middle" fill="#ccc">${esc(d.day.slice(5))}</text>` : '');
+      return (
+        `<rect x="${x.toFixed(1)}" y="${(bottom - h).toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="#5865f2"/>` +
+        (n <= 14
+          ? `<text x="${(x + slot * 0.35).toFixed(1)}" y="${bottom + 16}" font-size="11" text-anchor="middle" fill="#ccc">${esc(d.day.slice(5))}</text>`
+          : '')
+      );
     })
     .join('');
   const points = byDay
@@ -36,7 +40,10 @@ export async function renderStatsChart(
     .join(' ');
   const legend = byBackend
     .slice(0, 8)
-    .map((b, i) => `<text x="${right + 20}" y="${top + 40 + i * 20}" font-size="13" fill="#ddd">${esc(b.backend)}: $${b.costUsd.toFixed(4)}</text>`)
+    .map(
+      (b, i) =>
+        `<text x="${right + 20}" y="${top + 40 + i * 20}" font-size="13" fill="#ddd">${esc(b.backend)}: $${b.costUsd.toFixed(4)}</text>`,
+    )
     .join('');
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">
 <rect width="100%" height="100%" fill="#2b2d31"/>

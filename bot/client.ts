@@ -1,4 +1,4 @@
-import { Client, GatewayIntentBits, REST, type ClientOptions } from 'discord.js';
+import { Client, type ClientOptions, GatewayIntentBits, REST } from 'discord.js';
 
 /**
  * Interaction callbacks and interaction-webhook edits are exempt from Discord's 50 req/s global

@@ -1,7 +1,14 @@
-import type { REST, RawFile } from 'discord.js';
 import type { QueueEvents } from 'bullmq';
+import type { RawFile, REST } from 'discord.js';
 import { DurationWindow, estimateEta, liveSlots, samplesInUse } from '../core/eta.js';
-import { jobProgressSchema, jobResultSchema, type GenerationRequest, type JobPayload, type JobProgress, type JobResult } from '../core/generation.js';
+import {
+  type GenerationRequest,
+  type JobPayload,
+  type JobProgress,
+  type JobResult,
+  jobProgressSchema,
+  jobResultSchema,
+} from '../core/generation.js';
 import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { GenerateQueue } from '../core/io/queue.js';
@@ -9,8 +16,8 @@ import type { JobPlace, QueuePositions, QueueSnapshot } from '../core/io/queue-p
 import type { ResultStore } from '../core/io/results.js';
 import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
-import { failureBody, progressBody, queuedBody, type MessageBody } from './render.js';
-import { Outbox, isGone } from './outbox.js';
+import { isGone, Outbox } from './outbox.js';
+import { failureBody, type MessageBody, progressBody, queuedBody } from './render.js';
 import { composeResult, type OutgoingMessage } from './result-files.js';
 
 export interface DeliveryOptions {
@@ -102,7 +109,6 @@ function parseJobResult(returnvalue: unknown): ParsedResult {
 /** Past the token's life, with no reply id on record: there is no message the bot may edit. */
 class LiveMessageUnknown extends Error {}
 
-
 /**
  * Turns queue events into Discord messages: throttled progress edits, then exactly one result or
  * failure per job. Settling is idempotent in the store, so duplicate events, several bot processes
@@ -161,7 +167,11 @@ export class Delivery {
     // The ETA needs durations from the first job on; a bot restart must not forget them.
     try {
       this.durations.seed(
-        (await this.o.store.recentRunTimes(DURATION_WINDOW)).map((r) => ({ ms: r.ms, count: r.count, ...(r.backend ? { backend: r.backend } : {}) })),
+        (await this.o.store.recentRunTimes(DURATION_WINDOW)).map((r) => ({
+          ms: r.ms,
+          count: r.count,
+          ...(r.backend ? { backend: r.backend } : {}),
+        })),
       );
     } catch (err) {
       log.warn({ err }, 'could not read recent job durations; ETAs start empty');
@@ -200,10 +210,31 @@ export class Delivery {
     return this.tracked.size;
   }
 
-  private track(jobId: string, guildId: string, channelId: string, ref: InteractionRef, request: GenerationRequest, since = Date.now(), replyMessageId?: string | null): Tracked {
+  private track(
+    jobId: string,
+    guildId: string,
+    channelId: string,
+    ref: InteractionRef,
+    request: GenerationRequest,
+    since = Date.now(),
+    replyMessageId?: string | null,
+  ): Tracked {
     let t = this.tracked.get(jobId);
     if (!t) {
-      t = { jobId, guildId, channelId, ref, request, chain: Promise.resolve(), lastEditAt: 0, done: false, phase: 'new', queuedEditAt: 0, quiet: false, since };
+      t = {
+        jobId,
+        guildId,
+        channelId,
+        ref,
+        request,
+        chain: Promise.resolve(),
+        lastEditAt: 0,
+        done: false,
+        phase: 'new',
+        queuedEditAt: 0,
+        quiet: false,
+        since,
+      };
       if (replyMessageId) t.replyMessageId = replyMessageId;
       this.tracked.set(jobId, t);
     }
@@ -364,20 +395,23 @@ export class Delivery {
   private armRefresh(at: number): void {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshDueAt = at;
-    this.refreshTimer = setTimeout(() => {
-      this.refreshTimer = undefined;
-      this.refreshing = this.refreshQueued()
-        .catch((err: unknown) => this.o.log.debug({ err }, 'queue position refresh failed'))
-        .finally(() => {
-          this.refreshing = undefined;
-          this.lastRefreshAt = Date.now();
-          if (this.stopped || this.queued.size === 0) return;
-          // Events during the read: go again soon. Otherwise a slow tick keeps far positions and the ETA current.
-          const again = this.refreshAgain;
-          this.refreshAgain = false;
-          this.armRefresh(this.lastRefreshAt + (again ? this.queueRefreshMs : FAR_EVERY_MS));
-        });
-    }, Math.max(0, at - Date.now()));
+    this.refreshTimer = setTimeout(
+      () => {
+        this.refreshTimer = undefined;
+        this.refreshing = this.refreshQueued()
+          .catch((err: unknown) => this.o.log.debug({ err }, 'queue position refresh failed'))
+          .finally(() => {
+            this.refreshing = undefined;
+            this.lastRefreshAt = Date.now();
+            if (this.stopped || this.queued.size === 0) return;
+            // Events during the read: go again soon. Otherwise a slow tick keeps far positions and the ETA current.
+            const again = this.refreshAgain;
+            this.refreshAgain = false;
+            this.armRefresh(this.lastRefreshAt + (again ? this.queueRefreshMs : FAR_EVERY_MS));
+          });
+      },
+      Math.max(0, at - Date.now()),
+    );
   }
 
   /** One batched position read for every queued job this process shows, then edits where the text changed. */
@@ -514,14 +548,24 @@ export class Delivery {
   private async complete(jobId: string, parsed: ParsedResult): Promise<void> {
     if (!parsed.success) {
       this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
-      const settled = await this.o.store.settle(jobId, { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload!, attempts: [] });
+      const settled = await this.o.store.settle(jobId, {
+        status: 'failed',
+        code: 'invalid_payload',
+        message: failureText.invalid_payload!,
+        attempts: [],
+      });
       if (settled) await this.deliver(settled, null);
       return;
     }
     const result = parsed.data;
     const images = await this.o.results.getMany(result.imageKeys);
     if (images.some((b) => b === null)) {
-      const settled = await this.o.store.settle(jobId, { status: 'failed', code: 'expired', message: failureText.expired!, attempts: result.attempts });
+      const settled = await this.o.store.settle(jobId, {
+        status: 'failed',
+        code: 'expired',
+        message: failureText.expired!,
+        attempts: result.attempts,
+      });
       if (settled) await this.deliver(settled, null);
       return;
     }
@@ -561,7 +605,8 @@ export class Delivery {
     const replyId = settled.replyMessageId ?? this.tracked.get(settled.id)?.replyMessageId ?? null;
     const job: StoredJob = { ...settled, replyMessageId: replyId };
     this.finishTracking(job.id);
-    if (this.o.afterSettle) void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
+    if (this.o.afterSettle)
+      void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
     try {
       let messages: OutgoingMessage[];
       if (job.status === 'succeeded' && job.result) {
@@ -608,7 +653,11 @@ export class Delivery {
     // One round trip tells which open jobs are still waiting; only the others need a closer look.
     let places = new Map<string, JobPlace>();
     const open = jobs.filter((j) => !settled(j)).map((j) => j.id);
-    if (open.length > 0) places = await this.o.positions.read(open).then((snap) => snap.places, () => places);
+    if (open.length > 0)
+      places = await this.o.positions.read(open).then(
+        (snap) => snap.places,
+        () => places,
+      );
     for (const job of jobs) {
       if (this.stopped) return;
       if (settled(job)) {
@@ -628,7 +677,14 @@ export class Delivery {
         // Give the submitter time to enqueue before deciding the queue entry is lost.
         if (now - job.createdAt.getTime() < this.claimStaleMs) continue;
         // Rare path (queue entry lost): without a fresh budget check, stay on free backends.
-        const payload: JobPayload = { v: 1, jobId: job.id, guildId: job.guildId, request: job.request, paidAllowed: false, nsfwAllowed: false };
+        const payload: JobPayload = {
+          v: 1,
+          jobId: job.id,
+          guildId: job.guildId,
+          request: job.request,
+          paidAllowed: false,
+          nsfwAllowed: false,
+        };
         await this.o.queue.add(job.request.kind, payload, { jobId: job.id });
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;

@@ -1,27 +1,27 @@
-import { Events, Status, type Client } from 'discord.js';
 import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
-import { botConfigSchema, type BotConfig } from '../core/config.js';
+import { type Client, Events, Status } from 'discord.js';
+import { type BotConfig, botConfigSchema } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
-import { runProcess } from '../core/io/process.js';
-import type { Logger } from '../core/io/logger.js';
-import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
-import { ResultStore } from '../core/io/results.js';
-import { QueuePositions } from '../core/io/queue-position.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
+import { runProcess } from '../core/io/process.js';
+import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { QueuePositions } from '../core/io/queue-position.js';
+import { ResultStore } from '../core/io/results.js';
+import { adminText } from '../core/messages.js';
+import type { StoredJob } from '../core/ports.js';
+import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import type { BotDeps } from './context.js';
 import { Delivery } from './delivery.js';
+import { Notices } from './notices.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
+import { openDatabase } from './store/prisma.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
-import { Notices } from './notices.js';
-import { createBudgetWatch } from './budget-watch.js';
-import { adminText } from '../core/messages.js';
-import type { StoredJob } from '../core/ports.js';
-import { openDatabase } from './store/prisma.js';
 
 export interface RunningBot {
   client: Client;
@@ -66,7 +66,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const webhookRest = createWebhookRest(config.DISCORD_API_URL);
-  const settings = new SettingsStore(prisma, { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD });
+  const settings = new SettingsStore(prisma, {
+    dailyLimit: config.DEFAULT_DAILY_IMAGES,
+    monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
+  });
   const stats = new StatsStore(prisma);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const delivery = new Delivery({
@@ -76,7 +79,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     queue,
     positions: new QueuePositions(
       producer,
-      { wait: queue.toKey('wait'), prioritized: queue.toKey('prioritized'), active: queue.toKey('active'), delayed: queue.toKey('delayed') },
+      {
+        wait: queue.toKey('wait'),
+        prioritized: queue.toKey('prioritized'),
+        active: queue.toKey('active'),
+        delayed: queue.toKey('delayed'),
+      },
       config.QUEUE_PREFIX,
     ),
     events,
@@ -91,7 +99,21 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
-  const deps: BotDeps = { config, store, settings, stats, notices, queue, redis: producer, results, delivery, rest: client.rest, log, now, metrics };
+  const deps: BotDeps = {
+    config,
+    store,
+    settings,
+    stats,
+    notices,
+    queue,
+    redis: producer,
+    results,
+    delivery,
+    rest: client.rest,
+    log,
+    now,
+    metrics,
+  };
   const route = createRouter(deps);
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));

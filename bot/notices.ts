@@ -1,4 +1,4 @@
-import { Routes, type REST } from 'discord.js';
+import { type REST, Routes } from 'discord.js';
 import type { Logger } from '../core/io/logger.js';
 import type { SettingsStore } from './store/settings.js';
 

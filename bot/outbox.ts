@@ -1,4 +1,4 @@
-import { DiscordAPIError, Routes, type REST, type RawFile } from 'discord.js';
+import { DiscordAPIError, type RawFile, type REST, Routes } from 'discord.js';
 import type { Logger } from '../core/io/logger.js';
 import { text } from '../core/messages.js';
 import type { InteractionRef, StoredJob } from '../core/ports.js';

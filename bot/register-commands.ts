@@ -1,8 +1,8 @@
 import { REST, Routes } from 'discord.js';
 import { registrationPayload } from '../commands/index.js';
-import { botConfigSchema, loadConfig, ConfigError } from '../core/config.js';
-import { createLogger } from '../core/io/logger.js';
+import { botConfigSchema, ConfigError, loadConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
+import { createLogger } from '../core/io/logger.js';
 
 /** Bulk-overwrites the slash commands: in one guild (instant) when DISCORD_DEV_GUILD_ID is set, else globally. */
 export async function registerCommands(opts: { token: string; appId: string; apiUrl: string; guildId?: string }): Promise<number> {

@@ -1,4 +1,4 @@
-import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIEmbed } from 'discord.js';
+import { type APIActionRowComponent, type APIButtonComponent, type APIEmbed, ButtonStyle, ComponentType } from 'discord.js';
 import { encodeCustomId } from '../core/custom-id.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../core/generation.js';
 import { buttonText, failureText, text } from '../core/messages.js';
@@ -11,7 +11,7 @@ export interface MessageBody {
   embeds: APIEmbed[];
   components: APIActionRowComponent<APIButtonComponent>[];
   attachments: { id: number; filename: string; description?: string }[];
-  allowed_mentions: { parse: [] ; users?: string[] };
+  allowed_mentions: { parse: []; users?: string[] };
 }
 
 const EMBED_COLOR = 0x5865f2;
@@ -67,8 +67,10 @@ function perImageRows(jobId: string, request: GenerationRequest, result: JobResu
   const L = buttonText.labels;
   const rows: APIActionRowComponent<APIButtonComponent>[] = [];
   if (indices.length === 0) return rows;
-  if (actions.vary) rows.push(row(indices.map((i) => button(L.vary(i, request.count), encodeCustomId({ action: 'vary', jobId, index: i })))));
-  if (actions.upscale) rows.push(row(indices.map((i) => button(L.upscale(i, request.count), encodeCustomId({ action: 'upscale', jobId, index: i })))));
+  if (actions.vary)
+    rows.push(row(indices.map((i) => button(L.vary(i, request.count), encodeCustomId({ action: 'vary', jobId, index: i })))));
+  if (actions.upscale)
+    rows.push(row(indices.map((i) => button(L.upscale(i, request.count), encodeCustomId({ action: 'upscale', jobId, index: i })))));
   return rows;
 }
 
@@ -94,7 +96,10 @@ export function resultBody(jobId: string, request: GenerationRequest, result: Jo
     { name: 'Cost', value: `$${result.costUsd.toFixed(4)}`, inline: true },
   ];
   if (request.negative) fields.unshift({ name: 'Negative prompt', value: quoteUserText(request.negative, 1000), inline: false });
-  const derived = request.source && (request.kind === 'img2img' || request.kind === 'upscale') ? `${buttonText.derivedFrom(request.kind, request.source.index)}\n` : '';
+  const derived =
+    request.source && (request.kind === 'img2img' || request.kind === 'upscale')
+      ? `${buttonText.derivedFrom(request.kind, request.source.index)}\n`
+      : '';
   const shown = part.grid ?? part.images[0]?.filename;
   const embeds: APIEmbed[] = [
     {
@@ -116,7 +121,15 @@ export function resultBody(jobId: string, request: GenerationRequest, result: Jo
   return {
     content: '',
     embeds,
-    components: [row(main), ...perImageRows(jobId, request, result, part.images.map((i) => i.index))],
+    components: [
+      row(main),
+      ...perImageRows(
+        jobId,
+        request,
+        result,
+        part.images.map((i) => i.index),
+      ),
+    ],
     attachments: part.filenames.map((filename, id) =>
       filename === part.grid ? { id, filename, description: buttonText.gridAlt(request.count) } : { id, filename },
     ),
@@ -131,7 +144,12 @@ export function resultMoreBody(jobId: string, request: GenerationRequest, result
     content: buttonText.moreImages(Math.min(...idx), Math.max(...idx), request.count),
     embeds: [],
     components: [
-      ...perImageRows(jobId, request, result, part.images.map((i) => i.index)),
+      ...perImageRows(
+        jobId,
+        request,
+        result,
+        part.images.map((i) => i.index),
+      ),
       row([button(buttonText.labels.delete, encodeCustomId({ action: 'delete', jobId }), ButtonStyle.Danger)]),
     ],
     attachments: part.filenames.map((filename, id) => ({ id, filename })),

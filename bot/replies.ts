@@ -1,5 +1,4 @@
-import { MessageFlags, type MessageMentionOptions, type RepliableInteraction } from 'discord.js';
-import { escapeMarkdown } from 'discord.js';
+import { escapeMarkdown, MessageFlags, type MessageMentionOptions, type RepliableInteraction } from 'discord.js';
 
 /** Mentions are never parsed from anything the bot echoes. */
 export const NO_MENTIONS: MessageMentionOptions = { parse: [] };
@@ -14,11 +13,7 @@ export function quoteUserText(value: string, max = 1024): string {
  * Tells the member something privately, whatever state the interaction is in.
  * A public deferred reply is replaced by an ephemeral follow-up so errors never show in the channel.
  */
-export async function replyPrivately(
-  interaction: RepliableInteraction,
-  content: string,
-  deferredEphemeral = false,
-): Promise<void> {
+export async function replyPrivately(interaction: RepliableInteraction, content: string, deferredEphemeral = false): Promise<void> {
   const payload = { content, allowedMentions: NO_MENTIONS };
   if (!interaction.deferred && !interaction.replied) {
     await interaction.reply({ ...payload, flags: MessageFlags.Ephemeral });

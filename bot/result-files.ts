@@ -5,7 +5,7 @@ import { makeGrid } from '../core/io/grid.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { StoredJob } from '../core/ports.js';
 import { planMessages } from '../core/upload-plan.js';
-import { resultBody, resultMoreBody, type MessageBody, type ResultPart } from './render.js';
+import { type MessageBody, type ResultPart, resultBody, resultMoreBody } from './render.js';
 
 /** Discord's default per-file limit when an interaction did not state one. */
 const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
@@ -29,14 +29,20 @@ export async function composeResult(
 ): Promise<OutgoingMessage[]> {
   const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
   const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
-  const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({ file: { name: f.name, data: f.data, contentType: f.contentType }, index }));
+  const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({
+    file: { name: f.name, data: f.data, contentType: f.contentType },
+    index,
+  }));
   if (imgs.length > 1) {
     // The worker makes the grid; results from a worker that did not are gridded here.
     const made = result.gridKey ? await o.results.get(result.gridKey) : null;
     const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
     files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
   }
-  const plan = planMessages(files.map((f) => (f.file.data as Buffer).length), limit);
+  const plan = planMessages(
+    files.map((f) => (f.file.data as Buffer).length),
+    limit,
+  );
   const totalMs = (job.finishedAt ?? o.now()).getTime() - job.createdAt.getTime();
   return plan.map((ids, n) => {
     const entries = ids.map((i) => files[i]!);

@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import {
-  MessageFlags,
   type AutocompleteInteraction,
   type ButtonInteraction,
   type ChatInputCommandInteraction,
   type Interaction,
+  MessageFlags,
   type ModalSubmitInteraction,
   type RepliableInteraction,
 } from 'discord.js';
-import { BUTTON_DEFER, admitButton, admitEdit, openEditModal, parseButton, parseEditModal, runButton } from './buttons.js';
-import { enqueueGeneration } from './submit.js';
 import { findCommand } from '../commands/index.js';
 import { isUserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
+import { admitButton, admitEdit, BUTTON_DEFER, openEditModal, parseButton, parseEditModal, runButton } from './buttons.js';
 import type { BotDeps, CommandContext } from './context.js';
 import { replyPrivately } from './replies.js';
+import { enqueueGeneration } from './submit.js';
 
 /**
  * The one InteractionCreate handler: finds the command, parses options, acknowledges at once,

@@ -2,8 +2,8 @@ import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInterac
 import { UserError } from '../core/errors.js';
 import type { GenerationRequest, JobPayload } from '../core/generation.js';
 import { admitJob } from '../core/ledger.js';
-import { checkPrompt, mayPostNsfw } from '../core/policy.js';
 import { text } from '../core/messages.js';
+import { checkPrompt, mayPostNsfw } from '../core/policy.js';
 import type { Actor, InteractionRef } from '../core/ports.js';
 import type { CommandContext } from './context.js';
 
@@ -44,9 +44,10 @@ export async function admitGeneration(
   const rules = { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords };
   // Members often list NSFW words in the negative prompt to steer away from them: only the
   // guild's banned words apply there.
-  const verdict = [checkPrompt(request.prompt, rules), checkPrompt(request.negative, { ...rules, mode: 'nsfw-channels', channelNsfw: true })].find(
-    (v) => !v.ok,
-  ) ?? { ok: true as const };
+  const verdict = [
+    checkPrompt(request.prompt, rules),
+    checkPrompt(request.negative, { ...rules, mode: 'nsfw-channels', channelNsfw: true }),
+  ].find((v) => !v.ok) ?? { ok: true as const };
   if (!verdict.ok) {
     ctx.log.info({ reason: verdict.reason }, 'prompt refused by policy');
     throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);

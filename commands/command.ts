@@ -1,8 +1,8 @@
 import {
   ApplicationIntegrationType,
-  InteractionContextType,
   type AutocompleteInteraction,
   type ChatInputCommandInteraction,
+  InteractionContextType,
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord.js';
 import type { CommandContext } from '../bot/context.js';

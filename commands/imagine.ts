@@ -1,8 +1,8 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import { ASPECTS, LIMITS, parseImagineOptions, type GenerationRequest } from '../core/generation.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
+import { ASPECTS, type GenerationRequest, LIMITS, parseImagineOptions } from '../core/generation.js';
 import { presetChoices } from '../core/presets.js';
-import { GUILD_ONLY, type Command } from './command.js';
-import { admitGeneration, enqueueGeneration, type Admitted } from '../bot/submit.js';
+import { type Command, GUILD_ONLY } from './command.js';
 
 function readOptions(i: ChatInputCommandInteraction) {
   const o = i.options;
@@ -24,7 +24,13 @@ export const imagine = {
     description: 'Generate images from a text prompt',
     ...GUILD_ONLY,
     options: [
-      { type: ApplicationCommandOptionType.String, name: 'prompt', description: 'What to draw', required: true, max_length: LIMITS.promptMax },
+      {
+        type: ApplicationCommandOptionType.String,
+        name: 'prompt',
+        description: 'What to draw',
+        required: true,
+        max_length: LIMITS.promptMax,
+      },
       { type: ApplicationCommandOptionType.String, name: 'negative', description: 'What to avoid', max_length: LIMITS.negativeMax },
       {
         type: ApplicationCommandOptionType.String,
@@ -32,10 +38,34 @@ export const imagine = {
         description: 'Aspect ratio (default 1:1)',
         choices: ASPECTS.map((a) => ({ name: a, value: a })),
       },
-      { type: ApplicationCommandOptionType.Integer, name: 'count', description: 'Number of images (1-4)', min_value: 1, max_value: LIMITS.countMax },
-      { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Seed for reproducible results', min_value: 0, max_value: LIMITS.seedMax },
-      { type: ApplicationCommandOptionType.Integer, name: 'steps', description: 'Sampling steps', min_value: LIMITS.stepsMin, max_value: LIMITS.stepsMax },
-      { type: ApplicationCommandOptionType.Number, name: 'guidance', description: 'Prompt guidance (CFG scale)', min_value: LIMITS.guidanceMin, max_value: LIMITS.guidanceMax },
+      {
+        type: ApplicationCommandOptionType.Integer,
+        name: 'count',
+        description: 'Number of images (1-4)',
+        min_value: 1,
+        max_value: LIMITS.countMax,
+      },
+      {
+        type: ApplicationCommandOptionType.Integer,
+        name: 'seed',
+        description: 'Seed for reproducible results',
+        min_value: 0,
+        max_value: LIMITS.seedMax,
+      },
+      {
+        type: ApplicationCommandOptionType.Integer,
+        name: 'steps',
+        description: 'Sampling steps',
+        min_value: LIMITS.stepsMin,
+        max_value: LIMITS.stepsMax,
+      },
+      {
+        type: ApplicationCommandOptionType.Number,
+        name: 'guidance',
+        description: 'Prompt guidance (CFG scale)',
+        min_value: LIMITS.guidanceMin,
+        max_value: LIMITS.guidanceMax,
+      },
       { type: ApplicationCommandOptionType.String, name: 'preset', description: 'Style preset', autocomplete: true },
     ],
   },

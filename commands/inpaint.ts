@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
+import type { CommandContext } from '../bot/context.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
 import { UserError } from '../core/errors.js';
-import { LIMITS, parseInpaintOptions, type GenerationRequest } from '../core/generation.js';
+import { type GenerationRequest, LIMITS, parseInpaintOptions } from '../core/generation.js';
 import { fetchAttachment } from '../core/io/attachments.js';
 import { prepareInpaint } from '../core/io/inpaint-image.js';
 import { inpaintText } from '../core/messages.js';
-import { GUILD_ONLY, type Command } from './command.js';
-import { admitGeneration, enqueueGeneration, type Admitted } from '../bot/submit.js';
-import type { CommandContext } from '../bot/context.js';
+import { type Command, GUILD_ONLY } from './command.js';
 
 type Prepared = { base: ReturnType<typeof parseInpaintOptions>; imageUrl: string; maskUrl: string | null };
 
@@ -31,7 +31,11 @@ function readOptions(i: ChatInputCommandInteraction): Prepared {
  */
 async function admitInpaint(ctx: CommandContext, interaction: ChatInputCommandInteraction, p: Prepared): Promise<Admitted> {
   const { config, results } = ctx.deps;
-  const limits = { allowedOrigins: config.DISCORD_ATTACHMENT_ORIGINS, maxBytes: config.ATTACHMENT_MAX_BYTES, maxPixels: config.ATTACHMENT_MAX_PIXELS };
+  const limits = {
+    allowedOrigins: config.DISCORD_ATTACHMENT_ORIGINS,
+    maxBytes: config.ATTACHMENT_MAX_BYTES,
+    maxPixels: config.ATTACHMENT_MAX_PIXELS,
+  };
   const [image, mask] = await Promise.all([fetchAttachment(p.imageUrl, limits), p.maskUrl ? fetchAttachment(p.maskUrl, limits) : null]);
   const prepared = await prepareInpaint(image.bytes, mask?.bytes ?? null, { maxPixels: config.ATTACHMENT_MAX_PIXELS });
   const id = randomUUID();
@@ -58,12 +62,40 @@ export const inpaint = {
     ...GUILD_ONLY,
     options: [
       { type: ApplicationCommandOptionType.Attachment, name: 'image', description: 'The image to edit', required: true },
-      { type: ApplicationCommandOptionType.String, name: 'prompt', description: 'What to paint in the area', required: true, max_length: LIMITS.promptMax },
-      { type: ApplicationCommandOptionType.Attachment, name: 'mask', description: 'White where to repaint (optional if the image has transparency)' },
+      {
+        type: ApplicationCommandOptionType.String,
+        name: 'prompt',
+        description: 'What to paint in the area',
+        required: true,
+        max_length: LIMITS.promptMax,
+      },
+      {
+        type: ApplicationCommandOptionType.Attachment,
+        name: 'mask',
+        description: 'White where to repaint (optional if the image has transparency)',
+      },
       { type: ApplicationCommandOptionType.String, name: 'negative', description: 'What to avoid', max_length: LIMITS.negativeMax },
-      { type: ApplicationCommandOptionType.Number, name: 'strength', description: 'How much the area may change (0.05-1)', min_value: 0.05, max_value: 1 },
-      { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Seed for reproducible results', min_value: 0, max_value: LIMITS.seedMax },
-      { type: ApplicationCommandOptionType.Integer, name: 'count', description: 'Number of images (1-4)', min_value: 1, max_value: LIMITS.countMax },
+      {
+        type: ApplicationCommandOptionType.Number,
+        name: 'strength',
+        description: 'How much the area may change (0.05-1)',
+        min_value: 0.05,
+        max_value: 1,
+      },
+      {
+        type: ApplicationCommandOptionType.Integer,
+        name: 'seed',
+        description: 'Seed for reproducible results',
+        min_value: 0,
+        max_value: LIMITS.seedMax,
+      },
+      {
+        type: ApplicationCommandOptionType.Integer,
+        name: 'count',
+        description: 'Number of images (1-4)',
+        min_value: 1,
+        max_value: LIMITS.countMax,
+      },
     ],
   },
   defer: 'public',

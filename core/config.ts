@@ -68,10 +68,7 @@ export const botConfigSchema = z.object({
     .default('postgresql://postgres:postgres@localhost:5432/imagebot')
     .pipe(z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgresql:// URL' })),
   DEFAULT_DAILY_IMAGES: intIn(0, 100_000, 25),
-  DEFAULT_MONTHLY_BUDGET_USD: z.coerce
-    .number({ error: 'must be a number' })
-    .min(0, { error: 'must be 0 or more' })
-    .default(5),
+  DEFAULT_MONTHLY_BUDGET_USD: z.coerce.number({ error: 'must be a number' }).min(0, { error: 'must be 0 or more' }).default(5),
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
@@ -84,26 +81,27 @@ export const botConfigSchema = z.object({
   DISCORD_SHARD_COUNT: optionalString
     .transform((v) => (v === undefined ? undefined : Number(v)))
     .pipe(z.number({ error: 'must be a whole number' }).int().min(1).max(4096).optional()),
-  DISCORD_SHARD_IDS: optionalString.transform((v) => (v === undefined ? undefined : csv(v).map(Number))).pipe(
-    z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional(),
-  ),
+  DISCORD_SHARD_IDS: optionalString
+    .transform((v) => (v === undefined ? undefined : csv(v).map(Number)))
+    .pipe(z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional()),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
-  MODERATOR_ROLE_IDS: z
-    .string()
-    .default('')
-    .transform(csv)
-    .pipe(z.array(snowflake)),
+  MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
 });
 export type BotConfig = z.infer<typeof botConfigSchema>;
 
 export const workerConfigSchema = z
   .object({
     ...sharedShape,
-    BACKENDS: optionalString.transform((v) => (v === undefined ? undefined : csv(v))).pipe(
-      z.array(z.enum(BACKEND_NAMES, { error: `names must be from ${BACKEND_NAMES.join(', ')}` })).optional(),
-    ),
+    BACKENDS: optionalString
+      .transform((v) => (v === undefined ? undefined : csv(v)))
+      .pipe(z.array(z.enum(BACKEND_NAMES, { error: `names must be from ${BACKEND_NAMES.join(', ')}` })).optional()),
     A1111_URL: optionalString.transform((v) => (v === undefined ? [] : csv(v))).pipe(z.array(httpUrl)),
-    A1111_AUTH: optionalString.pipe(z.string().regex(/^[^:]+:.+$/, { error: 'must be user:pass' }).optional()),
+    A1111_AUTH: optionalString.pipe(
+      z
+        .string()
+        .regex(/^[^:]+:.+$/, { error: 'must be user:pass' })
+        .optional(),
+    ),
     /** Checkpoint requested from AUTOMATIC1111 per job (override_settings); unset keeps the box's loaded model. */
     A1111_CHECKPOINT: optionalString,
     /** Upscaler the Upscale button uses on AUTOMATIC1111 (`/sdapi/v1/extra-single-image`), by its name in /sdapi/v1/upscalers. */
@@ -120,9 +118,17 @@ export const workerConfigSchema = z
      * inpaint. Enables inpaint, Vary (img2img) and Upscale (an img2img pass) on Hugging Face;
      * otherwise those jobs skip it.
      */
-    HF_INPAINT: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false').transform((v) => v === 'true'),
+    HF_INPAINT: z
+      .enum(['true', 'false'], { error: 'must be true or false' })
+      .default('false')
+      .transform((v) => v === 'true'),
     /** Version id of stability-ai/sdxl on Replicate (64 hex). */
-    REPLICATE_SDXL_VERSION: optionalString.pipe(z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be a 64-hex version id' }).optional()),
+    REPLICATE_SDXL_VERSION: optionalString.pipe(
+      z
+        .string()
+        .regex(/^[0-9a-f]{64}$/, { error: 'must be a 64-hex version id' })
+        .optional(),
+    ),
     /** Jobs one worker process runs at once (each GPU box still runs one at a time). */
     WORKER_CONCURRENCY: intIn(1, 64, 1),
     /** A backend that reports no progress for this long is treated as dead and the job moves on. */

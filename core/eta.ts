@@ -128,7 +128,12 @@ export function liveSlots(reports: readonly SlotReport[], now: number, staleMs: 
  * when the box is down and the cloud takes over, the box's times say nothing. Falls back to every
  * sample when none matches (a rough figure from another backend rather than none at all).
  */
-export function samplesInUse(samples: readonly DurationSample[], reports: readonly SlotReport[], now: number, staleMs: number): readonly DurationSample[] {
+export function samplesInUse(
+  samples: readonly DurationSample[],
+  reports: readonly SlotReport[],
+  now: number,
+  staleMs: number,
+): readonly DurationSample[] {
   const inUse = new Set(usable(reports, now, staleMs).map((r) => r.backend));
   const matching = samples.filter((s) => s.backend !== undefined && inUse.has(s.backend));
   return matching.length > 0 ? matching : samples;

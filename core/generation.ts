@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { findPreset, DEFAULT_PRESET_ID, type Preset } from './presets.js';
+import { DEFAULT_PRESET_ID, findPreset, type Preset } from './presets.js';
 
 /** Limits on member input; the slash-command definitions advertise the same numbers. */
 export const LIMITS = {
@@ -167,10 +167,16 @@ export const inpaintOptionsSchema = z.object({
 export type InpaintOptions = z.infer<typeof inpaintOptionsSchema>;
 
 /** Validates `/inpaint` text options (pure, before acknowledging); size and inputs come after the images are read. */
-export function parseInpaintOptions(raw: unknown, rng: () => number = randomSeed): Omit<GenerationRequest, 'width' | 'height' | 'inputKeys'> {
+export function parseInpaintOptions(
+  raw: unknown,
+  rng: () => number = randomSeed,
+): Omit<GenerationRequest, 'width' | 'height' | 'inputKeys'> {
   const parsed = inpaintOptionsSchema.safeParse(raw);
   if (!parsed.success) throw new UserError('invalid_option', describeIssue(parsed.error.issues[0]!));
-  const base = parseImagineOptions({ prompt: parsed.data.prompt, negative: parsed.data.negative, seed: parsed.data.seed, count: parsed.data.count }, rng);
+  const base = parseImagineOptions(
+    { prompt: parsed.data.prompt, negative: parsed.data.negative, seed: parsed.data.seed, count: parsed.data.count },
+    rng,
+  );
   const { width: _w, height: _h, ...rest } = base;
   return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? 0.75 };
 }

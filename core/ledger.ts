@@ -1,8 +1,8 @@
 import { UserError } from './errors.js';
 import type { GenerationRequest } from './generation.js';
 import { text } from './messages.js';
+import type { Actor, InteractionRef, JobStore, ReserveOutcome } from './ports.js';
 import { utcDay, utcMonthStart } from './quota.js';
-import type { Actor, InteractionRef, JobStore } from './ports.js';
 
 export interface AdmitDeps {
   store: JobStore;
@@ -24,7 +24,7 @@ export async function admitJob(
   parentJobId?: string,
 ): Promise<{ jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }> {
   const now = deps.now();
-  let outcome;
+  let outcome: ReserveOutcome;
   try {
     outcome = await deps.store.reserve({
       actor,

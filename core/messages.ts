@@ -14,7 +14,8 @@ function hoursMinutes(ms: number): string {
  */
 export function etaRange(eta: Eta): string {
   const hi = Math.max(eta.highMs, eta.lowMs) / 1000;
-  const [unit, name] = hi <= 60 ? [10, 's'] : hi <= 180 ? [30, 's'] : hi <= 15 * 60 ? [60, 'min'] : hi <= 2 * 3600 ? [300, 'min'] : [3600, 'h'];
+  const [unit, name] =
+    hi <= 60 ? [10, 's'] : hi <= 180 ? [30, 's'] : hi <= 15 * 60 ? [60, 'min'] : hi <= 2 * 3600 ? [300, 'min'] : [3600, 'h'];
   const per = name === 's' ? 1 : name === 'min' ? 60 : 3600;
   const low = (Math.floor(eta.lowMs / 1000 / unit) * unit) / per;
   const high = Math.max((Math.ceil(hi / unit) * unit) / per, unit / per);
@@ -27,7 +28,8 @@ export const text = {
   genericError: (ref: string) => `Something went wrong on our side. Please try again later. (reference \`${ref}\`)`,
   notInGuild: 'This command works in servers only.',
   notModerator: 'Only moderators (Manage Server permission or a moderator role) can use `/admin`. Nothing was changed.',
-  queueUnavailable: 'The image queue is unavailable right now, so nothing was queued and your quota was not used. Please try again in a minute.',
+  queueUnavailable:
+    'The image queue is unavailable right now, so nothing was queued and your quota was not used. Please try again in a minute.',
   databaseUnavailable: 'The bot cannot reach its database right now, so nothing was queued. Please try again in a minute.',
   quotaExhausted: (used: number, limit: number, asked: number, now: Date) =>
     `You have used ${used} of your ${limit} images today, so ${asked} more would go over the limit. ` +
@@ -42,9 +44,7 @@ export const text = {
     `${position <= 1 ? 'Queued: you are next.' : `Queued: position ${position}.`} ` +
     (eta ? `Ready ${etaRange(eta)}.` : 'No time estimate yet: no job has finished recently.'),
   running: (backend: string, step: number, total: number, fraction: number) =>
-    total > 0
-      ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)`
-      : `Generating on ${backend}…`,
+    total > 0 ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)` : `Generating on ${backend}…`,
   starting: 'Starting…',
   /** One line of `/quota`'s job list; `position` when the job is waiting in the queue. */
   quotaJob: (status: string, position: number | null, prompt: string) =>
@@ -53,13 +53,7 @@ export const text = {
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',
   resultsExpired: 'The images were made but expired before they could be posted. Your quota was refunded.',
-  quotaSummary: (o: {
-    usedToday: number;
-    limit: number;
-    usedThisMonth: number;
-    inFlight: number;
-    now: Date;
-  }) =>
+  quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
     [
       `**Today:** ${o.usedToday} of ${o.limit} images used, ${Math.max(o.limit - o.usedToday, 0)} left.`,
       `Daily limits reset at 00:00 UTC (in ${hoursMinutes(msUntilUtcMidnight(o.now))}).`,
@@ -88,13 +82,16 @@ export const adminText = {
       ? `<@${userId}> is now **blocked** from generating images (was ${before ?? 'the default'}).`
       : `Daily limit for <@${userId}>: ${before ?? 'default'} → **${after}** images.`,
   quotaUserClear: (userId: string, before: number | null) =>
-    before === null ? `<@${userId}> had no override; nothing changed.` : `Override for <@${userId}> removed (was ${before}); the server default applies.`,
+    before === null
+      ? `<@${userId}> had no override; nothing changed.`
+      : `Override for <@${userId}> removed (was ${before}); the server default applies.`,
   nsfw: (before: string, after: string) =>
     `NSFW mode: ${before} → **${after}**. ` +
     (after === 'strict' ? 'NSFW prompts and images are blocked everywhere.' : 'NSFW is allowed only in age-restricted channels.'),
   bannedAdded: (words: string[], total: number) => `Added ${words.length} banned word(s); the list now has ${total}.`,
   bannedRemoved: (words: string[], total: number) => `Removed ${words.length} banned word(s); the list now has ${total}.`,
-  bannedList: (words: string[]) => (words.length === 0 ? 'No banned words.' : `Banned words (${words.length}): ${words.map((w) => `\`${w}\``).join(', ')}`),
+  bannedList: (words: string[]) =>
+    words.length === 0 ? 'No banned words.' : `Banned words (${words.length}): ${words.map((w) => `\`${w}\``).join(', ')}`,
   bannedNeedWords: 'Give the words to add or remove in `words:` (comma-separated).',
   budget: (before: number, after: number) =>
     `Monthly budget for paid providers: $${before.toFixed(2)} → **$${after.toFixed(2)}**.` +
@@ -143,7 +140,9 @@ export const buttonText = {
   gridAlt: (count: number) => `Grid of ${count} images, numbered 1 to ${count}`,
   /** Shown on results of Vary and Upscale. */
   derivedFrom: (kind: 'img2img' | 'upscale', index: number) =>
-    kind === 'upscale' ? `Upscaled from image ${index + 1} of the earlier result.` : `Variation of image ${index + 1} of the earlier result.`,
+    kind === 'upscale'
+      ? `Upscaled from image ${index + 1} of the earlier result.`
+      : `Variation of image ${index + 1} of the earlier result.`,
 } as const;
 
 export const inpaintText = {

@@ -1,4 +1,4 @@
-import type { GenerationRequest, Attempt, JobResult } from './generation.js';
+import type { Attempt, GenerationRequest, JobResult } from './generation.js';
 
 /** Who asked, where: plain ids, never discord.js objects. */
 export interface Actor {
@@ -91,7 +91,12 @@ export interface JobStore {
   /** Jobs not yet delivered, created after `since`, oldest first. */
   listUndelivered(since: Date, limit: number): Promise<StoredJob[]>;
   /** Member usage for /quota. */
-  usage(guildId: string, userId: string, day: string, monthStart: string): Promise<{
+  usage(
+    guildId: string,
+    userId: string,
+    day: string,
+    monthStart: string,
+  ): Promise<{
     usedToday: number;
     usedThisMonth: number;
     inFlight: number;

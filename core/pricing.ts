@@ -54,11 +54,13 @@ export function describePrice(model: PriceModel, family: AttemptUsage['family'])
     case 'replicate':
       return `$${model.replicateUsdPerSecond}/s (SDXL), $${model.replicateFluxUsdPerImage}/image (FLUX schnell)`;
     case 'huggingface':
-      return [
-        model.hfUsdPerRequest > 0 ? `$${model.hfUsdPerRequest}/image` : '',
-        model.hfUsdPerEndpointHour > 0 ? `$${model.hfUsdPerEndpointHour}/endpoint-hour` : '',
-      ]
-        .filter(Boolean)
-        .join(' + ') || 'free';
+      return (
+        [
+          model.hfUsdPerRequest > 0 ? `$${model.hfUsdPerRequest}/image` : '',
+          model.hfUsdPerEndpointHour > 0 ? `$${model.hfUsdPerEndpointHour}/endpoint-hour` : '',
+        ]
+          .filter(Boolean)
+          .join(' + ') || 'free'
+      );
   }
 }

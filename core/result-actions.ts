@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { LIMITS, promptText, type GenerationRequest, type JobResult } from './generation.js';
+import { type GenerationRequest, type JobResult, LIMITS, promptText } from './generation.js';
 import { buttonText } from './messages.js';
 import { findPreset } from './presets.js';
 
@@ -106,7 +106,10 @@ export type EditFields = z.infer<typeof editFieldsSchema>;
 
 /** The text the Edit modal starts from: the member's own words, without the preset's style. */
 export function editDefaults(request: GenerationRequest): { prompt: string; negative: string } {
-  return { prompt: request.memberPrompt ?? request.prompt, negative: request.memberNegative ?? (request.memberPrompt ? '' : request.negative) };
+  return {
+    prompt: request.memberPrompt ?? request.prompt,
+    negative: request.memberNegative ?? (request.memberPrompt ? '' : request.negative),
+  };
 }
 
 /** The same job with the member's edited prompt (the preset's style added again) and a new seed. */

@@ -5,16 +5,17 @@
  *   node --experimental-wasm-modules --import tsx prisma/migrate.ts apply
  *   node --experimental-wasm-modules --import tsx prisma/migrate.ts create <name>
  */
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+
 import { randomUUID } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { bindMigrationAwareSqlAdapterFactory, type SqlMigrationAwareDriverAdapterFactory } from '@prisma/driver-adapter-utils';
-import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
 import type { MigrationList, SchemaEngine, SchemaFilter } from '@prisma/schema-engine-wasm/schema_engine_bg';
+import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
+import pg from 'pg';
 
 const PRISMA_DIR = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_MIGRATIONS_DIR = join(PRISMA_DIR, 'migrations');
@@ -96,7 +97,7 @@ function loadEngineWasm(): Promise<void> {
     const { WebAssembly: wasmApi } = globalThis as unknown as { WebAssembly: WasmApi };
     const { instance } = await wasmApi.instantiate(bytes, { './schema_engine_bg.js': imports });
     glue.__wbg_set_wasm(instance.exports);
-    (instance.exports['__wbindgen_start'] as () => void)();
+    (instance.exports.__wbindgen_start as () => void)();
   })();
   return glueReady;
 }
@@ -162,7 +163,9 @@ function migrationAdapterFactory(url: string, main: pg.Pool, cleanups: Array<() 
       const shadow = catalogPool(withDatabase(url, name));
       let dropped: Promise<void> | undefined;
       const drop = (): Promise<void> =>
-        (dropped ??= endPool(shadow).then(() => main.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`)).then(() => {}));
+        (dropped ??= endPool(shadow)
+          .then(() => main.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`))
+          .then(() => {}));
       cleanups.push(drop);
       const adapter = runScriptsWhole(await new PrismaPg(shadow).connect());
       const dispose = adapter.dispose.bind(adapter);
@@ -210,7 +213,10 @@ function toError(err: unknown): Error {
 async function listMigrations(baseDir: string): Promise<MigrationList> {
   const lockContent = await readFile(join(baseDir, LOCKFILE), 'utf8').catch(() => null);
   const entries = await readdir(baseDir, { withFileTypes: true }).catch(() => []);
-  const dirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort((a, b) => a.localeCompare(b));
+  const dirs = entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort((a, b) => a.localeCompare(b));
   const migrationDirectories = await Promise.all(
     dirs.map(async (dir) => ({
       path: dir,
@@ -265,7 +271,10 @@ export async function applyMigrations(url: string, opts: ApplyOptions = {}): Pro
  * @returns the written migration, or null when the schema already matches the migrations.
  */
 export async function createMigration(url: string, name: string, opts: CreateOptions = {}): Promise<CreatedMigration | null> {
-  const slug = name.trim().replace(/[^A-Za-z0-9_]+/g, '_').replace(/^_+|_+$/g, '');
+  const slug = name
+    .trim()
+    .replace(/[^A-Za-z0-9_]+/g, '_')
+    .replace(/^_+|_+$/g, '');
   if (!slug) throw new Error('migration name must contain letters or digits');
   const baseDir = resolve(opts.migrationsDir ?? DEFAULT_MIGRATIONS_DIR);
   const schemaPath = resolve(opts.schemaPath ?? DEFAULT_SCHEMA_PATH);
@@ -299,7 +308,7 @@ function timestamp(d: Date): string {
 }
 
 async function main(argv: string[]): Promise<void> {
-  const url = process.env['DATABASE_URL'] || DEFAULT_DATABASE_URL;
+  const url = process.env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const [command, name] = argv;
   if (command === 'apply') {
     const applied = await applyMigrations(url, { onApplied: (n) => process.stdout.write(`applied ${n}\n`) });

@@ -3,12 +3,12 @@
  * one line each with ✓/✗ and, for each ✗, the fix in plain words. Exits non-zero when a required
  * check fails. `--generate` also runs one small real job on each backend and saves the image.
  */
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { Redis } from 'ioredis';
 import { REST, Routes } from 'discord.js';
+import { Redis } from 'ioredis';
+import pg from 'pg';
 import { botConfigSchema, ConfigError, loadConfig, workerConfigSchema } from '../core/config.js';
 import { parseImagineOptions } from '../core/generation.js';
 import { createLogger, scrubUrlCredentials } from '../core/io/logger.js';
@@ -29,7 +29,8 @@ function tryConfig<T>(name: string, load: () => T): T | null {
     return c;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const l of err.lines) say({ ok: false, what: `${name} configuration: ${l}`, fix: 'set it in .env (see README.md, Configuration)' });
+    for (const l of err.lines)
+      say({ ok: false, what: `${name} configuration: ${l}`, fix: 'set it in .env (see README.md, Configuration)' });
     return null;
   }
 }
@@ -47,9 +48,18 @@ async function checkPostgres(url: string): Promise<void> {
       .catch(() => new Set<string>());
     const missing = wanted.filter((m) => !applied.has(m));
     if (missing.length === 0) say({ ok: true, what: `Postgres migrations applied (${wanted.length})` });
-    else say({ ok: false, what: `Postgres is missing ${missing.length} migration(s): ${missing.join(', ')}`, fix: 'run `npm run db:migrate` (or `docker compose run --rm migrate`)' });
+    else
+      say({
+        ok: false,
+        what: `Postgres is missing ${missing.length} migration(s): ${missing.join(', ')}`,
+        fix: 'run `npm run db:migrate` (or `docker compose run --rm migrate`)',
+      });
   } catch (err) {
-    say({ ok: false, what: `Postgres not reachable: ${scrubUrlCredentials(String((err as Error).message))}`, fix: 'check DATABASE_URL and that Postgres is running' });
+    say({
+      ok: false,
+      what: `Postgres not reachable: ${scrubUrlCredentials(String((err as Error).message))}`,
+      fix: 'check DATABASE_URL and that Postgres is running',
+    });
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -66,9 +76,20 @@ async function checkRedis(url: string): Promise<void> {
     const aof = /aof_enabled:(\d)/.exec(info)?.[1] === '1';
     const rdb = ((await redis.config('GET', 'save').catch(() => ['save', ''])) as string[])[1] !== '';
     if (aof || rdb) say({ ok: true, what: `Redis persistence on (${aof ? 'AOF' : 'RDB snapshots'})` });
-    else say({ ok: true, warn: true, what: 'Redis persistence is OFF: queued jobs are lost if Redis restarts', fix: 'run redis-server with --appendonly yes (docker-compose.yml does)' });
+    else
+      say({
+        ok: true,
+        warn: true,
+        what: 'Redis persistence is OFF: queued jobs are lost if Redis restarts',
+        fix: 'run redis-server with --appendonly yes (docker-compose.yml does)',
+      });
     const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1];
-    if (policy && policy !== 'noeviction') say({ ok: false, what: `Redis maxmemory-policy is ${policy}`, fix: 'set maxmemory-policy noeviction: BullMQ keys must never be evicted' });
+    if (policy && policy !== 'noeviction')
+      say({
+        ok: false,
+        what: `Redis maxmemory-policy is ${policy}`,
+        fix: 'set maxmemory-policy noeviction: BullMQ keys must never be evicted',
+      });
   } catch (err) {
     say({ ok: false, what: `Redis not reachable: ${(err as Error).message}`, fix: 'check REDIS_URL and that Redis is running' });
   } finally {
@@ -81,9 +102,18 @@ async function checkDiscord(token: string, api: string, appId: string): Promise<
     const rest = new REST({ api, timeout: 5000, retries: 0 }).setToken(token);
     const me = (await rest.get(Routes.user('@me'))) as { id: string; username: string };
     say({ ok: true, what: `Discord token belongs to ${me.username} (${me.id})` });
-    if (me.id !== appId) say({ ok: false, what: `DISCORD_APP_ID ${appId} is not this bot's id ${me.id}`, fix: 'copy the Application ID from the Developer Portal' });
+    if (me.id !== appId)
+      say({
+        ok: false,
+        what: `DISCORD_APP_ID ${appId} is not this bot's id ${me.id}`,
+        fix: 'copy the Application ID from the Developer Portal',
+      });
   } catch (err) {
-    say({ ok: false, what: `Discord token refused or Discord unreachable: ${(err as Error).message}`, fix: 'reset the token in the Developer Portal (Bot → Reset Token) and put it in DISCORD_TOKEN' });
+    say({
+      ok: false,
+      what: `Discord token refused or Discord unreachable: ${(err as Error).message}`,
+      fix: 'reset the token in the Developer Portal (Bot → Reset Token) and put it in DISCORD_TOKEN',
+    });
   }
 }
 
@@ -100,7 +130,11 @@ async function main(): Promise<void> {
     const backends = await createBackends(worker, createLogger({ level: 'silent' }));
     for (const b of backends) {
       const h = await b.health(AbortSignal.timeout(5000));
-      say({ ok: h.ok, what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`, fix: h.ok ? undefined : `check ${b.family.toUpperCase()} settings and that the service is running` });
+      say({
+        ok: h.ok,
+        what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`,
+        fix: h.ok ? undefined : `check ${b.family.toUpperCase()} settings and that the service is running`,
+      });
       if (generate && h.ok) {
         try {
           const request = { ...parseImagineOptions({ prompt: 'a lighthouse on a cliff at dusk', steps: 12 }), width: 512, height: 512 };
@@ -110,7 +144,11 @@ async function main(): Promise<void> {
           await writeFile(file, out.images[0]!);
           say({ ok: true, what: `backend ${b.id} made an image: ${file}` });
         } catch (err) {
-          say({ ok: false, what: `backend ${b.id} could not make an image: ${(err as Error).message}`, fix: 'see the worker logs; the box may lack an SDXL checkpoint' });
+          say({
+            ok: false,
+            what: `backend ${b.id} could not make an image: ${(err as Error).message}`,
+            fix: 'see the worker logs; the box may lack an SDXL checkpoint',
+          });
         }
       }
     }

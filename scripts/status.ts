@@ -5,8 +5,8 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { GENERATE_QUEUE } from '../core/io/queue.js';
 import { readBackendStatus, STATUS_STALE_MS } from '../core/io/backend-status.js';
+import { GENERATE_QUEUE } from '../core/io/queue.js';
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://localhost:6379';
 const dbUrl = process.env.DATABASE_URL ?? 'postgresql://postgres:postgres@localhost:5432/imagebot';
@@ -32,7 +32,15 @@ const statuses = await readBackendStatus(redis, prefix);
 out('\nBackends (latest report per worker)');
 table([
   ['backend', 'worker', 'health', 'circuit', 'running', 'age', 'price'],
-  ...statuses.map((s) => [s.backend, s.worker, s.healthy ? 'up' : `down: ${s.detail.slice(0, 40)}`, s.circuit, s.inFlight, `${Math.round((now - s.at) / 1000)} s${now - s.at > STATUS_STALE_MS ? ' (stale)' : ''}`, s.price]),
+  ...statuses.map((s) => [
+    s.backend,
+    s.worker,
+    s.healthy ? 'up' : `down: ${s.detail.slice(0, 40)}`,
+    s.circuit,
+    s.inFlight,
+    `${Math.round((now - s.at) / 1000)} s${now - s.at > STATUS_STALE_MS ? ' (stale)' : ''}`,
+    s.price,
+  ]),
 ]);
 
 const db = new pg.Client({ connectionString: dbUrl });
@@ -52,7 +60,14 @@ const backends = await db.query<{ backend: string; n: string; ok: string; p50: n
 out('\nBackend attempts, last 24 h');
 table([
   ['backend', 'attempts', 'success', 'p50 s', 'p95 s', 'cost $'],
-  ...backends.rows.map((r) => [r.backend, r.n, `${Math.round((Number(r.ok) / Number(r.n)) * 100)} %`, (r.p50 ?? 0).toFixed(1), (r.p95 ?? 0).toFixed(1), Number(r.cost).toFixed(4)]),
+  ...backends.rows.map((r) => [
+    r.backend,
+    r.n,
+    `${Math.round((Number(r.ok) / Number(r.n)) * 100)} %`,
+    (r.p50 ?? 0).toFixed(1),
+    (r.p95 ?? 0).toFixed(1),
+    Number(r.cost).toFixed(4),
+  ]),
 ]);
 await db.end();
 await queue.close();

@@ -55,9 +55,15 @@ async function prepareImagePass(bytes: Buffer, r: GenerationRequest, maxPixels: 
   const open = () => sharp(bytes, { limitInputPixels: maxPixels });
   let image: Buffer;
   try {
-    image = await open().rotate().flatten({ background: FILL }).resize(r.width, r.height, { fit: 'fill', kernel: 'lanczos3' }).png().toBuffer();
+    image = await open()
+      .rotate()
+      .flatten({ background: FILL })
+      .resize(r.width, r.height, { fit: 'fill', kernel: 'lanczos3' })
+      .png()
+      .toBuffer();
   } catch (err) {
-    if (/pixel limit/i.test(String(err))) throw refuse(`the source image is larger than ${Number((maxPixels / 1e6).toFixed(1))} megapixels.`);
+    if (/pixel limit/i.test(String(err)))
+      throw refuse(`the source image is larger than ${Number((maxPixels / 1e6).toFixed(1))} megapixels.`);
     throw refuse('the source image could not be read.');
   }
   if (r.kind !== 'upscale') return { image };

@@ -1,20 +1,20 @@
 import { Worker } from 'bullmq';
-import { workerConfigSchema, type WorkerConfig } from '../core/config.js';
-import { isEntryPoint } from '../core/io/entry.js';
-import { runProcess } from '../core/io/process.js';
-import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
-import type { Logger } from '../core/io/logger.js';
-import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
-import { ResultStore } from '../core/io/results.js';
-import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
-import { startOpsServer } from '../core/io/http-server.js';
-import { createMetrics } from '../core/io/metrics.js';
+import { type WorkerConfig, workerConfigSchema } from '../core/config.js';
 import type { JobPayload, JobResult } from '../core/generation.js';
+import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
+import { isEntryPoint } from '../core/io/entry.js';
+import { startOpsServer } from '../core/io/http-server.js';
+import type { Logger } from '../core/io/logger.js';
+import { createMetrics } from '../core/io/metrics.js';
+import { runProcess } from '../core/io/process.js';
+import { createRedis, GENERATE_QUEUE, JOB_NAMES, workerLockOptions } from '../core/io/queue.js';
+import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
+import { ResultStore } from '../core/io/results.js';
+import { priceAttempt } from '../core/pricing.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { createProcessor, type Processor } from './processor.js';
 import { loadNsfwClassifier } from './safety/classifier.js';
-import { priceAttempt } from '../core/pricing.js';
 import { priceModelOf, startStatusReports } from './status.js';
 
 export interface RunningWorker {

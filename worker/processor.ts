@@ -1,13 +1,13 @@
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
-import { jobPayloadSchema, type Attempt, type JobPayload, type JobResult } from '../core/generation.js';
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
+import { type Attempt, type JobPayload, type JobResult, jobPayloadSchema } from '../core/generation.js';
+import { makeGrid } from '../core/io/grid.js';
+import { pasteBack } from '../core/io/inpaint-image.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
-import { pasteBack } from '../core/io/inpaint-image.js';
-import { makeGrid } from '../core/io/grid.js';
 import type { BackendProgress } from './backends/backend.js';
-import type { ImageClassifier } from './safety/classifier.js';
-import { ChainError, type BackendChain } from './backends/chain.js';
+import { type BackendChain, ChainError } from './backends/chain.js';
 import { DEFAULT_INPUT_MAX_PIXELS, loadJobInputs } from './inputs.js';
+import type { ImageClassifier } from './safety/classifier.js';
 
 export interface ProcessorDeps {
   chain: BackendChain;
@@ -125,12 +125,14 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),
         attempts: all,
       };
-      if (payload.request.inputKeys) await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));
+      if (payload.request.inputKeys)
+        await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));
       log.info({ backend: backend.id, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
       return result;
     } catch (err) {
       if (!(err instanceof ChainError)) throw err;
-      const attempts = err.code === 'unsafe' && err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
+      const attempts =
+        err.code === 'unsafe' && err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
       if (deps.shutdown?.aborted && err.code === 'cancelled' && token) {
         // Handed back on shutdown: straight back to the queue, no attempt used, no stall wait.
         await deps.results.putFailure(payload.jobId, { code: 'all_backends_failed', message: 'handed back', attempts });

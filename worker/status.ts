@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../core/config.js';
-import { publishBackendStatus, removeBackendStatus, type BackendStatus } from '../core/io/backend-status.js';
+import { type BackendStatus, publishBackendStatus, removeBackendStatus } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import { describePrice, type PriceModel } from '../core/pricing.js';
 import type { BackendChain } from './backends/chain.js';
@@ -70,9 +70,12 @@ export function startStatusReports(o: {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
-      await removeBackendStatus(o.redis, o.prefix, worker, o.chain.backends.map((b) => b.id)).catch((err: unknown) =>
-        o.log.debug({ err }, 'status withdrawal failed'),
-      );
+      await removeBackendStatus(
+        o.redis,
+        o.prefix,
+        worker,
+        o.chain.backends.map((b) => b.id),
+      ).catch((err: unknown) => o.log.debug({ err }, 'status withdrawal failed'));
     },
     once,
   };

@@ -1,9 +1,13 @@
-import { z } from 'zod';
 import type pg from 'pg';
-import { generationRequestSchema, jobResultSchema, type Attempt } from '../../core/generation.js';
+import { z } from 'zod';
+import { type Attempt, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
 import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
 
-const runTimeRowSchema = z.object({ ms: z.number().nonnegative().nullable(), count: z.number().int().min(1), backend: z.string().nullable() });
+const runTimeRowSchema = z.object({
+  ms: z.number().nonnegative().nullable(),
+  count: z.number().int().min(1),
+  backend: z.string().nullable(),
+});
 
 /** Discord's default per-file limit when an interaction does not say (10 MiB). */
 const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
@@ -55,7 +59,12 @@ function toStoredJob(r: JobRow): StoredJob {
     request: generationRequestSchema.parse(r.params),
     imageCount: r.image_count,
     channelNsfw: r.channel_nsfw,
-    interaction: { applicationId: r.application_id, interactionId: r.interaction_id, token: r.interaction_token, uploadLimitBytes: r.upload_limit_bytes },
+    interaction: {
+      applicationId: r.application_id,
+      interactionId: r.interaction_id,
+      token: r.interaction_token,
+      uploadLimitBytes: r.upload_limit_bytes,
+    },
     createdAt: r.created_at,
     startedAt: r.started_at,
     finishedAt: r.finished_at,
@@ -167,7 +176,8 @@ export class PgJobStore implements JobStore {
       actor.guildId,
       actor.userId,
     );
-    const row = now[0] ?? (r.prev_day === null ? undefined : { images: Number(r.prev_images), in_flight: Number(r.prev_in_flight), day: r.prev_day });
+    const row =
+      now[0] ?? (r.prev_day === null ? undefined : { images: Number(r.prev_images), in_flight: Number(r.prev_in_flight), day: r.prev_day });
     const usedToday = row && row.day === day ? Number(row.images) : 0;
     const inFlight = Number(row?.in_flight ?? 0);
     let reason: 'quota' | 'blocked' | 'in_flight' = 'quota';
@@ -177,10 +187,7 @@ export class PgJobStore implements JobStore {
   }
 
   async markRunning(jobId: string): Promise<boolean> {
-    const n = await this.exec(
-      `UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::uuid AND status = 'queued'`,
-      jobId,
-    );
+    const n = await this.exec(`UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::uuid AND status = 'queued'`, jobId);
     return n > 0;
   }
 
@@ -250,18 +257,11 @@ export class PgJobStore implements JobStore {
   }
 
   async rememberReply(jobId: string, messageId: string): Promise<void> {
-    await this.exec(
-      `UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`,
-      jobId,
-      messageId,
-    );
+    await this.exec(`UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`, jobId, messageId);
   }
 
   async releaseDelivery(jobId: string): Promise<void> {
-    await this.exec(
-      `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`,
-      jobId,
-    );
+    await this.exec(`UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`, jobId);
   }
 
   async get(jobId: string): Promise<StoredJob | null> {
@@ -330,7 +330,9 @@ export class PgJobStore implements JobStore {
     );
     return rows.flatMap((r) => {
       const parsed = runTimeRowSchema.safeParse(r);
-      return parsed.success && parsed.data.ms !== null ? [{ ms: parsed.data.ms, count: parsed.data.count, backend: parsed.data.backend }] : [];
+      return parsed.success && parsed.data.ms !== null
+        ? [{ ms: parsed.data.ms, count: parsed.data.count, backend: parsed.data.backend }]
+        : [];
     });
   }
 }

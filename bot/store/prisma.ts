@@ -1,10 +1,10 @@
-import pg from 'pg';
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { PrismaClient } from '../../generated/prisma/client.js';
 
+export type { CostLedger, GuildSettings, Job } from '../../generated/prisma/client.js';
+export { JobKind, JobStatus, NsfwMode, Prisma } from '../../generated/prisma/client.js';
 export type { PrismaClient };
-export { Prisma, JobKind, JobStatus, NsfwMode } from '../../generated/prisma/client.js';
-export type { Job, CostLedger, GuildSettings } from '../../generated/prisma/client.js';
 
 /** Connections per process; the bot and the worker each hold one client. */
 const POOL_SIZE = 10;

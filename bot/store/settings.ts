@@ -70,7 +70,8 @@ export class SettingsStore {
       dailyLimit: s?.dailyLimit ?? this.defaults.dailyLimit,
       dailyLimitSet: s?.dailyLimit !== null && s?.dailyLimit !== undefined,
       nsfwMode: s?.nsfwMode === 'nsfw_channels' ? 'nsfw-channels' : 'strict',
-      monthlyBudgetUsd: s?.monthlyBudgetUsd !== null && s?.monthlyBudgetUsd !== undefined ? Number(s.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
+      monthlyBudgetUsd:
+        s?.monthlyBudgetUsd !== null && s?.monthlyBudgetUsd !== undefined ? Number(s.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
       logChannelId: s?.logChannelId ?? null,
       bannedWords: words.map((w) => w.word),
     };
@@ -78,7 +79,14 @@ export class SettingsStore {
 
   private audit(e: AuditEntry) {
     return this.prisma.auditLog.create({
-      data: { guildId: e.guildId, actorId: e.actorId, action: e.action, target: e.target ?? null, before: toJson(e.before), after: toJson(e.after) },
+      data: {
+        guildId: e.guildId,
+        actorId: e.actorId,
+        action: e.action,
+        target: e.target ?? null,
+        before: toJson(e.before),
+        after: toJson(e.after),
+      },
     });
   }
 
@@ -94,7 +102,9 @@ export class SettingsStore {
       const cur = await tx.guildSettings.findUnique({ where: { guildId } });
       const data = {
         ...(patch.dailyLimit !== undefined ? { dailyLimit: patch.dailyLimit } : {}),
-        ...(patch.nsfwMode !== undefined ? { nsfwMode: patch.nsfwMode === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const) } : {}),
+        ...(patch.nsfwMode !== undefined
+          ? { nsfwMode: patch.nsfwMode === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const) }
+          : {}),
         ...(patch.monthlyBudgetUsd !== undefined ? { monthlyBudgetUsd: patch.monthlyBudgetUsd } : {}),
         ...(patch.logChannelId !== undefined ? { logChannelId: patch.logChannelId } : {}),
       };
@@ -124,7 +134,14 @@ export class SettingsStore {
         update: { dailyLimit, setBy: actorId },
       });
       await tx.auditLog.create({
-        data: { guildId, actorId, action: 'quota-user', target: userId, before: toJson({ daily: cur?.dailyLimit ?? null }), after: { daily: dailyLimit } },
+        data: {
+          guildId,
+          actorId,
+          action: 'quota-user',
+          target: userId,
+          before: toJson({ daily: cur?.dailyLimit ?? null }),
+          after: { daily: dailyLimit },
+        },
       });
       return cur?.dailyLimit ?? null;
     });
@@ -135,7 +152,14 @@ export class SettingsStore {
       const cur = await tx.userQuotaOverride.findUnique({ where: { guildId_userId: { guildId, userId } } });
       if (cur) await tx.userQuotaOverride.delete({ where: { guildId_userId: { guildId, userId } } });
       await tx.auditLog.create({
-        data: { guildId, actorId, action: 'quota-user-clear', target: userId, before: toJson({ daily: cur?.dailyLimit ?? null }), after: { daily: null } },
+        data: {
+          guildId,
+          actorId,
+          action: 'quota-user-clear',
+          target: userId,
+          before: toJson({ daily: cur?.dailyLimit ?? null }),
+          after: { daily: null },
+        },
       });
       return cur?.dailyLimit ?? null;
     });

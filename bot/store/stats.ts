@@ -60,7 +60,9 @@ export class StatsStore {
 
   /** Latency percentiles and success rate per backend over all guilds (backends are shared). */
   async backends(since: Date): Promise<BackendLatency[]> {
-    const rows = await this.prisma.$queryRawUnsafe<{ backend: string; attempts: number; ok: number; p50: number | null; p95: number | null }[]>(
+    const rows = await this.prisma.$queryRawUnsafe<
+      { backend: string; attempts: number; ok: number; p50: number | null; p95: number | null }[]
+    >(
       `SELECT backend, count(*)::int AS attempts, count(*) FILTER (WHERE outcome = 'succeeded')::int AS ok,
               percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::float8 AS p50,
               percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)::float8 AS p95

@@ -1,10 +1,10 @@
 import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from 'discord.js';
-import { GUILD_ONLY, type Command } from '../command.js';
 import { requireModerator } from '../../bot/guards.js';
 import { NO_MENTIONS } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
-import { bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear, type AdminHandler } from './settings.js';
+import { type Command, GUILD_ONLY } from '../command.js';
 import { backends, stats } from './reports.js';
+import { type AdminHandler, bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
 
 const T = ApplicationCommandOptionType;
 
@@ -28,7 +28,14 @@ export const admin = {
     ...GUILD_ONLY,
     default_member_permissions: PermissionFlagsBits.ManageGuild.toString(),
     options: [
-      { type: T.Subcommand, name: 'quota-default', description: "The server's default daily image limit per member", options: [{ type: T.Integer, name: 'daily', description: 'Images per member per day', required: true, min_value: 0, max_value: 100000 }] },
+      {
+        type: T.Subcommand,
+        name: 'quota-default',
+        description: "The server's default daily image limit per member",
+        options: [
+          { type: T.Integer, name: 'daily', description: 'Images per member per day', required: true, min_value: 0, max_value: 100000 },
+        ],
+      },
       {
         type: T.Subcommand,
         name: 'quota-user',
@@ -38,7 +45,12 @@ export const admin = {
           { type: T.Integer, name: 'daily', description: 'Images per day (0 blocks)', required: true, min_value: 0, max_value: 100000 },
         ],
       },
-      { type: T.Subcommand, name: 'quota-user-clear', description: "Remove a member's override", options: [{ type: T.User, name: 'user', description: 'Member', required: true }] },
+      {
+        type: T.Subcommand,
+        name: 'quota-user-clear',
+        description: "Remove a member's override",
+        options: [{ type: T.User, name: 'user', description: 'Member', required: true }],
+      },
       {
         type: T.Subcommand,
         name: 'nsfw',
@@ -75,14 +87,35 @@ export const admin = {
           { type: T.String, name: 'words', description: 'Comma-separated words', max_length: 1000 },
         ],
       },
-      { type: T.Subcommand, name: 'budget', description: 'Monthly cap on paid-provider spend (0 = local GPU only)', options: [{ type: T.Number, name: 'monthly-usd', description: 'US dollars per calendar month', required: true, min_value: 0, max_value: 100000 }] },
+      {
+        type: T.Subcommand,
+        name: 'budget',
+        description: 'Monthly cap on paid-provider spend (0 = local GPU only)',
+        options: [
+          {
+            type: T.Number,
+            name: 'monthly-usd',
+            description: 'US dollars per calendar month',
+            required: true,
+            min_value: 0,
+            max_value: 100000,
+          },
+        ],
+      },
       {
         type: T.Subcommand,
         name: 'log-channel',
         description: 'Where budget alerts and moderation notices go',
-        options: [{ type: T.Channel, name: 'channel', description: 'Text channel', required: true, channel_types: [ChannelType.GuildText] }],
+        options: [
+          { type: T.Channel, name: 'channel', description: 'Text channel', required: true, channel_types: [ChannelType.GuildText] },
+        ],
       },
-      { type: T.Subcommand, name: 'stats', description: 'Jobs, images, failures, cost by backend and top users', options: [{ type: T.Integer, name: 'days', description: 'How many days back (default 7)', min_value: 1, max_value: 365 }] },
+      {
+        type: T.Subcommand,
+        name: 'stats',
+        description: 'Jobs, images, failures, cost by backend and top users',
+        options: [{ type: T.Integer, name: 'days', description: 'How many days back (default 7)', min_value: 1, max_value: 365 }],
+      },
       { type: T.Subcommand, name: 'backends', description: "Each backend's health, circuit state, latency and price" },
     ],
   },

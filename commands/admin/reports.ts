@@ -1,5 +1,5 @@
-import { readBackendStatus, STATUS_STALE_MS } from '../../core/io/backend-status.js';
 import { renderStatsChart } from '../../bot/charts.js';
+import { readBackendStatus, STATUS_STALE_MS } from '../../core/io/backend-status.js';
 import type { AdminHandler } from './settings.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
@@ -39,10 +39,13 @@ export const backends: AdminHandler = async ({ deps }) => {
   const fields = ids.map((id) => {
     const reports = statuses.filter((s) => s.backend === id && now - s.at < STATUS_STALE_MS);
     const l = latency.find((x) => x.backend === id);
-    const healthy = reports.length === 0 ? '❔ no recent report' : reports.some((r) => r.healthy) ? '🟢 healthy' : `🔴 down (${reports[0]!.detail})`;
+    const healthy =
+      reports.length === 0 ? '❔ no recent report' : reports.some((r) => r.healthy) ? '🟢 healthy' : `🔴 down (${reports[0]!.detail})`;
     const circuits = [...new Set(reports.map((r) => r.circuit))].join('/') || 'unknown';
     const inFlight = reports.reduce((s, r) => s + r.inFlight, 0);
-    const lat = l ? `p50 ${l.p50s.toFixed(1)} s · p95 ${l.p95s.toFixed(1)} s · ${(l.successRate * 100).toFixed(0)} % of ${l.attempts}` : 'no jobs in 24 h';
+    const lat = l
+      ? `p50 ${l.p50s.toFixed(1)} s · p95 ${l.p95s.toFixed(1)} s · ${(l.successRate * 100).toFixed(0)} % of ${l.attempts}`
+      : 'no jobs in 24 h';
     const price = reports[0]?.price ?? statuses.find((s) => s.backend === id)?.price ?? 'unknown';
     return { name: id, value: `${healthy} · circuit ${circuits} · running ${inFlight}\n${lat}\nprice: ${price}`.slice(0, 1024) };
   });

@@ -1,7 +1,7 @@
 import { UserError } from '../errors.js';
-import { detectFormat, sniffImage, type ImageFormat } from './image-sniff.js';
+import { detectFormat, type ImageFormat, sniffImage } from './image-sniff.js';
 
-export { sniffImage, detectFormat, type ImageFormat, type ImageHeader } from './image-sniff.js';
+export { detectFormat, type ImageFormat, type ImageHeader, sniffImage } from './image-sniff.js';
 
 /** Defaults for {@link fetchAttachment}; the limits members are told about. */
 export const ATTACHMENT_DEFAULTS = {

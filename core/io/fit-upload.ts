@@ -17,9 +17,13 @@ export async function fitForUpload(png: Buffer, limitBytes: number, baseName: st
   const jpeg = await sharp(png).jpeg({ quality: 88, mozjpeg: true }).toBuffer();
   if (jpeg.length <= limitBytes) return { name: `${baseName}.jpg`, data: jpeg, contentType: 'image/jpeg' };
   const { width = 1024 } = await sharp(png).metadata();
-  let smallest = webp.length < jpeg.length ? { data: webp, ext: 'webp', type: 'image/webp' } : { data: jpeg, ext: 'jpg', type: 'image/jpeg' };
+  let smallest =
+    webp.length < jpeg.length ? { data: webp, ext: 'webp', type: 'image/webp' } : { data: jpeg, ext: 'jpg', type: 'image/jpeg' };
   for (let scale = 0.8; scale > 0.1; scale *= 0.8) {
-    const data = await sharp(png).resize(Math.max(64, Math.round(width * scale))).webp({ quality: 85 }).toBuffer();
+    const data = await sharp(png)
+      .resize(Math.max(64, Math.round(width * scale)))
+      .webp({ quality: 85 })
+      .toBuffer();
     smallest = { data, ext: 'webp', type: 'image/webp' };
     if (data.length <= limitBytes) break;
   }

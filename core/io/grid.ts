@@ -6,7 +6,7 @@ const GAP = 8;
 
 /** Grid layout for n images: side by side for two, two columns otherwise. */
 export function gridLayout(n: number): { cols: number; rows: number } {
-  const cols = n <= 2 ? n : 2;
+  const cols = Math.min(n, 2);
   return { cols, rows: Math.ceil(n / cols) };
 }
 

@@ -229,5 +229,7 @@ export async function pasteBack(original: InpaintOriginal, maskFull: Buffer, gen
       out[p * 3 + c] = a === 0 ? ov : a === 255 ? g[p * 3 + c]! : Math.round((g[p * 3 + c]! * a + ov * (255 - a)) / 255);
     }
   }
-  return sharp(out, { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(out, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { backendStatusKey, parseBackendStatuses, type BackendStatus } from './backend-status.js';
+import { type BackendStatus, backendStatusKey, parseBackendStatuses } from './backend-status.js';
 
 /** The BullMQ keys the position script reads (from `queue.keys`, so the prefix and names match BullMQ's). */
 export interface PositionKeys {

@@ -1,5 +1,5 @@
+import { type JobsOptions, Queue, type QueueOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
-import { Queue, type JobsOptions, type QueueOptions } from 'bullmq';
 import type { JobPayload, JobResult } from '../generation.js';
 
 /** The one queue every generation job goes through. */

@@ -70,12 +70,7 @@ export class ResultStore {
 
   /** Drops everything a delivered job left behind. */
   async forget(jobId: string, imageKeys: readonly string[]): Promise<void> {
-    await this.redis.del(
-      ...imageKeys,
-      this.gridKey(jobId),
-      this.previewKey(jobId),
-      this.failureKey(jobId),
-    );
+    await this.redis.del(...imageKeys, this.gridKey(jobId), this.previewKey(jobId), this.failureKey(jobId));
   }
 
   /** Drops an inpaint job's inputs once it no longer needs them. */

@@ -1,6 +1,5 @@
 import { REST } from 'discord.js';
 import { afterEach, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
 import { createBudgetWatch } from '../../bot/budget-watch.js';
 import { Notices } from '../../bot/notices.js';
 import { PgJobStore } from '../../bot/store/jobs.js';
@@ -9,6 +8,7 @@ import { StatsStore } from '../../bot/store/stats.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import { startFakeDiscord } from '../fakes/discord/server.js';
+import { test } from '../setup/fixtures.js';
 
 let fake: Awaited<ReturnType<typeof startFakeDiscord>> | undefined;
 afterEach(async () => {

@@ -1,8 +1,8 @@
 import { describe, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
+import { test } from '../setup/fixtures.js';
 
 const actor = { guildId: '2222222222222222222', channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false };
 
@@ -45,7 +45,9 @@ describe('PgJobStore', () => {
 
   test('the in-flight cap holds under parallel requests too', async ({ db }) => {
     const store = new PgJobStore(db.pool);
-    const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.reserve(input({ deploymentDailyLimit: 100, maxInFlight: 2 }))));
+    const outcomes = await Promise.all(
+      Array.from({ length: 8 }, () => store.reserve(input({ deploymentDailyLimit: 100, maxInFlight: 2 }))),
+    );
     expect(outcomes.filter((o) => o.ok)).toHaveLength(2);
     expect(outcomes.filter((o) => !o.ok && o.reason === 'in_flight').length).toBeGreaterThan(0);
   });
@@ -62,7 +64,10 @@ describe('PgJobStore', () => {
     const ledger = await db.prisma.costLedger.findMany();
     expect(ledger).toHaveLength(2);
     const job = await db.prisma.job.findFirstOrThrow();
-    expect(Number(job.costUsd)).toBeCloseTo(ledger.reduce((s, l) => s + Number(l.costUsd), 0), 6);
+    expect(Number(job.costUsd)).toBeCloseTo(
+      ledger.reduce((s, l) => s + Number(l.costUsd), 0),
+      6,
+    );
   });
 
   test('a failure refunds the images and frees the in-flight slot; a blocked member (override 0) is refused', async ({ db }) => {
@@ -91,7 +96,12 @@ describe('PgJobStore', () => {
   test('recent run times for the queue ETA: delivered successes only, newest first, with image count and backend', async ({ db }) => {
     const store = new PgJobStore(db.pool);
     const ids: string[] = [];
-    for (const [count, runMs] of [[1, 1000], [2, 2000], [4, 4000], [1, 5000]] as const) {
+    for (const [count, runMs] of [
+      [1, 1000],
+      [2, 2000],
+      [4, 4000],
+      [1, 5000],
+    ] as const) {
       const r = await store.reserve(input({ deploymentDailyLimit: 100 }, count));
       if (!r.ok) throw new Error('not admitted');
       ids.push(r.jobId);

@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { bombPng, PNG_SIGNATURE } from '../fixtures/png.js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, expect, test } from 'vitest';
 import { isUserError } from '../../core/errors.js';
 import { fetchAttachment, sniffImage } from '../../core/io/attachments.js';
+import { bombPng, PNG_SIGNATURE } from '../fixtures/png.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -84,7 +84,6 @@ function streamHuge(total: number, contentLength: boolean) {
   };
   return { state, handler };
 }
-
 
 async function refusal(p: Promise<unknown>): Promise<string> {
   const err: unknown = await p.then(
@@ -183,8 +182,12 @@ test('the byte cap is exact, with or without Content-Length', async () => {
   for (const path of ['/img.png', '/chunked.png']) {
     expect((await fetchAttachment(allowed.url(path), { ...opts(), maxBytes: size })).bytes.length).toBe(size);
   }
-  expect(await refusal(fetchAttachment(allowed.url('/img.png'), { ...opts(), maxBytes: size - 1 }))).toMatch(/^The image is .*; the limit is /);
-  expect(await refusal(fetchAttachment(allowed.url('/chunked.png'), { ...opts(), maxBytes: size - 1 }))).toMatch(/^The image is larger than/);
+  expect(await refusal(fetchAttachment(allowed.url('/img.png'), { ...opts(), maxBytes: size - 1 }))).toMatch(
+    /^The image is .*; the limit is /,
+  );
+  expect(await refusal(fetchAttachment(allowed.url('/chunked.png'), { ...opts(), maxBytes: size - 1 }))).toMatch(
+    /^The image is larger than/,
+  );
   expect(size).toBeGreaterThan(1024);
   expect(await refusal(fetchAttachment(allowed.url('/img.png'), { ...opts(), maxBytes: 1024 }))).toBe(
     `The image is ${(size / 1024).toFixed(1)} KB; the limit is 1 KB.`,
@@ -287,8 +290,8 @@ test('sniffImage reads sizes from every accepted header kind, without decoding',
   expect(fourccs).toEqual(['VP8 ', 'VP8L', 'VP8X']);
   // Hand-made JPEG: APP0, a DHT (C4, in the SOF range but not a frame), fill bytes, then SOF2 declaring 65535×4000.
   const jpeg = Buffer.from([
-    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00, 0xff, 0xc4, 0x00, 0x09, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
-    0xff, 0xff, 0xc2, 0x00, 0x0b, 0x08, 0x0f, 0xa0, 0xff, 0xff, 0x01,
+    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x04, 0x00, 0x00, 0xff, 0xc4, 0x00, 0x09, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0xff, 0xff, 0xc2,
+    0x00, 0x0b, 0x08, 0x0f, 0xa0, 0xff, 0xff, 0x01,
   ]);
   expect(sniffImage(jpeg)).toEqual({ format: 'jpeg', width: 65535, height: 4000 });
   expect(sniffImage(Buffer.from([0xff, 0xd8, 0xff, 0xda, 0x00, 0x08]))).toBeNull(); // scan before any frame header

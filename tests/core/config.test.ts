@@ -62,7 +62,9 @@ describe('worker configuration', () => {
       'BACKENDS names comfyui, which is not configured',
     ]);
     expect(errorLines(() => loadConfig(workerConfigSchema, {}))[0]).toMatch(/^BACKENDS no backend is configured/);
-    expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'midjourney' }))[0]).toMatch(/^BACKENDS names must be from/);
+    expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'midjourney' }))[0]).toMatch(
+      /^BACKENDS names must be from/,
+    );
   });
 });
 

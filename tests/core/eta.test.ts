@@ -1,5 +1,13 @@
 import { describe, expect, test } from 'vitest';
-import { DurationWindow, estimateEta, liveSlots, samplesInUse, type DurationSample, type EtaInput, type SlotReport } from '../../core/eta.js';
+import {
+  type DurationSample,
+  DurationWindow,
+  type EtaInput,
+  estimateEta,
+  liveSlots,
+  type SlotReport,
+  samplesInUse,
+} from '../../core/eta.js';
 import { etaRange, text } from '../../core/messages.js';
 
 const S = 1000;
@@ -15,7 +23,15 @@ describe('estimateEta', () => {
     expect(eta({ slots: 0, ahead: 3 })).toBeNull();
     expect(eta({ slots: Number.NaN })).toBeNull();
     // Junk samples count as no samples.
-    expect(eta({ samples: [{ ms: Number.NaN, count: 1 }, { ms: -5, count: 1 }, { ms: 100, count: 0 }] })).toBeNull();
+    expect(
+      eta({
+        samples: [
+          { ms: Number.NaN, count: 1 },
+          { ms: -5, count: 1 },
+          { ms: 100, count: 0 },
+        ],
+      }),
+    ).toBeNull();
   });
 
   test('an idle slot and an empty queue: just this job’s own run, never faster than the fastest seen', () => {
@@ -109,7 +125,15 @@ describe('estimateEta', () => {
 
 describe('slots and samples from worker reports', () => {
   const now = 1_000_000;
-  const report = (o: Partial<SlotReport>): SlotReport => ({ worker: 'w1', backend: 'a1111', healthy: true, circuit: 'closed', at: now - 1000, concurrency: 2, ...o });
+  const report = (o: Partial<SlotReport>): SlotReport => ({
+    worker: 'w1',
+    backend: 'a1111',
+    healthy: true,
+    circuit: 'closed',
+    at: now - 1000,
+    concurrency: 2,
+    ...o,
+  });
 
   test('each live worker counts its concurrency once; stale, broken or older workers as such', () => {
     expect(liveSlots([], now, 60_000)).toBe(0);
@@ -140,7 +164,11 @@ describe('slots and samples from worker reports', () => {
   test('the window keeps the newest jobs; a seed from the database only fills room behind them', () => {
     const w = new DurationWindow(3);
     w.add({ ms: 1, count: 1 });
-    w.seed([{ ms: 10, count: 1 }, { ms: 11, count: 1 }, { ms: 12, count: 1 }]);
+    w.seed([
+      { ms: 10, count: 1 },
+      { ms: 11, count: 1 },
+      { ms: 12, count: 1 },
+    ]);
     expect(w.samples().map((s) => s.ms)).toEqual([1, 10, 11]);
     w.add({ ms: 2, count: 1 });
     expect(w.samples().map((s) => s.ms)).toEqual([2, 1, 10]);

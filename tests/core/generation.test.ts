@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { ASPECTS, aspectToSize, parseImagineOptions, LIMITS } from '../../core/generation.js';
 import { isUserError } from '../../core/errors.js';
+import { ASPECTS, aspectToSize, LIMITS, parseImagineOptions } from '../../core/generation.js';
 
 describe('aspect to size', () => {
   test.each(ASPECTS)('%s maps to multiples of 64 within 10%% of one megapixel, keeping the ratio', (aspect) => {

@@ -24,7 +24,10 @@ function maskPng(width: number, height: number, rect: { x: number; y: number; w:
   if (rect) {
     for (let y = rect.y; y < rect.y + rect.h; y += 1) px.fill(255, (y * width + rect.x) * 3, (y * width + rect.x + rect.w) * 3);
   }
-  return sharp(px, { raw: { width, height, channels: 3 } }).greyscale().png().toBuffer();
+  return sharp(px, { raw: { width, height, channels: 3 } })
+    .greyscale()
+    .png()
+    .toBuffer();
 }
 
 /** Deterministic noisy RGBA, fully opaque except an optional transparent square. */
@@ -54,7 +57,18 @@ async function userErrorOf(p: Promise<unknown>): Promise<string> {
 }
 
 test('model sizes are multiples of 64 near one megapixel with the aspect kept', () => {
-  for (const [w, h] of [[1, 1], [4, 3], [3, 4], [16, 9], [9, 16], [3, 2], [2, 3], [1920, 1080], [4032, 3024], [700, 2800]] as const) {
+  for (const [w, h] of [
+    [1, 1],
+    [4, 3],
+    [3, 4],
+    [16, 9],
+    [9, 16],
+    [3, 2],
+    [2, 3],
+    [1920, 1080],
+    [4032, 3024],
+    [700, 2800],
+  ] as const) {
     const s = modelSize(w, h);
     expect(s.width % 64, `${w}:${h}`).toBe(0);
     expect(s.height % 64, `${w}:${h}`).toBe(0);
@@ -72,8 +86,11 @@ test('model sizes are multiples of 64 near one megapixel with the aspect kept', 
 test('EXIF orientation 6 is applied: width and height swap and the content turns', async () => {
   // Stored 300×200, left half red, right half blue; orientation 6 means "rotate 90° clockwise to view".
   const px = Buffer.alloc(300 * 200 * 3);
-  for (let i = 0; i < 300 * 200; i += 1) px.set((i % 300) < 150 ? [255, 0, 0] : [0, 0, 255], i * 3);
-  const jpeg = await sharp(px, { raw: { width: 300, height: 200, channels: 3 } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+  for (let i = 0; i < 300 * 200; i += 1) px.set(i % 300 < 150 ? [255, 0, 0] : [0, 0, 255], i * 3);
+  const jpeg = await sharp(px, { raw: { width: 300, height: 200, channels: 3 } })
+    .jpeg()
+    .withMetadata({ orientation: 6 })
+    .toBuffer();
   const prep = await prepareInpaint(jpeg, await maskPng(200, 300, { x: 0, y: 0, w: 50, h: 50 }), LIMIT);
   expect(prep.original).toMatchObject({ width: 200, height: 300 });
   const o = await rgb(prep.original.png);
@@ -85,7 +102,9 @@ test('EXIF orientation 6 is applied: width and height swap and the content turns
 });
 
 test('an explicit mask of another size (same proportions) is resized to the image', async () => {
-  const image = await sharp(noiseRgba(400, 300), { raw: { width: 400, height: 300, channels: 4 } }).png().toBuffer();
+  const image = await sharp(noiseRgba(400, 300), { raw: { width: 400, height: 300, channels: 4 } })
+    .png()
+    .toBuffer();
   const prep = await prepareInpaint(image, await maskPng(200, 150, { x: 50, y: 50, w: 50, h: 50 }), LIMIT);
   const full = await grey(prep.maskFull);
   expect([full.width, full.height]).toEqual([400, 300]);
@@ -107,7 +126,9 @@ test('an explicit mask of another size (same proportions) is resized to the imag
 });
 
 test('a mask of other proportions is refused rather than stretched', async () => {
-  const image = await sharp(noiseRgba(400, 300), { raw: { width: 400, height: 300, channels: 4 } }).png().toBuffer();
+  const image = await sharp(noiseRgba(400, 300), { raw: { width: 400, height: 300, channels: 4 } })
+    .png()
+    .toBuffer();
   const msg = await userErrorOf(prepareInpaint(image, await maskPng(300, 300, { x: 0, y: 0, w: 10, h: 10 }), LIMIT));
   expect(msg).toMatch(/The mask is 300×300 but the image is 400×300/);
 });
@@ -135,17 +156,23 @@ test('a transparent square in an RGBA PNG becomes the mask', async () => {
 });
 
 test('a mask whose background is transparent white counts only its opaque white strokes', async () => {
-  const image = await sharp(noiseRgba(128, 128), { raw: { width: 128, height: 128, channels: 4 } }).png().toBuffer();
+  const image = await sharp(noiseRgba(128, 128), { raw: { width: 128, height: 128, channels: 4 } })
+    .png()
+    .toBuffer();
   const m = Buffer.alloc(128 * 128 * 4, 255);
-  for (let i = 0; i < 128 * 128; i += 1) m[i * 4 + 3] = (i % 128) < 32 ? 255 : 0; // left quarter painted
-  const mask = await sharp(m, { raw: { width: 128, height: 128, channels: 4 } }).png().toBuffer();
+  for (let i = 0; i < 128 * 128; i += 1) m[i * 4 + 3] = i % 128 < 32 ? 255 : 0; // left quarter painted
+  const mask = await sharp(m, { raw: { width: 128, height: 128, channels: 4 } })
+    .png()
+    .toBuffer();
   const full = await grey((await prepareInpaint(image, mask, LIMIT)).maskFull);
   expect(full.data[64 * 128 + 10]).toBe(255);
   expect(full.data[64 * 128 + 100]).toBe(0);
 });
 
 test('an opaque image without a mask is refused with a hint', async () => {
-  const png = await sharp(noiseRgba(64, 64), { raw: { width: 64, height: 64, channels: 4 } }).png().toBuffer();
+  const png = await sharp(noiseRgba(64, 64), { raw: { width: 64, height: 64, channels: 4 } })
+    .png()
+    .toBuffer();
   const jpeg = await sharp(png).jpeg().toBuffer();
   for (const img of [png, jpeg]) {
     expect(await userErrorOf(prepareInpaint(img, null, LIMIT))).toBe(
@@ -155,7 +182,9 @@ test('an opaque image without a mask is refused with a hint', async () => {
 });
 
 test('an all-black mask is refused: nothing to repaint', async () => {
-  const image = await sharp(noiseRgba(64, 64), { raw: { width: 64, height: 64, channels: 4 } }).png().toBuffer();
+  const image = await sharp(noiseRgba(64, 64), { raw: { width: 64, height: 64, channels: 4 } })
+    .png()
+    .toBuffer();
   expect(await userErrorOf(prepareInpaint(image, await maskPng(64, 64, null), LIMIT))).toMatch(/entirely black/);
 });
 
@@ -184,7 +213,9 @@ test('unreadable input and decompression bombs are refused as the member’s err
 });
 
 test('pasteBack keeps every pixel outside the mask byte-identical and changes the inside', async () => {
-  const image = await sharp(noiseRgba(320, 240), { raw: { width: 320, height: 240, channels: 4 } }).jpeg().toBuffer();
+  const image = await sharp(noiseRgba(320, 240), { raw: { width: 320, height: 240, channels: 4 } })
+    .jpeg()
+    .toBuffer();
   const prep = await prepareInpaint(image, await maskPng(320, 240, { x: 100, y: 60, w: 80, h: 90 }), LIMIT);
   const generated = await sharp({ create: { width: prep.width, height: prep.height, channels: 3, background: { r: 255, g: 0, b: 255 } } })
     .png()
@@ -217,9 +248,13 @@ test('pasteBack keeps every pixel outside the mask byte-identical and changes th
 
 test('pasteBack over an RGBA original restores its RGB outside the transparent area', async () => {
   const raw = noiseRgba(200, 150, { x: 20, y: 30, size: 40 });
-  const image = await sharp(raw, { raw: { width: 200, height: 150, channels: 4 } }).png().toBuffer();
+  const image = await sharp(raw, { raw: { width: 200, height: 150, channels: 4 } })
+    .png()
+    .toBuffer();
   const prep = await prepareInpaint(image, null, LIMIT);
-  const generated = await sharp({ create: { width: prep.width, height: prep.height, channels: 3, background: '#00ff00' } }).png().toBuffer();
+  const generated = await sharp({ create: { width: prep.width, height: prep.height, channels: 3, background: '#00ff00' } })
+    .png()
+    .toBuffer();
   const out = await rgb(await pasteBack(prep.original, prep.maskFull, generated));
   let changedOutside = 0;
   let changedInside = 0;

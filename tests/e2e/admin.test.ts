@@ -1,9 +1,9 @@
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
-import { PERMS } from '../fakes/discord/server.js';
 import { defaultGuilds } from '../fakes/discord/ids.js';
+import { PERMS } from '../fakes/discord/server.js';
 import type { APIOption, FakeInteraction } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { ALICE, BOB, GUILD_ID, System } from './harness.js';
 
 let sys: System | undefined;
@@ -20,10 +20,23 @@ const userResolved = (u: { id: string; username: string }) => ({
 /** Every subcommand with valid options, as a moderator would send it. */
 const SUBCOMMANDS: { sub: string; options: APIOption[]; resolved?: Record<string, unknown> }[] = [
   { sub: 'quota-default', options: [{ name: 'daily', type: 4, value: 10 }] },
-  { sub: 'quota-user', options: [{ name: 'user', type: 6, value: BOB.id }, { name: 'daily', type: 4, value: 0 }], resolved: userResolved(BOB) },
+  {
+    sub: 'quota-user',
+    options: [
+      { name: 'user', type: 6, value: BOB.id },
+      { name: 'daily', type: 4, value: 0 },
+    ],
+    resolved: userResolved(BOB),
+  },
   { sub: 'quota-user-clear', options: [{ name: 'user', type: 6, value: BOB.id }], resolved: userResolved(BOB) },
   { sub: 'nsfw', options: [{ name: 'mode', type: 3, value: 'nsfw-channels' }] },
-  { sub: 'banned-words', options: [{ name: 'action', type: 3, value: 'add' }, { name: 'words', type: 3, value: 'dragon, Castle' }] },
+  {
+    sub: 'banned-words',
+    options: [
+      { name: 'action', type: 3, value: 'add' },
+      { name: 'words', type: 3, value: 'dragon, Castle' },
+    ],
+  },
   { sub: 'budget', options: [{ name: 'monthly-usd', type: 10, value: 12.5 }] },
   {
     sub: 'log-channel',
@@ -34,7 +47,14 @@ const SUBCOMMANDS: { sub: string; options: APIOption[]; resolved?: Record<string
   { sub: 'backends', options: [] },
 ];
 
-async function admin(s: System, sub: string, options: APIOption[], perms: string, resolved?: Record<string, unknown>, user = ALICE): Promise<FakeInteraction> {
+async function admin(
+  s: System,
+  sub: string,
+  options: APIOption[],
+  perms: string,
+  resolved?: Record<string, unknown>,
+  user = ALICE,
+): Promise<FakeInteraction> {
   return s.discord.slashCommand({ name: 'admin', subcommand: sub, options, memberPermissions: perms, user, guildId: GUILD_ID, resolved });
 }
 
@@ -46,7 +66,10 @@ async function replyOf(s: System, i: FakeInteraction) {
 }
 
 describe('/admin', () => {
-  test('a plain member is refused on every subcommand, even when Discord let the command through, and nothing changes', async ({ db, redisPrefix }) => {
+  test('a plain member is refused on every subcommand, even when Discord let the command through, and nothing changes', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix, worker: 'none' });
     for (const { sub, options, resolved } of SUBCOMMANDS) {
       const i = await admin(sys, sub, options, PERMS.member, resolved);
@@ -60,7 +83,10 @@ describe('/admin', () => {
     expect(await db.prisma.auditLog.count()).toBe(0);
   });
 
-  test('every change by a moderator writes an audit row (who, what, before, after) and a notice to the log channel', async ({ db, redisPrefix }) => {
+  test('every change by a moderator writes an audit row (who, what, before, after) and a notice to the log channel', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix, worker: 'none' });
     const log = SUBCOMMANDS.find((c) => c.sub === 'log-channel')!;
     await replyOf(sys, await admin(sys, log.sub, log.options, PERMS.manager, log.resolved));
@@ -69,7 +95,15 @@ describe('/admin', () => {
       expect(reply.content + JSON.stringify(reply.embeds), sub).not.toContain('Only moderators');
     }
     const audit = await db.prisma.auditLog.findMany({ orderBy: { id: 'asc' } });
-    expect(audit.map((a) => a.action)).toEqual(['log-channel', 'quota-default', 'quota-user', 'quota-user-clear', 'nsfw', 'banned-words add', 'budget']);
+    expect(audit.map((a) => a.action)).toEqual([
+      'log-channel',
+      'quota-default',
+      'quota-user',
+      'quota-user-clear',
+      'nsfw',
+      'banned-words add',
+      'budget',
+    ]);
     for (const a of audit) expect(a.actorId).toBe(ALICE.id);
     expect(audit[1]).toMatchObject({ before: { dailyLimit: 25 }, after: { dailyLimit: 10 } });
     expect(audit[2]).toMatchObject({ target: BOB.id, before: { daily: null }, after: { daily: 0 } });
@@ -88,26 +122,72 @@ describe('/admin', () => {
     sys = await System.start({ db, redisPrefix, worker: 'none', env: { MODERATOR_ROLE_IDS: modRole }, discord: { guilds: [guild] } });
     const a = await admin(sys, 'quota-default', [{ name: 'daily', type: 4, value: 7 }], PERMS.admin);
     expect((await replyOf(sys, a)).content).toContain('**7**');
-    const r = await sys.discord.slashCommand({ name: 'admin', subcommand: 'quota-default', options: [{ name: 'daily', type: 4, value: 8 }], memberPermissions: PERMS.member, roles: [modRole], user: BOB, guildId: GUILD_ID });
+    const r = await sys.discord.slashCommand({
+      name: 'admin',
+      subcommand: 'quota-default',
+      options: [{ name: 'daily', type: 4, value: 8 }],
+      memberPermissions: PERMS.member,
+      roles: [modRole],
+      user: BOB,
+      guildId: GUILD_ID,
+    });
     expect((await replyOf(sys, r)).content).toContain('**8**');
   });
 
   test('a per-member override beats the server default, and 0 blocks the member', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix });
     await replyOf(sys, await admin(sys, 'quota-default', [{ name: 'daily', type: 4, value: 1 }], PERMS.manager));
-    await replyOf(sys, await admin(sys, 'quota-user', [{ name: 'user', type: 6, value: BOB.id }, { name: 'daily', type: 4, value: 3 }], PERMS.manager, userResolved(BOB)));
+    await replyOf(
+      sys,
+      await admin(
+        sys,
+        'quota-user',
+        [
+          { name: 'user', type: 6, value: BOB.id },
+          { name: 'daily', type: 4, value: 3 },
+        ],
+        PERMS.manager,
+        userResolved(BOB),
+      ),
+    );
     const bobJob = await sys.imagine({ prompt: 'bob may make three', count: 3, steps: 2, user: BOB });
     expect((await sys.finalReply(bobJob)).attachments.filter((a) => a.filename.startsWith('image-'))).toHaveLength(3);
     const alice = await sys.imagine({ prompt: 'alice only one', count: 2, steps: 2, user: ALICE });
     expect((await alice.waitForCallback()).data.content).toContain('of your 1 images');
-    await replyOf(sys, await admin(sys, 'quota-user', [{ name: 'user', type: 6, value: BOB.id }, { name: 'daily', type: 4, value: 0 }], PERMS.manager, userResolved(BOB)));
+    await replyOf(
+      sys,
+      await admin(
+        sys,
+        'quota-user',
+        [
+          { name: 'user', type: 6, value: BOB.id },
+          { name: 'daily', type: 4, value: 0 },
+        ],
+        PERMS.manager,
+        userResolved(BOB),
+      ),
+    );
     const blocked = await sys.imagine({ prompt: 'blocked', steps: 2, user: BOB });
     expect((await blocked.waitForCallback()).data.content).toContain('turned off image generation for you');
   });
 
-  test('prompts with a banned word or, in strict mode, an NSFW term are refused privately before anything is queued', async ({ db, redisPrefix }) => {
+  test('prompts with a banned word or, in strict mode, an NSFW term are refused privately before anything is queued', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
-    await replyOf(sys, await admin(sys, 'banned-words', [{ name: 'action', type: 3, value: 'add' }, { name: 'words', type: 3, value: 'dragon' }], PERMS.manager));
+    await replyOf(
+      sys,
+      await admin(
+        sys,
+        'banned-words',
+        [
+          { name: 'action', type: 3, value: 'add' },
+          { name: 'words', type: 3, value: 'dragon' },
+        ],
+        PERMS.manager,
+      ),
+    );
     const banned = await sys.imagine({ prompt: 'a friendly DR4G0N', steps: 2 });
     const cb1 = await banned.waitForCallback();
     expect(cb1.data.flags & 64).toBe(64);
@@ -117,7 +197,10 @@ describe('/admin', () => {
     expect(await db.prisma.job.count()).toBe(0);
   });
 
-  test('stats show jobs, images, cost by backend and top members with a chart; backends show health, circuit, latency and price', async ({ db, redisPrefix }) => {
+  test('stats show jobs, images, cost by backend and top members with a chart; backends show health, circuit, latency and price', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     await sys.finalReply(await sys.imagine({ prompt: 'one', count: 2, steps: 2 }));
     await sys.finalReply(await sys.imagine({ prompt: 'two', steps: 2, user: BOB }));

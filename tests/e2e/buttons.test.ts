@@ -1,7 +1,7 @@
 import { afterEach, describe, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
 import { PERMS } from '../fakes/discord/server.js';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { ALICE, BOB, System } from './harness.js';
 
 let sys: System | undefined;
@@ -18,7 +18,7 @@ function buttonId(m: FakeMessage, label: string): string {
 async function reply(s: System, i: FakeInteraction) {
   return s.discord.waitFor(() => {
     const m = i.original();
-    return m && m.content ? m : undefined;
+    return m?.content ? m : undefined;
   });
 }
 
@@ -54,7 +54,11 @@ describe('buttons', () => {
     sys = await System.start({ db, redisPrefix });
     const i = await sys.imagine({ prompt: 'mine', steps: 2 });
     const result = await sys.finalReply(i);
-    for (const forged of ['delete:1:00000000-0000-0000-0000-000000000000', 'upscale_job123_1', `delete:9:${(await db.prisma.job.findFirstOrThrow()).id}`]) {
+    for (const forged of [
+      'delete:1:00000000-0000-0000-0000-000000000000',
+      'upscale_job123_1',
+      `delete:9:${(await db.prisma.job.findFirstOrThrow()).id}`,
+    ]) {
       const p = await sys.discord.buttonPress({ customId: forged, messageId: result.id, user: ALICE });
       const r = await p.waitForCallback();
       expect(r.data?.flags & 64, forged).toBe(64);
@@ -62,12 +66,20 @@ describe('buttons', () => {
     const bob = await sys.discord.buttonPress({ customId: buttonId(result, 'Delete'), messageId: result.id, user: BOB });
     expect((await reply(sys, bob)).content).toContain('Only the member who asked');
     expect(sys.discord.messages.get(result.id)!.deleted).toBe(false);
-    const mod = await sys.discord.buttonPress({ customId: buttonId(result, 'Delete'), messageId: result.id, user: BOB, memberPermissions: PERMS.manager });
+    const mod = await sys.discord.buttonPress({
+      customId: buttonId(result, 'Delete'),
+      messageId: result.id,
+      user: BOB,
+      memberPermissions: PERMS.manager,
+    });
     expect((await reply(sys, mod)).content).toBe('Deleted.');
     expect(sys.discord.messages.get(result.id)!.deleted).toBe(true);
   });
 
-  test('buttons keep working after a bot restart: info answers privately, reroll makes a new image with a new seed', async ({ db, redisPrefix }) => {
+  test('buttons keep working after a bot restart: info answers privately, reroll makes a new image with a new seed', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     const result = await sys.finalReply(await sys.imagine({ prompt: 'again please', steps: 2, seed: 5 }));
     await sys.bot!.stop();
@@ -83,13 +95,27 @@ describe('buttons', () => {
     expect(await db.prisma.job.count()).toBe(2);
   });
 
-  test('a job that outlives the interaction token keeps its progress with the bot token, then is posted in the channel replying to it, mentioning only the requester', async ({ db, redisPrefix }) => {
-    sys = await System.start({ db, redisPrefix, discord: { interactionTokenLifetimeMs: 600 }, botOverrides: { tokenLifetimeMs: 500 }, a1111: { stepDelayMs: 100 } });
+  test('a job that outlives the interaction token keeps its progress with the bot token, then is posted in the channel replying to it, mentioning only the requester', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({
+      db,
+      redisPrefix,
+      discord: { interactionTokenLifetimeMs: 600 },
+      botOverrides: { tokenLifetimeMs: 500 },
+      a1111: { stepDelayMs: 100 },
+    });
     const i = await sys.imagine({ prompt: 'slow one', steps: 40 });
-    const posted = await sys.discord.waitFor(() => sys!.discord.channelMessages('4444444444444444444').find((m) => m.attachments.some((a) => a.filename.startsWith('image-'))), 20_000);
+    const posted = await sys.discord.waitFor(
+      () => sys!.discord.channelMessages('4444444444444444444').find((m) => m.attachments.some((a) => a.filename.startsWith('image-'))),
+      20_000,
+    );
     const reply = i.original()!;
     // Past the token's life, progress went on as edits of the reply with the bot's token.
-    const botEdits = sys.discord.requests.filter((r) => r.method === 'PATCH' && r.path === `/channels/4444444444444444444/messages/${reply.id}`);
+    const botEdits = sys.discord.requests.filter(
+      (r) => r.method === 'PATCH' && r.path === `/channels/4444444444444444444/messages/${reply.id}`,
+    );
     expect(botEdits.some((r) => String(r.json?.content).includes('Generating'))).toBe(true);
     expect(posted.content).toContain(`<@${ALICE.id}>`);
     expect(posted.raw.allowed_mentions).toEqual({ parse: [], users: [ALICE.id] });
@@ -106,7 +132,13 @@ describe('buttons', () => {
     const i = await sys.imagine({ prompt: 'delete me midway', steps: 20 });
     const queued = await sys.discord.waitFor(() => (i.original()?.content.includes('Queued') ? i.original() : undefined));
     sys.discord.deleteMessage(queued.id);
-    const posted = await sys.discord.waitFor(() => sys!.discord.channelMessages('4444444444444444444').find((m) => !m.deleted && m.attachments.some((a) => a.filename.startsWith('image-'))), 20_000);
+    const posted = await sys.discord.waitFor(
+      () =>
+        sys!.discord
+          .channelMessages('4444444444444444444')
+          .find((m) => !m.deleted && m.attachments.some((a) => a.filename.startsWith('image-'))),
+      20_000,
+    );
     expect(posted.id).not.toBe(queued.id);
   });
 
@@ -115,7 +147,9 @@ describe('buttons', () => {
     sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 80 } });
     const i = await sys.imagine({ prompt: 'fast steps', steps: 60 });
     await sys.finalReply(i, 20_000);
-    const times = sys.discord.requests.filter((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`)).map((r) => r.at);
+    const times = sys.discord.requests
+      .filter((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`))
+      .map((r) => r.at);
     expect(times.length).toBeGreaterThanOrEqual(4);
     const progress = times.slice(1, -1); // between the queued edit and the result
     for (let k = 1; k < progress.length; k++) expect(progress[k]! - progress[k - 1]!).toBeGreaterThanOrEqual(1400);

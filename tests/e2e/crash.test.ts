@@ -31,7 +31,9 @@ describe('crashes and restarts', () => {
     await new Promise((r) => setTimeout(r, 1500));
     const resultPosts = sys.discord.requests.filter((r) => r.files.some((f) => f.filename.startsWith('image-')));
     expect(resultPosts).toHaveLength(1);
-    const withImages = sys.discord.channelMessages('4444444444444444444').filter((m) => m.attachments.some((a) => a.filename.startsWith('image-')));
+    const withImages = sys.discord
+      .channelMessages('4444444444444444444')
+      .filter((m) => m.attachments.some((a) => a.filename.startsWith('image-')));
     expect(withImages).toHaveLength(1);
     expect(await chargedImages(db)).toBe(2);
     const job = await db.prisma.job.findFirstOrThrow();
@@ -53,7 +55,8 @@ describe('crashes and restarts', () => {
     await sys.spawn('bot');
     const msg = await sys.finalReply(i, 20_000);
     expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
-    for (let n = 0; n < 100 && (await db.prisma.job.findFirstOrThrow()).deliveredAt === null; n++) await new Promise((r) => setTimeout(r, 50));
+    for (let n = 0; n < 100 && (await db.prisma.job.findFirstOrThrow()).deliveredAt === null; n++)
+      await new Promise((r) => setTimeout(r, 50));
     // A second restart finds nothing left to deliver.
     const bot2 = sys.procs.at(-1)!;
     bot2.child.kill('SIGKILL');
@@ -69,11 +72,16 @@ describe('crashes and restarts', () => {
 });
 
 describe('Postgres restarts', () => {
-  test("Postgres dropping the bot's connections (restart, failover) does not end the bot: the next command works", async ({ db, redisPrefix }) => {
+  test("Postgres dropping the bot's connections (restart, failover) does not end the bot: the next command works", async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     await sys.finalReply(await sys.imagine({ prompt: 'before', steps: 2 }));
     // What a Postgres restart does to idle connections: the server ends them.
-    await db.prisma.$queryRawUnsafe(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+    await db.prisma.$queryRawUnsafe(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`,
+    );
     await new Promise((r) => setTimeout(r, 300));
     const after = await sys.finalReply(await sys.imagine({ prompt: 'after', steps: 2 }));
     expect(after.attachments.map((a) => a.filename)).toEqual(['image-1.png']);

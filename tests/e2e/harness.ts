@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type BotOverrides, type RunningBot, startBot } from '../../bot/main.js';
 import { botConfigSchema, loadConfig, workerConfigSchema } from '../../core/config.js';
 import { createLogger } from '../../core/io/logger.js';
-import { startBot, type BotOverrides, type RunningBot } from '../../bot/main.js';
-import { startWorker, type RunningWorker } from '../../worker/main.js';
-import { startFakeDiscord } from '../fakes/discord/server.js';
+import { type RunningWorker, startWorker } from '../../worker/main.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
+import { startFakeDiscord } from '../fakes/discord/server.js';
 import type { APIOption, FakeDiscordOptions, FakeInteraction, FakeMessage, FakeUser } from '../fakes/discord/types.js';
 
 export type FakeDiscord = Awaited<ReturnType<typeof startFakeDiscord>>;
@@ -122,7 +122,9 @@ export class System {
 
   /** Sends `/imagine` as a member and returns the interaction. */
   imagine(
-    opts: { prompt: string; user?: FakeUser; channelId?: string; attachmentSizeLimit?: number } & Partial<Record<'negative' | 'aspect' | 'preset', string>> &
+    opts: { prompt: string; user?: FakeUser; channelId?: string; attachmentSizeLimit?: number } & Partial<
+      Record<'negative' | 'aspect' | 'preset', string>
+    > &
       Partial<Record<'count' | 'seed' | 'steps' | 'guidance', number>>,
   ): Promise<FakeInteraction> {
     const { user, channelId, attachmentSizeLimit, ...rest } = opts;
@@ -130,7 +132,13 @@ export class System {
     const options: APIOption[] = Object.entries(rest)
       .filter(([, v]) => v !== undefined)
       .map(([name, value]) => ({ name, type: types[name]!, value: value as string | number }));
-    return this.discord.slashCommand({ name: 'imagine', options, user: user ?? ALICE, channelId, ...(attachmentSizeLimit ? { attachmentSizeLimit } : {}) });
+    return this.discord.slashCommand({
+      name: 'imagine',
+      options,
+      user: user ?? ALICE,
+      channelId,
+      ...(attachmentSizeLimit ? { attachmentSizeLimit } : {}),
+    });
   }
 
   /** Waits until the interaction's reply holds a result (an image) or a final failure text. */

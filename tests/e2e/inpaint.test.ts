@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
-import { bombPng } from '../fixtures/png.js';
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
+import { bombPng } from '../fixtures/png.js';
 import { test } from '../setup/fixtures.js';
 import { System } from './harness.js';
 
@@ -20,14 +20,21 @@ async function photo(): Promise<Buffer> {
   const h = 64;
   const raw = Buffer.alloc(w * h * 3);
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw.set([x * 2, y * 3, (x + y) % 256], (y * w + x) * 3);
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** White square (repaint) in the middle of a black mask of another size than the image. */
 async function mask(): Promise<Buffer> {
   const bg = sharp({ create: { width: 192, height: 128, channels: 3, background: '#000' } });
-  const square = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#fff' } }).png().toBuffer();
-  return bg.composite([{ input: square, left: 64, top: 40 }]).png().toBuffer();
+  const square = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#fff' } })
+    .png()
+    .toBuffer();
+  return bg
+    .composite([{ input: square, left: 64, top: 40 }])
+    .png()
+    .toBuffer();
 }
 
 async function start(db: { url: string }, redisPrefix: string) {
@@ -44,7 +51,10 @@ function inpaint(s: System, files: Record<string, { url: string; size: number; f
 }
 
 describe('/inpaint end to end', () => {
-  test('an explicit mask of another size: the box gets image and mask, unmasked pixels come back identical', async ({ db, redisPrefix }) => {
+  test('an explicit mask of another size: the box gets image and mask, unmasked pixels come back identical', async ({
+    db,
+    redisPrefix,
+  }) => {
     const s = await start(db, redisPrefix);
     s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
     await s.bot!.stop();
@@ -66,7 +76,13 @@ describe('/inpaint end to end', () => {
     const b = await sharp(out).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     expect([b.info.width, b.info.height]).toEqual([96, 64]);
     // Corner far outside the mask: byte-identical to the original.
-    for (const [x, y] of [[0, 0], [95, 0], [0, 63], [95, 63], [10, 10]] as const) {
+    for (const [x, y] of [
+      [0, 0],
+      [95, 0],
+      [0, 63],
+      [95, 63],
+      [10, 10],
+    ] as const) {
       const o = (y * 96 + x) * 3;
       expect([...b.data.subarray(o, o + 3)]).toEqual([...a.data.subarray(o, o + 3)]);
     }
@@ -75,18 +91,25 @@ describe('/inpaint end to end', () => {
     expect([...b.data.subarray(c, c + 3)]).not.toEqual([...a.data.subarray(c, c + 3)]);
   });
 
-  test('an opaque image without a mask, or a file that is not an image, is refused privately and reaches no backend', async ({ db, redisPrefix }) => {
+  test('an opaque image without a mask, or a file that is not an image, is refused privately and reaches no backend', async ({
+    db,
+    redisPrefix,
+  }) => {
     const s = await start(db, redisPrefix);
     s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
     await s.bot!.stop();
     await s.startBot();
     const original = await photo();
-    const noMask = await inpaint(s, { image: { url: s.discord.serveFile('a.png', original, 'image/png'), size: original.length, filename: 'a.png' } });
+    const noMask = await inpaint(s, {
+      image: { url: s.discord.serveFile('a.png', original, 'image/png'), size: original.length, filename: 'a.png' },
+    });
     const cb1 = await noMask.waitForCallback();
     expect(cb1.data.flags & 64).toBe(64);
     expect(cb1.data.content).toContain('mask');
     const text = Buffer.from('definitely not a png');
-    const notImage = await inpaint(s, { image: { url: s.discord.serveFile('b.png', text, 'image/png'), size: text.length, filename: 'b.png' } });
+    const notImage = await inpaint(s, {
+      image: { url: s.discord.serveFile('b.png', text, 'image/png'), size: text.length, filename: 'b.png' },
+    });
     const cb2 = await notImage.waitForCallback();
     expect(cb2.data.content).toContain('not an image');
     expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
@@ -108,7 +131,10 @@ describe('/inpaint end to end', () => {
     expect(hits).toEqual([]);
   });
 
-  test('30 MB, a 20000×20000 header and a redirect to a foreign origin are each refused privately; nothing runs', async ({ db, redisPrefix }) => {
+  test('30 MB, a 20000×20000 header and a redirect to a foreign origin are each refused privately; nothing runs', async ({
+    db,
+    redisPrefix,
+  }) => {
     const s = await start(db, redisPrefix);
     s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
     await s.bot!.stop();
@@ -142,14 +168,24 @@ describe('/inpaint end to end', () => {
     await s.bot!.stop();
     await s.startBot();
     // The photo with a fully transparent 32×32 square at (32, 16).
-    const { data, info } = await sharp(await photo()).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(await photo())
+      .ensureAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     for (let y = 16; y < 48; y++) for (let x = 32; x < 64; x++) data[(y * info.width + x) * 4 + 3] = 0;
-    const withHole = await sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
-    const i = await inpaint(s, { image: { url: s.discord.serveFile('hole.png', withHole, 'image/png'), size: withHole.length, filename: 'hole.png' } });
+    const withHole = await sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } })
+      .png()
+      .toBuffer();
+    const i = await inpaint(s, {
+      image: { url: s.discord.serveFile('hole.png', withHole, 'image/png'), size: withHole.length, filename: 'hole.png' },
+    });
     const msg = await s.finalReply(i);
     expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
     const req = s.a1111.requests.find((r) => r.path === '/sdapi/v1/img2img')!.json as Record<string, unknown>;
-    const m = await sharp(Buffer.from(String(req.mask), 'base64')).greyscale().raw().toBuffer({ resolveWithObject: true });
+    const m = await sharp(Buffer.from(String(req.mask), 'base64'))
+      .greyscale()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     const at = (x: number, y: number) => m.data[Math.floor((y / 64) * m.info.height) * m.info.width + Math.floor((x / 96) * m.info.width)]!;
     expect(at(48, 32)).toBeGreaterThan(200); // inside the hole: repaint
     expect(at(5, 5)).toBeLessThan(50); // opaque corner: keep

@@ -17,7 +17,10 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-test('the bot answers /healthz, /readyz (Redis, Postgres, gateway) and /metrics with queue and acknowledgement figures', async ({ db, redisPrefix }) => {
+test('the bot answers /healthz, /readyz (Redis, Postgres, gateway) and /metrics with queue and acknowledgement figures', async ({
+  db,
+  redisPrefix,
+}) => {
   const port = await freePort();
   sys = await System.start({ db, redisPrefix, env: { HTTP_PORT: String(port) }, worker: 'none' });
   const base = `http://127.0.0.1:${port}`;

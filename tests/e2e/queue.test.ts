@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, vi } from 'vitest';
-import { test } from '../setup/fixtures.js';
 import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { ALICE, BOB, System } from './harness.js';
 
 const CAROL: FakeUser = { id: '3333333333333333335', username: 'carol' };
@@ -45,7 +45,10 @@ function expectGapsAtLeast(times: number[], ms: number) {
 }
 
 describe('queue position and ETA', () => {
-  test('the last job of four moves 4 → 3 → 2 → next as earlier jobs start; an ETA appears once a job has finished', async ({ db, redisPrefix }) => {
+  test('the last job of four moves 4 → 3 → 2 → next as earlier jobs start; an ETA appears once a job has finished', async ({
+    db,
+    redisPrefix,
+  }) => {
     // 30 steps × 120 ms ≈ 4 s a job: each place lasts longer than one edit interval.
     sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 120 } });
     const members = [ALICE, BOB, CAROL, DAVE];
@@ -82,12 +85,27 @@ describe('queue position and ETA', () => {
     expect(took).toBeLessThanOrEqual(eta.high + 5000);
 
     // Every other member saw their own way down too, and nobody's reply was edited faster than the window.
-    expect(runs(edits(sys, replies[2]!).map((e) => positionIn(e.content)).filter((p) => p !== null))).toEqual([3, 2, 1]);
-    for (const i of replies) expectGapsAtLeast(edits(sys, i).filter((e) => !e.final).map((e) => e.at), 1400);
+    expect(
+      runs(
+        edits(sys, replies[2]!)
+          .map((e) => positionIn(e.content))
+          .filter((p) => p !== null),
+      ),
+    ).toEqual([3, 2, 1]);
+    for (const i of replies)
+      expectGapsAtLeast(
+        edits(sys, i)
+          .filter((e) => !e.final)
+          .map((e) => e.at),
+        1400,
+      );
     expect(sys.discord.unhandled).toEqual([]);
   }, 90_000);
 
-  test('a long queue: one batched position read per refresh, far places updated rarely, near ones as the queue moves', async ({ db, redisPrefix }) => {
+  test('a long queue: one batched position read per refresh, far places updated rarely, near ones as the queue moves', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({
       db,
       redisPrefix,
@@ -126,18 +144,37 @@ describe('queue position and ETA', () => {
     // however many start, finish and progress events the 14 jobs produce.
     expect(Math.max(...refreshes.map((r) => r.ids))).toBeGreaterThanOrEqual(10);
     expect(refreshes.length).toBeLessThanOrEqual(Math.ceil(drainMs / 1000) + 2);
-    expectGapsAtLeast(refreshes.map((r) => r.at), 900);
+    expectGapsAtLeast(
+      refreshes.map((r) => r.at),
+      900,
+    );
 
     // Place 14 is far back: not edited for every job that starts (13, 12, 11 never shown within 15 s),
     // then followed closely once it is among the first ten.
-    const far = runs(edits(sys, replies[13]!).map((e) => positionIn(e.content)).filter((p): p is number => p !== null));
+    const far = runs(
+      edits(sys, replies[13]!)
+        .map((e) => positionIn(e.content))
+        .filter((p): p is number => p !== null),
+    );
     expect(far[0]).toBe(14);
     expect(far.filter((p) => p > 10 && p < 14)).toEqual([]);
     expect(far.some((p) => p <= 10)).toBe(true);
     expect(far.at(-1)).toBeLessThanOrEqual(3);
     // A near job follows the queue step by step.
-    expect(runs(edits(sys, replies[3]!).map((e) => positionIn(e.content)).filter((p) => p !== null)).length).toBeGreaterThanOrEqual(2);
-    for (const i of replies) expectGapsAtLeast(edits(sys, i).filter((e) => !e.final).map((e) => e.at), 1400);
+    expect(
+      runs(
+        edits(sys, replies[3]!)
+          .map((e) => positionIn(e.content))
+          .filter((p) => p !== null),
+      ).length,
+    ).toBeGreaterThanOrEqual(2);
+    for (const i of replies)
+      expectGapsAtLeast(
+        edits(sys, i)
+          .filter((e) => !e.final)
+          .map((e) => e.at),
+        1400,
+      );
   }, 120_000);
 
   test('after a bot restart, queued replies keep moving: the new bot picks them up and edits their places', async ({ db, redisPrefix }) => {
@@ -152,7 +189,9 @@ describe('queue position and ETA', () => {
     await sys.startBot();
     await sys.startWorker();
     await Promise.all(replies.map((i) => sys!.finalReply(i, 60_000)));
-    const places = edits(sys, replies[2]!).map((e) => positionIn(e.content)).filter((p) => p !== null);
+    const places = edits(sys, replies[2]!)
+      .map((e) => positionIn(e.content))
+      .filter((p) => p !== null);
     // Shown as 3 by the first bot, then moved on by the second.
     expect(runs(places)[0]).toBe(3);
     expect(runs(places)).toContain(1);
@@ -172,7 +211,12 @@ describe('queue position and ETA', () => {
     const carol = await sys.imagine({ prompt: 'next one', steps: 25, user: CAROL });
     await Promise.all([alice, bob, carol].map((i) => sys!.finalReply(i, 40_000)));
     const again = edits(sys, alice).filter((e) => e.at > failedAt && positionIn(e.content) !== null);
-    expect(again.length, edits(sys, alice).map((e) => e.content).join(' | ')).toBeGreaterThanOrEqual(1);
+    expect(
+      again.length,
+      edits(sys, alice)
+        .map((e) => e.content)
+        .join(' | '),
+    ).toBeGreaterThanOrEqual(1);
     expect((await db.prisma.job.findFirstOrThrow({ where: { userId: ALICE.id } })).status).toBe('succeeded');
   });
 });

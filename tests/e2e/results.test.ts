@@ -1,8 +1,8 @@
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { decodeCustomId } from '../../core/custom-id.js';
-import { test } from '../setup/fixtures.js';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { ALICE, BOB, System } from './harness.js';
 
 let sys: System | undefined;
@@ -29,7 +29,10 @@ type Body = Record<string, any>;
 const bodiesTo = (s: System, path: string): Body[] => s.a1111.requests.filter((r) => r.path === path).map((r) => r.json as Body);
 
 describe('results', () => {
-  test('several images: a numbered grid in the embed, every full image attached, Vary and Upscale per image', async ({ db, redisPrefix }) => {
+  test('several images: a numbered grid in the embed, every full image attached, Vary and Upscale per image', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     const i = await sys.imagine({ prompt: 'four little boats', count: 4, steps: 2 });
     const msg = await sys.finalReply(i);
@@ -51,7 +54,10 @@ describe('results', () => {
     expect(labels(msg)).toEqual(['Reroll', 'Edit', 'Info', 'Delete', 'Vary', 'Upscale']);
   });
 
-  test('Vary on image 2, after a bot restart, redraws that posted image as a new job of whoever pressed it', async ({ db, redisPrefix }) => {
+  test('Vary on image 2, after a bot restart, redraws that posted image as a new job of whoever pressed it', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     const result = await sys.finalReply(await sys.imagine({ prompt: 'two foxes', count: 2, steps: 2, seed: 40 }));
     // The images in Redis are gone after delivery, and a restart forgets everything in memory:
@@ -98,7 +104,10 @@ describe('results', () => {
     expect((await db.prisma.job.findFirstOrThrow({ where: { kind: 'upscale' } })).status).toBe('succeeded');
   });
 
-  test("Edit opens a modal with the member's own words; the edited job runs with the preset's style added again", async ({ db, redisPrefix }) => {
+  test("Edit opens a modal with the member's own words; the edited job runs with the preset's style added again", async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     const result = await sys.finalReply(await sys.imagine({ prompt: 'a red fox', negative: 'blurry', preset: 'photo', steps: 2 }));
     const press = await sys.discord.buttonPress({ customId: buttonId(result, 'Edit'), messageId: result.id, user: BOB });
@@ -109,7 +118,12 @@ describe('results', () => {
       ['prompt', 'a red fox'],
       ['negative', 'blurry'],
     ]);
-    const submit = await sys.discord.modalSubmit({ customId: cb.data.custom_id, fields: { prompt: 'a blue fox', negative: '' }, messageId: result.id, user: BOB });
+    const submit = await sys.discord.modalSubmit({
+      customId: cb.data.custom_id,
+      fields: { prompt: 'a blue fox', negative: '' },
+      messageId: result.id,
+      user: BOB,
+    });
     const edited = await sys.finalReply(submit);
     expect(edited.embeds[0].description).toContain('a blue fox');
     const prompts = bodiesTo(sys, '/sdapi/v1/txt2img').map((b) => b.prompt as string);
@@ -118,7 +132,12 @@ describe('results', () => {
     expect(job.status).toBe('succeeded');
 
     // An edited prompt over the limit is refused privately and queues nothing.
-    const again = await sys.discord.modalSubmit({ customId: cb.data.custom_id, fields: { prompt: 'x'.repeat(1600) }, messageId: result.id, user: BOB });
+    const again = await sys.discord.modalSubmit({
+      customId: cb.data.custom_id,
+      fields: { prompt: 'x'.repeat(1600) },
+      messageId: result.id,
+      user: BOB,
+    });
     expect((await again.waitForCallback()).data?.flags & 64).toBe(64);
     expect(await privateReply(sys, again)).toContain('limit is 1500');
     expect(await db.prisma.job.count()).toBe(2);
@@ -135,7 +154,10 @@ describe('results', () => {
     expect((await db.prisma.job.findFirstOrThrow()).deliveredAt).not.toBeNull();
   });
 
-  test('files too large for one message are split over follow-ups, each under the limit, with their own buttons', async ({ db, redisPrefix }) => {
+  test('files too large for one message are split over follow-ups, each under the limit, with their own buttons', async ({
+    db,
+    redisPrefix,
+  }) => {
     sys = await System.start({ db, redisPrefix });
     const probe = await sys.finalReply(await sys.imagine({ prompt: 'sizes', steps: 2, seed: 1 }));
     const pngSize = probe.attachments[0]!.size;

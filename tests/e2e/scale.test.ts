@@ -1,7 +1,7 @@
 import { afterEach, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
-import { startFakeA1111, type FakeA1111 } from '../fakes/a1111.js';
+import { type FakeA1111, startFakeA1111 } from '../fakes/a1111.js';
 import type { FakeInteraction } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { System } from './harness.js';
 
 let sys: System | undefined;
@@ -13,7 +13,10 @@ afterEach(async () => {
   second = undefined;
 });
 
-test('three worker processes, two GPU boxes, 30 jobs from ten members: spread over both boxes, none lost or run twice when a worker is killed', async ({ db, redisPrefix }) => {
+test('three worker processes, two GPU boxes, 30 jobs from ten members: spread over both boxes, none lost or run twice when a worker is killed', async ({
+  db,
+  redisPrefix,
+}) => {
   sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 30 } });
   second = await startFakeA1111({ stepDelayMs: 30 });
   sys.env.A1111_URL = `${sys.a1111.url},${second.url}`;

@@ -1,7 +1,7 @@
 import { afterEach, expect } from 'vitest';
-import { test } from '../setup/fixtures.js';
 import { shardForGuild } from '../fakes/discord/ids.js';
 import type { FakeGuild } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
 import { System } from './harness.js';
 
 let sys: System | undefined;
@@ -27,9 +27,22 @@ test('two bot processes as gateway shards 0 and 1 each answer commands in their 
   await sys.spawn('bot');
   sys.env.DISCORD_SHARD_IDS = '1';
   await sys.spawn('bot');
-  expect(sys.discord.identifies.map((i) => i.d?.shard ?? i.shard).map((s: number[]) => s.join('/')).sort()).toEqual(['0/2', '1/2']);
+  expect(
+    sys.discord.identifies
+      .map((i) => i.d?.shard ?? i.shard)
+      .map((s: number[]) => s.join('/'))
+      .sort(),
+  ).toEqual(['0/2', '1/2']);
   for (const g of guilds) {
-    const i = await sys.discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: `in ${g.name}` }, { name: 'steps', type: 4, value: 2 }], guildId: g.id, channelId: g.channels[0]!.id });
+    const i = await sys.discord.slashCommand({
+      name: 'imagine',
+      options: [
+        { name: 'prompt', type: 3, value: `in ${g.name}` },
+        { name: 'steps', type: 4, value: 2 },
+      ],
+      guildId: g.id,
+      channelId: g.channels[0]!.id,
+    });
     const msg = await sys.finalReply(i);
     expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
   }

@@ -8,7 +8,10 @@ afterEach(async () => {
   sys = undefined;
 });
 
-test('SIGTERM on a worker mid-job: it exits promptly, hands the job back, and another worker finishes it once', async ({ db, redisPrefix }) => {
+test('SIGTERM on a worker mid-job: it exits promptly, hands the job back, and another worker finishes it once', async ({
+  db,
+  redisPrefix,
+}) => {
   sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 100 } });
   const first = await sys.spawn('worker');
   const i = await sys.imagine({ prompt: 'handed back', steps: 30 });
@@ -24,7 +27,10 @@ test('SIGTERM on a worker mid-job: it exits promptly, hands the job back, and an
   expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(1);
 });
 
-test('SIGTERM on the bot: it exits cleanly within the grace period, and the job it was following is still delivered once', async ({ db, redisPrefix }) => {
+test('SIGTERM on the bot: it exits cleanly within the grace period, and the job it was following is still delivered once', async ({
+  db,
+  redisPrefix,
+}) => {
   sys = await System.start({ db, redisPrefix, bot: 'none', a1111: { stepDelayMs: 100 } });
   const bot = await sys.spawn('bot');
   const i = await sys.imagine({ prompt: 'bot restarts', steps: 20 });

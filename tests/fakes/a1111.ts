@@ -51,10 +51,41 @@ export interface FakeA1111Job {
 }
 
 const SAMPLERS = [
-  'DPM++ 2M', 'DPM++ SDE', 'DPM++ 2M SDE', 'DPM++ 2M SDE Heun', 'DPM++ 2S a', 'DPM++ 3M SDE', 'Euler a', 'Euler', 'LMS', 'Heun',
-  'DPM2', 'DPM2 a', 'DPM fast', 'DPM adaptive', 'Restart', 'DDIM', 'DDIM CFG++', 'PLMS', 'UniPC', 'LCM',
+  'DPM++ 2M',
+  'DPM++ SDE',
+  'DPM++ 2M SDE',
+  'DPM++ 2M SDE Heun',
+  'DPM++ 2S a',
+  'DPM++ 3M SDE',
+  'Euler a',
+  'Euler',
+  'LMS',
+  'Heun',
+  'DPM2',
+  'DPM2 a',
+  'DPM fast',
+  'DPM adaptive',
+  'Restart',
+  'DDIM',
+  'DDIM CFG++',
+  'PLMS',
+  'UniPC',
+  'LCM',
 ];
-const SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential', 'Polyexponential', 'SGM Uniform', 'KL Optimal', 'Align Your Steps', 'Simple', 'Normal', 'DDIM', 'Beta'];
+const SCHEDULERS = [
+  'Automatic',
+  'Uniform',
+  'Karras',
+  'Exponential',
+  'Polyexponential',
+  'SGM Uniform',
+  'KL Optimal',
+  'Align Your Steps',
+  'Simple',
+  'Normal',
+  'DDIM',
+  'Beta',
+];
 const UPSCALERS = ['None', 'Lanczos', 'Nearest', 'ESRGAN_4x', 'LDSR', 'R-ESRGAN 4x+', 'R-ESRGAN 4x+ Anime6B', 'ScuNET', 'SwinIR 4x'];
 const MODELS = [
   ['sd_xl_base_1.0', '31e35c80fc', '31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b'],
@@ -67,7 +98,19 @@ const MODELS = [
   filename: `/models/Stable-diffusion/${name}.safetensors`,
   config: null,
 }));
-const INT_FIELDS = ['steps', 'width', 'height', 'batch_size', 'n_iter', 'seed', 'subseed', 'resize_mode', 'mask_blur', 'inpainting_fill', 'inpaint_full_res_padding'];
+const INT_FIELDS = [
+  'steps',
+  'width',
+  'height',
+  'batch_size',
+  'n_iter',
+  'seed',
+  'subseed',
+  'resize_mode',
+  'mask_blur',
+  'inpainting_fill',
+  'inpaint_full_res_padding',
+];
 const FLOAT_FIELDS = ['cfg_scale', 'denoising_strength'];
 const BOOL_FIELDS = ['send_images', 'save_images', 'inpaint_full_res'];
 
@@ -85,7 +128,9 @@ async function image(width: number, height: number, seed: number, i: number, for
 
 /** A1111's api_middleware error shape: HTTPException text goes to `detail`, anything else only to `errors`. */
 function apiError(error: string, text: string, status: number) {
-  return error === 'HTTPException' ? { error, detail: text, body: '', errors: `${status}: ${text}` } : { error, detail: '', body: '', errors: text };
+  return error === 'HTTPException'
+    ? { error, detail: text, body: '', errors: `${status}: ${text}` }
+    : { error, detail: '', body: '', errors: text };
 }
 const OOM = 'CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 11.99 GiB total capacity; 9.12 GiB already allocated)';
 
@@ -110,7 +155,11 @@ function validateTypes(body: Record<string, unknown>): unknown {
   const bad = (field: string, type: string, msg: string) => ({ detail: [{ loc: ['body', field], msg, type }] });
   for (const f of INT_FIELDS) {
     const v = body[f];
-    if (v !== undefined && v !== null && !(typeof v === 'number' || (typeof v === 'string' && v.trim() !== '' && Number.isInteger(Number(v))))) {
+    if (
+      v !== undefined &&
+      v !== null &&
+      !(typeof v === 'number' || (typeof v === 'string' && v.trim() !== '' && Number.isInteger(Number(v))))
+    ) {
       return bad(f, 'type_error.integer', 'value is not a valid integer');
     }
   }
@@ -122,7 +171,8 @@ function validateTypes(body: Record<string, unknown>): unknown {
   }
   for (const f of BOOL_FIELDS) {
     const v = body[f];
-    if (v !== undefined && v !== null && typeof v !== 'boolean' && v !== 0 && v !== 1) return bad(f, 'type_error.bool', 'value could not be parsed to a boolean');
+    if (v !== undefined && v !== null && typeof v !== 'boolean' && v !== 0 && v !== 1)
+      return bad(f, 'type_error.bool', 'value could not be parsed to a boolean');
   }
   return null;
 }
@@ -145,7 +195,12 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
   let mode: FakeA1111Mode = opts.mode ?? 'ok';
   const stepDelayMs = opts.stepDelayMs ?? 5;
   const format = opts.samplesFormat ?? 'png';
-  const credentials = new Set((opts.auth ?? '').split(',').filter(Boolean).map((c) => `Basic ${Buffer.from(c).toString('base64')}`));
+  const credentials = new Set(
+    (opts.auth ?? '')
+      .split(',')
+      .filter(Boolean)
+      .map((c) => `Basic ${Buffer.from(c).toString('base64')}`),
+  );
   const requests: FakeA1111Request[] = [];
   const unhandled: FakeA1111Request[] = [];
   const jobs: FakeA1111Job[] = [];
@@ -192,7 +247,10 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
   function send(req: IncomingMessage, res: ServerResponse, t0: number, status: number, payload: unknown, type = 'application/json'): void {
     if (res.headersSent || res.destroyed) return;
     let buf = Buffer.from(typeof payload === 'string' && type !== 'application/json' ? payload : JSON.stringify(payload));
-    const headers: Record<string, string | number> = { 'content-type': type, 'x-process-time': ((performance.now() - t0) / 1000).toFixed(4) };
+    const headers: Record<string, string | number> = {
+      'content-type': type,
+      'x-process-time': ((performance.now() - t0) / 1000).toFixed(4),
+    };
     // GZipMiddleware(minimum_size=1000)
     if (buf.length >= 1000 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
       buf = gzipSync(buf);
@@ -208,7 +266,13 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     for (const s of sockets) s.destroy();
   }
 
-  async function generation(req: IncomingMessage, res: ServerResponse, t0: number, path: string, body: Record<string, unknown>): Promise<void> {
+  async function generation(
+    req: IncomingMessage,
+    res: ServerResponse,
+    t0: number,
+    path: string,
+    body: Record<string, unknown>,
+  ): Promise<void> {
     const img2img = path === '/sdapi/v1/img2img';
     const job: FakeA1111Job = {
       path,
@@ -230,16 +294,21 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
 
     const typeError = validateTypes(body);
     if (typeError) return reject(422, typeError);
-    if (typeof body.sampler_name === 'string' && !knownSampler(body.sampler_name)) return reject(400, apiError('HTTPException', 'Sampler not found', 400));
+    if (typeof body.sampler_name === 'string' && !knownSampler(body.sampler_name))
+      return reject(400, apiError('HTTPException', 'Sampler not found', 400));
     const batch = Math.max(1, num(body.batch_size, 1));
     const nIter = Math.max(1, num(body.n_iter, 1));
     if (img2img) {
-      if (!Array.isArray(body.init_images) || body.init_images.length === 0) return reject(404, apiError('HTTPException', 'Init image not found', 404));
+      if (!Array.isArray(body.init_images) || body.init_images.length === 0)
+        return reject(404, apiError('HTTPException', 'Init image not found', 404));
       for (const im of [...(body.init_images as unknown[]), ...(body.mask ? [body.mask] : [])]) {
         if (!(await decodes(im))) return reject(500, apiError('HTTPException', 'Invalid encoded image', 500));
       }
       if (body.init_images.length > batch) {
-        return reject(500, apiError('RuntimeError', `bad number of images passed: ${body.init_images.length}; expecting ${batch} or less`, 500));
+        return reject(
+          500,
+          apiError('RuntimeError', `bad number of images passed: ${body.init_images.length}; expecting ${batch} or less`, 500),
+        );
       }
     }
     if (mode === 'hang') {
@@ -340,11 +409,31 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
       };
       // The echo is the whole request model, defaults included.
       const defaults = {
-        prompt: '', negative_prompt: '', styles: null, seed: -1, subseed: -1, subseed_strength: 0, sampler_name: null, sampler_index: 'Euler',
-        scheduler: null, batch_size: 1, n_iter: 1, steps: 50, cfg_scale: 7, width: 512, height: 512, override_settings: null,
-        override_settings_restore_afterwards: true, script_name: null, script_args: [], alwayson_scripts: {}, send_images: true, save_images: false,
+        prompt: '',
+        negative_prompt: '',
+        styles: null,
+        seed: -1,
+        subseed: -1,
+        subseed_strength: 0,
+        sampler_name: null,
+        sampler_index: 'Euler',
+        scheduler: null,
+        batch_size: 1,
+        n_iter: 1,
+        steps: 50,
+        cfg_scale: 7,
+        width: 512,
+        height: 512,
+        override_settings: null,
+        override_settings_restore_afterwards: true,
+        script_name: null,
+        script_args: [],
+        alwayson_scripts: {},
+        send_images: true,
+        save_images: false,
       };
-      const parameters = img2img && body.include_init_images !== true ? { ...defaults, ...body, init_images: null, mask: null } : { ...defaults, ...body };
+      const parameters =
+        img2img && body.include_init_images !== true ? { ...defaults, ...body, init_images: null, mask: null } : { ...defaults, ...body };
       job.outcome = st.interrupted ? 'interrupted' : 'done';
       job.images = count;
       if (!st.interrupted) counters.generations++;
@@ -358,12 +447,19 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
   }
 
   async function progress(req: IncomingMessage, res: ServerResponse, t0: number, query: URLSearchParams): Promise<void> {
-    if (st.jobCount === 0) return send(req, res, t0, 200, { progress: 0, eta_relative: 0, state: stateDict(), current_image: null, textinfo: null });
+    if (st.jobCount === 0)
+      return send(req, res, t0, 200, { progress: 0, eta_relative: 0, state: stateDict(), current_image: null, textinfo: null });
     const p = Math.min(1, 0.01 + st.jobNo / st.jobCount + (1 / st.jobCount) * (st.step / st.steps));
     const elapsed = (performance.now() - st.startedAt) / 1000;
     const skip = query.get('skip_current_image') === 'true';
     const current = skip || st.step === 0 ? null : await previewFor(st.step);
-    send(req, res, t0, 200, { progress: p, eta_relative: elapsed / p - elapsed, state: stateDict(), current_image: current, textinfo: null });
+    send(req, res, t0, 200, {
+      progress: p,
+      eta_relative: elapsed / p - elapsed,
+      state: stateDict(),
+      current_image: current,
+      textinfo: null,
+    });
   }
 
   /**
@@ -374,34 +470,56 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     const factorIn = body.upscaling_resize ?? 2;
     const factor = Number(factorIn);
     if (typeof factorIn === 'boolean' || !Number.isFinite(factor)) {
-      return send(req, res, t0, 422, { detail: [{ loc: ['body', 'upscaling_resize'], msg: 'value is not a valid float', type: 'type_error.float' }] });
+      return send(req, res, t0, 422, {
+        detail: [{ loc: ['body', 'upscaling_resize'], msg: 'value is not a valid float', type: 'type_error.float' }],
+      });
     }
     if (factor < 1 || factor > 8) {
       const [op, limit] = factor < 1 ? ['ge', 1] : ['le', 8];
       const words = op === 'ge' ? 'greater than or equal to' : 'less than or equal to';
-      return send(req, res, t0, 422, { detail: [{ loc: ['body', 'upscaling_resize'], msg: `ensure this value is ${words} ${limit}`, type: `value_error.number.not_${op}`, ctx: { limit_value: limit } }] });
+      return send(req, res, t0, 422, {
+        detail: [
+          {
+            loc: ['body', 'upscaling_resize'],
+            msg: `ensure this value is ${words} ${limit}`,
+            type: `value_error.number.not_${op}`,
+            ctx: { limit_value: limit },
+          },
+        ],
+      });
     }
     if (mode === 'hang' || mode === 'stall') return;
     if (mode === 'error500') return send(req, res, t0, 500, apiError('OutOfMemoryError', OOM, 500));
     const upscaler = String(body.upscaler_1 ?? 'None');
-    if (!UPSCALERS.includes(upscaler)) return send(req, res, t0, 500, apiError('AssertionError', `could not find upscaler named ${upscaler}`, 500));
+    if (!UPSCALERS.includes(upscaler))
+      return send(req, res, t0, 500, apiError('AssertionError', `could not find upscaler named ${upscaler}`, 500));
     if (!(await decodes(body.image))) return send(req, res, t0, 500, apiError('HTTPException', 'Invalid encoded image', 500));
     const release = await acquire();
     try {
       if (closed || dead || res.destroyed) return;
       counters.upscales++;
-      Object.assign(st, { job: 'extras', jobCount: 1, jobNo: 0, step: 0, steps: 0, interrupted: false, skipped: false, jobTimestamp: timestamp(), startedAt: performance.now() });
+      Object.assign(st, {
+        job: 'extras',
+        jobCount: 1,
+        jobNo: 0,
+        step: 0,
+        steps: 0,
+        interrupted: false,
+        skipped: false,
+        jobTimestamp: timestamp(),
+        startedAt: performance.now(),
+      });
       await sleep(stepDelayMs);
       if (mode === 'die-mid-job') return die();
       if (mode === 'garbage') return send(req, res, t0, 200, '<html>oops</html>', 'text/html');
       const src = b64decode(String(body.image));
       const m = await sharp(src).metadata();
       const side = (v: number | undefined) => Math.max(8, Math.floor(((v ?? 1) * factor) / 8) * 8);
-      const out = await sharp(src)
-        .resize(side(m.width), side(m.height), { fit: 'fill' })
-        .png()
-        .toBuffer();
-      send(req, res, t0, 200, { html_info: `<p>Postprocess upscale by: ${factor}, Postprocess upscaler: ${upscaler}</p>`, image: out.toString('base64') });
+      const out = await sharp(src).resize(side(m.width), side(m.height), { fit: 'fill' }).png().toBuffer();
+      send(req, res, t0, 200, {
+        html_info: `<p>Postprocess upscale by: ${factor}, Postprocess upscaler: ${upscaler}</p>`,
+        image: out.toString('base64'),
+      });
     } finally {
       st.job = '';
       st.jobCount = 0;
@@ -438,7 +556,7 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
       return;
     }
     const allowed = ROUTES[url.pathname];
-    if (!allowed || !allowed.includes(method)) {
+    if (!allowed?.includes(method)) {
       unhandled.push(rec);
       const status = allowed ? 405 : 404;
       return send(req, res, t0, status, apiError('HTTPException', allowed ? 'Method Not Allowed' : 'Not Found', status));
@@ -447,11 +565,16 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     if (opts.auth || mode === 'reject-401') {
       const given = req.headers.authorization;
       if (!given) return send(req, res, t0, 401, apiError('HTTPException', 'Not authenticated', 401));
-      if (mode === 'reject-401' || !credentials.has(given)) return send(req, res, t0, 401, apiError('HTTPException', 'Incorrect username or password', 401));
+      if (mode === 'reject-401' || !credentials.has(given))
+        return send(req, res, t0, 401, apiError('HTTPException', 'Incorrect username or password', 401));
     }
     if (method === 'POST' && url.pathname !== '/sdapi/v1/interrupt') {
-      if (jsonError) return send(req, res, t0, 422, { detail: [{ loc: ['body', 0], msg: 'Expecting value: line 1 column 1 (char 0)', type: 'value_error.jsondecode' }] });
-      if (json === undefined) return send(req, res, t0, 422, { detail: [{ loc: ['body'], msg: 'field required', type: 'value_error.missing' }] });
+      if (jsonError)
+        return send(req, res, t0, 422, {
+          detail: [{ loc: ['body', 0], msg: 'Expecting value: line 1 column 1 (char 0)', type: 'value_error.jsondecode' }],
+        });
+      if (json === undefined)
+        return send(req, res, t0, 422, { detail: [{ loc: ['body'], msg: 'field required', type: 'value_error.missing' }] });
       if (typeof json !== 'object' || json === null || Array.isArray(json)) {
         return send(req, res, t0, 422, { detail: [{ loc: ['body'], msg: 'value is not a valid dict', type: 'type_error.dict' }] });
       }

@@ -5,7 +5,7 @@
  */
 import sharp from 'sharp';
 import type { WebSocket } from 'ws';
-import { executionOrder, signatures, type Graph } from './comfyui-nodes.js';
+import { executionOrder, type Graph, signatures } from './comfyui-nodes.js';
 
 /** See `FakeComfyUIOptions.mode` in comfyui.ts. */
 export type FakeComfyUIMode = 'ok' | 'hang' | 'error500' | 'garbage' | 'die-mid-job' | 'wrong-size' | 'exec-error';
@@ -45,7 +45,8 @@ export interface ExecState {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const OOM = 'Allocation on device 0 would exceed allowed memory. (out of memory)\nCurrently allocated     : 21.31 GiB\nRequested               : 2.50 GiB';
+const OOM =
+  'Allocation on device 0 would exceed allowed memory. (out of memory)\nCurrently allocated     : 21.31 GiB\nRequested               : 2.50 GiB';
 
 export const fileKey = (type: string, subfolder: string, name: string) => `${type}/${subfolder}/${name}`;
 
@@ -77,13 +78,16 @@ export function createExecutor(st: ExecState) {
 
   const queueRemaining = () => pending.length + (running ? 1 : 0);
   function broadcastStatus(): void {
-    for (const s of st.sockets.values()) s.ws.send(JSON.stringify({ type: 'status', data: { status: { exec_info: { queue_remaining: queueRemaining() } } } }));
+    for (const s of st.sockets.values())
+      s.ws.send(JSON.stringify({ type: 'status', data: { status: { exec_info: { queue_remaining: queueRemaining() } } } }));
   }
 
   async function sendPreview(p: FakeComfyUIPrompt, node: string, step: number): Promise<void> {
     let png = previews.get(step);
     if (!png) {
-      png = sharp({ create: { width: 16, height: 16, channels: 3, background: colorFor(step, 7) } }).png().toBuffer();
+      png = sharp({ create: { width: 16, height: 16, channels: 3, background: colorFor(step, 7) } })
+        .png()
+        .toBuffer();
       previews.set(step, png);
     }
     const img = await png;
@@ -91,7 +95,14 @@ export function createExecutor(st: ExecState) {
     if (!sock) return;
     if (sock.previewMetadata) {
       const meta = Buffer.from(
-        JSON.stringify({ node_id: node, prompt_id: p.promptId, display_node_id: node, parent_node_id: null, real_node_id: node, image_type: 'image/png' }),
+        JSON.stringify({
+          node_id: node,
+          prompt_id: p.promptId,
+          display_node_id: node,
+          parent_node_id: null,
+          real_node_id: node,
+          image_type: 'image/png',
+        }),
       );
       const head = Buffer.alloc(8);
       head.writeUInt32BE(4, 0);
@@ -159,7 +170,9 @@ export function createExecutor(st: ExecState) {
       prompt: [p.number, p.promptId, p.graph, { client_id: p.clientId, create_time: p.receivedAt }, p.outputs],
       outputs,
       status: { status_str: ok ? 'success' : 'error', completed: ok, messages },
-      meta: Object.fromEntries(Object.keys(outputs).map((id) => [id, { node_id: id, display_node: id, parent_node: null, real_node_id: id }])),
+      meta: Object.fromEntries(
+        Object.keys(outputs).map((id) => [id, { node_id: id, display_node: id, parent_node: null, real_node_id: id }]),
+      ),
     });
   }
 
@@ -208,7 +221,14 @@ export function createExecutor(st: ExecState) {
       const data =
         type === 'execution_interrupted'
           ? base
-          : { ...base, exception_message: OOM, exception_type: 'torch.OutOfMemoryError', traceback: ['  File "execution.py", line 496, in execute\n'], current_inputs: {}, current_outputs: [] };
+          : {
+              ...base,
+              exception_message: OOM,
+              exception_type: 'torch.OutOfMemoryError',
+              traceback: ['  File "execution.py", line 496, in execute\n'],
+              current_inputs: {},
+              current_outputs: [],
+            };
       finish(false, { type, data });
     };
 
@@ -245,7 +265,16 @@ export function createExecutor(st: ExecState) {
           }
           if (st.mode() === 'exec-error' && s >= 2) return fail(id, 'execution_error');
           send(sid, 'progress', { value: s, max: steps, prompt_id: pid, node: id }, true);
-          const state = { value: s, max: steps, state: 'running', node_id: id, prompt_id: pid, display_node_id: id, parent_node_id: null, real_node_id: id };
+          const state = {
+            value: s,
+            max: steps,
+            state: 'running',
+            node_id: id,
+            prompt_id: pid,
+            display_node_id: id,
+            parent_node_id: null,
+            real_node_id: id,
+          };
           send(sid, 'progress_state', { prompt_id: pid, nodes: { [id]: state } }, true);
           if (s % st.previewEvery === 0) await sendPreview(p, id, s);
         }

@@ -29,7 +29,21 @@ export interface CatalogContext {
 export type GraphNode = { class_type: string; inputs: Record<string, unknown>; _meta?: { title?: string } };
 export type Graph = Record<string, GraphNode>;
 
-export const SAMPLERS = ['euler', 'euler_ancestral', 'heun', 'dpm_2', 'lms', 'dpmpp_2s_ancestral', 'dpmpp_sde', 'dpmpp_2m', 'dpmpp_2m_sde', 'dpmpp_3m_sde', 'ddim', 'uni_pc', 'lcm'];
+export const SAMPLERS = [
+  'euler',
+  'euler_ancestral',
+  'heun',
+  'dpm_2',
+  'lms',
+  'dpmpp_2s_ancestral',
+  'dpmpp_sde',
+  'dpmpp_2m',
+  'dpmpp_2m_sde',
+  'dpmpp_3m_sde',
+  'ddim',
+  'uni_pc',
+  'lcm',
+];
 export const SCHEDULERS = ['normal', 'karras', 'exponential', 'sgm_uniform', 'simple', 'ddim_uniform', 'beta'];
 
 const link = (type: string): InputSpec => ({ kind: 'link', type });
@@ -46,7 +60,11 @@ export function nodeCatalog(ctx: CatalogContext): Record<string, NodeDef> {
     custom: (v) => (ctx.inputFiles().includes(v) ? true : `Invalid image file: ${v}`),
   };
   return {
-    CheckpointLoaderSimple: { required: { ckpt_name: { kind: 'combo', options: ctx.checkpoints } }, outputs: ['MODEL', 'CLIP', 'VAE'], category: 'loaders' },
+    CheckpointLoaderSimple: {
+      required: { ckpt_name: { kind: 'combo', options: ctx.checkpoints } },
+      outputs: ['MODEL', 'CLIP', 'VAE'],
+      category: 'loaders',
+    },
     CLIPTextEncode: { required: { text: { kind: 'STRING' }, clip: link('CLIP') }, outputs: ['CONDITIONING'], category: 'conditioning' },
     EmptyLatentImage: {
       required: { width: int(16, MAX_RES, 512), height: int(16, MAX_RES, 512), batch_size: int(1, 4096, 1) },
@@ -71,7 +89,12 @@ export function nodeCatalog(ctx: CatalogContext): Record<string, NodeDef> {
     },
     VAEDecode: { required: { samples: link('LATENT'), vae: link('VAE') }, outputs: ['IMAGE'], category: 'latent' },
     VAEEncode: { required: { pixels: link('IMAGE'), vae: link('VAE') }, outputs: ['LATENT'], category: 'latent' },
-    SaveImage: { required: { images: link('IMAGE'), filename_prefix: { kind: 'STRING' } }, outputs: [], outputNode: true, category: 'image' },
+    SaveImage: {
+      required: { images: link('IMAGE'), filename_prefix: { kind: 'STRING' } },
+      outputs: [],
+      outputNode: true,
+      category: 'image',
+    },
     LoadImage: { required: { image: imageFile }, outputs: ['IMAGE', 'MASK'], category: 'image' },
     LoadImageMask: {
       required: { image: imageFile, channel: { kind: 'combo', options: () => ['alpha', 'red', 'green', 'blue'] } },
@@ -84,7 +107,13 @@ export function nodeCatalog(ctx: CatalogContext): Record<string, NodeDef> {
       category: 'latent/inpaint',
     },
     InpaintModelConditioning: {
-      required: { positive: link('CONDITIONING'), negative: link('CONDITIONING'), vae: link('VAE'), pixels: link('IMAGE'), mask: link('MASK') },
+      required: {
+        positive: link('CONDITIONING'),
+        negative: link('CONDITIONING'),
+        vae: link('VAE'),
+        pixels: link('IMAGE'),
+        mask: link('MASK'),
+      },
       optional: { noise_mask: { kind: 'BOOLEAN', default: true } },
       outputs: ['CONDITIONING', 'CONDITIONING', 'LATENT'],
       category: 'conditioning/inpaint',
@@ -135,9 +164,16 @@ export interface ValidationError {
 }
 
 /** `{status, body}` of a refused POST /prompt, or the output node ids of an accepted one. */
-export type ValidationResult = { ok: true; outputs: string[] } | { ok: false; status: 400; body: { error: ValidationError; node_errors: Record<string, unknown> } };
+export type ValidationResult =
+  | { ok: true; outputs: string[] }
+  | { ok: false; status: 400; body: { error: ValidationError; node_errors: Record<string, unknown> } };
 
-function validateNode(graph: Graph, id: string, catalog: Record<string, NodeDef>, validated: Map<string, { valid: boolean; errors: ValidationError[] }>) {
+function validateNode(
+  graph: Graph,
+  id: string,
+  catalog: Record<string, NodeDef>,
+  validated: Map<string, { valid: boolean; errors: ValidationError[] }>,
+) {
   const known = validated.get(id);
   if (known) return known;
   const node = graph[id]!;
@@ -151,7 +187,8 @@ function validateNode(graph: Graph, id: string, catalog: Record<string, NodeDef>
   ];
   for (const [x, spec, required] of all) {
     if (!(x in inputs)) {
-      if (required) errors.push({ type: 'required_input_missing', message: 'Required input is missing', details: x, extra_info: { input_name: x } });
+      if (required)
+        errors.push({ type: 'required_input_missing', message: 'Required input is missing', details: x, extra_info: { input_name: x } });
       continue;
     }
     const val = inputs[x];
@@ -159,7 +196,12 @@ function validateNode(graph: Graph, id: string, catalog: Record<string, NodeDef>
       const [oId, slot] = val as [unknown, unknown];
       const other = typeof oId === 'string' ? graph[oId] : undefined;
       if (val.length !== 2 || !other || typeof slot !== 'number') {
-        errors.push({ type: 'bad_linked_input', message: 'Bad linked input, must be a length-2 list of [node_id, slot_index]', details: x, extra_info: { input_name: x, received_value: val } });
+        errors.push({
+          type: 'bad_linked_input',
+          message: 'Bad linked input, must be a length-2 list of [node_id, slot_index]',
+          details: x,
+          extra_info: { input_name: x, received_value: val },
+        });
         continue;
       }
       const received = catalog[other.class_type]?.outputs[slot];
@@ -177,22 +219,48 @@ function validateNode(graph: Graph, id: string, catalog: Record<string, NodeDef>
       continue;
     }
     if (spec.kind === 'link') {
-      errors.push({ type: 'bad_linked_input', message: 'Bad linked input, must be a length-2 list of [node_id, slot_index]', details: x, extra_info: { input_name: x, received_value: val } });
+      errors.push({
+        type: 'bad_linked_input',
+        message: 'Bad linked input, must be a length-2 list of [node_id, slot_index]',
+        details: x,
+        extra_info: { input_name: x, received_value: val },
+      });
     } else if (spec.kind === 'INT' || spec.kind === 'FLOAT') {
       const n = Number(val);
       if (typeof val === 'boolean' || val === null || !Number.isFinite(n) || (spec.kind === 'INT' && !Number.isInteger(n))) {
         const info = { input_name: x, received_value: val };
-        errors.push({ type: 'invalid_input_type', message: `Failed to convert an input value to a ${spec.kind} value`, details: `${x}, ${String(val)}`, extra_info: info });
+        errors.push({
+          type: 'invalid_input_type',
+          message: `Failed to convert an input value to a ${spec.kind} value`,
+          details: `${x}, ${String(val)}`,
+          extra_info: info,
+        });
       } else if (n < spec.min) {
-        errors.push({ type: 'value_smaller_than_min', message: `Value ${n} smaller than min of ${spec.min}`, details: x, extra_info: { input_name: x, received_value: n } });
+        errors.push({
+          type: 'value_smaller_than_min',
+          message: `Value ${n} smaller than min of ${spec.min}`,
+          details: x,
+          extra_info: { input_name: x, received_value: n },
+        });
       } else if (n > spec.max) {
-        errors.push({ type: 'value_bigger_than_max', message: `Value ${n} bigger than max of ${spec.max}`, details: x, extra_info: { input_name: x, received_value: n } });
+        errors.push({
+          type: 'value_bigger_than_max',
+          message: `Value ${n} bigger than max of ${spec.max}`,
+          details: x,
+          extra_info: { input_name: x, received_value: n },
+        });
       }
     } else if (spec.kind === 'combo') {
       const v = String(val);
       if (spec.custom) {
         const r = spec.custom(v);
-        if (r !== true) errors.push({ type: 'custom_validation_failed', message: 'Custom validation failed for node', details: `${x} - ${r}`, extra_info: { input_name: x } });
+        if (r !== true)
+          errors.push({
+            type: 'custom_validation_failed',
+            message: 'Custom validation failed for node',
+            details: `${x} - ${r}`,
+            extra_info: { input_name: x },
+          });
         continue;
       }
       const options = spec.options();
@@ -218,7 +286,12 @@ export function validatePrompt(graph: Graph, catalog: Record<string, NodeDef>): 
   for (const [id, node] of Object.entries(graph)) {
     const title = node._meta?.title ?? node.class_type;
     if (typeof node.class_type !== 'string') {
-      const error = { type: 'invalid_prompt', message: 'Cannot execute because a node is missing the class_type property.', details: `Node ID '#${id}'`, extra_info: {} };
+      const error = {
+        type: 'invalid_prompt',
+        message: 'Cannot execute because a node is missing the class_type property.',
+        details: `Node ID '#${id}'`,
+        extra_info: {},
+      };
       return { ok: false, status: 400, body: { error, node_errors: {} } };
     }
     const def = catalog[node.class_type];
@@ -234,7 +307,11 @@ export function validatePrompt(graph: Graph, catalog: Record<string, NodeDef>): 
     if (def.outputNode) outputs.push(id);
   }
   if (outputs.length === 0) {
-    return { ok: false, status: 400, body: { error: { type: 'prompt_no_outputs', message: 'Prompt has no outputs', details: '', extra_info: {} }, node_errors: {} } };
+    return {
+      ok: false,
+      status: 400,
+      body: { error: { type: 'prompt_no_outputs', message: 'Prompt has no outputs', details: '', extra_info: {} }, node_errors: {} },
+    };
   }
   const validated = new Map<string, { valid: boolean; errors: ValidationError[] }>();
   const good: string[] = [];

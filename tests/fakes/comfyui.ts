@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import sharp from 'sharp';
-import { WebSocketServer, type WebSocket } from 'ws';
-import { createExecutor, fileKey, type FakeComfyUIMode, type FakeComfyUIPrompt } from './comfyui-exec.js';
-import { nodeCatalog, objectInfo, validatePrompt, type Graph } from './comfyui-nodes.js';
+import { type WebSocket, WebSocketServer } from 'ws';
+import { createExecutor, type FakeComfyUIMode, type FakeComfyUIPrompt, fileKey } from './comfyui-exec.js';
+import { type Graph, nodeCatalog, objectInfo, validatePrompt } from './comfyui-nodes.js';
 import { multipartBoundary, parseMultipart } from './discord/multipart.js';
 
 export type { FakeComfyUIMode, FakeComfyUIPrompt } from './comfyui-exec.js';
@@ -59,10 +59,28 @@ export interface FakeComfyUIWs {
   previewMetadata: boolean;
 }
 
-const HTML = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
+const HTML =
+  '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const SYSTEM = { os: 'posix', ram_total: 67_108_864_000, ram_free: 51_200_000_000, comfyui_version: '0.3.43', python_version: '3.12.3 (main)', pytorch_version: '2.7.1+cu128', embedded_python: false, argv: ['main.py', '--listen'] };
-const DEVICE = { name: 'cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync', type: 'cuda', index: 0, vram_total: 25_393_692_672, vram_free: 23_622_320_128, torch_vram_total: 0, torch_vram_free: 0 };
+const SYSTEM = {
+  os: 'posix',
+  ram_total: 67_108_864_000,
+  ram_free: 51_200_000_000,
+  comfyui_version: '0.3.43',
+  python_version: '3.12.3 (main)',
+  pytorch_version: '2.7.1+cu128',
+  embedded_python: false,
+  argv: ['main.py', '--listen'],
+};
+const DEVICE = {
+  name: 'cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync',
+  type: 'cuda',
+  index: 0,
+  vram_total: 25_393_692_672,
+  vram_free: 23_622_320_128,
+  torch_vram_total: 0,
+  torch_vram_free: 0,
+};
 
 /**
  * A fake ComfyUI on 127.0.0.1 speaking the real HTTP + websocket protocol (see
@@ -89,7 +107,10 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
   let number = 0;
   let onClosed!: () => void;
   const closedP = new Promise<void>((r) => (onClosed = r));
-  const catalog = nodeCatalog({ checkpoints: () => checkpoints, inputFiles: () => [...files.keys()].filter((k) => k.startsWith('input//')).map((k) => k.slice(7)) });
+  const catalog = nodeCatalog({
+    checkpoints: () => checkpoints,
+    inputFiles: () => [...files.keys()].filter((k) => k.startsWith('input//')).map((k) => k.slice(7)),
+  });
   const wss = new WebSocketServer({ noServer: true });
 
   function die(): void {
@@ -98,10 +119,21 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     for (const c of wss.clients) c.terminate();
     for (const s of sockets) s.destroy();
   }
-  const exec = createExecutor({ mode: () => mode, stepDelayMs: opts.stepDelayMs ?? 5, previewEvery: opts.previewEvery ?? 2, files, sockets: clients, closed: closedP, isClosed: () => closed, die });
+  const exec = createExecutor({
+    mode: () => mode,
+    stepDelayMs: opts.stepDelayMs ?? 5,
+    previewEvery: opts.previewEvery ?? 2,
+    files,
+    sockets: clients,
+    closed: closedP,
+    isClosed: () => closed,
+    die,
+  });
 
-  const json = (res: ServerResponse, status: number, body: unknown): void => void res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
-  const text = (res: ServerResponse, status: number, body = '', type = 'text/plain; charset=utf-8'): void => void res.writeHead(status, { 'content-type': type }).end(body);
+  const json = (res: ServerResponse, status: number, body: unknown): void =>
+    void res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+  const text = (res: ServerResponse, status: number, body = '', type = 'text/plain; charset=utf-8'): void =>
+    void res.writeHead(status, { 'content-type': type }).end(body);
   const aiohttp500 = (res: ServerResponse) => text(res, 500, '500 Internal Server Error\n\nServer got itself in trouble');
   const garbage = (res: ServerResponse) => text(res, 200, HTML, 'text/html');
 
@@ -112,12 +144,18 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
       json(res, status, payload);
     };
     if (typeof b.prompt !== 'object' || b.prompt === null) {
-      return answer(400, { error: { type: 'no_prompt', message: 'No prompt provided', details: 'No prompt provided', extra_info: {} }, node_errors: {} });
+      return answer(400, {
+        error: { type: 'no_prompt', message: 'No prompt provided', details: 'No prompt provided', extra_info: {} },
+        node_errors: {},
+      });
     }
     let promptId: string = randomUUID();
     if (b.prompt_id !== undefined) {
       if (typeof b.prompt_id !== 'string' || !UUID.test(b.prompt_id)) {
-        return answer(400, { error: { type: 'invalid_prompt_id', message: 'Invalid prompt_id', details: String(b.prompt_id), extra_info: {} }, node_errors: {} });
+        return answer(400, {
+          error: { type: 'invalid_prompt_id', message: 'Invalid prompt_id', details: String(b.prompt_id), extra_info: {} },
+          node_errors: {},
+        });
       }
       if (prompts.some((p) => p.promptId === b.prompt_id)) return answer(409, { error: 'prompt_id already exists' });
       promptId = b.prompt_id;
@@ -127,7 +165,14 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     if (!v.ok) return answer(v.status, v.body);
     const n = typeof b.number === 'number' ? b.number : b.front === true ? -++number : ++number;
     const clientId = typeof b.client_id === 'string' ? b.client_id : undefined;
-    const p: FakeComfyUIPrompt = { promptId, number: n, clientId, graph: structuredClone(graph), outputs: v.outputs, receivedAt: Date.now() };
+    const p: FakeComfyUIPrompt = {
+      promptId,
+      number: n,
+      clientId,
+      graph: structuredClone(graph),
+      outputs: v.outputs,
+      receivedAt: Date.now(),
+    };
     prompts.push(p);
     answer(200, { prompt_id: promptId, number: n, node_errors: {} });
     exec.enqueue(p);
@@ -157,7 +202,8 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     if (!overwrite) {
       const dot = name.lastIndexOf('.');
       const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
-      for (let i = 1; files.has(fileKey(type, subfolder, name)) && !files.get(fileKey(type, subfolder, name))!.equals(stored); i++) name = `${stem} (${i})${ext}`;
+      for (let i = 1; files.has(fileKey(type, subfolder, name)) && !files.get(fileKey(type, subfolder, name))!.equals(stored); i++)
+        name = `${stem} (${i})${ext}`;
     }
     files.set(fileKey(type, subfolder, name), stored);
     uploads.push({ at: Date.now(), route, name, filename: image.filename, subfolder, type, overwrite, data: image.data });
@@ -172,7 +218,9 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     if (subfolder.startsWith('/') || subfolder.split('/').includes('..')) return text(res, 403);
     const data = files.get(fileKey(q.get('type') || 'output', subfolder, filename));
     if (!data) return text(res, 404);
-    res.writeHead(200, { 'content-type': 'image/png', 'content-disposition': `filename="${filename}"`, 'content-length': data.length }).end(data);
+    res
+      .writeHead(200, { 'content-type': 'image/png', 'content-disposition': `filename="${filename}"`, 'content-length': data.length })
+      .end(data);
     return;
   }
 
@@ -202,7 +250,14 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
         body = undefined;
       }
     }
-    const rec: FakeComfyUIRequest = { at: Date.now(), method, path, query: url.search, ...(body === undefined ? {} : { json: body }), headers: req.headers };
+    const rec: FakeComfyUIRequest = {
+      at: Date.now(),
+      method,
+      path,
+      query: url.search,
+      ...(body === undefined ? {} : { json: body }),
+      headers: req.headers,
+    };
     requests.push(rec);
     if (dead) return void req.socket.destroy();
     const origin = req.headers.origin;
@@ -240,7 +295,11 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
         return upload(res, base, req, raw);
       case '/interrupt': {
         const promptId = (body as { prompt_id?: unknown } | undefined)?.prompt_id;
-        interrupts.push({ at: Date.now(), ...(typeof promptId === 'string' ? { promptId } : {}), ...(exec.running ? { running: exec.running.promptId } : {}) });
+        interrupts.push({
+          at: Date.now(),
+          ...(typeof promptId === 'string' ? { promptId } : {}),
+          ...(exec.running ? { running: exec.running.promptId } : {}),
+        });
         if (mode !== 'hang') exec.interrupt(typeof promptId === 'string' ? promptId : undefined);
         return text(res, 200);
       }
@@ -258,7 +317,8 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
         return json(res, 200, { system: SYSTEM, devices: [DEVICE] });
       case '/object_info': {
         const cls = decodeURIComponent(path.slice('/object_info/'.length));
-        if (path === '/object_info') return json(res, 200, Object.fromEntries(Object.entries(catalog).map(([k, d]) => [k, objectInfo(k, d)])));
+        if (path === '/object_info')
+          return json(res, 200, Object.fromEntries(Object.entries(catalog).map(([k, d]) => [k, objectInfo(k, d)])));
         const def = catalog[cls];
         return json(res, 200, def ? { [cls]: objectInfo(cls, def) } : {});
       }
@@ -312,7 +372,10 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
       });
       ws.send(JSON.stringify({ type: 'status', data: { status: { exec_info: { queue_remaining: exec.queueRemaining() } }, sid } }));
       const running = exec.running;
-      if (running?.clientId === sid && exec.lastNode) ws.send(JSON.stringify({ type: 'executing', data: { node: exec.lastNode, display_node: exec.lastNode, prompt_id: running.promptId } }));
+      if (running?.clientId === sid && exec.lastNode)
+        ws.send(
+          JSON.stringify({ type: 'executing', data: { node: exec.lastNode, display_node: exec.lastNode, prompt_id: running.promptId } }),
+        );
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

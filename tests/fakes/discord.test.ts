@@ -4,15 +4,15 @@ import {
   ButtonBuilder,
   ButtonStyle,
   Client,
+  type ClientOptions,
   DiscordAPIError,
   Events,
   GatewayIntentBits,
-  type ClientOptions,
   type Interaction,
   type TextChannel,
 } from 'discord.js';
 import { afterEach, expect, test } from 'vitest';
-import { DEFAULTS, shardForGuild, startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from './discord/server.js';
+import { DEFAULTS, type FakeDiscord, type FakeDiscordOptions, shardForGuild, startFakeDiscord } from './discord/server.js';
 
 const GENERAL = DEFAULTS.generalChannelId;
 const NSFW = DEFAULTS.nsfwChannelId;
@@ -40,7 +40,10 @@ function png(w: number, h: number): Buffer {
   return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), ihdr, Buffer.from('pixels'), iend]);
 }
 
-async function start(opts: FakeDiscordOptions = {}, clientOpts: Partial<ClientOptions> = {}): Promise<{ fake: FakeDiscord; client: Client }> {
+async function start(
+  opts: FakeDiscordOptions = {},
+  clientOpts: Partial<ClientOptions> = {},
+): Promise<{ fake: FakeDiscord; client: Client }> {
   fake = await startFakeDiscord(opts);
   const client = new Client({ intents: [GatewayIntentBits.Guilds], rest: { api: fake.apiUrl }, ...clientOpts });
   clients.push(client);
@@ -92,7 +95,10 @@ test('slash command → deferReply → editReply with a file: callback 5 and @or
   const init = fake.serveFile('in/cat.png', png(4, 4), 'image/png');
   const fi = await fake.slashCommand({
     name: 'imagine',
-    options: [{ name: 'prompt', type: 3, value: 'a cat' }, { name: 'count', type: 4, value: 2 }],
+    options: [
+      { name: 'prompt', type: 3, value: 'a cat' },
+      { name: 'count', type: 4, value: 2 },
+    ],
     attachments: { init: { filename: 'cat.png', url: init, size: 100, content_type: 'image/png', width: 4, height: 4 } },
     channelId: NSFW,
   });
@@ -208,7 +214,10 @@ test('two shards: each gets its own guilds and the interactions for them', async
     { id: other, name: 'Two', channels: [{ id: '4444444444444444445', name: 'general' }] },
   ];
   const { fake, client } = await start({ guilds }, { shards: [0, 1], shardCount: 2 });
-  expect(fake.identifies.map((d) => d.shard).sort()).toEqual([[0, 2], [1, 2]]);
+  expect(fake.identifies.map((d) => d.shard).sort()).toEqual([
+    [0, 2],
+    [1, 2],
+  ]);
   expect(fake.gatewayConnections()).toBe(2);
   expect(client.guilds.cache.get(first)?.shardId).toBe(shardForGuild(first, 2));
   expect(client.guilds.cache.get(other)?.shardId).toBe(shardForGuild(other, 2));

@@ -78,7 +78,10 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
     }
     if (options.loadingFor > 0) {
       if (method !== 'GET') options.loadingFor--;
-      return sendJson(res, 503, { error: 'Model stabilityai/stable-diffusion-xl-base-1.0 is currently loading', estimated_time: options.estimatedTime ?? 20 });
+      return sendJson(res, 503, {
+        error: 'Model stabilityai/stable-diffusion-xl-base-1.0 is currently loading',
+        estimated_time: options.estimatedTime ?? 20,
+      });
     }
     switch (options.mode) {
       case 'hang':

@@ -56,7 +56,8 @@ export interface FakeReplicate {
   /** `METHOD path` of requests to unknown routes (answered 599); tests assert it stays empty. */
   readonly unhandled: string[];
   /** Live options; tests may change them between calls. */
-  readonly options: Required<Omit<FakeReplicateOptions, 'failWith' | 'predictTimeS'>> & Pick<FakeReplicateOptions, 'failWith' | 'predictTimeS'>;
+  readonly options: Required<Omit<FakeReplicateOptions, 'failWith' | 'predictTimeS'>> &
+    Pick<FakeReplicateOptions, 'failWith' | 'predictTimeS'>;
   /** The next `n` API requests get 429 with `Retry-After: retryAfterS`. */
   rateLimitNext(n: number, retryAfterS: number): void;
   /** The next prediction create answers `status` with `body` (default: a Problem-JSON for that status). */
@@ -87,7 +88,8 @@ function validateSdxlInput(input: Record<string, any>): string[] {
   range('prompt_strength', 0, 1);
   for (const f of ['image', 'mask']) {
     const v = input[f];
-    if (v !== undefined && !(typeof v === 'string' && /^(data:|https?:\/\/)/.test(v))) problems.push(`- input.${f}: Does not match format 'uri'`);
+    if (v !== undefined && !(typeof v === 'string' && /^(data:|https?:\/\/)/.test(v)))
+      problems.push(`- input.${f}: Does not match format 'uri'`);
   }
   return problems;
 }
@@ -100,7 +102,10 @@ function dataUriBytes(uri: unknown): Buffer | undefined {
 
 const PROBLEMS: Record<number, { title: string; detail: string }> = {
   401: { title: 'Unauthenticated', detail: 'You did not pass a valid authentication token' },
-  402: { title: 'Insufficient credit', detail: 'You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit.' },
+  402: {
+    title: 'Insufficient credit',
+    detail: 'You have insufficient credit to run this model. Go to https://replicate.com/account/billing#billing to purchase credit.',
+  },
   422: { title: 'Input validation failed', detail: '- input: prompt is required\n' },
   500: { title: 'Internal Server Error', detail: 'Something went wrong' },
 };
@@ -128,7 +133,7 @@ function progressLogs(fraction: number, total: number, seed: unknown): string {
     const bar = '█'.repeat(Math.floor(pct / 10)).padEnd(10, ' ');
     lines.push(`${String(pct).padStart(3)}%|${bar}| ${step}/${total} [00:01<00:01,  9.50it/s]`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** Starts the fake on 127.0.0.1 with an ephemeral port. */
@@ -147,7 +152,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     const elapsed = Date.now() - p.createdAt;
     const done = options.mode !== 'hang' && elapsed >= d && p.canceledAt === undefined;
     const failure = options.failWith ?? p.modelError;
-    const status = p.canceledAt !== undefined ? 'canceled' : done ? (failure ? 'failed' : 'succeeded') : elapsed < d * 0.2 ? 'starting' : 'processing';
+    const status =
+      p.canceledAt !== undefined ? 'canceled' : done ? (failure ? 'failed' : 'succeeded') : elapsed < d * 0.2 ? 'starting' : 'processing';
     const total = Number(p.input.num_inference_steps ?? (p.official ? 4 : 50));
     const fraction = done ? 1 : Math.min(options.mode === 'hang' ? 0.5 : 0.99, Math.max(0, (elapsed - d * 0.2) / (d * 0.8)));
     const count = Number(p.input.num_outputs ?? 1);
@@ -169,7 +175,11 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       started_at: status === 'starting' ? null : iso(p.createdAt + d * 0.2),
       completed_at: done ? iso(p.createdAt + d) : (p.canceledAt && iso(p.canceledAt)) || null,
       metrics: done
-        ? { predict_time: options.predictTimeS ?? d / 1000, total_time: d / 1000, ...(p.official && succeeded ? { image_count: count } : {}) }
+        ? {
+            predict_time: options.predictTimeS ?? d / 1000,
+            total_time: d / 1000,
+            ...(p.official && succeeded ? { image_count: count } : {}),
+          }
         : {},
       urls: {
         get: `${origin}/v1/predictions/${p.id}`,
@@ -226,7 +236,12 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     }
     if (throttle.n > 0) {
       throttle.n--;
-      return send(res, 429, { detail: `Request was throttled. Expected available in ${throttle.retryAfterS} second.` }, { 'retry-after': String(throttle.retryAfterS) });
+      return send(
+        res,
+        429,
+        { detail: `Request was throttled. Expected available in ${throttle.retryAfterS} second.` },
+        { 'retry-after': String(throttle.retryAfterS) },
+      );
     }
 
     const official = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions$/.exec(path);
@@ -242,7 +257,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       const input: Record<string, any> = body?.input ?? {};
       if (!official) {
         const problems = validateSdxlInput(input);
-        if (problems.length > 0) return send(res, 422, { title: 'Input validation failed', detail: `${problems.join('\n')}\n`, status: 422 });
+        if (problems.length > 0)
+          return send(res, 422, { title: 'Input validation failed', detail: `${problems.join('\n')}\n`, status: 422 });
       }
       const p: FakePrediction = {
         id: randomBytes(13).toString('hex').slice(0, 26),
@@ -263,12 +279,19 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       predictions.push(p);
       const prefer = /^wait(?:=(\d+))?$/.exec(String(req.headers.prefer ?? '').trim());
       if (prefer) await holdUntilDone(p, prefer[1] ? Number(prefer[1]) : 60, res);
-      return send(res, 201, prefer ? view(p) : { ...view(p), status: 'starting', logs: '', output: null, error: null, started_at: null, completed_at: null, metrics: {} });
+      return send(
+        res,
+        201,
+        prefer
+          ? view(p)
+          : { ...view(p), status: 'starting', logs: '', output: null, error: null, started_at: null, completed_at: null, metrics: {} },
+      );
     }
     const get = /^\/v1\/predictions\/([^/]+)$/.exec(path);
     const cancel = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path);
     const p = predictions.find((x) => x.id === (get ?? cancel)?.[1]);
-    if (method === 'GET' && get) return p ? send(res, 200, view(p)) : send(res, 404, { title: 'Not found', detail: 'Not found', status: 404 });
+    if (method === 'GET' && get)
+      return p ? send(res, 200, view(p)) : send(res, 404, { title: 'Not found', detail: 'Not found', status: 404 });
     if (method === 'POST' && cancel) {
       if (!p) return send(res, 404, { title: 'Not found', detail: 'Not found', status: 404 });
       cancels.push(p.id);

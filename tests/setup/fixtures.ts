@@ -21,7 +21,7 @@ interface Fixtures {
   redisPrefix: string;
 }
 
-const REDIS_URL = process.env['TEST_REDIS_URL'] || 'redis://127.0.0.1:6379';
+const REDIS_URL = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
 const CLONE_ATTEMPTS = 20;
 
 // One clone at a time per worker: CREATE DATABASE … TEMPLATE takes an exclusive lock on the template anyway.

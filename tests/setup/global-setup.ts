@@ -39,7 +39,7 @@ function databaseUrl(adminUrl: string, name: string): string {
  * @returns the teardown that drops the template and any clone this run left behind.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const adminUrl = process.env['TEST_PG_URL'] || DEFAULT_ADMIN_URL;
+  const adminUrl = process.env.TEST_PG_URL || DEFAULT_ADMIN_URL;
   const runId = randomBytes(4).toString('hex');
   const templateDb = `imagebot_tpl_${runId}`;
   const cloneDbPrefix = `imagebot_t_${runId}_`;

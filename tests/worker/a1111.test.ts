@@ -4,9 +4,9 @@ import { afterEach, beforeEach, expect, test } from 'vitest';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
-import { createA1111Backend, type A1111Options } from '../../worker/backends/a1111.js';
+import { type A1111Options, createA1111Backend } from '../../worker/backends/a1111.js';
 import type { BackendJob, BackendProgress, RunContext } from '../../worker/backends/backend.js';
-import { startFakeA1111, type FakeA1111, type FakeA1111Options } from '../fakes/a1111.js';
+import { type FakeA1111, type FakeA1111Options, startFakeA1111 } from '../fakes/a1111.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeA1111;
@@ -50,7 +50,10 @@ function backend(over: Partial<A1111Options> = {}) {
   return createA1111Backend({ id: 'a1111', url: fake.url, pollIntervalMs: 10, progressTimeoutMs: 500, log, ...over });
 }
 
-function ctx(signal = new AbortController().signal, onProgress?: (p: BackendProgress) => void): RunContext & { progress: BackendProgress[] } {
+function ctx(
+  signal = new AbortController().signal,
+  onProgress?: (p: BackendProgress) => void,
+): RunContext & { progress: BackendProgress[] } {
   const progress: BackendProgress[] = [];
   return {
     signal,
@@ -80,10 +83,13 @@ async function closedPortUrl(): Promise<string> {
 }
 
 async function png(width: number, height: number, value: number): Promise<Buffer> {
-  return sharp({ create: { width, height, channels: 3, background: { r: value, g: value, b: value } } }).png().toBuffer();
+  return sharp({ create: { width, height, channels: 3, background: { r: value, g: value, b: value } } })
+    .png()
+    .toBuffer();
 }
 
-const generationBodies = () => fake.requests.filter((r) => r.method === 'POST' && /\/(txt2img|img2img)$/.test(r.path)).map((r) => r.json as Record<string, unknown>);
+const generationBodies = () =>
+  fake.requests.filter((r) => r.method === 'POST' && /\/(txt2img|img2img)$/.test(r.path)).map((r) => r.json as Record<string, unknown>);
 
 test('txt2img returns `count` PNGs of exactly width×height and the seed the box used', async () => {
   const b = backend();
@@ -170,7 +176,12 @@ test('cancelling mid-job interrupts the box and rejects with cancelled', async (
   const ac = new AbortController();
   const b = backend();
   const t0 = Date.now();
-  const err = await failure(b.generate(job({ steps: 50 }), ctx(ac.signal, () => ac.abort())));
+  const err = await failure(
+    b.generate(
+      job({ steps: 50 }),
+      ctx(ac.signal, () => ac.abort()),
+    ),
+  );
   expect(Date.now() - t0).toBeLessThan(900);
   expect([err.kind, err.retryable]).toEqual(['cancelled', false]);
   await expect.poll(() => fake.interrupts).toBe(1);
@@ -220,17 +231,20 @@ test('a refused connection is unavailable and retryable, at once', async () => {
   expect(err.message).toContain('ECONNREFUSED');
 });
 
-test.each(['hang', 'stall'] as const)('a box that takes the request but never moves (%s) times out within progressTimeoutMs', async (mode) => {
-  fake.setMode(mode);
-  const t0 = Date.now();
-  const err = await failure(backend({ progressTimeoutMs: 500 }).generate(job(), ctx()));
-  const elapsed = Date.now() - t0;
-  expect(elapsed).toBeGreaterThanOrEqual(450);
-  expect(elapsed).toBeLessThan(1500);
-  expect([err.kind, err.retryable]).toEqual(['timeout', true]);
-  // The abandoned job is interrupted so the box is free for the next one.
-  await expect.poll(() => fake.interrupts).toBe(1);
-});
+test.each(['hang', 'stall'] as const)(
+  'a box that takes the request but never moves (%s) times out within progressTimeoutMs',
+  async (mode) => {
+    fake.setMode(mode);
+    const t0 = Date.now();
+    const err = await failure(backend({ progressTimeoutMs: 500 }).generate(job(), ctx()));
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThanOrEqual(450);
+    expect(elapsed).toBeLessThan(1500);
+    expect([err.kind, err.retryable]).toEqual(['timeout', true]);
+    // The abandoned job is interrupted so the box is free for the next one.
+    await expect.poll(() => fake.interrupts).toBe(1);
+  },
+);
 
 test('requestTimeoutMs caps a job whose box keeps reporting progress', async () => {
   await restart({ stepDelayMs: 20 });
@@ -345,11 +359,17 @@ test('img2img goes to img2img with the init image and the strength, and no mask'
 
 const upscaleJob = async (from: [number, number], to: [number, number]) => {
   // The untouched source as the bot parked it (WebP here), and the resized pass input an upscaler must not use.
-  const source = await sharp({ create: { width: from[0], height: from[1], channels: 3, background: { r: 30, g: 140, b: 90 } } }).webp().toBuffer();
+  const source = await sharp({ create: { width: from[0], height: from[1], channels: 3, background: { r: 30, g: 140, b: 90 } } })
+    .webp()
+    .toBuffer();
   const image = await png(to[0], to[1], 10);
-  return job({ kind: 'upscale', width: to[0], height: to[1], count: 1, strength: 0.3 }, { image, source: { image: source, width: from[0], height: from[1] } });
+  return job(
+    { kind: 'upscale', width: to[0], height: to[1], count: 1, strength: 0.3 },
+    { image, source: { image: source, width: from[0], height: from[1] } },
+  );
 };
-const extrasBodies = () => fake.requests.filter((r) => r.path === '/sdapi/v1/extra-single-image').map((r) => r.json as Record<string, unknown>);
+const extrasBodies = () =>
+  fake.requests.filter((r) => r.path === '/sdapi/v1/extra-single-image').map((r) => r.json as Record<string, unknown>);
 
 test('upscale runs the configured upscaler on the untouched source at target ÷ source width and returns exactly the target size', async () => {
   const b = backend({ upscaler: 'SwinIR 4x' });
@@ -360,7 +380,9 @@ test('upscale runs the configured upscaler on the untouched source at target ÷ 
   const meta = await sharp(out.images[0]!).metadata();
   expect([meta.format, meta.width, meta.height]).toEqual(['png', 120, 90]);
   expect(out).toMatchObject({ seed: 1234, billedImages: 1 });
-  expect(extrasBodies()).toEqual([{ image: j.source!.image.toString('base64'), resize_mode: 0, upscaling_resize: 2, upscaler_1: 'SwinIR 4x' }]);
+  expect(extrasBodies()).toEqual([
+    { image: j.source!.image.toString('base64'), resize_mode: 0, upscaling_resize: 2, upscaler_1: 'SwinIR 4x' },
+  ]);
   expect(fake.jobs).toEqual([]);
   expect(c.progress.map((p) => [p.step, p.total, p.fraction])).toEqual([
     [0, 1, 0],
@@ -453,12 +475,18 @@ test('upscale runs R-ESRGAN 4x+ at 2× on the box and returns a PNG', async () =
 
 test('the fake answers like A1111: idle progress, missing init image, unknown sampler, mistyped field', async () => {
   const call = async (path: string, body?: unknown) => {
-    const res = await fetch(`${fake.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetch(
+      `${fake.url}${path}`,
+      body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) },
+    );
     return [res.status, await res.json()] as const;
   };
   const [, idle] = await call('/sdapi/v1/progress');
   expect(idle).toMatchObject({ progress: 0, eta_relative: 0, current_image: null, state: { job_count: 0, job: '' } });
-  expect(await call('/sdapi/v1/img2img', { prompt: 'x' })).toEqual([404, { error: 'HTTPException', detail: 'Init image not found', body: '', errors: '404: Init image not found' }]);
+  expect(await call('/sdapi/v1/img2img', { prompt: 'x' })).toEqual([
+    404,
+    { error: 'HTTPException', detail: 'Init image not found', body: '', errors: '404: Init image not found' },
+  ]);
   expect((await call('/sdapi/v1/txt2img', { sampler_name: 'Nope' }))[0]).toBe(400);
   expect(await call('/sdapi/v1/txt2img', { steps: 'many' })).toEqual([
     422,

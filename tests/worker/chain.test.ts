@@ -7,12 +7,19 @@ import { createA1111Backend } from '../../worker/backends/a1111.js';
 import { BackendChain, ChainError } from '../../worker/backends/chain.js';
 import { createHuggingFaceBackend } from '../../worker/backends/huggingface.js';
 import { createReplicateBackend, DEFAULT_SDXL_VERSION, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from '../../worker/backends/replicate.js';
-import { startFakeA1111, type FakeA1111, type FakeA1111Mode } from '../fakes/a1111.js';
+import { type FakeA1111, type FakeA1111Mode, startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeHFEndpoint } from '../fakes/huggingface.js';
 import { startFakeReplicate } from '../fakes/replicate.js';
 
 const log = createLogger({ level: 'silent' });
-const prices = { a1111UsdPerGpuHour: 0, comfyuiUsdPerGpuHour: 0, replicateUsdPerSecond: 0.001, replicateFluxUsdPerImage: 0.003, hfUsdPerRequest: 0.01, hfUsdPerEndpointHour: 0 };
+const prices = {
+  a1111UsdPerGpuHour: 0,
+  comfyuiUsdPerGpuHour: 0,
+  replicateUsdPerSecond: 0.001,
+  replicateFluxUsdPerImage: 0.003,
+  hfUsdPerRequest: 0.01,
+  hfUsdPerEndpointHour: 0,
+};
 let closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
   await Promise.all(closers.map((c) => c()));
@@ -22,8 +29,17 @@ afterEach(async () => {
 async function setup(opts: { mode?: FakeA1111Mode; refused?: boolean; hfMode?: 'ok' | 'error500' } = {}) {
   const box: FakeA1111 = await startFakeA1111({ stepDelayMs: 5, mode: opts.mode ?? 'ok' });
   const hf = await startFakeHFEndpoint({ mode: opts.hfMode ?? 'ok' });
-  closers.push(() => box.close(), () => hf.close());
-  const gpu = createA1111Backend({ id: 'a1111', url: opts.refused ? 'http://127.0.0.1:9' : box.url, progressTimeoutMs: 500, pollIntervalMs: 50, log });
+  closers.push(
+    () => box.close(),
+    () => hf.close(),
+  );
+  const gpu = createA1111Backend({
+    id: 'a1111',
+    url: opts.refused ? 'http://127.0.0.1:9' : box.url,
+    progressTimeoutMs: 500,
+    pollIntervalMs: 50,
+    log,
+  });
   const cloud = createHuggingFaceBackend({ id: 'huggingface', token: 'hf_x', endpointUrl: hf.url, requestTimeoutMs: 2000, log });
   const chain = new BackendChain({
     backends: [gpu, cloud],
@@ -88,7 +104,10 @@ describe('the fallback chain', () => {
     const { chain, hf } = await setup({ refused: true });
     const err = await chain.run(job(), ctx(), { paidAllowed: false }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ChainError);
-    expect((err as ChainError).attempts.find((a) => a.backend === 'huggingface')).toMatchObject({ outcome: 'skipped', detail: 'budget spent' });
+    expect((err as ChainError).attempts.find((a) => a.backend === 'huggingface')).toMatchObject({
+      outcome: 'skipped',
+      detail: 'budget spent',
+    });
     expect(hf.requests).toHaveLength(0);
     // The free box was down too, so this is "try later", not a budget refusal.
     expect((err as ChainError).code).toBe('all_backends_failed');
@@ -116,12 +135,22 @@ describe('the fallback chain', () => {
     closers.push(() => replicateFake.close());
     const lines: string[] = [];
     const captured = createLogger({ level: 'info', destination: { write: (l: string) => void lines.push(l) } });
-    const replicate = createReplicateBackend({ id: 'replicate', token: 'r8_fake', baseUrl: replicateFake.url, sdxlVersion: DEFAULT_SDXL_VERSION, waitSeconds: 5, pollIntervalMs: 50, log });
+    const replicate = createReplicateBackend({
+      id: 'replicate',
+      token: 'r8_fake',
+      baseUrl: replicateFake.url,
+      sdxlVersion: DEFAULT_SDXL_VERSION,
+      waitSeconds: 5,
+      pollIntervalMs: 50,
+      log,
+    });
     const chain = new BackendChain({ backends: [replicate], log: captured, price: () => 0 });
     const upscale = async (width: number, height: number) => ({
       jobId: 'u',
       request: { ...parseImagineOptions({ prompt: 'a fox', steps: 4 }), kind: 'upscale' as const, width, height, strength: 0.3 },
-      image: await sharp({ create: { width, height, channels: 3, background: '#123456' } }).png().toBuffer(),
+      image: await sharp({ create: { width, height, channels: 3, background: '#123456' } })
+        .png()
+        .toBuffer(),
     });
 
     // 2048×1536 (3.1 MP, a 2× upscale of 1024×768) is within the chain's overall 2048² but not Replicate's image-input limit.
@@ -130,8 +159,13 @@ describe('the fallback chain', () => {
     expect(err).toBeInstanceOf(ChainError);
     expect([err.code, err.retryable]).toEqual(['unsupported', false]);
     expect(replicateFake.predictions).toHaveLength(0);
-    const skip = lines.map((l) => JSON.parse(l) as { msg: string; backend?: string; reason?: string }).find((l) => l.msg === 'backend skipped: unsupported');
-    expect(skip).toMatchObject({ backend: 'replicate', reason: `cannot make upscale at 2048×1536 (at most ${REPLICATE_IMAGE_INPUT_MAX_PIXELS} pixels)` });
+    const skip = lines
+      .map((l) => JSON.parse(l) as { msg: string; backend?: string; reason?: string })
+      .find((l) => l.msg === 'backend skipped: unsupported');
+    expect(skip).toMatchObject({
+      backend: 'replicate',
+      reason: `cannot make upscale at 2048×1536 (at most ${REPLICATE_IMAGE_INPUT_MAX_PIXELS} pixels)`,
+    });
 
     // The same kind at a size it takes goes through; txt2img keeps the larger overall limit.
     const ok = await chain.run(await upscale(1024, 768), ctx(), { paidAllowed: true });

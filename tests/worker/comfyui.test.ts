@@ -5,10 +5,10 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import type { BackendJob, BackendProgress, RunContext } from '../../worker/backends/backend.js';
-import { createComfyUIBackend, type ComfyUIOptions } from '../../worker/backends/comfyui.js';
+import { type ComfyUIOptions, createComfyUIBackend } from '../../worker/backends/comfyui.js';
 import { buildGraph } from '../../worker/backends/comfyui-graph.js';
 import { parsePreviewFrame } from '../../worker/backends/comfyui-schemas.js';
-import { startFakeComfyUI, type FakeComfyUI, type FakeComfyUIOptions } from '../fakes/comfyui.js';
+import { type FakeComfyUI, type FakeComfyUIOptions, startFakeComfyUI } from '../fakes/comfyui.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeComfyUI;
@@ -43,13 +43,27 @@ function request(over: Partial<GenerationRequest> = {}): GenerationRequest {
   };
 }
 
-const job = (over: Partial<GenerationRequest> = {}, extra: Partial<BackendJob> = {}): BackendJob => ({ jobId: 'job-1', request: request(over), ...extra });
+const job = (over: Partial<GenerationRequest> = {}, extra: Partial<BackendJob> = {}): BackendJob => ({
+  jobId: 'job-1',
+  request: request(over),
+  ...extra,
+});
 
 function backend(over: Partial<ComfyUIOptions> = {}) {
-  return createComfyUIBackend({ id: 'comfyui', url: fake.url, checkpoint: 'sd_xl_base_1.0.safetensors', progressTimeoutMs: 500, log, ...over });
+  return createComfyUIBackend({
+    id: 'comfyui',
+    url: fake.url,
+    checkpoint: 'sd_xl_base_1.0.safetensors',
+    progressTimeoutMs: 500,
+    log,
+    ...over,
+  });
 }
 
-function ctx(signal = new AbortController().signal, onProgress?: (p: BackendProgress) => void): RunContext & { progress: BackendProgress[] } {
+function ctx(
+  signal = new AbortController().signal,
+  onProgress?: (p: BackendProgress) => void,
+): RunContext & { progress: BackendProgress[] } {
   const progress: BackendProgress[] = [];
   return {
     signal,
@@ -86,7 +100,11 @@ const png = (width: number, height: number, value: number) =>
 /** Queues a prompt the way the ComfyUI web page would (another client sharing the server). */
 async function foreignPrompt(steps: number): Promise<string> {
   const graph = buildGraph(request({ steps, count: 1, seed: 99 }), 'sd_xl_base_1.0.safetensors');
-  const res = await fetch(`${fake.url}/api/prompt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: graph, client_id: 'web-ui' }) });
+  const res = await fetch(`${fake.url}/api/prompt`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: graph, client_id: 'web-ui' }),
+  });
   return ((await res.json()) as { prompt_id: string }).prompt_id;
 }
 
@@ -124,8 +142,16 @@ test('the posted graph is the SDXL API graph carrying every request field', asyn
     '3': {
       class_type: 'KSampler',
       inputs: {
-        model: ['4', 0], positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0],
-        seed: 77, steps: 4, cfg: 5, sampler_name: 'dpmpp_2m', scheduler: 'karras', denoise: 1,
+        model: ['4', 0],
+        positive: ['6', 0],
+        negative: ['7', 0],
+        latent_image: ['5', 0],
+        seed: 77,
+        steps: 4,
+        cfg: 5,
+        sampler_name: 'dpmpp_2m',
+        scheduler: 'karras',
+        denoise: 1,
       },
     },
     '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
@@ -155,7 +181,11 @@ test('a repeated identical job is served from ComfyUI cache and still returns it
   const second = await b.generate(job({ count: 1 }), c);
   expect(second.images[0]!.equals(first.images[0]!)).toBe(true);
   expect(c.progress).toEqual([]);
-  expect(fake.history(fake.prompts[1]!.promptId)).toMatchObject({ status: { messages: expect.arrayContaining([['execution_cached', expect.objectContaining({ nodes: ['4', '6', '7', '5', '3', '8', '9'] })]]) } });
+  expect(fake.history(fake.prompts[1]!.promptId)).toMatchObject({
+    status: {
+      messages: expect.arrayContaining([['execution_cached', expect.objectContaining({ nodes: ['4', '6', '7', '5', '3', '8', '9'] })]]),
+    },
+  });
 });
 
 test('inpaint uploads image and mask; the graph loads them and uses denoise = strength', async () => {
@@ -219,7 +249,10 @@ test('img2img uploads only the image; the graph encodes it and samples with deno
 test('upscale is an img2img pass at the target size: the uploaded image is the resized one, not the source', async () => {
   const source = await png(64, 48, 90);
   const image = await png(128, 96, 90);
-  const out = await backend().generate(job({ kind: 'upscale', width: 128, height: 96, count: 1, strength: 0.3 }, { image, source: { image: source, width: 64, height: 48 } }), ctx());
+  const out = await backend().generate(
+    job({ kind: 'upscale', width: 128, height: 96, count: 1, strength: 0.3 }, { image, source: { image: source, width: 64, height: 48 } }),
+    ctx(),
+  );
   expect(out.images).toHaveLength(1);
   expect(await sharp(out.images[0]!).metadata()).toMatchObject({ format: 'png', width: 128, height: 96 });
   expect(fake.uploads).toHaveLength(1);
@@ -297,7 +330,12 @@ test('cancelling a running prompt interrupts exactly that prompt and rejects wit
   const ac = new AbortController();
   const b = backend();
   const t0 = Date.now();
-  const err = await failure(b.generate(job({ steps: 50 }), ctx(ac.signal, () => ac.abort())));
+  const err = await failure(
+    b.generate(
+      job({ steps: 50 }),
+      ctx(ac.signal, () => ac.abort()),
+    ),
+  );
   expect(Date.now() - t0).toBeLessThan(900);
   expect([err.kind, err.retryable]).toEqual(['cancelled', false]);
   const id = fake.prompts[0]!.promptId;
@@ -402,17 +440,28 @@ test('preview frames: type 1 and type 4 carry the image, other types are skipped
 
 test('the fake answers like ComfyUI: unknown node, no outputs, unknown history, duplicate upload names', async () => {
   const post = async (body: unknown) => {
-    const res = await fetch(`${fake.url}/prompt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetch(`${fake.url}/prompt`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     return [res.status, await res.json()] as const;
   };
   expect(await post({ prompt: { '1': { class_type: 'Upscaler9000', inputs: {} } } })).toEqual([
     400,
     {
-      error: { type: 'missing_node_type', message: "Node 'Upscaler9000' not found. The custom node may not be installed.", details: "Node ID '#1'", extra_info: { node_id: '1', class_type: 'Upscaler9000', node_title: 'Upscaler9000' } },
+      error: {
+        type: 'missing_node_type',
+        message: "Node 'Upscaler9000' not found. The custom node may not be installed.",
+        details: "Node ID '#1'",
+        extra_info: { node_id: '1', class_type: 'Upscaler9000', node_title: 'Upscaler9000' },
+      },
       node_errors: {},
     },
   ]);
-  expect((await post({ prompt: { '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'x' } } } }))[1]).toMatchObject({ error: { type: 'prompt_no_outputs' } });
+  expect((await post({ prompt: { '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'x' } } } }))[1]).toMatchObject({
+    error: { type: 'prompt_no_outputs' },
+  });
   expect(await (await fetch(`${fake.url}/api/history/nope`)).json()).toEqual({});
   expect((await fetch(`${fake.url}/view?filename=nope.png&type=output`)).status).toBe(404);
   const upload = async (bytes: Buffer) => {
@@ -425,5 +474,7 @@ test('the fake answers like ComfyUI: unknown node, no outputs, unknown history, 
   expect((await upload(a)).name).toBe('a.png');
   expect((await upload(await png(8, 8, 2))).name).toBe('a (1).png');
   const res = await fetch(`${fake.url}/object_info/CheckpointLoaderSimple`);
-  expect(await res.json()).toMatchObject({ CheckpointLoaderSimple: { input: { required: { ckpt_name: [['sd_xl_base_1.0.safetensors'], {}] } }, output: ['MODEL', 'CLIP', 'VAE'] } });
+  expect(await res.json()).toMatchObject({
+    CheckpointLoaderSimple: { input: { required: { ckpt_name: [['sd_xl_base_1.0.safetensors'], {}] } }, output: ['MODEL', 'CLIP', 'VAE'] },
+  });
 });

@@ -5,7 +5,7 @@ import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import type { RunContext } from '../../worker/backends/backend.js';
 import { createHuggingFaceBackend, type HuggingFaceBackendOptions } from '../../worker/backends/huggingface.js';
-import { startFakeHFEndpoint, type FakeHFEndpoint } from '../fakes/huggingface.js';
+import { type FakeHFEndpoint, startFakeHFEndpoint } from '../fakes/huggingface.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeHFEndpoint;
@@ -126,8 +126,12 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     const b = backend({ inpaint: true });
     expect(b.capabilities.kinds).toEqual(['txt2img', 'inpaint', 'img2img', 'upscale']);
 
-    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#224466' } }).png().toBuffer();
-    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#224466' } })
+      .png()
+      .toBuffer();
+    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } })
+      .png()
+      .toBuffer();
     const out = await b.generate({ jobId: 'j8', request: request({ kind: 'inpaint', count: 1, strength: 0.55 }), image, mask }, ctx());
 
     expect(out.images).toHaveLength(1);
@@ -138,15 +142,36 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
 
   it('img2img and upscale send image-to-image with the image and strength, and no mask_image', async () => {
     const b = backend({ inpaint: true });
-    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#446622' } }).png().toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#446622' } })
+      .png()
+      .toBuffer();
     const out = await b.generate({ jobId: 'j9', request: request({ kind: 'img2img', count: 1, strength: 0.6 }), image }, ctx());
     expect(out.images).toHaveLength(1);
     const body = fake.requests[0]?.body;
     expect(body.inputs).toBe(image.toString('base64'));
-    expect(body.parameters).toEqual({ prompt: 'a fox in the snow', negative_prompt: 'lowres', width: 512, height: 384, num_inference_steps: 30, guidance_scale: 6.5, seed: 42, strength: 0.6 });
+    expect(body.parameters).toEqual({
+      prompt: 'a fox in the snow',
+      negative_prompt: 'lowres',
+      width: 512,
+      height: 384,
+      num_inference_steps: 30,
+      guidance_scale: 6.5,
+      seed: 42,
+      strength: 0.6,
+    });
 
-    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#446622' } }).png().toBuffer();
-    const up = await b.generate({ jobId: 'j10', request: request({ kind: 'upscale', count: 1, strength: 0.3 }), image, source: { image: source, width: 256, height: 192 } }, ctx());
+    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#446622' } })
+      .png()
+      .toBuffer();
+    const up = await b.generate(
+      {
+        jobId: 'j10',
+        request: request({ kind: 'upscale', count: 1, strength: 0.3 }),
+        image,
+        source: { image: source, width: 256, height: 192 },
+      },
+      ctx(),
+    );
     expect(await sharp(up.images[0]!).metadata()).toMatchObject({ format: 'png', width: 512, height: 384 });
     expect(fake.requests[1]?.body.inputs).toBe(image.toString('base64'));
     expect(fake.requests[1]?.body.parameters).toMatchObject({ strength: 0.3, width: 512, height: 384 });

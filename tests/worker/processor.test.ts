@@ -1,8 +1,8 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { afterAll, afterEach } from 'vitest';
-import { parseImagineOptions, type GenerationRequest, type JobPayload, type JobResult } from '../../core/generation.js';
+import { type GenerationRequest, type JobPayload, type JobResult, parseImagineOptions } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import { ResultStore } from '../../core/io/results.js';
 import { createA1111Backend } from '../../worker/backends/a1111.js';
@@ -16,7 +16,7 @@ import { bombPng } from '../fixtures/png.js';
 import { describe, expect, test } from '../setup/fixtures.js';
 
 const log = createLogger({ level: 'silent' });
-const redis = new Redis(process.env['TEST_REDIS_URL'] || 'redis://127.0.0.1:6379');
+const redis = new Redis(process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379');
 afterAll(() => redis.quit());
 let closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -25,13 +25,22 @@ afterEach(async () => {
 });
 
 function fakeJob(payload: JobPayload): Job<JobPayload, JobResult> {
-  return { id: payload.jobId, data: payload, attemptsMade: 0, opts: { attempts: 3 }, updateProgress: async () => undefined } as unknown as Job<JobPayload, JobResult>;
+  return {
+    id: payload.jobId,
+    data: payload,
+    attemptsMade: 0,
+    opts: { attempts: 3 },
+    updateProgress: async () => undefined,
+  } as unknown as Job<JobPayload, JobResult>;
 }
 
 async function comfy() {
   const fake = await startFakeComfyUI({ stepDelayMs: 2 });
   closers.push(() => fake.close());
-  return { fake, backend: createComfyUIBackend({ id: 'comfyui', url: fake.url, checkpoint: 'sd_xl_base_1.0.safetensors', progressTimeoutMs: 2000, log }) };
+  return {
+    fake,
+    backend: createComfyUIBackend({ id: 'comfyui', url: fake.url, checkpoint: 'sd_xl_base_1.0.safetensors', progressTimeoutMs: 2000, log }),
+  };
 }
 
 async function a1111() {
@@ -67,7 +76,9 @@ const picture = (width: number, height: number) =>
     .toBuffer();
 
 describe('processor: img2img and upscale inputs', () => {
-  test('an upscale on a chain without an upscaler is an img2img pass from the source resized to exactly the target size', async ({ redisPrefix }) => {
+  test('an upscale on a chain without an upscaler is an img2img pass from the source resized to exactly the target size', async ({
+    redisPrefix,
+  }) => {
     const { fake, backend } = await comfy();
     // 63×47 WebP to 128×96: not an exact 2×, so only a resize to the target gives the pass its size.
     const s = await setup(redisPrefix, backend, 'upscale', [128, 96], await picture(63, 47));
@@ -93,7 +104,9 @@ describe('processor: img2img and upscale inputs', () => {
     expect(result).toMatchObject({ backend: 'a1111', width: 128, height: 96 });
     expect(await sharp((await s.results.get(result.imageKeys[0]!))!).metadata()).toMatchObject({ format: 'png', width: 128, height: 96 });
     const extras = fake.requests.filter((r) => r.path === '/sdapi/v1/extra-single-image');
-    expect(extras.map((r) => r.json)).toEqual([{ image: source.toString('base64'), resize_mode: 0, upscaling_resize: 2, upscaler_1: 'R-ESRGAN 4x+' }]);
+    expect(extras.map((r) => r.json)).toEqual([
+      { image: source.toString('base64'), resize_mode: 0, upscaling_resize: 2, upscaler_1: 'R-ESRGAN 4x+' },
+    ]);
     expect(fake.jobs).toEqual([]);
   });
 
@@ -108,7 +121,9 @@ describe('processor: img2img and upscale inputs', () => {
     expect(fake.requests).toEqual([]);
   });
 
-  test('a source that claims more pixels than allowed is refused before decoding; bytes that are no image are refused too', async ({ redisPrefix }) => {
+  test('a source that claims more pixels than allowed is refused before decoding; bytes that are no image are refused too', async ({
+    redisPrefix,
+  }) => {
     const { fake, backend } = await comfy();
     const bomb = await setup(redisPrefix, backend, 'img2img', [64, 48], bombPng(20_000));
     await expect(bomb.run()).rejects.toBeInstanceOf(UnrecoverableError);

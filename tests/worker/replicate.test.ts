@@ -4,8 +4,8 @@ import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import type { BackendProgress, RunContext } from '../../worker/backends/backend.js';
-import { DEFAULT_SDXL_VERSION, createReplicateBackend, type ReplicateBackendOptions } from '../../worker/backends/replicate.js';
-import { startFakeReplicate, type FakeReplicate } from '../fakes/replicate.js';
+import { createReplicateBackend, DEFAULT_SDXL_VERSION, type ReplicateBackendOptions } from '../../worker/backends/replicate.js';
+import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeReplicate;
@@ -111,7 +111,14 @@ describe('Replicate backend against the fake API', () => {
     const [create] = creates();
     expect(create?.path).toBe('/v1/models/black-forest-labs/flux-schnell/predictions');
     expect(create?.body).toEqual({
-      input: { prompt: 'a lighthouse at dusk', aspect_ratio: '16:9', num_outputs: 1, seed: 42, output_format: 'png', num_inference_steps: 4 },
+      input: {
+        prompt: 'a lighthouse at dusk',
+        aspect_ratio: '16:9',
+        num_outputs: 1,
+        seed: 42,
+        output_format: 'png',
+        num_inference_steps: 4,
+      },
     });
     const meta = await sharp(out.images[0]).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 1024, 576]);
@@ -119,8 +126,12 @@ describe('Replicate backend against the fake API', () => {
   });
 
   it('sends inpaint to sdxl (even for a flux preset) with image and mask as PNG data URIs', async () => {
-    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } }).png().toBuffer();
-    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } }).png().toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
+    const mask = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#ffffff' } })
+      .png()
+      .toBuffer();
     const r = request({ kind: 'inpaint', replicateModel: 'flux-schnell', strength: 0.6, count: 1 });
     const out = await backend().generate({ jobId: 'j3', request: r, image, mask }, ctx());
 
@@ -133,14 +144,21 @@ describe('Replicate backend against the fake API', () => {
   });
 
   it('sends img2img to sdxl (even for a flux preset) with the image and prompt_strength and no mask', async () => {
-    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#996633' } }).png().toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#996633' } })
+      .png()
+      .toBuffer();
     const r = request({ kind: 'img2img', replicateModel: 'flux-schnell', strength: 0.6, count: 1 });
     const out = await backend().generate({ jobId: 'j3b', request: r, image }, ctx());
 
     const [create] = creates();
     expect(create?.path).toBe('/v1/predictions');
     expect(create?.body.version).toBe(DEFAULT_SDXL_VERSION);
-    expect(create?.body.input).toMatchObject({ image: `data:image/png;base64,${image.toString('base64')}`, prompt_strength: 0.6, num_outputs: 1, seed: 42 });
+    expect(create?.body.input).toMatchObject({
+      image: `data:image/png;base64,${image.toString('base64')}`,
+      prompt_strength: 0.6,
+      num_outputs: 1,
+      seed: 42,
+    });
     expect(create?.body.input).not.toHaveProperty('mask');
     const meta = await sharp(out.images[0]).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 512, 384]);
@@ -151,8 +169,12 @@ describe('Replicate backend against the fake API', () => {
   });
 
   it('upscales by an img2img pass at the target size: sdxl keeps the input size, so the resized image is what is sent', async () => {
-    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#336699' } }).png().toBuffer();
-    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } }).png().toBuffer();
+    const source = await sharp({ create: { width: 256, height: 192, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
+    const image = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#336699' } })
+      .png()
+      .toBuffer();
     const r = request({ kind: 'upscale', strength: 0.3, count: 1 });
     const out = await backend().generate({ jobId: 'j3d', request: r, image, source: { image: source, width: 256, height: 192 } }, ctx());
 

@@ -1,8 +1,8 @@
+import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import sharp from 'sharp';
-import type { Job } from 'bullmq';
 import { afterAll, describe, expect, test } from 'vitest';
-import { parseImagineOptions, type JobPayload, type JobResult } from '../../core/generation.js';
+import { type JobPayload, type JobResult, parseImagineOptions } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
 import { ResultStore } from '../../core/io/results.js';
 import { createA1111Backend } from '../../worker/backends/a1111.js';
@@ -21,7 +21,13 @@ afterAll(async () => {
 });
 
 function fakeJob(payload: JobPayload): Job<JobPayload, JobResult> {
-  return { id: payload.jobId, data: payload, attemptsMade: 0, opts: { attempts: 3 }, updateProgress: async () => undefined } as unknown as Job<JobPayload, JobResult>;
+  return {
+    id: payload.jobId,
+    data: payload,
+    attemptsMade: 0,
+    opts: { attempts: 3 },
+    updateProgress: async () => undefined,
+  } as unknown as Job<JobPayload, JobResult>;
 }
 
 describe('output safety', () => {
@@ -49,7 +55,11 @@ describe('output safety', () => {
   ])('a flagged image when nsfwAllowed=%s is %s', async (nsfwAllowed) => {
     const box = await startFakeA1111();
     try {
-      const chain = new BackendChain({ backends: [createA1111Backend({ id: 'a1111', url: box.url, progressTimeoutMs: 2000, log })], log, price: () => 0 });
+      const chain = new BackendChain({
+        backends: [createA1111Backend({ id: 'a1111', url: box.url, progressTimeoutMs: 2000, log })],
+        log,
+        price: () => 0,
+      });
       const results = new ResultStore(redis, prefix, 60);
       const process = createProcessor({ chain, results, log, classifier: async () => fixedClassifier(0.99), nsfwThreshold: 0.7 });
       const jobId = crypto.randomUUID();

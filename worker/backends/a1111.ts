@@ -2,21 +2,21 @@ import sharp from 'sharp';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass, passStrength } from './backend.js';
 import {
+  type A1111ExtrasBody,
   commonBody,
   decodeBase64Image,
   generationInfoSchema,
   generationResponseSchema,
   img2imgBody,
   inpaintBody,
-  type A1111ExtrasBody,
   progressSchema,
   sdModelsSchema,
   upscaleResponseSchema,
 } from './a1111-schemas.js';
-import { FifoLock, basicAuthHeader, createJsonClient, type JsonClient } from './http.js';
+import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { healthReporter, isImagePass, passStrength } from './backend.js';
+import { basicAuthHeader, createJsonClient, FifoLock, type JsonClient } from './http.js';
 
 /** Settings for one AUTOMATIC1111 / Forge / SD.Next box. */
 export interface A1111Options {
@@ -303,7 +303,8 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     } catch (err) {
       // Our request timed out while the box may still be working on it.
       if (err instanceof BackendError && err.kind === 'timeout' && !abandon.signal.aborted) interrupt();
-      if (err instanceof BackendError && err.kind !== 'cancelled') log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'generation failed');
+      if (err instanceof BackendError && err.kind !== 'cancelled')
+        log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'generation failed');
       throw err;
     } finally {
       stopWatch.abort();
@@ -318,16 +319,21 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
    */
   async function extras(png: Buffer, factor: number, name: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<Buffer> {
     const body: A1111ExtrasBody = { image: png.toString('base64'), resize_mode: 0, upscaling_resize: factor, upscaler_1: name };
-    let res;
+    let res: { image: string };
     try {
       res = await client.json('/sdapi/v1/extra-single-image', upscaleResponseSchema, { body, signal, timeoutMs });
     } catch (err) {
       if (err instanceof BackendError && err.status === 500 && /could not find upscaler/i.test(err.message)) {
-        throw new BackendError(o.id, 'rejected', `the box has no upscaler named "${name}"; set A1111_UPSCALER to one it lists at /sdapi/v1/upscalers`, {
-          status: 500,
-          retryable: false,
-          cause: err,
-        });
+        throw new BackendError(
+          o.id,
+          'rejected',
+          `the box has no upscaler named "${name}"; set A1111_UPSCALER to one it lists at /sdapi/v1/upscalers`,
+          {
+            status: 500,
+            retryable: false,
+            cause: err,
+          },
+        );
       }
       throw err;
     }
@@ -371,7 +377,8 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1 };
     } catch (err) {
       if (err instanceof BackendError && err.kind === 'timeout') interrupt();
-      if (err instanceof BackendError && err.kind !== 'cancelled') log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'upscale failed');
+      if (err instanceof BackendError && err.kind !== 'cancelled')
+        log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'upscale failed');
       throw err;
     } finally {
       ctx.signal.removeEventListener('abort', onCancel);

@@ -1,13 +1,13 @@
 import {
   BrokenCircuitError,
+  type CircuitBreakerPolicy,
   CircuitState,
   ConsecutiveBreaker,
-  ExponentialBackoff,
   circuitBreaker,
+  ExponentialBackoff,
   handleWhen,
-  retry,
-  type CircuitBreakerPolicy,
   type RetryPolicy,
+  retry,
 } from 'cockatiel';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';

@@ -2,6 +2,8 @@ import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 import type { ComfyGraph } from './comfyui-graph.js';
 import {
+  type ComfyHistoryEntry,
+  type ComfyImageRef,
   checkpointInfoSchema,
   describePromptError,
   historySchema,
@@ -11,8 +13,6 @@ import {
   safeJson,
   systemStatsSchema,
   uploadResponseSchema,
-  type ComfyHistoryEntry,
-  type ComfyImageRef,
 } from './comfyui-schemas.js';
 import { describeZodError, mapFetchError, mapHttpStatus } from './http.js';
 
@@ -60,16 +60,24 @@ export function createComfyClient(backend: string, baseUrl: string) {
   }
 
   function ok(r: Reply): Reply {
-    if (r.status < 200 || r.status > 299) throw mapHttpStatus(backend, r.status, r.body.toString('utf8'), { retryAfter: r.retryAfter, what: r.what });
+    if (r.status < 200 || r.status > 299)
+      throw mapHttpStatus(backend, r.status, r.body.toString('utf8'), { retryAfter: r.retryAfter, what: r.what });
     return r;
   }
 
   function parse<T>(r: Reply, schema: z.ZodType<T>): T {
     const json = safeJson(r.body.toString('utf8'));
-    if (json === undefined) throw new BackendError(backend, 'bad-response', `${r.what}: HTTP ${r.status} with a body that is not JSON`, { status: r.status, retryable: true });
+    if (json === undefined)
+      throw new BackendError(backend, 'bad-response', `${r.what}: HTTP ${r.status} with a body that is not JSON`, {
+        status: r.status,
+        retryable: true,
+      });
     const parsed = schema.safeParse(json);
     if (!parsed.success) {
-      throw new BackendError(backend, 'bad-response', `${r.what}: unexpected response (${describeZodError(parsed.error)})`, { retryable: true, cause: parsed.error });
+      throw new BackendError(backend, 'bad-response', `${r.what}: unexpected response (${describeZodError(parsed.error)})`, {
+        retryable: true,
+        cause: parsed.error,
+      });
     }
     return parsed.data;
   }
@@ -81,7 +89,10 @@ export function createComfyClient(backend: string, baseUrl: string) {
       if (r.status === 400) {
         const parsed = promptErrorSchema.safeParse(safeJson(r.body.toString('utf8')));
         if (parsed.success) {
-          throw new BackendError(backend, 'rejected', `prompt refused: ${describePromptError(parsed.data)}`, { status: 400, retryable: false });
+          throw new BackendError(backend, 'rejected', `prompt refused: ${describePromptError(parsed.data)}`, {
+            status: 400,
+            retryable: false,
+          });
         }
       }
       const body = parse(ok(r), promptResponseSchema);
@@ -133,7 +144,10 @@ export function createComfyClient(backend: string, baseUrl: string) {
 
     /** Checkpoint files the server can load. */
     async checkpoints(signal: AbortSignal | undefined, timeoutMs: number): Promise<string[]> {
-      const body = parse(ok(await send('/object_info/CheckpointLoaderSimple', { ...(signal ? { signal } : {}), timeoutMs })), checkpointInfoSchema);
+      const body = parse(
+        ok(await send('/object_info/CheckpointLoaderSimple', { ...(signal ? { signal } : {}), timeoutMs })),
+        checkpointInfoSchema,
+      );
       return body.CheckpointLoaderSimple.input.required.ckpt_name[0];
     },
   };

@@ -35,7 +35,14 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     '8': { class_type: 'VAEDecode', inputs: { samples: [SAMPLER_NODE, 0], vae: ['4', 2] } },
     [SAVE_NODE]: { class_type: 'SaveImage', inputs: { images: ['8', 0], filename_prefix: FILENAME_PREFIX } },
   };
-  const sampler = { model: ['4', 0], seed: r.seed, steps: r.steps, cfg: r.guidance, sampler_name: COMFY_SAMPLER, scheduler: COMFY_SCHEDULER };
+  const sampler = {
+    model: ['4', 0],
+    seed: r.seed,
+    steps: r.steps,
+    cfg: r.guidance,
+    sampler_name: COMFY_SAMPLER,
+    scheduler: COMFY_SCHEDULER,
+  };
   if (r.kind === 'inpaint') {
     if (!uploaded?.mask) throw new Error('an inpaint graph needs the uploaded image and mask');
     g['10'] = { class_type: 'LoadImage', inputs: { image: uploaded.image } };
@@ -68,7 +75,10 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     };
   } else {
     g['5'] = { class_type: 'EmptyLatentImage', inputs: { width: r.width, height: r.height, batch_size: r.count } };
-    g[SAMPLER_NODE] = { class_type: 'KSampler', inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0], denoise: 1 } };
+    g[SAMPLER_NODE] = {
+      class_type: 'KSampler',
+      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: ['5', 0], denoise: 1 },
+    };
   }
   return g;
 }

@@ -25,11 +25,17 @@ export function describePromptError(body: z.infer<typeof promptErrorSchema>): st
   const e = body.error;
   const head = typeof e === 'string' ? e : [e.type, e.message, e.details].filter(Boolean).join(': ');
   const nodes = Array.isArray(body.node_errors) ? [] : Object.entries(body.node_errors ?? {});
-  const lines = nodes.flatMap(([id, n]) => n.errors.map((x) => `node ${id} (${n.class_type ?? '?'}): ${x.type}: ${x.details ?? x.message}`));
+  const lines = nodes.flatMap(([id, n]) =>
+    n.errors.map((x) => `node ${id} (${n.class_type ?? '?'}): ${x.type}: ${x.details ?? x.message}`),
+  );
   return [head, ...lines].join('; ').replace(/\s+/g, ' ').slice(0, 500);
 }
 
-export const imageRefSchema = z.object({ filename: z.string().min(1), subfolder: z.string().default(''), type: z.string().default('output') });
+export const imageRefSchema = z.object({
+  filename: z.string().min(1),
+  subfolder: z.string().default(''),
+  type: z.string().default('output'),
+});
 export type ComfyImageRef = z.infer<typeof imageRefSchema>;
 
 const historyMessageSchema = z.tuple([z.string(), z.unknown()]).rest(z.unknown());
@@ -38,7 +44,10 @@ const historyMessageSchema = z.tuple([z.string(), z.unknown()]).rest(z.unknown()
 export const historyEntrySchema = z
   .object({
     outputs: z.record(z.string(), z.object({ images: z.array(imageRefSchema).optional() }).loose()),
-    status: z.object({ status_str: z.string(), completed: z.boolean(), messages: z.array(historyMessageSchema).optional() }).loose().optional(),
+    status: z
+      .object({ status_str: z.string(), completed: z.boolean(), messages: z.array(historyMessageSchema).optional() })
+      .loose()
+      .optional(),
   })
   .loose();
 /** `GET /history/{id}`: `{}` until the prompt is done. */
@@ -46,7 +55,9 @@ export const historySchema = z.record(z.string(), historyEntrySchema);
 export type ComfyHistoryEntry = z.infer<typeof historyEntrySchema>;
 
 /** `POST /upload/image`. */
-export const uploadResponseSchema = z.object({ name: z.string().min(1), subfolder: z.string().default(''), type: z.string().optional() }).loose();
+export const uploadResponseSchema = z
+  .object({ name: z.string().min(1), subfolder: z.string().default(''), type: z.string().optional() })
+  .loose();
 
 /** `GET /queue`: entries are `[number, prompt_id, graph, extra_data, outputs]`. */
 export const queueSchema = z.object({
@@ -57,7 +68,11 @@ export const queueSchema = z.object({
 /** `GET /system_stats`. */
 export const systemStatsSchema = z.object({
   system: z.object({ comfyui_version: z.string().optional() }).loose(),
-  devices: z.array(z.object({ name: z.string(), type: z.string().optional(), vram_total: z.number().optional(), vram_free: z.number().optional() }).loose()),
+  devices: z.array(
+    z
+      .object({ name: z.string(), type: z.string().optional(), vram_total: z.number().optional(), vram_free: z.number().optional() })
+      .loose(),
+  ),
 });
 
 /** `GET /object_info/CheckpointLoaderSimple`: the first element of ckpt_name's spec lists the files. */
@@ -80,7 +95,13 @@ export const wsDataSchemas = {
   executed: z.object({ ...promptScoped, node: z.string(), output: z.record(z.string(), z.unknown()).nullable() }).loose(),
   execution_success: z.object(promptScoped).loose(),
   execution_error: z
-    .object({ ...promptScoped, node_id: z.string().optional(), node_type: z.string().optional(), exception_message: z.string().optional(), exception_type: z.string().optional() })
+    .object({
+      ...promptScoped,
+      node_id: z.string().optional(),
+      node_type: z.string().optional(),
+      exception_message: z.string().optional(),
+      exception_type: z.string().optional(),
+    })
     .loose(),
   execution_interrupted: z.object({ ...promptScoped, node_id: z.string().optional(), node_type: z.string().optional() }).loose(),
 } as const;
@@ -97,7 +118,10 @@ export function parsePreviewFrame(buf: Buffer): { image: Buffer; promptId?: stri
   if (type !== 4) return null;
   const len = buf.readUInt32BE(4);
   if (8 + len >= buf.length) return null;
-  const meta = z.object({ prompt_id: z.string().optional() }).loose().safeParse(safeJson(buf.subarray(8, 8 + len).toString('utf8')));
+  const meta = z
+    .object({ prompt_id: z.string().optional() })
+    .loose()
+    .safeParse(safeJson(buf.subarray(8, 8 + len).toString('utf8')));
   const promptId = meta.success ? meta.data.prompt_id : undefined;
   return { image: buf.subarray(8 + len), ...(promptId ? { promptId } : {}) };
 }

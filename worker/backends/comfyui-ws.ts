@@ -1,9 +1,12 @@
 import WebSocket from 'ws';
 import { BackendError } from '../../core/errors.js';
-import { parsePreviewFrame, safeJson, wsDataSchemas, wsEnvelopeSchema, type ComfyWsType } from './comfyui-schemas.js';
+import { type ComfyWsType, parsePreviewFrame, safeJson, wsDataSchemas, wsEnvelopeSchema } from './comfyui-schemas.js';
 import { describeZodError, mapFetchError } from './http.js';
 
-type SocketEvent = { kind: 'json'; type: string; data: Record<string, unknown> } | { kind: 'binary'; buf: Buffer } | { kind: 'closed'; code: number };
+type SocketEvent =
+  | { kind: 'json'; type: string; data: Record<string, unknown> }
+  | { kind: 'binary'; buf: Buffer }
+  | { kind: 'closed'; code: number };
 
 /** Where a prompt is on the server, as GET /queue says. */
 export type QueueState = 'pending' | 'running' | 'gone';
@@ -49,7 +52,12 @@ export class ComfySocket {
   }
 
   /** Connects to `<base>/ws?clientId=…`; refused/reset → 'unavailable', abort → 'cancelled'. */
-  static open(backend: string, baseUrl: string, clientId: string, o: { signal: AbortSignal; handshakeTimeoutMs: number }): Promise<ComfySocket> {
+  static open(
+    backend: string,
+    baseUrl: string,
+    clientId: string,
+    o: { signal: AbortSignal; handshakeTimeoutMs: number },
+  ): Promise<ComfySocket> {
     const url = new URL(`${baseUrl.replace(/\/+$/, '')}/ws`);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     url.searchParams.set('clientId', clientId);
@@ -120,7 +128,8 @@ export class ComfySocket {
 
       const handle = (e: SocketEvent) => {
         if (settled) return;
-        if (e.kind === 'closed') return settle(new BackendError(backend, 'unavailable', `websocket closed (code ${e.code}) before our prompt finished`), false);
+        if (e.kind === 'closed')
+          return settle(new BackendError(backend, 'unavailable', `websocket closed (code ${e.code}) before our prompt finished`), false);
         if (e.kind === 'binary') {
           const preview = parsePreviewFrame(e.buf);
           if (!preview || !this.started || (preview.promptId !== undefined && preview.promptId !== o.promptId)) return;
@@ -131,7 +140,8 @@ export class ComfySocket {
         if (!(e.type in wsDataSchemas)) return;
         const type = e.type as ComfyWsType;
         const parsed = wsDataSchemas[type].safeParse(e.data);
-        if (!parsed.success) return settle(new BackendError(backend, 'bad-response', `malformed ${type} message (${describeZodError(parsed.error)})`), false);
+        if (!parsed.success)
+          return settle(new BackendError(backend, 'bad-response', `malformed ${type} message (${describeZodError(parsed.error)})`), false);
         const d = parsed.data as { prompt_id?: string } & Record<string, unknown>;
         if (d.prompt_id !== undefined && d.prompt_id !== o.promptId) return;
         // Unscoped progress is broadcast for prompts without a client; only trust it once ours runs.
@@ -154,10 +164,14 @@ export class ComfySocket {
           case 'execution_error': {
             const x = parsed.data as { node_id?: string; node_type?: string; exception_type?: string; exception_message?: string };
             const msg = `${x.exception_type ?? 'error'}: ${(x.exception_message ?? '').split('\n')[0]}`.slice(0, 300);
-            return settle(new BackendError(backend, 'unavailable', `execution error in node ${x.node_id ?? '?'} (${x.node_type ?? '?'}): ${msg}`));
+            return settle(
+              new BackendError(backend, 'unavailable', `execution error in node ${x.node_id ?? '?'} (${x.node_type ?? '?'}): ${msg}`),
+            );
           }
           case 'execution_interrupted':
-            return settle(new BackendError(backend, 'bad-response', 'our prompt was interrupted on the server by someone else', { retryable: true }));
+            return settle(
+              new BackendError(backend, 'bad-response', 'our prompt was interrupted on the server by someone else', { retryable: true }),
+            );
           default:
             return;
         }

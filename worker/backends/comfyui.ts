@@ -5,7 +5,7 @@ import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
 import { healthReporter, isImagePass } from './backend.js';
-import { createComfyClient, type ComfyClient } from './comfyui-client.js';
+import { type ComfyClient, createComfyClient } from './comfyui-client.js';
 import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
 import type { ComfyHistoryEntry } from './comfyui-schemas.js';
 import { ComfySocket } from './comfyui-ws.js';
@@ -119,7 +119,8 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
           .catch((err: unknown) => {
             throw badResponse(`image ${i + 1} does not decode`, err);
           });
-        if (meta.width !== r.width || meta.height !== r.height) throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
+        if (meta.width !== r.width || meta.height !== r.height)
+          throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
         return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
       }),
     );
@@ -128,8 +129,10 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
   /** Checks a job's input images before anything is sent, so a malformed job costs no socket. */
   function checkInputs(job: BackendJob): void {
     const { kind } = job.request;
-    if (kind === 'inpaint' && (!job.image || !job.mask)) throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
-    if (isImagePass(kind) && !job.image) throw new BackendError(o.id, 'rejected', `${kind} job without its input image`, { retryable: false });
+    if (kind === 'inpaint' && (!job.image || !job.mask))
+      throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+    if (isImagePass(kind) && !job.image)
+      throw new BackendError(o.id, 'rejected', `${kind} job without its input image`, { retryable: false });
   }
 
   /** Uploads the job's input image (and inpaint mask) under fresh names; undefined for txt2img. */
@@ -150,20 +153,29 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     const abandon = new AbortController();
     const onCancel = () => abandon.abort(cancelled('cancelled during generation'));
     ctx.signal.addEventListener('abort', onCancel, { once: true });
-    const deadline = setTimeout(() => abandon.abort(new BackendError(o.id, 'timeout', `no result after ${requestTimeoutMs} ms`)), requestTimeoutMs);
+    const deadline = setTimeout(
+      () => abandon.abort(new BackendError(o.id, 'timeout', `no result after ${requestTimeoutMs} ms`)),
+      requestTimeoutMs,
+    );
     let socket: ComfySocket | undefined;
     let promptId: string | undefined;
     try {
       const clientId = randomUUID();
       // Open before posting: ComfyUI sends a prompt's messages only to the socket of its client_id.
-      socket = await ComfySocket.open(o.id, o.url, clientId, { signal: abandon.signal, handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs) });
+      socket = await ComfySocket.open(o.id, o.url, clientId, {
+        signal: abandon.signal,
+        handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs),
+      });
       const uploaded = await upload(job, abandon.signal);
       if (abandon.signal.aborted) throw abandon.signal.reason;
       // Not abortable: once sent the prompt may be queued, and only its id lets us take it back.
       const posted = await client.postPrompt(buildGraph(r, o.checkpoint, uploaded), clientId, httpMs);
       const id = posted.promptId;
       promptId = id;
-      log.debug({ jobId: job.jobId, promptId: id, kind: r.kind, width: r.width, height: r.height, count: r.count, steps: r.steps }, 'prompt queued');
+      log.debug(
+        { jobId: job.jobId, promptId: id, kind: r.kind, width: r.width, height: r.height, count: r.count, steps: r.steps },
+        'prompt queued',
+      );
       if (abandon.signal.aborted) throw abandon.signal.reason;
       const progress = (step: number, total: number, preview?: Buffer) =>
         emitSafely(ctx, { step, total, fraction: total > 0 ? Math.min(1, step / total) : 0, ...(preview ? { preview } : {}) }, job.jobId);
@@ -190,9 +202,11 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       log.debug({ jobId: job.jobId, promptId: id, seconds }, 'prompt done');
       return { images, seed: r.seed, billedSeconds: seconds, billedImages: images.length };
     } catch (err) {
-      const e = err instanceof BackendError ? err : badResponse(`unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err);
+      const e =
+        err instanceof BackendError ? err : badResponse(`unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err);
       if (promptId && socket && !socket.ended) later(takeBack(client, promptId, socket.started));
-      if (e.kind !== 'cancelled') log.warn({ jobId: job.jobId, promptId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
+      if (e.kind !== 'cancelled')
+        log.warn({ jobId: job.jobId, promptId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
       throw e;
     } finally {
       clearTimeout(deadline);

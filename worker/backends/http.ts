@@ -76,7 +76,8 @@ export function mapFetchError(backend: string, err: unknown, ctx: FetchErrorCont
     return new BackendError(backend, 'timeout', `${prefix}no answer${after}`, { cause: err });
   }
   const code = errorCode(err);
-  const detail = code && UNREACHABLE_CODES.has(code) ? `unreachable (${code})` : `request failed (${code ?? (err as Error)?.message ?? String(err)})`;
+  const detail =
+    code && UNREACHABLE_CODES.has(code) ? `unreachable (${code})` : `request failed (${code ?? (err as Error)?.message ?? String(err)})`;
   return new BackendError(backend, 'unavailable', `${prefix}${detail}`, { cause: err });
 }
 
@@ -172,7 +173,11 @@ export function createJsonClient(o: JsonClientOptions): JsonClient {
     try {
       return JSON.parse(text) as unknown;
     } catch (err) {
-      throw new BackendError(o.backend, 'bad-response', `${what}: HTTP ${status} with a body that is not JSON`, { status, retryable: true, cause: err });
+      throw new BackendError(o.backend, 'bad-response', `${what}: HTTP ${status} with a body that is not JSON`, {
+        status,
+        retryable: true,
+        cause: err,
+      });
     }
   }
   return {
@@ -181,10 +186,15 @@ export function createJsonClient(o: JsonClientOptions): JsonClient {
       const body = await raw(path, req);
       const parsed = schema.safeParse(body);
       if (!parsed.success) {
-        throw new BackendError(o.backend, 'bad-response', `${path.split('?')[0]}: unexpected response (${describeZodError(parsed.error)})`, {
-          retryable: true,
-          cause: parsed.error,
-        });
+        throw new BackendError(
+          o.backend,
+          'bad-response',
+          `${path.split('?')[0]}: unexpected response (${describeZodError(parsed.error)})`,
+          {
+            retryable: true,
+            cause: parsed.error,
+          },
+        );
       }
       return parsed.data;
     },

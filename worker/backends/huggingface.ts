@@ -40,11 +40,21 @@ function estimatedTime(body: unknown): number | undefined {
   return typeof t === 'number' && t >= 0 ? Math.ceil(t) : undefined;
 }
 
-function mapStatus(id: string, status: number, message: string, retryAfterS: number | undefined, body: unknown, cause: unknown): BackendError {
+function mapStatus(
+  id: string,
+  status: number,
+  message: string,
+  retryAfterS: number | undefined,
+  body: unknown,
+  cause: unknown,
+): BackendError {
   const opts = { status, cause };
   // Cold start: the endpoint is scaling from zero or loading the model; that is "later", not a failure of the image.
   if (status === 503) {
-    return new BackendError(id, 'busy', `endpoint loading or scaled to zero: ${message}`, { ...opts, retryAfterS: estimatedTime(body) ?? retryAfterS });
+    return new BackendError(id, 'busy', `endpoint loading or scaled to zero: ${message}`, {
+      ...opts,
+      retryAfterS: estimatedTime(body) ?? retryAfterS,
+    });
   }
   if (status === 401 || status === 403) {
     return new BackendError(id, 'rejected', `Hugging Face refused the token (${status}); check HF_TOKEN`, { ...opts, retryable: false });
@@ -64,7 +74,14 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
   const model = opts.model ?? DEFAULT_MODEL;
   const client = new InferenceClient(opts.token ?? '', opts.endpointUrl ? { endpointUrl: opts.endpointUrl } : {});
   // Provider routing ('auto') logs its choice through the library logger, which defaults to console.
-  if (!opts.endpointUrl) setLogger({ debug: (m) => log.debug(m), info: (m) => log.debug(m), log: (m) => log.debug(m), warn: (m) => log.warn(m), error: (m) => log.error(m) });
+  if (!opts.endpointUrl)
+    setLogger({
+      debug: (m) => log.debug(m),
+      info: (m) => log.debug(m),
+      log: (m) => log.debug(m),
+      warn: (m) => log.warn(m),
+      error: (m) => log.error(m),
+    });
   let inFlight = 0;
 
   function toBackendError(err: unknown, signal: AbortSignal, timeout: AbortSignal, retryAfterS: number | undefined): BackendError {
@@ -122,7 +139,8 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     try {
       let blob: Blob;
       if (r.kind === 'inpaint') {
-        if (!job.image || !job.mask) throw new BackendError(id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+        if (!job.image || !job.mask)
+          throw new BackendError(id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
         blob = await client.imageToImage(
           {
             ...routing,
@@ -135,7 +153,11 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
         if (!job.image) throw new BackendError(id, 'rejected', `${r.kind} job without its input image`, { retryable: false });
         // The image already has the target size; width and height say so to handlers that resize.
         blob = await client.imageToImage(
-          { ...routing, inputs: new Blob([job.image], { type: 'image/png' }), parameters: { prompt: r.prompt, ...parameters, strength: passStrength(r) } },
+          {
+            ...routing,
+            inputs: new Blob([job.image], { type: 'image/png' }),
+            parameters: { prompt: r.prompt, ...parameters, strength: passStrength(r) },
+          },
           options,
         );
       } else {

@@ -4,7 +4,7 @@
  * @module
  */
 import { BackendError, isBackendError } from '../../core/errors.js';
-import { isImagePass, passStrength, type BackendJob } from './backend.js';
+import { type BackendJob, isImagePass, passStrength } from './backend.js';
 
 /** `stability-ai/sdxl` version from Replicate's README example. */
 export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd4684c244b673b105188fe5f';
@@ -125,13 +125,20 @@ export function mapReplicateError(backend: string, err: unknown): BackendError {
     const detail = apiDetail(e.message ?? '');
     const opts = { status, cause: err };
     if (status === 401 || status === 403) {
-      return new BackendError(backend, 'rejected', `Replicate refused the token (${status}); check REPLICATE_API_TOKEN`, { ...opts, retryable: false });
+      return new BackendError(backend, 'rejected', `Replicate refused the token (${status}); check REPLICATE_API_TOKEN`, {
+        ...opts,
+        retryable: false,
+      });
     }
     if (status === 402) return new BackendError(backend, 'rejected', `no Replicate credit (402): ${detail}`, { ...opts, retryable: false });
     if (status === 429) return new BackendError(backend, 'busy', `Replicate rate limit (429): ${detail}`, opts);
     if (status >= 500) return new BackendError(backend, 'unavailable', `Replicate HTTP ${status}: ${detail}`, opts);
     return new BackendError(backend, 'rejected', `Replicate HTTP ${status}: ${detail}`, { ...opts, retryable: false });
   }
-  if (err instanceof SyntaxError) return new BackendError(backend, 'bad-response', `Replicate sent invalid JSON: ${err.message}`, { cause: err });
-  return new BackendError(backend, 'bad-response', `unexpected Replicate error: ${e?.message ?? String(err)}`, { cause: err, retryable: true });
+  if (err instanceof SyntaxError)
+    return new BackendError(backend, 'bad-response', `Replicate sent invalid JSON: ${err.message}`, { cause: err });
+  return new BackendError(backend, 'bad-response', `unexpected Replicate error: ${e?.message ?? String(err)}`, {
+    cause: err,
+    retryable: true,
+  });
 }

@@ -1,11 +1,17 @@
-import Replicate, { parseProgressFromLogs, type Prediction } from 'replicate';
+import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
 import sharp, { type Metadata } from 'sharp';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
 import { healthReporter } from './backend.js';
-import { buildPrediction, mapReplicateError, parseRetryAfter, REPLICATE_IMAGE_INPUT_MAX_PIXELS, type PredictionSpec } from './replicate-input.js';
+import {
+  buildPrediction,
+  mapReplicateError,
+  type PredictionSpec,
+  parseRetryAfter,
+  REPLICATE_IMAGE_INPUT_MAX_PIXELS,
+} from './replicate-input.js';
 
 export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
 
@@ -91,7 +97,13 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
   const pollIntervalMs = opts.pollIntervalMs ?? 500;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const client = (fetchFn: FetchFn): Replicate =>
-    new Replicate({ auth: opts.token, baseUrl: opts.baseUrl, fetch: fetchFn, useFileOutput: false, userAgent: 'imagebot (replicate-javascript)' });
+    new Replicate({
+      auth: opts.token,
+      baseUrl: opts.baseUrl,
+      fetch: fetchFn,
+      useFileOutput: false,
+      userAgent: 'imagebot (replicate-javascript)',
+    });
   const cancelled = (): BackendError => new BackendError(id, 'cancelled', 'cancelled');
   let inFlight = 0;
 

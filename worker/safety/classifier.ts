@@ -89,5 +89,8 @@ export function loadNsfwClassifier(): Promise<ImageClassifier> {
 
 /** A classifier that always returns one score: the seam tests use to exercise the blocking path. */
 export function fixedClassifier(nsfwScore: number): ImageClassifier {
-  return { backend: 'fixed', classify: async () => ({ nsfwScore, top: nsfwScore >= 0.5 ? 'Porn' : 'Neutral', scores: { Porn: nsfwScore, Neutral: 1 - nsfwScore } }) };
+  return {
+    backend: 'fixed',
+    classify: async () => ({ nsfwScore, top: nsfwScore >= 0.5 ? 'Porn' : 'Neutral', scores: { Porn: nsfwScore, Neutral: 1 - nsfwScore } }),
+  };
 }

@@ -6,10 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { type RawData, WebSocket, WebSocketServer } from 'ws';
 import { shardForGuild } from './ids.js';
 import { guildCreate, guildsForShard, readyPayload } from './payloads.js';
-import { waitFor, type FakeState } from './state.js';
+import { type FakeState, waitFor } from './state.js';
 
 interface Session {
   id: string;
@@ -55,7 +55,10 @@ export class FakeGateway {
     ws.on('close', () => this.conns.delete(conn));
     ws.on('error', () => this.conns.delete(conn));
     ws.on('message', (data: RawData) => this.onMessage(conn, data));
-    this.send(conn, { op: OP.hello, d: { heartbeat_interval: this.state.opts.heartbeatIntervalMs, _trace: ['["fake-gateway",{"micros":0}]'] } });
+    this.send(conn, {
+      op: OP.hello,
+      d: { heartbeat_interval: this.state.opts.heartbeatIntervalMs, _trace: ['["fake-gateway",{"micros":0}]'] },
+    });
   }
 
   private send(conn: Conn, payload: { op: number; d: unknown; t?: string }): Promise<void> {

@@ -4,11 +4,11 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { multipartBoundary, parseMultipart } from './multipart.js';
 import type { FakeState, Injection } from './state.js';
 import type { Recorded, RecordedFile } from './types.js';
-import { ERR, apiError, type Reply } from './validate.js';
+import { apiError, ERR, type Reply } from './validate.js';
 
 /** What a REST handler receives. */
 export interface RouteCtx {
@@ -50,7 +50,12 @@ function parseBody(rec: Recorded, body: Buffer): void {
     for (const part of parseMultipart(body, boundary)) {
       if (part.name === 'payload_json') rec.json = JSON.parse(part.data.toString('utf8'));
       else if (part.filename !== undefined) {
-        rec.files.push({ name: part.name, filename: part.filename, data: part.data, ...(part.contentType ? { contentType: part.contentType } : {}) });
+        rec.files.push({
+          name: part.name,
+          filename: part.filename,
+          data: part.data,
+          ...(part.contentType ? { contentType: part.contentType } : {}),
+        });
       }
     }
   } else if (contentType?.includes('application/json')) {

@@ -46,7 +46,14 @@ function envelope(state: FakeState, type: number, opts: InteractionBaseOptions, 
   if (dm) {
     const channelId = opts.channelId ?? source?.channelId ?? DM_CHANNEL_ID;
     const channel = { id: channelId, type: 1, last_message_id: null, flags: 0, recipients: [userObject(user)] };
-    const payload = { ...common, channel, channel_id: channelId, user: userObject(user), authorizing_integration_owners: { '0': '0' }, context: 1 };
+    const payload = {
+      ...common,
+      channel,
+      channel_id: channelId,
+      user: userObject(user),
+      authorizing_integration_owners: { '0': '0' },
+      context: 1,
+    };
     return { payload, channelId };
   }
   const guildId = opts.guildId ?? source?.guildId ?? state.opts.guilds[0]?.id;
@@ -138,7 +145,11 @@ function sourceMessage(state: FakeState, id: string): FakeMessage {
 export function buildButtonPress(state: FakeState, opts: ButtonPressOptions): BuiltInteraction {
   const msg = sourceMessage(state, opts.messageId);
   const built = envelope(state, 3, opts, msg);
-  built.payload.data = { custom_id: opts.customId, component_type: opts.componentType ?? 2, ...(opts.values ? { values: opts.values } : {}) };
+  built.payload.data = {
+    custom_id: opts.customId,
+    component_type: opts.componentType ?? 2,
+    ...(opts.values ? { values: opts.values } : {}),
+  };
   built.payload.message = toApiMessage(state, msg);
   built.sourceMessageId = msg.id;
   return built;
@@ -185,7 +196,10 @@ export function registerInteraction(state: FakeState, built: BuiltInteraction, u
       new Promise<FakeCallback>((resolve, reject) => {
         const first = record.callbacks[0];
         if (first) return resolve(first);
-        const timer = setTimeout(() => reject(new Error(`fake discord: no callback for interaction ${record.id} within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`fake discord: no callback for interaction ${record.id} within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         record.callbackWaiters.push((cb) => {
           clearTimeout(timer);
           resolve(cb);

@@ -6,7 +6,7 @@ import type { Route, RouteCtx } from './http.js';
 import { createMessage, editMessage, FLAGS, toApiMessage } from './messages.js';
 import type { InteractionRecord } from './state.js';
 import type { FakeCallback, FakeMessage } from './types.js';
-import { ERR, apiError, validateMessage, type Reply } from './validate.js';
+import { apiError, ERR, type Reply, validateMessage } from './validate.js';
 
 const S = '(\\d{17,20})';
 const TOKEN = '([A-Za-z0-9_.-]+)';
@@ -29,7 +29,9 @@ function allowedTypes(it: InteractionRecord): number[] {
 
 function invalidType(): Reply {
   return apiError(400, 50035, 'Invalid Form Body', {
-    type: { _errors: [{ code: 'INTERACTION_RESPONSE_TYPE_INVALID', message: 'Interaction response type is invalid for this interaction.' }] },
+    type: {
+      _errors: [{ code: 'INTERACTION_RESPONSE_TYPE_INVALID', message: 'Interaction response type is invalid for this interaction.' }],
+    },
   });
 }
 
@@ -45,7 +47,13 @@ function liveMessage(ctx: RouteCtx, id: string | undefined): FakeMessage | undef
 /** Validates and applies a callback; returns an error reply or the affected message. */
 function applyCallback(ctx: RouteCtx, it: InteractionRecord, type: number, data: any): Reply | FakeMessage | undefined {
   const { state, files } = ctx;
-  const base = { channelId: it.channelId, ...(it.guildId ? { guildId: it.guildId } : {}), webhookId: state.opts.appId, interaction: it, allowEphemeral: true };
+  const base = {
+    channelId: it.channelId,
+    ...(it.guildId ? { guildId: it.guildId } : {}),
+    webhookId: state.opts.appId,
+    interaction: it,
+    allowEphemeral: true,
+  };
   switch (type) {
     case 4: {
       const invalid = validateMessage(data, files, it.sizeLimit, true);
@@ -55,7 +63,12 @@ function applyCallback(ctx: RouteCtx, it: InteractionRecord, type: number, data:
       return msg;
     }
     case 5: {
-      const msg = createMessage(state, { ...base, type: messageType(it), extraFlags: FLAGS.loading }, { content: '', flags: (data?.flags ?? 0) & FLAGS.ephemeral }, []);
+      const msg = createMessage(
+        state,
+        { ...base, type: messageType(it), extraFlags: FLAGS.loading },
+        { content: '', flags: (data?.flags ?? 0) & FLAGS.ephemeral },
+        [],
+      );
       it.originalId = msg.id;
       return msg;
     }
@@ -74,13 +87,21 @@ function applyCallback(ctx: RouteCtx, it: InteractionRecord, type: number, data:
     case 8: {
       const choices = data?.choices;
       if (!Array.isArray(choices) || choices.length > 25) {
-        return apiError(400, 50035, 'Invalid Form Body', { data: { choices: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 25 or fewer in length.' }] } } });
+        return apiError(400, 50035, 'Invalid Form Body', {
+          data: { choices: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 25 or fewer in length.' }] } },
+        });
       }
       return undefined;
     }
     case 9: {
       const rows = data?.components;
-      const bad = typeof data?.custom_id !== 'string' || typeof data?.title !== 'string' || data.title.length > 45 || !Array.isArray(rows) || rows.length < 1 || rows.length > 5;
+      const bad =
+        typeof data?.custom_id !== 'string' ||
+        typeof data?.title !== 'string' ||
+        data.title.length > 45 ||
+        !Array.isArray(rows) ||
+        rows.length < 1 ||
+        rows.length > 5;
       return bad ? apiError(400, 50035, 'Invalid Form Body') : undefined;
     }
     default:
@@ -99,7 +120,13 @@ function callback(ctx: RouteCtx): Reply {
   if (typeof type !== 'number' || !allowedTypes(it).includes(type)) return invalidType();
   const result = applyCallback(ctx, it, type, json?.data);
   if (result && 'status' in result) return result;
-  const cb: FakeCallback = { at: Date.now(), type, ...(json?.data === undefined ? {} : { data: json.data }), files: ctx.files, withResponse: ctx.query.get('with_response') === 'true' };
+  const cb: FakeCallback = {
+    at: Date.now(),
+    type,
+    ...(json?.data === undefined ? {} : { data: json.data }),
+    files: ctx.files,
+    withResponse: ctx.query.get('with_response') === 'true',
+  };
   it.callbacks.push(cb);
   for (const waiter of it.callbackWaiters.splice(0)) waiter(cb);
   if (!cb.withResponse) return { status: 204 };
@@ -160,7 +187,13 @@ function followUp(ctx: RouteCtx): Reply {
     editMessage(state, original, rest, files, false);
     msg = original;
   } else {
-    const base = { channelId: it.channelId, ...(it.guildId ? { guildId: it.guildId } : {}), webhookId: state.opts.appId, interaction: it, allowEphemeral: true };
+    const base = {
+      channelId: it.channelId,
+      ...(it.guildId ? { guildId: it.guildId } : {}),
+      webhookId: state.opts.appId,
+      interaction: it,
+      allowEphemeral: true,
+    };
     msg = createMessage(state, { ...base, type: messageType(it) }, json, files);
   }
   it.followUps.push(msg);
@@ -180,16 +213,31 @@ export function interactionRoutes(): Route[] {
   return [
     r('POST', `/interactions/${S}/${TOKEN}/callback`, 'interaction-callback', callback),
     r('POST', `/webhooks/${S}/${TOKEN}`, 'webhook:post', followUp),
-    r('GET', msgPath, 'webhook-message:get', withWebhookMessage((ctx, _it, msg) => ({ status: 200, body: toApiMessage(ctx.state, msg) }))),
-    r('PATCH', msgPath, 'webhook-message:patch', withWebhookMessage((ctx, it, msg) => {
-      const invalid = validateMessage(ctx.json, ctx.files, it.sizeLimit, false);
-      if (invalid) return invalid;
-      editMessage(ctx.state, msg, ctx.json, ctx.files);
-      return { status: 200, body: toApiMessage(ctx.state, msg) };
-    })),
-    r('DELETE', msgPath, 'webhook-message:delete', withWebhookMessage((_ctx, _it, msg) => {
-      msg.deleted = true;
-      return { status: 204 };
-    })),
+    r(
+      'GET',
+      msgPath,
+      'webhook-message:get',
+      withWebhookMessage((ctx, _it, msg) => ({ status: 200, body: toApiMessage(ctx.state, msg) })),
+    ),
+    r(
+      'PATCH',
+      msgPath,
+      'webhook-message:patch',
+      withWebhookMessage((ctx, it, msg) => {
+        const invalid = validateMessage(ctx.json, ctx.files, it.sizeLimit, false);
+        if (invalid) return invalid;
+        editMessage(ctx.state, msg, ctx.json, ctx.files);
+        return { status: 200, body: toApiMessage(ctx.state, msg) };
+      }),
+    ),
+    r(
+      'DELETE',
+      msgPath,
+      'webhook-message:delete',
+      withWebhookMessage((_ctx, _it, msg) => {
+        msg.deleted = true;
+        return { status: 204 };
+      }),
+    ),
   ];
 }

@@ -8,7 +8,7 @@ import { createMessage, editMessage, FLAGS, toApiMessage } from './messages.js';
 import { applicationObject, channelObject, commandObject, userObject } from './payloads.js';
 import type { FakeState } from './state.js';
 import type { FakeMessage } from './types.js';
-import { ERR, apiError, validateMessage, type Reply } from './validate.js';
+import { apiError, ERR, type Reply, validateMessage } from './validate.js';
 
 const S = '(\\d{17,20})';
 const NONCE_WINDOW_MS = 5 * 60 * 1000;
@@ -48,10 +48,12 @@ function commandErrors(cmds: any[]): Record<string, any> | undefined {
       if (typeof o?.description !== 'string' || o.description.length < 1 || o.description.length > 100) {
         add([...p, 'description'], 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 100 in length.');
       }
-      if (Array.isArray(o?.choices) && o.choices.length > 25) add([...p, 'choices'], 'BASE_TYPE_MAX_LENGTH', 'Must be 25 or fewer in length.');
+      if (Array.isArray(o?.choices) && o.choices.length > 25)
+        add([...p, 'choices'], 'BASE_TYPE_MAX_LENGTH', 'Must be 25 or fewer in length.');
       if (o?.type === 1 || o?.type === 2) checkOptions(p, o.options);
       else if (o?.required) {
-        if (seenOptional) add(p, 'APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID', 'Required options must be placed before non-required options');
+        if (seenOptional)
+          add(p, 'APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID', 'Required options must be placed before non-required options');
       } else seenOptional = true;
     });
   };
@@ -78,7 +80,10 @@ function commandScope(ctx: RouteCtx): string | Reply {
 function putCommands(ctx: RouteCtx): Reply {
   const scope = commandScope(ctx);
   if (typeof scope !== 'string') return scope;
-  if (!Array.isArray(ctx.json)) return apiError(400, 50035, 'Invalid Form Body', { _errors: [{ code: 'LIST_TYPE_CONVERT', message: 'Only iterables may be used in a ListType' }] });
+  if (!Array.isArray(ctx.json))
+    return apiError(400, 50035, 'Invalid Form Body', {
+      _errors: [{ code: 'LIST_TYPE_CONVERT', message: 'Only iterables may be used in a ListType' }],
+    });
   const errors = commandErrors(ctx.json);
   if (errors) return apiError(400, 50035, 'Invalid Form Body', errors);
   const previous = ctx.state.commands.get(scope);
@@ -137,7 +142,13 @@ function createChannelMessage(ctx: RouteCtx): Reply {
   }
   const msg = createMessage(
     state,
-    { channelId, guildId: found.guild.id, type: ref?.message_id ? 19 : 0, allowEphemeral: false, ...(nonce === undefined ? {} : { nonce }) },
+    {
+      channelId,
+      guildId: found.guild.id,
+      type: ref?.message_id ? 19 : 0,
+      allowEphemeral: false,
+      ...(nonce === undefined ? {} : { nonce }),
+    },
     json,
     files,
   );
@@ -165,7 +176,10 @@ export function botRoutes(): Route[] {
   });
   return [
     r('GET', '/gateway/bot', 'gateway', gatewayBot),
-    r('GET', '/users/@me', 'users/@me', (ctx) => ({ status: 200, body: { ...userObject(ctx.state.botUser), verified: true, mfa_enabled: false } })),
+    r('GET', '/users/@me', 'users/@me', (ctx) => ({
+      status: 200,
+      body: { ...userObject(ctx.state.botUser), verified: true, mfa_enabled: false },
+    })),
     r('GET', '/applications/@me', 'applications/@me', (ctx) => ({ status: 200, body: applicationObject(ctx.state) })),
     r('PUT', `/applications/${S}/commands`, 'commands', putCommands),
     r('GET', `/applications/${S}/commands`, 'commands', getCommands),
@@ -178,16 +192,31 @@ export function botRoutes(): Route[] {
       return found ? { status: 200, body: channelObject(found.guild, found.channel) } : ERR.unknownChannel();
     }),
     r('POST', `/channels/${S}/messages`, 'channel-messages:post', createChannelMessage),
-    r('GET', `/channels/${S}/messages/${S}`, 'channel-message:get', withChannelMessage((ctx, msg) => ({ status: 200, body: toApiMessage(ctx.state, msg) }))),
-    r('PATCH', `/channels/${S}/messages/${S}`, 'channel-message:patch', withChannelMessage((ctx, msg) => {
-      const invalid = validateMessage(ctx.json, ctx.files, DEFAULT_ATTACHMENT_LIMIT, false);
-      if (invalid) return invalid;
-      editMessage(ctx.state, msg, ctx.json, ctx.files);
-      return { status: 200, body: toApiMessage(ctx.state, msg) };
-    })),
-    r('DELETE', `/channels/${S}/messages/${S}`, 'channel-message:delete', withChannelMessage((_ctx, msg) => {
-      msg.deleted = true;
-      return { status: 204 };
-    })),
+    r(
+      'GET',
+      `/channels/${S}/messages/${S}`,
+      'channel-message:get',
+      withChannelMessage((ctx, msg) => ({ status: 200, body: toApiMessage(ctx.state, msg) })),
+    ),
+    r(
+      'PATCH',
+      `/channels/${S}/messages/${S}`,
+      'channel-message:patch',
+      withChannelMessage((ctx, msg) => {
+        const invalid = validateMessage(ctx.json, ctx.files, DEFAULT_ATTACHMENT_LIMIT, false);
+        if (invalid) return invalid;
+        editMessage(ctx.state, msg, ctx.json, ctx.files);
+        return { status: 200, body: toApiMessage(ctx.state, msg) };
+      }),
+    ),
+    r(
+      'DELETE',
+      `/channels/${S}/messages/${S}`,
+      'channel-message:delete',
+      withChannelMessage((_ctx, msg) => {
+        msg.deleted = true;
+        return { status: 204 };
+      }),
+    ),
   ];
 }

@@ -8,12 +8,12 @@ import type { AddressInfo, Socket } from 'node:net';
 import { FakeGateway } from './gateway.js';
 import { createRequestListener } from './http.js';
 import {
+  type BuiltInteraction,
   buildAutocomplete,
   buildButtonPress,
   buildModalSubmit,
   buildSlashCommand,
   registerInteraction,
-  type BuiltInteraction,
 } from './interactions.js';
 import { interactionRoutes } from './rest-interactions.js';
 import { botRoutes } from './rest-routes.js';
@@ -30,8 +30,8 @@ import type {
   SlashCommandOptions,
 } from './types.js';
 
-export type * from './types.js';
 export { DEFAULT_USER, DEFAULTS, PERMS, shardForGuild, snowflake } from './ids.js';
+export type * from './types.js';
 
 /** A running fake Discord. */
 export interface FakeDiscord {
