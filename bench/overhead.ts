@@ -12,7 +12,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
@@ -32,6 +32,37 @@ function pct(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 }
 const f = (n: number) => n.toFixed(1);
+
+/** CPU time (user + system) of a process so far, in ms (Linux /proc; clock ticks of 10 ms). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 10;
+}
+
+/** CPU time of every process with this command name (Postgres runs one per connection), in ms. */
+async function cpuMsOf(comm: string): Promise<number> {
+  let total = 0;
+  for (const pid of (await readdir('/proc')).filter((d) => /^\d+$/.test(d))) {
+    const name = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+    if (name.trim() === comm) total += await cpuMs(Number(pid));
+  }
+  return total;
+}
+
+/** Where the CPU went, per process: the bot, the worker, Redis, Postgres and this process (the fakes). */
+async function cpuSnapshot(bot: number, worker: number, redis: Redis) {
+  const info = await redis.info('cpu');
+  const redisS = ['used_cpu_sys', 'used_cpu_user'].reduce((s, k) => s + Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0), 0);
+  const self = process.cpuUsage();
+  return {
+    bot: await cpuMs(bot),
+    worker: await cpuMs(worker),
+    redis: redisS * 1000,
+    postgres: await cpuMsOf('postgres'),
+    fakes: (self.user + self.system) / 1000,
+  };
+}
 
 /** Resident memory of a process (Linux), in MB. */
 async function rssMb(pid: number): Promise<number> {
@@ -167,6 +198,8 @@ async function main(): Promise<void> {
       return le;
     };
     const acksBefore = await botAcks();
+    const probe = new Redis(REDIS_URL);
+    const cpuBefore = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     const burst: FakeInteraction[] = [];
     const t0 = Date.now();
     for (let n = 0; n < JOBS; n++) {
@@ -180,6 +213,8 @@ async function main(): Promise<void> {
     const delivered = burst.filter((_, n) => acked[n]!.status === 'fulfilled');
     await waitAll(delivered, 600_000);
     const acksAfter = await botAcks();
+    const cpuAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
+    await probe.quit();
     const inBot = (le: string) => (acksAfter.get(le) ?? 0) - (acksBefore.get(le) ?? 0);
     const last = Math.max(...delivered.map((i) => finalAt(i)!));
     const jobsPerS = delivered.length / ((last - t0) / 1000);
@@ -201,6 +236,10 @@ async function main(): Promise<void> {
     out(
       `    ours over plain: +${f(pct(added, 50) - pct(plain.latency, 50))} ms p50 per job, ${(jobsPerS / plain.jobsPerS).toFixed(3)} × the throughput`,
     );
+    const perJob = (k: keyof typeof cpuAfter) => (cpuAfter[k] - cpuBefore[k]) / delivered.length;
+    const parts = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).map((k) => `${k} ${f(perJob(k))}`);
+    const sum = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).reduce((s, k) => s + perJob(k), 0);
+    out(`  CPU per job during the burst (ms): ${parts.join(', ')}; sum ${f(sum)} on 2 cores`);
     out(`  bot idle RSS 3 s after ready, no traffic: ${f(idleRss)} MB`);
 
     bot.kill('SIGTERM');
