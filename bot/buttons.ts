@@ -25,8 +25,8 @@ import {
   variationRequest,
 } from '../core/result-actions.js';
 import type { CommandContext } from './context.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from './generation.js';
 import { NO_MENTIONS, quoteUserText } from './replies.js';
-import { type Admitted, admitGeneration, enqueueGeneration } from './submit.js';
 
 /** How each button is acknowledged: new results are public, everything else private. */
 export const BUTTON_DEFER: Record<ButtonAction, 'public' | 'ephemeral'> = {

@@ -16,9 +16,9 @@ import type { JobPlace, QueuePositions, QueueSnapshot } from '../core/io/queue-p
 import type { ResultStore } from '../core/io/results.js';
 import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
-import { isGone, Outbox } from './outbox.js';
-import { failureBody, type MessageBody, progressBody, queuedBody } from './render.js';
-import { composeResult, type OutgoingMessage } from './result-files.js';
+import { isGone, Outbox } from './jobs/outbox.js';
+import { failureBody, type MessageBody, progressBody, queuedBody } from './jobs/render.js';
+import { composeResult, type OutgoingMessage } from './jobs/result-files.js';
 
 export interface DeliveryOptions {
   store: JobStore;

@@ -13,8 +13,8 @@ import { isUserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
 import { admitButton, admitEdit, BUTTON_DEFER, openEditModal, parseButton, parseEditModal, runButton } from './buttons.js';
 import type { BotDeps, CommandContext } from './context.js';
+import { enqueueGeneration } from './generation.js';
 import { replyPrivately } from './replies.js';
-import { enqueueGeneration } from './submit.js';
 
 /**
  * The one InteractionCreate handler: finds the command, parses options, acknowledges at once,

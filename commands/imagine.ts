@@ -1,5 +1,5 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/generation.js';
 import { ASPECTS, type GenerationRequest, LIMITS, parseImagineOptions } from '../core/generation.js';
 import { presetChoices } from '../core/presets.js';
 import { type Command, GUILD_ONLY } from './command.js';

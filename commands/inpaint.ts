@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
 import type { CommandContext } from '../bot/context.js';
-import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
+import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/generation.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, LIMITS, parseInpaintOptions } from '../core/generation.js';
 import { fetchAttachment } from '../core/io/attachments.js';

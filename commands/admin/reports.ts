@@ -1,5 +1,5 @@
-import { renderStatsChart } from '../../bot/charts.js';
 import { readBackendStatus, STATUS_STALE_MS } from '../../core/io/backend-status.js';
+import { renderStatsChart } from '../../core/io/stats-chart.js';
 import type { AdminHandler } from './settings.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;

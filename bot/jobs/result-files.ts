@@ -1,10 +1,10 @@
 import type { RawFile } from 'discord.js';
-import type { JobResult } from '../core/generation.js';
-import { fitForUpload } from '../core/io/fit-upload.js';
-import { makeGrid } from '../core/io/grid.js';
-import type { ResultStore } from '../core/io/results.js';
-import type { StoredJob } from '../core/ports.js';
-import { planMessages } from '../core/upload-plan.js';
+import type { JobResult } from '../../core/generation.js';
+import { fitForUpload } from '../../core/io/fit-upload.js';
+import { makeGrid } from '../../core/io/grid.js';
+import type { ResultStore } from '../../core/io/results.js';
+import type { StoredJob } from '../../core/ports.js';
+import { planMessages } from '../../core/upload-plan.js';
 import { type MessageBody, type ResultPart, resultBody, resultMoreBody } from './render.js';
 
 /** Discord's default per-file limit when an interaction did not state one. */

@@ -1,7 +1,7 @@
 import { DiscordAPIError, type RawFile, type REST, Routes } from 'discord.js';
-import type { Logger } from '../core/io/logger.js';
-import { text } from '../core/messages.js';
-import type { InteractionRef, StoredJob } from '../core/ports.js';
+import type { Logger } from '../../core/io/logger.js';
+import { text } from '../../core/messages.js';
+import type { InteractionRef, StoredJob } from '../../core/ports.js';
 import type { MessageBody } from './render.js';
 
 /** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
