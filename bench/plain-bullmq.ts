@@ -41,7 +41,9 @@ export async function measurePlainBullmq(o: {
   const producer = new Redis(o.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
   const queue = new Queue(QUEUE, { connection: producer, prefix: o.prefix, defaultJobOptions: { removeOnComplete: { count: 5000 } } });
   const listener = new Redis(o.redisUrl, { maxRetriesPerRequest: null });
-  const events = new QueueEvents(QUEUE, { connection: listener, prefix: o.prefix });
+  // From the stream's start (the prefix is fresh): reading from '$' could miss the first events,
+  // written before its first XREAD, and then wait for them forever.
+  const events = new QueueEvents(QUEUE, { connection: listener, prefix: o.prefix, lastEventId: '0' });
   await events.waitUntilReady();
   let completed = 0;
   let lastAt = 0;
