@@ -551,7 +551,7 @@ export class Delivery {
       const settled = await this.o.store.settle(jobId, {
         status: 'failed',
         code: 'invalid_payload',
-        message: failureText.invalid_payload!,
+        message: failureText.invalid_payload,
         attempts: [],
       });
       if (settled) await this.deliver(settled, null);
@@ -563,7 +563,7 @@ export class Delivery {
       const settled = await this.o.store.settle(jobId, {
         status: 'failed',
         code: 'expired',
-        message: failureText.expired!,
+        message: failureText.expired,
         attempts: result.attempts,
       });
       if (settled) await this.deliver(settled, null);
@@ -584,7 +584,7 @@ export class Delivery {
     const settled = await this.o.store.settle(jobId, {
       status: failure?.code === 'cancelled' ? 'cancelled' : 'failed',
       code: failure?.code ?? 'all_backends_failed',
-      message: failure?.message ?? failureText.all_backends_failed!,
+      message: failure?.message ?? failureText.all_backends_failed,
       attempts: failure?.attempts ?? [],
     });
     if (settled) await this.deliver(settled, null);

@@ -1,3 +1,4 @@
+import type { FailureCode } from './failures.js';
 import type { Attempt, GenerationRequest, JobResult } from './generation.js';
 
 /** Who asked, where: plain ids, never discord.js objects. */
@@ -37,7 +38,7 @@ export type ReserveOutcome =
 
 export type SettleOutcome =
   | { status: 'succeeded'; result: JobResult }
-  | { status: 'failed'; code: string; message: string; attempts: Attempt[] }
+  | { status: 'failed'; code: FailureCode; message: string; attempts: Attempt[] }
   | { status: 'cancelled'; attempts: Attempt[] };
 
 export interface StoredJob {

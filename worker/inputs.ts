@@ -25,7 +25,7 @@ export interface JobInputs {
   paste?: { original: InpaintOriginal; maskFull: Buffer };
 }
 
-const refuse = (message: string) => new ChainError('rejected', message, [], false);
+const refuse = (message: string) => new ChainError('rejected', [], false, message);
 
 /**
  * Loads the images the bot parked in Redis for this job. Missing keys mean they expired (the job

@@ -1,5 +1,6 @@
 import { type APIActionRowComponent, type APIButtonComponent, type APIEmbed, ButtonStyle, ComponentType } from 'discord.js';
 import { encodeCustomId } from '../../core/custom-id.js';
+import { isFailureCode } from '../../core/failures.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../../core/generation.js';
 import { buttonText, failureText, text } from '../../core/messages.js';
 import { resultActions } from '../../core/result-actions.js';
@@ -158,7 +159,7 @@ export function resultMoreBody(jobId: string, request: GenerationRequest, result
 }
 
 export function failureBody(request: GenerationRequest | null, code: string, message: string | null): MessageBody {
-  const reason = message ?? failureText[code] ?? failureText.all_backends_failed!;
+  const reason = message ?? (isFailureCode(code) ? failureText[code] : failureText.all_backends_failed);
   const body = code === 'cancelled' ? text.cancelled : text.failed(reason);
   return {
     content: request ? `${promptLine(request)}\n${body}` : body,

@@ -1,10 +1,11 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { FAILURE_CODES } from '../failures.js';
 import { attemptSchema } from '../generation.js';
 
 /** Why a job failed for good, written by the worker so the bot can tell the member and book the attempts. */
 export const jobFailureSchema = z.object({
-  code: z.enum(['all_backends_failed', 'rejected', 'unsafe', 'cancelled', 'invalid_payload', 'budget_spent', 'unsupported']),
+  code: z.enum(FAILURE_CODES),
   /** Safe to show a member. */
   message: z.string(),
   attempts: z.array(attemptSchema),

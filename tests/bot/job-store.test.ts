@@ -57,7 +57,7 @@ describe('PgJobStore', () => {
     const r = await store.reserve(input({}, 2));
     if (!r.ok) throw new Error('not admitted');
     const first = await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
-    const second = await store.settle(r.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    const second = await store.settle(r.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
     expect(first?.status).toBe('succeeded');
     expect(second).toBeNull();
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
@@ -89,7 +89,7 @@ describe('PgJobStore', () => {
     const t = await store.reserve(input({ day: '2026-11-23' }, 2));
     expect(t.ok).toBe(true);
     if (!y.ok) throw new Error('not admitted');
-    await store.settle(y.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    await store.settle(y.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
   });
 
@@ -109,7 +109,7 @@ describe('PgJobStore', () => {
     }
     const failed = await store.reserve(input({ deploymentDailyLimit: 100 }));
     if (!failed.ok) throw new Error('not admitted');
-    await store.settle(failed.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    await store.settle(failed.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
     await store.markDelivered(failed.jobId, null);
     // Delivered in this order; the last one is settled but not delivered yet.
     for (const [n, id] of ids.slice(0, 3).entries()) {
