@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BACKEND_FAMILIES, type BackendFamily } from './backend-families.js';
 
 /**
  * Configuration, parsed once at boot by each process's main.ts.
@@ -27,9 +28,6 @@ const intIn = (min: number, max: number, dflt: number) =>
 const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
-
-export const BACKEND_NAMES = ['a1111', 'comfyui', 'replicate', 'huggingface'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
 
 const sharedShape = {
   /** Redis for BullMQ queues, progress and result images in transit. */
@@ -94,7 +92,7 @@ export const workerConfigSchema = z
     ...sharedShape,
     BACKENDS: optionalString
       .transform((v) => (v === undefined ? undefined : csv(v)))
-      .pipe(z.array(z.enum(BACKEND_NAMES, { error: `names must be from ${BACKEND_NAMES.join(', ')}` })).optional()),
+      .pipe(z.array(z.enum(BACKEND_FAMILIES, { error: `names must be from ${BACKEND_FAMILIES.join(', ')}` })).optional()),
     A1111_URL: optionalString.transform((v) => (v === undefined ? [] : csv(v))).pipe(z.array(httpUrl)),
     A1111_AUTH: optionalString.pipe(
       z
@@ -155,7 +153,7 @@ export const workerConfigSchema = z
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
   })
   .transform((c, ctx) => {
-    const configured: BackendName[] = [];
+    const configured: BackendFamily[] = [];
     if (c.A1111_URL.length > 0) configured.push('a1111');
     if (c.COMFYUI_URL) configured.push('comfyui');
     if (c.REPLICATE_API_TOKEN) configured.push('replicate');

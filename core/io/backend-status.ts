@@ -1,10 +1,11 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { BACKEND_FAMILIES } from '../backend-families.js';
 
 /** What a worker last saw of one backend; the bot shows these in `/admin backends`. */
 export const backendStatusSchema = z.object({
   backend: z.string(),
-  family: z.string(),
+  family: z.enum(BACKEND_FAMILIES),
   worker: z.string(),
   healthy: z.boolean(),
   detail: z.string(),

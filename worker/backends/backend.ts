@@ -1,3 +1,4 @@
+import type { BackendFamily } from '../../core/backend-families.js';
 import type { GenerationRequest } from '../../core/generation.js';
 
 /** What a backend can do; the chain only sends a job to a backend whose capabilities cover it. */
@@ -96,7 +97,7 @@ export interface RunContext {
 export interface ImageBackend {
   /** Stable name for logs, metrics and the ledger, e.g. `a1111` or `a1111#2`. */
   readonly id: string;
-  readonly family: 'a1111' | 'comfyui' | 'replicate' | 'huggingface';
+  readonly family: BackendFamily;
   readonly capabilities: BackendCapabilities;
   /** Jobs running on it right now (for least-busy routing). */
   readonly inFlight: number;
