@@ -78,9 +78,9 @@ export const inpaint = {
       {
         type: ApplicationCommandOptionType.Number,
         name: 'strength',
-        description: 'How much the area may change (0.05-1)',
-        min_value: 0.05,
-        max_value: 1,
+        description: `How much the area may change (${LIMITS.strengthMin}-${LIMITS.strengthMax})`,
+        min_value: LIMITS.strengthMin,
+        max_value: LIMITS.strengthMax,
       },
       {
         type: ApplicationCommandOptionType.Integer,

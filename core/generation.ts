@@ -12,6 +12,8 @@ export const LIMITS = {
   guidanceMin: 1,
   guidanceMax: 20,
   seedMax: 4_294_967_295,
+  strengthMin: 0.05,
+  strengthMax: 1,
 } as const;
 
 export const ASPECTS = ['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16'] as const;
@@ -41,8 +43,23 @@ export const imagineOptionsSchema = z.object({
 });
 export type ImagineOptions = z.infer<typeof imagineOptionsSchema>;
 
-/** What a backend is asked to make: fully resolved, no defaults left to guess. */
+/** The kinds of job: each is a BullMQ job name with one handler in the worker, and a kind in Postgres. */
 export const JOB_KINDS = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+/**
+ * How far each kind may move from its input image (denoising strength) when the request names
+ * none: inpaint's default for /inpaint, Vary's img2img pass, the img2img pass that stands in for an
+ * upscaler; text-to-image starts from noise.
+ */
+export const STRENGTH = { txt2img: 1, inpaint: 0.75, img2img: 0.6, upscale: 0.3 } as const satisfies Record<JobKind, number>;
+
+/** The denoising strength a backend applies to this request. */
+export function strengthOf(r: { kind: JobKind; strength?: number | undefined }): number {
+  return r.strength ?? STRENGTH[r.kind];
+}
+
+/** What a backend is asked to make: fully resolved, no defaults left to guess. */
 
 export const generationRequestSchema = z.object({
   /**
@@ -63,7 +80,7 @@ export const generationRequestSchema = z.object({
   preset: z.string(),
   replicateModel: z.enum(['sdxl', 'flux-schnell']),
   /** Inpaint, img2img and upscale: 0.05-1, how far the result may move from the input image. */
-  strength: z.number().min(0.05).max(1).optional(),
+  strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   /**
    * Redis keys of the input images. Inpaint: the model-size image and mask, and the upright
    * original and its feathered full-size mask used to paste the result back. img2img and upscale:
@@ -160,7 +177,7 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
 export const inpaintOptionsSchema = z.object({
   prompt: z.string(),
   negative: z.string().optional(),
-  strength: z.number().min(0.05).max(1).optional(),
+  strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   seed: z.number().int().min(0).max(LIMITS.seedMax).optional(),
   count: z.number().int().min(1).max(LIMITS.countMax).optional(),
 });
@@ -178,7 +195,7 @@ export function parseInpaintOptions(
     rng,
   );
   const { width: _w, height: _h, ...rest } = base;
-  return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? 0.75 };
+  return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? STRENGTH.inpaint };
 }
 
 /** Queue payload, version 1. Carries no secrets and no Discord token. */

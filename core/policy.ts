@@ -4,7 +4,9 @@
  * letters are folded away, and terms are matched on word boundaries so that innocent words
  * ('class', 'Scunthorpe') are left alone.
  */
-export type NsfwMode = 'strict' | 'nsfw-channels';
+/** strict: NSFW never allowed; nsfw-channels: allowed in age-restricted channels only. */
+export const NSFW_MODES = ['strict', 'nsfw-channels'] as const;
+export type NsfwMode = (typeof NSFW_MODES)[number];
 
 /** Explicit sexual terms refused in prompts unless NSFW is allowed in the channel (plurals match too). */
 export const BUILT_IN_NSFW_TERMS: readonly string[] = [

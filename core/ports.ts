@@ -1,5 +1,5 @@
 import type { FailureCode } from './failures.js';
-import type { Attempt, GenerationRequest, JobResult } from './generation.js';
+import type { Attempt, GenerationRequest, JobKind, JobResult } from './generation.js';
 
 /** Who asked, where: plain ids, never discord.js objects. */
 export interface Actor {
@@ -46,7 +46,7 @@ export interface StoredJob {
   guildId: string;
   channelId: string;
   userId: string;
-  kind: GenerationRequest['kind'];
+  kind: JobKind;
   status: 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
   request: GenerationRequest;
   imageCount: number;

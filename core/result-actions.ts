@@ -1,13 +1,9 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { type GenerationRequest, type JobResult, LIMITS, promptText } from './generation.js';
+import { type GenerationRequest, type JobResult, LIMITS, promptText, STRENGTH } from './generation.js';
 import { buttonText } from './messages.js';
 import { findPreset } from './presets.js';
 
-/** How far a variation may move from the image it starts from (img2img denoising strength). */
-export const VARY_STRENGTH = 0.6;
-/** Strength of the img2img pass that stands in for an upscaler on backends without one. */
-export const UPSCALE_STRENGTH = 0.3;
 /** Upscales stop here (about 2048 × 2048): beyond it SDXL backends and Discord previews struggle. */
 export const UPSCALE_MAX_PIXELS = 2048 * 2048;
 const UPSCALE_FACTOR = 2;
@@ -84,7 +80,7 @@ export function variationRequest(src: SourceImage, seed: number): GenerationRequ
     ...fromImage(src, seed),
     kind: 'img2img',
     ...varySize(src.result.width, src.result.height),
-    strength: VARY_STRENGTH,
+    strength: STRENGTH.img2img,
   };
 }
 
@@ -94,7 +90,7 @@ export function upscaleRequest(src: SourceImage): GenerationRequest {
   const size = upscaleSize(src.result.width, src.result.height);
   if (!size) throw new UserError('action_unavailable', buttonText.cannotUpscale);
   const seed = Math.min(src.result.seed + src.index, LIMITS.seedMax);
-  return { ...fromImage(src, seed), kind: 'upscale', ...size, strength: UPSCALE_STRENGTH };
+  return { ...fromImage(src, seed), kind: 'upscale', ...size, strength: STRENGTH.upscale };
 }
 
 /** What the Edit modal sends back. */

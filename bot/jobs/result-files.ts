@@ -4,11 +4,8 @@ import { fitForUpload } from '../../core/io/fit-upload.js';
 import { makeGrid } from '../../core/io/grid.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { StoredJob } from '../../core/ports.js';
-import { planMessages } from '../../core/upload-plan.js';
+import { DEFAULT_UPLOAD_LIMIT_BYTES, planMessages } from '../../core/upload-plan.js';
 import { type MessageBody, type ResultPart, resultBody, resultMoreBody } from './render.js';
-
-/** Discord's default per-file limit when an interaction did not state one. */
-const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
 /** One Discord message of a result: its JSON body and its files. */
 export interface OutgoingMessage {
@@ -27,7 +24,7 @@ export async function composeResult(
   imgs: Buffer[],
   o: { results: ResultStore; now: () => Date },
 ): Promise<OutgoingMessage[]> {
-  const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
+  const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
   const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
   const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({
     file: { name: f.name, data: f.data, contentType: f.contentType },

@@ -2,15 +2,13 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { type Attempt, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
 import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
+import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
 
 const runTimeRowSchema = z.object({
   ms: z.number().nonnegative().nullable(),
   count: z.number().int().min(1),
   backend: z.string().nullable(),
 });
-
-/** Discord's default per-file limit when an interaction does not say (10 MiB). */
-const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
 /** Columns every StoredJob read selects, cast to plain JS types. */
 const JOB_COLUMNS = `
@@ -161,7 +159,7 @@ export class PgJobStore implements JobStore {
       input.parentJobId ?? null,
       input.monthStart,
       input.deploymentMonthlyBudgetUsd,
-      interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT,
+      interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES,
     );
     const r = rows[0]!;
     const limit = Number(r.daily);

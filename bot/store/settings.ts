@@ -1,6 +1,9 @@
+import type { NsfwMode } from '../../core/policy.js';
 import type { PrismaClient } from './prisma.js';
 
-export type NsfwModeName = 'strict' | 'nsfw-channels';
+/** The NSFW mode as Postgres spells it (an enum value cannot hold a hyphen) and back. */
+const toDbMode = (m: NsfwMode) => (m === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const));
+const fromDbMode = (m: string | null | undefined): NsfwMode => (m === 'nsfw_channels' ? 'nsfw-channels' : 'strict');
 
 /** A guild's effective settings: stored values or the deployment defaults. */
 export interface GuildPolicy {
@@ -8,7 +11,7 @@ export interface GuildPolicy {
   dailyLimit: number;
   /** true when moderators set dailyLimit themselves. */
   dailyLimitSet: boolean;
-  nsfwMode: NsfwModeName;
+  nsfwMode: NsfwMode;
   monthlyBudgetUsd: number;
   logChannelId: string | null;
   bannedWords: string[];
@@ -69,7 +72,7 @@ export class SettingsStore {
       guildId,
       dailyLimit: s?.dailyLimit ?? this.defaults.dailyLimit,
       dailyLimitSet: s?.dailyLimit !== null && s?.dailyLimit !== undefined,
-      nsfwMode: s?.nsfwMode === 'nsfw_channels' ? 'nsfw-channels' : 'strict',
+      nsfwMode: fromDbMode(s?.nsfwMode),
       monthlyBudgetUsd:
         s?.monthlyBudgetUsd !== null && s?.monthlyBudgetUsd !== undefined ? Number(s.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
       logChannelId: s?.logChannelId ?? null,
@@ -95,23 +98,21 @@ export class SettingsStore {
     guildId: string,
     actorId: string,
     action: string,
-    patch: { dailyLimit?: number; nsfwMode?: NsfwModeName; monthlyBudgetUsd?: number; logChannelId?: string },
+    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string },
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
     this.invalidate(guildId);
     return this.prisma.$transaction(async (tx) => {
       const cur = await tx.guildSettings.findUnique({ where: { guildId } });
       const data = {
         ...(patch.dailyLimit !== undefined ? { dailyLimit: patch.dailyLimit } : {}),
-        ...(patch.nsfwMode !== undefined
-          ? { nsfwMode: patch.nsfwMode === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const) }
-          : {}),
+        ...(patch.nsfwMode !== undefined ? { nsfwMode: toDbMode(patch.nsfwMode) } : {}),
         ...(patch.monthlyBudgetUsd !== undefined ? { monthlyBudgetUsd: patch.monthlyBudgetUsd } : {}),
         ...(patch.logChannelId !== undefined ? { logChannelId: patch.logChannelId } : {}),
       };
       // "before" is what was in force, defaults included, so the audit trail reads without the config.
       const inForce: Record<string, unknown> = {
         dailyLimit: cur?.dailyLimit ?? this.defaults.dailyLimit,
-        nsfwMode: cur?.nsfwMode === 'nsfw_channels' ? 'nsfw-channels' : 'strict',
+        nsfwMode: fromDbMode(cur?.nsfwMode),
         monthlyBudgetUsd: cur?.monthlyBudgetUsd != null ? Number(cur.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
         logChannelId: cur?.logChannelId ?? null,
       };

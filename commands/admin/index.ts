@@ -2,6 +2,7 @@ import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from '
 import { requireModerator } from '../../bot/guards.js';
 import { NO_MENTIONS } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
+import { NSFW_MODES } from '../../core/policy.js';
 import { type Command, GUILD_ONLY } from '../command.js';
 import { backends, stats } from './reports.js';
 import { type AdminHandler, bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
@@ -61,10 +62,7 @@ export const admin = {
             name: 'mode',
             description: 'strict: never; nsfw-channels: only in age-restricted channels',
             required: true,
-            choices: [
-              { name: 'strict', value: 'strict' },
-              { name: 'nsfw-channels', value: 'nsfw-channels' },
-            ],
+            choices: NSFW_MODES.map((m) => ({ name: m, value: m })),
           },
         ],
       },

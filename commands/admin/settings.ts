@@ -2,7 +2,7 @@ import type { ChatInputCommandInteraction } from 'discord.js';
 import type { CommandContext } from '../../bot/context.js';
 import { quoteUserText } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
-import { parseBannedWords } from '../../core/policy.js';
+import { NSFW_MODES, parseBannedWords } from '../../core/policy.js';
 
 /** What an /admin subcommand answers, and the notice it leaves in the log channel when it changed something. */
 export interface AdminResult {
@@ -38,7 +38,7 @@ export const quotaUserClear: AdminHandler = async ({ deps }, i, guildId) => {
 };
 
 export const nsfw: AdminHandler = async ({ deps }, i, guildId) => {
-  const mode = i.options.getString('mode', true) === 'nsfw-channels' ? 'nsfw-channels' : 'strict';
+  const mode = NSFW_MODES.find((m) => m === i.options.getString('mode', true)) ?? 'strict';
   const before = (await deps.settings.policy(guildId)).nsfwMode;
   await deps.settings.updateGuild(guildId, i.user.id, 'nsfw', { nsfwMode: mode });
   const msg = adminText.nsfw(before, mode);

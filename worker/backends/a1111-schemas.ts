@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 
 /** Sampler and scheduler we ask for: good SDXL quality at 25-30 steps on every A1111 ≥ 1.9 and Forge. */
 export const A1111_SAMPLER = 'DPM++ 2M';
@@ -79,7 +79,7 @@ export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, c
     ...commonBody(r, checkpoint),
     init_images: [image.toString('base64')],
     mask: mask.toString('base64'),
-    denoising_strength: r.strength ?? 0.75,
+    denoising_strength: strengthOf(r),
     mask_blur: 4,
     inpaint_full_res: true,
     inpaint_full_res_padding: 32,

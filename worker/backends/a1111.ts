@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { BackendError } from '../../core/errors.js';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import {
   type A1111ExtrasBody,
@@ -15,7 +15,7 @@ import {
   upscaleResponseSchema,
 } from './a1111-schemas.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass, passStrength } from './backend.js';
+import { healthReporter, isImagePass } from './backend.js';
 import { basicAuthHeader, createJsonClient, FifoLock, type JsonClient } from './http.js';
 
 /** Settings for one AUTOMATIC1111 / Forge / SD.Next box. */
@@ -268,7 +268,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     } else if (isImagePass(r.kind)) {
       if (!job.image) throw rejected(`${r.kind} job without its input image`);
       path = '/sdapi/v1/img2img';
-      body = img2imgBody(r, job.image, passStrength(r), o.checkpoint);
+      body = img2imgBody(r, job.image, strengthOf(r), o.checkpoint);
     }
     // Aborted with the BackendError the caller should see; the HTTP client passes that reason through.
     const abandon = new AbortController();

@@ -1,13 +1,13 @@
 import type { BackendFamily } from '../../core/backend-families.js';
-import type { GenerationRequest } from '../../core/generation.js';
+import type { GenerationRequest, JobKind } from '../../core/generation.js';
 
 /** What a backend can do; the chain only sends a job to a backend whose capabilities cover it. */
 export interface BackendCapabilities {
-  readonly kinds: readonly GenerationRequest['kind'][];
+  readonly kinds: readonly JobKind[];
   /** Largest width × height it accepts. */
   readonly maxPixels: number;
   /** Tighter limits for some kinds (e.g. an image input a provider only takes up to some size). */
-  readonly maxPixelsByKind?: Readonly<Partial<Record<GenerationRequest['kind'], number>>>;
+  readonly maxPixelsByKind?: Readonly<Partial<Record<JobKind, number>>>;
   /** Most images one request may return. */
   readonly maxCount: number;
   readonly negativePrompt: boolean;
@@ -48,16 +48,8 @@ export interface BackendJob {
   readonly source?: SourceImage;
 }
 
-/** Strength of an img2img pass when the request names none (the bot sends 0.6 for Vary, 0.3 for Upscale). */
-export const DEFAULT_STRENGTH = { img2img: 0.6, upscale: 0.3 } as const;
-
-/** Denoising strength of an img2img or upscale pass. */
-export function passStrength(r: GenerationRequest): number {
-  return r.strength ?? (r.kind === 'upscale' ? DEFAULT_STRENGTH.upscale : DEFAULT_STRENGTH.img2img);
-}
-
 /** Kinds that start from `BackendJob.image` without a mask. */
-export function isImagePass(kind: GenerationRequest['kind']): kind is 'img2img' | 'upscale' {
+export function isImagePass(kind: JobKind): kind is 'img2img' | 'upscale' {
   return kind === 'img2img' || kind === 'upscale';
 }
 

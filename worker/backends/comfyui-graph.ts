@@ -1,5 +1,5 @@
-import type { GenerationRequest } from '../../core/generation.js';
-import { isImagePass, passStrength } from './backend.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
+import { isImagePass } from './backend.js';
 
 /** A ComfyUI API-format graph: node id → { class_type, inputs }; links are `[nodeId, outputIndex]`. */
 export type ComfyGraph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
@@ -58,7 +58,7 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     }
     g[SAMPLER_NODE] = {
       class_type: 'KSampler',
-      inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: r.strength ?? 0.75 },
+      inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: strengthOf(r) },
     };
   } else if (isImagePass(r.kind)) {
     if (!uploaded) throw new Error(`an ${r.kind} graph needs the uploaded image`);
@@ -71,7 +71,7 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     }
     g[SAMPLER_NODE] = {
       class_type: 'KSampler',
-      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: latent, denoise: passStrength(r) },
+      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: latent, denoise: strengthOf(r) },
     };
   } else {
     g['5'] = { class_type: 'EmptyLatentImage', inputs: { width: r.width, height: r.height, batch_size: r.count } };

@@ -1,10 +1,10 @@
 import { InferenceClient, setLogger } from '@huggingface/inference';
 import sharp, { type Metadata } from 'sharp';
 import { BackendError, isBackendError } from '../../core/errors.js';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass, passStrength } from './backend.js';
+import { healthReporter, isImagePass } from './backend.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -145,7 +145,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
           {
             ...routing,
             inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: r.strength ?? 0.8, mask_image: job.mask.toString('base64') },
+            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r), mask_image: job.mask.toString('base64') },
           },
           options,
         );
@@ -156,7 +156,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
           {
             ...routing,
             inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: passStrength(r) },
+            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r) },
           },
           options,
         );

@@ -4,7 +4,8 @@
  * @module
  */
 import { BackendError, isBackendError } from '../../core/errors.js';
-import { type BackendJob, isImagePass, passStrength } from './backend.js';
+import { strengthOf } from '../../core/generation.js';
+import { type BackendJob, isImagePass } from './backend.js';
 
 /** `stability-ai/sdxl` version from Replicate's README example. */
 export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd4684c244b673b105188fe5f';
@@ -84,11 +85,11 @@ export function buildPrediction(backend: string, job: BackendJob): PredictionSpe
     }
     input.image = dataUri(job.image);
     input.mask = dataUri(job.mask);
-    input.prompt_strength = r.strength ?? 0.8;
+    input.prompt_strength = strengthOf(r);
   } else if (isImagePass(r.kind)) {
     if (!job.image) throw new BackendError(backend, 'rejected', `${r.kind} job without its input image`, { retryable: false });
     input.image = dataUri(job.image);
-    input.prompt_strength = passStrength(r);
+    input.prompt_strength = strengthOf(r);
   }
   return { input, exactSize: true };
 }
