@@ -2,20 +2,10 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from '../../generated/prisma/client.js';
 
-export type { CostLedger, GuildSettings, Job } from '../../generated/prisma/client.js';
-export { JobKind, JobStatus, NsfwMode, Prisma } from '../../generated/prisma/client.js';
 export type { PrismaClient };
 
 /** Connections per process; the bot and the worker each hold one client. */
 const POOL_SIZE = 10;
-
-/**
- * Creates a Prisma client that talks to Postgres through the `pg` driver adapter.
- * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
- */
-export function createPrisma(url: string): PrismaClient {
-  return openDatabase(url).prisma;
-}
 
 /** Prisma for the model API, and the same `pg` pool for the per-job statements. */
 export interface Database {
@@ -28,6 +18,10 @@ export interface Database {
   close(): Promise<void>;
 }
 
+/**
+ * Opens the pool and a Prisma client on it (through the `pg` driver adapter).
+ * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
+ */
 export function openDatabase(url: string, onIdleError: (err: Error) => void = () => undefined): Database {
   const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
   // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that

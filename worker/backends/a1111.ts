@@ -46,20 +46,6 @@ export interface A1111Options {
 
 export const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
 
-export interface A1111UpscaleOptions {
-  /** Scale factor (default 2). */
-  factor?: number;
-  /** Upscaler name as the box lists it (default: the backend's `upscaler`). */
-  upscaler?: string;
-  signal?: AbortSignal;
-}
-
-/** The A1111 backend, plus the box's own upscaler for the Upscale button. */
-export interface A1111Backend extends ImageBackend {
-  /** Upscales a PNG on the box (extras tab), waiting its turn like a job; resolves with PNG bytes. */
-  upscale(png: Buffer, opts?: A1111UpscaleOptions): Promise<Buffer>;
-}
-
 export const A1111_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
@@ -164,7 +150,7 @@ function watchProgress(a: WatchArgs): void {
  * progress and previews from /sdapi/v1/progress; a box that dies or hangs mid-job is noticed within
  * progressTimeoutMs; cancelling interrupts the box.
  */
-export function createA1111Backend(o: A1111Options): A1111Backend {
+export function createA1111Backend(o: A1111Options): ImageBackend {
   const url = new URL(o.url);
   // fetch refuses URLs with credentials; accept them anyway and send them as Basic auth.
   const auth = o.auth ?? (url.username ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined);
@@ -409,9 +395,6 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     generate(job, ctx) {
       // Upscale jobs use the box's own upscaler, under the same one-job-at-a-time lock.
       return exclusive(ctx.signal, () => (job.request.kind === 'upscale' ? runUpscale(job, ctx) : run(job, ctx)));
-    },
-    upscale(png, opts = {}) {
-      return exclusive(opts.signal, () => extras(png, opts.factor ?? 2, opts.upscaler ?? upscaler, opts.signal, upscaleTimeoutMs));
     },
   };
 }
