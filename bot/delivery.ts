@@ -3,19 +3,19 @@ import type { RawFile, REST } from 'discord.js';
 import { DurationWindow, estimateEta, liveSlots, samplesInUse } from '../core/eta.js';
 import {
   type GenerationRequest,
-  type JobPayload,
   type JobProgress,
-  type JobResult,
   jobProgressSchema,
-  jobResultSchema,
+  type ParsedJobResult,
+  parseJobResult,
+  toJobPayload,
 } from '../core/generation.js';
 import { STATUS_STALE_MS } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
-import type { GenerateQueue } from '../core/io/queue.js';
+import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
 import type { JobPlace, QueuePositions, QueueSnapshot } from '../core/io/queue-position.js';
 import type { ResultStore } from '../core/io/results.js';
-import { failureText } from '../core/messages.js';
 import type { InteractionRef, JobStore, StoredJob } from '../core/ports.js';
+import { CANCELLED_IN_QUEUE, completedOutcome, failedOutcome, failureIsFinal } from '../core/settle.js';
 import { isGone, Outbox } from './jobs/outbox.js';
 import { failureBody, type MessageBody, progressBody, queuedBody } from './jobs/render.js';
 import { composeResult, type OutgoingMessage } from './jobs/result-files.js';
@@ -94,18 +94,6 @@ interface Tracked {
   since: number;
 }
 
-type ParsedResult = { success: true; data: JobResult } | { success: false; issues: unknown };
-
-/** A worker's return value (JSON text from QueueEvents, an object from getJob), parsed once per job. */
-function parseJobResult(returnvalue: unknown): ParsedResult {
-  try {
-    const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
-    return parsed.success ? { success: true, data: parsed.data } : { success: false, issues: parsed.error.issues };
-  } catch (err) {
-    return { success: false, issues: String(err) };
-  }
-}
-
 /** Past the token's life, with no reply id on record: there is no message the bot may edit. */
 class LiveMessageUnknown extends Error {}
 
@@ -148,7 +136,7 @@ export class Delivery {
     const { events, log } = this.o;
     events.on('progress', ({ jobId, data }) => this.onProgress(jobId, data));
     events.on('active', ({ jobId }) => {
-      this.o.store.markRunning(jobId).catch((err: unknown) => log.warn({ err, jobId }, 'markRunning failed'));
+      this.o.store.markRunning([{ jobId, at: this.o.now() }]).catch((err: unknown) => log.warn({ err, jobId }, 'markRunning failed'));
       this.onActive(jobId);
     });
     events.on('completed', ({ jobId, returnvalue }) => {
@@ -535,7 +523,7 @@ export class Delivery {
         return false; // picked up by a worker meanwhile
       }
     }
-    const settled = await this.o.store.settle(jobId, { status: 'cancelled', attempts: [] });
+    const settled = await this.o.store.settle(jobId, CANCELLED_IN_QUEUE);
     if (settled) {
       const t = this.tracked.get(jobId);
       if (t) await this.enqueue(t, () => this.deliver(settled, null));
@@ -545,48 +533,19 @@ export class Delivery {
   }
 
   /** A job finished on the worker: fetch its images, settle (charge once), deliver once. */
-  private async complete(jobId: string, parsed: ParsedResult): Promise<void> {
-    if (!parsed.success) {
-      this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
-      const settled = await this.o.store.settle(jobId, {
-        status: 'failed',
-        code: 'invalid_payload',
-        message: failureText.invalid_payload,
-        attempts: [],
-      });
-      if (settled) await this.deliver(settled, null);
-      return;
-    }
-    const result = parsed.data;
-    const images = await this.o.results.getMany(result.imageKeys);
-    if (images.some((b) => b === null)) {
-      const settled = await this.o.store.settle(jobId, {
-        status: 'failed',
-        code: 'expired',
-        message: failureText.expired,
-        attempts: result.attempts,
-      });
-      if (settled) await this.deliver(settled, null);
-      return;
-    }
-    const settled = await this.o.store.settle(jobId, { status: 'succeeded', result });
-    if (settled) await this.deliver(settled, images as Buffer[]);
+  private async complete(jobId: string, parsed: ParsedJobResult): Promise<void> {
+    if (!parsed.success) this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
+    const images = parsed.success ? await this.o.results.getMany(parsed.data.imageKeys) : [];
+    const present = images.every((b) => b !== null);
+    const settled = await this.o.store.settle(jobId, completedOutcome(parsed, present));
+    if (settled) await this.deliver(settled, settled.status === 'succeeded' ? (images as Buffer[]) : null);
   }
 
   /** A job failed; only a final failure (no retry left) is settled and refunded. */
   private async fail(jobId: string): Promise<void> {
     const job = await this.o.queue.getJob(jobId);
-    if (job) {
-      const state = await job.getState();
-      if (state !== 'failed') return;
-    }
-    const failure = await this.o.results.getFailure(jobId);
-    const settled = await this.o.store.settle(jobId, {
-      status: failure?.code === 'cancelled' ? 'cancelled' : 'failed',
-      code: failure?.code ?? 'all_backends_failed',
-      message: failure?.message ?? failureText.all_backends_failed,
-      attempts: failure?.attempts ?? [],
-    });
+    if (!failureIsFinal(job ? await job.getState() : null)) return;
+    const settled = await this.o.store.settle(jobId, failedOutcome(await this.o.results.getFailure(jobId)));
     if (settled) await this.deliver(settled, null);
   }
 
@@ -676,16 +635,12 @@ export class Delivery {
       if (!bull) {
         // Give the submitter time to enqueue before deciding the queue entry is lost.
         if (now - job.createdAt.getTime() < this.claimStaleMs) continue;
-        // Rare path (queue entry lost): without a fresh budget check, stay on free backends.
-        const payload: JobPayload = {
-          v: 1,
-          jobId: job.id,
-          guildId: job.guildId,
-          request: job.request,
-          paidAllowed: false,
-          nsfwAllowed: false,
-        };
-        await this.o.queue.add(job.request.kind, payload, { jobId: job.id });
+        // Rare path (queue entry lost): without a fresh budget and policy check, free backends only
+        // and nothing the classifier flags.
+        await enqueueJob(
+          this.o.queue,
+          toJobPayload({ jobId: job.id, guildId: job.guildId, request: job.request }, { budgetLeftUsd: 0, nsfwAllowed: false }),
+        );
         this.o.log.warn({ jobId: job.id }, 're-enqueued a job missing from the queue');
         continue;
       }

@@ -1,10 +1,13 @@
 import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
 import { UserError } from '../core/errors.js';
-import type { GenerationRequest, JobPayload } from '../core/generation.js';
+import { type GenerationRequest, toJobPayload } from '../core/generation.js';
+import { enqueueJob } from '../core/io/queue.js';
 import { admitJob } from '../core/ledger.js';
 import { text } from '../core/messages.js';
-import { checkPrompt, mayPostNsfw } from '../core/policy.js';
+import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, InteractionRef } from '../core/ports.js';
+import { queuePriority } from '../core/quota.js';
+import { NOT_ENQUEUED } from '../core/settle.js';
 import type { CommandContext } from './context.js';
 
 /** Interactions that can start a generation: the slash commands and the result buttons. */
@@ -41,13 +44,7 @@ export async function admitGeneration(
   const policy = await deps.settings.policy(actor.guildId).catch((err: unknown) => {
     throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
   });
-  const rules = { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords };
-  // Members often list NSFW words in the negative prompt to steer away from them: only the
-  // guild's banned words apply there.
-  const verdict = [
-    checkPrompt(request.prompt, rules),
-    checkPrompt(request.negative, { ...rules, mode: 'nsfw-channels', channelNsfw: true }),
-  ].find((v) => !v.ok) ?? { ok: true as const };
+  const verdict = checkRequestText(request, { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords });
   if (!verdict.ok) {
     ctx.log.info({ reason: verdict.reason }, 'prompt refused by policy');
     throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);
@@ -84,40 +81,19 @@ export async function admitGeneration(
 }
 
 /**
- * Fairness: BullMQ serves lower priority numbers first, FIFO within one number. A member's turn
- * depends on how many images they already had today, so one member's batch never starves others.
- */
-export function queuePriority(usedBefore: number): number {
-  return Math.min(usedBefore + 1, 2_000_000);
-}
-
-/**
  * Enqueues an admitted job and shows its place in the queue. If the queue is unreachable the
  * reservation is refunded before the member hears about it.
  */
 export async function enqueueGeneration(ctx: CommandContext, a: Admitted): Promise<void> {
   const { deps } = ctx;
   const log = ctx.log.child({ jobId: a.jobId });
-  const payload: JobPayload = {
-    v: 1,
-    jobId: a.jobId,
-    guildId: a.actor.guildId,
-    request: a.request,
-    paidAllowed: a.budgetLeftUsd > 0,
-    budgetLeftUsd: a.budgetLeftUsd,
-    nsfwAllowed: a.nsfwAllowed,
-  };
+  const payload = toJobPayload({ jobId: a.jobId, guildId: a.actor.guildId, request: a.request }, a);
   try {
-    await deps.queue.add(a.request.kind, payload, { jobId: a.jobId, priority: queuePriority(a.usedBefore) });
+    await enqueueJob(deps.queue, payload, queuePriority(a.usedBefore));
   } catch (err) {
     log.warn({ err }, 'enqueue failed; refunding');
     deps.delivery.forget(a.jobId);
-    const settled = await deps.store.settle(a.jobId, {
-      status: 'failed',
-      code: 'queue_unavailable',
-      message: text.queueUnavailable,
-      attempts: [],
-    });
+    const settled = await deps.store.settle(a.jobId, NOT_ENQUEUED);
     if (settled) await deps.store.markDelivered(a.jobId, null);
     throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
   }

@@ -1,3 +1,6 @@
+import { z } from 'zod';
+import { attemptSchema } from './generation.js';
+
 /**
  * Why a job ended without images: one list for the worker that reports it, the Redis record that
  * carries it, the ledger row that keeps it and the message a member reads (core/messages.ts
@@ -23,6 +26,15 @@ export const FAILURE_CODES = [
   'queue_unavailable',
 ] as const;
 export type FailureCode = (typeof FAILURE_CODES)[number];
+
+/** Why a job failed for good, written by the worker so the bot can tell the member and book the attempts. */
+export const jobFailureSchema = z.object({
+  code: z.enum(FAILURE_CODES),
+  /** Safe to show a member. */
+  message: z.string(),
+  attempts: z.array(attemptSchema),
+});
+export type JobFailure = z.infer<typeof jobFailureSchema>;
 
 export function isFailureCode(value: string | null | undefined): value is FailureCode {
   return (FAILURE_CODES as readonly string[]).includes(value ?? '');

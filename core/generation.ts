@@ -213,6 +213,26 @@ export const jobPayloadSchema = z.object({
 });
 export type JobPayload = z.infer<typeof jobPayloadSchema>;
 
+/**
+ * The queue payload of an admitted job, built here for the first enqueue and for any re-enqueue
+ * (a queue entry lost to a crash), so both always agree on what a worker is told. `budgetLeftUsd`
+ * 0 keeps the job on free backends.
+ */
+export function toJobPayload(
+  job: { jobId: string; guildId: string; request: GenerationRequest },
+  grants: { budgetLeftUsd: number; nsfwAllowed: boolean },
+): JobPayload {
+  return {
+    v: 1,
+    jobId: job.jobId,
+    guildId: job.guildId,
+    request: job.request,
+    paidAllowed: grants.budgetLeftUsd > 0,
+    budgetLeftUsd: grants.budgetLeftUsd,
+    nsfwAllowed: grants.nsfwAllowed,
+  };
+}
+
 export const attemptSchema = z.object({
   backend: z.string(),
   outcome: z.enum(['succeeded', 'failed', 'skipped', 'cancelled']),
@@ -237,6 +257,18 @@ export const jobResultSchema = z.object({
   attempts: z.array(attemptSchema),
 });
 export type JobResult = z.infer<typeof jobResultSchema>;
+
+export type ParsedJobResult = { success: true; data: JobResult } | { success: false; issues: unknown };
+
+/** A worker's return value (JSON text from QueueEvents, an object from getJob), parsed once per job. */
+export function parseJobResult(returnvalue: unknown): ParsedJobResult {
+  try {
+    const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
+    return parsed.success ? { success: true, data: parsed.data } : { success: false, issues: parsed.error.issues };
+  } catch (err) {
+    return { success: false, issues: String(err) };
+  }
+}
 
 /** Progress reported through BullMQ while a job runs. */
 export const jobProgressSchema = z.object({

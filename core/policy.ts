@@ -295,6 +295,22 @@ export function checkPrompt(
   return { ok: true };
 }
 
+/**
+ * The prompt rule for a request. The guild's banned words apply to the prompt and the negative
+ * prompt alike; the built-in NSFW terms apply to the prompt only, since members often list NSFW
+ * words in the negative prompt to steer away from them.
+ */
+export function checkRequestText(
+  request: { prompt: string; negative: string },
+  policy: { mode: NsfwMode; channelNsfw: boolean; bannedWords: readonly string[] },
+): { ok: true } | { ok: false; reason: 'banned_word' | 'nsfw'; term: string } {
+  const verdicts = [
+    checkPrompt(request.prompt, policy),
+    checkPrompt(request.negative, { ...policy, mode: 'nsfw-channels', channelNsfw: true }),
+  ];
+  return verdicts.find((v) => !v.ok) ?? { ok: true };
+}
+
 /** Moderator input to a clean list: split on commas and new lines, trimmed, lower case, unique, each ≤ 64 chars, ≤ 200 words. */
 export function parseBannedWords(input: string): string[] {
   const words = input

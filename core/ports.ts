@@ -1,5 +1,6 @@
-import type { FailureCode } from './failures.js';
-import type { Attempt, GenerationRequest, JobKind, JobResult } from './generation.js';
+import type { GenerationRequest, JobKind, JobResult } from './generation.js';
+import type { QuotaFacts, Refusal } from './quota.js';
+import type { SettleOutcome } from './settle.js';
 
 /** Who asked, where: plain ids, never discord.js objects. */
 export interface Actor {
@@ -34,12 +35,14 @@ export interface ReserveInput {
 
 export type ReserveOutcome =
   | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }
-  | { ok: false; reason: 'quota' | 'blocked' | 'in_flight'; usedToday: number; limit: number; inFlight: number };
+  | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number };
 
-export type SettleOutcome =
-  | { status: 'succeeded'; result: JobResult }
-  | { status: 'failed'; code: FailureCode; message: string; attempts: Attempt[] }
-  | { status: 'cancelled'; attempts: Attempt[] };
+/** What /quota shows a member: the facts the quota rules decide on, this month's images and the jobs under way. */
+export interface MemberQuota {
+  facts: QuotaFacts;
+  usedThisMonth: number;
+  queued: { id: string; status: string; prompt: string; createdAt: Date }[];
+}
 
 export interface StoredJob {
   id: string;
@@ -74,8 +77,8 @@ export interface StoredJob {
 export interface JobStore {
   /** Reserves `request.count` images and records the job, or refuses without changing anything. */
   reserve(input: ReserveInput): Promise<ReserveOutcome>;
-  /** queued → running; false if the job was not queued (already running, settled or cancelled). */
-  markRunning(jobId: string): Promise<boolean>;
+  /** queued → running for the jobs still queued, with the time each was seen to start; one statement for all. */
+  markRunning(started: readonly { jobId: string; at: Date }[]): Promise<void>;
   /**
    * queued|running → final status, books every attempt in the ledger, refunds on failure/cancel,
    * and claims delivery for the caller. Returns the job if this call settled it, null if it was settled already.
@@ -91,20 +94,8 @@ export interface JobStore {
   get(jobId: string): Promise<StoredJob | null>;
   /** Jobs not yet delivered, created after `since`, oldest first. */
   listUndelivered(since: Date, limit: number): Promise<StoredJob[]>;
-  /** Member usage for /quota. */
-  usage(
-    guildId: string,
-    userId: string,
-    day: string,
-    monthStart: string,
-  ): Promise<{
-    usedToday: number;
-    usedThisMonth: number;
-    inFlight: number;
-    queued: { id: string; status: string; prompt: string; createdAt: Date }[];
-  }>;
-  /** Daily limit in force for a member (override, guild default, deployment default). */
-  dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number>;
+  /** What /quota needs for one member; `monthStart` (YYYY-MM-DD) bounds the month's count. */
+  memberQuota(guildId: string, userId: string, monthStart: string): Promise<MemberQuota>;
   /** The worker's run time, image count and backend of the last `limit` succeeded jobs, newest first (queue ETA seed). */
   recentRunTimes(limit: number): Promise<{ ms: number; count: number; backend: string | null }[]>;
 }

@@ -1,3 +1,4 @@
+import { spentSinceSql } from '../../core/budget.js';
 import type { PrismaClient } from './prisma.js';
 
 export interface GuildStats {
@@ -81,7 +82,7 @@ export class StatsStore {
   /** Paid spend of a guild since the start of the month. */
   async spentSince(guildId: string, monthStart: string): Promise<number> {
     const rows = await this.prisma.$queryRawUnsafe<{ spent: number }[]>(
-      `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM cost_ledger WHERE guild_id = $1 AND created_at >= $2::date`,
+      `SELECT ${spentSinceSql('$1', '$2')}::float8 AS spent`,
       guildId,
       monthStart,
     );

@@ -42,6 +42,14 @@ export function createGenerateQueue(connection: Redis, prefix: string, opts: Par
   });
 }
 
+/**
+ * Adds a job to the queue under its database id, so adding it twice (a re-enqueue racing the first
+ * add) leaves one job. `priority`: see core/quota.ts queuePriority.
+ */
+export async function enqueueJob(queue: GenerateQueue, payload: JobPayload, priority?: number): Promise<void> {
+  await queue.add(payload.request.kind, payload, { jobId: payload.jobId, ...(priority === undefined ? {} : { priority }) });
+}
+
 /** Lock settings that make a killed worker's job come back within seconds. */
 export function workerLockOptions(lockMs: number, stalledCheckMs: number) {
   return { lockDuration: lockMs, stalledInterval: stalledCheckMs, maxStalledCount: 2 } as const;

@@ -1,16 +1,5 @@
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
-import { FAILURE_CODES } from '../failures.js';
-import { attemptSchema } from '../generation.js';
-
-/** Why a job failed for good, written by the worker so the bot can tell the member and book the attempts. */
-export const jobFailureSchema = z.object({
-  code: z.enum(FAILURE_CODES),
-  /** Safe to show a member. */
-  message: z.string(),
-  attempts: z.array(attemptSchema),
-});
-export type JobFailure = z.infer<typeof jobFailureSchema>;
+import { type JobFailure, jobFailureSchema } from '../failures.js';
 
 /**
  * Result images, previews, inpaint inputs and failure summaries in transit between worker and bot.

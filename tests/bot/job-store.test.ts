@@ -2,6 +2,8 @@ import { describe, expect } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
+import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
+import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 import { test } from '../setup/fixtures.js';
 
 const actor = { guildId: '2222222222222222222', channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false };
@@ -126,5 +128,49 @@ describe('PgJobStore', () => {
     // A result row without a usable runMs is skipped, not an error.
     await db.prisma.$executeRawUnsafe(`UPDATE jobs SET result = result - 'runMs' WHERE id = $1::uuid`, ids[0]!);
     expect((await store.recentRunTimes(10)).map((r) => r.ms)).toEqual([4000, 2000]);
+  });
+});
+
+describe('the reservation statement (the same cases core/quota.ts admission runs)', () => {
+  test.for(QUOTA_CASES)('$rule', async (c, { db }) => {
+    const { guildId, userId } = actor;
+    if (c.facts.guildDefault !== null) await db.prisma.guildSettings.create({ data: { guildId, dailyLimit: c.facts.guildDefault } });
+    if (c.facts.userOverride !== null)
+      await db.prisma.userQuotaOverride.create({ data: { guildId, userId, dailyLimit: c.facts.userOverride, setBy: 'mod' } });
+    if (c.facts.usage)
+      await db.prisma.memberUsage.create({
+        data: {
+          guildId,
+          userId,
+          day: new Date(`${c.facts.usage.day}T00:00:00Z`),
+          images: c.facts.usage.images,
+          inFlight: c.facts.usage.inFlight,
+        },
+      });
+    const store = new PgJobStore(db.pool);
+    const outcome = await store.reserve(
+      input({ day: TODAY, deploymentDailyLimit: c.settings.deploymentDailyLimit, maxInFlight: c.settings.maxInFlight }, c.asked),
+    );
+    if (c.expected.ok) {
+      expect(outcome.ok).toBe(true);
+      expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(c.expected.usedAfter);
+      expect(await db.prisma.job.count()).toBe(1);
+    } else {
+      expect(outcome).toMatchObject({ ok: false, reason: c.expected.reason });
+      expect(await db.prisma.job.count()).toBe(0);
+    }
+  });
+});
+
+describe('the settle statement (the same cases core/settle.ts settlement runs)', () => {
+  test.for(SETTLE_CASES)('$rule', async (c, { db }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input({}, 2));
+    if (!r.ok) throw new Error('not admitted');
+    const settled = await store.settle(r.jobId, c.outcome);
+    expect(settled?.status).toBe(c.outcome.status);
+    expect(await db.prisma.memberUsage.findFirstOrThrow()).toMatchObject({ images: c.charged ? 2 : 0, inFlight: 0 });
+    expect(Number((await db.prisma.job.findFirstOrThrow()).costUsd)).toBeCloseTo(c.costUsd, 6);
+    expect(await db.prisma.costLedger.count()).toBe(c.ledgerRows);
   });
 });
