@@ -12,7 +12,6 @@ import { type ButtonAction, type ButtonId, decodeCustomId } from '../core/custom
 import { UserError } from '../core/errors.js';
 import { type JobResult, LIMITS } from '../core/generation.js';
 import { fetchAttachment } from '../core/io/attachments.js';
-import { requestCancel } from '../core/io/cancel.js';
 import { buttonText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import {
@@ -188,9 +187,11 @@ export async function runButton(
         await interaction.editReply({ content: buttonText.alreadyFinished, allowedMentions: NO_MENTIONS });
         return;
       }
-      const removed = await ctx.deps.delivery.cancelQueued(job.id);
-      if (!removed) await requestCancel(ctx.deps.redis, ctx.deps.config.QUEUE_PREFIX, job.id);
-      await interaction.editReply({ content: removed ? buttonText.cancelled : buttonText.cancelling, allowedMentions: NO_MENTIONS });
+      const outcome = await ctx.deps.outbound.cancel(job.id);
+      await interaction.editReply({
+        content: outcome === 'cancelled' ? buttonText.cancelled : buttonText.cancelling,
+        allowedMentions: NO_MENTIONS,
+      });
       return;
     }
     case 'delete': {

@@ -6,7 +6,7 @@ import type { Metrics } from '../core/io/metrics.js';
 import type { GenerateQueue } from '../core/io/queue.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { JobStore } from '../core/ports.js';
-import type { Delivery } from './delivery.js';
+import type { Outbound } from './jobs/outbound.js';
 import type { Notices } from './notices.js';
 import type { SettingsStore } from './store/settings.js';
 import type { StatsStore } from './store/stats.js';
@@ -22,7 +22,7 @@ export interface BotDeps {
   /** The producer connection (fails fast), for small reads such as backend status. */
   redis: Redis;
   results: ResultStore;
-  delivery: Delivery;
+  outbound: Outbound;
   rest: REST;
   log: Logger;
   now: () => Date;

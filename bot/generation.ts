@@ -68,7 +68,7 @@ export async function admitGeneration(
     request,
     parentJobId,
   );
-  deps.delivery.begin(jobId, actor.guildId, actor.channelId, ref, request);
+  deps.outbound.lifecycle.begin(jobId, actor.guildId, actor.channelId, ref, request);
   return {
     jobId,
     actor,
@@ -92,11 +92,11 @@ export async function enqueueGeneration(ctx: CommandContext, a: Admitted): Promi
     await enqueueJob(deps.queue, payload, queuePriority(a.usedBefore));
   } catch (err) {
     log.warn({ err }, 'enqueue failed; refunding');
-    deps.delivery.forget(a.jobId);
+    deps.outbound.lifecycle.forget(a.jobId);
     const settled = await deps.store.settle(a.jobId, NOT_ENQUEUED);
     if (settled) await deps.store.markDelivered(a.jobId, null);
     throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
   }
   log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
-  await deps.delivery.showQueued(a.jobId);
+  await deps.outbound.lifecycle.showQueued(a.jobId);
 }

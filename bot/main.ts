@@ -15,7 +15,7 @@ import type { StoredJob } from '../core/ports.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import type { BotDeps } from './context.js';
-import { Delivery } from './delivery.js';
+import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
@@ -45,7 +45,7 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
   };
 }
 
-/** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
+/** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
@@ -72,7 +72,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   });
   const stats = new StatsStore(prisma);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
-  const delivery = new Delivery({
+  const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     store,
     results,
@@ -88,11 +88,13 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       config.QUEUE_PREFIX,
     ),
     events,
+    redis: producer,
+    prefix: config.QUEUE_PREFIX,
     rest: webhookRest,
     botRest,
     log: log.child({ part: 'delivery' }),
-    // Token ages compare with database timestamps, so delivery keeps the real clock even in tests.
-    now: () => new Date(),
+    // Token ages compare with database timestamps, so the outbound side keeps the real clock even in tests.
+    now: () => Date.now(),
     ownsGuild: (id) => client.guilds.cache.has(id),
     editIntervalMs: overrides.editIntervalMs,
     tokenLifetimeMs: overrides.tokenLifetimeMs,
@@ -108,7 +110,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     queue,
     redis: producer,
     results,
-    delivery,
+    outbound,
     rest: client.rest,
     log,
     now,
@@ -122,7 +124,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
   await client.login(config.DISCORD_TOKEN);
   await ready;
-  await delivery.start();
+  await outbound.start();
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   webhookRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
@@ -150,7 +152,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     deps,
     async stop() {
       ops?.close();
-      await delivery.stop();
+      await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
       await Promise.allSettled([eventsConn.quit(), producer.quit()]);

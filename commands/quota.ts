@@ -21,7 +21,7 @@ export const quota = {
       queued: m.queued,
     };
     // Positions are a nicety: without the queue the list still shows each job's status.
-    const positions = await ctx.deps.delivery.positionsOf(usage.queued.map((q) => q.id)).catch(() => new Map<string, number>());
+    const positions = await ctx.deps.outbound.board.positionsOf(usage.queued.map((q) => q.id)).catch(() => new Map<string, number>());
     const lines = [text.quotaSummary({ ...usage, now: at })];
     for (const q of usage.queued) lines.push(text.quotaJob(q.status, positions.get(q.id) ?? null, quoteUserText(q.prompt, 80)));
     await interaction.editReply({ content: lines.join('\n'), allowedMentions: NO_MENTIONS });

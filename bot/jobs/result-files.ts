@@ -22,7 +22,7 @@ export async function composeResult(
   job: StoredJob,
   result: JobResult,
   imgs: Buffer[],
-  o: { results: ResultStore; now: () => Date },
+  o: { results: Pick<ResultStore, 'get'>; now: () => number },
 ): Promise<OutgoingMessage[]> {
   const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
   const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
@@ -40,7 +40,7 @@ export async function composeResult(
     files.map((f) => (f.file.data as Buffer).length),
     limit,
   );
-  const totalMs = (job.finishedAt ?? o.now()).getTime() - job.createdAt.getTime();
+  const totalMs = (job.finishedAt?.getTime() ?? o.now()) - job.createdAt.getTime();
   return plan.map((ids, n) => {
     const entries = ids.map((i) => files[i]!);
     const part: ResultPart = {

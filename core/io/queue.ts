@@ -46,7 +46,7 @@ export function createGenerateQueue(connection: Redis, prefix: string, opts: Par
  * Adds a job to the queue under its database id, so adding it twice (a re-enqueue racing the first
  * add) leaves one job. `priority`: see core/quota.ts queuePriority.
  */
-export async function enqueueJob(queue: GenerateQueue, payload: JobPayload, priority?: number): Promise<void> {
+export async function enqueueJob(queue: Pick<GenerateQueue, 'add'>, payload: JobPayload, priority?: number): Promise<void> {
   await queue.add(payload.request.kind, payload, { jobId: payload.jobId, ...(priority === undefined ? {} : { priority }) });
 }
 
