@@ -27,7 +27,7 @@ export interface LifecycleOptions {
   results: Pick<ResultStore, 'get' | 'getMany' | 'getFailure'>;
   queue: JobStates;
   board: QueueBoard;
-  post: PostResult;
+  post: Pick<PostResult, 'post'>;
   edits: LiveEdits;
   log: Logger;
   now: () => number;
