@@ -1,6 +1,6 @@
 import { readBackendStatus, STATUS_STALE_MS } from '../../core/io/backend-status.js';
-import { renderStatsChart } from '../../core/io/stats-chart.js';
 import type { AdminHandler } from './settings.js';
+import { renderStatsChart } from './stats-chart.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
 
