@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
+import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
@@ -14,9 +15,11 @@ import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
-import type { BotDeps } from './context.js';
+import { createGenerationService } from './generation.js';
+import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
+import { createReports } from './reports.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
 import { openDatabase } from './store/prisma.js';
@@ -25,7 +28,8 @@ import { StatsStore } from './store/stats.js';
 
 export interface RunningBot {
   client: Client;
-  deps: BotDeps;
+  /** The producer connection (tests watch the bot's Redis reads on it). */
+  redis: Redis;
   stop(): Promise<void>;
 }
 
@@ -101,22 +105,25 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
-  const deps: BotDeps = {
-    config,
-    store,
-    settings,
-    stats,
-    notices,
-    queue,
-    redis: producer,
-    results,
-    outbound,
-    rest: client.rest,
+  const route = createRouter({
+    services: {
+      now,
+      config,
+      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, now, log }),
+      inputs: createInputService({ config, results }),
+      jobs: {
+        get: (jobId) => store.get(jobId),
+        cancel: outbound.cancel,
+        positionsOf: (jobIds) => outbound.board.positionsOf(jobIds),
+        memberQuota: (guildId, userId, monthStart) => store.memberQuota(guildId, userId, monthStart),
+      },
+      settings,
+      notices,
+      reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
+    },
     log,
-    now,
     metrics,
-  };
-  const route = createRouter(deps);
+  });
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
   client.on(Events.ShardDisconnect, (_e, shard) => log.warn({ shard }, 'gateway disconnected'));
@@ -149,7 +156,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
 
   return {
     client,
-    deps,
+    redis: producer,
     async stop() {
       ops?.close();
       await outbound.stop();

@@ -1,6 +1,5 @@
-import { type DurationSample, DurationWindow, estimateEta, liveSlots, samplesInUse } from '../../core/eta.js';
+import { type DurationSample, DurationWindow, estimateEta, liveSlots, STATUS_STALE_MS, samplesInUse } from '../../core/eta.js';
 import type { GenerationRequest } from '../../core/generation.js';
-import { STATUS_STALE_MS } from '../../core/io/backend-status.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { QueueSnapshot } from '../../core/io/queue-position.js';
 import type { LiveMessage } from './live-message.js';

@@ -120,7 +120,7 @@ export const admin = {
   defer: 'ephemeral',
   async execute(ctx, interaction) {
     // Discord's default_member_permissions can be overridden per server; this check cannot.
-    requireModerator(interaction, ctx.deps.config.MODERATOR_ROLE_IDS);
+    requireModerator(interaction, ctx.config.MODERATOR_ROLE_IDS);
     const guildId = interaction.guildId!;
     const sub = interaction.options.getSubcommand(true);
     const handler = HANDLERS[sub];
@@ -133,6 +133,6 @@ export const admin = {
       files: result.files?.map((f) => ({ attachment: f.data, name: f.name })),
       allowedMentions: NO_MENTIONS,
     });
-    if (result.notice) await ctx.deps.notices.post(guildId, adminText.notice(interaction.user.id, result.notice));
+    if (result.notice) await ctx.notices.post(guildId, adminText.notice(interaction.user.id, result.notice));
   },
 } satisfies Command;

@@ -23,9 +23,6 @@ export type BackendStatus = z.infer<typeof backendStatusSchema>;
 export const backendStatusKey = (prefix: string) => `${prefix}:backend-status`;
 const key = backendStatusKey;
 
-/** Reports older than this are shown as stale (the worker may be gone). */
-export const STATUS_STALE_MS = 60_000;
-
 export async function publishBackendStatus(redis: Redis, prefix: string, statuses: BackendStatus[]): Promise<void> {
   if (statuses.length === 0) return;
   const tx = redis.multi();

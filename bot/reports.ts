@@ -1,0 +1,25 @@
+import type { Redis } from 'ioredis';
+import { readBackendStatus } from '../core/io/backend-status.js';
+import type { GenerateQueue } from '../core/io/queue.js';
+import type { Reports } from './context.js';
+import type { StatsStore } from './store/stats.js';
+
+/** What `/admin stats` and `/admin backends` read: Postgres aggregates, the workers' reports in Redis, the queue's counts. */
+export function createReports(o: {
+  stats: Pick<StatsStore, 'guild' | 'backends'>;
+  redis: Redis;
+  prefix: string;
+  queue: Pick<GenerateQueue, 'getJobCounts'>;
+}): Reports {
+  return {
+    guild: (guildId, since) => o.stats.guild(guildId, since),
+    async backends(since) {
+      const [statuses, latency, counts] = await Promise.all([
+        readBackendStatus(o.redis, o.prefix),
+        o.stats.backends(since),
+        o.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed'),
+      ]);
+      return { statuses, latency, counts };
+    },
+  };
+}
