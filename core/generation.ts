@@ -31,7 +31,7 @@ export function aspectToSize(aspect: Aspect): { width: number; height: number } 
 }
 
 /** Raw `/imagine` options as Discord delivers them (absent options are undefined). */
-export const imagineOptionsSchema = z.object({
+const imagineOptionsSchema = z.object({
   prompt: z.string(),
   negative: z.string().optional(),
   aspect: z.enum(ASPECTS).optional(),
@@ -41,7 +41,6 @@ export const imagineOptionsSchema = z.object({
   guidance: z.number().min(LIMITS.guidanceMin).max(LIMITS.guidanceMax).optional(),
   preset: z.string().optional(),
 });
-export type ImagineOptions = z.infer<typeof imagineOptionsSchema>;
 
 /** The kinds of job: each is a BullMQ job name with one handler in the worker, and a kind in Postgres. */
 export const JOB_KINDS = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
@@ -174,14 +173,13 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
 }
 
 /** Raw `/inpaint` options besides the attachments. */
-export const inpaintOptionsSchema = z.object({
+const inpaintOptionsSchema = z.object({
   prompt: z.string(),
   negative: z.string().optional(),
   strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   seed: z.number().int().min(0).max(LIMITS.seedMax).optional(),
   count: z.number().int().min(1).max(LIMITS.countMax).optional(),
 });
-export type InpaintOptions = z.infer<typeof inpaintOptionsSchema>;
 
 /** Validates `/inpaint` text options (pure, before acknowledging); size and inputs come after the images are read. */
 export function parseInpaintOptions(

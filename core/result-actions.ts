@@ -5,7 +5,7 @@ import { buttonText } from './messages.js';
 import { findPreset } from './presets.js';
 
 /** Upscales stop here (about 2048 × 2048): beyond it SDXL backends and Discord previews struggle. */
-export const UPSCALE_MAX_PIXELS = 2048 * 2048;
+const UPSCALE_MAX_PIXELS = 2048 * 2048;
 const UPSCALE_FACTOR = 2;
 /** Below this gain an upscale is not worth a member's quota, so the button is not offered. */
 const UPSCALE_MIN_GAIN = 1.25;
@@ -39,7 +39,7 @@ const VARY_MAX_PIXELS = 1536 * 1024;
 const SDXL_PIXELS = 1024 * 1024;
 
 /** Size of a variation: the image's own size in multiples of 8, or its aspect at about one megapixel when larger. */
-export function varySize(width: number, height: number): { width: number; height: number } {
+function varySize(width: number, height: number): { width: number; height: number } {
   if (width * height <= VARY_MAX_PIXELS) return { width: multipleOf8(width), height: multipleOf8(height) };
   const scale = Math.sqrt(SDXL_PIXELS / (width * height));
   return { width: Math.round((width * scale) / 64) * 64, height: Math.round((height * scale) / 64) * 64 };

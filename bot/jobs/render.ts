@@ -33,7 +33,7 @@ function row(buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonComp
   return { type: ComponentType.ActionRow, components: buttons };
 }
 
-export function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
+function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
   return row([button(buttonText.labels.cancel, encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
 }
 

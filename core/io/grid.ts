@@ -5,7 +5,7 @@ const TILE = 512;
 const GAP = 8;
 
 /** Grid layout for n images: side by side for two, two columns otherwise. */
-export function gridLayout(n: number): { cols: number; rows: number } {
+function gridLayout(n: number): { cols: number; rows: number } {
   const cols = Math.min(n, 2);
   return { cols, rows: Math.ceil(n / cols) };
 }

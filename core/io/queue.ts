@@ -9,7 +9,7 @@ export const GENERATE_QUEUE = 'generate';
  * Retries are for a whole-chain transient failure (every backend busy or briefly down);
  * each attempt already walks the fallback chain, so three is plenty.
  */
-export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+const DEFAULT_JOB_OPTIONS: JobsOptions = {
   attempts: 3,
   backoff: { type: 'exponential', delay: 2000 },
   removeOnComplete: { age: 24 * 3600, count: 5000 },

@@ -44,9 +44,9 @@ export interface A1111Options {
   log: Logger;
 }
 
-export const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
+const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
 
-export const A1111_CAPABILITIES: BackendCapabilities = {
+const A1111_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,

@@ -7,11 +7,11 @@ export type ComfyGraph = Record<string, { class_type: string; inputs: Record<str
 /** The SaveImage node whose outputs hold the results. */
 export const SAVE_NODE = '9';
 /** The KSampler node (its steps drive progress). */
-export const SAMPLER_NODE = '3';
+const SAMPLER_NODE = '3';
 
 /** Good SDXL quality at 25-30 steps; both are in every ComfyUI's KSampler lists. */
-export const COMFY_SAMPLER = 'dpmpp_2m';
-export const COMFY_SCHEDULER = 'karras';
+const COMFY_SAMPLER = 'dpmpp_2m';
+const COMFY_SCHEDULER = 'karras';
 export const FILENAME_PREFIX = 'imagebot';
 
 /** Names of the uploaded inputs as ComfyUI returned them (`subfolder/name` when in a subfolder); a mask only for inpaint. */

@@ -26,7 +26,7 @@ export interface ComfyUIOptions {
   log: Logger;
 }
 
-export const COMFYUI_CAPABILITIES: BackendCapabilities = {
+const COMFYUI_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,

@@ -5,6 +5,7 @@ import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
 import { healthReporter, isImagePass } from './backend.js';
+import { parseRetryAfter } from './http.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -122,8 +123,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     // Observes Retry-After, which the client's error objects do not carry.
     const observe: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
-      const header = Number(res.headers.get('retry-after'));
-      retryAfterS = res.headers.has('retry-after') && Number.isFinite(header) ? header : undefined;
+      retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
       return res;
     };
     const options = { signal, retry_on_error: false, fetch: observe };

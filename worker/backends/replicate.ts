@@ -13,7 +13,7 @@ import {
   REPLICATE_IMAGE_INPUT_MAX_PIXELS,
 } from './replicate-input.js';
 
-export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
+export { DEFAULT_SDXL_VERSION, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
 
 /** Settings for one Replicate account. */
 export interface ReplicateBackendOptions {
