@@ -15,8 +15,9 @@ import {
   upscaleResponseSchema,
 } from './a1111-schemas.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass } from './backend.js';
+import { backendErrors, healthReporter, isImagePass } from './backend.js';
 import { basicAuthHeader, createJsonClient, FifoLock, type JsonClient } from './http.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for one AUTOMATIC1111 / Forge / SD.Next box. */
 export interface A1111Options {
@@ -169,9 +170,8 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
   const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
   const log = o.log;
 
-  const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
-  const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
-  const rejected = (detail: string) => new BackendError(o.id, 'rejected', detail, { retryable: false });
+  const errors = backendErrors(o.id, { badResponseRetryable: true });
+  const { cancelled, badResponse, rejected } = errors;
 
   /** Waits for the box, runs `fn`, and makes sure nothing but a BackendError escapes. */
   async function exclusive<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
@@ -202,26 +202,9 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
   async function toPngs(images: string[], first: number, r: GenerationRequest): Promise<Buffer[]> {
     const mine = images.slice(first, first + r.count);
     if (mine.length < r.count) throw badResponse(`returned ${mine.length} of ${r.count} images (interrupted on the box?)`);
+    // samples_format jpg/webp on the box come back as PNG.
     return Promise.all(
-      mine.map(async (b64, i) => {
-        const buf = decodeBase64Image(b64);
-        const meta = await sharp(buf)
-          .metadata()
-          .catch((err: unknown) => {
-            throw badResponse(`image ${i + 1} does not decode`, err);
-          });
-        if (meta.width !== r.width || meta.height !== r.height) {
-          throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
-        }
-        if (meta.format === 'png') return buf;
-        // samples_format jpg/webp on the box: the contract is PNG.
-        return sharp(buf)
-          .png()
-          .toBuffer()
-          .catch((err: unknown) => {
-            throw badResponse(`image ${i + 1} (${meta.format}) does not convert to PNG`, err);
-          });
-      }),
+      mine.map((b64, i) => outputPng(errors, decodeBase64Image(b64), i + 1, { width: r.width, height: r.height, fit: 'exact' })),
     );
   }
 
@@ -230,16 +213,6 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       return generationInfoSchema.parse(JSON.parse(text));
     } catch (err) {
       throw badResponse('info is not JSON with a seed', err);
-    }
-  }
-
-  function emitSafely(ctx: RunContext, p: BackendProgress, jobId: string): void {
-    try {
-      // The processor's callback is async; a failed preview upload must not end the job.
-      const out: unknown = ctx.onProgress(p);
-      if (out instanceof Promise) out.catch((err: unknown) => log.warn({ err, jobId }, 'progress callback failed'));
-    } catch (err) {
-      log.warn({ err, jobId }, 'progress callback failed');
     }
   }
 
@@ -271,7 +244,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       pollMs,
       deadAfterMs: o.progressTimeoutMs,
       stop: stopWatch.signal,
-      onProgress: (p) => emitSafely(ctx, p, job.jobId),
+      onProgress: ctx.onProgress,
       onDead: (why) => {
         log.warn({ jobId: job.jobId, why }, 'box stopped making progress; abandoning the job');
         giveUp(new BackendError(o.id, 'timeout', why));
@@ -323,13 +296,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       }
       throw err;
     }
-    const buf = decodeBase64Image(res.image);
-    const meta = await sharp(buf)
-      .metadata()
-      .catch((err: unknown) => {
-        throw badResponse('upscaled image does not decode', err);
-      });
-    return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
+    return outputPng(errors, decodeBase64Image(res.image), 1, { fit: 'any' });
   }
 
   /** An upscale job (caller holds the lock): the box's upscaler on the untouched source, then exactly the requested size. */
@@ -348,7 +315,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     const factor = r.width / src.width;
     const started = performance.now();
     // The extras tab reports no steps, so start and end are all the progress there is.
-    emitSafely(ctx, { step: 0, total: 1, fraction: 0 }, job.jobId);
+    ctx.onProgress({ step: 0, total: 1, fraction: 0 });
     log.debug({ jobId: job.jobId, factor, upscaler, from: `${src.width}×${src.height}`, to: `${r.width}×${r.height}` }, 'upscale sent');
     try {
       const out = await extras(src.image, factor, upscaler, abandon.signal, upscaleTimeoutMs);
@@ -358,7 +325,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
           ? out
           : await sharp(out).resize(r.width, r.height, { fit: 'fill', kernel: 'lanczos3' }).png().toBuffer();
       const seconds = (performance.now() - started) / 1000;
-      emitSafely(ctx, { step: 1, total: 1, fraction: 1 }, job.jobId);
+      ctx.onProgress({ step: 1, total: 1, fraction: 1 });
       log.debug({ jobId: job.jobId, seconds, boxSize: `${meta.width}×${meta.height}` }, 'upscale done');
       return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1 };
     } catch (err) {

@@ -1,4 +1,5 @@
 import type { BackendFamily } from '../../core/backend-families.js';
+import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest, JobKind } from '../../core/generation.js';
 
 /** What a backend can do; the chain only sends a job to a backend whose capabilities cover it. */
@@ -96,3 +97,18 @@ export interface ImageBackend {
   health(signal?: AbortSignal): Promise<HealthStatus>;
   generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput>;
 }
+
+/**
+ * The errors a backend raises about itself, made in one place. `badResponseRetryable`: whether an
+ * answer that makes no sense is worth a second try on the same backend (a GPU box: yes, it costs
+ * nothing; a paid provider: no, the next backend is a better bet than paying twice).
+ */
+export function backendErrors(id: string, o: { badResponseRetryable: boolean }) {
+  return {
+    cancelled: (detail = 'cancelled', cause?: unknown) => new BackendError(id, 'cancelled', detail, { retryable: false, cause }),
+    badResponse: (detail: string, cause?: unknown) =>
+      new BackendError(id, 'bad-response', detail, { retryable: o.badResponseRetryable, cause }),
+    rejected: (detail: string, cause?: unknown) => new BackendError(id, 'rejected', detail, { retryable: false, cause }),
+  };
+}
+export type BackendErrors = ReturnType<typeof backendErrors>;

@@ -14,7 +14,7 @@ import type { FailureCode } from '../../core/failures.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import { failureText } from '../../core/messages.js';
-import type { BackendJob, BackendOutput, ImageBackend, RunContext } from './backend.js';
+import type { BackendJob, BackendOutput, BackendProgress, ImageBackend, RunContext } from './backend.js';
 
 /** Final outcome of a chain that made no image; `userMessage` defaults to the code's member text. */
 export class ChainError extends Error {
@@ -169,6 +169,16 @@ export class BackendChain {
     opts: { paidAllowed: boolean; onAttempt?: (backend: ImageBackend) => void },
   ): Promise<ChainSuccess> {
     const attempts: Attempt[] = [];
+    // Backends report progress freely; a failing report (a preview upload) must never end the job.
+    const onProgress = (p: BackendProgress): void => {
+      try {
+        const out: unknown = ctx.onProgress(p);
+        if (out instanceof Promise) out.catch((err: unknown) => this.o.log.warn({ err, jobId: job.jobId }, 'progress report failed'));
+      } catch (err) {
+        this.o.log.warn({ err, jobId: job.jobId }, 'progress report failed');
+      }
+    };
+    const runCtx: RunContext = { signal: ctx.signal, onProgress };
     let supported = 0;
     let skippedForBudget = 0;
     let rejected: BackendError | undefined;
@@ -191,7 +201,7 @@ export class BackendChain {
         const output = await link.breaker.execute(() =>
           link.retry.execute(() => {
             opts.onAttempt?.(backend);
-            return backend.generate(job, ctx);
+            return backend.generate(job, runCtx);
           }),
         );
         const cost = this.o.price(backend, job.request, output.billedSeconds, output.billedImages);
