@@ -53,7 +53,9 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   });
   chain.startProbes();
   const blocking = createRedis(config.REDIS_URL, 'blocking');
-  const plain = createRedis(config.REDIS_URL, 'blocking');
+  // Not a BullMQ connection (those must not auto-pipeline): the reads and writes a job makes in
+  // one tick (its earlier failure and cancel flag; its images) leave in one write.
+  const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
   // Start loading the model at boot; the first job waits for it only if it is not ready yet.
   const classifier = config.NSFW_CLASSIFIER === 'on' ? loadNsfwClassifier() : undefined;

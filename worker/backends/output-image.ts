@@ -1,4 +1,5 @@
 import sharp, { type Metadata } from 'sharp';
+import { sniffImage } from '../../core/io/image-sniff.js';
 import type { BackendErrors } from './backend.js';
 
 /** How an output image must match the request: exactly its size, fitted to it (a model that takes only an aspect ratio), or any size. */
@@ -11,6 +12,14 @@ export type OutputFit = { width: number; height: number; fit: 'exact' | 'cover' 
  * `n` is the image's 1-based number, for the message.
  */
 export async function outputPng(errors: BackendErrors, bytes: Buffer, n: number, want: OutputFit): Promise<Buffer> {
+  // The common case, a PNG of the right size, is settled from its header without a trip to libvips
+  // (which reads no more than the header either to answer metadata()).
+  const header = sniffImage(bytes);
+  if (
+    header?.format === 'png' &&
+    (want.fit === 'any' || (want.fit === 'exact' && header.width === want.width && header.height === want.height))
+  )
+    return bytes;
   let meta: Metadata;
   try {
     meta = await sharp(bytes).metadata();
