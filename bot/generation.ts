@@ -91,7 +91,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
-      await d.lifecycle.showQueued(a.jobId);
+      d.lifecycle.showQueued(a.jobId);
     },
   };
 }

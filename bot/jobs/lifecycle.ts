@@ -35,6 +35,8 @@ export interface LifecycleOptions {
   ownsGuild: (guildId: string) => boolean;
   /** Least gap between two edits of one message (default 1.5 s). */
   editIntervalMs?: number;
+  /** How long starts are gathered before they are written as one statement (default 1 s). */
+  markRunningEveryMs?: number;
   /** Interaction tokens last 15 minutes; past this age the bot edits and posts with its own token (default 14 min). */
   tokenLifetimeMs?: number;
 }
@@ -49,6 +51,9 @@ export class JobLifecycle {
   private readonly followed = new Map<string, BoardEntry>();
   private readonly editIntervalMs: number;
   private readonly tokenLifetimeMs: number;
+  /** Followed jobs a worker took, and when, not yet written as running. */
+  private readonly startedAt = new Map<string, number>();
+  private markTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
   constructor(private readonly o: LifecycleOptions) {
@@ -76,12 +81,16 @@ export class JobLifecycle {
     this.release(jobId);
   }
 
-  /** Shows the freshly queued job with its place and ETA; skipped if it finished already. */
-  async showQueued(jobId: string): Promise<void> {
+  /**
+   * The freshly queued job's reply will show its place and ETA (in a moment, read together with the
+   * jobs queued at the same time; not at all if it has finished by then). Its next edit waits its
+   * turn from now, so progress never comes before the place.
+   */
+  showQueued(jobId: string): void {
     const e = this.followed.get(jobId);
     if (!e) return;
-    const body = await this.o.board.firstBody(e);
-    await e.live.showFirst(body);
+    e.live.holdNextEdit();
+    this.o.board.showFirst(e);
   }
 
   /** After a restart: follow an open job of a guild this process serves; a waiting one gets position updates again. */
@@ -127,13 +136,18 @@ export class JobLifecycle {
     });
   }
 
-  /** A worker took the job. */
+  /**
+   * A worker took the job. Its row says so within a second, in one statement for every job that
+   * started meanwhile; a job that finishes first needs none (its settle writes the final status).
+   * Every bot process hears every start; only the one following the job writes it.
+   */
   started(jobId: string): void {
-    this.o.store
-      .markRunning([{ jobId, at: new Date(this.o.now()) }])
-      .catch((err: unknown) => this.o.log.warn({ err, jobId }, 'markRunning failed'));
     const e = this.followed.get(jobId);
-    if (e && !e.live.isClosed) this.o.board.run(e);
+    if (e) {
+      this.startedAt.set(jobId, this.o.now());
+      this.markTimer ??= setTimeout(() => void this.markRunning(), this.o.markRunningEveryMs ?? 1000);
+      if (!e.live.isClosed) this.o.board.run(e);
+    }
     this.o.board.started(jobId);
   }
 
@@ -160,6 +174,7 @@ export class JobLifecycle {
 
   /** A job that finished, failed an attempt or was removed left its place (and maybe a worker slot). */
   left(jobId: string): void {
+    this.startedAt.delete(jobId);
     const e = this.followed.get(jobId);
     if (e) this.o.board.drop(e);
     this.o.board.left(jobId);
@@ -196,8 +211,19 @@ export class JobLifecycle {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const e of this.followed.values()) e.live.halt();
+    const marks = this.markRunning();
     await this.o.board.stop();
     await Promise.allSettled([...this.followed.values()].map((e) => e.live.idle()));
+    await marks;
+  }
+
+  private async markRunning(): Promise<void> {
+    if (this.markTimer) clearTimeout(this.markTimer);
+    this.markTimer = undefined;
+    const started = [...this.startedAt].map(([jobId, at]) => ({ jobId, at: new Date(at) }));
+    this.startedAt.clear();
+    if (started.length === 0) return;
+    await this.o.store.markRunning(started).catch((err: unknown) => this.o.log.warn({ err, jobs: started.length }, 'markRunning failed'));
   }
 
   private async complete(jobId: string, parsed: ParsedJobResult): Promise<void> {

@@ -97,6 +97,11 @@ export class LiveMessage {
     });
   }
 
+  /** Counts an edit from now: the next one waits its turn (the first edit, the job's place, is on its way). */
+  holdNextEdit(): void {
+    this.lastEditAt = this.o.now();
+  }
+
   /** The job waits in the queue (again): position edits are wanted; `fresh` forgets the place last shown. */
   waitInQueue(fresh = false): void {
     this.showsPlace = true;

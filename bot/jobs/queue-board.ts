@@ -54,6 +54,9 @@ export interface QueueBoardOptions {
  */
 export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
+  /** Freshly queued jobs waiting for their first edit. */
+  private readonly fresh = new Set<BoardEntry>();
+  private freshTimer: NodeJS.Immediate | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);
   /** jobId → when its last `active` event arrived (ms). */
   private readonly activeSince = new Map<string, number>();
@@ -124,25 +127,40 @@ export class QueueBoard {
   }
 
   /**
-   * The body of a freshly queued job's first edit: its place and ETA if it waits, else "you are
-   * next" (an idle worker took it already; progress edits follow). One position read.
+   * Shows a freshly queued job's place: its place and ETA if it waits, else "you are next" (an idle
+   * worker took it already; progress edits follow). At once, so its Cancel button is there before
+   * a worker can start it; the jobs a burst queues in the same turn of the event loop share one
+   * position read.
    */
-  async firstBody(e: BoardEntry): Promise<MessageBody> {
-    let body = queuedBody(e.jobId, e.request, null);
+  showFirst(e: BoardEntry): void {
+    this.fresh.add(e);
+    this.freshTimer ??= setImmediate(() => void this.showFresh());
+  }
+
+  private async showFresh(): Promise<void> {
+    this.freshTimer = undefined;
+    const entries = [...this.fresh].filter((e) => !e.live.isClosed);
+    this.fresh.clear();
+    if (entries.length === 0 || this.stopped) return;
+    let snap: QueueSnapshot | undefined;
     try {
-      const snap = await this.o.positions.read([e.jobId]);
-      const place = snap.places.get(e.jobId);
-      if (place?.state === 'waiting' && e.phase === 'new') {
+      snap = await this.o.positions.read(entries.map((e) => e.jobId));
+    } catch (err) {
+      this.o.log.debug({ err, jobs: entries.length }, 'queue positions unavailable');
+    }
+    const render = snap ? this.renderer(snap) : undefined;
+    for (const e of entries) {
+      let body = queuedBody(e.jobId, e.request, null);
+      const place = snap?.places.get(e.jobId);
+      if (snap && render && place?.state === 'waiting' && e.phase === 'new') {
         this.wait(e);
-        body = this.renderer(snap)(e, place.ahead);
-      } else {
+        body = render(e, place.ahead);
+      } else if (snap) {
         body = this.renderer(snap, e.jobId)(e, 0);
       }
-    } catch (err) {
-      this.o.log.debug({ err, jobId: e.jobId }, 'queue position unavailable');
+      e.placeEditAt = this.o.now();
+      void e.live.showFirst(body);
     }
-    e.placeEditAt = this.o.now();
-    return body;
   }
 
   /** Where each job stands in the queue right now (one round trip); jobs not waiting are absent. */
@@ -171,6 +189,8 @@ export class QueueBoard {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
+    if (this.freshTimer) clearImmediate(this.freshTimer);
+    this.freshTimer = undefined;
     await this.refreshing;
   }
 

@@ -34,6 +34,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
     settledElsewhere: false,
     settled: false,
     marked: [] as string[],
+    markCalls: 0,
     async settle(_id: string, outcome: SettleOutcome): Promise<StoredJob | null> {
       settles.push(outcome);
       if (store.settled || store.settledElsewhere) return null;
@@ -41,6 +42,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
       return storedJob({ status: outcome.status, result: outcome.status === 'succeeded' ? outcome.result : null });
     },
     async markRunning(started: readonly { jobId: string }[]) {
+      store.markCalls++;
       store.marked.push(...started.map((s) => s.jobId));
     },
   };
@@ -161,10 +163,21 @@ describe('a job from the queue to its settle', () => {
     ]);
   });
 
-  test('a worker taking the job marks it running in the store', async () => {
+  test('starts are written as running together within a second; a job that finished first is never written; others’ jobs are left to their follower', async () => {
     const { lifecycle, store } = setup();
+    const other = '00000000-0000-4000-8000-000000000002';
+    const quick = '00000000-0000-4000-8000-000000000003';
+    lifecycle.begin(other, 'g1', 'c1', REF, REQUEST);
+    lifecycle.begin(quick, 'g1', 'c1', REF, REQUEST);
     lifecycle.started(JOB);
-    await vi.advanceTimersByTimeAsync(0);
-    expect(store.marked).toEqual([JOB]);
+    lifecycle.started(other);
+    lifecycle.started(quick);
+    lifecycle.started('00000000-0000-4000-8000-000000000009');
+    lifecycle.completed(quick, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(store.marked).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(store.marked).toEqual([JOB, other]);
+    expect(store.markCalls).toBe(1);
   });
 });

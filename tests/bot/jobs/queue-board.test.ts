@@ -56,23 +56,44 @@ const placeOf = (content: string) => /position (\d+)|you are next/.exec(content)
 
 describe('queue positions and ETAs', () => {
   test('a waiting job is first shown with its place; one an idle worker took already is shown as next', async () => {
-    const { queue, board, entry } = setup();
+    const { queue, board, entry, edits } = setup();
     const waiting = entry(1);
-    queue.places.set('j1', { state: 'waiting', ahead: 2 });
-    expect(placeOf((await board.firstBody(waiting)).content)).toBe('position 3');
-    expect(waiting.phase).toBe('queued');
     const taken = entry(2);
-    expect(placeOf((await board.firstBody(taken)).content)).toBe('you are next');
+    queue.places.set('j1', { state: 'waiting', ahead: 2 });
+    board.showFirst(waiting);
+    board.showFirst(taken);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(edits.sent.map((e) => [e.token, placeOf(e.content)])).toEqual([
+      ['tok1', 'position 3'],
+      ['tok2', 'you are next'],
+    ]);
+    expect(waiting.phase).toBe('queued');
     expect(taken.phase).toBe('new');
   });
 
-  test('until a job has finished there is no time estimate; once one has, there is', async () => {
-    const { queue, board, entry } = setup();
+  test('jobs queued together share one position read; a job that finished meanwhile is never shown a place', async () => {
+    const { queue, board, entry, edits } = setup();
+    const [a, b, done] = [entry(1), entry(2), entry(3)];
+    for (const e of [a, b, done]) board.showFirst(e);
+    done.live.close();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(queue.reads).toEqual([['j1', 'j2']]);
+    expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2']);
+  });
+
+  test('until a job has finished there is no time estimate; once one has and a worker reports a slot, there is', async () => {
+    const { queue, board, entry, edits } = setup();
+    const shown = async (n: number) => {
+      board.showFirst(entry(n));
+      await vi.advanceTimersByTimeAsync(100);
+      return edits.sent.at(-1)!.content;
+    };
     queue.places.set('j1', { state: 'waiting', ahead: 0 });
-    expect((await board.firstBody(entry(1))).content).toContain('No time estimate yet');
+    expect(await shown(1)).toContain('No time estimate yet');
     board.seed([{ ms: 4000, count: 1 }]);
     // No worker has reported a slot: still nothing honest to say.
-    expect((await board.firstBody(entry(2))).content).toContain('No time estimate yet');
+    queue.places.set('j2', { state: 'waiting', ahead: 0 });
+    expect(await shown(2)).toContain('No time estimate yet');
     queue.statuses = [
       {
         backend: 'a1111',
@@ -90,7 +111,7 @@ describe('queue positions and ETAs', () => {
       },
     ];
     queue.places.set('j3', { state: 'waiting', ahead: 0 });
-    expect((await board.firstBody(entry(3))).content).toContain('Ready in');
+    expect(await shown(3)).toContain('Ready in');
   });
 
   test('many starts and finishes within the refresh interval make one batched read of every queued place', async () => {
