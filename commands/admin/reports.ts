@@ -1,6 +1,5 @@
 import { STATUS_STALE_MS } from '../../core/eta.js';
 import type { AdminHandler } from './settings.js';
-import { renderStatsChart } from './stats-chart.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
 
@@ -8,6 +7,8 @@ export const stats: AdminHandler = async (ctx, i, guildId) => {
   const days = i.options.getInteger('days') ?? 7;
   const since = new Date(ctx.now().getTime() - days * 86_400_000);
   const s = await ctx.reports.guild(guildId, since);
+  // Drawn by libvips, loaded with the first /admin stats rather than at start.
+  const { renderStatsChart } = await import('./stats-chart.js');
   const chart = await renderStatsChart(s.byDay, s.byBackend);
   const embed = {
     title: `Usage, last ${days} day${days === 1 ? '' : 's'}`,
