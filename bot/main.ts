@@ -53,7 +53,6 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
-  const { prisma } = database;
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
@@ -70,11 +69,11 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const webhookRest = createWebhookRest(config.DISCORD_API_URL);
-  const settings = new SettingsStore(prisma, {
+  const settings = new SettingsStore(database, {
     dailyLimit: config.DEFAULT_DAILY_IMAGES,
     monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
   });
-  const stats = new StatsStore(prisma);
+  const stats = new StatsStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
@@ -147,7 +146,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       },
       checks: {
         redis: async () => (await producer.ping()) === 'PONG',
-        postgres: async () => (await prisma.$queryRawUnsafe<unknown[]>('SELECT 1')).length === 1,
+        postgres: async () => (await database.pool.query('SELECT 1')).rowCount === 1,
         gateway: async () => client.ws.status === Status.Ready,
       },
     });
