@@ -87,7 +87,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);
         const settled = await d.store.settle(a.jobId, NOT_ENQUEUED);
-        if (settled) await d.store.markDelivered(a.jobId, null);
+        if (settled) await d.store.markDelivered([{ jobId: a.jobId, messageId: null }]);
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');

@@ -37,6 +37,13 @@ export type ReserveOutcome =
   | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }
   | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number };
 
+/** A job whose message(s) reached Discord: the result's message id (null: nothing was posted) and its follow-ups. */
+export interface Delivered {
+  jobId: string;
+  messageId: string | null;
+  extraIds?: readonly string[];
+}
+
 /** What /quota shows a member: the facts the quota rules decide on, this month's images and the jobs under way. */
 export interface MemberQuota {
   facts: QuotaFacts;
@@ -86,7 +93,8 @@ export interface JobStore {
   settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null>;
   /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
-  markDelivered(jobId: string, messageId: string | null, extraIds?: readonly string[]): Promise<void>;
+  /** Delivered: the jobs' messages are posted (one statement for all of them). */
+  markDelivered(delivered: readonly Delivered[]): Promise<void>;
   /** The interaction reply's message id, so a late channel post can reply to it. */
   rememberReply(jobId: string, messageId: string): Promise<void>;
   /** Lets another process retry a delivery that failed here. */
