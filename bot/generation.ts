@@ -1,3 +1,4 @@
+import type { GenerationInteraction, GenerationService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { toJobPayload } from '../core/generation.js';
@@ -9,7 +10,6 @@ import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, JobStore } from '../core/ports.js';
 import { queuePriority } from '../core/quota.js';
 import { NOT_ENQUEUED } from '../core/settle.js';
-import type { GenerationInteraction, GenerationService } from './context.js';
 import type { JobLifecycle } from './jobs/lifecycle.js';
 import type { SettingsStore } from './store/settings.js';
 

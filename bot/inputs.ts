@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { InputService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { fetchAttachment } from '../core/io/attachments.js';
 import type { ResultStore } from '../core/io/results.js';
-import type { InputService } from './context.js';
 
 /**
  * Input images for the worker: fetched as hostile input (allowed origins only, size and pixel caps

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
+import type { Reports } from '../commands/context.js';
 import { readBackendStatus } from '../core/io/backend-status.js';
 import type { GenerateQueue } from '../core/io/queue.js';
-import type { Reports } from './context.js';
 import type { StatsStore } from './store/stats.js';
 
 /** What `/admin stats` and `/admin backends` read: Postgres aggregates, the workers' reports in Redis, the queue's counts. */

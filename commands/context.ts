@@ -1,12 +1,12 @@
 import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
+import type { Notices } from '../bot/notices.js';
+import type { SettingsStore } from '../bot/store/settings.js';
+import type { BackendLatency, GuildStats } from '../bot/store/stats.js';
 import type { BotConfig } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
 import type { BackendStatus } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { Actor, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
-import type { Notices } from './notices.js';
-import type { SettingsStore } from './store/settings.js';
-import type { BackendLatency, GuildStats } from './store/stats.js';
 
 /*
  * The door between the handlers (commands/) and the bot: everything a slash command, button or
