@@ -1,21 +1,10 @@
 import type { NsfwMode } from '../../core/policy.js';
+import type { GuildPolicy, GuildSettings } from '../../core/ports.js';
 import type { Database } from './prisma.js';
 
 /** The NSFW mode as Postgres spells it (an enum value cannot hold a hyphen) and back. */
 const toDbMode = (m: NsfwMode) => (m === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const));
 const fromDbMode = (m: string | null | undefined): NsfwMode => (m === 'nsfw_channels' ? 'nsfw-channels' : 'strict');
-
-/** A guild's effective settings: stored values or the deployment defaults. */
-export interface GuildPolicy {
-  guildId: string;
-  dailyLimit: number;
-  /** true when moderators set dailyLimit themselves. */
-  dailyLimitSet: boolean;
-  nsfwMode: NsfwMode;
-  monthlyBudgetUsd: number;
-  logChannelId: string | null;
-  bannedWords: string[];
-}
 
 export interface Defaults {
   dailyLimit: number;
@@ -28,7 +17,7 @@ const toJson = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.s
  * Guild settings, per-member overrides and banned words. Every change writes its audit row in the
  * same transaction, so a change without an audit trail cannot happen.
  */
-export class SettingsStore {
+export class SettingsStore implements GuildSettings {
   private readonly cache = new Map<string, { at: number; policy: Promise<GuildPolicy> }>();
 
   constructor(

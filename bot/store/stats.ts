@@ -1,23 +1,6 @@
 import type pg from 'pg';
 import { spentSinceSql } from '../../core/budget.js';
-
-export interface GuildStats {
-  jobs: number;
-  images: number;
-  failures: number;
-  costUsd: number;
-  byDay: { day: string; jobs: number; costUsd: number }[];
-  byBackend: { backend: string; attempts: number; costUsd: number }[];
-  topUsers: { userId: string; images: number }[];
-}
-
-export interface BackendLatency {
-  backend: string;
-  attempts: number;
-  successRate: number;
-  p50s: number;
-  p95s: number;
-}
+import type { BackendLatency, GuildStats } from '../../core/ports.js';
 
 /** Read-only aggregates for `/admin stats` and `/admin backends`. */
 export class StatsStore {
