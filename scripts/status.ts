@@ -1,12 +1,16 @@
 /**
- * `npm run status`: the figures /metrics exposes, as tables in the terminal, read straight from
- * Redis (queue, backend reports) and Postgres (last 24 h of jobs and cost). No Grafana needed.
+ * `npm run status` (in the image: `node dist/scripts/status.js`): the figures /metrics exposes, as
+ * tables in the terminal, read straight from Redis (queue, backend reports) and Postgres (last 24 h
+ * of jobs and cost). No Grafana needed. Reads `.env` like the bot and the worker.
  */
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { readBackendStatus, STATUS_STALE_MS } from '../core/io/backend-status.js';
+import { loadEnvFile } from '../core/io/env-file.js';
 import { GENERATE_QUEUE } from '../core/io/queue.js';
+
+loadEnvFile();
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://localhost:6379';
 const dbUrl = process.env.DATABASE_URL ?? 'postgresql://postgres:postgres@localhost:5432/imagebot';

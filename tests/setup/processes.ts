@@ -1,0 +1,29 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+/** `node` arguments that run a TypeScript entry point (e.g. `worker/main.ts`) from source, from any working directory. */
+export function sourceEntryArgs(entry: string): string[] {
+  return ['--import', TSX_LOADER, join(ROOT, entry)];
+}
+
+let empty: string | undefined;
+
+/**
+ * An empty working directory for processes under test: entry points read `.env` from their working
+ * directory, and a developer's own `.env` in the checkout must never reach a test.
+ */
+export function emptyCwd(): string {
+  if (!empty) {
+    const dir = mkdtempSync(join(tmpdir(), 'imagebot-cwd-'));
+    empty = dir;
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return empty;
+}
