@@ -194,4 +194,15 @@ describe('npm run status', () => {
     expect(out.stdout).toMatch(/^Queue\n/);
     expect(out.stdout).toContain('Jobs, last 24 h');
   });
+
+  test('on a GPU box (no DATABASE_URL) it prints the queue and the backends, and says where jobs and cost live', async ({
+    redisPrefix,
+  }) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), `REDIS_URL=${REDIS_URL}\nQUEUE_PREFIX=${redisPrefix}\nA1111_URL=http://127.0.0.1:9\n`);
+    const out = await script('status', [], { cwd: dir, env: bareEnv() });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('Backends (latest report per worker)');
+    expect(out.stdout).toContain('no DATABASE_URL here');
+  });
 });
