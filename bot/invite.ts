@@ -4,7 +4,7 @@ import { OAuth2Scopes, PermissionFlagsBits } from 'discord.js';
  * Exactly what the bot does with its own token, and the permission each needs. Interaction replies,
  * their edits and follow-ups go through the interaction's webhook and need none of these.
  */
-export const BOT_PERMISSIONS = {
+const BOT_PERMISSIONS = {
   /** See the channels it is used in and the log channel. */
   ViewChannel: PermissionFlagsBits.ViewChannel,
   /** Post results after 14 minutes (the interaction token is about to expire) and notices in the log channel. */
@@ -19,10 +19,10 @@ export const BOT_PERMISSIONS = {
 } as const;
 
 /** The OAuth2 scopes: the bot user, and its slash commands. */
-export const BOT_SCOPES = [OAuth2Scopes.Bot, OAuth2Scopes.ApplicationsCommands] as const;
+const BOT_SCOPES = [OAuth2Scopes.Bot, OAuth2Scopes.ApplicationsCommands] as const;
 
 /** The permission integer of {@link BOT_PERMISSIONS}. */
-export function botPermissions(): bigint {
+function botPermissions(): bigint {
   return Object.values(BOT_PERMISSIONS).reduce((all, bit) => all | bit, 0n);
 }
 

@@ -26,7 +26,7 @@ function fingerprint() {
 }
 
 /** true when generated/ is missing or was generated from another schema or Prisma version. */
-export function isClientStale() {
+function isClientStale() {
   if (!existsSync(CLIENT) || !existsSync(STAMP)) return true;
   return readFileSync(STAMP, 'utf8').trim() !== fingerprint();
 }

@@ -9,7 +9,7 @@ import { create, type Font } from 'fontkitten';
  * numbers would come out as empty boxes. Outlines need no font lookup on any machine.
  */
 
-export type FontWeight = 'regular' | 'bold';
+type FontWeight = 'regular' | 'bold';
 
 const FILES: Record<FontWeight, string> = {
   regular: '@fontsource/dejavu-sans/files/dejavu-sans-latin-400-normal.woff',
@@ -28,7 +28,7 @@ function font(weight: FontWeight): Font {
   return f;
 }
 
-export interface SvgTextOptions {
+interface SvgTextOptions {
   /** Anchor point; `y` is the baseline, as for SVG `<text>`. */
   x: number;
   y: number;
@@ -38,14 +38,6 @@ export interface SvgTextOptions {
   fill: string;
   anchor?: 'start' | 'middle' | 'end';
   weight?: FontWeight;
-}
-
-/** Width in pixels of `text` set at `size`. */
-export function textWidth(text: string, size: number, weight: FontWeight = 'regular'): number {
-  const f = font(weight);
-  let units = 0;
-  for (const ch of text) units += f.glyphForCodePoint(ch.codePointAt(0)!).advanceWidth;
-  return (units * size) / f.unitsPerEm;
 }
 
 /**
