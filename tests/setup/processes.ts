@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,17 +13,15 @@ export function sourceEntryArgs(entry: string): string[] {
   return ['--import', TSX_LOADER, join(ROOT, entry)];
 }
 
-let empty: string | undefined;
+const EMPTY = join(tmpdir(), 'imagebot-empty-cwd');
 
 /**
  * An empty working directory for processes under test: entry points read `.env` from their working
- * directory, and a developer's own `.env` in the checkout must never reach a test.
+ * directory, and a developer's own `.env` in the checkout must never reach a test. One shared folder,
+ * so nothing is left behind by test workers that are ended without an exit handler.
  */
 export function emptyCwd(): string {
-  if (!empty) {
-    const dir = mkdtempSync(join(tmpdir(), 'imagebot-cwd-'));
-    empty = dir;
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  }
-  return empty;
+  mkdirSync(EMPTY, { recursive: true });
+  if (existsSync(join(EMPTY, '.env'))) throw new Error(`${EMPTY} must stay empty, but holds a .env`);
+  return EMPTY;
 }
