@@ -19,6 +19,7 @@ import { createGenerationService } from './generation.js';
 import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
+import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
@@ -47,6 +48,21 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
     await o.budgetWatch(job);
     if (job.errorCode === 'unsafe') await o.notices.post(job.guildId, adminText.unsafeHeld(job.userId, job.channelId, job.id));
   };
+}
+
+/** Registers the slash commands when they changed; a failure is logged with its fix, and the bot runs on. */
+async function registerAtStart(client: Client, config: BotConfig, log: Logger): Promise<void> {
+  const scope = config.DISCORD_DEV_GUILD_ID ? `guild ${config.DISCORD_DEV_GUILD_ID}` : 'global';
+  try {
+    if (!client.isReady()) return;
+    const outcome = await syncCommands(client, config.DISCORD_DEV_GUILD_ID);
+    log.info({ scope, outcome }, outcome === 'updated' ? 'slash commands registered' : 'slash commands already up to date');
+  } catch (err) {
+    log.error(
+      { err, scope },
+      "could not register the slash commands: check that DISCORD_APP_ID is this bot's Application ID and, with DISCORD_DEV_GUILD_ID, that the bot is in that guild (npm run doctor says which)",
+    );
+  }
 }
 
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
@@ -130,6 +146,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
   await client.login(config.DISCORD_TOKEN);
   await ready;
+  // Bot processes holding other shards leave registration to the one with shard 0.
+  if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));

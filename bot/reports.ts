@@ -13,6 +13,11 @@ export function createReports(o: {
 }): Reports {
   return {
     guild: (guildId, since) => o.stats.guild(guildId, since),
+    async chart(stats) {
+      // Drawn by libvips, loaded with the first /admin stats rather than at start.
+      const { renderStatsChart } = await import('../core/io/stats-chart.js');
+      return renderStatsChart(stats.byDay, stats.byBackend);
+    },
     async backends(since) {
       const [statuses, latency, counts] = await Promise.all([
         readBackendStatus(o.redis, o.prefix),

@@ -68,6 +68,8 @@ export interface BackendsReport {
 
 export interface Reports {
   guild(guildId: string, since: Date): Promise<GuildStats>;
+  /** The stats as a PNG chart. */
+  chart(stats: GuildStats): Promise<Buffer>;
   backends(since: Date): Promise<BackendsReport>;
 }
 

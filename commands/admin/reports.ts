@@ -7,9 +7,7 @@ export const stats: AdminHandler = async (ctx, i, guildId) => {
   const days = i.options.getInteger('days') ?? 7;
   const since = new Date(ctx.now().getTime() - days * 86_400_000);
   const s = await ctx.reports.guild(guildId, since);
-  // Drawn by libvips, loaded with the first /admin stats rather than at start.
-  const { renderStatsChart } = await import('./stats-chart.js');
-  const chart = await renderStatsChart(s.byDay, s.byBackend);
+  const chart = await ctx.reports.chart(s);
   const embed = {
     title: `Usage, last ${days} day${days === 1 ? '' : 's'}`,
     color: 0x5865f2,
