@@ -19,16 +19,17 @@ export interface PostResultOptions {
  * Posts a settled job: its images (fitted, gridded, split over messages as the upload limit
  * requires) or its failure, through the outbox; then marks it delivered and drops its images from
  * Redis. A post that fails is released, so the next sweep (here or in another process) tries again.
- * The jobs posted in one turn of the event loop are marked delivered in one statement and their
- * images dropped in one command (a burst's posts complete together).
+ * Marking delivered starts as soon as a job is posted; the jobs posted while a mark is under way
+ * are marked together next, in one statement, and their images dropped in one command, so a burst
+ * costs a statement per round trip rather than per job, and a lone job waits for nothing.
  */
 export class PostResult {
   /** Deliveries under way; drain() waits for them. */
   private readonly delivering = new Set<Promise<void>>();
   /** Posted, not yet marked delivered. */
   private posted: (Delivered & { job: StoredJob })[] = [];
-  private flushing: NodeJS.Immediate | undefined;
-  private flushed: Promise<void> = Promise.resolve();
+  /** The mark under way, if any; the jobs posted meanwhile wait for the next one. */
+  private marking: Promise<void> | undefined;
 
   constructor(private readonly o: PostResultOptions) {}
 
@@ -43,8 +44,7 @@ export class PostResult {
   /** Waits for every delivery under way, and for them to be marked delivered. */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.delivering]);
-    if (this.flushing) clearImmediate(this.flushing);
-    await this.flush();
+    await this.marking;
   }
 
   private async postOnce(job: StoredJob, images: Buffer[] | null): Promise<void> {
@@ -60,10 +60,8 @@ export class PostResult {
       const messageId = sent.id;
       if (sent.inChannel === 'expired' && job.replyMessageId) await this.o.outbox.pointToResult(job, job.replyMessageId, messageId);
       this.posted.push({ job, jobId: job.id, messageId, extraIds });
-      this.flushing ??= setImmediate(() => {
-        this.flushing = undefined;
-        this.flushed = this.flushed.then(() => this.flush());
-      });
+      this.marking ??= this.markPosted();
+      await this.marking;
       this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
     } catch (err) {
       this.o.log.error({ err, jobId: job.id }, 'delivery failed; will retry');
@@ -71,22 +69,27 @@ export class PostResult {
     }
   }
 
-  /** Marks the posted jobs delivered and drops their images; if the mark fails, they are released for the sweep (posting again edits the same reply). */
-  private async flush(): Promise<void> {
-    const batch = this.posted;
-    this.posted = [];
-    if (batch.length === 0) return;
-    try {
-      await this.o.store.markDelivered(batch);
-    } catch (err) {
-      this.o.log.error({ err, jobs: batch.length }, 'marking jobs delivered failed; the sweep will post them again');
-      await Promise.allSettled(batch.map((d) => this.o.store.releaseDelivery(d.jobId)));
-      return;
+  /**
+   * Marks the posted jobs delivered and drops their images, batch after batch until none is left;
+   * if a mark fails, its jobs are released for the sweep (posting again edits the same reply).
+   */
+  private async markPosted(): Promise<void> {
+    while (this.posted.length > 0) {
+      const batch = this.posted;
+      this.posted = [];
+      try {
+        await this.o.store.markDelivered(batch);
+      } catch (err) {
+        this.o.log.error({ err, jobs: batch.length }, 'marking jobs delivered failed; the sweep will post them again');
+        await Promise.allSettled(batch.map((d) => this.o.store.releaseDelivery(d.jobId)));
+        continue;
+      }
+      const withImages = batch.flatMap((d) => (d.job.result ? [{ jobId: d.jobId, imageKeys: d.job.result.imageKeys }] : []));
+      await this.o.results
+        .forget(withImages)
+        .catch((err: unknown) => this.o.log.warn({ err }, 'could not drop delivered images; they expire'));
     }
-    const withImages = batch.flatMap((d) => (d.job.result ? [{ jobId: d.jobId, imageKeys: d.job.result.imageKeys }] : []));
-    await this.o.results
-      .forget(withImages)
-      .catch((err: unknown) => this.o.log.warn({ err }, 'could not drop delivered images; they expire'));
+    this.marking = undefined;
   }
 
   /** The message(s) a settled job is posted as: its result, or its failure (also when its images expired meanwhile). */

@@ -129,15 +129,23 @@ describe('posting a settled job', () => {
     expect(delivered[0]!.messageId).toBe('m1');
   });
 
-  test('jobs posted together are marked delivered in one statement and their images dropped in one command', async () => {
+  test('a lone job is marked delivered at once; the jobs posted while a mark is under way are marked together next', async () => {
     const { post, store, delivered, results, job } = setup();
-    const ids = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b'];
-    // One image each: nothing to grid, so both posts complete in the same turn.
+    const ids = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b', '00000000-0000-4000-8000-00000000000c'];
+    // One image each: nothing to grid.
     const single = (id: string) => job({ id, request: { ...storedJob().request, count: 1 }, result: { ...RESULT, imageKeys: ['img:0'] } });
-    await Promise.all(ids.map((id) => post.post(single(id), [png])));
-    await new Promise((r) => setImmediate(r));
+    const batches: string[][] = [];
+    const mark = store.markDelivered.bind(store);
+    store.markDelivered = async (batch) => {
+      batches.push(batch.map((d) => d.jobId));
+      await new Promise((r) => setTimeout(r, 50));
+      await mark(batch);
+    };
+    const first = post.post(single(ids[0]!), [png]);
+    await new Promise((r) => setTimeout(r, 10));
+    await Promise.all([first, ...ids.slice(1).map((id) => post.post(single(id), [png]))]);
     await post.drain();
-    expect(store.markCalls).toBe(1);
+    expect(batches).toEqual([[ids[0]], [ids[1], ids[2]]]);
     expect(delivered.map((d) => d.id)).toEqual(ids);
     expect(results.forgotten).toEqual(ids);
   });
