@@ -1,7 +1,9 @@
 /**
  * What the system adds per job: interaction → queue → worker → instant fake backend → delivery,
  * on the real Postgres and Redis, the real bot (in this process) and worker (a child process).
- * Prints p50/p99 of added latency and of the acknowledgement, and jobs/s. Not a test: figures only.
+ * Prints p50/p99 of added latency and of the acknowledgement, and jobs/s, each beside plain BullMQ
+ * on the same Redis in the same run (bench/plain-bullmq.ts), and the bot's idle memory. Not a test:
+ * figures only.
  *
  *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change;
  *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker;
@@ -10,6 +12,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -18,6 +21,7 @@ import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
+import { measurePlainBullmq } from './plain-bullmq.js';
 
 const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -30,6 +34,43 @@ function pct(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 }
 const f = (n: number) => n.toFixed(1);
+
+/** CPU time (user + system) of a process so far, in ms (Linux /proc; clock ticks of 10 ms). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 10;
+}
+
+/** CPU time of every process with this command name (Postgres runs one per connection), in ms. */
+async function cpuMsOf(comm: string): Promise<number> {
+  let total = 0;
+  for (const pid of (await readdir('/proc')).filter((d) => /^\d+$/.test(d))) {
+    const name = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+    if (name.trim() === comm) total += await cpuMs(Number(pid));
+  }
+  return total;
+}
+
+/** Where the CPU went, per process: the bot, the worker, Redis, Postgres and this process (the fakes). */
+async function cpuSnapshot(bot: number, worker: number, redis: Redis) {
+  const info = await redis.info('cpu');
+  const redisS = ['used_cpu_sys', 'used_cpu_user'].reduce((s, k) => s + Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0), 0);
+  const self = process.cpuUsage();
+  return {
+    bot: await cpuMs(bot),
+    worker: await cpuMs(worker),
+    redis: redisS * 1000,
+    postgres: await cpuMsOf('postgres'),
+    fakes: (self.user + self.system) / 1000,
+  };
+}
+
+/** Resident memory of a process (Linux), in MB. */
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
 
 async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
@@ -81,6 +122,8 @@ async function main(): Promise<void> {
   );
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
+    // The floor first, on a quiet machine: what plain BullMQ costs per job at the same concurrency.
+    const plain = await measurePlainBullmq({ redisUrl: REDIS_URL, prefix: `${prefix}:plain`, concurrency: boxes, seq: SEQ, jobs: JOBS });
     const env: Record<string, string> = {
       DISCORD_TOKEN: 'fake-token',
       DISCORD_APP_ID: '1111111111111111111',
@@ -101,6 +144,9 @@ async function main(): Promise<void> {
     const worker = await spawnProcess('worker', { ...env, LOG_LEVEL: 'info' });
     // The bot's own /metrics: its acknowledgement histogram separates its work from the fakes'.
     const bot = await spawnProcess('bot', { ...env, LOG_LEVEL: 'info', HTTP_PORT: String(19_000 + boxes) });
+    // Idle memory: RSS once start-up work (gateway, first sweep) has settled, before any interaction.
+    await new Promise((r) => setTimeout(r, 3000));
+    const idleRss = await rssMb(bot.pid!);
 
     // Index result uploads by token incrementally: rescanning every request on each poll would
     // make the benchmark itself the bottleneck.
@@ -159,6 +205,8 @@ async function main(): Promise<void> {
       return le;
     };
     const acksBefore = await botAcks();
+    const probe = new Redis(REDIS_URL);
+    const cpuBefore = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     const burst: FakeInteraction[] = [];
     const t0 = Date.now();
     for (let n = 0; n < JOBS; n++) {
@@ -172,6 +220,8 @@ async function main(): Promise<void> {
     const delivered = burst.filter((_, n) => acked[n]!.status === 'fulfilled');
     await waitAll(delivered, 600_000);
     const acksAfter = await botAcks();
+    const cpuAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
+    await probe.quit();
     const inBot = (le: string) => (acksAfter.get(le) ?? 0) - (acksBefore.get(le) ?? 0);
     const last = Math.max(...delivered.map((i) => finalAt(i)!));
     const jobsPerS = delivered.length / ((last - t0) / 1000);
@@ -187,6 +237,17 @@ async function main(): Promise<void> {
       `    inside the bot (event received → defer answered): ≤0.25 s ${inBot('0.25')}, ≤1 s ${inBot('1')}, ≤2 s ${inBot('2')}, ≤3 s ${inBot('3')} of ${inBot('+Inf')}`,
     );
     out(`  throughput: ${delivered.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
+    out(
+      `  plain BullMQ, same Redis, no-op job in a worker process at concurrency ${boxes}: p50 ${f(pct(plain.latency, 50))} ms  p99 ${f(pct(plain.latency, 99))} ms, ${f(plain.jobsPerS)} jobs/s`,
+    );
+    out(
+      `    ours over plain: +${f(pct(added, 50) - pct(plain.latency, 50))} ms p50 per job, ${(jobsPerS / plain.jobsPerS).toFixed(3)} × the throughput`,
+    );
+    const perJob = (k: keyof typeof cpuAfter) => (cpuAfter[k] - cpuBefore[k]) / delivered.length;
+    const parts = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).map((k) => `${k} ${f(perJob(k))}`);
+    const sum = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).reduce((s, k) => s + perJob(k), 0);
+    out(`  CPU per job during the burst (ms): ${parts.join(', ')}; sum ${f(sum)} on 2 cores`);
+    out(`  bot idle RSS 3 s after ready, no traffic: ${f(idleRss)} MB`);
 
     bot.kill('SIGTERM');
     worker.kill('SIGTERM');

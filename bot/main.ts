@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
+import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
@@ -14,10 +15,12 @@ import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
-import type { BotDeps } from './context.js';
-import { Delivery } from './delivery.js';
+import { createGenerationService } from './generation.js';
+import { createInputService } from './inputs.js';
+import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
 import { syncCommands } from './register-commands.js';
+import { createReports } from './reports.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
 import { openDatabase } from './store/prisma.js';
@@ -26,7 +29,8 @@ import { StatsStore } from './store/stats.js';
 
 export interface RunningBot {
   client: Client;
-  deps: BotDeps;
+  /** The producer connection (tests watch the bot's Redis reads on it). */
+  redis: Redis;
   stop(): Promise<void>;
 }
 
@@ -61,11 +65,10 @@ async function registerAtStart(client: Client, config: BotConfig, log: Logger): 
   }
 }
 
-/** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → delivery. */
+/** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
-  const { prisma } = database;
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
@@ -82,13 +85,13 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const webhookRest = createWebhookRest(config.DISCORD_API_URL);
-  const settings = new SettingsStore(prisma, {
+  const settings = new SettingsStore(database, {
     dailyLimit: config.DEFAULT_DAILY_IMAGES,
     monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
   });
-  const stats = new StatsStore(prisma);
+  const stats = new StatsStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
-  const delivery = new Delivery({
+  const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     store,
     results,
@@ -104,33 +107,38 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       config.QUEUE_PREFIX,
     ),
     events,
+    redis: producer,
+    prefix: config.QUEUE_PREFIX,
     rest: webhookRest,
     botRest,
     log: log.child({ part: 'delivery' }),
-    // Token ages compare with database timestamps, so delivery keeps the real clock even in tests.
-    now: () => new Date(),
+    // Token ages compare with database timestamps, so the outbound side keeps the real clock even in tests.
+    now: () => Date.now(),
     ownsGuild: (id) => client.guilds.cache.has(id),
     editIntervalMs: overrides.editIntervalMs,
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
-  const deps: BotDeps = {
-    config,
-    store,
-    settings,
-    stats,
-    notices,
-    queue,
-    redis: producer,
-    results,
-    delivery,
-    rest: client.rest,
+  const route = createRouter({
+    services: {
+      now,
+      config,
+      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, now, log }),
+      inputs: createInputService({ config, results }),
+      jobs: {
+        get: (jobId) => store.get(jobId),
+        cancel: outbound.cancel,
+        positionsOf: (jobIds) => outbound.board.positionsOf(jobIds),
+        memberQuota: (guildId, userId, monthStart) => store.memberQuota(guildId, userId, monthStart),
+      },
+      settings,
+      notices,
+      reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
+    },
     log,
-    now,
     metrics,
-  };
-  const route = createRouter(deps);
+  });
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
   client.on(Events.ShardDisconnect, (_e, shard) => log.warn({ shard }, 'gateway disconnected'));
@@ -140,7 +148,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   await ready;
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
-  await delivery.start();
+  await outbound.start();
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   webhookRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
@@ -156,7 +164,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       },
       checks: {
         redis: async () => (await producer.ping()) === 'PONG',
-        postgres: async () => (await prisma.$queryRawUnsafe<unknown[]>('SELECT 1')).length === 1,
+        postgres: async () => (await database.pool.query('SELECT 1')).rowCount === 1,
         gateway: async () => client.ws.status === Status.Ready,
       },
     });
@@ -165,10 +173,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
 
   return {
     client,
-    deps,
+    redis: producer,
     async stop() {
       ops?.close();
-      await delivery.stop();
+      await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
       await Promise.allSettled([eventsConn.quit(), producer.quit()]);

@@ -1,150 +1,141 @@
 import { randomBytes } from 'node:crypto';
 import {
   type AutocompleteInteraction,
-  type ButtonInteraction,
-  type ChatInputCommandInteraction,
   type Interaction,
+  type MessageComponentInteraction,
   MessageFlags,
   type ModalSubmitInteraction,
   type RepliableInteraction,
 } from 'discord.js';
-import { findCommand } from '../commands/index.js';
-import { isUserError } from '../core/errors.js';
-import { text } from '../core/messages.js';
-import { admitButton, admitEdit, BUTTON_DEFER, openEditModal, parseButton, parseEditModal, runButton } from './buttons.js';
-import type { BotDeps, CommandContext } from './context.js';
-import { replyPrivately } from './replies.js';
-import { enqueueGeneration } from './submit.js';
+import type { Handler } from '../commands/command.js';
+import type { CommandContext } from '../commands/context.js';
+import { BUTTONS, findCommand, MODALS } from '../commands/index.js';
+import { replyPrivately } from '../commands/replies.js';
+import { decodeCustomId } from '../core/custom-id.js';
+import { isUserError, UserError } from '../core/errors.js';
+import type { Logger } from '../core/io/logger.js';
+import type { Metrics } from '../core/io/metrics.js';
+import { buttonText, text } from '../core/messages.js';
 
-/**
- * The one InteractionCreate handler: finds the command, parses options, acknowledges at once,
- * runs the handler and turns any error into a reply. Nothing here throws.
- */
-export function createRouter(deps: BotDeps): (interaction: Interaction) => Promise<void> {
-  return async (interaction) => {
-    if (interaction.isChatInputCommand()) await handleCommand(deps, interaction);
-    else if (interaction.isAutocomplete()) await handleAutocomplete(deps, interaction);
-    else if (interaction.isButton()) await handleButton(deps, interaction);
-    else if (interaction.isModalSubmit()) await handleModal(deps, interaction);
-  };
-}
-
-function contextFor(deps: BotDeps, interaction: Interaction): CommandContext {
-  return {
-    deps,
-    log: deps.log.child({ interactionId: interaction.id, guildId: interaction.guildId, userId: interaction.user.id }),
-  };
+/** What the router builds each interaction's context from: the handlers' services, the bot's logger and metrics. */
+export interface RouterDeps {
+  services: Omit<CommandContext, 'log'>;
+  log: Logger;
+  metrics?: Metrics;
 }
 
 /** How long database checks may run before the reply must be deferred (Discord allows 3 s in all). */
 const ADMIT_BUDGET_MS = 1200;
 /** Above this many admissions in flight the bot acknowledges first: the 3 s window beats a private refusal. */
 const MAX_EARLY_ADMISSIONS = 16;
-let admissionsInFlight = 0;
 
 /**
- * Waits up to the budget for `pending`: a refusal inside it is rethrown before anything is
- * acknowledged (so it can be answered privately); a slow check leaves the promise running.
- * Under a burst it does not wait at all.
+ * The one InteractionCreate handler: finds the handler (slash command by name, button or form by
+ * the action in its custom id), then runs every kind through the same pipeline. Nothing here throws.
  */
-async function refuseEarly(pending: Promise<unknown>): Promise<void> {
-  if (admissionsInFlight >= MAX_EARLY_ADMISSIONS) return;
-  admissionsInFlight++;
-  let timer: NodeJS.Timeout | undefined;
-  const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, ADMIT_BUDGET_MS)));
-  try {
-    await Promise.race([pending.then(() => undefined), budget]);
-  } finally {
-    admissionsInFlight--;
-    clearTimeout(timer);
+export function createRouter(deps: RouterDeps): (interaction: Interaction) => Promise<void> {
+  let admissionsInFlight = 0;
+
+  /**
+   * Waits up to the budget for `pending`: a refusal inside it is rethrown before anything is
+   * acknowledged (so it can be answered privately); a slow check leaves the promise running.
+   * Under a burst it does not wait at all.
+   */
+  async function refuseEarly(pending: Promise<unknown>): Promise<void> {
+    if (admissionsInFlight >= MAX_EARLY_ADMISSIONS) return;
+    admissionsInFlight++;
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, ADMIT_BUDGET_MS)));
+    try {
+      await Promise.race([pending.then(() => undefined), budget]);
+    } finally {
+      admissionsInFlight--;
+      clearTimeout(timer);
+    }
   }
+
+  /** parse → admit (raced against the acknowledgement budget) → defer → execute; any error becomes a private reply. */
+  async function run<I extends RepliableInteraction, P, A>(
+    interaction: I,
+    bindings: Record<string, unknown>,
+    parse: () => { handler: Handler<I, P, A>; input: P; bindings?: Record<string, unknown> },
+  ): Promise<void> {
+    const started = performance.now();
+    let ctx: CommandContext = { ...deps.services, log: deps.log.child(bindings) };
+    let deferredEphemeral = false;
+    try {
+      const { handler, input, bindings: more } = parse();
+      if (more) ctx = { ...ctx, log: ctx.log.child(more) };
+      // A form must be the first answer, so nothing is deferred.
+      if (handler.defer === 'modal') return await handler.execute(ctx, interaction, input, undefined as A);
+      const admitted = handler.admit ? handler.admit(ctx, interaction, input) : Promise.resolve(undefined as A);
+      admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
+      await refuseEarly(admitted);
+      const admitWaitMs = performance.now() - started;
+      deferredEphemeral = handler.defer === 'ephemeral';
+      await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
+      const ackMs = performance.now() - started;
+      deps.metrics?.ackLatency.observe(ackMs / 1000);
+      ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
+      await handler.execute(ctx, interaction, input, await admitted);
+    } catch (err) {
+      await answerError(ctx.log, interaction, err, deferredEphemeral);
+    }
+  }
+
+  /** A component or form's custom id; forged or stale ids are refused privately. */
+  function decode(interaction: MessageComponentInteraction | ModalSubmitInteraction) {
+    const id = decodeCustomId(interaction.customId);
+    if (!id) throw new UserError('stale_button', buttonText.stale);
+    return id;
+  }
+
+  return async (interaction) => {
+    const bindings = { interactionId: interaction.id, guildId: interaction.guildId, userId: interaction.user.id };
+    if (interaction.isChatInputCommand()) {
+      const command = findCommand(interaction.commandName);
+      if (!command) return deps.log.child(bindings).warn({ command: interaction.commandName }, 'unknown command');
+      await run(interaction, { ...bindings, command: command.data.name }, () => ({
+        handler: command,
+        input: command.prepare ? command.prepare(interaction) : undefined,
+      }));
+    } else if (interaction.isButton()) {
+      await run(interaction, bindings, () => {
+        const id = decode(interaction);
+        return { handler: BUTTONS[id.action], input: id, bindings: { button: id.action, jobId: id.jobId } };
+      });
+    } else if (interaction.isModalSubmit()) {
+      await run(interaction, bindings, () => {
+        const id = decode(interaction);
+        const handler = MODALS[id.action];
+        if (!handler) throw new UserError('stale_button', buttonText.stale);
+        return { handler, input: handler.parse(interaction, id), bindings: { modal: id.action, jobId: id.jobId } };
+      });
+    } else if (interaction.isAutocomplete()) {
+      await autocomplete(deps, interaction, bindings);
+    }
+  };
 }
 
-async function handleCommand(deps: BotDeps, interaction: ChatInputCommandInteraction): Promise<void> {
-  const started = performance.now();
-  const ctx = contextFor(deps, interaction);
-  const command = findCommand(interaction.commandName);
-  if (!command) {
-    ctx.log.warn({ command: interaction.commandName }, 'unknown command');
-    return;
-  }
-  let deferredEphemeral = false;
-  try {
-    const prepared = command.prepare ? command.prepare(interaction) : undefined;
-    const admitted = command.admit ? command.admit(ctx, interaction, prepared) : Promise.resolve(undefined);
-    admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
-    await refuseEarly(admitted);
-    const admitWaitMs = performance.now() - started;
-    deferredEphemeral = command.defer === 'ephemeral';
-    await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-    const ackMs = performance.now() - started;
-    deps.metrics?.ackLatency.observe(ackMs / 1000);
-    ctx.log.debug({ command: command.data.name, ackMs, admitWaitMs }, 'acknowledged');
-    await command.execute(ctx, interaction, prepared, await admitted);
-  } catch (err) {
-    await answerError(ctx, interaction, err, deferredEphemeral);
-  }
-}
-
-async function handleButton(deps: BotDeps, interaction: ButtonInteraction): Promise<void> {
-  const ctx = contextFor(deps, interaction);
-  let deferredEphemeral = false;
-  try {
-    const id = parseButton(interaction);
-    const bctx = { ...ctx, log: ctx.log.child({ button: id.action, jobId: id.jobId }) };
-    // A modal must be the first answer, so Edit is not deferred.
-    if (id.action === 'edit') return await openEditModal(bctx, interaction, id);
-    const admitted = admitButton(bctx, interaction, id);
-    admitted.catch(() => undefined);
-    await refuseEarly(admitted);
-    deferredEphemeral = BUTTON_DEFER[id.action] === 'ephemeral';
-    await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-    await runButton(bctx, interaction, id, await admitted);
-  } catch (err) {
-    await answerError(ctx, interaction, err, deferredEphemeral);
-  }
-}
-
-/** The Edit modal: parsed and admitted before acknowledging, then a public reply that becomes the new job's message. */
-async function handleModal(deps: BotDeps, interaction: ModalSubmitInteraction): Promise<void> {
-  const ctx = contextFor(deps, interaction);
-  try {
-    const { id, fields } = parseEditModal(interaction);
-    const mctx = { ...ctx, log: ctx.log.child({ modal: id.action, jobId: id.jobId }) };
-    const admitted = admitEdit(mctx, interaction, id, fields);
-    admitted.catch(() => undefined);
-    await refuseEarly(admitted);
-    await interaction.deferReply();
-    await enqueueGeneration(mctx, await admitted);
-  } catch (err) {
-    await answerError(ctx, interaction, err, false);
-  }
-}
-
-async function answerError(
-  ctx: CommandContext,
-  interaction: RepliableInteraction,
-  err: unknown,
-  deferredEphemeral: boolean,
-): Promise<void> {
+async function answerError(log: Logger, interaction: RepliableInteraction, err: unknown, deferredEphemeral: boolean): Promise<void> {
   let message: string;
   if (isUserError(err)) {
-    ctx.log.info({ code: err.code }, 'request refused');
+    log.info({ code: err.code }, 'request refused');
     message = err.userMessage;
   } else {
     const ref = randomBytes(4).toString('hex');
-    ctx.log.error({ err, ref }, 'command failed');
+    log.error({ err, ref }, 'command failed');
     message = text.genericError(ref);
   }
   try {
     await replyPrivately(interaction, message, deferredEphemeral);
   } catch (replyErr) {
-    ctx.log.warn({ err: replyErr }, 'could not send the error reply');
+    log.warn({ err: replyErr }, 'could not send the error reply');
   }
 }
 
-async function handleAutocomplete(deps: BotDeps, interaction: AutocompleteInteraction): Promise<void> {
-  const ctx = contextFor(deps, interaction);
+async function autocomplete(deps: RouterDeps, interaction: AutocompleteInteraction, bindings: Record<string, unknown>): Promise<void> {
+  const ctx: CommandContext = { ...deps.services, log: deps.log.child(bindings) };
   const command = findCommand(interaction.commandName);
   try {
     if (command?.autocomplete) await command.autocomplete(ctx, interaction);

@@ -1,30 +1,47 @@
 import {
   ApplicationIntegrationType,
   type AutocompleteInteraction,
+  type ButtonInteraction,
   type ChatInputCommandInteraction,
   InteractionContextType,
+  type ModalSubmitInteraction,
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord.js';
-import type { CommandContext } from '../bot/context.js';
+import type { ButtonId } from '../core/custom-id.js';
+import type { CommandContext } from './context.js';
 
 /**
- * One slash command: its registration payload and its handler.
- * `prepare` runs before the acknowledgement and must be pure and fast (option parsing);
- * a UserError there is answered ephemerally without deferring.
+ * What every interaction goes through, in bot/router.ts: the input is parsed before anything is
+ * acknowledged (a UserError there is answered privately), checks that need the database run
+ * against the acknowledgement budget (a refusal inside it is answered privately too), the reply is
+ * deferred, then the handler runs. `P` is the parsed input, `A` what admission returns.
  */
-export interface Command<P = void, A = void> {
-  readonly data: RESTPostAPIChatInputApplicationCommandsJSONBody;
-  /** How the reply is acknowledged: results are public, settings and quotas private. */
-  readonly defer: 'public' | 'ephemeral';
-  prepare?(interaction: ChatInputCommandInteraction): P;
+export interface Handler<I, P, A> {
+  /** How the interaction is acknowledged: results are public, everything else private; `modal` answers with a form instead. */
+  readonly defer: 'public' | 'ephemeral' | 'modal';
   /**
    * Checks that need the database (quota, policy), started before the acknowledgement. If they
    * refuse within the acknowledgement budget the member gets a private error instead of a public
    * "thinking…" message; if they are slow, the reply is deferred anyway and execute awaits them.
    */
-  admit?(ctx: CommandContext, interaction: ChatInputCommandInteraction, prepared: P): Promise<A>;
-  execute(ctx: CommandContext, interaction: ChatInputCommandInteraction, prepared: P, admitted: A): Promise<void>;
+  admit?(ctx: CommandContext, interaction: I, input: P): Promise<A>;
+  execute(ctx: CommandContext, interaction: I, input: P, admitted: A): Promise<void>;
+}
+
+/** One slash command: its registration payload, its option parser and its handler. */
+export interface Command<P = void, A = void> extends Handler<ChatInputCommandInteraction, P, A> {
+  readonly data: RESTPostAPIChatInputApplicationCommandsJSONBody;
+  /** Parses the options; pure and fast, it runs before the acknowledgement. */
+  prepare?(interaction: ChatInputCommandInteraction): P;
   autocomplete?(ctx: CommandContext, interaction: AutocompleteInteraction): Promise<void>;
+}
+
+/** One button action; its input is the custom id the router decoded. */
+export type ButtonHandler<A = unknown> = Handler<ButtonInteraction, ButtonId, A>;
+
+/** One modal; its input is what `parse` read from the submitted form. */
+export interface ModalHandler<P = unknown, A = unknown> extends Handler<ModalSubmitInteraction, P, A> {
+  parse(interaction: ModalSubmitInteraction, id: ButtonId): P;
 }
 
 /** Commands run only in servers (context 0), installed to the server (integration type 0). */

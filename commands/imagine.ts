@@ -1,8 +1,8 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
 import { ASPECTS, type GenerationRequest, LIMITS, parseImagineOptions } from '../core/generation.js';
 import { presetChoices } from '../core/presets.js';
 import { type Command, GUILD_ONLY } from './command.js';
+import type { Admitted } from './context.js';
 
 function readOptions(i: ChatInputCommandInteraction) {
   const o = i.options;
@@ -71,8 +71,8 @@ export const imagine = {
   },
   defer: 'public',
   prepare: (interaction) => parseImagineOptions(readOptions(interaction)),
-  admit: (ctx, interaction, request) => admitGeneration(ctx, interaction, request),
-  execute: (ctx, _interaction, _request, admitted) => enqueueGeneration(ctx, admitted),
+  admit: (ctx, interaction, request) => ctx.generation.admit(interaction, request),
+  execute: (ctx, _interaction, _request, admitted) => ctx.generation.enqueue(admitted, ctx.log),
   async autocomplete(_ctx, interaction) {
     await interaction.respond(presetChoices(String(interaction.options.getFocused())));
   },

@@ -1,13 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import type { CommandContext } from '../bot/context.js';
-import { type Admitted, admitGeneration, enqueueGeneration } from '../bot/submit.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, LIMITS, parseInpaintOptions } from '../core/generation.js';
-import { fetchAttachment } from '../core/io/attachments.js';
-import { prepareInpaint } from '../core/io/inpaint-image.js';
 import { inpaintText } from '../core/messages.js';
 import { type Command, GUILD_ONLY } from './command.js';
+import type { Admitted, CommandContext } from './context.js';
 
 type Prepared = { base: ReturnType<typeof parseInpaintOptions>; imageUrl: string; maskUrl: string | null };
 
@@ -30,29 +26,9 @@ function readOptions(i: ChatInputCommandInteraction): Prepared {
  * quota and policy checked, so a refused attachment changes nothing.
  */
 async function admitInpaint(ctx: CommandContext, interaction: ChatInputCommandInteraction, p: Prepared): Promise<Admitted> {
-  const { config, results } = ctx.deps;
-  const limits = {
-    allowedOrigins: config.DISCORD_ATTACHMENT_ORIGINS,
-    maxBytes: config.ATTACHMENT_MAX_BYTES,
-    maxPixels: config.ATTACHMENT_MAX_PIXELS,
-  };
-  const [image, mask] = await Promise.all([fetchAttachment(p.imageUrl, limits), p.maskUrl ? fetchAttachment(p.maskUrl, limits) : null]);
-  const prepared = await prepareInpaint(image.bytes, mask?.bytes ?? null, { maxPixels: config.ATTACHMENT_MAX_PIXELS });
-  const id = randomUUID();
-  const inputKeys = {
-    image: results.inputKey(id, 'image'),
-    mask: results.inputKey(id, 'mask'),
-    original: results.inputKey(id, 'original'),
-    maskFull: results.inputKey(id, 'maskFull'),
-  };
-  await results.putMany([
-    [inputKeys.image, prepared.image],
-    [inputKeys.mask, prepared.mask],
-    [inputKeys.original, prepared.original.png],
-    [inputKeys.maskFull, prepared.maskFull],
-  ]);
-  const request: GenerationRequest = { ...p.base, width: prepared.width, height: prepared.height, inputKeys };
-  return admitGeneration(ctx, interaction, request);
+  const { inputKeys, width, height } = await ctx.inputs.inpaint(p.imageUrl, p.maskUrl);
+  const request: GenerationRequest = { ...p.base, width, height, inputKeys };
+  return ctx.generation.admit(interaction, request);
 }
 
 export const inpaint = {
@@ -78,9 +54,9 @@ export const inpaint = {
       {
         type: ApplicationCommandOptionType.Number,
         name: 'strength',
-        description: 'How much the area may change (0.05-1)',
-        min_value: 0.05,
-        max_value: 1,
+        description: `How much the area may change (${LIMITS.strengthMin}-${LIMITS.strengthMax})`,
+        min_value: LIMITS.strengthMin,
+        max_value: LIMITS.strengthMax,
       },
       {
         type: ApplicationCommandOptionType.Integer,
@@ -104,5 +80,5 @@ export const inpaint = {
     return readOptions(interaction);
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),
-  execute: (ctx, _interaction, _prepared, admitted) => enqueueGeneration(ctx, admitted),
+  execute: (ctx, _interaction, _prepared, admitted) => ctx.generation.enqueue(admitted, ctx.log),
 } satisfies Command<Prepared, Admitted>;

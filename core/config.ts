@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BACKEND_FAMILIES, type BackendFamily } from './backend-families.js';
 
 /**
  * Configuration, parsed once at boot by each process's main.ts.
@@ -28,8 +29,11 @@ const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
 
-export const BACKEND_NAMES = ['a1111', 'comfyui', 'replicate', 'huggingface'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+/**
+ * The largest input image the bot downloads and the most pixels anything decodes (ATTACHMENT_MAX_BYTES
+ * and ATTACHMENT_MAX_PIXELS default to these; the worker holds a posted image to the same pixel cap).
+ */
+export const ATTACHMENT_LIMITS = { maxBytes: 10 * 1024 * 1024, maxPixels: 16_000_000 } as const;
 
 const sharedShape = {
   /** Redis for BullMQ queues, progress and result images in transit. */
@@ -72,8 +76,8 @@ export const botConfigSchema = z.object({
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
-  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, 10 * 1024 * 1024),
-  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, 16_000_000),
+  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
+  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),
   /**
    * Gateway sharding across bot processes: each process names its shard ids out of the total, e.g.
    * DISCORD_SHARD_COUNT=2 with DISCORD_SHARD_IDS=0 in one process and 1 in another. Unset: one shard.
@@ -94,7 +98,7 @@ export const workerConfigSchema = z
     ...sharedShape,
     BACKENDS: optionalString
       .transform((v) => (v === undefined ? undefined : csv(v)))
-      .pipe(z.array(z.enum(BACKEND_NAMES, { error: `names must be from ${BACKEND_NAMES.join(', ')}` })).optional()),
+      .pipe(z.array(z.enum(BACKEND_FAMILIES, { error: `names must be from ${BACKEND_FAMILIES.join(', ')}` })).optional()),
     A1111_URL: optionalString.transform((v) => (v === undefined ? [] : csv(v))).pipe(z.array(httpUrl)),
     A1111_AUTH: optionalString.pipe(
       z
@@ -155,7 +159,7 @@ export const workerConfigSchema = z
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
   })
   .transform((c, ctx) => {
-    const configured: BackendName[] = [];
+    const configured: BackendFamily[] = [];
     if (c.A1111_URL.length > 0) configured.push('a1111');
     if (c.COMFYUI_URL) configured.push('comfyui');
     if (c.REPLICATE_API_TOKEN) configured.push('replicate');

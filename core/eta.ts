@@ -96,6 +96,9 @@ export function estimateEta(input: EtaInput): Eta | null {
   return { lowMs: Math.max(floor, total - spread), highMs: Math.max(floor, total + spread) };
 }
 
+/** Worker reports older than this are stale (the worker may be gone): they count no slots and show as stale. */
+export const STATUS_STALE_MS = 60_000;
+
 /** Minimal shape of a worker's backend report (see core/io/backend-status.ts). */
 export interface SlotReport {
   worker: string;

@@ -12,6 +12,8 @@ export const LIMITS = {
   guidanceMin: 1,
   guidanceMax: 20,
   seedMax: 4_294_967_295,
+  strengthMin: 0.05,
+  strengthMax: 1,
 } as const;
 
 export const ASPECTS = ['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16'] as const;
@@ -29,7 +31,7 @@ export function aspectToSize(aspect: Aspect): { width: number; height: number } 
 }
 
 /** Raw `/imagine` options as Discord delivers them (absent options are undefined). */
-export const imagineOptionsSchema = z.object({
+const imagineOptionsSchema = z.object({
   prompt: z.string(),
   negative: z.string().optional(),
   aspect: z.enum(ASPECTS).optional(),
@@ -39,10 +41,24 @@ export const imagineOptionsSchema = z.object({
   guidance: z.number().min(LIMITS.guidanceMin).max(LIMITS.guidanceMax).optional(),
   preset: z.string().optional(),
 });
-export type ImagineOptions = z.infer<typeof imagineOptionsSchema>;
+
+/** The kinds of job: each is a BullMQ job name with one handler in the worker, and a kind in Postgres. */
+export const JOB_KINDS = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+/**
+ * How far each kind may move from its input image (denoising strength) when the request names
+ * none: inpaint's default for /inpaint, Vary's img2img pass, the img2img pass that stands in for an
+ * upscaler; text-to-image starts from noise.
+ */
+export const STRENGTH = { txt2img: 1, inpaint: 0.75, img2img: 0.6, upscale: 0.3 } as const satisfies Record<JobKind, number>;
+
+/** The denoising strength a backend applies to this request. */
+export function strengthOf(r: { kind: JobKind; strength?: number | undefined }): number {
+  return r.strength ?? STRENGTH[r.kind];
+}
 
 /** What a backend is asked to make: fully resolved, no defaults left to guess. */
-export const JOB_KINDS = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
 
 export const generationRequestSchema = z.object({
   /**
@@ -63,7 +79,7 @@ export const generationRequestSchema = z.object({
   preset: z.string(),
   replicateModel: z.enum(['sdxl', 'flux-schnell']),
   /** Inpaint, img2img and upscale: 0.05-1, how far the result may move from the input image. */
-  strength: z.number().min(0.05).max(1).optional(),
+  strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   /**
    * Redis keys of the input images. Inpaint: the model-size image and mask, and the upright
    * original and its feathered full-size mask used to paste the result back. img2img and upscale:
@@ -157,14 +173,13 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
 }
 
 /** Raw `/inpaint` options besides the attachments. */
-export const inpaintOptionsSchema = z.object({
+const inpaintOptionsSchema = z.object({
   prompt: z.string(),
   negative: z.string().optional(),
-  strength: z.number().min(0.05).max(1).optional(),
+  strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   seed: z.number().int().min(0).max(LIMITS.seedMax).optional(),
   count: z.number().int().min(1).max(LIMITS.countMax).optional(),
 });
-export type InpaintOptions = z.infer<typeof inpaintOptionsSchema>;
 
 /** Validates `/inpaint` text options (pure, before acknowledging); size and inputs come after the images are read. */
 export function parseInpaintOptions(
@@ -178,7 +193,7 @@ export function parseInpaintOptions(
     rng,
   );
   const { width: _w, height: _h, ...rest } = base;
-  return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? 0.75 };
+  return { ...rest, kind: 'inpaint', strength: parsed.data.strength ?? STRENGTH.inpaint };
 }
 
 /** Queue payload, version 1. Carries no secrets and no Discord token. */
@@ -195,6 +210,26 @@ export const jobPayloadSchema = z.object({
   nsfwAllowed: z.boolean().default(false),
 });
 export type JobPayload = z.infer<typeof jobPayloadSchema>;
+
+/**
+ * The queue payload of an admitted job, built here for the first enqueue and for any re-enqueue
+ * (a queue entry lost to a crash), so both always agree on what a worker is told. `budgetLeftUsd`
+ * 0 keeps the job on free backends.
+ */
+export function toJobPayload(
+  job: { jobId: string; guildId: string; request: GenerationRequest },
+  grants: { budgetLeftUsd: number; nsfwAllowed: boolean },
+): JobPayload {
+  return {
+    v: 1,
+    jobId: job.jobId,
+    guildId: job.guildId,
+    request: job.request,
+    paidAllowed: grants.budgetLeftUsd > 0,
+    budgetLeftUsd: grants.budgetLeftUsd,
+    nsfwAllowed: grants.nsfwAllowed,
+  };
+}
 
 export const attemptSchema = z.object({
   backend: z.string(),
@@ -220,6 +255,18 @@ export const jobResultSchema = z.object({
   attempts: z.array(attemptSchema),
 });
 export type JobResult = z.infer<typeof jobResultSchema>;
+
+export type ParsedJobResult = { success: true; data: JobResult } | { success: false; issues: unknown };
+
+/** A worker's return value (JSON text from QueueEvents, an object from getJob), parsed once per job. */
+export function parseJobResult(returnvalue: unknown): ParsedJobResult {
+  try {
+    const parsed = jobResultSchema.safeParse(typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue);
+    return parsed.success ? { success: true, data: parsed.data } : { success: false, issues: parsed.error.issues };
+  } catch (err) {
+    return { success: false, issues: String(err) };
+  }
+}
 
 /** Progress reported through BullMQ while a job runs. */
 export const jobProgressSchema = z.object({

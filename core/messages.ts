@@ -1,5 +1,6 @@
 /** Every string a member or moderator reads, in one place. Values echoed from users are escaped by the caller. */
 import type { Eta } from './eta.js';
+import type { FailureCode } from './failures.js';
 import { msUntilUtcMidnight } from './quota.js';
 
 function hoursMinutes(ms: number): string {
@@ -62,8 +63,8 @@ export const text = {
     ].join('\n'),
 } as const;
 
-/** Failure reasons the worker may report, phrased for members. */
-export const failureText: Record<string, string> = {
+/** Why a job made no image, phrased for members (one per code of core/failures.ts). */
+export const failureText = {
   all_backends_failed: 'every image backend is down or busy right now. Please try again later.',
   rejected: 'the image backend refused the request.',
   unsafe: 'the image backend flagged the result as unsafe.',
@@ -72,7 +73,8 @@ export const failureText: Record<string, string> = {
   budget_spent: "this server's monthly budget for paid providers is spent and no free backend is available.",
   unsupported: 'no configured backend can do this kind of job.',
   expired: 'the result expired before it could be posted.',
-};
+  queue_unavailable: 'the image queue was unavailable.',
+} as const satisfies Record<FailureCode, string>;
 
 /** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */
 export const adminText = {

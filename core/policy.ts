@@ -4,7 +4,9 @@
  * letters are folded away, and terms are matched on word boundaries so that innocent words
  * ('class', 'Scunthorpe') are left alone.
  */
-export type NsfwMode = 'strict' | 'nsfw-channels';
+/** strict: NSFW never allowed; nsfw-channels: allowed in age-restricted channels only. */
+export const NSFW_MODES = ['strict', 'nsfw-channels'] as const;
+export type NsfwMode = (typeof NSFW_MODES)[number];
 
 /** Explicit sexual terms refused in prompts unless NSFW is allowed in the channel (plurals match too). */
 export const BUILT_IN_NSFW_TERMS: readonly string[] = [
@@ -291,6 +293,22 @@ export function checkPrompt(
     for (const t of BUILT_IN_NSFW_TERMS) if (containsTerm(text, t)) return { ok: false, reason: 'nsfw', term: t };
   }
   return { ok: true };
+}
+
+/**
+ * The prompt rule for a request. The guild's banned words apply to the prompt and the negative
+ * prompt alike; the built-in NSFW terms apply to the prompt only, since members often list NSFW
+ * words in the negative prompt to steer away from them.
+ */
+export function checkRequestText(
+  request: { prompt: string; negative: string },
+  policy: { mode: NsfwMode; channelNsfw: boolean; bannedWords: readonly string[] },
+): { ok: true } | { ok: false; reason: 'banned_word' | 'nsfw'; term: string } {
+  const verdicts = [
+    checkPrompt(request.prompt, policy),
+    checkPrompt(request.negative, { ...policy, mode: 'nsfw-channels', channelNsfw: true }),
+  ];
+  return verdicts.find((v) => !v.ok) ?? { ok: true };
 }
 
 /** Moderator input to a clean list: split on commas and new lines, trimmed, lower case, unique, each ≤ 64 chars, ≤ 200 words. */

@@ -14,7 +14,7 @@ export interface Preset {
   readonly replicateModel: 'sdxl' | 'flux-schnell';
 }
 
-export const PRESETS: readonly Preset[] = [
+const PRESETS: readonly Preset[] = [
   { id: 'sdxl', label: 'SDXL (balanced)', steps: 30, guidance: 7, replicateModel: 'sdxl' },
   {
     id: 'photo',

@@ -1,3 +1,5 @@
+import type { BackendFamily } from './backend-families.js';
+
 /**
  * Price of one backend attempt, from the per-backend price model in config.
  * GPU boxes cost $/GPU-hour of wall time (default 0: the owner's own hardware);
@@ -14,7 +16,7 @@ export interface PriceModel {
 }
 
 export interface AttemptUsage {
-  family: 'a1111' | 'comfyui' | 'replicate' | 'huggingface';
+  family: BackendFamily;
   billedSeconds: number;
   billedImages: number;
   /** Replicate only: which model ran. */

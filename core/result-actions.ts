@@ -1,15 +1,11 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { type GenerationRequest, type JobResult, LIMITS, promptText } from './generation.js';
+import { type GenerationRequest, type JobResult, LIMITS, promptText, STRENGTH } from './generation.js';
 import { buttonText } from './messages.js';
 import { findPreset } from './presets.js';
 
-/** How far a variation may move from the image it starts from (img2img denoising strength). */
-export const VARY_STRENGTH = 0.6;
-/** Strength of the img2img pass that stands in for an upscaler on backends without one. */
-export const UPSCALE_STRENGTH = 0.3;
 /** Upscales stop here (about 2048 × 2048): beyond it SDXL backends and Discord previews struggle. */
-export const UPSCALE_MAX_PIXELS = 2048 * 2048;
+const UPSCALE_MAX_PIXELS = 2048 * 2048;
 const UPSCALE_FACTOR = 2;
 /** Below this gain an upscale is not worth a member's quota, so the button is not offered. */
 const UPSCALE_MIN_GAIN = 1.25;
@@ -43,7 +39,7 @@ const VARY_MAX_PIXELS = 1536 * 1024;
 const SDXL_PIXELS = 1024 * 1024;
 
 /** Size of a variation: the image's own size in multiples of 8, or its aspect at about one megapixel when larger. */
-export function varySize(width: number, height: number): { width: number; height: number } {
+function varySize(width: number, height: number): { width: number; height: number } {
   if (width * height <= VARY_MAX_PIXELS) return { width: multipleOf8(width), height: multipleOf8(height) };
   const scale = Math.sqrt(SDXL_PIXELS / (width * height));
   return { width: Math.round((width * scale) / 64) * 64, height: Math.round((height * scale) / 64) * 64 };
@@ -84,7 +80,7 @@ export function variationRequest(src: SourceImage, seed: number): GenerationRequ
     ...fromImage(src, seed),
     kind: 'img2img',
     ...varySize(src.result.width, src.result.height),
-    strength: VARY_STRENGTH,
+    strength: STRENGTH.img2img,
   };
 }
 
@@ -94,7 +90,7 @@ export function upscaleRequest(src: SourceImage): GenerationRequest {
   const size = upscaleSize(src.result.width, src.result.height);
   if (!size) throw new UserError('action_unavailable', buttonText.cannotUpscale);
   const seed = Math.min(src.result.seed + src.index, LIMITS.seedMax);
-  return { ...fromImage(src, seed), kind: 'upscale', ...size, strength: UPSCALE_STRENGTH };
+  return { ...fromImage(src, seed), kind: 'upscale', ...size, strength: STRENGTH.upscale };
 }
 
 /** What the Edit modal sends back. */

@@ -1,5 +1,8 @@
+/** Discord's per-file limit when an interaction does not state its channel's (10 MiB). */
+export const DEFAULT_UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024;
+
 /** Discord accepts at most this many files per message. */
-export const MAX_FILES_PER_MESSAGE = 10;
+const MAX_FILES_PER_MESSAGE = 10;
 
 /**
  * Splits files (by size, in order) into messages so that no message carries more than `limitBytes`

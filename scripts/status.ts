@@ -6,7 +6,8 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { readBackendStatus, STATUS_STALE_MS } from '../core/io/backend-status.js';
+import { STATUS_STALE_MS } from '../core/eta.js';
+import { readBackendStatus } from '../core/io/backend-status.js';
 import { loadEnvFile } from '../core/io/env-file.js';
 import { scrubUrlCredentials } from '../core/io/logger.js';
 import { GENERATE_QUEUE } from '../core/io/queue.js';

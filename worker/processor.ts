@@ -4,6 +4,7 @@ import { makeGrid } from '../core/io/grid.js';
 import { pasteBack } from '../core/io/inpaint-image.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
+import { failureText } from '../core/messages.js';
 import type { BackendProgress } from './backends/backend.js';
 import { type BackendChain, ChainError } from './backends/chain.js';
 import { DEFAULT_INPUT_MAX_PIXELS, loadJobInputs } from './inputs.js';
@@ -37,7 +38,7 @@ async function screen(deps: ProcessorDeps, payload: JobPayload, images: Buffer[]
     const c = await classifier.classify(img);
     if (c.nsfwScore >= threshold) {
       log.warn({ score: Math.round(c.nsfwScore * 1000) / 1000, top: c.top }, 'output flagged as NSFW; not posted');
-      throw new ChainError('unsafe', "the image was flagged as NSFW by this server's filter and was not posted.", attempts, false);
+      throw new ChainError('unsafe', attempts, false, "the image was flagged as NSFW by this server's filter and was not posted.");
     }
   }
 }
@@ -55,7 +56,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const parsed = jobPayloadSchema.safeParse(job.data);
     if (!parsed.success) {
       deps.log.error({ jobId: job.id, issues: parsed.error.issues }, 'invalid job payload');
-      if (job.id) await deps.results.putFailure(job.id, { code: 'invalid_payload', message: 'the job was malformed.', attempts: [] });
+      if (job.id) await deps.results.putFailure(job.id, { code: 'invalid_payload', message: failureText.invalid_payload, attempts: [] });
       throw new UnrecoverableError('invalid payload');
     }
     const payload = parsed.data;

@@ -1,16 +1,17 @@
 import type pg from 'pg';
 import { z } from 'zod';
-import { type Attempt, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
-import type { JobStore, ReserveInput, ReserveOutcome, SettleOutcome, StoredJob } from '../../core/ports.js';
+import { budgetLeft, monthlyBudgetSql, spentSinceSql } from '../../core/budget.js';
+import { generationRequestSchema, jobResultSchema } from '../../core/generation.js';
+import type { Delivered, JobStore, MemberQuota, ReserveInput, ReserveOutcome, StoredJob } from '../../core/ports.js';
+import { admission, admitsSql, dailyLimitSql, imagesTodaySql, type QuotaFacts, refundedImagesSql } from '../../core/quota.js';
+import { type SettleOutcome, settlement } from '../../core/settle.js';
+import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
 
 const runTimeRowSchema = z.object({
   ms: z.number().nonnegative().nullable(),
   count: z.number().int().min(1),
   backend: z.string().nullable(),
 });
-
-/** Discord's default per-file limit when an interaction does not say (10 MiB). */
-const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
 /** Columns every StoredJob read selects, cast to plain JS types. */
 const JOB_COLUMNS = `
@@ -80,75 +81,113 @@ function toStoredJob(r: JobRow): StoredJob {
   };
 }
 
-function attemptsOf(outcome: SettleOutcome): Attempt[] {
-  return outcome.status === 'succeeded' ? outcome.result.attempts : outcome.attempts;
+/** The member's quota facts (core/quota.ts QuotaFacts), read as they are now. */
+const FACTS_SQL = `
+  SELECT (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2) AS user_override,
+         (SELECT daily_limit FROM guild_settings WHERE guild_id = $1) AS guild_default,
+         u.day::text AS day, u.images, u.in_flight
+  FROM (SELECT 1) AS one LEFT JOIN member_usage u ON u.guild_id = $1 AND u.user_id = $2`;
+
+interface FactsRow {
+  user_override: number | null;
+  guild_default: number | null;
+  day: string | null;
+  images: number | null;
+  in_flight: number | null;
 }
 
-/** JobStore on Postgres through `pg`: every method is a single SQL statement. */
+function toFacts(r: FactsRow | undefined): QuotaFacts {
+  return {
+    userOverride: r?.user_override ?? null,
+    guildDefault: r?.guild_default ?? null,
+    usage: r?.day ? { day: r.day, images: Number(r.images), inFlight: Number(r.in_flight) } : null,
+  };
+}
+
+/**
+ * The reservation: one statement. The conditional upsert locks the member's row, so concurrent
+ * requests queue on it and each sees the images and in-flight jobs the previous one left; the job
+ * row exists only if the reservation passed. Every rule in it comes from core/quota.ts and
+ * core/budget.ts.
+ */
+const RESERVE_SQL = `
+  WITH lim AS (SELECT ${dailyLimitSql('$1', '$2', '$5')} AS daily),
+  reserve AS (
+    INSERT INTO member_usage AS m (guild_id, user_id, day, images, in_flight)
+    SELECT $1, $2, $3::date, $4::int, 1 FROM lim
+    WHERE ${admitsSql({ used: '0', asked: '$4::int', inFlight: '0', limit: 'lim.daily', maxInFlight: '$6::int' })}
+    ON CONFLICT (guild_id, user_id) DO UPDATE SET
+      images = ${imagesTodaySql('m', 'EXCLUDED.day')} + EXCLUDED.images,
+      day = EXCLUDED.day,
+      in_flight = m.in_flight + 1
+    WHERE ${admitsSql({ used: imagesTodaySql('m', 'EXCLUDED.day'), asked: 'EXCLUDED.images', inFlight: 'm.in_flight', limit: '(SELECT daily FROM lim)', maxInFlight: '$6::int' })}
+    RETURNING images
+  ),
+  job AS (
+    INSERT INTO jobs (guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw,
+                      application_id, interaction_id, interaction_token, parent_job_id, upload_limit_bytes)
+    SELECT $1, $7, $2, $8::job_kind, $9::jsonb, $4::int, $3::date, $10::boolean, $11, $12, $13, $14::uuid, $17::int
+    FROM reserve
+    RETURNING id::text AS id
+  )
+  SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images, (SELECT daily FROM lim) AS daily,
+         ${monthlyBudgetSql('$1', '$16')}::float8 AS budget, ${spentSinceSql('$1', '$15')}::float8 AS spent`;
+
+/**
+ * The settle: one statement. The status guard makes a second settle a no-op, so the charge or
+ * refund (core/settle.ts decides which; core/quota.ts says what a refund gives back) and the ledger
+ * rows happen exactly once whatever retries, duplicate events or restarts occur.
+ */
+const SETTLE_SQL = `
+  WITH j AS (
+    UPDATE jobs SET status = $2::job_status, finished_at = now(), started_at = COALESCE(started_at, now()),
+      backend = $3, seed = $4::bigint, cost_usd = $5::numeric, error_code = $6, error_message = $7,
+      result = $8::jsonb, delivery_claimed_at = now()
+    WHERE id = $1::uuid AND status IN ('queued', 'running')
+    RETURNING *
+  ),
+  u AS (
+    UPDATE member_usage m SET
+      in_flight = GREATEST(m.in_flight - 1, 0),
+      images = CASE WHEN $9::boolean THEN ${refundedImagesSql('m', 'j.day', 'j.image_count')} ELSE m.images END
+    FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
+    RETURNING 1
+  ),
+  l AS (
+    INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd)
+    SELECT j.id, a.ord::int, j.guild_id, a.e->>'backend', a.e->>'outcome', (a.e->>'seconds')::numeric, (a.e->>'costUsd')::numeric
+    FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
+    ON CONFLICT (job_id, attempt_no) DO NOTHING
+    RETURNING 1
+  )
+  SELECT ${JOB_COLUMNS} FROM j`;
+
+/**
+ * JobStore on Postgres through `pg`: every method is a single SQL statement. The per-job ones are
+ * named, so each connection parses and plans them once.
+ */
 export class PgJobStore implements JobStore {
   constructor(private readonly pool: pg.Pool) {}
 
-  private async rows<R extends unknown[]>(sql: string, ...params: unknown[]): Promise<R> {
-    return (await this.pool.query(sql, params)).rows as R;
+  private async rows<R extends unknown[]>(name: string | null, sql: string, ...params: unknown[]): Promise<R> {
+    const res = await this.pool.query(name ? { name, text: sql, values: params } : { text: sql, values: params });
+    return res.rows as R;
   }
 
-  private async exec(sql: string, ...params: unknown[]): Promise<number> {
-    return (await this.pool.query(sql, params)).rowCount ?? 0;
+  private async exec(name: string | null, sql: string, ...params: unknown[]): Promise<number> {
+    const res = await this.pool.query(name ? { name, text: sql, values: params } : { text: sql, values: params });
+    return res.rowCount ?? 0;
   }
 
   async reserve(input: ReserveInput): Promise<ReserveOutcome> {
     const { actor, interaction, request, day } = input;
-    const n = request.count;
-    // One statement: the conditional upsert locks the member's row, so concurrent requests queue on it
-    // and each sees the images and in-flight jobs the previous one left; the job row exists only if it passed.
-    const rows = await this.rows<
-      {
-        job_id: string | null;
-        images: number | null;
-        daily: number;
-        prev_images: number | null;
-        prev_in_flight: number | null;
-        prev_day: string | null;
-        budget: number;
-        spent: number;
-      }[]
-    >(
-      `WITH lim AS (
-         SELECT COALESCE(
-           (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2),
-           (SELECT daily_limit FROM guild_settings WHERE guild_id = $1),
-           $5::int) AS daily
-       ),
-       prev AS (
-         SELECT images, in_flight, day FROM member_usage WHERE guild_id = $1 AND user_id = $2
-       ),
-       reserve AS (
-         INSERT INTO member_usage AS m (guild_id, user_id, day, images, in_flight)
-         SELECT $1, $2, $3::date, $4::int, 1 FROM lim WHERE $4::int <= lim.daily AND $6::int >= 1
-         ON CONFLICT (guild_id, user_id) DO UPDATE SET
-           images = (CASE WHEN m.day = EXCLUDED.day THEN m.images ELSE 0 END) + EXCLUDED.images,
-           day = EXCLUDED.day,
-           in_flight = m.in_flight + 1
-         WHERE (CASE WHEN m.day = EXCLUDED.day THEN m.images ELSE 0 END) + EXCLUDED.images <= (SELECT daily FROM lim)
-           AND m.in_flight < $6::int
-         RETURNING images
-       ),
-       job AS (
-         INSERT INTO jobs (guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw,
-                           application_id, interaction_id, interaction_token, parent_job_id, upload_limit_bytes)
-         SELECT $1, $7, $2, $8::job_kind, $9::jsonb, $4::int, $3::date, $10::boolean, $11, $12, $13, $14::uuid, $17::int
-         FROM reserve
-         RETURNING id::text AS id
-       )
-       SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images,
-              (SELECT daily FROM lim) AS daily, (SELECT images FROM prev) AS prev_images,
-              (SELECT in_flight FROM prev) AS prev_in_flight, (SELECT day::text FROM prev) AS prev_day,
-              COALESCE((SELECT monthly_budget_usd FROM guild_settings WHERE guild_id = $1), $16::numeric)::float8 AS budget,
-              (SELECT COALESCE(sum(cost_usd), 0) FROM cost_ledger WHERE guild_id = $1 AND created_at >= $15::date)::float8 AS spent`,
+    const rows = await this.rows<{ job_id: string | null; images: number | null; daily: number; budget: number; spent: number }[]>(
+      'reserve',
+      RESERVE_SQL,
       actor.guildId,
       actor.userId,
       day,
-      n,
+      request.count,
       input.deploymentDailyLimit,
       input.maxInFlight,
       actor.channelId,
@@ -161,82 +200,56 @@ export class PgJobStore implements JobStore {
       input.parentJobId ?? null,
       input.monthStart,
       input.deploymentMonthlyBudgetUsd,
-      interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT,
+      interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES,
     );
     const r = rows[0]!;
-    const limit = Number(r.daily);
     if (r.job_id !== null) {
-      const budgetLeftUsd = Math.max(0, Number(r.budget) - Number(r.spent));
-      return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit, budgetLeftUsd };
+      const budgetLeftUsd = budgetLeft(Number(r.budget), Number(r.spent));
+      return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit: Number(r.daily), budgetLeftUsd };
     }
-    // Refused: the statement's snapshot may predate concurrent reservations, so read the row as it
-    // is now to tell the member the real reason (refusals are off the hot path).
-    const now = await this.rows<{ images: number; in_flight: number; day: string }[]>(
-      `SELECT images, in_flight, day::text AS day FROM member_usage WHERE guild_id = $1 AND user_id = $2`,
-      actor.guildId,
-      actor.userId,
-    );
-    const row =
-      now[0] ?? (r.prev_day === null ? undefined : { images: Number(r.prev_images), in_flight: Number(r.prev_in_flight), day: r.prev_day });
-    const usedToday = row && row.day === day ? Number(row.images) : 0;
-    const inFlight = Number(row?.in_flight ?? 0);
-    let reason: 'quota' | 'blocked' | 'in_flight' = 'quota';
-    if (limit === 0) reason = 'blocked';
-    else if (usedToday + n <= limit && inFlight >= input.maxInFlight) reason = 'in_flight';
-    return { ok: false, reason, usedToday, limit, inFlight };
+    // Refused: the statement's snapshot may predate concurrent reservations, so the reason comes
+    // from the facts as they are now (refusals are off the hot path).
+    const facts = toFacts((await this.rows<FactsRow[]>(null, FACTS_SQL, actor.guildId, actor.userId))[0]);
+    const a = admission(facts, request.count, day, input);
+    // Admitted now means a job finished meanwhile; the member hears the quota as it stood.
+    if (a.ok) return { ok: false, reason: 'quota', usedToday: a.usedToday, limit: a.limit, inFlight: facts.usage?.inFlight ?? 0 };
+    return a;
   }
 
-  async markRunning(jobId: string): Promise<boolean> {
-    const n = await this.exec(`UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::uuid AND status = 'queued'`, jobId);
-    return n > 0;
+  async markRunning(started: readonly { jobId: string; at: Date }[]): Promise<void> {
+    if (started.length === 0) return;
+    await this.exec(
+      'mark-running',
+      `UPDATE jobs j SET status = 'running', started_at = s.at
+       FROM unnest($1::uuid[], $2::timestamptz[]) AS s(id, at)
+       WHERE j.id = s.id AND j.status = 'queued'`,
+      started.map((s) => s.jobId),
+      started.map((s) => s.at),
+    );
   }
 
   async settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null> {
-    const attempts = attemptsOf(outcome);
-    const cost = attempts.reduce((s, a) => s + a.costUsd, 0);
-    const refund = outcome.status !== 'succeeded';
-    const result = outcome.status === 'succeeded' ? outcome.result : null;
-    // One statement: the status guard makes a second settle a no-op, so the charge or refund and the
-    // ledger rows happen exactly once whatever retries, duplicate events or restarts occur.
+    const s = settlement(outcome);
     const rows = await this.rows<JobRow[]>(
-      `WITH j AS (
-         UPDATE jobs SET status = $2::job_status, finished_at = now(), started_at = COALESCE(started_at, now()),
-           backend = $3, seed = $4::bigint, cost_usd = $5::numeric, error_code = $6, error_message = $7,
-           result = $8::jsonb, delivery_claimed_at = now()
-         WHERE id = $1::uuid AND status IN ('queued', 'running')
-         RETURNING *
-       ),
-       u AS (
-         UPDATE member_usage m SET
-           in_flight = GREATEST(m.in_flight - 1, 0),
-           images = CASE WHEN $9::boolean AND m.day = j.day THEN GREATEST(m.images - j.image_count, 0) ELSE m.images END
-         FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
-         RETURNING 1
-       ),
-       l AS (
-         INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd)
-         SELECT j.id, a.ord::int, j.guild_id, a.e->>'backend', a.e->>'outcome', (a.e->>'seconds')::numeric, (a.e->>'costUsd')::numeric
-         FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
-         ON CONFLICT (job_id, attempt_no) DO NOTHING
-         RETURNING 1
-       )
-       SELECT ${JOB_COLUMNS} FROM j`,
+      'settle',
+      SETTLE_SQL,
       jobId,
-      outcome.status,
-      result?.backend ?? null,
-      result?.seed ?? null,
-      cost.toFixed(6),
-      outcome.status === 'failed' ? outcome.code : null,
-      outcome.status === 'failed' ? outcome.message : null,
-      result ? JSON.stringify(result) : null,
-      refund,
-      JSON.stringify(attempts),
+      s.status,
+      s.result?.backend ?? null,
+      s.result?.seed ?? null,
+      s.costUsd.toFixed(6),
+      s.errorCode,
+      s.errorMessage,
+      s.result ? JSON.stringify(s.result) : null,
+      s.refund,
+      JSON.stringify(s.attempts),
     );
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
   async claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null> {
     const rows = await this.rows<JobRow[]>(
+      'claim-delivery',
       `UPDATE jobs j SET delivery_claimed_at = now()
        WHERE id = $1::uuid AND status IN ('succeeded', 'failed', 'cancelled') AND delivered_at IS NULL
          AND (delivery_claimed_at IS NULL OR delivery_claimed_at < now() - make_interval(secs => $2::float8 / 1000))
@@ -247,31 +260,35 @@ export class PgJobStore implements JobStore {
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
-  async markDelivered(jobId: string, messageId: string | null, extraIds: readonly string[] = []): Promise<void> {
+  async markDelivered(delivered: readonly Delivered[]): Promise<void> {
+    if (delivered.length === 0) return;
     await this.exec(
-      `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id), result_extra_ids = $3::text[] WHERE id = $1::uuid`,
-      jobId,
-      messageId,
-      extraIds,
+      'mark-delivered',
+      `UPDATE jobs j SET delivered_at = now(), result_message_id = COALESCE(d.message_id, j.result_message_id),
+         result_extra_ids = ARRAY(SELECT jsonb_array_elements_text(d.extra))
+       FROM jsonb_to_recordset($1::jsonb) AS d(id uuid, message_id text, extra jsonb)
+       WHERE j.id = d.id`,
+      JSON.stringify(delivered.map((d) => ({ id: d.jobId, message_id: d.messageId, extra: d.extraIds ?? [] }))),
     );
   }
 
   async rememberReply(jobId: string, messageId: string): Promise<void> {
-    await this.exec(`UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`, jobId, messageId);
+    await this.exec(null, `UPDATE jobs SET reply_message_id = $2 WHERE id = $1::uuid AND reply_message_id IS NULL`, jobId, messageId);
   }
 
   async releaseDelivery(jobId: string): Promise<void> {
-    await this.exec(`UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`, jobId);
+    await this.exec(null, `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`, jobId);
   }
 
   async get(jobId: string): Promise<StoredJob | null> {
     if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
-    const rows = await this.rows<JobRow[]>(`SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
+    const rows = await this.rows<JobRow[]>('get-job', `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
   async listUndelivered(since: Date, limit: number): Promise<StoredJob[]> {
     const rows = await this.rows<JobRow[]>(
+      null,
       `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.delivered_at IS NULL AND j.created_at > $1 ORDER BY j.created_at LIMIT $2`,
       since,
       limit,
@@ -279,49 +296,36 @@ export class PgJobStore implements JobStore {
     return rows.map(toStoredJob);
   }
 
-  async usage(guildId: string, userId: string, day: string, monthStart: string) {
-    const rows = await this.rows<{ today: number | null; in_flight: number | null; month: number }[]>(
-      `SELECT
-         (SELECT CASE WHEN day = $3::date THEN images ELSE 0 END FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS today,
-         (SELECT in_flight FROM member_usage WHERE guild_id = $1 AND user_id = $2) AS in_flight,
-         (SELECT COALESCE(sum(image_count), 0)::int FROM jobs
-            WHERE guild_id = $1 AND user_id = $2 AND day >= $4::date AND status IN ('queued', 'running', 'succeeded')) AS month`,
-      guildId,
-      userId,
-      day,
-      monthStart,
-    );
-    const queued = await this.rows<{ id: string; status: string; prompt: string; created_at: Date }[]>(
-      `SELECT id::text, status::text, params->>'prompt' AS prompt, created_at FROM jobs
-       WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 10`,
-      guildId,
-      userId,
-    );
-    const r = rows[0]!;
+  async memberQuota(guildId: string, userId: string, monthStart: string): Promise<MemberQuota> {
+    const [facts, month, queued] = await Promise.all([
+      this.rows<FactsRow[]>(null, FACTS_SQL, guildId, userId),
+      this.rows<{ month: number }[]>(
+        null,
+        `SELECT COALESCE(sum(image_count), 0)::int AS month FROM jobs
+         WHERE guild_id = $1 AND user_id = $2 AND day >= $3::date AND status IN ('queued', 'running', 'succeeded')`,
+        guildId,
+        userId,
+        monthStart,
+      ),
+      this.rows<{ id: string; status: string; prompt: string; created_at: Date }[]>(
+        null,
+        `SELECT id::text, status::text, params->>'prompt' AS prompt, created_at FROM jobs
+         WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 10`,
+        guildId,
+        userId,
+      ),
+    ]);
     return {
-      usedToday: Number(r.today ?? 0),
-      usedThisMonth: Number(r.month),
-      inFlight: Number(r.in_flight ?? 0),
+      facts: toFacts(facts[0]),
+      usedThisMonth: Number(month[0]!.month),
       queued: queued.map((q) => ({ id: q.id, status: q.status, prompt: q.prompt, createdAt: q.created_at })),
     };
-  }
-
-  async dailyLimit(guildId: string, userId: string, deploymentDefault: number): Promise<number> {
-    const rows = await this.rows<{ daily: number }[]>(
-      `SELECT COALESCE(
-         (SELECT daily_limit FROM user_quota_overrides WHERE guild_id = $1 AND user_id = $2),
-         (SELECT daily_limit FROM guild_settings WHERE guild_id = $1),
-         $3::int) AS daily`,
-      guildId,
-      userId,
-      deploymentDefault,
-    );
-    return Number(rows[0]!.daily);
   }
 
   async recentRunTimes(limit: number) {
     // Walks the (status, delivered_at) index backwards: the newest deliveries are the newest finishes.
     const rows = await this.rows<unknown[]>(
+      null,
       `SELECT CASE WHEN jsonb_typeof(result->'runMs') = 'number' THEN (result->>'runMs')::float8 END AS ms,
               image_count AS count, backend
        FROM jobs WHERE status = 'succeeded' AND delivered_at IS NOT NULL

@@ -1,8 +1,9 @@
 import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from 'discord.js';
-import { requireModerator } from '../../bot/guards.js';
-import { NO_MENTIONS } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
+import { NSFW_MODES } from '../../core/policy.js';
 import { type Command, GUILD_ONLY } from '../command.js';
+import { requireModerator } from '../guards.js';
+import { NO_MENTIONS } from '../replies.js';
 import { backends, stats } from './reports.js';
 import { type AdminHandler, bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
 
@@ -61,10 +62,7 @@ export const admin = {
             name: 'mode',
             description: 'strict: never; nsfw-channels: only in age-restricted channels',
             required: true,
-            choices: [
-              { name: 'strict', value: 'strict' },
-              { name: 'nsfw-channels', value: 'nsfw-channels' },
-            ],
+            choices: NSFW_MODES.map((m) => ({ name: m, value: m })),
           },
         ],
       },
@@ -122,7 +120,7 @@ export const admin = {
   defer: 'ephemeral',
   async execute(ctx, interaction) {
     // Discord's default_member_permissions can be overridden per server; this check cannot.
-    requireModerator(interaction, ctx.deps.config.MODERATOR_ROLE_IDS);
+    requireModerator(interaction, ctx.config.MODERATOR_ROLE_IDS);
     const guildId = interaction.guildId!;
     const sub = interaction.options.getSubcommand(true);
     const handler = HANDLERS[sub];
@@ -135,6 +133,6 @@ export const admin = {
       files: result.files?.map((f) => ({ attachment: f.data, name: f.name })),
       allowedMentions: NO_MENTIONS,
     });
-    if (result.notice) await ctx.deps.notices.post(guildId, adminText.notice(interaction.user.id, result.notice));
+    if (result.notice) await ctx.notices.post(guildId, adminText.notice(interaction.user.id, result.notice));
   },
 } satisfies Command;

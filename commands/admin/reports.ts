@@ -1,14 +1,13 @@
-import { renderStatsChart } from '../../bot/charts.js';
-import { readBackendStatus, STATUS_STALE_MS } from '../../core/io/backend-status.js';
+import { STATUS_STALE_MS } from '../../core/eta.js';
 import type { AdminHandler } from './settings.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
 
-export const stats: AdminHandler = async ({ deps }, i, guildId) => {
+export const stats: AdminHandler = async (ctx, i, guildId) => {
   const days = i.options.getInteger('days') ?? 7;
-  const since = new Date(deps.now().getTime() - days * 86_400_000);
-  const s = await deps.stats.guild(guildId, since);
-  const chart = await renderStatsChart(s.byDay, s.byBackend);
+  const since = new Date(ctx.now().getTime() - days * 86_400_000);
+  const s = await ctx.reports.guild(guildId, since);
+  const chart = await ctx.reports.chart(s);
   const embed = {
     title: `Usage, last ${days} day${days === 1 ? '' : 's'}`,
     color: 0x5865f2,
@@ -28,13 +27,9 @@ export const stats: AdminHandler = async ({ deps }, i, guildId) => {
   return { reply: '', embeds: [embed], files: [{ name: 'stats.png', data: chart }] };
 };
 
-export const backends: AdminHandler = async ({ deps }) => {
-  const now = deps.now().getTime();
-  const [statuses, latency, counts] = await Promise.all([
-    readBackendStatus(deps.redis, deps.config.QUEUE_PREFIX),
-    deps.stats.backends(new Date(now - 86_400_000)),
-    deps.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed'),
-  ]);
+export const backends: AdminHandler = async (ctx) => {
+  const now = ctx.now().getTime();
+  const { statuses, latency, counts } = await ctx.reports.backends(new Date(now - 86_400_000));
   const ids = [...new Set([...statuses.map((s) => s.backend), ...latency.map((l) => l.backend)])].sort();
   const fields = ids.map((id) => {
     const reports = statuses.filter((s) => s.backend === id && now - s.at < STATUS_STALE_MS);

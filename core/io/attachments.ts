@@ -1,12 +1,12 @@
+import { ATTACHMENT_LIMITS } from '../config.js';
 import { UserError } from '../errors.js';
 import { detectFormat, type ImageFormat, sniffImage } from './image-sniff.js';
 
-export { detectFormat, type ImageFormat, type ImageHeader, sniffImage } from './image-sniff.js';
+export { sniffImage } from './image-sniff.js';
 
 /** Defaults for {@link fetchAttachment}; the limits members are told about. */
-export const ATTACHMENT_DEFAULTS = {
-  maxBytes: 10 * 1024 * 1024,
-  maxPixels: 16_000_000,
+const ATTACHMENT_DEFAULTS = {
+  ...ATTACHMENT_LIMITS,
   timeoutMs: 15_000,
 } as const;
 

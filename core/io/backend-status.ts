@@ -1,10 +1,11 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { BACKEND_FAMILIES } from '../backend-families.js';
 
 /** What a worker last saw of one backend; the bot shows these in `/admin backends`. */
 export const backendStatusSchema = z.object({
   backend: z.string(),
-  family: z.string(),
+  family: z.enum(BACKEND_FAMILIES),
   worker: z.string(),
   healthy: z.boolean(),
   detail: z.string(),
@@ -21,9 +22,6 @@ export type BackendStatus = z.infer<typeof backendStatusSchema>;
 
 export const backendStatusKey = (prefix: string) => `${prefix}:backend-status`;
 const key = backendStatusKey;
-
-/** Reports older than this are shown as stale (the worker may be gone). */
-export const STATUS_STALE_MS = 60_000;
 
 export async function publishBackendStatus(redis: Redis, prefix: string, statuses: BackendStatus[]): Promise<void> {
   if (statuses.length === 0) return;

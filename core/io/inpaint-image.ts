@@ -2,7 +2,7 @@ import sharp from 'sharp';
 import { UserError } from '../errors.js';
 
 /** SDXL's native area; model sizes are scaled to it. */
-export const DEFAULT_TARGET_PIXELS = 1024 * 1024;
+const DEFAULT_TARGET_PIXELS = 1024 * 1024;
 const STEP = 64;
 /** Gaussian sigma of the feather, in original pixels; the mask is eroded by about as much first. */
 const FEATHER_SIGMA = 2;

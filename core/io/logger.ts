@@ -3,7 +3,7 @@ import { type Logger, type LoggerOptions, pino } from 'pino';
 export type { Logger } from 'pino';
 
 /** Paths pino blanks out wherever they appear in a log object. */
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   'DISCORD_TOKEN',
   'REPLICATE_API_TOKEN',
   'HF_TOKEN',

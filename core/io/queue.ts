@@ -1,18 +1,15 @@
 import { type JobsOptions, Queue, type QueueOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
-import type { JobPayload, JobResult } from '../generation.js';
+import type { JobKind, JobPayload, JobResult } from '../generation.js';
 
 /** The one queue every generation job goes through. */
 export const GENERATE_QUEUE = 'generate';
-/** BullMQ job name per payload kind; the worker refuses to start unless each has one handler. */
-export const JOB_NAMES = ['txt2img', 'inpaint', 'img2img', 'upscale'] as const;
-export type JobName = (typeof JOB_NAMES)[number];
 
 /**
  * Retries are for a whole-chain transient failure (every backend busy or briefly down);
  * each attempt already walks the fallback chain, so three is plenty.
  */
-export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+const DEFAULT_JOB_OPTIONS: JobsOptions = {
   attempts: 3,
   backoff: { type: 'exponential', delay: 2000 },
   removeOnComplete: { age: 24 * 3600, count: 5000 },
@@ -33,15 +30,24 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   return new Redis(url, { ...base, lazyConnect: false, ...extra });
 }
 
-export type GenerateQueue = Queue<JobPayload, JobResult, JobName>;
+/** The BullMQ job name is the request's kind (core/generation.ts JOB_KINDS). */
+export type GenerateQueue = Queue<JobPayload, JobResult, JobKind>;
 
 export function createGenerateQueue(connection: Redis, prefix: string, opts: Partial<QueueOptions> = {}): GenerateQueue {
-  return new Queue<JobPayload, JobResult, JobName>(GENERATE_QUEUE, {
+  return new Queue<JobPayload, JobResult, JobKind>(GENERATE_QUEUE, {
     connection,
     prefix,
     defaultJobOptions: DEFAULT_JOB_OPTIONS,
     ...opts,
   });
+}
+
+/**
+ * Adds a job to the queue under its database id, so adding it twice (a re-enqueue racing the first
+ * add) leaves one job. `priority`: see core/quota.ts queuePriority.
+ */
+export async function enqueueJob(queue: Pick<GenerateQueue, 'add'>, payload: JobPayload, priority?: number): Promise<void> {
+  await queue.add(payload.request.kind, payload, { jobId: payload.jobId, ...(priority === undefined ? {} : { priority }) });
 }
 
 /** Lock settings that make a killed worker's job come back within seconds. */

@@ -1,15 +1,5 @@
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
-import { attemptSchema } from '../generation.js';
-
-/** Why a job failed for good, written by the worker so the bot can tell the member and book the attempts. */
-export const jobFailureSchema = z.object({
-  code: z.enum(['all_backends_failed', 'rejected', 'unsafe', 'cancelled', 'invalid_payload', 'budget_spent', 'unsupported']),
-  /** Safe to show a member. */
-  message: z.string(),
-  attempts: z.array(attemptSchema),
-});
-export type JobFailure = z.infer<typeof jobFailureSchema>;
+import { type JobFailure, jobFailureSchema } from '../failures.js';
 
 /**
  * Result images, previews, inpaint inputs and failure summaries in transit between worker and bot.
@@ -68,9 +58,10 @@ export class ResultStore {
     return parsed.success ? parsed.data : null;
   }
 
-  /** Drops everything a delivered job left behind. */
-  async forget(jobId: string, imageKeys: readonly string[]): Promise<void> {
-    await this.redis.del(...imageKeys, this.gridKey(jobId), this.previewKey(jobId), this.failureKey(jobId));
+  /** Drops everything delivered jobs left behind (one command for all of them). */
+  async forget(jobs: readonly { jobId: string; imageKeys: readonly string[] }[]): Promise<void> {
+    const keys = jobs.flatMap((j) => [...j.imageKeys, this.gridKey(j.jobId), this.previewKey(j.jobId), this.failureKey(j.jobId)]);
+    if (keys.length > 0) await this.redis.unlink(...keys);
   }
 
   /** Drops an inpaint job's inputs once it no longer needs them. */

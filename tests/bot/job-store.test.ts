@@ -2,6 +2,8 @@ import { describe, expect } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
+import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
+import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 import { test } from '../setup/fixtures.js';
 
 const actor = { guildId: '2222222222222222222', channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false };
@@ -57,7 +59,7 @@ describe('PgJobStore', () => {
     const r = await store.reserve(input({}, 2));
     if (!r.ok) throw new Error('not admitted');
     const first = await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
-    const second = await store.settle(r.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    const second = await store.settle(r.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
     expect(first?.status).toBe('succeeded');
     expect(second).toBeNull();
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
@@ -89,7 +91,7 @@ describe('PgJobStore', () => {
     const t = await store.reserve(input({ day: '2026-11-23' }, 2));
     expect(t.ok).toBe(true);
     if (!y.ok) throw new Error('not admitted');
-    await store.settle(y.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
+    await store.settle(y.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
   });
 
@@ -109,11 +111,11 @@ describe('PgJobStore', () => {
     }
     const failed = await store.reserve(input({ deploymentDailyLimit: 100 }));
     if (!failed.ok) throw new Error('not admitted');
-    await store.settle(failed.jobId, { status: 'failed', code: 'x', message: 'y', attempts: [] });
-    await store.markDelivered(failed.jobId, null);
+    await store.settle(failed.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
+    await store.markDelivered([{ jobId: failed.jobId, messageId: null }]);
     // Delivered in this order; the last one is settled but not delivered yet.
     for (const [n, id] of ids.slice(0, 3).entries()) {
-      await store.markDelivered(id, null);
+      await store.markDelivered([{ jobId: id, messageId: null }]);
       // Distinct times whatever the clock's resolution.
       await db.prisma.$executeRawUnsafe(`UPDATE jobs SET delivered_at = now() + make_interval(secs => $2) WHERE id = $1::uuid`, id, n);
     }
@@ -126,5 +128,49 @@ describe('PgJobStore', () => {
     // A result row without a usable runMs is skipped, not an error.
     await db.prisma.$executeRawUnsafe(`UPDATE jobs SET result = result - 'runMs' WHERE id = $1::uuid`, ids[0]!);
     expect((await store.recentRunTimes(10)).map((r) => r.ms)).toEqual([4000, 2000]);
+  });
+});
+
+describe('the reservation statement (the same cases core/quota.ts admission runs)', () => {
+  test.for(QUOTA_CASES)('$rule', async (c, { db }) => {
+    const { guildId, userId } = actor;
+    if (c.facts.guildDefault !== null) await db.prisma.guildSettings.create({ data: { guildId, dailyLimit: c.facts.guildDefault } });
+    if (c.facts.userOverride !== null)
+      await db.prisma.userQuotaOverride.create({ data: { guildId, userId, dailyLimit: c.facts.userOverride, setBy: 'mod' } });
+    if (c.facts.usage)
+      await db.prisma.memberUsage.create({
+        data: {
+          guildId,
+          userId,
+          day: new Date(`${c.facts.usage.day}T00:00:00Z`),
+          images: c.facts.usage.images,
+          inFlight: c.facts.usage.inFlight,
+        },
+      });
+    const store = new PgJobStore(db.pool);
+    const outcome = await store.reserve(
+      input({ day: TODAY, deploymentDailyLimit: c.settings.deploymentDailyLimit, maxInFlight: c.settings.maxInFlight }, c.asked),
+    );
+    if (c.expected.ok) {
+      expect(outcome.ok).toBe(true);
+      expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(c.expected.usedAfter);
+      expect(await db.prisma.job.count()).toBe(1);
+    } else {
+      expect(outcome).toMatchObject({ ok: false, reason: c.expected.reason });
+      expect(await db.prisma.job.count()).toBe(0);
+    }
+  });
+});
+
+describe('the settle statement (the same cases core/settle.ts settlement runs)', () => {
+  test.for(SETTLE_CASES)('$rule', async (c, { db }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input({}, 2));
+    if (!r.ok) throw new Error('not admitted');
+    const settled = await store.settle(r.jobId, c.outcome);
+    expect(settled?.status).toBe(c.outcome.status);
+    expect(await db.prisma.memberUsage.findFirstOrThrow()).toMatchObject({ images: c.charged ? 2 : 0, inFlight: 0 });
+    expect(Number((await db.prisma.job.findFirstOrThrow()).costUsd)).toBeCloseTo(c.costUsd, 6);
+    expect(await db.prisma.costLedger.count()).toBe(c.ledgerRows);
   });
 });

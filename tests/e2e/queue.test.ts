@@ -116,7 +116,7 @@ describe('queue position and ETA', () => {
       botOverrides: { sweepIntervalMs: 600_000 },
     });
     // Watch the bot's position reads on its Redis client (third-party code; the call goes through unchanged).
-    const redis = sys.bot!.deps.redis;
+    const redis = sys.bot!.redis;
     const statusKey = `${redisPrefix}:backend-status`;
     const reads: { at: number; ids: number }[] = [];
     const original = redis.evalsha.bind(redis) as (...args: unknown[]) => Promise<unknown>;

@@ -62,7 +62,7 @@ describe('results', () => {
     const result = await sys.finalReply(await sys.imagine({ prompt: 'two foxes', count: 2, steps: 2, seed: 40 }));
     // The images in Redis are gone after delivery, and a restart forgets everything in memory:
     // the button works from the message alone.
-    const redis = sys.bot!.deps.redis;
+    const redis = sys.bot!.redis;
     for (let n = 0; n < 100 && (await redis.keys(`${redisPrefix}:img:*`)).length > 0; n++) await new Promise((r) => setTimeout(r, 50));
     expect(await redis.keys(`${redisPrefix}:img:*`)).toEqual([]);
     await sys.bot!.stop();

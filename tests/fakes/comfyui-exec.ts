@@ -347,5 +347,3 @@ export function createExecutor(st: ExecState) {
     },
   };
 }
-
-export type FakeComfyUIExecutor = ReturnType<typeof createExecutor>;

@@ -29,7 +29,7 @@ export interface CatalogContext {
 export type GraphNode = { class_type: string; inputs: Record<string, unknown>; _meta?: { title?: string } };
 export type Graph = Record<string, GraphNode>;
 
-export const SAMPLERS = [
+const SAMPLERS = [
   'euler',
   'euler_ancestral',
   'heun',
@@ -44,7 +44,7 @@ export const SAMPLERS = [
   'uni_pc',
   'lcm',
 ];
-export const SCHEDULERS = ['normal', 'karras', 'exponential', 'sgm_uniform', 'simple', 'ddim_uniform', 'beta'];
+const SCHEDULERS = ['normal', 'karras', 'exponential', 'sgm_uniform', 'simple', 'ddim_uniform', 'beta'];
 
 const link = (type: string): InputSpec => ({ kind: 'link', type });
 const int = (min: number, max: number, d: number): InputSpec => ({ kind: 'INT', min, max, default: d });

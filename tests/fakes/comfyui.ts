@@ -7,7 +7,7 @@ import { createExecutor, type FakeComfyUIMode, type FakeComfyUIPrompt, fileKey }
 import { type Graph, nodeCatalog, objectInfo, validatePrompt } from './comfyui-nodes.js';
 import { multipartBoundary, parseMultipart } from './discord/multipart.js';
 
-export type { FakeComfyUIMode, FakeComfyUIPrompt } from './comfyui-exec.js';
+export type { FakeComfyUIMode } from './comfyui-exec.js';
 
 export interface FakeComfyUIOptions {
   /** Delay per KSampler step (default 5 ms). */

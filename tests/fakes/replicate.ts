@@ -66,7 +66,7 @@ export interface FakeReplicate {
 }
 
 /** flux-schnell's aspect_ratio enum at one megapixel, rounded to multiples of 64. */
-export function fluxSizeFor(aspect: string): { width: number; height: number } {
+function fluxSizeFor(aspect: string): { width: number; height: number } {
   const [w, h] = aspect.split(':').map(Number) as [number, number];
   const side = (r: number): number => Math.round(Math.sqrt(1024 * 1024 * r) / 64) * 64;
   return { width: side(w / h), height: side(h / w) };

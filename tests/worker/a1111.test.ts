@@ -466,8 +466,8 @@ test('JPEG samples from the box come back as PNG', async () => {
 });
 
 test('upscale runs R-ESRGAN 4x+ at 2× on the box and returns a PNG', async () => {
-  const out = await backend().upscale(await png(64, 48, 90));
-  const meta = await sharp(out).metadata();
+  const out = await backend().generate(await upscaleJob([64, 48], [128, 96]), ctx());
+  const meta = await sharp(out.images[0]!).metadata();
   expect([meta.format, meta.width, meta.height]).toEqual(['png', 128, 96]);
   const body = fake.requests.find((r) => r.path === '/sdapi/v1/extra-single-image')!.json;
   expect(body).toMatchObject({ upscaling_resize: 2, upscaler_1: 'R-ESRGAN 4x+' });

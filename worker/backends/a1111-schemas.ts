@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 
 /** Sampler and scheduler we ask for: good SDXL quality at 25-30 steps on every A1111 ≥ 1.9 and Forge. */
-export const A1111_SAMPLER = 'DPM++ 2M';
-export const A1111_SCHEDULER = 'Karras';
+const A1111_SAMPLER = 'DPM++ 2M';
+const A1111_SCHEDULER = 'Karras';
 
 /** Fields shared by `POST /sdapi/v1/txt2img` and `/img2img` (the subset we send). */
 export interface A1111CommonBody {
@@ -79,7 +79,7 @@ export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, c
     ...commonBody(r, checkpoint),
     init_images: [image.toString('base64')],
     mask: mask.toString('base64'),
-    denoising_strength: r.strength ?? 0.75,
+    denoising_strength: strengthOf(r),
     mask_blur: 4,
     inpaint_full_res: true,
     inpaint_full_res_padding: 32,
@@ -131,7 +131,6 @@ export const progressSchema = z.object({
   current_image: z.string().nullable().optional(),
   textinfo: z.string().nullable().optional(),
 });
-export type A1111Progress = z.infer<typeof progressSchema>;
 
 /** `GET /sdapi/v1/sd-models`. */
 export const sdModelsSchema = z.array(z.object({ title: z.string(), model_name: z.string() }).loose());

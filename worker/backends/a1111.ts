@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { BackendError } from '../../core/errors.js';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import {
   type A1111ExtrasBody,
@@ -15,8 +15,9 @@ import {
   upscaleResponseSchema,
 } from './a1111-schemas.js';
 import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass, passStrength } from './backend.js';
+import { backendErrors, healthReporter, isImagePass } from './backend.js';
 import { basicAuthHeader, createJsonClient, FifoLock, type JsonClient } from './http.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for one AUTOMATIC1111 / Forge / SD.Next box. */
 export interface A1111Options {
@@ -44,23 +45,9 @@ export interface A1111Options {
   log: Logger;
 }
 
-export const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
+const DEFAULT_A1111_UPSCALER = 'R-ESRGAN 4x+';
 
-export interface A1111UpscaleOptions {
-  /** Scale factor (default 2). */
-  factor?: number;
-  /** Upscaler name as the box lists it (default: the backend's `upscaler`). */
-  upscaler?: string;
-  signal?: AbortSignal;
-}
-
-/** The A1111 backend, plus the box's own upscaler for the Upscale button. */
-export interface A1111Backend extends ImageBackend {
-  /** Upscales a PNG on the box (extras tab), waiting its turn like a job; resolves with PNG bytes. */
-  upscale(png: Buffer, opts?: A1111UpscaleOptions): Promise<Buffer>;
-}
-
-export const A1111_CAPABILITIES: BackendCapabilities = {
+const A1111_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,
@@ -164,7 +151,7 @@ function watchProgress(a: WatchArgs): void {
  * progress and previews from /sdapi/v1/progress; a box that dies or hangs mid-job is noticed within
  * progressTimeoutMs; cancelling interrupts the box.
  */
-export function createA1111Backend(o: A1111Options): A1111Backend {
+export function createA1111Backend(o: A1111Options): ImageBackend {
   const url = new URL(o.url);
   // fetch refuses URLs with credentials; accept them anyway and send them as Basic auth.
   const auth = o.auth ?? (url.username ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined);
@@ -183,9 +170,8 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
   const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
   const log = o.log;
 
-  const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
-  const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
-  const rejected = (detail: string) => new BackendError(o.id, 'rejected', detail, { retryable: false });
+  const errors = backendErrors(o.id, { badResponseRetryable: true });
+  const { cancelled, badResponse, rejected } = errors;
 
   /** Waits for the box, runs `fn`, and makes sure nothing but a BackendError escapes. */
   async function exclusive<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
@@ -216,26 +202,9 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
   async function toPngs(images: string[], first: number, r: GenerationRequest): Promise<Buffer[]> {
     const mine = images.slice(first, first + r.count);
     if (mine.length < r.count) throw badResponse(`returned ${mine.length} of ${r.count} images (interrupted on the box?)`);
+    // samples_format jpg/webp on the box come back as PNG.
     return Promise.all(
-      mine.map(async (b64, i) => {
-        const buf = decodeBase64Image(b64);
-        const meta = await sharp(buf)
-          .metadata()
-          .catch((err: unknown) => {
-            throw badResponse(`image ${i + 1} does not decode`, err);
-          });
-        if (meta.width !== r.width || meta.height !== r.height) {
-          throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
-        }
-        if (meta.format === 'png') return buf;
-        // samples_format jpg/webp on the box: the contract is PNG.
-        return sharp(buf)
-          .png()
-          .toBuffer()
-          .catch((err: unknown) => {
-            throw badResponse(`image ${i + 1} (${meta.format}) does not convert to PNG`, err);
-          });
-      }),
+      mine.map((b64, i) => outputPng(errors, decodeBase64Image(b64), i + 1, { width: r.width, height: r.height, fit: 'exact' })),
     );
   }
 
@@ -244,16 +213,6 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       return generationInfoSchema.parse(JSON.parse(text));
     } catch (err) {
       throw badResponse('info is not JSON with a seed', err);
-    }
-  }
-
-  function emitSafely(ctx: RunContext, p: BackendProgress, jobId: string): void {
-    try {
-      // The processor's callback is async; a failed preview upload must not end the job.
-      const out: unknown = ctx.onProgress(p);
-      if (out instanceof Promise) out.catch((err: unknown) => log.warn({ err, jobId }, 'progress callback failed'));
-    } catch (err) {
-      log.warn({ err, jobId }, 'progress callback failed');
     }
   }
 
@@ -268,7 +227,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     } else if (isImagePass(r.kind)) {
       if (!job.image) throw rejected(`${r.kind} job without its input image`);
       path = '/sdapi/v1/img2img';
-      body = img2imgBody(r, job.image, passStrength(r), o.checkpoint);
+      body = img2imgBody(r, job.image, strengthOf(r), o.checkpoint);
     }
     // Aborted with the BackendError the caller should see; the HTTP client passes that reason through.
     const abandon = new AbortController();
@@ -285,7 +244,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       pollMs,
       deadAfterMs: o.progressTimeoutMs,
       stop: stopWatch.signal,
-      onProgress: (p) => emitSafely(ctx, p, job.jobId),
+      onProgress: ctx.onProgress,
       onDead: (why) => {
         log.warn({ jobId: job.jobId, why }, 'box stopped making progress; abandoning the job');
         giveUp(new BackendError(o.id, 'timeout', why));
@@ -337,13 +296,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
       }
       throw err;
     }
-    const buf = decodeBase64Image(res.image);
-    const meta = await sharp(buf)
-      .metadata()
-      .catch((err: unknown) => {
-        throw badResponse('upscaled image does not decode', err);
-      });
-    return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
+    return outputPng(errors, decodeBase64Image(res.image), 1, { fit: 'any' });
   }
 
   /** An upscale job (caller holds the lock): the box's upscaler on the untouched source, then exactly the requested size. */
@@ -362,7 +315,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     const factor = r.width / src.width;
     const started = performance.now();
     // The extras tab reports no steps, so start and end are all the progress there is.
-    emitSafely(ctx, { step: 0, total: 1, fraction: 0 }, job.jobId);
+    ctx.onProgress({ step: 0, total: 1, fraction: 0 });
     log.debug({ jobId: job.jobId, factor, upscaler, from: `${src.width}×${src.height}`, to: `${r.width}×${r.height}` }, 'upscale sent');
     try {
       const out = await extras(src.image, factor, upscaler, abandon.signal, upscaleTimeoutMs);
@@ -372,7 +325,7 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
           ? out
           : await sharp(out).resize(r.width, r.height, { fit: 'fill', kernel: 'lanczos3' }).png().toBuffer();
       const seconds = (performance.now() - started) / 1000;
-      emitSafely(ctx, { step: 1, total: 1, fraction: 1 }, job.jobId);
+      ctx.onProgress({ step: 1, total: 1, fraction: 1 });
       log.debug({ jobId: job.jobId, seconds, boxSize: `${meta.width}×${meta.height}` }, 'upscale done');
       return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1 };
     } catch (err) {
@@ -409,9 +362,6 @@ export function createA1111Backend(o: A1111Options): A1111Backend {
     generate(job, ctx) {
       // Upscale jobs use the box's own upscaler, under the same one-job-at-a-time lock.
       return exclusive(ctx.signal, () => (job.request.kind === 'upscale' ? runUpscale(job, ctx) : run(job, ctx)));
-    },
-    upscale(png, opts = {}) {
-      return exclusive(opts.signal, () => extras(png, opts.factor ?? 2, opts.upscaler ?? upscaler, opts.signal, upscaleTimeoutMs));
     },
   };
 }

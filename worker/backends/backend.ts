@@ -1,12 +1,14 @@
-import type { GenerationRequest } from '../../core/generation.js';
+import type { BackendFamily } from '../../core/backend-families.js';
+import { BackendError } from '../../core/errors.js';
+import type { GenerationRequest, JobKind } from '../../core/generation.js';
 
 /** What a backend can do; the chain only sends a job to a backend whose capabilities cover it. */
 export interface BackendCapabilities {
-  readonly kinds: readonly GenerationRequest['kind'][];
+  readonly kinds: readonly JobKind[];
   /** Largest width × height it accepts. */
   readonly maxPixels: number;
   /** Tighter limits for some kinds (e.g. an image input a provider only takes up to some size). */
-  readonly maxPixelsByKind?: Readonly<Partial<Record<GenerationRequest['kind'], number>>>;
+  readonly maxPixelsByKind?: Readonly<Partial<Record<JobKind, number>>>;
   /** Most images one request may return. */
   readonly maxCount: number;
   readonly negativePrompt: boolean;
@@ -47,16 +49,8 @@ export interface BackendJob {
   readonly source?: SourceImage;
 }
 
-/** Strength of an img2img pass when the request names none (the bot sends 0.6 for Vary, 0.3 for Upscale). */
-export const DEFAULT_STRENGTH = { img2img: 0.6, upscale: 0.3 } as const;
-
-/** Denoising strength of an img2img or upscale pass. */
-export function passStrength(r: GenerationRequest): number {
-  return r.strength ?? (r.kind === 'upscale' ? DEFAULT_STRENGTH.upscale : DEFAULT_STRENGTH.img2img);
-}
-
 /** Kinds that start from `BackendJob.image` without a mask. */
-export function isImagePass(kind: GenerationRequest['kind']): kind is 'img2img' | 'upscale' {
+export function isImagePass(kind: JobKind): kind is 'img2img' | 'upscale' {
   return kind === 'img2img' || kind === 'upscale';
 }
 
@@ -96,10 +90,25 @@ export interface RunContext {
 export interface ImageBackend {
   /** Stable name for logs, metrics and the ledger, e.g. `a1111` or `a1111#2`. */
   readonly id: string;
-  readonly family: 'a1111' | 'comfyui' | 'replicate' | 'huggingface';
+  readonly family: BackendFamily;
   readonly capabilities: BackendCapabilities;
   /** Jobs running on it right now (for least-busy routing). */
   readonly inFlight: number;
   health(signal?: AbortSignal): Promise<HealthStatus>;
   generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput>;
 }
+
+/**
+ * The errors a backend raises about itself, made in one place. `badResponseRetryable`: whether an
+ * answer that makes no sense is worth a second try on the same backend (a GPU box: yes, it costs
+ * nothing; a paid provider: no, the next backend is a better bet than paying twice).
+ */
+export function backendErrors(id: string, o: { badResponseRetryable: boolean }) {
+  return {
+    cancelled: (detail = 'cancelled', cause?: unknown) => new BackendError(id, 'cancelled', detail, { retryable: false, cause }),
+    badResponse: (detail: string, cause?: unknown) =>
+      new BackendError(id, 'bad-response', detail, { retryable: o.badResponseRetryable, cause }),
+    rejected: (detail: string, cause?: unknown) => new BackendError(id, 'rejected', detail, { retryable: false, cause }),
+  };
+}
+export type BackendErrors = ReturnType<typeof backendErrors>;

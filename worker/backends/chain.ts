@@ -10,23 +10,26 @@ import {
   retry,
 } from 'cockatiel';
 import { BackendError, isBackendError } from '../../core/errors.js';
+import type { FailureCode } from '../../core/failures.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendJob, BackendOutput, ImageBackend, RunContext } from './backend.js';
+import { failureText } from '../../core/messages.js';
+import type { BackendJob, BackendOutput, BackendProgress, ImageBackend, RunContext } from './backend.js';
 
-export type ChainErrorCode = 'all_backends_failed' | 'rejected' | 'unsafe' | 'cancelled' | 'budget_spent' | 'unsupported';
-
-/** Final outcome of a chain that made no image. */
+/** Final outcome of a chain that made no image; `userMessage` defaults to the code's member text. */
 export class ChainError extends Error {
   override readonly name = 'ChainError';
+  readonly userMessage: string;
   constructor(
-    readonly code: ChainErrorCode,
-    readonly userMessage: string,
+    readonly code: FailureCode,
     readonly attempts: Attempt[],
     /** true when trying again later may work (everything was down or busy). */
     readonly retryable: boolean,
+    userMessage?: string,
   ) {
-    super(`${code}: ${userMessage}`);
+    const message = userMessage ?? failureText[code];
+    super(`${code}: ${message}`);
+    this.userMessage = message;
   }
 }
 
@@ -166,6 +169,16 @@ export class BackendChain {
     opts: { paidAllowed: boolean; onAttempt?: (backend: ImageBackend) => void },
   ): Promise<ChainSuccess> {
     const attempts: Attempt[] = [];
+    // Backends report progress freely; a failing report (a preview upload) must never end the job.
+    const onProgress = (p: BackendProgress): void => {
+      try {
+        const out: unknown = ctx.onProgress(p);
+        if (out instanceof Promise) out.catch((err: unknown) => this.o.log.warn({ err, jobId: job.jobId }, 'progress report failed'));
+      } catch (err) {
+        this.o.log.warn({ err, jobId: job.jobId }, 'progress report failed');
+      }
+    };
+    const runCtx: RunContext = { signal: ctx.signal, onProgress };
     let supported = 0;
     let skippedForBudget = 0;
     let rejected: BackendError | undefined;
@@ -188,7 +201,7 @@ export class BackendChain {
         const output = await link.breaker.execute(() =>
           link.retry.execute(() => {
             opts.onAttempt?.(backend);
-            return backend.generate(job, ctx);
+            return backend.generate(job, runCtx);
           }),
         );
         const cost = this.o.price(backend, job.request, output.billedSeconds, output.billedImages);
@@ -210,29 +223,24 @@ export class BackendChain {
           errorKind: be.kind,
         });
         if (be.kind === 'cancelled' || ctx.signal.aborted) {
-          throw new ChainError('cancelled', 'the job was cancelled.', attempts, false);
+          throw new ChainError('cancelled', attempts, false);
         }
         if (be.kind === 'unsafe') {
-          throw new ChainError('unsafe', 'the image backend flagged the result as unsafe.', attempts, false);
+          throw new ChainError('unsafe', attempts, false);
         }
         if (be.kind === 'rejected') rejected = be;
       }
     }
-    if (ctx.signal.aborted) throw new ChainError('cancelled', 'the job was cancelled.', attempts, false);
-    if (supported === 0) throw new ChainError('unsupported', 'no configured backend can do this kind of job.', attempts, false);
+    if (ctx.signal.aborted) throw new ChainError('cancelled', attempts, false);
+    if (supported === 0) throw new ChainError('unsupported', attempts, false);
     const tried = attempts.filter((a) => a.outcome === 'failed').length;
     if (skippedForBudget > 0 && tried === 0 && attempts.every((a) => a.outcome === 'skipped' && a.detail === 'budget spent')) {
-      throw new ChainError(
-        'budget_spent',
-        "this server's monthly budget for paid providers is spent and no free backend is available.",
-        attempts,
-        false,
-      );
+      throw new ChainError('budget_spent', attempts, false);
     }
     if (rejected && attempts.every((a) => a.outcome !== 'failed' || a.errorKind === 'rejected')) {
-      throw new ChainError('rejected', 'the image backend refused the request.', attempts, false);
+      throw new ChainError('rejected', attempts, false);
     }
     // Everything down, busy or open-circuited: BullMQ retries later, when circuits may have closed.
-    throw new ChainError('all_backends_failed', 'every image backend is down or busy right now. Please try again later.', attempts, true);
+    throw new ChainError('all_backends_failed', attempts, true);
   }
 }

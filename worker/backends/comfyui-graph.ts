@@ -1,5 +1,5 @@
-import type { GenerationRequest } from '../../core/generation.js';
-import { isImagePass, passStrength } from './backend.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
+import { isImagePass } from './backend.js';
 
 /** A ComfyUI API-format graph: node id → { class_type, inputs }; links are `[nodeId, outputIndex]`. */
 export type ComfyGraph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
@@ -7,11 +7,11 @@ export type ComfyGraph = Record<string, { class_type: string; inputs: Record<str
 /** The SaveImage node whose outputs hold the results. */
 export const SAVE_NODE = '9';
 /** The KSampler node (its steps drive progress). */
-export const SAMPLER_NODE = '3';
+const SAMPLER_NODE = '3';
 
 /** Good SDXL quality at 25-30 steps; both are in every ComfyUI's KSampler lists. */
-export const COMFY_SAMPLER = 'dpmpp_2m';
-export const COMFY_SCHEDULER = 'karras';
+const COMFY_SAMPLER = 'dpmpp_2m';
+const COMFY_SCHEDULER = 'karras';
 export const FILENAME_PREFIX = 'imagebot';
 
 /** Names of the uploaded inputs as ComfyUI returned them (`subfolder/name` when in a subfolder); a mask only for inpaint. */
@@ -58,7 +58,7 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     }
     g[SAMPLER_NODE] = {
       class_type: 'KSampler',
-      inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: r.strength ?? 0.75 },
+      inputs: { ...sampler, positive: ['12', 0], negative: ['12', 1], latent_image: latent, denoise: strengthOf(r) },
     };
   } else if (isImagePass(r.kind)) {
     if (!uploaded) throw new Error(`an ${r.kind} graph needs the uploaded image`);
@@ -71,7 +71,7 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
     }
     g[SAMPLER_NODE] = {
       class_type: 'KSampler',
-      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: latent, denoise: passStrength(r) },
+      inputs: { ...sampler, positive: ['6', 0], negative: ['7', 0], latent_image: latent, denoise: strengthOf(r) },
     };
   } else {
     g['5'] = { class_type: 'EmptyLatentImage', inputs: { width: r.width, height: r.height, batch_size: r.count } };

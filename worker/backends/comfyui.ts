@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import sharp from 'sharp';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass } from './backend.js';
+import type { BackendCapabilities, BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
+import { backendErrors, healthReporter, isImagePass } from './backend.js';
 import { type ComfyClient, createComfyClient } from './comfyui-client.js';
 import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
 import type { ComfyHistoryEntry } from './comfyui-schemas.js';
 import { ComfySocket } from './comfyui-ws.js';
 import { FifoLock } from './http.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for one ComfyUI server. */
 export interface ComfyUIOptions {
@@ -26,7 +26,7 @@ export interface ComfyUIOptions {
   log: Logger;
 }
 
-export const COMFYUI_CAPABILITIES: BackendCapabilities = {
+const COMFYUI_CAPABILITIES: BackendCapabilities = {
   kinds: ['txt2img', 'inpaint', 'img2img', 'upscale'],
   maxPixels: 2048 * 2048,
   maxCount: 4,
@@ -69,18 +69,8 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
   const httpMs = Math.min(30_000, requestTimeoutMs);
   const log = o.log;
 
-  const cancelled = (detail: string) => new BackendError(o.id, 'cancelled', detail, { retryable: false });
-  const badResponse = (detail: string, cause?: unknown) => new BackendError(o.id, 'bad-response', detail, { retryable: true, cause });
-
-  function emitSafely(ctx: RunContext, p: BackendProgress, jobId: string): void {
-    try {
-      // The processor's callback may be async; a failed preview upload must not end the job.
-      const out: unknown = ctx.onProgress(p);
-      if (out instanceof Promise) out.catch((err: unknown) => log.warn({ err, jobId }, 'progress callback failed'));
-    } catch (err) {
-      log.warn({ err, jobId }, 'progress callback failed');
-    }
-  }
+  const errors = backendErrors(o.id, { badResponseRetryable: true });
+  const { cancelled, badResponse, rejected } = errors;
 
   /** Interrupts our prompt if it runs, else deletes it from the queue (and interrupts if it started meanwhile). */
   async function takeBack(c: ComfyClient, promptId: string, started: boolean): Promise<void> {
@@ -112,27 +102,17 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     const refs = entry.outputs[SAVE_NODE]?.images ?? [];
     if (refs.length !== r.count) throw badResponse(`returned ${refs.length} of ${r.count} images`);
     return Promise.all(
-      refs.map(async (ref, i) => {
-        const buf = await client.view(ref, signal, httpMs);
-        const meta = await sharp(buf)
-          .metadata()
-          .catch((err: unknown) => {
-            throw badResponse(`image ${i + 1} does not decode`, err);
-          });
-        if (meta.width !== r.width || meta.height !== r.height)
-          throw badResponse(`returned ${meta.width}×${meta.height}, asked for ${r.width}×${r.height}`);
-        return meta.format === 'png' ? buf : sharp(buf).png().toBuffer();
-      }),
+      refs.map(async (ref, i) =>
+        outputPng(errors, await client.view(ref, signal, httpMs), i + 1, { width: r.width, height: r.height, fit: 'exact' }),
+      ),
     );
   }
 
   /** Checks a job's input images before anything is sent, so a malformed job costs no socket. */
   function checkInputs(job: BackendJob): void {
     const { kind } = job.request;
-    if (kind === 'inpaint' && (!job.image || !job.mask))
-      throw new BackendError(o.id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
-    if (isImagePass(kind) && !job.image)
-      throw new BackendError(o.id, 'rejected', `${kind} job without its input image`, { retryable: false });
+    if (kind === 'inpaint' && (!job.image || !job.mask)) throw rejected('inpaint job without a prepared image and mask');
+    if (isImagePass(kind) && !job.image) throw rejected(`${kind} job without its input image`);
   }
 
   /** Uploads the job's input image (and inpaint mask) under fresh names; undefined for txt2img. */
@@ -178,7 +158,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       );
       if (abandon.signal.aborted) throw abandon.signal.reason;
       const progress = (step: number, total: number, preview?: Buffer) =>
-        emitSafely(ctx, { step, total, fraction: total > 0 ? Math.min(1, step / total) : 0, ...(preview ? { preview } : {}) }, job.jobId);
+        ctx.onProgress({ step, total, fraction: total > 0 ? Math.min(1, step / total) : 0, ...(preview ? { preview } : {}) });
       const stop = untilAborted(abandon.signal);
       try {
         await Promise.race([

@@ -2,7 +2,7 @@ import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 
 /** Network error codes that mean "the remote is not there right now". */
-export const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
   'ENOTFOUND',
@@ -18,7 +18,7 @@ export const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /** The first `code` string along an error's `cause` chain (undici nests the socket error). */
-export function errorCode(err: unknown): string | undefined {
+function errorCode(err: unknown): string | undefined {
   let e: unknown = err;
   for (let i = 0; i < 5 && e; i++) {
     const code = (e as { code?: unknown }).code;
@@ -40,12 +40,6 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
   if (Number.isFinite(s) && s >= 0) return s;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
-}
-
-/** A signal that fires on the caller's abort or after `ms`, whichever is first. */
-export function withTimeout(ms: number, signal?: AbortSignal): AbortSignal {
-  const t = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([signal, t]) : t;
 }
 
 export interface FetchErrorContext {
@@ -202,7 +196,7 @@ export function createJsonClient(o: JsonClientOptions): JsonClient {
 }
 
 /** Thrown by {@link FifoLock.acquire} when the caller gives up while waiting. */
-export class LockWaitAborted extends Error {
+class LockWaitAborted extends Error {
   override readonly name = 'LockWaitAborted';
 }
 

@@ -1,10 +1,11 @@
 import { InferenceClient, setLogger } from '@huggingface/inference';
-import sharp, { type Metadata } from 'sharp';
 import { BackendError, isBackendError } from '../../core/errors.js';
-import type { GenerationRequest } from '../../core/generation.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter, isImagePass, passStrength } from './backend.js';
+import { backendErrors, healthReporter, isImagePass } from './backend.js';
+import { parseRetryAfter } from './http.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -99,19 +100,12 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     return new BackendError(id, 'unavailable', `cannot reach Hugging Face: ${e?.message ?? String(err)}`, { cause: err });
   }
 
-  async function toPng(blob: Blob, r: GenerationRequest): Promise<Buffer> {
-    const bytes = Buffer.from(await blob.arrayBuffer());
-    let meta: Metadata;
-    try {
-      if (blob.type && !blob.type.startsWith('image/')) throw new Error(`content type ${blob.type}`);
-      meta = await sharp(bytes).metadata();
-    } catch (err) {
-      throw new BackendError(id, 'bad-response', `Hugging Face answer is not an image (${(err as Error).message})`, { cause: err });
-    }
-    if (meta.width !== r.width || meta.height !== r.height) {
-      throw new BackendError(id, 'bad-response', `Hugging Face returned ${meta.width}×${meta.height}, expected ${r.width}×${r.height}`);
-    }
-    return meta.format === 'png' ? bytes : sharp(bytes).png().toBuffer();
+  const errors = backendErrors(id, { badResponseRetryable: false });
+
+  async function toPng(blob: Blob, r: GenerationRequest, n: number): Promise<Buffer> {
+    if (blob.type && !blob.type.startsWith('image/'))
+      throw errors.badResponse(`Hugging Face answer is not an image (content type ${blob.type})`);
+    return outputPng(errors, Buffer.from(await blob.arrayBuffer()), n, { width: r.width, height: r.height, fit: 'exact' });
   }
 
   async function makeOne(job: BackendJob, seed: number, ctx: RunContext): Promise<Buffer> {
@@ -122,8 +116,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     // Observes Retry-After, which the client's error objects do not carry.
     const observe: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
-      const header = Number(res.headers.get('retry-after'));
-      retryAfterS = res.headers.has('retry-after') && Number.isFinite(header) ? header : undefined;
+      retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
       return res;
     };
     const options = { signal, retry_on_error: false, fetch: observe };
@@ -145,7 +138,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
           {
             ...routing,
             inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: r.strength ?? 0.8, mask_image: job.mask.toString('base64') },
+            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r), mask_image: job.mask.toString('base64') },
           },
           options,
         );
@@ -156,14 +149,14 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
           {
             ...routing,
             inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: passStrength(r) },
+            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r) },
           },
           options,
         );
       } else {
         blob = await client.textToImage({ ...routing, inputs: r.prompt, parameters }, options);
       }
-      return await toPng(blob, r);
+      return await toPng(blob, r, seed - r.seed + 1);
     } catch (err) {
       throw toBackendError(err, ctx.signal, timeout, retryAfterS);
     }

@@ -4,13 +4,15 @@
  * @module
  */
 import { BackendError, isBackendError } from '../../core/errors.js';
-import { type BackendJob, isImagePass, passStrength } from './backend.js';
+import { strengthOf } from '../../core/generation.js';
+import { type BackendJob, isImagePass } from './backend.js';
+import { parseRetryAfter as parseRetryAfterHeader } from './http.js';
 
 /** `stability-ai/sdxl` version from Replicate's README example. */
 export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd4684c244b673b105188fe5f';
 
 /** Official model (no version; billed per image). */
-export const FLUX_SCHNELL_MODEL = 'black-forest-labs/flux-schnell';
+const FLUX_SCHNELL_MODEL = 'black-forest-labs/flux-schnell';
 
 const FLUX_ASPECTS = ['1:1', '16:9', '21:9', '3:2', '2:3', '4:5', '5:4', '3:4', '4:3', '9:16', '9:21'] as const;
 
@@ -23,7 +25,7 @@ export interface PredictionSpec {
 }
 
 /** The flux-schnell aspect_ratio closest (in log ratio) to width/height. */
-export function nearestFluxAspectRatio(width: number, height: number): (typeof FLUX_ASPECTS)[number] {
+function nearestFluxAspectRatio(width: number, height: number): (typeof FLUX_ASPECTS)[number] {
   const target = Math.log(width / height);
   const distance = (a: string): number => {
     const [w, h] = a.split(':').map(Number) as [number, number];
@@ -84,23 +86,19 @@ export function buildPrediction(backend: string, job: BackendJob): PredictionSpe
     }
     input.image = dataUri(job.image);
     input.mask = dataUri(job.mask);
-    input.prompt_strength = r.strength ?? 0.8;
+    input.prompt_strength = strengthOf(r);
   } else if (isImagePass(r.kind)) {
     if (!job.image) throw new BackendError(backend, 'rejected', `${r.kind} job without its input image`, { retryable: false });
     input.image = dataUri(job.image);
-    input.prompt_strength = passStrength(r);
+    input.prompt_strength = strengthOf(r);
   }
   return { input, exactSize: true };
 }
 
 /** Seconds from a Retry-After header (delta or HTTP date), else from Replicate's "available in N second(s)" / "resets in ~Ns" text. */
 export function parseRetryAfter(header: string | null, body = ''): number | undefined {
-  if (header) {
-    const n = Number(header);
-    if (Number.isFinite(n) && n >= 0) return n;
-    const at = Date.parse(header);
-    if (!Number.isNaN(at)) return Math.max(0, Math.ceil((at - Date.now()) / 1000));
-  }
+  const fromHeader = parseRetryAfterHeader(header);
+  if (fromHeader !== undefined) return fromHeader;
   const m = /(?:available in|resets in)\s*~?(\d+(?:\.\d+)?)\s*s/i.exec(body);
   return m ? Number(m[1]) : undefined;
 }

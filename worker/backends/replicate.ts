@@ -1,10 +1,9 @@
 import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
-import sharp, { type Metadata } from 'sharp';
 import { BackendError, isBackendError } from '../../core/errors.js';
-import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { healthReporter } from './backend.js';
+import { backendErrors, healthReporter } from './backend.js';
+import { outputPng } from './output-image.js';
 import {
   buildPrediction,
   mapReplicateError,
@@ -13,7 +12,7 @@ import {
   REPLICATE_IMAGE_INPUT_MAX_PIXELS,
 } from './replicate-input.js';
 
-export { DEFAULT_SDXL_VERSION, FLUX_SCHNELL_MODEL, nearestFluxAspectRatio, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
+export { DEFAULT_SDXL_VERSION, REPLICATE_IMAGE_INPUT_MAX_PIXELS } from './replicate-input.js';
 
 /** Settings for one Replicate account. */
 export interface ReplicateBackendOptions {
@@ -104,7 +103,8 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       useFileOutput: false,
       userAgent: 'imagebot (replicate-javascript)',
     });
-  const cancelled = (): BackendError => new BackendError(id, 'cancelled', 'cancelled');
+  const errors = backendErrors(id, { badResponseRetryable: false });
+  const cancelled = (): BackendError => errors.cancelled();
   let inFlight = 0;
 
   async function cancelQuietly(predictionId: string): Promise<void> {
@@ -149,21 +149,6 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     return Buffer.from(await res.arrayBuffer());
   }
 
-  async function toPng(bytes: Buffer, r: GenerationRequest, exactSize: boolean): Promise<Buffer> {
-    let meta: Metadata;
-    try {
-      meta = await sharp(bytes).metadata();
-    } catch (err) {
-      throw new BackendError(id, 'bad-response', 'Replicate output is not an image', { cause: err });
-    }
-    // flux-schnell only takes an aspect ratio, so its images are fitted to the exact size here.
-    if (!exactSize) return sharp(bytes).resize(r.width, r.height, { fit: 'cover' }).png().toBuffer();
-    if (meta.width !== r.width || meta.height !== r.height) {
-      throw new BackendError(id, 'bad-response', `Replicate returned ${meta.width}×${meta.height}, expected ${r.width}×${r.height}`);
-    }
-    return meta.format === 'png' ? bytes : sharp(bytes).png().toBuffer();
-  }
-
   async function collect(p: Prediction, job: BackendJob, spec: PredictionSpec, signal: AbortSignal): Promise<Buffer[]> {
     const out: unknown = p.output;
     const urls = typeof out === 'string' ? [out] : Array.isArray(out) ? out : [];
@@ -175,7 +160,9 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       throw new BackendError(id, 'unsafe', `Replicate returned ${urls.length} of ${job.request.count} images; the rest were filtered`);
     }
     const files = await Promise.all(urls.slice(0, job.request.count).map((u) => download(u, signal)));
-    return Promise.all(files.map((f) => toPng(f, job.request, spec.exactSize)));
+    const { width, height } = job.request;
+    // flux-schnell only takes an aspect ratio, so its images are fitted to the exact size.
+    return Promise.all(files.map((f, i) => outputPng(errors, f, i + 1, { width, height, fit: spec.exactSize ? 'exact' : 'cover' })));
   }
 
   const backend: ImageBackend & { lastPredictTime?: number } = {

@@ -59,7 +59,7 @@ export function channelObject(guild: FakeGuild, channel: FakeChannel): Record<st
 }
 
 /** Roles of a guild, `@everyone` (id = guild id) first. */
-export function roleObjects(guild: FakeGuild): Record<string, unknown>[] {
+function roleObjects(guild: FakeGuild): Record<string, unknown>[] {
   const roles = [...(guild.roles ?? [])];
   if (!roles.some((r) => r.id === guild.id)) {
     roles.unshift({ id: guild.id, name: '@everyone', permissions: PERMS.everyone, position: 0 });

@@ -30,7 +30,7 @@ import type {
   SlashCommandOptions,
 } from './types.js';
 
-export { DEFAULT_USER, DEFAULTS, PERMS, shardForGuild, snowflake } from './ids.js';
+export { DEFAULTS, PERMS, shardForGuild } from './ids.js';
 export type * from './types.js';
 
 /** A running fake Discord. */

@@ -1,14 +1,10 @@
 import type { RawFile } from 'discord.js';
-import type { JobResult } from '../core/generation.js';
-import { fitForUpload } from '../core/io/fit-upload.js';
-import { makeGrid } from '../core/io/grid.js';
-import type { ResultStore } from '../core/io/results.js';
-import type { StoredJob } from '../core/ports.js';
-import { planMessages } from '../core/upload-plan.js';
+import type { JobResult } from '../../core/generation.js';
+import { fitForUpload } from '../../core/io/fit-upload.js';
+import type { ResultStore } from '../../core/io/results.js';
+import type { StoredJob } from '../../core/ports.js';
+import { DEFAULT_UPLOAD_LIMIT_BYTES, planMessages } from '../../core/upload-plan.js';
 import { type MessageBody, type ResultPart, resultBody, resultMoreBody } from './render.js';
-
-/** Discord's default per-file limit when an interaction did not state one. */
-const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
 /** One Discord message of a result: its JSON body and its files. */
 export interface OutgoingMessage {
@@ -25,9 +21,9 @@ export async function composeResult(
   job: StoredJob,
   result: JobResult,
   imgs: Buffer[],
-  o: { results: ResultStore; now: () => Date },
+  o: { results: Pick<ResultStore, 'get'>; now: () => number },
 ): Promise<OutgoingMessage[]> {
-  const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT;
+  const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
   const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
   const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({
     file: { name: f.name, data: f.data, contentType: f.contentType },
@@ -36,14 +32,15 @@ export async function composeResult(
   if (imgs.length > 1) {
     // The worker makes the grid; results from a worker that did not are gridded here.
     const made = result.gridKey ? await o.results.get(result.gridKey) : null;
-    const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
+    // Gridding here is the exception (a worker that did not), so libvips is loaded only then.
+    const grid = await fitForUpload(made ?? (await (await import('../../core/io/grid.js')).makeGrid(imgs)), limit, 'grid', 'webp');
     files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
   }
   const plan = planMessages(
     files.map((f) => (f.file.data as Buffer).length),
     limit,
   );
-  const totalMs = (job.finishedAt ?? o.now()).getTime() - job.createdAt.getTime();
+  const totalMs = (job.finishedAt?.getTime() ?? o.now()) - job.createdAt.getTime();
   return plan.map((ids, n) => {
     const entries = ids.map((i) => files[i]!);
     const part: ResultPart = {

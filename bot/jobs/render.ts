@@ -1,9 +1,10 @@
 import { type APIActionRowComponent, type APIButtonComponent, type APIEmbed, ButtonStyle, ComponentType } from 'discord.js';
-import { encodeCustomId } from '../core/custom-id.js';
-import type { GenerationRequest, JobProgress, JobResult } from '../core/generation.js';
-import { buttonText, failureText, text } from '../core/messages.js';
-import { resultActions } from '../core/result-actions.js';
-import { quoteUserText } from './replies.js';
+import { quoteUserText } from '../../commands/replies.js';
+import { encodeCustomId } from '../../core/custom-id.js';
+import { isFailureCode } from '../../core/failures.js';
+import type { GenerationRequest, JobProgress, JobResult } from '../../core/generation.js';
+import { buttonText, failureText, text } from '../../core/messages.js';
+import { resultActions } from '../../core/result-actions.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
 export interface MessageBody {
@@ -32,7 +33,7 @@ function row(buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonComp
   return { type: ComponentType.ActionRow, components: buttons };
 }
 
-export function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
+function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
   return row([button(buttonText.labels.cancel, encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
 }
 
@@ -158,7 +159,7 @@ export function resultMoreBody(jobId: string, request: GenerationRequest, result
 }
 
 export function failureBody(request: GenerationRequest | null, code: string, message: string | null): MessageBody {
-  const reason = message ?? failureText[code] ?? failureText.all_backends_failed!;
+  const reason = message ?? (isFailureCode(code) ? failureText[code] : failureText.all_backends_failed);
   const body = code === 'cancelled' ? text.cancelled : text.failed(reason);
   return {
     content: request ? `${promptLine(request)}\n${body}` : body,

@@ -1,14 +1,22 @@
 import { DiscordAPIError, type RawFile, type REST, Routes } from 'discord.js';
-import type { Logger } from '../core/io/logger.js';
-import { text } from '../core/messages.js';
-import type { InteractionRef, StoredJob } from '../core/ports.js';
+import type { Logger } from '../../core/io/logger.js';
+import { text } from '../../core/messages.js';
+import type { InteractionRef, StoredJob } from '../../core/ports.js';
 import type { MessageBody } from './render.js';
 
 /** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
 const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
 
-export function isGone(err: unknown): boolean {
-  return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code);
+/**
+ * What an error from Discord means for a job's message; every room that talks to Discord asks
+ * here. `gone`: the reply (or its token) no longer exists, so a result goes to the channel and
+ * position edits stop; `failed`: anything else, tried again later (a delivery is released for the
+ * next sweep, a position is sent again on the next refresh).
+ */
+export type DiscordAnswer = 'gone' | 'failed';
+
+export function discordAnswer(err: unknown): DiscordAnswer {
+  return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code) ? 'gone' : 'failed';
 }
 
 /**
@@ -24,13 +32,13 @@ export class Outbox {
       /** Bot-token routes, under the global limit. */
       botRest: REST;
       log: Logger;
-      now: () => Date;
+      now: () => number;
       tokenLifetimeMs: number;
     },
   ) {}
 
   tokenAlive(job: StoredJob): boolean {
-    return this.o.now().getTime() - job.createdAt.getTime() < this.o.tokenLifetimeMs;
+    return this.o.now() - job.createdAt.getTime() < this.o.tokenLifetimeMs;
   }
 
   /** Edits the interaction reply (`@original`); returns its message id. */
@@ -57,7 +65,7 @@ export class Outbox {
       try {
         return { id: await this.editOriginal(job.interaction, body, files), inChannel: false };
       } catch (err) {
-        if (!isGone(err)) throw err;
+        if (discordAnswer(err) !== 'gone') throw err;
         this.o.log.info({ jobId: job.id, code: (err as DiscordAPIError).code }, 'reply gone; posting in channel');
         return { id: await this.postInChannel(job, body, files, 0), inChannel: 'gone' };
       }
@@ -77,7 +85,7 @@ export class Outbox {
         })) as { id: string };
         return msg.id;
       } catch (err) {
-        if (!isGone(err)) throw err;
+        if (discordAnswer(err) !== 'gone') throw err;
       }
     }
     return this.postInChannel(job, body, files, n);

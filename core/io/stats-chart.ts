@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import { svgText } from '../core/io/text-svg.js';
+import { svgText } from './text-svg.js';
 
 const W = 800;
 const H = 360;

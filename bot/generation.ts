@@ -1,0 +1,97 @@
+import type { GenerationInteraction, GenerationService } from '../commands/context.js';
+import type { BotConfig } from '../core/config.js';
+import { UserError } from '../core/errors.js';
+import { toJobPayload } from '../core/generation.js';
+import type { Logger } from '../core/io/logger.js';
+import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
+import { admitJob } from '../core/ledger.js';
+import { text } from '../core/messages.js';
+import { checkRequestText, mayPostNsfw } from '../core/policy.js';
+import type { Actor, JobStore } from '../core/ports.js';
+import { queuePriority } from '../core/quota.js';
+import { NOT_ENQUEUED } from '../core/settle.js';
+import type { JobLifecycle } from './jobs/lifecycle.js';
+import type { SettingsStore } from './store/settings.js';
+
+/** Plain ids of who asked where; the only Discord facts that cross into core/. */
+function actorOf(interaction: GenerationInteraction): Actor {
+  if (!interaction.guildId || !interaction.channelId) throw new UserError('not_in_guild', text.notInGuild);
+  const channel = interaction.channel;
+  const nsfw = channel !== null && 'nsfw' in channel ? Boolean(channel.nsfw) : false;
+  return { guildId: interaction.guildId, channelId: interaction.channelId, userId: interaction.user.id, channelNsfw: nsfw };
+}
+
+export interface GenerationDeps {
+  config: Pick<BotConfig, 'DEFAULT_DAILY_IMAGES' | 'DEFAULT_MONTHLY_BUDGET_USD' | 'MAX_QUEUED_PER_USER'>;
+  settings: Pick<SettingsStore, 'policy'>;
+  store: JobStore;
+  queue: Pick<GenerateQueue, 'add'>;
+  lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
+  now: () => Date;
+  log: Logger;
+}
+
+/**
+ * The generation service handlers are given: the prompt rule, then the quota reservation and the
+ * job row in one statement; then the queue, with the job followed from before its first event.
+ */
+export function createGenerationService(d: GenerationDeps): GenerationService {
+  return {
+    async admit(interaction, request, parentJobId) {
+      const actor = actorOf(interaction);
+      const policy = await d.settings.policy(actor.guildId).catch((err: unknown) => {
+        throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
+      });
+      const verdict = checkRequestText(request, { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords });
+      if (!verdict.ok) {
+        d.log.info({ reason: verdict.reason, guildId: actor.guildId, userId: actor.userId }, 'prompt refused by policy');
+        throw new UserError('prompt_blocked', verdict.reason === 'nsfw' ? text.promptNsfw : text.promptBanned);
+      }
+      const ref = {
+        applicationId: interaction.applicationId,
+        interactionId: interaction.id,
+        token: interaction.token,
+        uploadLimitBytes: interaction.attachmentSizeLimit,
+      };
+      const { jobId, budgetLeftUsd, usedToday } = await admitJob(
+        {
+          store: d.store,
+          now: d.now,
+          deploymentDailyLimit: d.config.DEFAULT_DAILY_IMAGES,
+          deploymentMonthlyBudgetUsd: d.config.DEFAULT_MONTHLY_BUDGET_USD,
+          maxInFlight: d.config.MAX_QUEUED_PER_USER,
+        },
+        actor,
+        ref,
+        request,
+        parentJobId,
+      );
+      d.lifecycle.begin(jobId, actor.guildId, actor.channelId, ref, request);
+      return {
+        jobId,
+        actor,
+        ref,
+        request,
+        budgetLeftUsd,
+        nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
+        usedBefore: Math.max(0, usedToday - request.count),
+      };
+    },
+
+    async enqueue(a, parentLog) {
+      const log = parentLog.child({ jobId: a.jobId });
+      const payload = toJobPayload({ jobId: a.jobId, guildId: a.actor.guildId, request: a.request }, a);
+      try {
+        await enqueueJob(d.queue, payload, queuePriority(a.usedBefore));
+      } catch (err) {
+        log.warn({ err }, 'enqueue failed; refunding');
+        d.lifecycle.forget(a.jobId);
+        const settled = await d.store.settle(a.jobId, NOT_ENQUEUED);
+        if (settled) await d.store.markDelivered([{ jobId: a.jobId, messageId: null }]);
+        throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
+      }
+      log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
+      d.lifecycle.showQueued(a.jobId);
+    },
+  };
+}

@@ -1,0 +1,111 @@
+import type { REST } from 'discord.js';
+import type { Redis } from 'ioredis';
+import { requestCancel } from '../../core/io/cancel.js';
+import type { Logger } from '../../core/io/logger.js';
+import type { GenerateQueue } from '../../core/io/queue.js';
+import type { ResultStore } from '../../core/io/results.js';
+import type { JobStore, StoredJob } from '../../core/ports.js';
+import { createCancel } from './cancel.js';
+import { JobLifecycle, type QueueEventSource } from './lifecycle.js';
+import { Outbox } from './outbox.js';
+import { PostResult } from './post-result.js';
+import { DURATION_WINDOW, type PositionReader, QueueBoard } from './queue-board.js';
+import { Reconciler } from './reconcile.js';
+
+export interface OutboundOptions {
+  store: JobStore;
+  results: ResultStore;
+  queue: GenerateQueue;
+  /** Exact queue positions of many jobs in one Redis round trip. */
+  positions: PositionReader;
+  events: QueueEventSource & { waitUntilReady(): Promise<unknown> };
+  /** The producer connection and QUEUE_PREFIX, for cancel requests to the workers. */
+  redis: Redis;
+  prefix: string;
+  /** REST for interaction webhooks (edits of the reply); exempt from the global limit. */
+  rest: REST;
+  /** REST with the bot token for channel messages, under the global limit. */
+  botRest: REST;
+  log: Logger;
+  now: () => number;
+  ownsGuild: (guildId: string) => boolean;
+  afterSettle?: (job: StoredJob) => Promise<void>;
+  editIntervalMs?: number | undefined;
+  tokenLifetimeMs?: number | undefined;
+  sweepIntervalMs?: number | undefined;
+}
+
+/** The bot's outbound side, wired: what the composition root starts and stops. */
+export interface Outbound {
+  lifecycle: JobLifecycle;
+  board: QueueBoard;
+  cancel: (jobId: string) => Promise<'cancelled' | 'cancelling'>;
+  /** Subscribes to the queue's events, then reconciles whatever happened while no bot was listening. */
+  start(): Promise<void>;
+  /** Stops sweeping, refreshing and editing; waits for deliveries under way. */
+  stop(): Promise<void>;
+}
+
+export function createOutbound(o: OutboundOptions): Outbound {
+  const tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
+  const outbox = new Outbox({ rest: o.rest, botRest: o.botRest, log: o.log, now: o.now, tokenLifetimeMs });
+  const board = new QueueBoard({ positions: o.positions, log: o.log, now: o.now, ownsGuild: o.ownsGuild });
+  const post = new PostResult({ store: o.store, results: o.results, outbox, log: o.log, now: o.now, afterSettle: o.afterSettle });
+  const lifecycle = new JobLifecycle({
+    store: o.store,
+    results: o.results,
+    queue: o.queue,
+    board,
+    post,
+    edits: outbox,
+    log: o.log,
+    now: o.now,
+    ownsGuild: o.ownsGuild,
+    editIntervalMs: o.editIntervalMs,
+    tokenLifetimeMs,
+  });
+  const reconciler = new Reconciler({
+    store: o.store,
+    queue: o.queue,
+    positions: o.positions,
+    lifecycle,
+    log: o.log,
+    now: o.now,
+    sweepIntervalMs: o.sweepIntervalMs,
+  });
+  const cancel = createCancel({
+    queue: o.queue,
+    settle: (jobId, outcome) => lifecycle.settle(jobId, outcome),
+    requestCancel: (jobId) => requestCancel(o.redis, o.prefix, jobId),
+  });
+  return {
+    lifecycle,
+    board,
+    cancel,
+    async start() {
+      lifecycle.listen(o.events);
+      // The ETA needs durations from the first job on; a bot restart must not forget them.
+      try {
+        board.seed(
+          (await o.store.recentRunTimes(DURATION_WINDOW)).map((r) => ({
+            ms: r.ms,
+            count: r.count,
+            ...(r.backend ? { backend: r.backend } : {}),
+          })),
+        );
+      } catch (err) {
+        o.log.warn({ err }, 'could not read recent job durations; ETAs start empty');
+      }
+      await o.events.waitUntilReady();
+      await reconciler.start();
+    },
+    async stop() {
+      // Every room stops taking new work at once; then what is under way finishes, deliveries last.
+      const sweeps = reconciler.stop();
+      const edits = lifecycle.stop();
+      await sweeps;
+      await edits;
+      await post.drain();
+    },
+  };
+}

@@ -1,0 +1,24 @@
+import type { ButtonHandler } from '../command.js';
+import { NO_MENTIONS, quoteUserText } from '../replies.js';
+import { loadJob } from './job.js';
+
+/** Info: every parameter of the job, privately. */
+export const info = {
+  defer: 'ephemeral',
+  async execute(ctx, interaction, id) {
+    const job = await loadJob(ctx, interaction, id);
+    const r = job.request;
+    const lines = [
+      `**Prompt:** ${quoteUserText(r.prompt, 1500)}`,
+      r.negative ? `**Negative:** ${quoteUserText(r.negative, 800)}` : null,
+      `**Size:** ${r.width}×${r.height} · **Images:** ${r.count} · **Seed:** ${job.result?.seed ?? r.seed}`,
+      `**Steps:** ${r.steps} · **Guidance:** ${r.guidance} · **Preset:** ${r.preset}`,
+      r.strength !== undefined ? `**Strength:** ${r.strength}` : null,
+      r.source
+        ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})`
+        : null,
+      `**Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
+    ].filter(Boolean);
+    await interaction.editReply({ content: lines.join('\n').slice(0, 2000), allowedMentions: NO_MENTIONS });
+  },
+} satisfies ButtonHandler<undefined>;

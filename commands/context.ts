@@ -1,0 +1,89 @@
+import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
+import type { Logger } from 'pino';
+import type { BotConfig } from '../core/config.js';
+import type { GenerationRequest } from '../core/generation.js';
+import type { Actor, BackendLatency, GuildSettings, GuildStats, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
+
+/*
+ * What every handler is handed: everything a slash command, button or form may use, as narrow
+ * services the bot implements (bot/main.ts wires them). The handlers import nothing of bot/;
+ * dependency-cruiser checks it.
+ */
+
+/** Interactions that can start a generation: the slash commands, the result buttons, the Edit modal. */
+export type GenerationInteraction = ChatInputCommandInteraction | ButtonInteraction | ModalSubmitInteraction;
+
+/** A job that passed policy and quota: its row exists and its images are reserved, not yet queued. */
+export interface Admitted {
+  jobId: string;
+  actor: Actor;
+  ref: InteractionRef;
+  request: GenerationRequest;
+  budgetLeftUsd: number;
+  nsfwAllowed: boolean;
+  /** Images this member had today before this job; fewer means an earlier turn in the queue. */
+  usedBefore: number;
+}
+
+/** Starting a generation: admit (policy, then quota and the job row in one statement), then enqueue. */
+export interface GenerationService {
+  /** Throws a UserError saying why when policy or quota refuses; nothing is reserved then. */
+  admit(interaction: GenerationInteraction, request: GenerationRequest, parentJobId?: string): Promise<Admitted>;
+  /**
+   * Queues an admitted job and shows its place in the queue. If the queue is unreachable the
+   * reservation is refunded before the member hears about it (a UserError).
+   */
+  enqueue(admitted: Admitted, log: Logger): Promise<void>;
+}
+
+/** Input images: fetched as hostile input (allowed origins, byte and pixel caps), prepared and parked in Redis for the worker. */
+export interface InputService {
+  /** /inpaint's image and optional mask at SDXL's size, plus what the worker pastes the result back with. */
+  inpaint(
+    imageUrl: string,
+    maskUrl: string | null,
+  ): Promise<{ inputKeys: NonNullable<GenerationRequest['inputKeys']>; width: number; height: number }>;
+  /** An image posted by the bot, read back from its message (Vary, Upscale); returns its key. */
+  postedImage(url: string): Promise<string>;
+}
+
+/** Jobs as the buttons and /quota see them. */
+export interface JobDesk {
+  get(jobId: string): Promise<StoredJob | null>;
+  /** `cancelled` when it had not started (refunded), `cancelling` when a worker is interrupting it. */
+  cancel(jobId: string): Promise<'cancelled' | 'cancelling'>;
+  /** Places in the queue (1 = next) of the jobs that wait; absent for the others. */
+  positionsOf(jobIds: readonly string[]): Promise<Map<string, number>>;
+  /** What /quota shows a member. */
+  memberQuota(guildId: string, userId: string, monthStart: string): Promise<MemberQuota>;
+}
+
+/** What `/admin backends` shows. */
+export interface BackendsReport {
+  /** Every worker's latest report per backend (core/io/backend-status.ts). */
+  statuses: readonly { backend: string; at: number; healthy: boolean; detail: string; circuit: string; inFlight: number; price: string }[];
+  latency: BackendLatency[];
+  counts: Record<string, number>;
+}
+
+export interface Reports {
+  guild(guildId: string, since: Date): Promise<GuildStats>;
+  /** The stats as a PNG chart. */
+  chart(stats: GuildStats): Promise<Buffer>;
+  backends(since: Date): Promise<BackendsReport>;
+}
+
+/** Everything a handler is handed, built once per interaction by bot/router.ts. */
+export interface CommandContext {
+  /** Bound to the interaction (and, for components, the action and job). */
+  log: Logger;
+  now: () => Date;
+  config: Pick<BotConfig, 'MODERATOR_ROLE_IDS' | 'DEFAULT_DAILY_IMAGES'>;
+  generation: GenerationService;
+  inputs: InputService;
+  jobs: JobDesk;
+  settings: GuildSettings;
+  /** Posts to the guild's log channel, if it has one; never throws. */
+  notices: { post(guildId: string, content: string): Promise<boolean> };
+  reports: Reports;
+}

@@ -1,0 +1,76 @@
+import type { FailureCode, JobFailure } from './failures.js';
+import type { Attempt, JobResult, ParsedJobResult } from './generation.js';
+import { failureText, text } from './messages.js';
+
+/**
+ * The settle policy: how each way a job can end is booked. The store writes the outcome in one
+ * statement guarded by the job's status, so whichever bot process settles first decides and every
+ * later settle changes nothing.
+ */
+export type SettleOutcome =
+  | { status: 'succeeded'; result: JobResult }
+  | { status: 'failed'; code: FailureCode; message: string; attempts: Attempt[] }
+  | { status: 'cancelled'; attempts: Attempt[] };
+
+/**
+ * A job the worker completed: a result that does not parse fails as malformed, one whose images
+ * left Redis before they could be fetched fails as expired (its attempts still booked), else it
+ * succeeded.
+ */
+export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean): SettleOutcome {
+  if (!parsed.success) return { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload, attempts: [] };
+  if (!imagesPresent) return { status: 'failed', code: 'expired', message: failureText.expired, attempts: parsed.data.attempts };
+  return { status: 'succeeded', result: parsed.data };
+}
+
+/**
+ * Whether a `failed` event ends the job: only once BullMQ has no retry left (the job sits in its
+ * failed set) or no longer knows the job; a failed attempt with a retry to come settles nothing.
+ */
+export function failureIsFinal(queueState: string | null): boolean {
+  return queueState === null || queueState === 'failed';
+}
+
+/** A job that failed for good, from the worker's failure record; without one, every backend failed. */
+export function failedOutcome(failure: JobFailure | null): SettleOutcome {
+  const attempts = failure?.attempts ?? [];
+  if (failure?.code === 'cancelled') return { status: 'cancelled', attempts };
+  return {
+    status: 'failed',
+    code: failure?.code ?? 'all_backends_failed',
+    message: failure?.message ?? failureText.all_backends_failed,
+    attempts,
+  };
+}
+
+/** A job taken out of the queue before any worker started it. */
+export const CANCELLED_IN_QUEUE: SettleOutcome = { status: 'cancelled', attempts: [] };
+
+/** A job whose queue entry could not be written: nothing ran. */
+export const NOT_ENQUEUED: SettleOutcome = { status: 'failed', code: 'queue_unavailable', message: text.queueUnavailable, attempts: [] };
+
+/** What the store writes when it settles a job. */
+export interface Settlement {
+  status: SettleOutcome['status'];
+  /** Rule: only a success is charged; a failure, a cancel or an expiry gives the images back. */
+  refund: boolean;
+  /** Rule: a job costs the sum of its attempts, failed ones included (the ledger keeps one row each). */
+  costUsd: number;
+  attempts: Attempt[];
+  result: JobResult | null;
+  errorCode: FailureCode | null;
+  errorMessage: string | null;
+}
+
+export function settlement(outcome: SettleOutcome): Settlement {
+  const attempts = outcome.status === 'succeeded' ? outcome.result.attempts : outcome.attempts;
+  return {
+    status: outcome.status,
+    refund: outcome.status !== 'succeeded',
+    costUsd: attempts.reduce((s, a) => s + a.costUsd, 0),
+    attempts,
+    result: outcome.status === 'succeeded' ? outcome.result : null,
+    errorCode: outcome.status === 'failed' ? outcome.code : null,
+    errorMessage: outcome.status === 'failed' ? outcome.message : null,
+  };
+}

@@ -1,0 +1,183 @@
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { JobLifecycle } from '../../../bot/jobs/lifecycle.js';
+import { QueueBoard } from '../../../bot/jobs/queue-board.js';
+import type { JobFailure } from '../../../core/failures.js';
+import type { JobResult } from '../../../core/generation.js';
+import type { QueueSnapshot } from '../../../core/io/queue-position.js';
+import type { StoredJob } from '../../../core/ports.js';
+import type { SettleOutcome } from '../../../core/settle.js';
+import { REF, REQUEST, recordingEdits, silent, storedJob } from './doubles.js';
+
+beforeEach(() => {
+  vi.useFakeTimers({ now: new Date('2026-11-23T12:00:00Z') });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+const JOB = '00000000-0000-4000-8000-000000000001';
+const RESULT: JobResult = {
+  backend: 'a1111',
+  seed: 1,
+  width: 64,
+  height: 64,
+  imageKeys: ['img:0'],
+  runMs: 1200,
+  costUsd: 0,
+  attempts: [{ backend: 'a1111', outcome: 'succeeded', seconds: 1.2, costUsd: 0 }],
+};
+
+/** The store settles a job once, like the status-guarded statement; `settledElsewhere` plays another bot process winning. */
+function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailure; images?: (Buffer | null)[] } = {}) {
+  const settles: SettleOutcome[] = [];
+  const store = {
+    settledElsewhere: false,
+    settled: false,
+    marked: [] as string[],
+    markCalls: 0,
+    async settle(_id: string, outcome: SettleOutcome): Promise<StoredJob | null> {
+      settles.push(outcome);
+      if (store.settled || store.settledElsewhere) return null;
+      store.settled = true;
+      return storedJob({ status: outcome.status, result: outcome.status === 'succeeded' ? outcome.result : null });
+    },
+    async markRunning(started: readonly { jobId: string }[]) {
+      store.markCalls++;
+      store.marked.push(...started.map((s) => s.jobId));
+    },
+  };
+  const posted: { job: StoredJob; images: Buffer[] | null }[] = [];
+  const edits = recordingEdits();
+  const reads: string[][] = [];
+  const read = async (ids: readonly string[]): Promise<QueueSnapshot> => {
+    reads.push([...ids]);
+    return {
+      places: new Map(ids.map((id) => [id, { state: 'waiting', ahead: 0 } as const])),
+      active: 0,
+      waiting: ids.length,
+      statuses: [],
+    };
+  };
+  const board = new QueueBoard({ positions: { read }, log: silent, now: () => Date.now(), ownsGuild: () => true });
+  const lifecycle = new JobLifecycle({
+    store,
+    results: {
+      get: async () => null,
+      getMany: async (keys) => o.images ?? keys.map(() => Buffer.from('png')),
+      getFailure: async () => o.failure ?? null,
+    },
+    queue: { getJob: async () => (o.queueState === undefined ? undefined : { getState: async () => o.queueState! }) },
+    board,
+    post: { post: async (job, images) => void posted.push({ job, images }) },
+    edits,
+    log: silent,
+    now: () => Date.now(),
+    ownsGuild: () => o.ownsGuild ?? true,
+    editIntervalMs: 1500,
+  });
+  lifecycle.begin(JOB, 'g1', 'c1', REF, REQUEST);
+  return { lifecycle, store, settles, posted, edits, board, reads };
+}
+
+const progress = (step: number) => ({ backend: 'a1111', step, total: 30, fraction: step / 30 });
+
+describe('a job from the queue to its settle', () => {
+  test('a completed job is settled once as a success and posted with its images, however many times its end is heard', async () => {
+    const { lifecycle, settles, posted } = setup();
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(settles.map((s) => s.status)).toEqual(['succeeded', 'succeeded']);
+    expect(posted).toHaveLength(1);
+    expect(posted[0]!.images).toHaveLength(1);
+    expect(lifecycle.isFollowing(JOB)).toBe(false);
+  });
+
+  test('a job whose images left Redis before they were fetched is refunded as expired and posted as such', async () => {
+    const { lifecycle, settles, posted } = setup({ images: [null] });
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(settles[0]).toMatchObject({ status: 'failed', code: 'expired' });
+    expect(posted[0]!.images).toBeNull();
+  });
+
+  test('a failed attempt with a retry to come settles nothing; the final failure settles with the worker’s reason', async () => {
+    const retry = setup({ queueState: 'delayed' });
+    retry.lifecycle.failed(JOB);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(retry.settles).toEqual([]);
+    expect(retry.lifecycle.isFollowing(JOB)).toBe(true);
+
+    const failure: JobFailure = { code: 'rejected', message: 'the image backend refused the request.', attempts: [] };
+    const final = setup({ queueState: 'failed', failure });
+    final.lifecycle.failed(JOB);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(final.settles).toEqual([{ status: 'failed', code: 'rejected', message: failure.message, attempts: [] }]);
+    expect(final.posted).toHaveLength(1);
+  });
+
+  test('when another bot process settles the job first, this one stops following it: its pending progress edit is never sent', async () => {
+    const { lifecycle, store, edits, posted } = setup();
+    lifecycle.progressed(JOB, progress(1));
+    await vi.advanceTimersByTimeAsync(0);
+    lifecycle.progressed(JOB, progress(2));
+    store.settledElsewhere = true;
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(edits.sent.map((e) => e.content.split('\n')[1])).toEqual(['Generating on a1111: step 1/30 (3 %)']);
+    expect(posted).toEqual([]);
+    expect(lifecycle.isFollowing(JOB)).toBe(false);
+  });
+
+  test('the result waits for a progress edit under way, so it is always the last thing the reply shows', async () => {
+    const { lifecycle, edits, posted } = setup();
+    edits.delayMs = 500;
+    lifecycle.progressed(JOB, progress(29));
+    await vi.advanceTimersByTimeAsync(1);
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(posted).toEqual([]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(edits.sent).toHaveLength(1);
+    expect(posted).toHaveLength(1);
+  });
+
+  test('progress of a job in a guild another shard serves is left to that shard', async () => {
+    const { lifecycle, edits } = setup({ ownsGuild: false });
+    lifecycle.progressed(JOB, progress(1));
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(edits.sent).toEqual([]);
+  });
+
+  test('a job back in the queue after a failed attempt shows its place again', async () => {
+    const { lifecycle, board, reads, edits } = setup();
+    lifecycle.started(JOB);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(reads).toEqual([]);
+    lifecycle.waiting(JOB);
+    board.requestRefresh();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(reads).toEqual([[JOB]]);
+    expect(edits.sent.map((e) => e.content.split('\n')[1])).toEqual([
+      'Queued: you are next. No time estimate yet: no job has finished recently.',
+    ]);
+  });
+
+  test('starts are written as running together within a second; a job that finished first is never written; others’ jobs are left to their follower', async () => {
+    const { lifecycle, store } = setup();
+    const other = '00000000-0000-4000-8000-000000000002';
+    const quick = '00000000-0000-4000-8000-000000000003';
+    lifecycle.begin(other, 'g1', 'c1', REF, REQUEST);
+    lifecycle.begin(quick, 'g1', 'c1', REF, REQUEST);
+    lifecycle.started(JOB);
+    lifecycle.started(other);
+    lifecycle.started(quick);
+    lifecycle.started('00000000-0000-4000-8000-000000000009');
+    lifecycle.completed(quick, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(store.marked).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(store.marked).toEqual([JOB, other]);
+    expect(store.markCalls).toBe(1);
+  });
+});

@@ -1,0 +1,194 @@
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { LiveMessage } from '../../../bot/jobs/live-message.js';
+import { type BoardEntry, QueueBoard } from '../../../bot/jobs/queue-board.js';
+import type { JobPlace, QueueSnapshot } from '../../../core/io/queue-position.js';
+import { REF, REQUEST, recordingEdits, silent } from './doubles.js';
+
+beforeEach(() => {
+  vi.useFakeTimers({ now: new Date('2026-11-23T12:00:00Z') });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** A queue whose places the test sets; every read is recorded. */
+function fakeQueue() {
+  const q = {
+    places: new Map<string, JobPlace>(),
+    active: 0,
+    statuses: [] as QueueSnapshot['statuses'],
+    reads: [] as string[][],
+    async read(ids: readonly string[]): Promise<QueueSnapshot> {
+      q.reads.push([...ids]);
+      const places = new Map(ids.map((id) => [id, q.places.get(id) ?? ({ state: 'other' } as const)]));
+      return { places, active: q.active, waiting: q.places.size, statuses: q.statuses };
+    },
+  };
+  return q;
+}
+
+function setup(ownsGuild: (g: string) => boolean = () => true) {
+  const queue = fakeQueue();
+  const edits = recordingEdits();
+  const board = new QueueBoard({ positions: queue, log: silent, now: () => Date.now(), ownsGuild, queueRefreshMs: 1000 });
+  const entry = (n: number, guildId = 'g1'): BoardEntry => ({
+    jobId: `j${n}`,
+    guildId,
+    request: REQUEST,
+    phase: 'new',
+    placeEditAt: 0,
+    live: new LiveMessage({
+      jobId: `j${n}`,
+      channelId: 'c1',
+      ref: { ...REF, token: `tok${n}` },
+      since: Date.now(),
+      edits,
+      log: silent,
+      now: () => Date.now(),
+      editIntervalMs: 1500,
+      tokenLifetimeMs: 14 * 60_000,
+    }),
+  });
+  return { queue, edits, board, entry };
+}
+
+const placeOf = (content: string) => /position (\d+)|you are next/.exec(content)?.[0];
+
+describe('queue positions and ETAs', () => {
+  test('a waiting job is first shown with its place; one an idle worker took already is shown as next', async () => {
+    const { queue, board, entry, edits } = setup();
+    const waiting = entry(1);
+    const taken = entry(2);
+    queue.places.set('j1', { state: 'waiting', ahead: 2 });
+    board.showFirst(waiting);
+    board.showFirst(taken);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(edits.sent.map((e) => [e.token, placeOf(e.content)])).toEqual([
+      ['tok1', 'position 3'],
+      ['tok2', 'you are next'],
+    ]);
+    expect(waiting.phase).toBe('queued');
+    expect(taken.phase).toBe('new');
+  });
+
+  test('jobs queued together share one position read; a job that finished meanwhile is never shown a place', async () => {
+    const { queue, board, entry, edits } = setup();
+    const [a, b, done] = [entry(1), entry(2), entry(3)];
+    for (const e of [a, b, done]) board.showFirst(e);
+    done.live.close();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(queue.reads).toEqual([['j1', 'j2']]);
+    expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2']);
+  });
+
+  test('until a job has finished there is no time estimate; once one has and a worker reports a slot, there is', async () => {
+    const { queue, board, entry, edits } = setup();
+    const shown = async (n: number) => {
+      board.showFirst(entry(n));
+      await vi.advanceTimersByTimeAsync(100);
+      return edits.sent.at(-1)!.content;
+    };
+    queue.places.set('j1', { state: 'waiting', ahead: 0 });
+    expect(await shown(1)).toContain('No time estimate yet');
+    board.seed([{ ms: 4000, count: 1 }]);
+    // No worker has reported a slot: still nothing honest to say.
+    queue.places.set('j2', { state: 'waiting', ahead: 0 });
+    expect(await shown(2)).toContain('No time estimate yet');
+    queue.statuses = [
+      {
+        backend: 'a1111',
+        family: 'a1111',
+        worker: 'w1',
+        healthy: true,
+        detail: '',
+        latencyMs: 1,
+        circuit: 'closed',
+        inFlight: 0,
+        paid: false,
+        price: 'free',
+        at: Date.now(),
+        concurrency: 1,
+      },
+    ];
+    queue.places.set('j3', { state: 'waiting', ahead: 0 });
+    expect(await shown(3)).toContain('Ready in');
+  });
+
+  test('many starts and finishes within the refresh interval make one batched read of every queued place', async () => {
+    const { queue, board, entry } = setup();
+    const entries = [1, 2, 3].map((n) => entry(n));
+    entries.forEach((e, k) => {
+      queue.places.set(e.jobId, { state: 'waiting', ahead: k + 1 });
+      board.wait(e);
+    });
+    for (let n = 0; n < 20; n++) board.started(`other-${n}`);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(queue.reads).toEqual([['j1', 'j2', 'j3']]);
+    for (let n = 0; n < 20; n++) board.left(`other-${n}`);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(queue.reads).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(queue.reads).toHaveLength(2);
+  });
+
+  test('only replies whose place changed are edited', async () => {
+    const { queue, board, entry, edits } = setup();
+    const [a, b] = [entry(1), entry(2)];
+    queue.places.set('j1', { state: 'waiting', ahead: 0 });
+    queue.places.set('j2', { state: 'waiting', ahead: 1 });
+    board.wait(a);
+    board.wait(b);
+    board.requestRefresh();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(edits.sent.map((e) => placeOf(e.content))).toEqual(['you are next', 'position 2']);
+    queue.places.set('j2', { state: 'waiting', ahead: 0 });
+    queue.places.set('j1', { state: 'other' });
+    board.left('j1');
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(edits.sent.map((e) => placeOf(e.content))).toEqual(['you are next', 'position 2', 'you are next']);
+  });
+
+  test('a job seen running leaves the board; so does a reply of a guild another shard serves', async () => {
+    const { queue, board, entry } = setup((g) => g === 'g1');
+    const running = entry(1);
+    const elsewhere = entry(2, 'g2');
+    queue.places.set('j2', { state: 'waiting', ahead: 0 });
+    board.wait(running);
+    board.wait(elsewhere);
+    board.requestRefresh();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(running.phase).toBe('running');
+    expect(queue.reads).toEqual([['j1']]);
+    board.requestRefresh();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(queue.reads).toHaveLength(1);
+  });
+
+  test('far places (10 or more ahead) are edited at most once every 15 s each, five per refresh, stalest first', async () => {
+    const { queue, board, entry, edits } = setup();
+    const far = Array.from({ length: 8 }, (_, k) => entry(k + 1));
+    const at = (s: number) => {
+      for (const [k, e] of far.entries()) queue.places.set(e.jobId, { state: 'waiting', ahead: 40 + k - s });
+    };
+    at(0);
+    for (const e of far) board.wait(e);
+    board.requestRefresh();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2', 'tok3', 'tok4', 'tok5']);
+    // The queue moves every second; the three left out are edited next, then nobody for 15 s.
+    for (let s = 1; s <= 14; s++) {
+      at(s);
+      board.left(`gone-${s}`);
+      await vi.advanceTimersByTimeAsync(1000);
+    }
+    expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2', 'tok3', 'tok4', 'tok5', 'tok6', 'tok7', 'tok8']);
+  });
+
+  test('positions for /quota: waiting jobs get their place, others none', async () => {
+    const { queue, board } = setup();
+    queue.places.set('j1', { state: 'waiting', ahead: 4 });
+    queue.places.set('j2', { state: 'delayed' });
+    expect(await board.positionsOf(['j1', 'j2', 'j3'])).toEqual(new Map([['j1', 5]]));
+    expect(await board.positionsOf([])).toEqual(new Map());
+  });
+});
