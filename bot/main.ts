@@ -3,6 +3,7 @@ import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
+import type { DeliveryRetryPolicy } from '../core/delivery.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { Logger } from '../core/io/logger.js';
@@ -26,6 +27,7 @@ import { PgJobStore } from './store/jobs.js';
 import { openDatabase } from './store/prisma.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
+import { createUndeliverableNotices } from './undeliverable-notices.js';
 
 export interface RunningBot {
   client: Client;
@@ -40,6 +42,7 @@ export interface BotOverrides {
   editIntervalMs?: number;
   tokenLifetimeMs?: number;
   sweepIntervalMs?: number;
+  deliveryRetry?: DeliveryRetryPolicy;
 }
 
 /** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
@@ -93,6 +96,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
+    onUndeliverable: createUndeliverableNotices({ post: (guildId, content) => notices.post(guildId, content), now: Date.now }),
+    deliveryRetry: overrides.deliveryRetry,
     store,
     results,
     queue,

@@ -88,6 +88,8 @@ export const botConfigSchema = z.object({
   DISCORD_SHARD_IDS: optionalString
     .transform((v) => (v === undefined ? undefined : csv(v).map(Number)))
     .pipe(z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional()),
+  /** Prompts, parameters and message references of jobs older than this many days are erased (ledger amounts stay). */
+  RETENTION_DAYS: intIn(1, 3650, 90),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
   MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
 });

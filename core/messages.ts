@@ -74,6 +74,8 @@ export const failureText = {
   unsupported: 'no configured backend can do this kind of job.',
   expired: 'the result expired before it could be posted.',
   queue_unavailable: 'the image queue was unavailable.',
+  abandoned: 'the job could not be finished in time (the bot was offline for a long while).',
+  undeliverable: 'Discord refused every attempt to post the result in this channel.',
 } as const satisfies Record<FailureCode, string>;
 
 /** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */
@@ -102,6 +104,12 @@ export const adminText = {
   notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
   unsafeHeld: (userId: string, channelId: string, jobId: string) =>
     `🚫 An image for <@${userId}> in <#${channelId}> was flagged as NSFW and not posted (job ${jobId}).`,
+  undeliverable: (userId: string, channelId: string, jobId: string, reason: string, refunded: number, earlier: number) =>
+    `📭 A result for <@${userId}> could not be posted in <#${channelId}>: Discord kept answering \`${reason}\`, so the bot gave up` +
+    (refunded > 0 ? ` and refunded the member's ${refunded} image${refunded === 1 ? '' : 's'}` : '') +
+    ` (job ${jobId}).` +
+    (earlier > 0 ? ` ${earlier} more result${earlier === 1 ? '' : 's'} in that channel failed the same way in the last hour.` : '') +
+    ' Check that the bot may View Channel, Send Messages, Attach Files and Embed Links there (and Send Messages in Threads for threads).',
   budgetAlert: (pct: number, spent: number, budget: number) =>
     pct >= 100
       ? `💸 This server has spent $${spent.toFixed(2)} of its $${budget.toFixed(2)} monthly budget for paid providers. Paid providers are now skipped until next month or until a moderator raises the budget.`
@@ -112,6 +120,12 @@ export const adminText = {
 export const buttonText = {
   stale: 'This button is no longer valid. Run the command again.',
   notFound: 'That job no longer exists.',
+  forgotten: "This image's prompt and settings were erased from the bot's records, so it cannot be used to make another.",
+  /** Info on a job whose data was erased. */
+  forgottenInfo: (reason: 'member' | 'retention', at: Date, retentionDays: number) =>
+    reason === 'member'
+      ? `This job's prompt, settings and message references were forgotten at its requester's request (\`/forget\`, ${at.toISOString().slice(0, 10)}).`
+      : `This job's prompt, settings and message references were erased on ${at.toISOString().slice(0, 10)}: the bot keeps them for ${retentionDays} days.`,
   notOwner: 'Only the member who asked for this image, or a moderator, can do that.',
   alreadyFinished: 'This job has already finished.',
   cancelled: 'Cancelled. Your quota was refunded.',
