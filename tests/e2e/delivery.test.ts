@@ -1,6 +1,9 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach, expect } from 'vitest';
 import { DEFAULTS } from '../fakes/discord/ids.js';
 import { test } from '../setup/fixtures.js';
+import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 import { ALICE, System } from './harness.js';
 
 let sys: System | undefined;
@@ -63,4 +66,12 @@ test('a channel that answers 403 to every post: the result is tried a bounded nu
   expect(log).not.toContain('fake-token');
   expect(log).not.toMatch(/"files"|"requestBody"|"data":\[|"type":"Buffer"/);
   for (const line of sys.botLogs) expect(() => JSON.parse(line)).not.toThrow();
+
+  // Without a log channel the owner finds it in `npm run status`.
+  const { stdout } = await promisify(execFile)(process.execPath, sourceEntryArgs('scripts/status.ts'), {
+    cwd: emptyCwd(),
+    env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: sys.env.REDIS_URL, QUEUE_PREFIX: redisPrefix },
+  });
+  expect(stdout).toContain('Results Discord refused');
+  expect(stdout).toMatch(new RegExp(`${GENERAL}\\s+403 50013 Missing Permissions\\s+1`));
 });
