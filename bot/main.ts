@@ -22,9 +22,11 @@ import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
 import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
+import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
 import { openDatabase } from './store/prisma.js';
+import { PgPrivacyStore } from './store/privacy.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
 import { createUndeliverableNotices } from './undeliverable-notices.js';
@@ -93,6 +95,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
   });
   const stats = new StatsStore(database.pool);
+  const privacy = new PgPrivacyStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
@@ -138,6 +141,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         memberQuota: (guildId, userId, monthStart) => store.memberQuota(guildId, userId, monthStart),
       },
       settings,
+      privacy,
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
     },
@@ -154,6 +158,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
+  const retention = startRetention({
+    store: privacy,
+    log: log.child({ part: 'retention' }),
+    now: Date.now,
+    retentionDays: config.RETENTION_DAYS,
+  });
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   webhookRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
@@ -181,6 +191,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     redis: producer,
     async stop() {
       ops?.close();
+      await retention.stop();
       await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);

@@ -10,6 +10,7 @@ import type {
   GuildStats,
   InteractionRef,
   MemberQuota,
+  PrivacyStore,
   StoredJob,
 } from '../core/ports.js';
 
@@ -93,6 +94,8 @@ export interface CommandContext {
   inputs: InputService;
   jobs: JobDesk;
   settings: GuildSettings;
+  /** A member's data in a guild: what /forget would erase, and erasing it. */
+  privacy: Pick<PrivacyStore, 'preview' | 'forget'>;
   /** Posts to the guild's log channel, if it has one; never throws. */
   notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;

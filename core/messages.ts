@@ -164,3 +164,28 @@ export const buttonText = {
 export const inpaintText = {
   needImage: 'Attach the image to edit in `image:`.',
 } as const;
+
+/** `/forget` and its confirmation. */
+export const privacyText = {
+  button: 'Forget my data in this server',
+  confirm: (finished: number, underWay: number, retentionDays: number) =>
+    [
+      "**Forget your data in this server?** This can't be undone.",
+      `The bot will erase the prompts, negative prompts, settings, seeds and message references of your ${finished} finished job${finished === 1 ? '' : 's'} here.`,
+      "What stays: how many images you made, when, and what they cost, without any prompt (the server's totals and your daily quota need them).",
+      'Images already posted stay in their channels: remove them first with their **Delete** button if you want them gone too.',
+      underWay > 0
+        ? `${underWay} job${underWay === 1 ? ' is' : 's are'} still under way and not included: run \`/forget\` again once ${underWay === 1 ? 'it is' : 'they are'} posted.`
+        : null,
+      `Without this, the bot erases the same after ${retentionDays} days anyway. To keep your data, just dismiss this message.`,
+    ]
+      .filter(Boolean)
+      .join('\n'),
+  nothingToForget: (underWay: number) =>
+    underWay > 0
+      ? `You have no finished jobs to forget here yet; ${underWay} still under way. Run \`/forget\` again once ${underWay === 1 ? 'it is' : 'they are'} posted.`
+      : 'The bot keeps no prompts or settings of yours in this server.',
+  done: (forgotten: number, underWay: number) =>
+    `Done: the prompts and settings of ${forgotten} job${forgotten === 1 ? '' : 's'} were erased from the bot's records in this server.` +
+    (underWay > 0 ? ` ${underWay} still under way ${underWay === 1 ? 'was' : 'were'} not included.` : ''),
+} as const;

@@ -156,6 +156,21 @@ export interface JobStore {
   recentRunTimes(limit: number): Promise<{ ms: number; count: number; backend: string | null }[]>;
 }
 
+/**
+ * Erasing members' data from the bot's records (PRODUCT.md `/forget`, `RETENTION_DAYS`): prompts,
+ * parameters, result references and interaction tokens; ledger amounts stay.
+ */
+export interface PrivacyStore {
+  /** How many of the member's jobs in the guild /forget would erase now, and how many are still under way. */
+  preview(guildId: string, userId: string): Promise<{ finished: number; underWay: number }>;
+  /** Erases the member's finished jobs in the guild and audits it (who, how many). */
+  forget(guildId: string, userId: string): Promise<{ forgotten: number; underWay: number }>;
+  /** Retention: erases up to `limit` finished jobs created before `cutoff`, oldest first; returns how many. */
+  eraseOlderThan(cutoff: Date, limit: number): Promise<number>;
+  /** Erases the interaction tokens of jobs created before `createdBefore` (tokens live 15 minutes). */
+  eraseDeadTokens(createdBefore: Date): Promise<number>;
+}
+
 /** A guild's effective settings: stored values or the deployment defaults. */
 export interface GuildPolicy {
   guildId: string;
