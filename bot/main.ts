@@ -6,12 +6,14 @@ import { type BotConfig, botConfigSchema } from '../core/config.js';
 import type { DeliveryRetryPolicy } from '../core/delivery.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { runProcess } from '../core/io/process.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
 import { ResultStore } from '../core/io/results.js';
+import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import { createBudgetWatch } from './budget-watch.js';
@@ -83,6 +85,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const events = new QueueEvents(GENERATE_QUEUE, { connection: eventsConn, prefix: config.QUEUE_PREFIX });
   events.on('error', (err) => log.warn({ err }, 'queue events error'));
   const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+  // Image work (fitting results under the upload limit, grids) runs here, off the main thread.
+  const cpu = createThreadPool<ImageTasks>(taskModule('../core/io/image-tasks.js', import.meta.url), { threads: config.IMAGE_THREADS });
 
   const client = createDiscordClient(
     config.DISCORD_API_URL,
@@ -123,6 +127,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     // Token ages compare with database timestamps, so the outbound side keeps the real clock even in tests.
     now: () => Date.now(),
     ownsGuild: (id) => client.guilds.cache.has(id),
+    cpu,
     editIntervalMs: overrides.editIntervalMs,
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
@@ -195,7 +200,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
-      await Promise.allSettled([eventsConn.quit(), producer.quit()]);
+      await Promise.allSettled([eventsConn.quit(), producer.quit(), cpu.close()]);
       await database.close();
     },
   };

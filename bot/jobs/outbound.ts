@@ -2,9 +2,11 @@ import type { REST } from 'discord.js';
 import type { Redis } from 'ioredis';
 import type { DeliveryRetryPolicy } from '../../core/delivery.js';
 import { requestCancel } from '../../core/io/cancel.js';
+import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { GenerateQueue } from '../../core/io/queue.js';
 import type { ResultStore } from '../../core/io/results.js';
+import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { JobStore, StoredJob } from '../../core/ports.js';
 import { createCancel } from './cancel.js';
 import { JobLifecycle, type QueueEventSource } from './lifecycle.js';
@@ -30,6 +32,8 @@ export interface OutboundOptions {
   log: Logger;
   now: () => number;
   ownsGuild: (guildId: string) => boolean;
+  /** The bot's thread pool, for fitting results under the upload limit and gridding off the main thread. */
+  cpu: Pick<ThreadPool<ImageTasks>, 'run'>;
   afterSettle?: (job: StoredJob) => Promise<void>;
   /** Posting a job was given up (recorded as undeliverable, refunded): tell its guild's moderators. */
   onUndeliverable?: (job: StoredJob, reason: string) => Promise<void>;
@@ -64,6 +68,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     afterSettle: o.afterSettle,
     onUndeliverable: o.onUndeliverable,
     retry: o.deliveryRetry,
+    cpu: o.cpu,
   });
   const lifecycle = new JobLifecycle({
     store: o.store,

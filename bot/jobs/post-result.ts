@@ -1,6 +1,8 @@
 import { afterFailedDelivery, DELIVERY_RETRY, type DeliveryRetryPolicy } from '../../core/delivery.js';
+import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
+import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { Delivered, JobStore, StoredJob } from '../../core/ports.js';
 import { deliveryFailure, describeDiscordError, type Outbox } from './outbox.js';
 import { failureBody } from './render.js';
@@ -18,6 +20,8 @@ export interface PostResultOptions {
   onUndeliverable?: (job: StoredJob, reason: string) => Promise<void>;
   /** When failed posts are tried again and when they are given up (default core/delivery.ts DELIVERY_RETRY). */
   retry?: DeliveryRetryPolicy;
+  /** Where re-encoding and gridding run: the bot's thread pool. */
+  cpu: Pick<ThreadPool<ImageTasks>, 'run'>;
 }
 
 /**
@@ -150,6 +154,6 @@ export class PostResult {
     }
     const imgs = images ?? (await this.o.results.getMany(job.result.imageKeys));
     if (imgs.some((b) => b === null)) return [{ body: failureBody(job.request, 'expired', null), files: [] }];
-    return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now });
+    return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now, cpu: this.o.cpu });
   }
 }

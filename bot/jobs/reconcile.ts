@@ -14,7 +14,7 @@ const SWEEP_PAGE = 500;
  * of run again. BullMQ keeps finished jobs longer than this (core/io/queue.ts FINISHED_JOB_RETENTION_S)
  * until their bot has settled them, so within the window a job missing from the queue was never run.
  */
-export const SWEEP_WINDOW_MS = 2 * 86_400_000;
+const SWEEP_WINDOW_MS = 2 * 86_400_000;
 
 export interface ReconcileOptions {
   store: Pick<JobStore, 'listUndelivered' | 'claimDelivery' | 'rememberReply'>;

@@ -46,7 +46,7 @@ const SECRET_SHAPES: [RegExp, string][] = [
 ];
 
 /** Strips every secret this module knows the shape of, plus `known` literal secrets, from a string. */
-export function scrubSecrets(text: string, known: readonly string[] = []): string {
+function scrubSecrets(text: string, known: readonly string[] = []): string {
   let out = scrubUrlCredentials(text);
   for (const [re, to] of SECRET_SHAPES) out = out.replace(re, to);
   for (const s of known) if (s.length >= 6) out = out.split(s).join('[redacted]');

@@ -11,7 +11,7 @@ export const GENERATE_QUEUE = 'generate';
  * not seen, or the sweep would take it for lost. Longer than the sweep's window (two days), past
  * which an unsettled job missing from the queue is given up, never run again.
  */
-export const FINISHED_JOB_RETENTION_S = 7 * 24 * 3600;
+const FINISHED_JOB_RETENTION_S = 7 * 24 * 3600;
 
 /**
  * Retries are for a whole-chain transient failure (every backend busy or briefly down);

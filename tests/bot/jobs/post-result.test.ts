@@ -5,6 +5,8 @@ import type { Outbox } from '../../../bot/jobs/outbox.js';
 import { PostResult } from '../../../bot/jobs/post-result.js';
 import type { MessageBody } from '../../../bot/jobs/render.js';
 import type { JobResult } from '../../../core/generation.js';
+import { imageTasks } from '../../../core/io/image-tasks.js';
+import { inlineTasks } from '../../../core/io/thread-pool.js';
 import type { Delivered, StoredJob } from '../../../core/ports.js';
 import { silent, storedJob } from './doubles.js';
 
@@ -100,6 +102,7 @@ function setup(
     log: silent,
     now: () => Date.now(),
     onUndeliverable: async (j, reason) => void undeliverable.push(`${j.id} ${reason}`),
+    cpu: inlineTasks(imageTasks),
   });
   const job = (over: Partial<StoredJob> = {}) =>
     storedJob({
