@@ -141,11 +141,16 @@ export class Reconciler {
         await this.abandon(job, true);
         continue;
       }
+      const wasFollowing = this.o.lifecycle.isFollowing(job.id);
       this.o.lifecycle.follow(job, state === 'waiting' || state === 'prioritized');
-      // The process following a job settles it from its event (one settler, so no edit of its reply
-      // lands after the result); a job finished longer ago than that takes is settled here.
-      if (now - (bull.finishedOn ?? now) < this.claimStaleMs) continue;
-      if (state === 'completed' || state === 'failed') this.o.lifecycle.finishedUnheard(job.id, state, bull.returnvalue);
+      if (state !== 'completed' && state !== 'failed') continue;
+      // One settler per job, so no edit of its reply lands after the result: the process following
+      // it. One that followed it already has the event on the way; one that serves its guild and
+      // only now follows it (after a restart) missed the event and settles it here; a process of
+      // another guild's shard leaves it to that shard unless it stays unsettled past claimStaleMs.
+      const newlyOurs = !wasFollowing && this.o.lifecycle.isFollowing(job.id);
+      if (!newlyOurs && now - (bull.finishedOn ?? now) < this.claimStaleMs) continue;
+      this.o.lifecycle.finishedUnheard(job.id, state, bull.returnvalue);
     }
   }
 
