@@ -4,6 +4,7 @@ import type { GenerationRequest } from '../core/generation.js';
 import type { BackendStatus } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
 import type { Actor, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
+import type { PresetCatalog } from '../core/presets.js';
 import type { Notices } from './notices.js';
 import type { SettingsStore } from './store/settings.js';
 import type { BackendLatency, GuildStats } from './store/stats.js';
@@ -74,6 +75,15 @@ export interface Reports {
   backends(since: Date): Promise<BackendsReport>;
 }
 
+/** The presets members may pick: the catalog, narrowed to those a live backend runs. */
+export interface PresetService {
+  readonly catalog: PresetCatalog;
+  /** Autocomplete choices for a partial query, only presets some live backend runs. */
+  choices(query: string): Promise<{ name: string; value: string }[]>;
+  /** Throws a UserError naming what is available when no live backend runs the preset. */
+  check(presetId: string): Promise<void>;
+}
+
 /** Everything a handler is handed, built once per interaction by bot/router.ts. */
 export interface CommandContext {
   /** Bound to the interaction (and, for components, the action and job). */
@@ -86,4 +96,5 @@ export interface CommandContext {
   settings: Pick<SettingsStore, 'policy' | 'updateGuild' | 'setUserOverride' | 'clearUserOverride' | 'changeBannedWords'>;
   notices: Pick<Notices, 'post'>;
   reports: Reports;
+  presets: PresetService;
 }
