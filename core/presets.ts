@@ -203,7 +203,12 @@ export function buildCatalog(file: PresetsFile | undefined): PresetCatalog {
 export function describePresetsFileIssues(err: z.ZodError): string[] {
   return err.issues.map((i) => {
     const where = i.path.length > 0 ? i.path.map(String).join('.') : '(top level)';
-    const msg = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
+    const msg =
+      i.code === 'unrecognized_keys'
+        ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`
+        : i.code === 'invalid_key'
+          ? (i.issues[0]?.message ?? i.message)
+          : i.message;
     return `PRESETS_FILE ${where}: ${msg}`;
   });
 }
