@@ -1,4 +1,4 @@
-import type { GenerationRequest, JobKind, JobResult } from './generation.js';
+import type { GenerationRequest, JobKind, JobResult, ModelLineage } from './generation.js';
 import type { QuotaFacts, Refusal } from './quota.js';
 import type { SettleOutcome } from './settle.js';
 
@@ -68,6 +68,9 @@ export interface StoredJob {
   resultMessageId: string | null;
   /** Further messages of a result split over several; deleted with the first. */
   resultExtraIds: string[];
+  /** What made the images (lineage), once it succeeded: as the backend reported it. */
+  model?: ModelLineage | null;
+  sampler?: string | null;
 }
 
 /**

@@ -229,7 +229,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       // Open before posting: ComfyUI sends a prompt's messages only to the socket of its client_id.
       socket = await ComfySocket.open(o.id, o.url, clientId, {
         signal: abandon.signal,
-        handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs),
+        handshakeTimeoutMs: Math.min(Math.max(deadAfterMs, 1000), requestTimeoutMs),
       });
       await mine();
       const uploaded = await upload(job, abandon.signal);
