@@ -1,4 +1,5 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
+import { isBoxFamily } from '../core/backend-families.js';
 import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
 import { makeGrid } from '../core/io/grid.js';
 import { pasteBack } from '../core/io/inpaint-image.js';
@@ -128,6 +129,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           },
           onAttempt: (b) => {
             backendName = b.id;
+            // Back on a box after the cloud failed: it runs where it was meant to after all.
+            if (isBoxFamily(b.family)) route = undefined;
           },
         },
       );

@@ -546,3 +546,13 @@ test('the result names the checkpoint and sampler the box ran, as its generation
   const fallback = await backend({ checkpoint: 'missing.safetensors' }).generate(job({ count: 1 }), ctx());
   expect(fallback.model).toEqual({ name: 'sd_xl_base_1.0', version: '31e35c80fc' });
 });
+
+test('a box whose sampler got stuck stays unhealthy to the probe while it still stands where the job was given up', async () => {
+  await restart({ mode: 'stall', stepDelayMs: 10 });
+  const b = backend({ progressTimeoutMs: 300 });
+  expect((await b.health()).ok).toBe(true);
+  const err = await failure(b.generate(job({ steps: 20 }), ctx()));
+  expect([err.kind, err.opensCircuit]).toEqual(['timeout', true]);
+  const h = await b.health();
+  expect(h).toMatchObject({ ok: false, detail: 'the sampler is still stuck where a job was given up' });
+});

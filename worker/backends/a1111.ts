@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
@@ -87,6 +88,19 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', done, { once: true });
   });
 
+/**
+ * Where the box stands, as /progress says: busy or idle, and a fingerprint of its state that changes
+ * whenever it moves (step, batch, text; not eta_relative, which drifts with the clock). Previews
+ * are compared on their own (the probe does not fetch them).
+ */
+function progressPoint(p: z.infer<typeof progressSchema>): { busy: boolean; at: string } {
+  const s = p.state;
+  // state.begin() sets job_count to -1 until sampling starts (model loading): busy too.
+  const busy = (s.job_count ?? 0) !== 0 || (s.job ?? '') !== '';
+  const at = [busy, s.job_no, s.job_count, s.sampling_step, s.sampling_steps, p.progress, s.job_timestamp, p.textinfo].join('|');
+  return { busy, at };
+}
+
 interface WatchArgs {
   client: JsonClient;
   pollMs: number;
@@ -99,8 +113,8 @@ interface WatchArgs {
   /** Asked before every poll; false means the box is another job's now (never poll it again). */
   holds: () => Promise<boolean>;
   onProgress: (p: BackendProgress) => void;
-  /** `dead`: the box stopped answering; otherwise it answers but does not move. */
-  onDead: (why: string, dead: boolean) => void;
+  /** `dead`: the box stopped answering; otherwise it answers but does not move (`stuckOn`: where it stands, if busy). */
+  onDead: (why: string, dead: boolean, stuckOn?: string) => void;
   onLeaseLost: () => void;
 }
 
@@ -115,6 +129,7 @@ function watchProgress(a: WatchArgs): void {
   let lastChange = performance.now();
   let lastAnswer = performance.now();
   let fingerprint = '';
+  let busyAt: string | undefined;
   let lastStep = -1;
   let lastTotal = -1;
   let lastPreview: string | null = null;
@@ -129,7 +144,7 @@ function watchProgress(a: WatchArgs): void {
         a.onDead(`no answer from /progress for ${a.deadAfterMs} ms (${lastError ?? 'silent'}); box taken for dead`, true);
       } else if (now - lastChange > a.stuckAfterMs) {
         clearInterval(dog);
-        a.onDead(`no progress for ${a.stuckAfterMs} ms (${where}); box taken for hung`, false);
+        a.onDead(`no progress for ${a.stuckAfterMs} ms (${where}); box taken for hung`, false, busyAt);
       }
     },
     Math.max(10, Math.min(a.pollMs, a.deadAfterMs / 5, a.stuckAfterMs / 5)),
@@ -154,13 +169,12 @@ function watchProgress(a: WatchArgs): void {
         lastAnswer = performance.now();
         lastError = undefined;
         const s = p.state;
-        // state.begin() sets job_count to -1 until sampling starts (model loading): busy too.
-        const busy = (s.job_count ?? 0) !== 0 || (s.job ?? '') !== '';
+        const { busy, at: fp } = progressPoint(p);
+        busyAt = busy ? fp : undefined;
         const step = s.sampling_step ?? 0;
         const total = s.sampling_steps ?? 0;
         const preview = p.current_image || null;
         where = busy ? `step ${step}/${total}` : 'box idle while our request is open';
-        const fp = [busy, s.job_no, s.job_count, step, total, p.progress, s.job_timestamp, p.textinfo, preview?.length].join('|');
         if (fp !== fingerprint || preview !== lastPreview) {
           fingerprint = fp;
           lastChange = performance.now();
@@ -212,6 +226,8 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
   const pollMs = o.pollIntervalMs ?? 500;
   const deadAfterMs = o.deadAfterMs ?? 2000;
   const presets = o.presets ?? BUILTIN_PRESETS;
+  /** Where the box stood when a job was abandoned because it stopped moving (progressPoint), until it moves again. */
+  let stuck: string | undefined;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
   const upscaleTimeoutMs = Math.min(o.upscaleTimeoutMs ?? 3 * 60_000, requestTimeoutMs);
   const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
@@ -332,7 +348,9 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       stop: stopWatch.signal,
       holds,
       onProgress: ctx.onProgress,
-      onDead: (why, dead) => {
+      onDead: (why, dead, stuckOn) => {
+        // A sampler stuck on the box: the health probe keeps the circuit open while the box still stands there.
+        if (!dead && stuckOn) stuck = stuckOn;
         log.warn(
           { jobId: job.jobId, why },
           dead ? 'box stopped answering; abandoning the job' : 'box stopped making progress; abandoning the job',
@@ -470,6 +488,14 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         const ck = o.checkpoint;
         if (ck && !models.some((m) => m.title === ck || m.model_name === ck || m.title.startsWith(`${ck} `))) {
           detail += `; checkpoint ${ck} not listed`;
+        }
+        if (stuck) {
+          // The box answers, but is it still stuck on the job it hung on? Then it is not well.
+          const now = progressPoint(
+            await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal, timeoutMs: 3000 }),
+          );
+          if (now.busy && now.at === stuck) return done(false, 'the sampler is still stuck where a job was given up');
+          stuck = undefined;
         }
         return done(true, detail);
       } catch (err) {
