@@ -100,6 +100,20 @@ describe('GPU box leases shared by workers', () => {
     expect(await w.tryAcquire(waiter('j3', 3, 1, boxes), 5000)).toMatchObject({ kind: 'waiting', ahead: 0, usable: 2 });
   });
 
+  test('releasing a box wakes the job next in line for it by name, so the rest of the line sleeps on', async ({ redisPrefix }) => {
+    const w = worker(redisPrefix);
+    const sub = new Redis(REDIS_URL);
+    conns.push(sub);
+    const heard: string[] = [];
+    sub.on('message', (_c: string, m: string) => heard.push(m));
+    await sub.subscribe(w.wakeChannel);
+    const holder = (await w.tryAcquire(waiter('j1', 1), 5000)) as { fence: number };
+    await w.tryAcquire(waiter('j2', 2), 5000);
+    await w.tryAcquire(waiter('j3', 3), 5000);
+    await w.release('box1', holder.fence);
+    await expect.poll(() => heard).toEqual(['box1 j2']);
+  });
+
   test('recent run times on boxes are shared by every worker', async ({ redisPrefix }) => {
     await worker(redisPrefix).recordRun({ ms: 2500, count: 1, box: 'box1' });
     expect(await worker(redisPrefix).recentRuns()).toEqual([{ ms: 2500, count: 1, backend: 'box1' }]);

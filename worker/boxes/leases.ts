@@ -14,7 +14,8 @@ import type { DurationSample } from '../../core/eta.js';
  *   P:boxes:waiters     HASH jobId -> "<expiry ms>|<box ids>": a waiter not renewed in time
  *                       (its worker died) is dropped from the line by the next acquire
  *   P:boxes:runs        LIST of recent run times on boxes, newest first (the expected wait)
- *   channel P:boxes:wake   published when a lease is released or a circuit changes
+ *   channel P:boxes:wake   "<box> <jobId>" when a lease is released and that job is next for the
+ *                       box; "<box>" when a circuit changes (everyone looks again)
  *
  * Times come from Redis (TIME), so workers' clocks do not matter.
  */
@@ -96,15 +97,33 @@ end
 return 0
 `;
 
-/** Compare-and-delete, then wake the waiters. */
+/**
+ * Compare-and-delete, then wake the job next in line for this box (the first live waiter that can
+ * use it; "<box> <jobId>"), or everyone when nobody is known to want it. Only that job can take
+ * the box, so the others sleep on instead of all asking at once.
+ */
 const RELEASE = `
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
+if not (v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|') then return 0 end
+redis.call('DEL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local box = ARGV[3]
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local id = string.sub(m, 17)
+  local w = redis.call('HGET', KEYS[3], id)
+  local exp = w and tonumber(string.match(w, '^(%d+)|'))
+  if exp and exp >= now then
+    for b in string.gmatch(string.match(w, '|(.*)$'), '[^,]+') do
+      if b == box then
+        redis.call('PUBLISH', ARGV[2], box .. ' ' .. id)
+        return 1
+      end
+    end
+  end
 end
-return 0
+redis.call('PUBLISH', ARGV[2], box)
+return 1
 `;
 
 /** What a waiting job learns on each try. */
@@ -141,7 +160,7 @@ export interface SharedCircuit {
 type Scripted = Redis & {
   boxAcquire(...args: (string | number)[]): Promise<string[]>;
   boxRenew(key: string, fence: string, ms: number): Promise<number>;
-  boxRelease(key: string, fence: string, channel: string, box: string): Promise<number>;
+  boxRelease(key: string, line: string, waiters: string, fence: string, channel: string, box: string): Promise<number>;
 };
 
 const RUNS_KEPT = 30;
@@ -160,7 +179,7 @@ export class BoxLeases {
     if (!('boxAcquire' in redis)) {
       redis.defineCommand('boxAcquire', { numberOfKeys: 2, lua: ACQUIRE });
       redis.defineCommand('boxRenew', { numberOfKeys: 1, lua: RENEW });
-      redis.defineCommand('boxRelease', { numberOfKeys: 1, lua: RELEASE });
+      redis.defineCommand('boxRelease', { numberOfKeys: 3, lua: RELEASE });
     }
     this.redis = redis as Scripted;
     this.wakeChannel = `${prefix}:boxes:wake`;
@@ -216,7 +235,14 @@ export class BoxLeases {
 
   /** Frees the box if the lease is still ours, and wakes the line. */
   async release(box: string, fence: number): Promise<void> {
-    await this.redis.boxRelease(this.key(box, 'lease'), String(fence), this.wakeChannel, box);
+    await this.redis.boxRelease(
+      this.key(box, 'lease'),
+      `${this.prefix}:boxes:line`,
+      `${this.prefix}:boxes:waiters`,
+      String(fence),
+      this.wakeChannel,
+      box,
+    );
   }
 
   /** Takes the box for broken for every worker at once; waiters are woken and move on. */

@@ -39,12 +39,19 @@ export class LeaseHold {
     return this.controller.signal;
   }
 
-  /** Whether the box is still ours; asked immediately before every request to it. */
+  /**
+   * Whether the box is still ours; asked immediately before every request to it. A lease renewed
+   * less than a quarter of its life ago cannot have lapsed and gone to another job (only its expiry
+   * or our own release can end it), so that answer needs no round trip; otherwise the lease is
+   * renewed with a compare of the fencing token.
+   */
   async holds(): Promise<boolean> {
     if (this.lost) return false;
+    if (performance.now() - this.confirmedAt < this.leases.leaseMs / 4) return true;
     try {
+      const sent = performance.now();
       if (await this.leases.renew(this.box, this.fence)) {
-        this.confirmedAt = performance.now();
+        this.confirmedAt = sent;
         return true;
       }
       this.lose('another job holds the box now');
@@ -85,8 +92,11 @@ export class LeaseHold {
  * then hold the box they were granted.
  */
 export class BoxPool {
-  private readonly wakers = new Set<() => void>();
+  /** Sleeping waiters: the job each belongs to, and how to wake it. */
+  private readonly wakers = new Map<() => void, string>();
   private readonly pollMs: number;
+  /** Wake-ups heard so far: a wake-up that lands between a try and the nap after it is not slept through. */
+  private wakes = 0;
 
   private constructor(
     readonly leases: BoxLeases,
@@ -98,20 +108,32 @@ export class BoxPool {
   /** Subscribes `subscriber` (a connection in subscriber mode; it may carry other channels) to the wake-ups. */
   static async start(leases: BoxLeases, subscriber: Redis, log: Logger): Promise<BoxPool> {
     const pool = new BoxPool(leases, log);
-    subscriber.on('message', (channel: string) => {
-      if (channel === leases.wakeChannel) pool.wakeAll();
+    subscriber.on('message', (channel: string, message: string) => {
+      if (channel !== leases.wakeChannel) return;
+      const next = message.split(' ')[1];
+      if (next) pool.wake(next);
+      else pool.wakeAll();
     });
     await subscriber.subscribe(leases.wakeChannel);
     return pool;
   }
 
   private wakeAll(): void {
-    const all = [...this.wakers];
+    this.wakes++;
+    const all = [...this.wakers.keys()];
     this.wakers.clear();
     for (const w of all) w();
   }
 
-  private nap(signal: AbortSignal): Promise<void> {
+  /** A box was freed for this job: it alone needs to look now (if it waits in this process). */
+  private wake(jobId: string): void {
+    this.wakes++;
+    for (const [w, id] of this.wakers) if (id === jobId) w();
+  }
+
+  private nap(jobId: string, signal: AbortSignal, wakesSeen: number): Promise<void> {
+    // A wake-up that landed between the last try and now: look again at once.
+    if (this.wakes !== wakesSeen) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(t);
@@ -120,7 +142,7 @@ export class BoxPool {
         resolve();
       };
       const t = setTimeout(done, this.pollMs);
-      this.wakers.add(done);
+      this.wakers.set(done, jobId);
       signal.addEventListener('abort', done, { once: true });
     });
   }
@@ -137,13 +159,14 @@ export class BoxPool {
           await this.leases.leave(w);
           return { kind: 'left' };
         }
+        const wakesSeen = this.wakes;
         const r = await this.leases.tryAcquire(w, this.leases.leaseMs);
         if (r.kind !== 'waiting') return r;
         if (await o.onWaiting(r)) {
           await this.leases.leave(w);
           return { kind: 'left' };
         }
-        await this.nap(o.signal);
+        await this.nap(w.jobId, o.signal, wakesSeen);
       }
     } catch (err) {
       await this.leases.leave(w).catch(() => undefined);
