@@ -124,6 +124,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       if (a.costUsd > 0) metrics.costUsd.inc({ backend: a.backend }, a.costUsd);
     }
     metrics.jobDuration.observe({ backend: result.backend, kind: job.name }, result.runMs / 1000);
+    if (result.route) metrics.jobsRouted.inc({ reason: result.route.reason, backend: result.backend });
   });
   await worker.waitUntilReady();
   const ops =
