@@ -92,6 +92,23 @@ describe('GPU boxes shared by several workers', () => {
     expect((await db.prisma.job.findFirstOrThrow({ where: { userId: BOB.id } })).status).toBe('cancelled');
   }, 60_000);
 
+  test('a worker killed mid-job: its box is free again within the lease time, and the next job waits for the orphaned generation to end instead of sharing the box with it', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', a1111: { stepDelayMs: 100 }, env: { BOX_LEASE_MS: '1000' } });
+    const doomed = await sys.spawn('worker');
+    const first = await sys.imagine({ prompt: 'cut short', steps: 40, user: ALICE });
+    await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.prompt === 'cut short' && j.startedAt) || undefined);
+    await sys.spawn('worker');
+    const next = await sys.imagine({ prompt: 'next in line', steps: 10, user: BOB });
+    doomed.child.kill('SIGKILL');
+    const done = await Promise.all([sys.finalReply(first, 60_000), sys.finalReply(next, 60_000)]);
+    for (const m of done) expect(m.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    expect(sys.a1111.maxConcurrent).toBe(1);
+    for (const preview of previewsShown(sys, next)) expect(sys.a1111.previewOwner(preview)).toBe('next in line');
+  }, 90_000);
+
   test('a box that stops answering: only the first job waits for it (seconds, not the progress timeout); the rest go straight to the cloud', async ({
     db,
     redisPrefix,

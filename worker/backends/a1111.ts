@@ -280,6 +280,64 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     }
   }
 
+  /**
+   * On a shared box, before sending anything: waits until the box is idle. Holding the lease means
+   * no other job of ours runs there, but a generation can outlive its job (a worker killed mid-job
+   * leaves it running until it ends) and the owner may be using the web UI; sending now would put a
+   * second request on the box and read that generation's progress and preview as ours. A box that
+   * stops answering meanwhile is dead, one that does not move is hung; neither is sent the job.
+   */
+  async function untilIdle(ctx: RunContext, holds: () => Promise<boolean>): Promise<void> {
+    let lastAnswer = performance.now();
+    let lastChange = performance.now();
+    let at: string | undefined;
+    let waited = false;
+    for (;;) {
+      if (ctx.signal.aborted) {
+        const reason: unknown = ctx.signal.reason;
+        throw reason instanceof BackendError ? reason : cancelled('cancelled while the box finished other work');
+      }
+      if (!(await holds())) throw leaseLost();
+      try {
+        const p = progressPoint(
+          await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal: ctx.signal, timeoutMs: deadAfterMs }),
+        );
+        lastAnswer = performance.now();
+        if (!p.busy) {
+          if (waited) log.info('box idle again; sending the job');
+          return;
+        }
+        if (p.at !== at) {
+          at = p.at;
+          lastChange = performance.now();
+        }
+        if (!waited)
+          log.info('box busy with a generation that is not a job of ours (an earlier one cut short, or the web UI); waiting for it');
+        waited = true;
+      } catch (err) {
+        if (ctx.signal.aborted) continue;
+        if (!(err instanceof BackendError) || err.kind === 'rejected') throw err;
+      }
+      const now = performance.now();
+      if (now - lastAnswer > deadAfterMs)
+        throw new BackendError(o.id, 'unavailable', `no answer from /progress for ${deadAfterMs} ms; box taken for dead`, {
+          opensCircuit: true,
+        });
+      if (now - lastChange > o.progressTimeoutMs) {
+        stuck = at;
+        throw new BackendError(
+          o.id,
+          'timeout',
+          `busy with other work that has not moved for ${o.progressTimeoutMs} ms; box taken for hung`,
+          {
+            opensCircuit: true,
+          },
+        );
+      }
+      await sleep(pollMs, ctx.signal);
+    }
+  }
+
   /** Global on the box: stops whatever runs there, which is ours only while we hold the lease. */
   function interrupt(ctx: RunContext): void {
     void (async () => {
@@ -340,6 +398,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     ctx.signal.addEventListener('abort', onCancel, { once: true });
     const stopWatch = new AbortController();
     if (!(await holds())) throw leaseLost();
+    if (ctx.lease) await untilIdle(ctx, holds);
     watchProgress({
       client,
       pollMs,
