@@ -22,6 +22,7 @@ import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { type FakeA1111Mode, startFakeA1111 } from '../tests/fakes/a1111.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import { startFakeHFEndpoint } from '../tests/fakes/huggingface.js';
+import { emptyCwd, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startWorker } from '../worker/main.js';
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -137,7 +138,9 @@ async function naive(s: Scenario): Promise<number> {
 }
 
 async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], {
+  // An empty working directory: a developer's .env must not reach the measured processes.
+  const child = spawn(process.execPath, sourceEntryArgs(`${which}/main.ts`), {
+    cwd: emptyCwd(),
     env: { ...process.env, ...env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -13,11 +13,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
+import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 import { measurePlainBullmq } from './plain-bullmq.js';
 
@@ -72,10 +74,15 @@ async function rssMb(pid: number): Promise<number> {
 
 async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
-  const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROF] : [];
+  const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', resolve(process.env.BENCH_PROF)] : [];
   // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does.
-  const entry = process.env.BENCH_DIST ? [`dist/${which}/main.js`] : ['--import', 'tsx', `${which}/main.ts`];
-  const child = spawn(process.execPath, [...prof, ...entry], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
+  // An empty working directory: a developer's .env must not reach the measured processes.
+  const child = spawn(process.execPath, [...prof, ...entry], {
+    cwd: emptyCwd(),
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   // A failed run must not leave processes behind holding the terminal.
   process.once('exit', () => child.kill('SIGKILL'));
   // BENCH_LOGS=<dir> keeps each process's log lines there.

@@ -11,6 +11,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -20,6 +21,7 @@ import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { startFakeReplicate } from '../tests/fakes/replicate.js';
+import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -29,8 +31,13 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 
 async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does: tsx adds memory.
-  const args = process.env.BENCH_DIST ? [`dist/${which}/main.js`] : ['--import', 'tsx', `${which}/main.ts`];
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
+  // An empty working directory: a developer's .env must not reach the measured processes.
+  const child = spawn(process.execPath, args, {
+    cwd: emptyCwd(),
+    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (c: Buffer) => {

@@ -1,3 +1,4 @@
+import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { toJobPayload } from '../core/generation.js';
@@ -9,7 +10,6 @@ import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, JobStore } from '../core/ports.js';
 import { queuePriority } from '../core/quota.js';
 import { NOT_ENQUEUED } from '../core/settle.js';
-import type { GenerationInteraction, GenerationService, PresetService } from './context.js';
 import type { JobLifecycle } from './jobs/lifecycle.js';
 import type { SettingsStore } from './store/settings.js';
 
@@ -92,7 +92,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);
         const settled = await d.store.settle(a.jobId, NOT_ENQUEUED);
-        if (settled) await d.store.markDelivered(a.jobId, null);
+        if (settled) await d.store.markDelivered([{ jobId: a.jobId, messageId: null }]);
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { InputService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { fetchAttachment } from '../core/io/attachments.js';
-import { prepareInpaint } from '../core/io/inpaint-image.js';
 import type { ResultStore } from '../core/io/results.js';
-import type { InputService } from './context.js';
 
 /**
  * Input images for the worker: fetched as hostile input (allowed origins only, size and pixel caps
@@ -21,6 +20,8 @@ export function createInputService(o: {
   return {
     async inpaint(imageUrl, maskUrl) {
       const [image, mask] = await Promise.all([fetchAttachment(imageUrl, limits), maskUrl ? fetchAttachment(maskUrl, limits) : null]);
+      // libvips is loaded with the first /inpaint, not at start.
+      const { prepareInpaint } = await import('../core/io/inpaint-image.js');
       const prepared = await prepareInpaint(image.bytes, mask?.bytes ?? null, { maxPixels: limits.maxPixels });
       const id = randomUUID();
       const inputKeys = {

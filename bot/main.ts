@@ -22,6 +22,7 @@ import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
+import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
@@ -52,12 +53,26 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
   };
 }
 
+/** Registers the slash commands when they changed; a failure is logged with its fix, and the bot runs on. */
+async function registerAtStart(client: Client, config: BotConfig, log: Logger): Promise<void> {
+  const scope = config.DISCORD_DEV_GUILD_ID ? `guild ${config.DISCORD_DEV_GUILD_ID}` : 'global';
+  try {
+    if (!client.isReady()) return;
+    const outcome = await syncCommands(client, config.DISCORD_DEV_GUILD_ID);
+    log.info({ scope, outcome }, outcome === 'updated' ? 'slash commands registered' : 'slash commands already up to date');
+  } catch (err) {
+    log.error(
+      { err, scope },
+      "could not register the slash commands: check that DISCORD_APP_ID is this bot's Application ID and, with DISCORD_DEV_GUILD_ID, that the bot is in that guild (npm run doctor says which)",
+    );
+  }
+}
+
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
   const catalog = loadPresets(config.PRESETS_FILE);
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
-  const { prisma } = database;
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
@@ -74,11 +89,11 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const webhookRest = createWebhookRest(config.DISCORD_API_URL);
-  const settings = new SettingsStore(prisma, {
+  const settings = new SettingsStore(database, {
     dailyLimit: config.DEFAULT_DAILY_IMAGES,
     monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
   });
-  const stats = new StatsStore(prisma);
+  const stats = new StatsStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
@@ -137,6 +152,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
   await client.login(config.DISCORD_TOKEN);
   await ready;
+  // Bot processes holding other shards leave registration to the one with shard 0.
+  if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
@@ -153,7 +170,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       },
       checks: {
         redis: async () => (await producer.ping()) === 'PONG',
-        postgres: async () => (await prisma.$queryRawUnsafe<unknown[]>('SELECT 1')).length === 1,
+        postgres: async () => (await database.pool.query('SELECT 1')).rowCount === 1,
         gateway: async () => client.ws.status === Status.Ready,
       },
     });

@@ -1,10 +1,10 @@
+import type { PresetService } from '../commands/context.js';
 import { UserError } from '../core/errors.js';
 import { STATUS_STALE_MS } from '../core/eta.js';
 import type { BackendStatus } from '../core/io/backend-status.js';
 import { text } from '../core/messages.js';
 import { offeredPresets } from '../core/overflow.js';
 import type { PresetCatalog } from '../core/presets.js';
-import type { PresetService } from './context.js';
 
 /** How long the live workers' presets are remembered between autocomplete keystrokes. */
 const CACHE_MS = 5000;

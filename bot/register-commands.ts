@@ -1,7 +1,8 @@
-import { REST, Routes } from 'discord.js';
+import { type ApplicationCommandData, type Client, REST, Routes } from 'discord.js';
 import { registrationPayload } from '../commands/index.js';
 import { botConfigSchema, ConfigError, loadConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
+import { loadEnvFile } from '../core/io/env-file.js';
 import { createLogger } from '../core/io/logger.js';
 
 /** Bulk-overwrites the slash commands: in one guild (instant) when DISCORD_DEV_GUILD_ID is set, else globally. */
@@ -12,9 +13,30 @@ export async function registerCommands(opts: { token: string; appId: string; api
   return result.length;
 }
 
+/**
+ * Makes the commands Discord has match ours, at bot start: one GET, and the bulk overwrite only
+ * when a command was added, removed or changed. A first start therefore ends with working slash
+ * commands, an upgrade needs no separate step, and an ordinary restart writes nothing.
+ * @param guildId - DISCORD_DEV_GUILD_ID: register in that guild (instant) instead of globally.
+ */
+export async function syncCommands(client: Client<true>, guildId?: string): Promise<'unchanged' | 'updated'> {
+  const wanted = registrationPayload();
+  const manager = client.application.commands;
+  const current = await manager.fetch(guildId ? { guildId } : {});
+  // discord.js compares the way Discord stores a command (defaults, option order, permissions).
+  const same =
+    current.size === wanted.length &&
+    wanted.every((w) => current.find((c) => c.name === w.name)?.equals(w as ApplicationCommandData, true) === true);
+  if (same) return 'unchanged';
+  if (guildId) await manager.set(wanted, guildId);
+  else await manager.set(wanted);
+  return 'updated';
+}
+
 async function main(): Promise<void> {
   const log = createLogger({ name: 'register-commands' });
   try {
+    loadEnvFile();
     const config = loadConfig(botConfigSchema, process.env);
     const n = await registerCommands({
       token: config.DISCORD_TOKEN,

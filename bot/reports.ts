@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
+import type { Reports } from '../commands/context.js';
 import { readBackendStatus } from '../core/io/backend-status.js';
 import type { GenerateQueue } from '../core/io/queue.js';
-import type { Reports } from './context.js';
 import type { StatsStore } from './store/stats.js';
 
 /** What `/admin stats` and `/admin backends` read: Postgres aggregates, the workers' reports in Redis, the queue's counts. */
@@ -13,6 +13,11 @@ export function createReports(o: {
 }): Reports {
   return {
     guild: (guildId, since) => o.stats.guild(guildId, since),
+    async chart(stats) {
+      // Drawn by libvips, loaded with the first /admin stats rather than at start.
+      const { renderStatsChart } = await import('../core/io/stats-chart.js');
+      return renderStatsChart(stats.byDay, stats.byBackend);
+    },
     async backends(since) {
       const [statuses, latency, counts] = await Promise.all([
         readBackendStatus(o.redis, o.prefix),

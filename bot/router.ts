@@ -8,14 +8,14 @@ import {
   type RepliableInteraction,
 } from 'discord.js';
 import type { Handler } from '../commands/command.js';
+import type { CommandContext } from '../commands/context.js';
 import { BUTTONS, findCommand, MODALS } from '../commands/index.js';
+import { replyPrivately } from '../commands/replies.js';
 import { decodeCustomId } from '../core/custom-id.js';
 import { isUserError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/io/logger.js';
 import type { Metrics } from '../core/io/metrics.js';
 import { buttonText, text } from '../core/messages.js';
-import type { CommandContext } from './context.js';
-import { replyPrivately } from './replies.js';
 
 /** What the router builds each interaction's context from: the handlers' services, the bot's logger and metrics. */
 export interface RouterDeps {

@@ -7,8 +7,8 @@ import {
   type ModalSubmitInteraction,
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord.js';
-import type { CommandContext } from '../bot/context.js';
 import type { ButtonId } from '../core/custom-id.js';
+import type { CommandContext } from './context.js';
 
 /**
  * What every interaction goes through, in bot/router.ts: the input is parsed before anything is

@@ -1,7 +1,7 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import type { Admitted } from '../bot/context.js';
 import { ASPECTS, type GenerationRequest, LIMITS, parseImagineOptions } from '../core/generation.js';
 import { type Command, GUILD_ONLY } from './command.js';
+import type { Admitted } from './context.js';
 
 function readOptions(i: ChatInputCommandInteraction) {
   const o = i.options;

@@ -1,9 +1,9 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
-import type { Admitted, CommandContext } from '../bot/context.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, LIMITS, parseInpaintOptions } from '../core/generation.js';
 import { inpaintText } from '../core/messages.js';
 import { type Command, GUILD_ONLY } from './command.js';
+import type { Admitted, CommandContext } from './context.js';
 
 type Prepared = { base: ReturnType<typeof parseInpaintOptions>; imageUrl: string; maskUrl: string | null };
 

@@ -1,8 +1,8 @@
-import { NO_MENTIONS, quoteUserText } from '../bot/replies.js';
 import { UserError } from '../core/errors.js';
 import { text } from '../core/messages.js';
 import { dailyLimit, imagesToday, utcDay, utcMonthStart } from '../core/quota.js';
 import { type Command, GUILD_ONLY } from './command.js';
+import { NO_MENTIONS, quoteUserText } from './replies.js';
 
 export const quota = {
   data: { name: 'quota', description: 'Your image quota: used and left today, this month, and your queued jobs', ...GUILD_ONLY },

@@ -40,6 +40,12 @@ const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
 
+/**
+ * The largest input image the bot downloads and the most pixels anything decodes (ATTACHMENT_MAX_BYTES
+ * and ATTACHMENT_MAX_PIXELS default to these; the worker holds a posted image to the same pixel cap).
+ */
+export const ATTACHMENT_LIMITS = { maxBytes: 10 * 1024 * 1024, maxPixels: 16_000_000 } as const;
+
 const sharedShape = {
   /** Redis for BullMQ queues, progress and result images in transit. */
   REDIS_URL: z
@@ -86,8 +92,8 @@ export const botConfigSchema = z.object({
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
-  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, 10 * 1024 * 1024),
-  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, 16_000_000),
+  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
+  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),
   /**
    * Gateway sharding across bot processes: each process names its shard ids out of the total, e.g.
    * DISCORD_SHARD_COUNT=2 with DISCORD_SHARD_IDS=0 in one process and 1 in another. Unset: one shard.

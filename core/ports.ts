@@ -1,4 +1,5 @@
 import type { GenerationRequest, JobKind, JobResult, ModelLineage } from './generation.js';
+import type { NsfwMode } from './policy.js';
 import type { QuotaFacts, Refusal } from './quota.js';
 import type { SettleOutcome } from './settle.js';
 
@@ -36,6 +37,13 @@ export interface ReserveInput {
 export type ReserveOutcome =
   | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }
   | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number };
+
+/** A job whose message(s) reached Discord: the result's message id (null: nothing was posted) and its follow-ups. */
+export interface Delivered {
+  jobId: string;
+  messageId: string | null;
+  extraIds?: readonly string[];
+}
 
 /** What /quota shows a member: the facts the quota rules decide on, this month's images and the jobs under way. */
 export interface MemberQuota {
@@ -89,7 +97,8 @@ export interface JobStore {
   settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null>;
   /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
-  markDelivered(jobId: string, messageId: string | null, extraIds?: readonly string[]): Promise<void>;
+  /** Delivered: the jobs' messages are posted (one statement for all of them). */
+  markDelivered(delivered: readonly Delivered[]): Promise<void>;
   /** The interaction reply's message id, so a late channel post can reply to it. */
   rememberReply(jobId: string, messageId: string): Promise<void>;
   /** Lets another process retry a delivery that failed here. */
@@ -101,4 +110,58 @@ export interface JobStore {
   memberQuota(guildId: string, userId: string, monthStart: string): Promise<MemberQuota>;
   /** The worker's run time, image count and backend of the last `limit` succeeded jobs, newest first (queue ETA seed). */
   recentRunTimes(limit: number): Promise<{ ms: number; count: number; backend: string | null }[]>;
+}
+
+/** A guild's effective settings: stored values or the deployment defaults. */
+export interface GuildPolicy {
+  guildId: string;
+  dailyLimit: number;
+  /** true when moderators set dailyLimit themselves. */
+  dailyLimitSet: boolean;
+  nsfwMode: NsfwMode;
+  monthlyBudgetUsd: number;
+  logChannelId: string | null;
+  bannedWords: string[];
+}
+
+/**
+ * Guild settings, member overrides and banned words. Reads are cached briefly; every change is
+ * written with its audit row in one transaction, so a change without an audit trail cannot happen.
+ */
+export interface GuildSettings {
+  policy(guildId: string): Promise<GuildPolicy>;
+  /** Changes guild-level settings and audits the before/after of exactly what changed. */
+  updateGuild(
+    guildId: string,
+    actorId: string,
+    action: string,
+    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string },
+  ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }>;
+  /** Returns the override that was in force (null: none). */
+  setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null>;
+  clearUserOverride(guildId: string, actorId: string, userId: string): Promise<number | null>;
+  /** Returns the list after the change. */
+  changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]>;
+}
+
+/** `/admin stats` for one guild. */
+export interface GuildStats {
+  jobs: number;
+  images: number;
+  failures: number;
+  costUsd: number;
+  byDay: { day: string; jobs: number; costUsd: number }[];
+  byBackend: { backend: string; attempts: number; costUsd: number }[];
+  /** Succeeded jobs by the model they ran on (lineage), most used first. */
+  byModel: { model: string; version: string | null; jobs: number; images: number; costUsd: number }[];
+  topUsers: { userId: string; images: number }[];
+}
+
+/** One backend's attempts, success rate and latency over a period (all guilds). */
+export interface BackendLatency {
+  backend: string;
+  attempts: number;
+  successRate: number;
+  p50s: number;
+  p95s: number;
 }

@@ -16,6 +16,7 @@ import { bindMigrationAwareSqlAdapterFactory, type SqlMigrationAwareDriverAdapte
 import type { MigrationList, SchemaEngine, SchemaFilter } from '@prisma/schema-engine-wasm/schema_engine_bg';
 import * as glue from '@prisma/schema-engine-wasm/schema_engine_bg';
 import pg from 'pg';
+import { loadEnvFile } from '../core/io/env-file.js';
 
 const PRISMA_DIR = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_MIGRATIONS_DIR = join(PRISMA_DIR, 'migrations');
@@ -308,6 +309,7 @@ function timestamp(d: Date): string {
 }
 
 async function main(argv: string[]): Promise<void> {
+  loadEnvFile();
   const url = process.env.DATABASE_URL || DEFAULT_DATABASE_URL;
   const [command, name] = argv;
   if (command === 'apply') {

@@ -1,19 +1,31 @@
 /**
- * `npm run doctor`: checks configuration, Postgres, Redis, the Discord token and every backend,
- * one line each with ✓/✗ and, for each ✗, the fix in plain words. Exits non-zero when a required
- * check fails. `--generate` also runs one small real job on each backend and saves the image.
+ * `npm run doctor` (in the image: `node dist/scripts/doctor.js`): checks what the role in front of it
+ * needs, one line each with ✓/!/✗ and, for each ✗, the fix in plain words. Exits non-zero when a
+ * check fails.
+ *
+ *   --role bot     configuration, Postgres and its migrations, Redis, the Discord token and commands
+ *   --role worker  configuration, Redis, every backend (no Discord or database settings needed)
+ *   --role all     both
+ *   (no --role)    guessed from what is configured: a GPU box with only backend settings is a worker
+ *   --generate     also makes one small image per backend into doctor-output/
  */
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REST, Routes } from 'discord.js';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { botConfigSchema, ConfigError, loadConfig, workerConfigSchema } from '../core/config.js';
+import { inviteUrl } from '../bot/invite.js';
+import { registrationPayload } from '../commands/index.js';
+import { type BotConfig, botConfigSchema, ConfigError, loadConfig, type WorkerConfig, workerConfigSchema } from '../core/config.js';
 import { parseImagineOptions } from '../core/generation.js';
+import { loadEnvFile } from '../core/io/env-file.js';
 import { createLogger, scrubUrlCredentials } from '../core/io/logger.js';
+import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
 import { createBackends } from '../worker/backends/registry.js';
 
+type Role = 'bot' | 'worker';
 type Line = { ok: boolean; what: string; fix?: string; warn?: boolean };
 const lines: Line[] = [];
 const say = (l: Line) => {
@@ -22,6 +34,38 @@ const say = (l: Line) => {
   process.stdout.write(`${mark} ${l.what}${l.fix ? `\n    → ${l.fix}` : ''}\n`);
 };
 
+const BOT_MARKERS = ['DISCORD_TOKEN', 'DISCORD_APP_ID', 'DATABASE_URL'];
+const WORKER_MARKERS = ['A1111_URL', 'COMFYUI_URL', 'REPLICATE_API_TOKEN', 'HF_TOKEN', 'HF_ENDPOINT_URL', 'BACKENDS'];
+const USAGE = 'usage: doctor [--role bot|worker|all] [--generate]';
+
+/** The roles to check: from --role, else from which settings are present. */
+function chooseRoles(argv: string[], env: Record<string, string | undefined>): { roles: Role[]; why: string } {
+  const i = argv.findIndex((a) => a === '--role' || a.startsWith('--role='));
+  if (i >= 0) {
+    const value = argv[i]!.includes('=') ? argv[i]!.split('=')[1] : argv[i + 1];
+    if (value === 'bot' || value === 'worker') return { roles: [value], why: `--role ${value}` };
+    if (value === 'all') return { roles: ['bot', 'worker'], why: '--role all' };
+    throw new Error(`unknown role ${JSON.stringify(value ?? '')}; ${USAGE}`);
+  }
+  const has = (names: string[]) => names.some((n) => (env[n] ?? '').trim() !== '');
+  const bot = has(BOT_MARKERS);
+  const worker = has(WORKER_MARKERS);
+  if (worker && !bot) return { roles: ['worker'], why: 'only worker settings are configured; --role all checks everything' };
+  if (bot && !worker) return { roles: ['bot'], why: 'no backend is configured here; --role all checks everything' };
+  return { roles: ['bot', 'worker'], why: 'pass --role bot or --role worker to check one process' };
+}
+
+/** The fix for a configuration line, by the variable it names. */
+function configFix(line: string): string {
+  const name = line.split(' ')[0] ?? '';
+  if (name === 'DISCORD_TOKEN')
+    return 'Developer Portal → your application → Bot → Reset Token, and put it in DISCORD_TOKEN (README, "Discord set-up")';
+  if (name === 'DISCORD_APP_ID') return 'Developer Portal → your application → General Information → Application ID, into DISCORD_APP_ID';
+  if (name === 'BACKENDS' && line.includes('no backend'))
+    return 'set A1111_URL (your GPU box), COMFYUI_URL, REPLICATE_API_TOKEN or HF_TOKEN in .env';
+  return `set ${name} in .env (README, "Configuration")`;
+}
+
 function tryConfig<T>(name: string, load: () => T): T | null {
   try {
     const c = load();
@@ -29,8 +73,7 @@ function tryConfig<T>(name: string, load: () => T): T | null {
     return c;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const l of err.lines)
-      say({ ok: false, what: `${name} configuration: ${l}`, fix: 'set it in .env (see README.md, Configuration)' });
+    for (const l of err.lines) say({ ok: false, what: `${name} configuration: ${l}`, fix: configFix(l) });
     return null;
   }
 }
@@ -40,6 +83,7 @@ async function checkPostgres(url: string): Promise<void> {
   try {
     await client.connect();
     say({ ok: true, what: `Postgres reachable at ${scrubUrlCredentials(url)}` });
+    // Beside this file: prisma/migrations from source, dist/prisma/migrations in the image.
     const dir = join(dirname(fileURLToPath(import.meta.url)), '..', 'prisma', 'migrations');
     const wanted = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
     const applied = await client
@@ -65,8 +109,17 @@ async function checkPostgres(url: string): Promise<void> {
   }
 }
 
-async function checkRedis(url: string): Promise<void> {
+async function checkRedis(url: string, role: Role[]): Promise<void> {
+  if (role.includes('worker') && isPlaintextRemoteRedis(url)) {
+    say({
+      ok: true,
+      warn: true,
+      what: `REDIS_URL reaches ${new URL(url).host} without TLS: jobs and images cross the network in clear`,
+      fix: 'use rediss:// with an ACL user (README, "A worker on the GPU box")',
+    });
+  }
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 3000, enableOfflineQueue: false });
+  redis.on('error', () => undefined);
   try {
     await redis.connect();
     const info = await redis.info();
@@ -74,9 +127,11 @@ async function checkRedis(url: string): Promise<void> {
     const major = Number(version.split('.')[0]);
     say({ ok: major >= 6, what: `Redis ${version} reachable`, fix: major >= 6 ? undefined : 'BullMQ needs Redis 6.2 or newer' });
     const aof = /aof_enabled:(\d)/.exec(info)?.[1] === '1';
-    const rdb = ((await redis.config('GET', 'save').catch(() => ['save', ''])) as string[])[1] !== '';
+    // An ACL user limited to the queue's keys may not run CONFIG: then persistence is the server owner's call.
+    const save = (await redis.config('GET', 'save').catch(() => undefined)) as string[] | undefined;
+    const rdb = save !== undefined && save[1] !== '';
     if (aof || rdb) say({ ok: true, what: `Redis persistence on (${aof ? 'AOF' : 'RDB snapshots'})` });
-    else
+    else if (save !== undefined)
       say({
         ok: true,
         warn: true,
@@ -91,72 +146,133 @@ async function checkRedis(url: string): Promise<void> {
         fix: 'set maxmemory-policy noeviction: BullMQ keys must never be evicted',
       });
   } catch (err) {
-    say({ ok: false, what: `Redis not reachable: ${(err as Error).message}`, fix: 'check REDIS_URL and that Redis is running' });
+    say({
+      ok: false,
+      what: `Redis not reachable at ${scrubUrlCredentials(url)}: ${(err as Error).message}`,
+      fix: 'check REDIS_URL (rediss:// for TLS) and that Redis is running and reachable from here',
+    });
   } finally {
     redis.disconnect();
   }
 }
 
-async function checkDiscord(token: string, api: string, appId: string): Promise<void> {
+async function checkDiscord(config: BotConfig): Promise<void> {
+  const rest = new REST({ api: config.DISCORD_API_URL, timeout: 5000, retries: 0 }).setToken(config.DISCORD_TOKEN);
+  let me: { id: string; username: string };
   try {
-    const rest = new REST({ api, timeout: 5000, retries: 0 }).setToken(token);
-    const me = (await rest.get(Routes.user('@me'))) as { id: string; username: string };
+    me = (await rest.get(Routes.user('@me'))) as { id: string; username: string };
     say({ ok: true, what: `Discord token belongs to ${me.username} (${me.id})` });
-    if (me.id !== appId)
-      say({
-        ok: false,
-        what: `DISCORD_APP_ID ${appId} is not this bot's id ${me.id}`,
-        fix: 'copy the Application ID from the Developer Portal',
-      });
   } catch (err) {
     say({
       ok: false,
       what: `Discord token refused or Discord unreachable: ${(err as Error).message}`,
       fix: 'reset the token in the Developer Portal (Bot → Reset Token) and put it in DISCORD_TOKEN',
     });
+    return;
   }
+  if (me.id !== config.DISCORD_APP_ID) {
+    say({
+      ok: false,
+      what: `DISCORD_APP_ID ${config.DISCORD_APP_ID} is not this bot's id ${me.id}`,
+      fix: 'copy the Application ID from the Developer Portal (General Information) into DISCORD_APP_ID',
+    });
+    return;
+  }
+  const guild = config.DISCORD_DEV_GUILD_ID;
+  try {
+    const route = guild ? Routes.applicationGuildCommands(me.id, guild) : Routes.applicationCommands(me.id);
+    const registered = new Set(((await rest.get(route)) as Array<{ name: string }>).map((c) => c.name));
+    const missing = registrationPayload()
+      .map((c) => c.name)
+      .filter((n) => !registered.has(n));
+    if (missing.length === 0) say({ ok: true, what: `slash commands registered (${guild ? `guild ${guild}` : 'global'})` });
+    else
+      say({
+        ok: true,
+        warn: true,
+        what: `slash commands not registered yet: ${missing.map((n) => `/${n}`).join(' ')}`,
+        fix: 'start the bot (it registers them) or run `npm run commands:register`',
+      });
+  } catch (err) {
+    say({
+      ok: false,
+      what: `cannot read the ${guild ? `guild ${guild}` : 'global'} slash commands: ${(err as Error).message}`,
+      fix: guild ? 'invite the bot to DISCORD_DEV_GUILD_ID (`npm run invite`) or unset it' : 'check DISCORD_APP_ID',
+    });
+  }
+  say({ ok: true, what: `invite link: ${inviteUrl(me.id)}` });
 }
 
-async function main(): Promise<void> {
-  const generate = process.argv.includes('--generate');
-  const bot = tryConfig('bot', () => loadConfig(botConfigSchema, process.env));
-  const worker = tryConfig('worker', () => loadConfig(workerConfigSchema, process.env));
-  if (bot) {
-    await checkPostgres(bot.DATABASE_URL);
-    await checkDiscord(bot.DISCORD_TOKEN, bot.DISCORD_API_URL, bot.DISCORD_APP_ID);
-  }
-  await checkRedis((bot ?? worker)?.REDIS_URL ?? process.env.REDIS_URL ?? 'redis://localhost:6379');
-  if (worker) {
-    const backends = await createBackends(worker, createLogger({ level: 'silent' }));
-    for (const b of backends) {
-      const h = await b.health(AbortSignal.timeout(5000));
-      say({
-        ok: h.ok,
-        what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`,
-        fix: h.ok ? undefined : `check ${b.family.toUpperCase()} settings and that the service is running`,
-      });
-      if (generate && h.ok) {
-        try {
-          const request = { ...parseImagineOptions({ prompt: 'a lighthouse on a cliff at dusk', steps: 12 }), width: 512, height: 512 };
-          const out = await b.generate({ jobId: 'doctor', request }, { signal: AbortSignal.timeout(300_000), onProgress: () => undefined });
-          await mkdir('doctor-output', { recursive: true });
-          const file = join('doctor-output', `${b.id.replace(/[^a-z0-9]+/gi, '-')}.png`);
-          await writeFile(file, out.images[0]!);
-          say({ ok: true, what: `backend ${b.id} made an image: ${file}` });
-        } catch (err) {
-          say({
-            ok: false,
-            what: `backend ${b.id} could not make an image: ${(err as Error).message}`,
-            fix: 'see the worker logs; the box may lack an SDXL checkpoint',
-          });
-        }
+/** A backend URL naming this machine while running in a container reaches the container, not the host. */
+function insideContainerFix(config: WorkerConfig, family: string): string | undefined {
+  if (!existsSync('/.dockerenv')) return undefined;
+  const urls = family === 'a1111' ? config.A1111_URL : family === 'comfyui' && config.COMFYUI_URL ? [config.COMFYUI_URL] : [];
+  const local = urls.some((u) => ['localhost', '127.0.0.1', '[::1]'].includes(new URL(u).hostname));
+  return local
+    ? 'inside a container 127.0.0.1 is the container itself: use http://host.docker.internal:PORT (README, "A worker on the GPU box")'
+    : undefined;
+}
+
+async function checkBackends(config: WorkerConfig, generate: boolean): Promise<void> {
+  const backends = await createBackends(config, createLogger({ level: 'silent' }));
+  for (const b of backends) {
+    const h = await b.health(AbortSignal.timeout(5000));
+    const fix = [
+      b.family === 'a1111'
+        ? 'check A1111_URL/A1111_AUTH and that the web UI runs with --api --listen (README, "Pointing the worker at your GPU box")'
+        : b.family === 'comfyui'
+          ? 'check COMFYUI_URL and that ComfyUI runs with --listen'
+          : `check the ${b.family === 'replicate' ? 'REPLICATE_API_TOKEN' : 'HF_TOKEN / HF_ENDPOINT_URL'} settings`,
+      insideContainerFix(config, b.family),
+    ]
+      .filter(Boolean)
+      .join('; ');
+    say({
+      ok: h.ok,
+      what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`,
+      fix: h.ok ? undefined : fix,
+    });
+    if (generate && h.ok) {
+      try {
+        const request = { ...parseImagineOptions({ prompt: 'a lighthouse on a cliff at dusk', steps: 12 }), width: 512, height: 512 };
+        const out = await b.generate({ jobId: 'doctor', request }, { signal: AbortSignal.timeout(300_000), onProgress: () => undefined });
+        await mkdir('doctor-output', { recursive: true });
+        const file = join('doctor-output', `${b.id.replace(/[^a-z0-9]+/gi, '-')}.png`);
+        await writeFile(file, out.images[0]!);
+        say({ ok: true, what: `backend ${b.id} made an image: ${file}` });
+      } catch (err) {
+        say({
+          ok: false,
+          what: `backend ${b.id} could not make an image: ${(err as Error).message}`,
+          fix: 'see the worker logs; the box may lack an SDXL checkpoint',
+        });
       }
     }
   }
-  const failed = lines.filter((l) => !l.ok).length;
-  process.stdout.write(failed === 0 ? '\nAll checks passed.\n' : `\n${failed} check(s) failed.\n`);
-  process.exitCode = failed === 0 ? 0 : 1;
 }
 
-await main();
-process.exit(process.exitCode ?? 0);
+async function main(): Promise<number> {
+  const envFile = loadEnvFile();
+  let chosen: { roles: Role[]; why: string };
+  try {
+    chosen = chooseRoles(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 2;
+  }
+  const { roles, why } = chosen;
+  process.stdout.write(
+    `Checking ${roles.length === 2 ? 'the bot and the worker' : `the ${roles[0]}`} (${why})${envFile ? `, settings from ${envFile}` : ''}\n\n`,
+  );
+  const bot = roles.includes('bot') ? tryConfig('bot', () => loadConfig(botConfigSchema, process.env)) : null;
+  const worker = roles.includes('worker') ? tryConfig('worker', () => loadConfig(workerConfigSchema, process.env)) : null;
+  if (bot) await checkPostgres(bot.DATABASE_URL);
+  await checkRedis((bot ?? worker)?.REDIS_URL ?? process.env.REDIS_URL ?? 'redis://localhost:6379', roles);
+  if (bot) await checkDiscord(bot);
+  if (worker) await checkBackends(worker, process.argv.includes('--generate'));
+  const failed = lines.filter((l) => !l.ok).length;
+  process.stdout.write(failed === 0 ? '\nAll checks passed.\n' : `\n${failed} check(s) failed.\n`);
+  return failed === 0 ? 0 : 1;
+}
+
+process.exit(await main());

@@ -1,16 +1,23 @@
 /**
- * `npm run status`: the figures /metrics exposes, as tables in the terminal, read straight from
- * Redis (queue, backend reports) and Postgres (last 24 h of jobs and cost). No Grafana needed.
+ * `npm run status` (in the image: `node dist/scripts/status.js`): the figures /metrics exposes, as
+ * tables in the terminal, read straight from Redis (queue, backend reports) and Postgres (last 24 h
+ * of jobs and cost). No Grafana needed. Reads `.env` like the bot and the worker.
  */
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { STATUS_STALE_MS } from '../core/eta.js';
 import { readBackendStatus } from '../core/io/backend-status.js';
+import { loadEnvFile } from '../core/io/env-file.js';
+import { scrubUrlCredentials } from '../core/io/logger.js';
 import { GENERATE_QUEUE } from '../core/io/queue.js';
 
+loadEnvFile();
+
 const redisUrl = process.env.REDIS_URL ?? 'redis://localhost:6379';
-const dbUrl = process.env.DATABASE_URL ?? 'postgresql://postgres:postgres@localhost:5432/imagebot';
+const dbUrl = process.env.DATABASE_URL || 'postgresql://postgres:postgres@localhost:5432/imagebot';
+// A GPU box running a worker alone has no database: its status is the queue and the backends.
+const workerOnly = !process.env.DATABASE_URL && !process.env.DISCORD_TOKEN;
 const prefix = process.env.QUEUE_PREFIX ?? 'imagebot';
 const out = (s = '') => process.stdout.write(`${s}\n`);
 
@@ -22,54 +29,82 @@ function table(rows: (string | number)[][]): void {
   });
 }
 
-const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
-const queue = new Queue(GENERATE_QUEUE, { connection: redis, prefix });
-const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
-out('Queue');
-table([['state', 'jobs'], ...Object.entries(counts).map(([k, v]) => [k, v])]);
+/** Queue counts and every worker's latest backend report, from Redis. */
+async function queueAndBackends(): Promise<void> {
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 3000, enableOfflineQueue: false, lazyConnect: true });
+  redis.on('error', () => undefined);
+  await redis.connect();
+  const queue = new Queue(GENERATE_QUEUE, { connection: redis, prefix });
+  const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
+  out('Queue');
+  table([['state', 'jobs'], ...Object.entries(counts).map(([k, v]) => [k, v])]);
 
-const now = Date.now();
-const statuses = await readBackendStatus(redis, prefix);
-out('\nBackends (latest report per worker)');
-table([
-  ['backend', 'worker', 'health', 'circuit', 'running', 'age', 'price'],
-  ...statuses.map((s) => [
-    s.backend,
-    s.worker,
-    s.healthy ? 'up' : `down: ${s.detail.slice(0, 40)}`,
-    s.circuit,
-    s.inFlight,
-    `${Math.round((now - s.at) / 1000)} s${now - s.at > STATUS_STALE_MS ? ' (stale)' : ''}`,
-    s.price,
-  ]),
-]);
+  const now = Date.now();
+  const statuses = await readBackendStatus(redis, prefix);
+  out('\nBackends (latest report per worker)');
+  table([
+    ['backend', 'worker', 'health', 'circuit', 'running', 'age', 'price'],
+    ...statuses.map((s) => [
+      s.backend,
+      s.worker,
+      s.healthy ? 'up' : `down: ${s.detail.slice(0, 40)}`,
+      s.circuit,
+      s.inFlight,
+      `${Math.round((now - s.at) / 1000)} s${now - s.at > STATUS_STALE_MS ? ' (stale)' : ''}`,
+      s.price,
+    ]),
+  ]);
+  await queue.close();
+  redis.disconnect();
+}
 
-const db = new pg.Client({ connectionString: dbUrl });
-await db.connect();
-const jobs = await db.query<{ status: string; n: string; images: string; cost: string }>(
-  `SELECT status::text, count(*) AS n, COALESCE(sum(image_count), 0) AS images, COALESCE(sum(cost_usd), 0) AS cost
-   FROM jobs WHERE created_at > now() - interval '24 hours' GROUP BY status ORDER BY status`,
-);
-out('\nJobs, last 24 h');
-table([['status', 'jobs', 'images', 'cost $'], ...jobs.rows.map((r) => [r.status, r.n, r.images, Number(r.cost).toFixed(4)])]);
-const backends = await db.query<{ backend: string; n: string; ok: string; p50: number | null; p95: number | null; cost: string }>(
-  `SELECT backend, count(*) AS n, count(*) FILTER (WHERE outcome = 'succeeded') AS ok,
-          percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::float8 AS p50,
-          percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)::float8 AS p95, COALESCE(sum(cost_usd), 0) AS cost
-   FROM cost_ledger WHERE created_at > now() - interval '24 hours' AND outcome <> 'skipped' GROUP BY backend ORDER BY backend`,
-);
-out('\nBackend attempts, last 24 h');
-table([
-  ['backend', 'attempts', 'success', 'p50 s', 'p95 s', 'cost $'],
-  ...backends.rows.map((r) => [
-    r.backend,
-    r.n,
-    `${Math.round((Number(r.ok) / Number(r.n)) * 100)} %`,
-    (r.p50 ?? 0).toFixed(1),
-    (r.p95 ?? 0).toFixed(1),
-    Number(r.cost).toFixed(4),
-  ]),
-]);
-await db.end();
-await queue.close();
-redis.disconnect();
+/** Jobs and backend attempts of the last 24 h, from Postgres. */
+async function lastDay(): Promise<void> {
+  const db = new pg.Client({ connectionString: dbUrl, connectionTimeoutMillis: 3000 });
+  await db.connect();
+  const jobs = await db.query<{ status: string; n: string; images: string; cost: string }>(
+    `SELECT status::text, count(*) AS n, COALESCE(sum(image_count), 0) AS images, COALESCE(sum(cost_usd), 0) AS cost
+     FROM jobs WHERE created_at > now() - interval '24 hours' GROUP BY status ORDER BY status`,
+  );
+  out('\nJobs, last 24 h');
+  table([['status', 'jobs', 'images', 'cost $'], ...jobs.rows.map((r) => [r.status, r.n, r.images, Number(r.cost).toFixed(4)])]);
+  const backends = await db.query<{ backend: string; n: string; ok: string; p50: number | null; p95: number | null; cost: string }>(
+    `SELECT backend, count(*) AS n, count(*) FILTER (WHERE outcome = 'succeeded') AS ok,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::float8 AS p50,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)::float8 AS p95, COALESCE(sum(cost_usd), 0) AS cost
+     FROM cost_ledger WHERE created_at > now() - interval '24 hours' AND outcome <> 'skipped' GROUP BY backend ORDER BY backend`,
+  );
+  out('\nBackend attempts, last 24 h');
+  table([
+    ['backend', 'attempts', 'success', 'p50 s', 'p95 s', 'cost $'],
+    ...backends.rows.map((r) => [
+      r.backend,
+      r.n,
+      `${Math.round((Number(r.ok) / Number(r.n)) * 100)} %`,
+      (r.p50 ?? 0).toFixed(1),
+      (r.p95 ?? 0).toFixed(1),
+      Number(r.cost).toFixed(4),
+    ]),
+  ]);
+  await db.end();
+}
+
+let failed = false;
+try {
+  await queueAndBackends();
+} catch (err) {
+  failed = true;
+  out(`Redis not reachable at ${scrubUrlCredentials(redisUrl)}: ${(err as Error).message}\n  → check REDIS_URL (npm run doctor)`);
+}
+if (workerOnly) out('\n(no DATABASE_URL here: jobs and cost are on the machine that runs the bot)');
+else {
+  try {
+    await lastDay();
+  } catch (err) {
+    failed = true;
+    out(
+      `\nPostgres not reachable at ${scrubUrlCredentials(dbUrl)}: ${scrubUrlCredentials((err as Error).message)}\n  → check DATABASE_URL (npm run doctor)`,
+    );
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import { ATTACHMENT_LIMITS } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
 import type { InpaintOriginal } from '../core/io/inpaint-image.js';
 import type { ResultStore } from '../core/io/results.js';
@@ -10,7 +11,7 @@ import { ChainError } from './backends/chain.js';
  * original's size, which the bot caps at 16 MP by default (ATTACHMENT_MAX_PIXELS), so a posted
  * image the bot hands back is at most that; anything claiming more is refused before decoding.
  */
-export const DEFAULT_INPUT_MAX_PIXELS = 16_000_000;
+export const DEFAULT_INPUT_MAX_PIXELS = ATTACHMENT_LIMITS.maxPixels;
 
 /** Neutral fill under transparent pixels, so the model does not start from black (as for inpaint). */
 const FILL = { r: 128, g: 128, b: 128 };

@@ -1,10 +1,10 @@
 import { type APIActionRowComponent, type APIButtonComponent, type APIEmbed, ButtonStyle, ComponentType } from 'discord.js';
+import { quoteUserText } from '../../commands/replies.js';
 import { encodeCustomId } from '../../core/custom-id.js';
 import { isFailureCode } from '../../core/failures.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../../core/generation.js';
 import { buttonText, failureText, modelText, text } from '../../core/messages.js';
 import { resultActions } from '../../core/result-actions.js';
-import { quoteUserText } from '../replies.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
 export interface MessageBody {

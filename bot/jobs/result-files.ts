@@ -1,7 +1,6 @@
 import type { RawFile } from 'discord.js';
 import type { JobResult } from '../../core/generation.js';
 import { fitForUpload } from '../../core/io/fit-upload.js';
-import { makeGrid } from '../../core/io/grid.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { StoredJob } from '../../core/ports.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES, planMessages } from '../../core/upload-plan.js';
@@ -33,7 +32,8 @@ export async function composeResult(
   if (imgs.length > 1) {
     // The worker makes the grid; results from a worker that did not are gridded here.
     const made = result.gridKey ? await o.results.get(result.gridKey) : null;
-    const grid = await fitForUpload(made ?? (await makeGrid(imgs)), limit, 'grid', 'webp');
+    // Gridding here is the exception (a worker that did not), so libvips is loaded only then.
+    const grid = await fitForUpload(made ?? (await (await import('../../core/io/grid.js')).makeGrid(imgs)), limit, 'grid', 'webp');
     files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
   }
   const plan = planMessages(

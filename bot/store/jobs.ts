@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { budgetLeft, monthlyBudgetSql, spentSinceSql } from '../../core/budget.js';
 import { generationRequestSchema, jobResultSchema } from '../../core/generation.js';
-import type { JobStore, MemberQuota, ReserveInput, ReserveOutcome, StoredJob } from '../../core/ports.js';
+import type { Delivered, JobStore, MemberQuota, ReserveInput, ReserveOutcome, StoredJob } from '../../core/ports.js';
 import { admission, admitsSql, dailyLimitSql, imagesTodaySql, type QuotaFacts, refundedImagesSql } from '../../core/quota.js';
 import { type SettleOutcome, settlement } from '../../core/settle.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
@@ -270,13 +270,15 @@ export class PgJobStore implements JobStore {
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
-  async markDelivered(jobId: string, messageId: string | null, extraIds: readonly string[] = []): Promise<void> {
+  async markDelivered(delivered: readonly Delivered[]): Promise<void> {
+    if (delivered.length === 0) return;
     await this.exec(
       'mark-delivered',
-      `UPDATE jobs SET delivered_at = now(), result_message_id = COALESCE($2, result_message_id), result_extra_ids = $3::text[] WHERE id = $1::uuid`,
-      jobId,
-      messageId,
-      extraIds,
+      `UPDATE jobs j SET delivered_at = now(), result_message_id = COALESCE(d.message_id, j.result_message_id),
+         result_extra_ids = ARRAY(SELECT jsonb_array_elements_text(d.extra))
+       FROM jsonb_to_recordset($1::jsonb) AS d(id uuid, message_id text, extra jsonb)
+       WHERE j.id = d.id`,
+      JSON.stringify(delivered.map((d) => ({ id: d.jobId, message_id: d.messageId, extra: d.extraIds ?? [] }))),
     );
   }
 

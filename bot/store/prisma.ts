@@ -1,25 +1,28 @@
-import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
-import { PrismaClient } from '../../generated/prisma/client.js';
+import type { PrismaClient } from '../../generated/prisma/client.js';
 
 export type { PrismaClient };
 
 /** Connections per process; the bot and the worker each hold one client. */
 const POOL_SIZE = 10;
 
-/** Prisma for the model API, and the same `pg` pool for the per-job statements. */
+/** The `pg` pool for the hand-written statements, and Prisma on the same pool for the model API. */
 export interface Database {
-  prisma: PrismaClient;
   /**
-   * The job store's hot statements (reserve, settle, mark delivered) go straight to `pg`: they are
-   * hand-written SQL anyway, and Prisma's raw-query path adds about 0.25 ms of CPU to each.
+   * Every read and the job store's hot statements (reserve, settle, mark delivered) go straight to
+   * `pg`: they are hand-written SQL anyway, and Prisma's raw-query path adds about 0.25 ms of CPU to each.
    */
   pool: pg.Pool;
+  /**
+   * Prisma, for the settings writes (transactions with their audit rows). Loaded on first use:
+   * its query compiler holds some 30 MB, which a bot whose moderators change nothing never needs.
+   */
+  prisma(): Promise<PrismaClient>;
   close(): Promise<void>;
 }
 
 /**
- * Opens the pool and a Prisma client on it (through the `pg` driver adapter).
+ * Opens the pool; Prisma comes on demand, through the `pg` driver adapter on the same pool.
  * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
  */
 export function openDatabase(url: string, onIdleError: (err: Error) => void = () => undefined): Database {
@@ -27,12 +30,17 @@ export function openDatabase(url: string, onIdleError: (err: Error) => void = ()
   // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that
   // would end the process. The pool replaces it; the next query simply opens a new one.
   pool.on('error', onIdleError);
-  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  let prisma: Promise<PrismaClient> | undefined;
   return {
-    prisma,
     pool,
+    prisma() {
+      prisma ??= Promise.all([import('../../generated/prisma/client.js'), import('@prisma/adapter-pg')]).then(
+        ([{ PrismaClient }, { PrismaPg }]) => new PrismaClient({ adapter: new PrismaPg(pool) }),
+      );
+      return prisma;
+    },
     async close() {
-      await prisma.$disconnect();
+      if (prisma) await (await prisma).$disconnect();
       await pool.end();
     },
   };

@@ -1,34 +1,14 @@
 import type { NsfwMode } from '../../core/policy.js';
-import type { PrismaClient } from './prisma.js';
+import type { GuildPolicy, GuildSettings } from '../../core/ports.js';
+import type { Database } from './prisma.js';
 
 /** The NSFW mode as Postgres spells it (an enum value cannot hold a hyphen) and back. */
 const toDbMode = (m: NsfwMode) => (m === 'nsfw-channels' ? ('nsfw_channels' as const) : ('strict' as const));
 const fromDbMode = (m: string | null | undefined): NsfwMode => (m === 'nsfw_channels' ? 'nsfw-channels' : 'strict');
 
-/** A guild's effective settings: stored values or the deployment defaults. */
-export interface GuildPolicy {
-  guildId: string;
-  dailyLimit: number;
-  /** true when moderators set dailyLimit themselves. */
-  dailyLimitSet: boolean;
-  nsfwMode: NsfwMode;
-  monthlyBudgetUsd: number;
-  logChannelId: string | null;
-  bannedWords: string[];
-}
-
 export interface Defaults {
   dailyLimit: number;
   monthlyBudgetUsd: number;
-}
-
-export interface AuditEntry {
-  guildId: string;
-  actorId: string;
-  action: string;
-  target?: string | null;
-  before?: unknown;
-  after?: unknown;
 }
 
 const toJson = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.stringify(v)) as object));
@@ -37,11 +17,11 @@ const toJson = (v: unknown) => (v === undefined ? undefined : (JSON.parse(JSON.s
  * Guild settings, per-member overrides and banned words. Every change writes its audit row in the
  * same transaction, so a change without an audit trail cannot happen.
  */
-export class SettingsStore {
+export class SettingsStore implements GuildSettings {
   private readonly cache = new Map<string, { at: number; policy: Promise<GuildPolicy> }>();
 
   constructor(
-    private readonly prisma: PrismaClient,
+    private readonly db: Pick<Database, 'pool' | 'prisma'>,
     private readonly defaults: Defaults,
     /** How long a guild's policy is reused; changes made in this process apply at once. */
     private readonly cacheMs = 5000,
@@ -63,34 +43,30 @@ export class SettingsStore {
     this.cache.delete(guildId);
   }
 
+  /** One statement: the guild's settings row (if any) and its banned words. */
   private async loadPolicy(guildId: string): Promise<GuildPolicy> {
-    const [s, words] = await Promise.all([
-      this.prisma.guildSettings.findUnique({ where: { guildId } }),
-      this.prisma.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } }),
-    ]);
+    const { rows } = await this.db.pool.query<{
+      daily_limit: number | null;
+      nsfw_mode: string | null;
+      monthly_budget_usd: number | null;
+      log_channel_id: string | null;
+      words: string[];
+    }>(
+      `SELECT s.daily_limit, s.nsfw_mode::text AS nsfw_mode, s.monthly_budget_usd::float8 AS monthly_budget_usd, s.log_channel_id,
+              ARRAY(SELECT word FROM banned_words WHERE guild_id = $1 ORDER BY word) AS words
+       FROM (SELECT 1) AS one LEFT JOIN guild_settings s ON s.guild_id = $1`,
+      [guildId],
+    );
+    const s = rows[0];
     return {
       guildId,
-      dailyLimit: s?.dailyLimit ?? this.defaults.dailyLimit,
-      dailyLimitSet: s?.dailyLimit !== null && s?.dailyLimit !== undefined,
-      nsfwMode: fromDbMode(s?.nsfwMode),
-      monthlyBudgetUsd:
-        s?.monthlyBudgetUsd !== null && s?.monthlyBudgetUsd !== undefined ? Number(s.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
-      logChannelId: s?.logChannelId ?? null,
-      bannedWords: words.map((w) => w.word),
+      dailyLimit: s?.daily_limit ?? this.defaults.dailyLimit,
+      dailyLimitSet: s?.daily_limit !== null && s?.daily_limit !== undefined,
+      nsfwMode: fromDbMode(s?.nsfw_mode),
+      monthlyBudgetUsd: s?.monthly_budget_usd ?? this.defaults.monthlyBudgetUsd,
+      logChannelId: s?.log_channel_id ?? null,
+      bannedWords: s?.words ?? [],
     };
-  }
-
-  private audit(e: AuditEntry) {
-    return this.prisma.auditLog.create({
-      data: {
-        guildId: e.guildId,
-        actorId: e.actorId,
-        action: e.action,
-        target: e.target ?? null,
-        before: toJson(e.before),
-        after: toJson(e.after),
-      },
-    });
   }
 
   /** Changes guild-level settings and audits the before/after of exactly what changed. */
@@ -101,7 +77,8 @@ export class SettingsStore {
     patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string },
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
     this.invalidate(guildId);
-    return this.prisma.$transaction(async (tx) => {
+    const prisma = await this.db.prisma();
+    return prisma.$transaction(async (tx) => {
       const cur = await tx.guildSettings.findUnique({ where: { guildId } });
       const data = {
         ...(patch.dailyLimit !== undefined ? { dailyLimit: patch.dailyLimit } : {}),
@@ -127,7 +104,8 @@ export class SettingsStore {
   }
 
   async setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null> {
-    return this.prisma.$transaction(async (tx) => {
+    const prisma = await this.db.prisma();
+    return prisma.$transaction(async (tx) => {
       const cur = await tx.userQuotaOverride.findUnique({ where: { guildId_userId: { guildId, userId } } });
       await tx.userQuotaOverride.upsert({
         where: { guildId_userId: { guildId, userId } },
@@ -149,7 +127,8 @@ export class SettingsStore {
   }
 
   async clearUserOverride(guildId: string, actorId: string, userId: string): Promise<number | null> {
-    return this.prisma.$transaction(async (tx) => {
+    const prisma = await this.db.prisma();
+    return prisma.$transaction(async (tx) => {
       const cur = await tx.userQuotaOverride.findUnique({ where: { guildId_userId: { guildId, userId } } });
       if (cur) await tx.userQuotaOverride.delete({ where: { guildId_userId: { guildId, userId } } });
       await tx.auditLog.create({
@@ -168,7 +147,8 @@ export class SettingsStore {
 
   async changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]> {
     this.invalidate(guildId);
-    return this.prisma.$transaction(async (tx) => {
+    const prisma = await this.db.prisma();
+    return prisma.$transaction(async (tx) => {
       const before = (await tx.bannedWord.findMany({ where: { guildId } })).map((w) => w.word);
       if (op === 'add') {
         await tx.bannedWord.createMany({ data: words.map((word) => ({ guildId, word, addedBy: actorId })), skipDuplicates: true });
@@ -179,10 +159,5 @@ export class SettingsStore {
       await tx.auditLog.create({ data: { guildId, actorId, action: `banned-words ${op}`, before: toJson(before), after: toJson(after) } });
       return after;
     });
-  }
-
-  /** Records an audit row for actions that change nothing stored (kept for completeness of the trail). */
-  async recordAudit(e: AuditEntry): Promise<void> {
-    await this.audit(e);
   }
 }

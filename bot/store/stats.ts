@@ -1,32 +1,17 @@
+import type pg from 'pg';
 import { spentSinceSql } from '../../core/budget.js';
-import type { PrismaClient } from './prisma.js';
-
-export interface GuildStats {
-  jobs: number;
-  images: number;
-  failures: number;
-  costUsd: number;
-  byDay: { day: string; jobs: number; costUsd: number }[];
-  byBackend: { backend: string; attempts: number; costUsd: number }[];
-  /** Succeeded jobs by the model they ran on (lineage), most used first. */
-  byModel: { model: string; version: string | null; jobs: number; images: number; costUsd: number }[];
-  topUsers: { userId: string; images: number }[];
-}
-
-export interface BackendLatency {
-  backend: string;
-  attempts: number;
-  successRate: number;
-  p50s: number;
-  p95s: number;
-}
+import type { BackendLatency, GuildStats } from '../../core/ports.js';
 
 /** Read-only aggregates for `/admin stats` and `/admin backends`. */
 export class StatsStore {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(private readonly pool: pg.Pool) {}
+
+  private async rows<T>(sql: string, ...params: unknown[]): Promise<T[]> {
+    return (await this.pool.query(sql, params)).rows as T[];
+  }
 
   async guild(guildId: string, since: Date): Promise<GuildStats> {
-    const q = <T>(sql: string) => this.prisma.$queryRawUnsafe<T[]>(sql, guildId, since);
+    const q = <T>(sql: string) => this.rows<T>(sql, guildId, since);
     const [totals, byDay, byBackend, topUsers, byModel] = await Promise.all([
       q<{ jobs: number; images: number; failures: number; cost: number }>(
         `SELECT count(*)::int AS jobs,
@@ -76,9 +61,7 @@ export class StatsStore {
 
   /** Latency percentiles and success rate per backend over all guilds (backends are shared). */
   async backends(since: Date): Promise<BackendLatency[]> {
-    const rows = await this.prisma.$queryRawUnsafe<
-      { backend: string; attempts: number; ok: number; p50: number | null; p95: number | null }[]
-    >(
+    const rows = await this.rows<{ backend: string; attempts: number; ok: number; p50: number | null; p95: number | null }>(
       `SELECT backend, count(*)::int AS attempts, count(*) FILTER (WHERE outcome = 'succeeded')::int AS ok,
               percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::float8 AS p50,
               percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)::float8 AS p95
@@ -96,22 +79,16 @@ export class StatsStore {
 
   /** Paid spend of a guild since the start of the month. */
   async spentSince(guildId: string, monthStart: string): Promise<number> {
-    const rows = await this.prisma.$queryRawUnsafe<{ spent: number }[]>(
-      `SELECT ${spentSinceSql('$1', '$2')}::float8 AS spent`,
-      guildId,
-      monthStart,
-    );
+    const rows = await this.rows<{ spent: number }>(`SELECT ${spentSinceSql('$1', '$2')}::float8 AS spent`, guildId, monthStart);
     return Number(rows[0]!.spent);
   }
 
   /** Records that a budget threshold was announced this month; false when it already was. */
   async claimBudgetNotice(guildId: string, monthStart: string, threshold: number): Promise<boolean> {
-    const n = await this.prisma.$executeRawUnsafe(
+    const res = await this.pool.query(
       `INSERT INTO budget_notices (guild_id, month, threshold) VALUES ($1, $2::date, $3) ON CONFLICT DO NOTHING`,
-      guildId,
-      monthStart,
-      threshold,
+      [guildId, monthStart, threshold],
     );
-    return n > 0;
+    return (res.rowCount ?? 0) > 0;
   }
 }

@@ -1,9 +1,9 @@
 import { ApplicationCommandOptionType, ChannelType, PermissionFlagsBits } from 'discord.js';
-import { requireModerator } from '../../bot/guards.js';
-import { NO_MENTIONS } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
 import { NSFW_MODES } from '../../core/policy.js';
 import { type Command, GUILD_ONLY } from '../command.js';
+import { requireModerator } from '../guards.js';
+import { NO_MENTIONS } from '../replies.js';
 import { backends, stats } from './reports.js';
 import { type AdminHandler, bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
 

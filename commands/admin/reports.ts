@@ -1,7 +1,6 @@
 import { STATUS_STALE_MS } from '../../core/eta.js';
 import { modelText } from '../../core/messages.js';
 import type { AdminHandler } from './settings.js';
-import { renderStatsChart } from './stats-chart.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
 
@@ -9,7 +8,7 @@ export const stats: AdminHandler = async (ctx, i, guildId) => {
   const days = i.options.getInteger('days') ?? 7;
   const since = new Date(ctx.now().getTime() - days * 86_400_000);
   const s = await ctx.reports.guild(guildId, since);
-  const chart = await renderStatsChart(s.byDay, s.byBackend);
+  const chart = await ctx.reports.chart(s);
   const embed = {
     title: `Usage, last ${days} day${days === 1 ? '' : 's'}`,
     color: 0x5865f2,

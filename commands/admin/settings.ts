@@ -1,8 +1,8 @@
 import type { ChatInputCommandInteraction } from 'discord.js';
-import type { CommandContext } from '../../bot/context.js';
-import { quoteUserText } from '../../bot/replies.js';
 import { adminText } from '../../core/messages.js';
 import { NSFW_MODES, parseBannedWords } from '../../core/policy.js';
+import type { CommandContext } from '../context.js';
+import { quoteUserText } from '../replies.js';
 
 /** What an /admin subcommand answers, and the notice it leaves in the log channel when it changed something. */
 export interface AdminResult {

@@ -1,6 +1,6 @@
-import { NO_MENTIONS } from '../../bot/replies.js';
 import { buttonText } from '../../core/messages.js';
 import type { ButtonHandler } from '../command.js';
+import { NO_MENTIONS } from '../replies.js';
 import { loadJob, requireOwnerOrModerator } from './job.js';
 
 /** Cancel, while queued or running: the requester or a moderator. */

@@ -1,7 +1,7 @@
 import { DiscordAPIError, Routes } from 'discord.js';
-import { NO_MENTIONS } from '../../bot/replies.js';
 import { buttonText } from '../../core/messages.js';
 import type { ButtonHandler } from '../command.js';
+import { NO_MENTIONS } from '../replies.js';
 import { loadJob, requireOwnerOrModerator } from './job.js';
 
 /** Delete: the requester or a moderator. A result split over several messages goes as a whole, whichever part was pressed. */

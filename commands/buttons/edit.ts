@@ -1,11 +1,11 @@
 import { ComponentType, type ModalSubmitInteraction, TextInputStyle } from 'discord.js';
-import type { Admitted } from '../../bot/context.js';
 import type { ButtonId } from '../../core/custom-id.js';
 import { UserError } from '../../core/errors.js';
 import { LIMITS } from '../../core/generation.js';
 import { buttonText } from '../../core/messages.js';
 import { type EditFields, editDefaults, editedRequest, editFieldsSchema, resultActions } from '../../core/result-actions.js';
 import type { ButtonHandler, ModalHandler } from '../command.js';
+import type { Admitted } from '../context.js';
 import { loadJob, newSeed } from './job.js';
 
 /** Edit: answers with a form holding the member's own prompt (a modal must be the first answer, so nothing is deferred). */

@@ -1,9 +1,9 @@
 import type { ButtonInteraction } from 'discord.js';
-import type { Admitted, CommandContext } from '../../bot/context.js';
 import type { ButtonId } from '../../core/custom-id.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { type SourceImage, upscaleRequest, variationRequest } from '../../core/result-actions.js';
 import type { ButtonHandler } from '../command.js';
+import type { Admitted, CommandContext } from '../context.js';
 import { finishedResult, loadJob, newSeed, postedImageUrl } from './job.js';
 
 /**

@@ -1,6 +1,6 @@
-import { NO_MENTIONS, quoteUserText } from '../../bot/replies.js';
 import { modelText, text } from '../../core/messages.js';
 import type { ButtonHandler } from '../command.js';
+import { NO_MENTIONS, quoteUserText } from '../replies.js';
 import { loadJob } from './job.js';
 
 /** Info: every parameter of the job, privately. */

@@ -1,11 +1,11 @@
 import type { ButtonInteraction, ModalSubmitInteraction } from 'discord.js';
-import type { CommandContext } from '../../bot/context.js';
-import { isModerator } from '../../bot/guards.js';
 import type { ButtonId } from '../../core/custom-id.js';
 import { UserError } from '../../core/errors.js';
 import { type JobResult, LIMITS } from '../../core/generation.js';
 import { buttonText } from '../../core/messages.js';
 import type { StoredJob } from '../../core/ports.js';
+import type { CommandContext } from '../context.js';
+import { isModerator } from '../guards.js';
 
 /** The job a button or modal belongs to, reloaded on every press. A job of another guild is as good as missing: ids must not leak across servers. */
 export async function loadJob(

@@ -1,8 +1,8 @@
-import type { Admitted } from '../../bot/context.js';
 import { UserError } from '../../core/errors.js';
 import { buttonText } from '../../core/messages.js';
 import { resultActions } from '../../core/result-actions.js';
 import type { ButtonHandler } from '../command.js';
+import type { Admitted } from '../context.js';
 import { loadJob, newSeed } from './job.js';
 
 /** Reroll: the same request with a new seed, as a new job of the member who pressed it. */

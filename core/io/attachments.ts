@@ -1,3 +1,4 @@
+import { ATTACHMENT_LIMITS } from '../config.js';
 import { UserError } from '../errors.js';
 import { detectFormat, type ImageFormat, sniffImage } from './image-sniff.js';
 
@@ -5,8 +6,7 @@ export { sniffImage } from './image-sniff.js';
 
 /** Defaults for {@link fetchAttachment}; the limits members are told about. */
 const ATTACHMENT_DEFAULTS = {
-  maxBytes: 10 * 1024 * 1024,
-  maxPixels: 16_000_000,
+  ...ATTACHMENT_LIMITS,
   timeoutMs: 15_000,
 } as const;
 

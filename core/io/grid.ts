@@ -1,21 +1,23 @@
 import sharp, { type OverlayOptions } from 'sharp';
+import { svgText } from './text-svg.js';
 
 /** Longest side of one tile; a 2 × 2 grid of 1024² images comes out at about one megapixel. */
 const TILE = 512;
 const GAP = 8;
 
 /** Grid layout for n images: side by side for two, two columns otherwise. */
-function gridLayout(n: number): { cols: number; rows: number } {
+export function gridLayout(n: number): { cols: number; rows: number } {
   const cols = Math.min(n, 2);
   return { cols, rows: Math.ceil(n / cols) };
 }
 
 function label(n: number): Buffer {
   // A number in a dark disc, so it reads on light and dark images alike; matches the V1/U1 buttons.
+  // Drawn as outlines of the bundled font: the runtime image has no fonts for an SVG <text>.
   return Buffer.from(
     `<svg xmlns="http://www.w3.org/2000/svg" width="44" height="44">` +
       `<circle cx="22" cy="22" r="20" fill="rgba(0,0,0,0.6)" stroke="white" stroke-width="2"/>` +
-      `<text x="22" y="30" font-family="sans-serif" font-size="24" font-weight="bold" fill="white" text-anchor="middle">${n}</text>` +
+      svgText(String(n), { x: 22, y: 30.5, size: 24, weight: 'bold', fill: 'white', anchor: 'middle' }) +
       `</svg>`,
   );
 }

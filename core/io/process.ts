@@ -1,12 +1,14 @@
 import type { z } from 'zod';
 import { ConfigError, loadConfig } from '../config.js';
+import { loadEnvFile } from './env-file.js';
 import { createLogger, type Logger } from './logger.js';
 
 /** Stop signals get this long to finish work under way before the process is killed. */
 const GRACE_MS = 20_000;
 
 /**
- * Runs a process entry point: parse the environment (one line per bad variable, exit 1), start,
+ * Runs a process entry point: read `.env` from the working directory if there is one (real
+ * environment variables win), parse the environment (one line per bad variable, exit 1), start,
  * then stop gracefully on SIGTERM/SIGINT within a bounded time.
  */
 export async function runProcess<S extends z.ZodType>(
@@ -15,7 +17,9 @@ export async function runProcess<S extends z.ZodType>(
   start: (config: z.infer<S>, log: Logger) => Promise<{ stop(): Promise<void> }>,
 ): Promise<void> {
   let config: z.infer<S>;
+  let envFile: string | undefined;
   try {
+    envFile = loadEnvFile();
     config = loadConfig(schema, process.env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -23,15 +27,14 @@ export async function runProcess<S extends z.ZodType>(
     process.exit(1);
   }
   const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name });
+  if (envFile) log.info({ envFile }, 'read settings from .env (variables set in the environment win)');
   let running: { stop(): Promise<void> };
   try {
     running = await start(config, log);
   } catch (err) {
     // Configuration read at start (PRESETS_FILE) fails the same way as the environment.
     if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.lines)
-      process.stderr.write(`invalid configuration: ${line}
-`);
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
     process.exit(1);
   }
   let stopping = false;

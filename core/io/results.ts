@@ -58,9 +58,10 @@ export class ResultStore {
     return parsed.success ? parsed.data : null;
   }
 
-  /** Drops everything a delivered job left behind. */
-  async forget(jobId: string, imageKeys: readonly string[]): Promise<void> {
-    await this.redis.del(...imageKeys, this.gridKey(jobId), this.previewKey(jobId), this.failureKey(jobId));
+  /** Drops everything delivered jobs left behind (one command for all of them). */
+  async forget(jobs: readonly { jobId: string; imageKeys: readonly string[] }[]): Promise<void> {
+    const keys = jobs.flatMap((j) => [...j.imageKeys, this.gridKey(j.jobId), this.previewKey(j.jobId), this.failureKey(j.jobId)]);
+    if (keys.length > 0) await this.redis.unlink(...keys);
   }
 
   /** Drops an inpaint job's inputs once it no longer needs them. */

@@ -22,9 +22,9 @@ const log = createLogger({ level: 'silent' });
 test('budget notices go to the log channel once at 80 % and once at 100 % of the month, never twice', async ({ db }) => {
   fake = await startFakeDiscord();
   const now = () => new Date('2026-11-23T12:00:00Z');
-  const settings = new SettingsStore(db.prisma, { dailyLimit: 100, monthlyBudgetUsd: 5 }, 0);
+  const settings = new SettingsStore({ pool: db.pool, prisma: async () => db.prisma }, { dailyLimit: 100, monthlyBudgetUsd: 5 }, 0);
   await settings.updateGuild(guildId, 'mod', 'budget', { monthlyBudgetUsd: 1, logChannelId: logChannel });
-  const stats = new StatsStore(db.prisma);
+  const stats = new StatsStore(db.pool);
   const notices = new Notices(new REST({ api: fake.apiUrl }).setToken('fake-token'), settings, log);
   const watch = createBudgetWatch({ stats, settings, notices, now, log });
   const store = new PgJobStore(db.pool);

@@ -112,10 +112,10 @@ describe('PgJobStore', () => {
     const failed = await store.reserve(input({ deploymentDailyLimit: 100 }));
     if (!failed.ok) throw new Error('not admitted');
     await store.settle(failed.jobId, { status: 'failed', code: 'rejected', message: 'y', attempts: [] });
-    await store.markDelivered(failed.jobId, null);
+    await store.markDelivered([{ jobId: failed.jobId, messageId: null }]);
     // Delivered in this order; the last one is settled but not delivered yet.
     for (const [n, id] of ids.slice(0, 3).entries()) {
-      await store.markDelivered(id, null);
+      await store.markDelivered([{ jobId: id, messageId: null }]);
       // Distinct times whatever the clock's resolution.
       await db.prisma.$executeRawUnsafe(`UPDATE jobs SET delivered_at = now() + make_interval(secs => $2) WHERE id = $1::uuid`, id, n);
     }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
+import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 import { System } from './harness.js';
 
 let sys: System | undefined;
@@ -99,7 +100,8 @@ describe('configuration at start', () => {
     const clean = Object.fromEntries(
       Object.entries(process.env).filter(([k]) => !/^(DISCORD_|A1111_|BACKENDS|COMFYUI_|REPLICATE_|HF_)/.test(k)),
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], {
+    const child = spawn(process.execPath, sourceEntryArgs(`${which}/main.ts`), {
+      cwd: emptyCwd(),
       env: { ...clean, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -7,6 +7,7 @@ import { type RunningWorker, startWorker } from '../../worker/main.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeDiscord } from '../fakes/discord/server.js';
 import type { APIOption, FakeDiscordOptions, FakeInteraction, FakeMessage, FakeUser } from '../fakes/discord/types.js';
+import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 
 export type FakeDiscord = Awaited<ReturnType<typeof startFakeDiscord>>;
 export type FakeA1111 = Awaited<ReturnType<typeof startFakeA1111>>;
@@ -91,10 +92,17 @@ export class System {
     return this.worker;
   }
 
-  /** Runs bot/main.ts or worker/main.ts as a real process and waits for its ready line. */
-  async spawn(which: 'bot' | 'worker'): Promise<Proc> {
-    const child = spawn(process.execPath, ['--import', 'tsx', `${which}/main.ts`], {
-      env: { ...process.env, ...this.env },
+  /**
+   * Runs bot/main.ts or worker/main.ts as a real process and waits for its ready line. It runs in
+   * `cwd` (default: an empty folder, so no `.env` is read) with the system's environment plus `env`
+   * (a variable given as undefined is left out).
+   */
+  async spawn(which: 'bot' | 'worker', opts: { cwd?: string; env?: Record<string, string | undefined> } = {}): Promise<Proc> {
+    const env: Record<string, string | undefined> = { ...process.env, ...this.env, ...opts.env };
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+    const child = spawn(process.execPath, sourceEntryArgs(`${which}/main.ts`), {
+      cwd: opts.cwd ?? emptyCwd(),
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const logs: string[] = [];

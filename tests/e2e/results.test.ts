@@ -176,7 +176,13 @@ describe('results', () => {
       expect(labels(m)).toContain('Delete');
     }
     expect(sys.discord.requests.filter((r) => r.status === 413)).toEqual([]);
-    // Delete on any part removes the whole result.
+    // Delete on any part removes the whole result. The bot records the follow-ups' ids just after
+    // posting the last one; a press inside those few milliseconds would only find the parts known
+    // so far (a race left to the delivery code), so the press waits for the recorded delivery.
+    for (let t = 0; (await db.prisma.job.findFirstOrThrow({ where: { imageCount: 4 } })).deliveredAt === null; t++) {
+      if (t > 200) throw new Error('the split result was never marked delivered');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     const last = messages[messages.length - 1]!;
     const del = await sys.discord.buttonPress({ customId: buttonId(last, 'Delete'), messageId: last.id, user: ALICE });
     expect(await privateReply(sys, del)).toBe('Deleted.');

@@ -81,7 +81,7 @@ export const test = base.extend<Fixtures>({
     const url = u.toString();
     const database = openDatabase(url);
     try {
-      await use({ url, name, prisma: database.prisma, pool: database.pool });
+      await use({ url, name, prisma: await database.prisma(), pool: database.pool });
     } finally {
       await database.close();
       // FORCE ends sessions a test's child processes may still hold.

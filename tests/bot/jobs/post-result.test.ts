@@ -4,7 +4,7 @@ import type { Outbox } from '../../../bot/jobs/outbox.js';
 import { PostResult } from '../../../bot/jobs/post-result.js';
 import type { MessageBody } from '../../../bot/jobs/render.js';
 import type { JobResult } from '../../../core/generation.js';
-import type { StoredJob } from '../../../core/ports.js';
+import type { Delivered, StoredJob } from '../../../core/ports.js';
 import { silent, storedJob } from './doubles.js';
 
 const RESULT: JobResult = {
@@ -47,8 +47,10 @@ function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired';
   };
   const store = {
     released: [] as string[],
-    async markDelivered(id: string, messageId: string | null, extra: readonly string[] = []) {
-      delivered.push({ id, messageId, extra });
+    markCalls: 0,
+    async markDelivered(batch: readonly Delivered[]) {
+      store.markCalls++;
+      for (const d of batch) delivered.push({ id: d.jobId, messageId: d.messageId, extra: d.extraIds ?? [] });
     },
     async releaseDelivery(id: string) {
       store.released.push(id);
@@ -62,8 +64,8 @@ function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired';
     async getMany(keys: readonly string[]) {
       return o.stored ?? keys.map(() => png);
     },
-    async forget(id: string) {
-      results.forgotten.push(id);
+    async forget(jobs: readonly { jobId: string }[]) {
+      results.forgotten.push(...jobs.map((j) => j.jobId));
     },
   };
   const post = new PostResult({ store, results, outbox, log: silent, now: () => Date.now() });
@@ -82,6 +84,7 @@ describe('posting a settled job', () => {
   test('a success is posted once, marked delivered with its message id, and its images are dropped from Redis', async () => {
     const { post, calls, delivered, results, job } = setup();
     await post.post(job(), images());
+    await post.drain();
     expect(calls).toEqual(['send grid.webp,image-1.png,image-2.png']);
     expect(delivered).toEqual([{ id: job().id, messageId: 'm1', extra: [] }]);
     expect(results.forgotten).toEqual([job().id]);
@@ -90,6 +93,7 @@ describe('posting a settled job', () => {
   test('files over the upload limit continue in follow-ups whose ids are kept with the result', async () => {
     const { post, calls, delivered, job } = setup({ limit: png.length + 10 });
     await post.post(job(), images());
+    await post.drain();
     expect(calls[0]).toMatch(/^send grid\.webp/);
     expect(calls.filter((c) => c.startsWith('more'))).toHaveLength(2);
     expect(delivered[0]!.extra).toEqual(['m2', 'm3']);
@@ -98,6 +102,7 @@ describe('posting a settled job', () => {
   test('a post that fails is released for the next sweep and never marked delivered', async () => {
     const { post, delivered, store, job } = setup({ sendFails: true });
     await post.post(job(), images());
+    await post.drain();
     expect(delivered).toEqual([]);
     expect(store.released).toEqual([job().id]);
   });
@@ -118,8 +123,30 @@ describe('posting a settled job', () => {
   test('a failure is posted as its reason, with nothing attached', async () => {
     const { post, calls, bodies, delivered, job } = setup();
     await post.post(job({ status: 'failed', result: null, errorCode: 'rejected', errorMessage: null }), null);
+    await post.drain();
     expect(calls).toEqual(['send ']);
     expect(bodies[0]).toContain('the image backend refused the request.');
     expect(delivered[0]!.messageId).toBe('m1');
+  });
+
+  test('a lone job is marked delivered at once; the jobs posted while a mark is under way are marked together next', async () => {
+    const { post, store, delivered, results, job } = setup();
+    const ids = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b', '00000000-0000-4000-8000-00000000000c'];
+    // One image each: nothing to grid.
+    const single = (id: string) => job({ id, request: { ...storedJob().request, count: 1 }, result: { ...RESULT, imageKeys: ['img:0'] } });
+    const batches: string[][] = [];
+    const mark = store.markDelivered.bind(store);
+    store.markDelivered = async (batch) => {
+      batches.push(batch.map((d) => d.jobId));
+      await new Promise((r) => setTimeout(r, 50));
+      await mark(batch);
+    };
+    const first = post.post(single(ids[0]!), [png]);
+    await new Promise((r) => setTimeout(r, 10));
+    await Promise.all([first, ...ids.slice(1).map((id) => post.post(single(id), [png]))]);
+    await post.drain();
+    expect(batches).toEqual([[ids[0]], [ids[1], ids[2]]]);
+    expect(delivered.map((d) => d.id)).toEqual(ids);
+    expect(results.forgotten).toEqual(ids);
   });
 });

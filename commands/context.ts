@@ -1,18 +1,14 @@
 import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
+import type { Logger } from 'pino';
 import type { BotConfig } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
-import type { BackendStatus } from '../core/io/backend-status.js';
-import type { Logger } from '../core/io/logger.js';
-import type { Actor, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
+import type { Actor, BackendLatency, GuildSettings, GuildStats, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
 import type { PresetCatalog } from '../core/presets.js';
-import type { Notices } from './notices.js';
-import type { SettingsStore } from './store/settings.js';
-import type { BackendLatency, GuildStats } from './store/stats.js';
 
 /*
- * The door between the handlers (commands/) and the bot: everything a slash command, button or
- * modal may use, as narrow services. Handlers import this module's types and nothing else of bot/
- * (guards and replies aside); dependency-cruiser checks it.
+ * What every handler is handed: everything a slash command, button or form may use, as narrow
+ * services the bot implements (bot/main.ts wires them). The handlers import nothing of bot/;
+ * dependency-cruiser checks it.
  */
 
 /** Interactions that can start a generation: the slash commands, the result buttons, the Edit modal. */
@@ -65,13 +61,26 @@ export interface JobDesk {
 
 /** What `/admin backends` shows. */
 export interface BackendsReport {
-  statuses: BackendStatus[];
+  /** Every worker's latest report per backend (core/io/backend-status.ts). */
+  statuses: readonly {
+    backend: string;
+    at: number;
+    healthy: boolean;
+    detail: string;
+    circuit: string;
+    inFlight: number;
+    price: string;
+    /** Presets the backend runs (absent from older workers). */
+    presets?: Readonly<Record<string, number>>;
+  }[];
   latency: BackendLatency[];
   counts: Record<string, number>;
 }
 
 export interface Reports {
   guild(guildId: string, since: Date): Promise<GuildStats>;
+  /** The stats as a PNG chart. */
+  chart(stats: GuildStats): Promise<Buffer>;
   backends(since: Date): Promise<BackendsReport>;
 }
 
@@ -93,8 +102,9 @@ export interface CommandContext {
   generation: GenerationService;
   inputs: InputService;
   jobs: JobDesk;
-  settings: Pick<SettingsStore, 'policy' | 'updateGuild' | 'setUserOverride' | 'clearUserOverride' | 'changeBannedWords'>;
-  notices: Pick<Notices, 'post'>;
+  settings: GuildSettings;
+  /** Posts to the guild's log channel, if it has one; never throws. */
+  notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;
   presets: PresetService;
 }

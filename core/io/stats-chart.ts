@@ -1,15 +1,13 @@
 import sharp from 'sharp';
+import { svgText } from './text-svg.js';
 
 const W = 800;
 const H = 360;
 
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 /**
  * A small PNG chart for `/admin stats`: jobs per day as bars, cost per day as a line, and cost by
- * backend as a legend. Drawn as SVG and rasterised by sharp, so no canvas or browser is needed.
+ * backend as a legend. Drawn as SVG and rasterised by sharp, so no canvas or browser is needed; the
+ * labels are outlines of the bundled font (core/io/text-svg.ts), so no system font is either.
  */
 export async function renderStatsChart(
   byDay: { day: string; jobs: number; costUsd: number }[],
@@ -29,9 +27,7 @@ export async function renderStatsChart(
       const x = left + i * slot + slot * 0.15;
       return (
         `<rect x="${x.toFixed(1)}" y="${(bottom - h).toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" height="${h.toFixed(1)}" fill="#5865f2"/>` +
-        (n <= 14
-          ? `<text x="${(x + slot * 0.35).toFixed(1)}" y="${bottom + 16}" font-size="11" text-anchor="middle" fill="#ccc">${esc(d.day.slice(5))}</text>`
-          : '')
+        (n <= 14 ? svgText(d.day.slice(5), { x: x + slot * 0.35, y: bottom + 16, size: 11, anchor: 'middle', fill: '#ccc' }) : '')
       );
     })
     .join('');
@@ -40,18 +36,15 @@ export async function renderStatsChart(
     .join(' ');
   const legend = byBackend
     .slice(0, 8)
-    .map(
-      (b, i) =>
-        `<text x="${right + 20}" y="${top + 40 + i * 20}" font-size="13" fill="#ddd">${esc(b.backend)}: $${b.costUsd.toFixed(4)}</text>`,
-    )
+    .map((b, i) => svgText(`${b.backend}: $${b.costUsd.toFixed(4)}`, { x: right + 20, y: top + 40 + i * 20, size: 13, fill: '#ddd' }))
     .join('');
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">
 <rect width="100%" height="100%" fill="#2b2d31"/>
-<text x="${left}" y="20" font-size="14" fill="#fff">Jobs per day (bars, max ${maxJobs}) · cost per day (line, max $${maxCost.toFixed(4)})</text>
+${svgText(`Jobs per day (bars, max ${maxJobs}) · cost per day (line, max $${maxCost.toFixed(4)})`, { x: left, y: 20, size: 14, fill: '#fff' })}
 <line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#888"/>
 ${bars}
 ${byDay.length > 0 ? `<polyline points="${points}" fill="none" stroke="#f0b232" stroke-width="3"/>` : ''}
-<text x="${right + 20}" y="${top + 15}" font-size="14" fill="#fff">Cost by backend</text>
+${svgText('Cost by backend', { x: right + 20, y: top + 15, size: 14, fill: '#fff' })}
 ${legend}
 </svg>`;
   return sharp(Buffer.from(svg)).png().toBuffer();

@@ -1,0 +1,208 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PermissionFlagsBits } from 'discord.js';
+import { afterEach, describe, expect } from 'vitest';
+import { registrationPayload } from '../../commands/index.js';
+import { startFakeA1111 } from '../fakes/a1111.js';
+import { startFakeDiscord } from '../fakes/discord/server.js';
+import { test } from '../setup/fixtures.js';
+import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
+import { GUILD_ID, System } from './harness.js';
+
+const run = promisify(execFile);
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+let sys: System | undefined;
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  await sys?.stop();
+  sys = undefined;
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'imagebot-firstrun-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The environment of a shell on a fresh machine: nothing of ours set. */
+function bareEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      (e): e is [string, string] =>
+        e[1] !== undefined && !/^(DISCORD_|A1111_|BACKENDS|COMFYUI_|REPLICATE_|HF_|DATABASE_URL|REDIS_URL|QUEUE_PREFIX)/.test(e[0]),
+    ),
+  );
+  return { ...env, ...extra };
+}
+
+/** Runs a script from scripts/ as `npm run <name>` does, in `cwd`; resolves with its exit code and output. */
+async function script(name: string, args: string[], o: { cwd: string; env: Record<string, string> }) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [...sourceEntryArgs(`scripts/${name}.ts`), ...args], { ...o, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('settings come from .env in the working directory', () => {
+  test('a worker started with only a .env (A1111_URL in it) makes images, and a variable set in the environment wins over the file', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none' });
+    const dir = await tempDir();
+    // The file names the wrong prefix: the environment's must win, or the job would never be picked up.
+    await writeFile(join(dir, '.env'), `A1111_URL=${sys.a1111.url}\nQUEUE_PREFIX=not-this-one\nPROGRESS_POLL_MS=50\n`);
+    const worker = await sys.spawn('worker', { cwd: dir, env: { A1111_URL: undefined } });
+    expect(worker.logs.some((l) => l.includes('read settings from .env'))).toBe(true);
+    const i = await sys.imagine({ prompt: 'a lighthouse' });
+    const msg = await sys.finalReply(i);
+    expect(msg.attachments.map((a) => a.filename)).toContain('image-1.png');
+    expect(sys.a1111.requests.some((r) => r.path === '/sdapi/v1/txt2img')).toBe(true);
+  });
+});
+
+describe('slash commands are registered when the bot starts', () => {
+  test('a first start registers every command in the dev guild; a restart with the same commands writes nothing', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, env: { DISCORD_DEV_GUILD_ID: GUILD_ID } });
+    const names = (cmds: Array<{ name: string }>) => cmds.map((c) => c.name).sort();
+    expect(names(sys.discord.registeredCommands(GUILD_ID))).toEqual(names(registrationPayload()));
+    expect(sys.discord.registeredCommands()).toEqual([]);
+    const puts = () => sys!.discord.requests.filter((r) => r.method === 'PUT' && r.path.endsWith('/commands'));
+    expect(puts()).toHaveLength(1);
+
+    await sys.bot!.stop();
+    await sys.startBot();
+    const gets = sys.discord.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/guilds/${GUILD_ID}/commands`));
+    expect(gets).toHaveLength(2);
+    expect(puts()).toHaveLength(1);
+    expect(sys.discord.unhandled).toEqual([]);
+  });
+
+  test('a command that changed since the last registration is registered again, globally without a dev guild', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, bot: 'none' });
+    // What an older release registered: /imagine without its preset option, and a command since removed.
+    const old = registrationPayload().map((c) =>
+      c.name === 'imagine' ? { ...c, options: c.options?.filter((o) => o.name !== 'preset') } : c,
+    );
+    const put = await fetch(`${sys.discord.apiUrl}/v10/applications/${sys.discord.appId}/commands`, {
+      method: 'PUT',
+      headers: { authorization: `Bot ${sys.discord.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify([...old, { name: 'retired', description: 'gone in this release' }]),
+    });
+    expect(put.status).toBe(200);
+    await sys.startBot();
+    const registered = sys.discord.registeredCommands() as Array<{ name: string; options: Array<{ name: string }> }>;
+    expect(registered.map((c) => c.name).sort()).toEqual(['admin', 'imagine', 'inpaint', 'quota']);
+    expect(registered.find((c) => c.name === 'imagine')!.options.map((o) => o.name)).toContain('preset');
+  });
+});
+
+describe('npm run invite', () => {
+  test('prints the invite link with the bot and applications.commands scopes and exactly the permissions the bot uses', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), 'DISCORD_APP_ID=1111111111111111111\n');
+    const out = await script('invite', [], { cwd: dir, env: bareEnv() });
+    expect(out.code).toBe(0);
+    const url = new URL(out.stdout.trim());
+    expect(url.origin + url.pathname).toBe('https://discord.com/oauth2/authorize');
+    expect(url.searchParams.get('client_id')).toBe('1111111111111111111');
+    expect(url.searchParams.get('scope')).toBe('bot applications.commands');
+    const p = PermissionFlagsBits;
+    const expected = p.ViewChannel | p.SendMessages | p.SendMessagesInThreads | p.EmbedLinks | p.AttachFiles | p.ReadMessageHistory;
+    expect(BigInt(url.searchParams.get('permissions')!)).toBe(expected);
+  });
+
+  test('without DISCORD_APP_ID it says where the id comes from', async () => {
+    const out = await script('invite', [], { cwd: emptyCwd(), env: bareEnv() });
+    expect(out.code).toBe(1);
+    expect(out.stderr).toMatch(/DISCORD_APP_ID .*Developer Portal/);
+  });
+});
+
+describe('npm run doctor checks what the role in front of it needs', () => {
+  test('on a GPU box with only REDIS_URL and A1111_URL in .env it checks the worker alone and passes', async ({ redisPrefix }) => {
+    const a1111 = await startFakeA1111({});
+    cleanups.push(() => a1111.close());
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), `REDIS_URL=${REDIS_URL}\nQUEUE_PREFIX=${redisPrefix}\nA1111_URL=${a1111.url}\n`);
+    const out = await script('doctor', [], { cwd: dir, env: bareEnv() });
+    expect(out.stdout).toContain('Checking the worker');
+    expect(out.stdout).toMatch(/✓ backend a1111.*healthy/);
+    expect(out.stdout).not.toMatch(/DISCORD|Postgres/);
+    expect(out.stdout).toContain('All checks passed.');
+    expect(out.code).toBe(0);
+  });
+
+  test('a dead GPU box fails with the fix, and --role bot on that box names each missing bot setting with where to get it', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), `REDIS_URL=${REDIS_URL}\nA1111_URL=http://127.0.0.1:9\n`);
+    const worker = await script('doctor', [], { cwd: dir, env: bareEnv() });
+    expect(worker.code).toBe(1);
+    expect(worker.stdout).toMatch(/✗ backend a1111.*down[^\n]*\n\s+→ check A1111_URL/);
+
+    const bot = await script('doctor', ['--role', 'bot'], { cwd: dir, env: bareEnv() });
+    expect(bot.code).toBe(1);
+    expect(bot.stdout).toMatch(/✗ bot configuration: DISCORD_TOKEN is required\n\s+→ Developer Portal .*Bot → Reset Token/);
+    expect(bot.stdout).toMatch(/✗ bot configuration: DISCORD_APP_ID is required\n\s+→ Developer Portal .*Application ID/);
+    expect(bot.stdout).not.toContain('backend a1111');
+  });
+
+  test('for the bot it checks Postgres and its migrations, the token against the application id, and the slash commands', async ({
+    db,
+    redisPrefix,
+  }) => {
+    const discord = await startFakeDiscord();
+    cleanups.push(() => discord.close());
+    const env = bareEnv({
+      DISCORD_TOKEN: discord.token,
+      DISCORD_APP_ID: discord.appId,
+      DISCORD_API_URL: discord.apiUrl,
+      DATABASE_URL: db.url,
+      REDIS_URL,
+      QUEUE_PREFIX: redisPrefix,
+    });
+    const out = await script('doctor', [], { cwd: emptyCwd(), env });
+    expect(out.stdout).toContain('Checking the bot');
+    expect(out.stdout).toMatch(/✓ Postgres migrations applied/);
+    expect(out.stdout).toMatch(/✓ Discord token belongs to/);
+    expect(out.stdout).toMatch(/! slash commands not registered yet: \/imagine/);
+    expect(out.stdout).toMatch(/invite link: https:\/\/discord\.com\/oauth2\/authorize\?client_id=/);
+    expect(out.code).toBe(0);
+  });
+});
+
+describe('npm run status', () => {
+  test('prints the queue, the backends and the last 24 h from Redis and Postgres named in .env', async ({ db, redisPrefix }) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), `REDIS_URL=${REDIS_URL}\nQUEUE_PREFIX=${redisPrefix}\nDATABASE_URL=${db.url}\n`);
+    const out = await script('status', [], { cwd: dir, env: bareEnv() });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/^Queue\n/);
+    expect(out.stdout).toContain('Jobs, last 24 h');
+  });
+
+  test('on a GPU box (no DATABASE_URL) it prints the queue and the backends, and says where jobs and cost live', async ({
+    redisPrefix,
+  }) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, '.env'), `REDIS_URL=${REDIS_URL}\nQUEUE_PREFIX=${redisPrefix}\nA1111_URL=http://127.0.0.1:9\n`);
+    const out = await script('status', [], { cwd: dir, env: bareEnv() });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('Backends (latest report per worker)');
+    expect(out.stdout).toContain('no DATABASE_URL here');
+  });
+});
