@@ -556,3 +556,12 @@ test('a box whose sampler got stuck stays unhealthy to the probe while it still 
   const h = await b.health();
   expect(h).toMatchObject({ ok: false, detail: 'the sampler is still stuck where a job was given up' });
 });
+
+test('on a shared box, a refused connection is given up at once, before anything is sent, and opens the circuit', async () => {
+  const t0 = Date.now();
+  const c: RunContext & { progress: BackendProgress[] } = { ...ctx(), lease: { holds: async () => true } };
+  const err = await failure(backend({ url: await closedPortUrl(), deadAfterMs: 5000 }).generate(job(), c));
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  // Well under the 5 s it would take to wait out deadAfterMs.
+  expect(Date.now() - t0).toBeLessThan(4000);
+});

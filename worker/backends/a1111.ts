@@ -317,6 +317,8 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       } catch (err) {
         if (ctx.signal.aborted) continue;
         if (!(err instanceof BackendError) || err.kind === 'rejected') throw err;
+        // Refused or reset: not there at all, no need to wait out deadAfterMs.
+        if (err.kind === 'unavailable' && err.status === undefined) throw unreachable(err);
       }
       const now = performance.now();
       if (now - lastAnswer > deadAfterMs)
