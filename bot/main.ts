@@ -3,10 +3,12 @@ import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
+import { readBackendStatus } from '../core/io/backend-status.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
+import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
@@ -19,6 +21,7 @@ import { createGenerationService } from './generation.js';
 import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
+import { createPresetService } from './presets.js';
 import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { createRouter } from './router.js';
@@ -68,6 +71,7 @@ async function registerAtStart(client: Client, config: BotConfig, log: Logger): 
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
+  const catalog = loadPresets(config.PRESETS_FILE);
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
@@ -120,11 +124,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
+  const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
   const route = createRouter({
     services: {
       now,
       config,
-      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, now, log }),
+      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, presets, now, log }),
       inputs: createInputService({ config, results }),
       jobs: {
         get: (jobId) => store.get(jobId),
@@ -135,6 +140,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       settings,
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
+      presets,
     },
     log,
     metrics,

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { BotConfig } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
 import type { Actor, BackendLatency, GuildSettings, GuildStats, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
+import type { PresetCatalog } from '../core/presets.js';
 
 /*
  * What every handler is handed: everything a slash command, button or form may use, as narrow
@@ -61,7 +62,17 @@ export interface JobDesk {
 /** What `/admin backends` shows. */
 export interface BackendsReport {
   /** Every worker's latest report per backend (core/io/backend-status.ts). */
-  statuses: readonly { backend: string; at: number; healthy: boolean; detail: string; circuit: string; inFlight: number; price: string }[];
+  statuses: readonly {
+    backend: string;
+    at: number;
+    healthy: boolean;
+    detail: string;
+    circuit: string;
+    inFlight: number;
+    price: string;
+    /** Presets the backend runs (absent from older workers). */
+    presets?: Readonly<Record<string, number>>;
+  }[];
   latency: BackendLatency[];
   counts: Record<string, number>;
 }
@@ -71,6 +82,15 @@ export interface Reports {
   /** The stats as a PNG chart. */
   chart(stats: GuildStats): Promise<Buffer>;
   backends(since: Date): Promise<BackendsReport>;
+}
+
+/** The presets members may pick: the catalog, narrowed to those a live backend runs. */
+export interface PresetService {
+  readonly catalog: PresetCatalog;
+  /** Autocomplete choices for a partial query, only presets some live backend runs. */
+  choices(query: string): Promise<{ name: string; value: string }[]>;
+  /** Throws a UserError naming what is available when no live backend runs the preset. */
+  check(presetId: string): Promise<void>;
 }
 
 /** Everything a handler is handed, built once per interaction by bot/router.ts. */
@@ -86,4 +106,5 @@ export interface CommandContext {
   /** Posts to the guild's log channel, if it has one; never throws. */
   notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;
+  presets: PresetService;
 }
