@@ -1,33 +1,57 @@
 /**
- * Failover: time from enqueue until the fallback backend (a Hugging Face endpoint fake) receives the
- * job, with the GPU box (a) refusing connections, (b) hanging, (c) dying mid-job, through the real
- * worker and queue; beside it, a naive chain that tries each provider in turn with a 30 s timeout.
+ * Failover: time until the fallback backend (a Hugging Face endpoint fake) receives a job when the
+ * GPU box (a) refuses connections, (b) accepts the job but never answers it, (c) stops answering
+ * altogether (a frozen process), (d) dies mid-job: through the real worker and queue, jobs one after
+ * another, the first (which finds the failure out) apart from the steady state after it; beside it, a
+ * naive chain that tries each provider in turn with a 30 s timeout. Then the hung box's steady state
+ * from the member's command: bot and two worker processes, `/imagine` to the cloud, per job.
  *
- *   npm run bench:failover        (BENCH_JOBS=6 jobs per scenario; PROGRESS_TIMEOUT_MS as in production)
+ *   npm run bench:failover        (BENCH_JOBS=6 jobs per scenario, BENCH_COMMANDS=8; production timeouts)
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { loadConfig, workerConfigSchema } from '../core/config.js';
 import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { createLogger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { type FakeA1111Mode, startFakeA1111 } from '../tests/fakes/a1111.js';
+import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import { startFakeHFEndpoint } from '../tests/fakes/huggingface.js';
+import { emptyCwd, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startWorker } from '../worker/main.js';
 
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const JOBS = Number(process.env.BENCH_JOBS ?? 6);
+const COMMANDS = Number(process.env.BENCH_COMMANDS ?? 8);
 const NAIVE_TIMEOUT_MS = 30_000;
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const f = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 
 type Scenario = { name: string; mode: FakeA1111Mode | 'refused' };
 const SCENARIOS: Scenario[] = [
   { name: '(a) box refuses connections', mode: 'refused' },
-  { name: '(b) box hangs (accepts, never answers)', mode: 'hang' },
-  { name: '(c) box dies mid-job', mode: 'die-mid-job' },
+  { name: '(b) box accepts the job and never answers it (/progress idle)', mode: 'hang' },
+  { name: '(c) box stops answering altogether (frozen process)', mode: 'freeze' },
+  { name: '(d) box dies mid-job', mode: 'die-mid-job' },
 ];
+
+async function cleanup(prefix: string): Promise<void> {
+  const r = new Redis(REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length) await r.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  await r.quit();
+}
 
 async function ours(s: Scenario): Promise<number[]> {
   const box = await startFakeA1111({ stepDelayMs: 100, mode: s.mode === 'refused' ? 'ok' : s.mode });
@@ -75,10 +99,7 @@ async function ours(s: Scenario): Promise<number[]> {
   await producer.quit();
   await box.close();
   await hf.close();
-  const r = new Redis(REDIS_URL);
-  const keys = await r.keys(`${prefix}*`);
-  if (keys.length) await r.del(...keys);
-  await r.quit();
+  await cleanup(prefix);
   return times;
 }
 
@@ -116,20 +137,100 @@ async function naive(s: Scenario): Promise<number> {
   return at ? at - t0 : NaN;
 }
 
-out(`bench/failover: node ${process.version}, ${JOBS} jobs per scenario, naive chain timeout ${NAIVE_TIMEOUT_MS / 1000} s`);
-out('time from enqueue until the fallback backend receives the job');
+async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
+  // An empty working directory: a developer's .env must not reach the measured processes.
+  const child = spawn(process.execPath, sourceEntryArgs(`${which}/main.ts`), {
+    cwd: emptyCwd(),
+    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  process.once('exit', () => child.kill('SIGKILL'));
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    const onData = (c: Buffer) => {
+      buf += c.toString();
+      if (!buf.includes(`"${which} ready"`)) return;
+      child.stdout!.off('data', onData);
+      resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
+  });
+  child.stdout!.resume();
+  return child;
+}
+
+/** A frozen box behind the whole system: from each `/imagine` to the cloud receiving its job, one command after another. */
+async function commandToCloud(): Promise<number[]> {
+  const stamp = Date.now();
+  const dbName = `imagebot_bench_failover_${stamp}`;
+  const dbUrl = new URL(PG_ADMIN);
+  dbUrl.pathname = `/${dbName}`;
+  await ensureDatabase(dbUrl.toString());
+  await applyMigrations(dbUrl.toString());
+  const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
+  const box = await startFakeA1111({ mode: 'freeze' });
+  const hf = await startFakeHFEndpoint();
+  const prefix = `bench-failover-cmd:${stamp}`;
+  const env = {
+    DISCORD_TOKEN: 'fake-token',
+    DISCORD_APP_ID: '1111111111111111111',
+    DISCORD_API_URL: discord.apiUrl,
+    DATABASE_URL: dbUrl.toString(),
+    REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    BACKENDS: 'a1111,huggingface',
+    A1111_URL: box.url,
+    HF_ENDPOINT_URL: hf.url,
+    HF_TOKEN: 'hf_bench',
+    DEFAULT_DAILY_IMAGES: '100000',
+    NSFW_CLASSIFIER: 'off',
+  };
+  const procs = [await spawnProc('worker', env), await spawnProc('worker', env), await spawnProc('bot', env)];
+  const times: number[] = [];
+  for (let n = 0; n < COMMANDS; n++) {
+    const before = hf.requests.length;
+    const i = await discord.slashCommand({
+      name: 'imagine',
+      user: { id: String(4200000000000000000n + BigInt(n)), username: `m${n}` },
+      options: [
+        { name: 'prompt', type: 3, value: `frozen ${n}` },
+        { name: 'steps', type: 4, value: 4 },
+      ],
+    });
+    await discord.waitFor(() => (i.original()?.attachments.some((a) => a.filename.startsWith('image-')) ? true : undefined), 60_000);
+    const hit = hf.requests[before];
+    times.push(hit ? hit.at - i.createdAt : NaN);
+  }
+  for (const p of procs) p.kill('SIGKILL');
+  await Promise.all(procs.map((p) => once(p, 'exit')));
+  await discord.close();
+  await box.close();
+  await hf.close();
+  await cleanup(prefix);
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  await admin.end();
+  return times;
+}
+
+out(
+  `bench/failover: node ${process.version}, ${JOBS} jobs per scenario, production timeouts (BOX_DEAD_AFTER_MS 2 s, PROGRESS_TIMEOUT_MS 10 s, HEALTH_PROBE_MS 5 s), naive chain timeout ${NAIVE_TIMEOUT_MS / 1000} s`,
+);
+out('time from enqueue until the fallback backend receives the job (one job after another)');
 for (const s of SCENARIOS) {
   const t = await ours(s);
-  // The circuit opens after CIRCUIT_FAILURES (3) consecutive failures: jobs 1-3 meet a closed circuit.
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-  const closed = median(t.slice(0, 3));
-  const open = median(t.slice(3));
   const n = await naive(s);
   out(`\n${s.name}`);
-  out(`  ours, circuit closed (jobs 1-3, median): ${f(closed)}`);
-  out(`  ours, circuit open   (jobs 4+, median):  ${f(open)}`);
+  out(`  ours, first job (finds the failure out): ${f(t[0]!)}`);
+  out(`  ours, steady state (jobs 2+, median):    ${f(median(t.slice(1)))}`);
   out(`  every job: ${t.map(f).join(', ')}`);
-  out(`  naive chain (30 s timeout):             ${f(n)}`);
-  out(`  ratio naive / ours: circuit closed ${(n / closed).toFixed(1)}×, circuit open ${(n / open).toFixed(1)}×`);
+  out(`  naive chain (30 s timeout):              ${f(n)}`);
 }
+const cmd = await commandToCloud();
+out('\nhung (frozen) box, two worker processes, from the member’s /imagine until the cloud receives the job');
+out(`  first job (finds the box dead):         ${f(cmd[0]!)}`);
+out(`  steady state (jobs 2+, median):         ${f(median(cmd.slice(1)))}, max ${f(Math.max(...cmd.slice(1)))}`);
+out(`  every job: ${cmd.map(f).join(', ')}`);
 process.exit(0);

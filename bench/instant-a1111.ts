@@ -3,18 +3,20 @@ import sharp from 'sharp';
 
 /**
  * An AUTOMATIC1111 stand-in that answers txt2img at once with a cached PNG of the requested size,
- * so a benchmark measures the system around the GPU box, not image encoding.
+ * so a benchmark measures the system around the GPU box, not image encoding. `boxUrl(n)` is box n
+ * on the same server (a path prefix, so each has its own identity and its own one-at-a-time lock).
  */
 export async function startInstantA1111(opts: { delayMs?: number } = {}): Promise<{
   url: string;
+  boxUrl(n: number): string;
   calls: number;
-  /** [start, end] of every generation, in performance.now() ms; the box runs one at a time. */
+  /** [start, end] of every generation, in performance.now() ms; each box runs one at a time. */
   spans: [number, number][];
   close(): Promise<void>;
 }> {
   const spans: [number, number][] = [];
-  // One generation at a time, like a real GPU box.
-  let lock: Promise<void> = Promise.resolve();
+  // One generation at a time per box, like a real GPU.
+  const locks = new Map<string, Promise<void>>();
   const cache = new Map<string, string>();
   const png = async (w: number, h: number) => {
     const key = `${w}x${h}`;
@@ -50,13 +52,15 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       void (async () => {
-        const path = (req.url ?? '').split('?')[0];
+        const full = (req.url ?? '').split('?')[0] ?? '';
+        const box = /^\/box\d+/.exec(full)?.[0] ?? '';
+        const path = full.slice(box.length);
         if (path === '/sdapi/v1/txt2img') {
           state.calls++;
           const body = JSON.parse(Buffer.concat(chunks).toString()) as { width: number; height: number; batch_size: number; seed: number };
           let release!: () => void;
-          const prev = lock;
-          lock = new Promise((r) => (release = r));
+          const prev = locks.get(box) ?? Promise.resolve();
+          locks.set(box, new Promise((r) => (release = r)));
           await prev;
           const t0 = performance.now();
           const image = await png(body.width, body.height);
@@ -87,6 +91,7 @@ export async function startInstantA1111(opts: { delayMs?: number } = {}): Promis
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://127.0.0.1:${port}`,
+    boxUrl: (n: number) => `http://127.0.0.1:${port}/box${n}`,
     get calls() {
       return state.calls;
     },

@@ -131,7 +131,8 @@ async function main(): Promise<void> {
       DATABASE_URL: dbUrl.toString(),
       REDIS_URL,
       QUEUE_PREFIX: prefix,
-      A1111_URL: Array.from({ length: boxes }, () => a1111.url).join(','),
+      // Distinct boxes (each its own lease and one-at-a-time lock): the same URL twice is one box.
+      A1111_URL: Array.from({ length: boxes }, (_, n) => a1111.boxUrl(n + 1)).join(','),
       WORKER_CONCURRENCY: String(boxes),
       DEFAULT_DAILY_IMAGES: '100000',
       MAX_QUEUED_PER_USER: '100',

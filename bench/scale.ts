@@ -1,9 +1,11 @@
 /**
  * Scale: jobs/s and the GPU box's idle gap between jobs with 1, 2 and 4 worker processes against an
- * instant and a 500 ms box (one generation at a time, like a real GPU); memory (RSS) of the bot idle
- * and with 50 jobs in flight, and of a worker.
+ * instant and a 500 ms box (one generation at a time, like a real GPU); the wait of a burst behind a
+ * busy box with and without overflow to the cloud; memory (RSS) of the bot idle and with 50 jobs in
+ * flight, and of a worker.
  *
- *   npm run bench:scale        (BENCH_JOBS=200 for the instant box, 30 for the 500 ms box)
+ *   npm run bench:scale        (BENCH_JOBS=200 for the instant box, 30 for the 500 ms box;
+ *                               BENCH_BURST=10 jobs behind a 2 s box, OVERFLOW_AFTER_S=5)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -18,6 +20,7 @@ import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/que
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
+import { startFakeReplicate } from '../tests/fakes/replicate.js';
 import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 
@@ -95,6 +98,60 @@ async function throughput(workers: number, delayMs: number, jobs: number) {
   return { jobsPerS: jobs / seconds, gapP50: pct(gaps, 0.5), gapP95: pct(gaps, 0.95), workerRss: Math.max(...workerRss) };
 }
 
+/**
+ * A burst of jobs from different members behind one box that takes `boxMs` a job, a Replicate fake
+ * beside it: with the guild's budget (overflow on) and without (every job waits for the box). The
+ * wait is from enqueue to the result; one warm-up job first, so the box's run time is known.
+ */
+async function overflowWait(paidAllowed: boolean, boxMs: number, jobs: number, overflowAfterS: number) {
+  const box = await startInstantA1111({ delayMs: boxMs });
+  const replicate = await startFakeReplicate({ durationMs: 500 });
+  const prefix = `bench-scale-overflow:${randomUUID()}`;
+  const env = {
+    REDIS_URL,
+    QUEUE_PREFIX: prefix,
+    A1111_URL: box.url,
+    BACKENDS: 'a1111,replicate',
+    REPLICATE_API_TOKEN: 'r8_fake',
+    REPLICATE_API_URL: replicate.url,
+    OVERFLOW_AFTER_S: String(overflowAfterS),
+    NSFW_CLASSIFIER: 'off',
+  };
+  const worker = await spawnProc('worker', env);
+  const producer = createRedis(REDIS_URL, 'producer');
+  const queue = createGenerateQueue(producer, prefix);
+  const events = new QueueEvents(GENERATE_QUEUE, { connection: createRedis(REDIS_URL, 'blocking'), prefix });
+  await events.waitUntilReady();
+  const request = { ...parseImagineOptions({ prompt: 'overflow', steps: 20 }), width: 512, height: 512 };
+  const add = (n: number) => {
+    const jobId = randomUUID();
+    const data: JobPayload = { v: 1, jobId, guildId: null, request, paidAllowed, nsfwAllowed: true };
+    return queue.add('txt2img', data, { jobId, priority: 1 + (n % 3) });
+  };
+  await (await add(0)).waitUntilFinished(events, 120_000);
+  const added = await Promise.all(Array.from({ length: jobs }, (_, n) => add(n)));
+  const results = await Promise.all(
+    added.map((j) => j.waitUntilFinished(events, 600_000) as Promise<{ backend: string; costUsd: number }>),
+  );
+  const done = await Promise.all(added.map((j) => queue.getJob(j.id!)));
+  const waits = done.map((j) => (j!.finishedOn ?? 0) - j!.timestamp);
+  worker.kill('SIGTERM');
+  await once(worker, 'exit');
+  await events.close();
+  await queue.close();
+  await producer.quit();
+  await box.close();
+  await replicate.close();
+  await cleanup(prefix);
+  return {
+    p50: pct(waits, 0.5),
+    p95: pct(waits, 0.95),
+    max: Math.max(...waits),
+    cloud: results.filter((r) => r.backend === 'replicate').length,
+    usd: results.reduce((s, r) => s + r.costUsd, 0),
+  };
+}
+
 async function botMemory() {
   const stamp = Date.now();
   const dbName = `imagebot_bench_scale_${stamp}`;
@@ -165,6 +222,20 @@ for (const [label, delay, jobs] of [
     const r = await throughput(workers, delay, jobs);
     out(
       `  ${label}, ${workers} worker${workers > 1 ? 's' : ' '}: ${r.jobsPerS.toFixed(1)} jobs/s, GPU idle gap p50 ${r.gapP50.toFixed(1)} ms p95 ${r.gapP95.toFixed(1)} ms, worker RSS ${r.workerRss.toFixed(0)} MB`,
+    );
+  }
+}
+{
+  const burst = Number(process.env.BENCH_BURST ?? 10);
+  const boxMs = 2000;
+  const after = 5;
+  out(
+    `  wait of ${burst} jobs queued at once behind one ${boxMs / 1000} s box (enqueue → result), OVERFLOW_AFTER_S=${after}, Replicate ~0.5 s:`,
+  );
+  for (const paid of [false, true]) {
+    const r = await overflowWait(paid, boxMs, burst, after);
+    out(
+      `    ${paid ? 'with budget (overflow)   ' : 'without budget (waits)   '}: p50 ${(r.p50 / 1000).toFixed(1)} s, p95 ${(r.p95 / 1000).toFixed(1)} s, max ${(r.max / 1000).toFixed(1)} s; ${r.cloud} of ${burst} on Replicate, $${r.usd.toFixed(4)}`,
     );
   }
 }

@@ -1,4 +1,4 @@
-import type { GenerationInteraction, GenerationService } from '../commands/context.js';
+import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { toJobPayload } from '../core/generation.js';
@@ -27,6 +27,7 @@ export interface GenerationDeps {
   store: JobStore;
   queue: Pick<GenerateQueue, 'add'>;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
+  presets: Pick<PresetService, 'check'>;
   now: () => Date;
   log: Logger;
 }
@@ -39,9 +40,13 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
   return {
     async admit(interaction, request, parentJobId) {
       const actor = actorOf(interaction);
-      const policy = await d.settings.policy(actor.guildId).catch((err: unknown) => {
-        throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
-      });
+      const [policy] = await Promise.all([
+        d.settings.policy(actor.guildId).catch((err: unknown) => {
+          throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
+        }),
+        // A preset no live backend runs is refused before anything is reserved.
+        d.presets.check(request.preset),
+      ]);
       const verdict = checkRequestText(request, { mode: policy.nsfwMode, channelNsfw: actor.channelNsfw, bannedWords: policy.bannedWords });
       if (!verdict.ok) {
         d.log.info({ reason: verdict.reason, guildId: actor.guildId, userId: actor.userId }, 'prompt refused by policy');
@@ -66,7 +71,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         request,
         parentJobId,
       );
-      d.lifecycle.begin(jobId, actor.guildId, actor.channelId, ref, request);
+      d.lifecycle.begin(jobId, actor.guildId, actor.channelId, ref, request, budgetLeftUsd > 0);
       return {
         jobId,
         actor,

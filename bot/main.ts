@@ -4,11 +4,13 @@ import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
 import type { DeliveryRetryPolicy } from '../core/delivery.js';
+import { readBackendStatus } from '../core/io/backend-status.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
+import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
@@ -22,6 +24,7 @@ import { createGenerationService } from './generation.js';
 import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
 import { Notices } from './notices.js';
+import { createPresetService } from './presets.js';
 import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { startRetention } from './retention.js';
@@ -75,6 +78,7 @@ async function registerAtStart(client: Client, config: BotConfig, log: Logger): 
 /** Composition root of the bot: config → logger → Postgres → Redis → Discord → router → outbound side. */
 export async function startBot(config: BotConfig, log: Logger, overrides: BotOverrides = {}): Promise<RunningBot> {
   const now = overrides.now ?? (() => new Date());
+  const catalog = loadPresets(config.PRESETS_FILE);
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
   const store = new PgJobStore(database.pool);
   const producer = createRedis(config.REDIS_URL, 'producer');
@@ -133,11 +137,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
+  const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
   const route = createRouter({
     services: {
       now,
       config,
-      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, now, log }),
+      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, presets, now, log }),
       inputs: createInputService({ config, results }),
       jobs: {
         get: (jobId) => store.get(jobId),
@@ -149,6 +154,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       privacy,
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
+      presets,
     },
     log,
     metrics,

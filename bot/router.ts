@@ -58,13 +58,13 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
   async function run<I extends RepliableInteraction, P, A>(
     interaction: I,
     bindings: Record<string, unknown>,
-    parse: () => { handler: Handler<I, P, A>; input: P; bindings?: Record<string, unknown> },
+    parse: (ctx: CommandContext) => { handler: Handler<I, P, A>; input: P; bindings?: Record<string, unknown> },
   ): Promise<void> {
     const started = performance.now();
     let ctx: CommandContext = { ...deps.services, log: deps.log.child(bindings) };
     let deferredEphemeral = false;
     try {
-      const { handler, input, bindings: more } = parse();
+      const { handler, input, bindings: more } = parse(ctx);
       if (more) ctx = { ...ctx, log: ctx.log.child(more) };
       // A form must be the first answer, so nothing is deferred.
       if (handler.defer === 'modal') return await handler.execute(ctx, interaction, input, undefined as A);
@@ -95,9 +95,9 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
     if (interaction.isChatInputCommand()) {
       const command = findCommand(interaction.commandName);
       if (!command) return deps.log.child(bindings).warn({ command: interaction.commandName }, 'unknown command');
-      await run(interaction, { ...bindings, command: command.data.name }, () => ({
+      await run(interaction, { ...bindings, command: command.data.name }, (ctx) => ({
         handler: command,
-        input: command.prepare ? command.prepare(interaction) : undefined,
+        input: command.prepare ? command.prepare(interaction, ctx) : undefined,
       }));
     } else if (interaction.isButton()) {
       const confirm = decodeConfirmId(interaction.customId);

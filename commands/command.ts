@@ -32,7 +32,7 @@ export interface Handler<I, P, A> {
 export interface Command<P = void, A = void> extends Handler<ChatInputCommandInteraction, P, A> {
   readonly data: RESTPostAPIChatInputApplicationCommandsJSONBody;
   /** Parses the options; pure and fast, it runs before the acknowledgement. */
-  prepare?(interaction: ChatInputCommandInteraction): P;
+  prepare?(interaction: ChatInputCommandInteraction, ctx: CommandContext): P;
   autocomplete?(ctx: CommandContext, interaction: AutocompleteInteraction): Promise<void>;
 }
 

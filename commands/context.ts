@@ -13,6 +13,7 @@ import type {
   PrivacyStore,
   StoredJob,
 } from '../core/ports.js';
+import type { PresetCatalog } from '../core/presets.js';
 
 /*
  * What every handler is handed: everything a slash command, button or form may use, as narrow
@@ -72,7 +73,17 @@ export interface JobDesk {
 /** What `/admin backends` shows. */
 export interface BackendsReport {
   /** Every worker's latest report per backend (core/io/backend-status.ts). */
-  statuses: readonly { backend: string; at: number; healthy: boolean; detail: string; circuit: string; inFlight: number; price: string }[];
+  statuses: readonly {
+    backend: string;
+    at: number;
+    healthy: boolean;
+    detail: string;
+    circuit: string;
+    inFlight: number;
+    price: string;
+    /** Presets the backend runs (absent from older workers). */
+    presets?: Readonly<Record<string, number>>;
+  }[];
   latency: BackendLatency[];
   counts: Record<string, number>;
 }
@@ -82,6 +93,15 @@ export interface Reports {
   /** The stats as a PNG chart. */
   chart(stats: GuildStats): Promise<Buffer>;
   backends(since: Date): Promise<BackendsReport>;
+}
+
+/** The presets members may pick: the catalog, narrowed to those a live backend runs. */
+export interface PresetService {
+  readonly catalog: PresetCatalog;
+  /** Autocomplete choices for a partial query, only presets some live backend runs. */
+  choices(query: string): Promise<{ name: string; value: string }[]>;
+  /** Throws a UserError naming what is available when no live backend runs the preset. */
+  check(presetId: string): Promise<void>;
 }
 
 /** Everything a handler is handed, built once per interaction by bot/router.ts. */
@@ -99,4 +119,5 @@ export interface CommandContext {
   /** Posts to the guild's log channel, if it has one; never throws. */
   notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;
+  presets: PresetService;
 }

@@ -1,6 +1,5 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
 import { ASPECTS, type GenerationRequest, LIMITS, parseImagineOptions } from '../core/generation.js';
-import { presetChoices } from '../core/presets.js';
 import { type Command, GUILD_ONLY } from './command.js';
 import type { Admitted } from './context.js';
 
@@ -70,10 +69,10 @@ export const imagine = {
     ],
   },
   defer: 'public',
-  prepare: (interaction) => parseImagineOptions(readOptions(interaction)),
+  prepare: (interaction, ctx) => parseImagineOptions(readOptions(interaction), undefined, ctx.presets.catalog),
   admit: (ctx, interaction, request) => ctx.generation.admit(interaction, request),
   execute: (ctx, _interaction, _request, admitted) => ctx.generation.enqueue(admitted, ctx.log),
-  async autocomplete(_ctx, interaction) {
-    await interaction.respond(presetChoices(String(interaction.options.getFocused())));
+  async autocomplete(ctx, interaction) {
+    await interaction.respond(await ctx.presets.choices(String(interaction.options.getFocused())));
   },
 } satisfies Command<GenerationRequest, Admitted>;

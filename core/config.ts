@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BACKEND_FAMILIES, type BackendFamily } from './backend-families.js';
+import { BACKEND_FAMILIES, type BackendFamily, BOX_FAMILIES } from './backend-families.js';
 
 /**
  * Configuration, parsed once at boot by each process's main.ts.
@@ -25,6 +25,17 @@ const intIn = (min: number, max: number, dflt: number) =>
     .min(min, { error: `must be at least ${min}` })
     .max(max, { error: `must be at most ${max}` })
     .default(dflt);
+const optionalInt = (min: number, max: number) =>
+  optionalString
+    .transform((v) => (v === undefined ? undefined : Number(v)))
+    .pipe(
+      z
+        .number({ error: 'must be a whole number' })
+        .int({ error: 'must be a whole number' })
+        .min(min, { error: `must be at least ${min}` })
+        .max(max, { error: `must be at most ${max}` })
+        .optional(),
+    );
 const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
@@ -60,6 +71,11 @@ const sharedShape = {
   IMAGE_THREADS: intIn(0, 64, 0),
   /** Port for /healthz, /readyz and /metrics; 0 turns the server off. */
   HTTP_PORT: intIn(0, 65535, 0),
+  /**
+   * JSON file of presets (core/presets.ts), validated at start. The bot reads it for the names,
+   * styles and default steps members see; the worker for each backend's model, steps, guidance and sampler.
+   */
+  PRESETS_FILE: optionalString,
 };
 
 export const botConfigSchema = z.object({
@@ -118,7 +134,7 @@ export const workerConfigSchema = z
     A1111_CHECKPOINT: optionalString,
     /** Upscaler the Upscale button uses on AUTOMATIC1111 (`/sdapi/v1/extra-single-image`), by its name in /sdapi/v1/upscalers. */
     A1111_UPSCALER: optionalString.transform((v) => v ?? 'R-ESRGAN 4x+'),
-    COMFYUI_URL: optionalUrl,
+    COMFYUI_URL: optionalString.transform((v) => (v === undefined ? [] : csv(v))).pipe(z.array(httpUrl)),
     COMFYUI_CHECKPOINT: z.string().default('sd_xl_base_1.0.safetensors'),
     REPLICATE_API_TOKEN: optionalString,
     REPLICATE_API_URL: z.string().default('https://api.replicate.com/v1').pipe(httpUrl),
@@ -141,10 +157,24 @@ export const workerConfigSchema = z
         .regex(/^[0-9a-f]{64}$/, { error: 'must be a 64-hex version id' })
         .optional(),
     ),
-    /** Jobs one worker process runs at once (each GPU box still runs one at a time). */
-    WORKER_CONCURRENCY: intIn(1, 64, 1),
-    /** A backend that reports no progress for this long is treated as dead and the job moves on. */
+    /**
+     * Jobs one worker process holds at once: running on a box, waiting for one (each box still runs
+     * one job at a time, whatever the number of workers) or running in the cloud. Default: one per
+     * GPU box, plus 8 when a cloud backend is configured (so jobs can wait for the box, and overflow,
+     * while others run), or 4 for a cloud-only worker.
+     */
+    WORKER_CONCURRENCY: optionalInt(1, 256),
+    /** A backend that answers but reports no progress for this long is treated as hung and the job moves on. */
     PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 10_000),
+    /** A GPU box whose cheap endpoint (A1111 /sdapi/v1/progress, ComfyUI /queue) does not answer for this long while a job runs is dead. */
+    BOX_DEAD_AFTER_MS: intIn(200, 60_000, 2000),
+    /** How long a box's lease lasts without renewal: a killed worker's box is free again after this. */
+    BOX_LEASE_MS: intIn(500, 60_000, 5000),
+    /**
+     * A job whose expected wait for the GPU box(es) is longer than this runs on the first cloud
+     * provider the guild's budget allows; 0 = only when the box fails.
+     */
+    OVERFLOW_AFTER_S: intIn(0, 86_400, 60),
     /** Price model (dollars). GPU boxes: per GPU-hour of wall time; 0 = the owner's own hardware. */
     A1111_USD_PER_GPU_HOUR: usd(0),
     COMFYUI_USD_PER_GPU_HOUR: usd(0),
@@ -173,7 +203,7 @@ export const workerConfigSchema = z
   .transform((c, ctx) => {
     const configured: BackendFamily[] = [];
     if (c.A1111_URL.length > 0) configured.push('a1111');
-    if (c.COMFYUI_URL) configured.push('comfyui');
+    if (c.COMFYUI_URL.length > 0) configured.push('comfyui');
     if (c.REPLICATE_API_TOKEN) configured.push('replicate');
     if (c.HF_TOKEN || c.HF_ENDPOINT_URL) configured.push('huggingface');
     const backends = c.BACKENDS ?? configured;
@@ -189,7 +219,10 @@ export const workerConfigSchema = z
         message: 'no backend is configured: set A1111_URL, COMFYUI_URL, REPLICATE_API_TOKEN or HF_TOKEN',
       });
     }
-    return { ...c, BACKENDS: backends };
+    const boxes = (backends.includes('a1111') ? c.A1111_URL.length : 0) + (backends.includes('comfyui') ? c.COMFYUI_URL.length : 0);
+    const cloud = backends.some((b) => !BOX_FAMILIES.includes(b));
+    const concurrency = c.WORKER_CONCURRENCY ?? (boxes === 0 ? 4 : boxes + (cloud ? 8 : 0));
+    return { ...c, BACKENDS: backends, WORKER_CONCURRENCY: concurrency };
   });
 export type WorkerConfig = z.infer<typeof workerConfigSchema>;
 

@@ -48,11 +48,16 @@ export class BackendError extends Error {
   readonly retryable: boolean;
   /** Seconds the provider asked us to wait (429 Retry-After), when it said. */
   readonly retryAfterS: number | undefined;
+  /**
+   * The backend is taken for broken by this one failure (a GPU box that stopped answering, or that
+   * stopped moving): its circuit opens at once, for every worker, until a health probe finds it well.
+   */
+  readonly opensCircuit: boolean;
   constructor(
     backend: string,
     kind: BackendErrorKind,
     message: string,
-    opts: { status?: number; retryable?: boolean; retryAfterS?: number; cause?: unknown } = {},
+    opts: { status?: number; retryable?: boolean; retryAfterS?: number; cause?: unknown; opensCircuit?: boolean } = {},
   ) {
     super(`${backend}: ${message}`, { cause: opts.cause });
     this.backend = backend;
@@ -60,6 +65,7 @@ export class BackendError extends Error {
     this.status = opts.status;
     this.retryable = opts.retryable ?? (kind === 'unavailable' || kind === 'timeout' || kind === 'busy');
     this.retryAfterS = opts.retryAfterS;
+    this.opensCircuit = opts.opensCircuit ?? false;
   }
 }
 

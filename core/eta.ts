@@ -43,20 +43,25 @@ function sd(xs: readonly number[], m: number): number {
   return Math.sqrt(xs.reduce((s, x) => s + (x - m) ** 2, 0) / (xs.length - 1));
 }
 
-/**
- * The range, or null when there is nothing honest to say: no finished job to learn from, or no
- * live worker slot.
- *
- * Model: every slot frees up when its running job ends (the job's expected remaining time; half a
- * job when its start was not seen), idle slots are free now. The jobs ahead, all alike on average,
- * take the earliest free slot in turn, so with durations of mean m this job starts at
- * free[ahead mod S] + floor(ahead / S) * m, then runs for its own count of images. The spread
- * adds the variance of the jobs in its slot's line, of the unknown residual, of its own run, and
- * the error of m itself, which grows with the queue: on a long queue that error dominates.
- */
-export function estimateEta(input: EtaInput): Eta | null {
-  const samples = input.samples.filter((s) => Number.isFinite(s.ms) && s.ms >= 0 && s.count >= 1);
-  if (samples.length === 0 || !(input.slots >= 1)) return null;
+/** When a waiting job should start (ms from now): the mean and its variance. */
+export interface StartEstimate {
+  meanMs: number;
+  varMs2: number;
+}
+
+interface Stats {
+  samples: DurationSample[];
+  /** Mean job time, mean time per image, and their spreads. */
+  m: number;
+  pi: number;
+  sJob: number;
+  sImg: number;
+  perImage: number[];
+}
+
+function statsOf(all: readonly DurationSample[]): Stats | null {
+  const samples = all.filter((s) => Number.isFinite(s.ms) && s.ms >= 0 && s.count >= 1);
+  if (samples.length === 0) return null;
   const n = samples.length;
   const jobMs = samples.map((s) => s.ms);
   const perImage = samples.map((s) => s.ms / s.count);
@@ -64,9 +69,12 @@ export function estimateEta(input: EtaInput): Eta | null {
   const pi = mean(perImage);
   // A handful of samples says little about the spread: never claim less than this relative spread.
   const cvFloor = n >= 5 ? 0.1 : 0.25;
-  const sJob = Math.max(sd(jobMs, m), cvFloor * m);
-  const sImg = Math.max(sd(perImage, pi), cvFloor * pi);
+  return { samples, m, pi, sJob: Math.max(sd(jobMs, m), cvFloor * m), sImg: Math.max(sd(perImage, pi), cvFloor * pi), perImage };
+}
 
+function startOf(input: Omit<EtaInput, 'count'>, st: Stats): StartEstimate {
+  const { m, sJob } = st;
+  const n = st.samples.length;
   const ahead = Math.max(0, Math.floor(input.ahead));
   const running = Math.max(0, Math.floor(input.running));
   // More jobs running than slots reported: reports lag (a worker just started), trust the queue.
@@ -85,14 +93,41 @@ export function estimateEta(input: EtaInput): Eta | null {
 
   const rounds = Math.floor(ahead / slots);
   const [slotFree, slotVar] = free[ahead % slots]!;
-  const startMean = slotFree + rounds * m;
-  const ownMean = pi * input.count;
-  const varStart = slotVar + rounds * sJob ** 2 + (rounds * sJob) ** 2 / n;
-  const varOwn = (sImg * input.count) ** 2 * (1 + 1 / n);
-  const total = startMean + ownMean;
-  const spread = Z * Math.sqrt(varStart + varOwn);
+  return { meanMs: slotFree + rounds * m, varMs2: slotVar + rounds * sJob ** 2 + (rounds * sJob) ** 2 / n };
+}
+
+/**
+ * When a waiting job should start, or null with no finished job to learn from or no slot: the
+ * first half of {@link estimateEta}'s model (the expected wait an overflow decision weighs).
+ */
+export function estimateStart(input: Omit<EtaInput, 'count'>): StartEstimate | null {
+  const st = statsOf(input.samples);
+  if (!st || !(input.slots >= 1)) return null;
+  return startOf(input, st);
+}
+
+/**
+ * The range, or null when there is nothing honest to say: no finished job to learn from, or no
+ * live worker slot.
+ *
+ * Model: every slot frees up when its running job ends (the job's expected remaining time; half a
+ * job when its start was not seen), idle slots are free now. The jobs ahead, all alike on average,
+ * take the earliest free slot in turn, so with durations of mean m this job starts at
+ * free[ahead mod S] + floor(ahead / S) * m, then runs for its own count of images. The spread
+ * adds the variance of the jobs in its slot's line, of the unknown residual, of its own run, and
+ * the error of m itself, which grows with the queue: on a long queue that error dominates.
+ */
+export function estimateEta(input: EtaInput): Eta | null {
+  const st = statsOf(input.samples);
+  if (!st || !(input.slots >= 1)) return null;
+  const start = startOf(input, st);
+  const n = st.samples.length;
+  const ownMean = st.pi * input.count;
+  const varOwn = (st.sImg * input.count) ** 2 * (1 + 1 / n);
+  const total = start.meanMs + ownMean;
+  const spread = Z * Math.sqrt(start.varMs2 + varOwn);
   // Faster than the fastest image ever seen is not on offer.
-  const floor = Math.min(...perImage) * input.count;
+  const floor = Math.min(...st.perImage) * input.count;
   return { lowMs: Math.max(floor, total - spread), highMs: Math.max(floor, total + spread) };
 }
 
@@ -108,6 +143,8 @@ export interface SlotReport {
   at: number;
   /** Absent from workers older than this field: they run one job at a time by default. */
   concurrency?: number;
+  /** A GPU box's identity: the same box reported by several workers is one slot. */
+  box?: string;
 }
 
 /** Freshly reported, healthy and not open-circuited: a backend jobs can run on now. */
@@ -124,6 +161,11 @@ export function liveSlots(reports: readonly SlotReport[], now: number, staleMs: 
   let total = 0;
   for (const c of byWorker.values()) total += c;
   return total;
+}
+
+/** GPU boxes jobs can run on now: one slot each, however many workers report the same box. */
+export function boxSlots(reports: readonly SlotReport[], now: number, staleMs: number): number {
+  return new Set(usable(reports, now, staleMs).flatMap((r) => (r.box ? [r.box] : []))).size;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { UserError } from './errors.js';
-import { DEFAULT_PRESET_ID, findPreset, type Preset } from './presets.js';
+import { BUILTIN_PRESETS, type Preset, type PresetCatalog, replicateInputs } from './presets.js';
 
 /** Limits on member input; the slash-command definitions advertise the same numbers. */
 export const LIMITS = {
@@ -77,7 +77,15 @@ export const generationRequestSchema = z.object({
   steps: z.number().int().min(1),
   guidance: z.number(),
   preset: z.string(),
+  /** Replicate's model when the preset's own entry is unknown to a worker (older payloads): FLUX schnell or SDXL. */
   replicateModel: z.enum(['sdxl', 'flux-schnell']),
+  /**
+   * The steps and guidance the member asked for; absent means the preset's, which differ per
+   * backend (a Lightning checkpoint on the box, FLUX on Replicate). `steps`/`guidance` above are
+   * what the preset shows by default.
+   */
+  memberSteps: z.number().int().min(LIMITS.stepsMin).max(LIMITS.stepsMax).optional(),
+  memberGuidance: z.number().min(LIMITS.guidanceMin).max(LIMITS.guidanceMax).optional(),
   /** Inpaint, img2img and upscale: 0.05-1, how far the result may move from the input image. */
   strength: z.number().min(LIMITS.strengthMin).max(LIMITS.strengthMax).optional(),
   /**
@@ -148,13 +156,17 @@ export function promptText(
  * Turns `/imagine` options into a GenerationRequest, or throws a UserError naming the bad option.
  * Pure and synchronous, so the bot can run it before acknowledging and answer ephemerally.
  */
-export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed): GenerationRequest {
+export function parseImagineOptions(
+  raw: unknown,
+  rng: () => number = randomSeed,
+  presets: PresetCatalog = BUILTIN_PRESETS,
+): GenerationRequest {
   const parsed = imagineOptionsSchema.safeParse(raw);
   if (!parsed.success) {
     throw new UserError('invalid_option', describeIssue(parsed.error.issues[0]!));
   }
   const o = parsed.data;
-  const preset = findPreset(o.preset);
+  const preset = presets.find(o.preset);
   if (!preset) throw new UserError('invalid_option', `There is no preset called \`${o.preset ?? ''}\`.`);
   const text = promptText(o.prompt, o.negative, preset);
   const { width, height } = aspectToSize(o.aspect ?? '1:1');
@@ -167,8 +179,10 @@ export function parseImagineOptions(raw: unknown, rng: () => number = randomSeed
     seed: o.seed ?? rng(),
     steps: o.steps ?? preset.steps,
     guidance: o.guidance ?? preset.guidance,
-    preset: preset.id ?? DEFAULT_PRESET_ID,
-    replicateModel: preset.replicateModel,
+    preset: preset.id,
+    replicateModel: preset.families.replicate && replicateInputs(preset.families.replicate) === 'flux' ? 'flux-schnell' : 'sdxl',
+    ...(o.steps !== undefined ? { memberSteps: o.steps } : {}),
+    ...(o.guidance !== undefined ? { memberGuidance: o.guidance } : {}),
   };
 }
 
@@ -241,6 +255,17 @@ export const attemptSchema = z.object({
 });
 export type Attempt = z.infer<typeof attemptSchema>;
 
+/**
+ * The model a job ran on: a checkpoint and its hash as the GPU box reports them, a Replicate model
+ * and version, a Hugging Face model or endpoint.
+ */
+export const modelLineageSchema = z.object({
+  name: z.string().min(1).max(200),
+  /** A checkpoint's hash (A1111's short hash) or a Replicate version id. */
+  version: z.string().max(100).optional(),
+});
+export type ModelLineage = z.infer<typeof modelLineageSchema>;
+
 /** What the worker returns to BullMQ; images themselves travel through the result store. */
 export const jobResultSchema = z.object({
   backend: z.string(),
@@ -253,6 +278,12 @@ export const jobResultSchema = z.object({
   runMs: z.number().nonnegative(),
   costUsd: z.number().nonnegative(),
   attempts: z.array(attemptSchema),
+  /** What made the images, as the backend reported it (lineage; absent on results of older workers). */
+  model: modelLineageSchema.optional(),
+  /** Sampler (and schedule) the backend ran, when it has such a thing. */
+  sampler: z.string().max(100).optional(),
+  /** Why it ran where it ran, when that was not the GPU box it was meant for. */
+  route: z.object({ reason: z.enum(['overflow', 'failover']), backend: z.string() }).optional(),
 });
 export type JobResult = z.infer<typeof jobResultSchema>;
 
@@ -276,5 +307,13 @@ export const jobProgressSchema = z.object({
   /** 0..1 */
   fraction: z.number().min(0).max(1),
   previewKey: z.string().optional(),
+  /** The job waits for a GPU box: how many jobs are ahead of it in the boxes' line, and when it should start. */
+  waiting: z
+    .object({ ahead: z.number().int().nonnegative(), startLowMs: z.number().optional(), startHighMs: z.number().optional() })
+    .optional(),
+  /** A paid provider this job may still go to (overflow or failover) and about what it would cost. */
+  fallback: z.object({ backend: z.string(), usd: z.number().nonnegative(), overflowAfterS: z.number().nonnegative() }).optional(),
+  /** Why the job runs where it runs, when that is not the box it was meant for. */
+  route: z.object({ reason: z.enum(['overflow', 'failover']), backend: z.string(), usd: z.number().nonnegative().optional() }).optional(),
 });
 export type JobProgress = z.infer<typeof jobProgressSchema>;

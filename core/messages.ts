@@ -1,4 +1,5 @@
 /** Every string a member or moderator reads, in one place. Values echoed from users are escaped by the caller. */
+import { backendLabel } from './backend-families.js';
 import type { Eta } from './eta.js';
 import type { FailureCode } from './failures.js';
 import { msUntilUtcMidnight } from './quota.js';
@@ -25,6 +26,19 @@ export function etaRange(eta: Eta): string {
   return `in about ${low}–${high} ${name}`;
 }
 
+/** An estimated price: a tenth of a cent below a cent, cents above. */
+function usd(amount: number): string {
+  return amount < 0.01 ? `$${amount.toFixed(3)}` : `$${amount.toFixed(2)}`;
+}
+
+/** A model as members read it: `sd_xl_base_1.0 [31e35c80fc]`, `stability-ai/sdxl:8beff3369e81…`. */
+export function modelText(m: { name: string; version?: string | undefined }): string {
+  if (!m.version) return m.name;
+  return /^[0-9a-f]{64}$/.test(m.version) ? `${m.name}:${m.version.slice(0, 12)}…` : `${m.name} [${m.version}]`;
+}
+
+const priceTag = (amount: number | undefined) => (amount !== undefined && amount > 0 ? ` (about ${usd(amount)})` : '');
+
 export const text = {
   genericError: (ref: string) => `Something went wrong on our side. Please try again later. (reference \`${ref}\`)`,
   notInGuild: 'This command works in servers only.',
@@ -47,6 +61,26 @@ export const text = {
   running: (backend: string, step: number, total: number, fraction: number) =>
     total > 0 ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)` : `Generating on ${backend}…`,
   starting: 'Starting…',
+  presetUnavailable: (preset: string, available: readonly string[]) =>
+    `No image backend of this server can run the preset \`${preset}\` right now (a few-step preset needs its own checkpoint on the GPU box, for one). ` +
+    (available.length > 0 ? `Try ${available.map((p) => `\`${p}\``).join(', ')}.` : 'Nothing was queued.'),
+  /** A job a worker holds while it waits its turn on a GPU box. */
+  waitingForBox: (ahead: number, start: Eta | null) =>
+    `Waiting for the GPU box: ${ahead === 0 ? 'you are next' : `${ahead} job${ahead === 1 ? '' : 's'} ahead`}.` +
+    (start ? ` It should start ${etaRange(start)}.` : ''),
+  /** Before a job runs: the paid provider it may go to, and about what that would cost. */
+  route: (r: { backend: string; usd: number; when: 'always' | 'overflow' | 'failover'; overflowAfterS: number }) =>
+    r.when === 'always'
+      ? `Runs on ${backendLabel(r.backend)}${priceTag(r.usd)}.`
+      : r.when === 'overflow'
+        ? `If the GPU box is busy for more than ${r.overflowAfterS} s, it runs on ${backendLabel(r.backend)} instead${priceTag(r.usd)}.`
+        : `If the GPU box fails, it runs on ${backendLabel(r.backend)} instead${priceTag(r.usd)}.`,
+  /** On a result: why it ran where it ran. */
+  routedResult: (reason: 'overflow' | 'failover', backend: string) =>
+    `${reason === 'overflow' ? 'GPU box busy' : 'GPU box unavailable'}: sent to ${backendLabel(backend)}`,
+  /** Where the job went when it did not run on the box it was meant for. */
+  routed: (reason: 'overflow' | 'failover', backend: string, amount?: number) =>
+    `${reason === 'overflow' ? 'GPU box busy' : 'GPU box unavailable'}: sent to ${backendLabel(backend)}${amount !== undefined && amount > 0 ? `, about ${usd(amount)}` : ''}.`,
   /** One line of `/quota`'s job list; `position` when the job is waiting in the queue. */
   quotaJob: (status: string, position: number | null, prompt: string) =>
     `• ${position !== null ? `queued, position ${position}` : status === 'queued' ? 'starting' : status}: ${prompt}`,

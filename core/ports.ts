@@ -1,4 +1,4 @@
-import type { GenerationRequest, JobKind, JobResult } from './generation.js';
+import type { GenerationRequest, JobKind, JobResult, ModelLineage } from './generation.js';
 import type { NsfwMode } from './policy.js';
 import type { QuotaFacts, Refusal } from './quota.js';
 import type { SettleOutcome } from './settle.js';
@@ -76,6 +76,9 @@ export interface StoredJob {
   resultMessageId: string | null;
   /** Further messages of a result split over several; deleted with the first. */
   resultExtraIds: string[];
+  /** What made the images (lineage), once it succeeded: as the backend reported it. */
+  model?: ModelLineage | null;
+  sampler?: string | null;
   /** Failed tries at posting it so far (core/delivery.ts decides what follows). */
   deliveryAttempts: number;
 }
@@ -211,6 +214,8 @@ export interface GuildStats {
   costUsd: number;
   byDay: { day: string; jobs: number; costUsd: number }[];
   byBackend: { backend: string; attempts: number; costUsd: number }[];
+  /** Succeeded jobs by the model they ran on (lineage), most used first. */
+  byModel: { model: string; version: string | null; jobs: number; images: number; costUsd: number }[];
   topUsers: { userId: string; images: number }[];
 }
 

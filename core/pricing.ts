@@ -19,7 +19,9 @@ export interface AttemptUsage {
   family: BackendFamily;
   billedSeconds: number;
   billedImages: number;
-  /** Replicate only: which model ran. */
+  /** Billed per image at this price (Replicate official models) instead of by time. */
+  usdPerImage?: number;
+  /** Replicate, older results: FLUX schnell was billed per image at replicateFluxUsdPerImage. */
   replicateModel?: 'sdxl' | 'flux-schnell';
 }
 
@@ -33,17 +35,34 @@ export function priceAttempt(model: PriceModel, u: AttemptUsage): number {
     case 'comfyui':
       usd = (model.comfyuiUsdPerGpuHour * u.billedSeconds) / 3600;
       break;
-    case 'replicate':
-      usd =
-        u.replicateModel === 'flux-schnell'
-          ? model.replicateFluxUsdPerImage * u.billedImages
-          : model.replicateUsdPerSecond * u.billedSeconds;
+    case 'replicate': {
+      const perImage = u.usdPerImage ?? (u.replicateModel === 'flux-schnell' ? model.replicateFluxUsdPerImage : undefined);
+      usd = perImage !== undefined ? perImage * u.billedImages : model.replicateUsdPerSecond * u.billedSeconds;
       break;
+    }
     case 'huggingface':
       usd = model.hfUsdPerRequest * u.billedImages + (model.hfUsdPerEndpointHour * u.billedSeconds) / 3600;
       break;
   }
   return Math.round(usd * 1e6) / 1e6;
+}
+
+/**
+ * Rule: what one image should cost on a backend before it runs (for the price a member sees first,
+ * and the budget an attempt may need): a per-image price where the provider bills per image, else
+ * the typical seconds an image takes there at the per-second or per-hour price.
+ */
+export function estimateUsdPerImage(
+  model: PriceModel,
+  family: BackendFamily,
+  o: { usdPerImage?: number; secondsPerImage: number },
+): number {
+  return priceAttempt(model, {
+    family,
+    billedSeconds: o.secondsPerImage,
+    billedImages: 1,
+    ...(o.usdPerImage !== undefined ? { usdPerImage: o.usdPerImage } : {}),
+  });
 }
 
 /** A short human description of a backend's price, for /admin backends. */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { UserError } from './errors.js';
 import { type GenerationRequest, type JobResult, LIMITS, promptText, STRENGTH } from './generation.js';
 import { buttonText } from './messages.js';
-import { findPreset } from './presets.js';
+import { BUILTIN_PRESETS, type Preset } from './presets.js';
 
 /** Upscales stop here (about 2048 × 2048): beyond it SDXL backends and Discord previews struggle. */
 const UPSCALE_MAX_PIXELS = 2048 * 2048;
@@ -109,12 +109,17 @@ export function editDefaults(request: GenerationRequest): { prompt: string; nega
 }
 
 /** The same job with the member's edited prompt (the preset's style added again) and a new seed. */
-export function editedRequest(request: GenerationRequest, fields: EditFields, seed: number): GenerationRequest {
+export function editedRequest(
+  request: GenerationRequest,
+  fields: EditFields,
+  seed: number,
+  preset: Preset | undefined = BUILTIN_PRESETS.find(request.preset),
+): GenerationRequest {
   if (request.kind !== 'txt2img') throw new UserError('action_unavailable', buttonText.unavailable);
   const { memberNegative: _n, ...rest } = request;
   return {
     ...rest,
-    ...promptText(fields.prompt, fields.negative, findPreset(request.preset)),
+    ...promptText(fields.prompt, fields.negative, preset),
     seed,
   };
 }

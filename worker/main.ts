@@ -6,6 +6,7 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
+import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
 import { createRedis, GENERATE_QUEUE, workerLockOptions } from '../core/io/queue.js';
 import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
@@ -14,7 +15,10 @@ import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { priceAttempt } from '../core/pricing.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
+import { BoxLeases } from './boxes/leases.js';
+import { BoxPool } from './boxes/pool.js';
 import type { WorkerTasks } from './cpu-tasks.js';
+import { PriceEstimates } from './estimates.js';
 import { createProcessor, type Processor } from './processor.js';
 import type { ImageClassifier } from './safety/classifier.js';
 import { priceModelOf, startStatusReports } from './status.js';
@@ -41,23 +45,40 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       'REDIS_URL reaches another machine WITHOUT TLS: job data and images cross the network in clear. Use rediss:// (see README, "A worker on the GPU box").',
     );
   }
-  const backends = await createBackends(config, log);
+  const presets = loadPresets(config.PRESETS_FILE);
+  const backends = await createBackends(config, log, presets);
   const metrics = createMetrics('worker');
   if (backends.length === 0) throw new Error('no usable backend');
   const prices = priceModelOf(config);
+  const estimates = new PriceEstimates(prices);
+  const blocking = createRedis(config.REDIS_URL, 'blocking');
+  // Not a BullMQ connection (those must not auto-pipeline): the reads and writes a job makes in
+  // one tick (its earlier failure and cancel flag; its images; lease checks) leave in one write.
+  const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
+  const subscriber = createRedis(config.REDIS_URL, 'blocking');
+  const pool = backends.some((b) => b.box)
+    ? await BoxPool.start(new BoxLeases(plain, config.QUEUE_PREFIX, config.BOX_LEASE_MS), subscriber, log)
+    : undefined;
   const chain = new BackendChain({
     backends,
     log,
-    price: (b, request, seconds, images) =>
-      priceAttempt(prices, { family: b.family, billedSeconds: seconds, billedImages: images, replicateModel: request.replicateModel }),
+    price: (b, request, seconds, images, output) => {
+      estimates.observe(b.id, seconds, images);
+      return priceAttempt(prices, {
+        family: b.family,
+        billedSeconds: seconds,
+        billedImages: images,
+        replicateModel: request.replicateModel,
+        ...(output.usdPerImage !== undefined ? { usdPerImage: output.usdPerImage } : {}),
+      });
+    },
+    estimate: (b, job) => estimates.job(b, job),
     breakerThreshold: config.CIRCUIT_FAILURES,
     probeIntervalMs: config.HEALTH_PROBE_MS,
+    overflowAfterS: config.OVERFLOW_AFTER_S,
+    ...(pool ? { pool } : {}),
   });
   chain.startProbes();
-  const blocking = createRedis(config.REDIS_URL, 'blocking');
-  // Not a BullMQ connection (those must not auto-pipeline): the reads and writes a job makes in
-  // one tick (its earlier failure and cancel flag; its images) leave in one write.
-  const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
   const screening = config.NSFW_CLASSIFIER !== 'off';
   const tfBackend = config.NSFW_CLASSIFIER === 'cpu' ? 'cpu' : 'auto';
@@ -75,7 +96,6 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   classifier?.catch((err: unknown) => log.error({ err }, 'NSFW classifier failed to load'));
   const shutdown = new AbortController();
   const running = new Map<string, AbortController>();
-  const subscriber = createRedis(config.REDIS_URL, 'blocking');
   await onCancelRequests(subscriber, config.QUEUE_PREFIX, (jobId) => {
     const c = running.get(jobId);
     if (c) {
@@ -118,6 +138,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       if (a.costUsd > 0) metrics.costUsd.inc({ backend: a.backend }, a.costUsd);
     }
     metrics.jobDuration.observe({ backend: result.backend, kind: job.name }, result.runMs / 1000);
+    if (result.route) metrics.jobsRouted.inc({ reason: result.route.reason, backend: result.backend });
   });
   await worker.waitUntilReady();
   const ops =
@@ -143,6 +164,9 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     log,
     everyMs: Math.max(config.HEALTH_PROBE_MS, 10_000),
     concurrency: config.WORKER_CONCURRENCY,
+    presets,
+    estimates,
+    overflowAfterS: config.OVERFLOW_AFTER_S,
   });
   log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
   return {

@@ -1,13 +1,15 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
-import { type Attempt, type JobPayload, type JobResult, jobPayloadSchema } from '../core/generation.js';
+import { isBoxFamily } from '../core/backend-families.js';
+import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
 import { type ImageTasks, imageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
 import { inlineTasks, type ThreadPool } from '../core/io/thread-pool.js';
 import { failureText } from '../core/messages.js';
 import type { BackendProgress } from './backends/backend.js';
-import { type BackendChain, ChainError } from './backends/chain.js';
+import { type BackendChain, ChainError, type WaitingReport } from './backends/chain.js';
 import { DEFAULT_INPUT_MAX_PIXELS, loadJobInputs } from './inputs.js';
+import { paidBudgetOf } from './paid-budget.js';
 import type { ImageClassifier } from './safety/classifier.js';
 
 export interface ProcessorDeps {
@@ -74,6 +76,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     let lastReport = 0;
     let backendName = '';
+    /** Where the job went instead of the box it was meant for; every later report says so. */
+    let route: JobProgress['route'];
     const onProgress = (p: BackendProgress) => {
       const now = performance.now();
       if (now - lastReport < every && p.fraction < 1) return;
@@ -86,7 +90,20 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         previewKey = deps.results.previewKey(payload.jobId);
         await deps.results.put(previewKey, p.preview);
       }
-      await job.updateProgress({ backend: backendName, step: p.step, total: p.total, fraction: p.fraction, previewKey });
+      const progress: JobProgress = { backend: backendName, step: p.step, total: p.total, fraction: p.fraction, previewKey };
+      await job.updateProgress(route ? { ...progress, route } : progress);
+    };
+    /** The job waits for a GPU box: its place, and the paid provider it may still go to. */
+    const onWaiting = (w: WaitingReport) => {
+      const progress: JobProgress = {
+        backend: '',
+        step: 0,
+        total: 0,
+        fraction: 0,
+        waiting: { ahead: w.ahead, ...(w.start ? { startLowMs: Math.round(w.start.lowMs), startHighMs: Math.round(w.start.highMs) } : {}) },
+        ...(w.fallback ? { fallback: { ...w.fallback, usd: Math.round(w.fallback.usd * 1e6) / 1e6 } } : {}),
+      };
+      void job.updateProgress(progress).catch((err: unknown) => log.debug({ err }, 'waiting report failed'));
     };
 
     try {
@@ -102,9 +119,21 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           onProgress: (p) => onProgress(p),
         },
         {
-          paidAllowed: payload.paidAllowed,
+          budget: paidBudgetOf(payload),
+          queue: { priority: job.opts.priority ?? 0, arrivedAt: job.timestamp },
+          onWaiting,
+          onRoute: (r) => {
+            backendName = r.backend.id;
+            route = { reason: r.reason, backend: r.backend.id, ...(r.usd > 0 ? { usd: Math.round(r.usd * 1e6) / 1e6 } : {}) };
+            log.info({ reason: r.reason, backend: r.backend.id, usd: r.usd }, 'sent elsewhere than the box');
+            void job
+              .updateProgress({ backend: r.backend.id, step: 0, total: 0, fraction: 0, route })
+              .catch((err: unknown) => log.debug({ err }, 'route report failed'));
+          },
           onAttempt: (b) => {
             backendName = b.id;
+            // Back on a box after the cloud failed: it runs where it was meant to after all.
+            if (isBoxFamily(b.family)) route = undefined;
           },
         },
       );
@@ -130,6 +159,9 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         runMs: performance.now() - started,
         costUsd: all.reduce((s, a) => s + a.costUsd, 0),
         attempts: all,
+        ...(output.model ? { model: output.model } : {}),
+        ...(output.sampler ? { sampler: output.sampler.slice(0, 100) } : {}),
+        ...(route ? { route: { reason: route.reason, backend: route.backend } } : {}),
       };
       if (payload.request.inputKeys)
         await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));

@@ -3,8 +3,10 @@ import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../core/config.js';
 import { type BackendStatus, publishBackendStatus, removeBackendStatus } from '../core/io/backend-status.js';
 import type { Logger } from '../core/io/logger.js';
+import type { PresetCatalog } from '../core/presets.js';
 import { describePrice, type PriceModel } from '../core/pricing.js';
 import type { BackendChain } from './backends/chain.js';
+import type { PriceEstimates } from './estimates.js';
 
 export function priceModelOf(c: WorkerConfig): PriceModel {
   return {
@@ -32,6 +34,9 @@ export function startStatusReports(o: {
   log: Logger;
   everyMs: number;
   concurrency: number;
+  presets: PresetCatalog;
+  estimates: PriceEstimates;
+  overflowAfterS: number;
 }): { stop(): Promise<void>; once(): Promise<void> } {
   // Unique per Worker, not only per process: tests and embedders may run several in one process.
   started++;
@@ -39,7 +44,7 @@ export function startStatusReports(o: {
   let stopped = false;
   const once = async () => {
     const statuses: BackendStatus[] = await Promise.all(
-      o.chain.backends.map(async (b) => {
+      o.chain.backends.map(async (b, order) => {
         const h = await b.health(AbortSignal.timeout(3000)).catch((err: unknown) => ({ ok: false, detail: String(err), latencyMs: 0 }));
         return {
           backend: b.id,
@@ -54,6 +59,10 @@ export function startStatusReports(o: {
           price: describePrice(o.prices, b.family),
           at: Date.now(),
           concurrency: o.concurrency,
+          ...(b.box ? { box: b.box.id } : {}),
+          order,
+          presets: o.estimates.presetPrices(b, o.presets),
+          overflowAfterS: o.overflowAfterS,
         };
       }),
     );

@@ -75,9 +75,12 @@ export class JobLifecycle {
     events.on('waiting', ({ jobId }) => this.waiting(jobId));
   }
 
-  /** Starts following a job before it is enqueued, so no event of it can be missed or misordered. */
-  begin(jobId: string, guildId: string, channelId: string, ref: InteractionRef, request: GenerationRequest): void {
-    this.track({ jobId, guildId, channelId, ref, request, since: this.o.now() });
+  /**
+   * Starts following a job before it is enqueued, so no event of it can be missed or misordered.
+   * `paidAllowed`: the guild had budget for paid providers at admission (its reply may name one and its price).
+   */
+  begin(jobId: string, guildId: string, channelId: string, ref: InteractionRef, request: GenerationRequest, paidAllowed = true): void {
+    this.track({ jobId, guildId, channelId, ref, request, since: this.o.now(), paidAllowed });
   }
 
   /** Stops following a job that never made it into the queue. */
@@ -282,6 +285,7 @@ export class JobLifecycle {
     request: GenerationRequest;
     since: number;
     replyMessageId?: string | null;
+    paidAllowed?: boolean;
   }): BoardEntry {
     const found = this.followed.get(t.jobId);
     if (found) return found;
@@ -293,7 +297,15 @@ export class JobLifecycle {
       editIntervalMs: this.editIntervalMs,
       tokenLifetimeMs: this.tokenLifetimeMs,
     });
-    const e: BoardEntry = { jobId: t.jobId, guildId: t.guildId, request: t.request, live, phase: 'new', placeEditAt: 0 };
+    const e: BoardEntry = {
+      jobId: t.jobId,
+      guildId: t.guildId,
+      request: t.request,
+      live,
+      phase: 'new',
+      placeEditAt: 0,
+      paidAllowed: t.paidAllowed ?? true,
+    };
     this.followed.set(t.jobId, e);
     return e;
   }

@@ -1,7 +1,8 @@
-import { type DurationSample, DurationWindow, estimateEta, liveSlots, STATUS_STALE_MS, samplesInUse } from '../../core/eta.js';
+import { boxSlots, type DurationSample, DurationWindow, estimateEta, liveSlots, STATUS_STALE_MS, samplesInUse } from '../../core/eta.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { QueueSnapshot } from '../../core/io/queue-position.js';
+import { previewRoute } from '../../core/overflow.js';
 import type { LiveMessage } from './live-message.js';
 import { type MessageBody, queuedBody } from './render.js';
 
@@ -31,6 +32,8 @@ export interface BoardEntry {
   phase: 'new' | 'queued' | 'running';
   /** When a position edit was last due (far places are refreshed rarely). */
   placeEditAt: number;
+  /** The guild's budget allowed paid providers at admission (unknown after a restart: assumed yes, so a price is shown rather than hidden). */
+  paidAllowed?: boolean;
 }
 
 /** Reads the places of many jobs in one round trip (core/io/queue-position.ts). */
@@ -253,15 +256,30 @@ export class QueueBoard {
    */
   private renderer(snap: QueueSnapshot, runningSelf?: string): (e: BoardEntry, ahead: number) => MessageBody {
     const now = this.o.now();
-    const running = runningSelf ? Math.max(0, snap.active - 1) : snap.active;
+    // With GPU boxes, the boxes are the slots (one job each, whatever the workers' concurrency), and
+    // the jobs workers hold while they wait for a box are ahead of every job still in the queue.
+    const boxes = boxSlots(snap.statuses, now, STATUS_STALE_MS);
+    const line = boxes > 0 ? (snap.boxLine ?? 0) : 0;
+    const active = runningSelf ? Math.max(0, snap.active - 1) : snap.active;
+    const running = boxes > 0 ? Math.min(Math.max(0, active - line), boxes) : active;
     // The most recently started jobs are the likeliest to be the ones still running.
     const starts = running > 0 ? [...this.activeSince].filter(([id]) => id !== runningSelf).slice(-running) : [];
     const shared = {
       running,
       runningElapsedMs: starts.map(([, at]) => now - at),
-      slots: liveSlots(snap.statuses, now, STATUS_STALE_MS),
+      slots: boxes > 0 ? boxes : liveSlots(snap.statuses, now, STATUS_STALE_MS),
       samples: samplesInUse(this.durations.samples(), snap.statuses, now, STATUS_STALE_MS),
     };
-    return (e, ahead) => queuedBody(e.jobId, e.request, [ahead + 1, estimateEta({ ...shared, ahead, count: e.request.count })]);
+    return (e, ahead) => {
+      const route = previewRoute(snap.statuses, {
+        preset: e.request.preset,
+        count: e.request.count,
+        paidAllowed: e.paidAllowed ?? true,
+        now,
+        staleMs: STATUS_STALE_MS,
+      });
+      const place = ahead + line;
+      return queuedBody(e.jobId, e.request, [place + 1, estimateEta({ ...shared, ahead: place, count: e.request.count })], route.paid);
+    };
   }
 }

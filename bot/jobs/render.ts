@@ -3,7 +3,7 @@ import { quoteUserText } from '../../commands/replies.js';
 import { encodeCustomId } from '../../core/custom-id.js';
 import { isFailureCode } from '../../core/failures.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../../core/generation.js';
-import { buttonText, failureText, text } from '../../core/messages.js';
+import { buttonText, failureText, modelText, text } from '../../core/messages.js';
 import { resultActions } from '../../core/result-actions.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
@@ -37,10 +37,18 @@ function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
   return row([button(buttonText.labels.cancel, encodeCustomId({ action: 'cancel', jobId }), ButtonStyle.Danger)]);
 }
 
-/** `place` is [position, ETA], or null once a worker has the job (progress edits take over). */
-export function queuedBody(jobId: string, request: GenerationRequest, place: Parameters<typeof text.queued> | null): MessageBody {
+/**
+ * `place` is [position, ETA], or null once a worker has the job (progress edits take over);
+ * `route`, the paid provider the job may go to and its price, shown before it runs.
+ */
+export function queuedBody(
+  jobId: string,
+  request: GenerationRequest,
+  place: Parameters<typeof text.queued> | null,
+  route?: Parameters<typeof text.route>[0],
+): MessageBody {
   return {
-    content: `${promptLine(request)}\n${place === null ? text.starting : text.queued(...place)}`,
+    content: `${promptLine(request)}\n${place === null ? text.starting : text.queued(...place)}${route ? `\n${text.route(route)}` : ''}`,
     embeds: [],
     components: [cancelRow(jobId)],
     attachments: [],
@@ -48,9 +56,21 @@ export function queuedBody(jobId: string, request: GenerationRequest, place: Par
   };
 }
 
+/** What a job's progress says: its turn on the GPU box while it waits there, else the step, and where it went if not the box. */
+function progressLine(p: JobProgress): string {
+  if (p.waiting) {
+    const w = p.waiting;
+    const start = w.startLowMs !== undefined && w.startHighMs !== undefined ? { lowMs: w.startLowMs, highMs: w.startHighMs } : null;
+    const fallback = p.fallback ? `\n${text.route({ ...p.fallback, when: p.fallback.overflowAfterS > 0 ? 'overflow' : 'failover' })}` : '';
+    return text.waitingForBox(w.ahead, start) + fallback;
+  }
+  const routed = p.route ? `\n${text.routed(p.route.reason, p.route.backend, p.route.usd)}` : '';
+  return text.running(p.backend, p.step, p.total, p.fraction) + routed;
+}
+
 export function progressBody(jobId: string, request: GenerationRequest, p: JobProgress, withPreview: boolean): MessageBody {
   return {
-    content: `${promptLine(request)}\n${text.running(p.backend, p.step, p.total, p.fraction)}`,
+    content: `${promptLine(request)}\n${progressLine(p)}`,
     embeds: withPreview ? [{ color: EMBED_COLOR, image: { url: 'attachment://preview.png' } }] : [],
     components: [cancelRow(jobId)],
     attachments: withPreview ? [{ id: 0, filename: 'preview.png', description: 'preview' }] : [],
@@ -96,6 +116,8 @@ export function resultBody(jobId: string, request: GenerationRequest, result: Jo
     { name: 'Time', value: `${seconds(totalMs)} (generation ${seconds(result.runMs)})`, inline: true },
     { name: 'Cost', value: `$${result.costUsd.toFixed(4)}`, inline: true },
   ];
+  if (result.model) fields.push({ name: 'Model', value: modelText(result.model).slice(0, 1024), inline: true });
+  if (result.route) fields.push({ name: 'Route', value: text.routedResult(result.route.reason, result.route.backend), inline: false });
   if (request.negative) fields.unshift({ name: 'Negative prompt', value: quoteUserText(request.negative, 1000), inline: false });
   const derived =
     request.source && (request.kind === 'img2img' || request.kind === 'upscale')

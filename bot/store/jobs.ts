@@ -29,7 +29,7 @@ const JOB_COLUMNS = `
   j.params, j.image_count, j.channel_nsfw, j.application_id, j.interaction_id, j.interaction_token,
   j.created_at, j.started_at, j.finished_at, j.delivered_at, j.backend, j.cost_usd::float8 AS cost_usd,
   j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id, j.result_extra_ids, j.upload_limit_bytes,
-  j.delivery_attempts, j.forgotten_at, j.forgotten_reason`;
+  j.model, j.model_version, j.sampler, j.delivery_attempts, j.forgotten_at, j.forgotten_reason`;
 
 interface JobRow {
   id: string;
@@ -58,6 +58,9 @@ interface JobRow {
   result_message_id: string | null;
   result_extra_ids: string[] | null;
   upload_limit_bytes: number;
+  model: string | null;
+  model_version: string | null;
+  sampler: string | null;
   delivery_attempts: number;
   forgotten_at: Date | null;
   forgotten_reason: string | null;
@@ -112,6 +115,8 @@ function toStoredJob(r: JobRow): StoredJob {
     replyMessageId: r.reply_message_id,
     resultMessageId: r.result_message_id,
     resultExtraIds: r.result_extra_ids ?? [],
+    model: r.model ? { name: r.model, ...(r.model_version ? { version: r.model_version } : {}) } : null,
+    sampler: r.sampler,
     deliveryAttempts: r.delivery_attempts,
   };
 }
@@ -177,6 +182,7 @@ const SETTLE_SQL = `
   WITH j AS (
     UPDATE jobs SET status = $2::job_status, finished_at = now(), started_at = COALESCE(started_at, now()),
       backend = $3, seed = $4::bigint, cost_usd = $5::numeric, error_code = $6, error_message = $7,
+      model = $11, model_version = $12, sampler = $13,
       result = $8::jsonb, delivery_claimed_at = now()
     WHERE id = $1::uuid AND status IN ('queued', 'running')
     RETURNING *
@@ -278,6 +284,9 @@ export class PgJobStore implements JobStore {
       s.result ? JSON.stringify(s.result) : null,
       s.refund,
       JSON.stringify(s.attempts),
+      s.result?.model?.name ?? null,
+      s.result?.model?.version ?? null,
+      s.result?.sampler ?? null,
     );
     return rows[0] ? toStoredJob(rows[0]) : null;
   }

@@ -12,7 +12,7 @@ export class StatsStore {
 
   async guild(guildId: string, since: Date): Promise<GuildStats> {
     const q = <T>(sql: string) => this.rows<T>(sql, guildId, since);
-    const [totals, byDay, byBackend, topUsers] = await Promise.all([
+    const [totals, byDay, byBackend, topUsers, byModel] = await Promise.all([
       q<{ jobs: number; images: number; failures: number; cost: number }>(
         `SELECT count(*)::int AS jobs,
                 COALESCE(sum(image_count) FILTER (WHERE status = 'succeeded'), 0)::int AS images,
@@ -33,6 +33,12 @@ export class StatsStore {
         `SELECT user_id, COALESCE(sum(image_count), 0)::int AS images FROM jobs
          WHERE guild_id = $1 AND created_at >= $2 AND status = 'succeeded' GROUP BY user_id ORDER BY images DESC LIMIT 5`,
       ),
+      q<{ model: string | null; model_version: string | null; jobs: number; images: number; cost: number }>(
+        `SELECT model, model_version, count(*)::int AS jobs, COALESCE(sum(image_count), 0)::int AS images,
+                COALESCE(sum(cost_usd), 0)::float8 AS cost
+         FROM jobs WHERE guild_id = $1 AND created_at >= $2 AND status = 'succeeded'
+         GROUP BY model, model_version ORDER BY jobs DESC, model LIMIT 10`,
+      ),
     ]);
     const t = totals[0]!;
     return {
@@ -43,6 +49,13 @@ export class StatsStore {
       byDay: byDay.map((d) => ({ day: d.day, jobs: d.jobs, costUsd: Number(d.cost) })),
       byBackend: byBackend.map((b) => ({ backend: b.backend, attempts: b.attempts, costUsd: Number(b.cost) })),
       topUsers: topUsers.map((u) => ({ userId: u.user_id, images: u.images })),
+      byModel: byModel.map((m) => ({
+        model: m.model ?? 'not recorded',
+        version: m.model_version,
+        jobs: m.jobs,
+        images: m.images,
+        costUsd: Number(m.cost),
+      })),
     };
   }
 

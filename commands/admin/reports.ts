@@ -1,4 +1,5 @@
 import { STATUS_STALE_MS } from '../../core/eta.js';
+import { modelText } from '../../core/messages.js';
 import type { AdminHandler } from './settings.js';
 
 const usd = (n: number) => `$${n.toFixed(4)}`;
@@ -19,6 +20,17 @@ export const stats: AdminHandler = async (ctx, i, guildId) => {
       {
         name: 'Cost by backend',
         value: s.byBackend.map((b) => `${b.backend}: ${usd(b.costUsd)} (${b.attempts} attempts)`).join('\n') || 'none',
+      },
+      {
+        name: 'Jobs by model',
+        value:
+          s.byModel
+            .map(
+              (m) =>
+                `${modelText({ name: m.model, ...(m.version ? { version: m.version } : {}) })}: ${m.jobs} jobs, ${m.images} images, ${usd(m.costUsd)}`,
+            )
+            .join('\n')
+            .slice(0, 1024) || 'none',
       },
       { name: 'Top members', value: s.topUsers.map((u) => `<@${u.userId}>: ${u.images}`).join('\n') || 'none' },
     ],
@@ -42,7 +54,8 @@ export const backends: AdminHandler = async (ctx) => {
       ? `p50 ${l.p50s.toFixed(1)} s · p95 ${l.p95s.toFixed(1)} s · ${(l.successRate * 100).toFixed(0)} % of ${l.attempts}`
       : 'no jobs in 24 h';
     const price = reports[0]?.price ?? statuses.find((s) => s.backend === id)?.price ?? 'unknown';
-    return { name: id, value: `${healthy} · circuit ${circuits} · running ${inFlight}\n${lat}\nprice: ${price}`.slice(0, 1024) };
+    const presets = reports[0]?.presets ? `\npresets: ${Object.keys(reports[0].presets).join(', ') || 'none'}` : '';
+    return { name: id, value: `${healthy} · circuit ${circuits} · running ${inFlight}\n${lat}\nprice: ${price}${presets}`.slice(0, 1024) };
   });
   const depth = (counts.waiting ?? 0) + (counts.prioritized ?? 0);
   const embed = {

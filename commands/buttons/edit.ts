@@ -69,7 +69,11 @@ export const editSubmitted = {
   },
   async admit(ctx, interaction, { id, fields }) {
     const job = await loadJob(ctx, interaction, id);
-    return ctx.generation.admit(interaction, editedRequest(job.request, fields, newSeed()), job.id);
+    return ctx.generation.admit(
+      interaction,
+      editedRequest(job.request, fields, newSeed(), ctx.presets.catalog.find(job.request.preset)),
+      job.id,
+    );
   },
   execute: (ctx, _interaction, _input, admitted) => ctx.generation.enqueue(admitted, ctx.log),
 } satisfies ModalHandler<{ id: ButtonId; fields: EditFields }, Admitted>;

@@ -1,4 +1,4 @@
-import { buttonText } from '../../core/messages.js';
+import { buttonText, modelText, text } from '../../core/messages.js';
 import { isForgotten } from '../../core/ports.js';
 import type { ButtonHandler } from '../command.js';
 import { NO_MENTIONS, quoteUserText } from '../replies.js';
@@ -28,6 +28,8 @@ export const info = {
         ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})`
         : null,
       `**Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
+      job.model ? `**Model:** ${modelText(job.model)}${job.sampler ? ` · **Sampler:** ${job.sampler}` : ''}` : null,
+      job.result?.route ? `**Route:** ${text.routedResult(job.result.route.reason, job.result.route.backend)}` : null,
     ].filter(Boolean);
     await interaction.editReply({ content: lines.join('\n').slice(0, 2000), allowedMentions: NO_MENTIONS });
   },

@@ -17,6 +17,14 @@ export const backendStatusSchema = z.object({
   at: z.number(),
   /** Jobs the reporting worker process runs at once (WORKER_CONCURRENCY); absent from older workers. */
   concurrency: z.number().int().positive().optional(),
+  /** A GPU box's identity (from its URL): one box, however many workers report it. */
+  box: z.string().optional(),
+  /** Position in the worker's BACKENDS. */
+  order: z.number().int().nonnegative().optional(),
+  /** Presets this backend runs, each with an estimate of dollars per image there; absent from older workers. */
+  presets: z.record(z.string(), z.number().nonnegative()).optional(),
+  /** The worker's OVERFLOW_AFTER_S. */
+  overflowAfterS: z.number().nonnegative().optional(),
 });
 export type BackendStatus = z.infer<typeof backendStatusSchema>;
 

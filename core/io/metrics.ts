@@ -50,6 +50,12 @@ export function createMetrics(service: 'bot' | 'worker') {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3],
       registers: [registry],
     }),
+    jobsRouted: new Counter({
+      name: 'imagebot_jobs_routed_total',
+      help: 'Jobs that ran elsewhere than the GPU box they were meant for: overflow (box busy) or failover (box failing), by backend',
+      labelNames: ['reason', 'backend'],
+      registers: [registry],
+    }),
     discordRateLimits: new Counter({
       name: 'imagebot_discord_rate_limits_total',
       help: 'Discord 429 responses',

@@ -34,7 +34,15 @@ export async function runProcess<S extends z.ZodType>(
   }
   const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name, secrets: processSecrets(config) });
   if (envFile) log.info({ envFile }, 'read settings from .env (variables set in the environment win)');
-  const running = await start(config, log);
+  let running: { stop(): Promise<void> };
+  try {
+    running = await start(config, log);
+  } catch (err) {
+    // Configuration read at start (PRESETS_FILE) fails the same way as the environment.
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    process.exit(1);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -21,6 +21,8 @@ export interface QueueSnapshot {
   waiting: number;
   /** Every worker's latest backend reports, read in the same round trip (for slots and durations). */
   statuses: BackendStatus[];
+  /** Jobs workers have taken that wait in the GPU boxes' line (worker/boxes/leases.ts): ahead of every queued job. */
+  boxLine?: number;
 }
 
 /*
@@ -61,6 +63,7 @@ for i = 1, #ARGV do
   end
 end
 out[#out + 1] = redis.call('HVALS', KEYS[5])
+out[#out + 1] = redis.call('ZCARD', KEYS[6])
 return out
 `;
 const SHA = createHash('sha1').update(SCRIPT).digest('hex');
@@ -75,7 +78,14 @@ export class QueuePositions {
   ) {}
 
   async read(jobIds: readonly string[]): Promise<QueueSnapshot> {
-    const keys = [this.keys.wait, this.keys.prioritized, this.keys.active, this.keys.delayed, backendStatusKey(this.prefix)];
+    const keys = [
+      this.keys.wait,
+      this.keys.prioritized,
+      this.keys.active,
+      this.keys.delayed,
+      backendStatusKey(this.prefix),
+      `${this.prefix}:boxes:line`,
+    ];
     let raw: unknown;
     try {
       raw = await this.redis.evalsha(SHA, keys.length, ...keys, ...jobIds);
@@ -88,7 +98,7 @@ export class QueuePositions {
 }
 
 function parseReply(raw: unknown, jobIds: readonly string[]): QueueSnapshot {
-  if (!Array.isArray(raw) || raw.length !== jobIds.length + 3) throw new Error('unexpected reply from the queue position script');
+  if (!Array.isArray(raw) || raw.length !== jobIds.length + 4) throw new Error('unexpected reply from the queue position script');
   const places = new Map<string, JobPlace>();
   jobIds.forEach((id, i) => {
     const n = Number(raw[i + 2]);
@@ -100,5 +110,6 @@ function parseReply(raw: unknown, jobIds: readonly string[]): QueueSnapshot {
     active: Number(raw[0]),
     waiting: Number(raw[1]),
     statuses: parseBackendStatuses(Array.isArray(statusValues) ? statusValues.map(String) : []),
+    boxLine: Number(raw[jobIds.length + 3]) || 0,
   };
 }

@@ -57,6 +57,23 @@ describe('worker configuration', () => {
     expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a', A1111_UPSCALER: ' SwinIR 4x ' }).A1111_UPSCALER).toBe('SwinIR 4x');
   });
 
+  test('COMFYUI_URL takes several servers like A1111_URL; the overflow, dead-box and lease settings have their defaults', () => {
+    const c = loadConfig(workerConfigSchema, { COMFYUI_URL: 'http://c1:8188,http://c2:8188' });
+    expect(c.COMFYUI_URL).toEqual(['http://c1:8188', 'http://c2:8188']);
+    expect(c).toMatchObject({ BACKENDS: ['comfyui'], OVERFLOW_AFTER_S: 60, BOX_DEAD_AFTER_MS: 2000, BOX_LEASE_MS: 5000 });
+    expect(errorLines(() => loadConfig(workerConfigSchema, { COMFYUI_URL: 'http://c1:8188,ftp://x' }))[0]).toMatch(/^COMFYUI_URL /);
+  });
+
+  test('WORKER_CONCURRENCY defaults to a slot per box, plus 8 to wait and overflow when a cloud backend is configured', () => {
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a' }).WORKER_CONCURRENCY).toBe(1);
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a,http://b' }).WORKER_CONCURRENCY).toBe(2);
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a', REPLICATE_API_TOKEN: 'r8_x' }).WORKER_CONCURRENCY).toBe(9);
+    expect(loadConfig(workerConfigSchema, { REPLICATE_API_TOKEN: 'r8_x' }).WORKER_CONCURRENCY).toBe(4);
+    expect(
+      loadConfig(workerConfigSchema, { A1111_URL: 'http://a', REPLICATE_API_TOKEN: 'r8_x', WORKER_CONCURRENCY: '3' }).WORKER_CONCURRENCY,
+    ).toBe(3);
+  });
+
   test('naming an unconfigured backend, or none at all, is an error', () => {
     expect(errorLines(() => loadConfig(workerConfigSchema, { A1111_URL: 'http://a', BACKENDS: 'a1111,comfyui' }))).toEqual([
       'BACKENDS names comfyui, which is not configured',

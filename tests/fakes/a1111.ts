@@ -6,13 +6,22 @@ import sharp from 'sharp';
 /**
  * How the fake box behaves on generation (and upscale) requests:
  * - `hang`: accepts the POST and never answers; /progress stays idle.
+ * - `freeze`: the whole process stops (a GPU driver hang, a deadlocked server): every request on
+ *   every route is accepted and never answered, /progress and /sd-models included.
  * - `stall`: starts the job, then the sampler stops moving (GPU hang); /progress answers, busy, forever.
  * - `error500`: CUDA out of memory (500). `garbage`: 200 with an HTML body.
  * - `wrong-size`: images 64 px wider than asked. `reject-401`: every /sdapi route refuses the credentials.
  * - `die-mid-job`: after two steps the process "crashes": every socket is destroyed and every later
  *   request too, until setMode() revives it.
  */
-export type FakeA1111Mode = 'ok' | 'hang' | 'stall' | 'error500' | 'garbage' | 'wrong-size' | 'die-mid-job' | 'reject-401';
+export type FakeA1111Mode = 'ok' | 'hang' | 'freeze' | 'stall' | 'error500' | 'garbage' | 'wrong-size' | 'die-mid-job' | 'reject-401';
+
+/** A checkpoint on the box: listed by /sd-models as `name.safetensors [hash]`. */
+export interface FakeA1111Model {
+  name: string;
+  /** Short hash (10 hex), as A1111 shows it. */
+  hash: string;
+}
 
 export interface FakeA1111Options {
   /** Delay per sampling step (default 5 ms). */
@@ -22,6 +31,8 @@ export interface FakeA1111Options {
   mode?: FakeA1111Mode;
   /** The box's `samples_format` option (default png). */
   samplesFormat?: 'png' | 'jpg' | 'webp';
+  /** Checkpoints in models/Stable-diffusion; the first is loaded at start (default SDXL base and refiner). */
+  models?: FakeA1111Model[];
 }
 
 /** Every request the fake received. */
@@ -48,6 +59,10 @@ export interface FakeA1111Job {
   hasMask: boolean;
   outcome?: 'done' | 'interrupted' | 'rejected' | 'hung' | 'died' | 'garbage' | 'error';
   images?: number;
+  prompt: string;
+  /** The checkpoint it ran on (override_settings, else the loaded one; unknown names fall back like A1111's). */
+  model?: string;
+  sampler?: string;
 }
 
 const SAMPLERS = [
@@ -87,17 +102,18 @@ const SCHEDULERS = [
   'Beta',
 ];
 const UPSCALERS = ['None', 'Lanczos', 'Nearest', 'ESRGAN_4x', 'LDSR', 'R-ESRGAN 4x+', 'R-ESRGAN 4x+ Anime6B', 'ScuNET', 'SwinIR 4x'];
-const MODELS = [
-  ['sd_xl_base_1.0', '31e35c80fc', '31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b'],
-  ['sd_xl_refiner_1.0', '7440042bbd', '7440042bbdc8a24813002c09b6b69b64dc90fded4472613437b7f55f9b7d9c5f'],
-].map(([name, hash, sha256]) => ({
-  title: `${name}.safetensors [${hash}]`,
-  model_name: name,
-  hash,
-  sha256,
-  filename: `/models/Stable-diffusion/${name}.safetensors`,
+const DEFAULT_MODELS: FakeA1111Model[] = [
+  { name: 'sd_xl_base_1.0', hash: '31e35c80fc' },
+  { name: 'sd_xl_refiner_1.0', hash: '7440042bbd' },
+];
+const sdModel = (m: FakeA1111Model) => ({
+  title: `${m.name}.safetensors [${m.hash}]`,
+  model_name: m.name,
+  hash: m.hash,
+  sha256: `${m.hash}${'0'.repeat(54)}`,
+  filename: `/models/Stable-diffusion/${m.name}.safetensors`,
   config: null,
-}));
+});
 const INT_FIELDS = [
   'steps',
   'width',
@@ -212,7 +228,19 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
   const closedP = new Promise<void>((r) => (onClosed = r));
 
   // shared.state: idle keeps the last job's step numbers, as the real State does.
-  const st = { job: '', jobCount: 0, jobNo: 0, step: 0, steps: 0, interrupted: false, skipped: false, jobTimestamp: '0', startedAt: 0 };
+  const st = {
+    job: '',
+    jobCount: 0,
+    jobNo: 0,
+    step: 0,
+    steps: 0,
+    interrupted: false,
+    skipped: false,
+    jobTimestamp: '0',
+    startedAt: 0,
+    seed: 0,
+    prompt: '',
+  };
   const stateDict = () => ({
     skipped: st.skipped,
     interrupted: st.interrupted,
@@ -234,12 +262,26 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     return prev.then(() => release);
   }
 
-  const previews = new Map<number, Promise<string>>();
-  function previewFor(step: number): Promise<string> {
-    let p = previews.get(step);
+  const models = opts.models ?? DEFAULT_MODELS;
+  /** shared.opts.sd_model_checkpoint: the loaded model. */
+  let loaded = models[0]!;
+  /** checkpoint_aliases: title, file name, name and hash all name a model. */
+  const findModel = (name: string) => models.find((m) => [sdModel(m).title, `${m.name}.safetensors`, m.name, m.hash].includes(name.trim()));
+
+  // Live previews are of the running job's own image (a colour from its seed), so a test can tell whose preview it saw.
+  const previews = new Map<string, Promise<string>>();
+  /** base64 preview → the prompt of the job it was taken from. */
+  const previewOwners = new Map<string, string>();
+  function previewFor(seed: number, step: number, prompt: string): Promise<string> {
+    const k = `${seed}:${step}`;
+    let p = previews.get(k);
     if (!p) {
-      p = image(32, 32, step * 1000, 0, 'png').then((b) => b.toString('base64'));
-      previews.set(step, p);
+      p = image(32, 32, seed, step, 'png').then((b) => {
+        const b64 = b.toString('base64');
+        previewOwners.set(b64, prompt);
+        return b64;
+      });
+      previews.set(k, p);
     }
     return p;
   }
@@ -279,6 +321,7 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
       receivedAt: Date.now(),
       initImages: Array.isArray(body.init_images) ? body.init_images.length : 0,
       hasMask: typeof body.mask === 'string' && body.mask.length > 0,
+      prompt: String(body.prompt ?? ''),
     };
     jobs.push(job);
     counters.open++;
@@ -328,7 +371,15 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
       const width = num(body.width, 512);
       const height = num(body.height, 512);
       const seed = num(body.seed, -1) === -1 ? Math.floor(Math.random() * 4294967294) : num(body.seed, -1);
+      // override_settings: an unknown checkpoint falls back to the loaded one ("Checkpoint … not found; loading fallback").
+      const override = (body.override_settings as { sd_model_checkpoint?: unknown } | null | undefined)?.sd_model_checkpoint;
+      const model = (typeof override === 'string' ? findModel(override) : undefined) ?? loaded;
+      if (body.override_settings_restore_afterwards === false) loaded = model;
+      job.model = `${model.name}.safetensors`;
+      job.sampler = typeof body.sampler_name === 'string' ? body.sampler_name : 'Euler';
       Object.assign(st, {
+        seed,
+        prompt: job.prompt,
         job: img2img ? 'scripts_img2img' : 'scripts_txt2img',
         jobCount: nIter,
         jobNo: 0,
@@ -391,8 +442,8 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
         batch_size: batch,
         restore_faces: false,
         face_restoration_model: null,
-        sd_model_name: 'sd_xl_base_1.0',
-        sd_model_hash: '31e35c80fc',
+        sd_model_name: model.name,
+        sd_model_hash: model.hash,
         sd_vae_name: null,
         sd_vae_hash: null,
         seed_resize_from_w: -1,
@@ -452,7 +503,7 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     const p = Math.min(1, 0.01 + st.jobNo / st.jobCount + (1 / st.jobCount) * (st.step / st.steps));
     const elapsed = (performance.now() - st.startedAt) / 1000;
     const skip = query.get('skip_current_image') === 'true';
-    const current = skip || st.step === 0 ? null : await previewFor(st.step);
+    const current = skip || st.step === 0 ? null : await previewFor(st.seed, st.step, st.prompt);
     send(req, res, t0, 200, {
       progress: p,
       eta_relative: elapsed / p - elapsed,
@@ -533,6 +584,7 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     '/sdapi/v1/progress': ['GET'],
     '/sdapi/v1/interrupt': ['POST'],
     '/sdapi/v1/sd-models': ['GET'],
+    '/sdapi/v1/options': ['GET'],
     '/sdapi/v1/extra-single-image': ['POST'],
     '/internal/ping': ['GET'],
   };
@@ -555,6 +607,8 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
       req.socket.destroy();
       return;
     }
+    // A frozen process accepts the connection and never answers anything.
+    if (mode === 'freeze') return;
     const allowed = ROUTES[url.pathname];
     if (!allowed?.includes(method)) {
       unhandled.push(rec);
@@ -591,7 +645,9 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
         st.interrupted = true;
         return send(req, res, t0, 200, {});
       case '/sdapi/v1/sd-models':
-        return send(req, res, t0, 200, MODELS);
+        return send(req, res, t0, 200, models.map(sdModel));
+      case '/sdapi/v1/options':
+        return send(req, res, t0, 200, { sd_model_checkpoint: sdModel(loaded).title, samples_format: format });
       case '/sdapi/v1/extra-single-image':
         return upscale(req, res, t0, body);
     }
@@ -632,6 +688,10 @@ export async function startFakeA1111(opts: FakeA1111Options = {}) {
     /** extra-single-image requests that got the box's lock and ran. */
     get upscales() {
       return counters.upscales;
+    },
+    /** The prompt of the job a live preview (as sent, base64 or bytes) was taken from. */
+    previewOwner(preview: string | Buffer): string | undefined {
+      return previewOwners.get(typeof preview === 'string' ? preview : preview.toString('base64'));
     },
     /** Most generation requests open on the box at the same time (running or waiting for the lock). */
     get maxConcurrent() {

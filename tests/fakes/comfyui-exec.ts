@@ -8,7 +8,7 @@ import type { WebSocket } from 'ws';
 import { executionOrder, type Graph, signatures } from './comfyui-nodes.js';
 
 /** See `FakeComfyUIOptions.mode` in comfyui.ts. */
-export type FakeComfyUIMode = 'ok' | 'hang' | 'error500' | 'garbage' | 'die-mid-job' | 'wrong-size' | 'exec-error';
+export type FakeComfyUIMode = 'ok' | 'hang' | 'freeze' | 'error500' | 'garbage' | 'die-mid-job' | 'wrong-size' | 'exec-error';
 
 /** One POST /prompt the fake accepted, and what became of it. */
 export interface FakeComfyUIPrompt {
@@ -257,6 +257,12 @@ export function createExecutor(st: ExecState) {
         for (let s = 1; s <= steps; s++) {
           await sleep(st.stepDelayMs);
           if (stale()) return;
+          // The process stopped: nothing more is sent, nothing is answered.
+          if (st.mode() === 'freeze') {
+            p.outcome = 'hung';
+            await st.closed;
+            return;
+          }
           if (interruptFlag) return fail(id, 'execution_interrupted');
           if (st.mode() === 'die-mid-job' && s >= 2) {
             p.outcome = 'died';

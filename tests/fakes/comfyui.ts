@@ -18,6 +18,8 @@ export interface FakeComfyUIOptions {
   previewEvery?: number;
   /**
    * - `hang`: prompts are accepted and start, then the sampler never moves; interrupts do nothing.
+   * - `freeze`: the process stops: nothing is answered any more (HTTP, websocket upgrades), a running
+   *   prompt sends no further message.
    * - `error500` / `garbage`: POST /prompt and uploads answer 500 (aiohttp's text) / 200 with HTML;
    *   `garbage` also affects the other JSON routes.
    * - `die-mid-job`: at step 2 the process crashes: every socket is destroyed, the queue is lost and
@@ -260,6 +262,7 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     };
     requests.push(rec);
     if (dead) return void req.socket.destroy();
+    if (mode === 'freeze') return;
     const origin = req.headers.origin;
     if (origin && req.headers.host && new URL(`http://${req.headers.host}`).hostname !== new URL(origin).hostname) return text(res, 403);
     const base = path.startsWith('/history/') ? '/history' : path.startsWith('/object_info/') ? '/object_info' : path;
@@ -343,6 +346,7 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     const path = url.pathname.replace(/^\/api(?=\/)/, '');
     requests.push({ at: Date.now(), method: 'GET', path, query: url.search, headers: req.headers });
     if (dead || closed) return void socket.destroy();
+    if (mode === 'freeze') return;
     if (path !== '/ws') {
       unhandled.push({ at: Date.now(), method: 'GET', path, query: url.search, headers: req.headers });
       return void socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');

@@ -494,3 +494,74 @@ test('the fake answers like A1111: idle progress, missing init image, unknown sa
   ]);
   expect(await call('/internal/ping')).toEqual([200, {}]);
 });
+
+test('a job that lost the box’s lease to another job leaves the box alone: no more polls, no interrupt', async () => {
+  await restart({ stepDelayMs: 20 });
+  let held = true;
+  const asked: number[] = [];
+  const c: RunContext & { progress: BackendProgress[] } = {
+    ...ctx(),
+    lease: {
+      holds: async () => {
+        asked.push(Date.now());
+        return held;
+      },
+    },
+  };
+  const running = backend().generate(job({ steps: 40, count: 1 }), c);
+  await expect.poll(() => fake.requests.filter((r) => r.path === '/sdapi/v1/progress').length).toBeGreaterThan(2);
+  held = false;
+  const err = await failure(running);
+  expect([err.kind, err.retryable]).toEqual(['busy', false]);
+  expect(err.message).toMatch(/lease/);
+  const polls = fake.requests.filter((r) => r.path === '/sdapi/v1/progress').length;
+  await new Promise((r) => setTimeout(r, 200));
+  expect(fake.requests.filter((r) => r.path === '/sdapi/v1/progress').length).toBe(polls);
+  expect(fake.interrupts).toBe(0);
+  // It was asked before the generation and before every poll.
+  expect(asked.length).toBeGreaterThanOrEqual(polls + 1);
+});
+
+test('a box that stops answering is given up as dead within deadAfterMs, not the progress timeout', async () => {
+  await restart({ mode: 'freeze' });
+  const t0 = Date.now();
+  const err = await failure(backend({ progressTimeoutMs: 30_000, deadAfterMs: 300 }).generate(job(), ctx()));
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  expect(err.message).toMatch(/no answer from \/progress for 300 ms/);
+  expect(Date.now() - t0).toBeLessThan(10_000);
+  expect(fake.interrupts).toBe(0);
+});
+
+test('the result names the checkpoint and sampler the box ran, as its generation info reports them', async () => {
+  await restart({
+    models: [
+      { name: 'sd_xl_base_1.0', hash: '31e35c80fc' },
+      { name: 'sdxl_lightning_4step', hash: 'a9ce1a3b17' },
+    ],
+  });
+  const out = await backend({ checkpoint: 'sdxl_lightning_4step.safetensors' }).generate(job({ count: 1 }), ctx());
+  expect(out.model).toEqual({ name: 'sdxl_lightning_4step', version: 'a9ce1a3b17' });
+  expect(out.sampler).toBe('DPM++ 2M (Karras)');
+  // A checkpoint the box does not have: A1111 falls back to its loaded model, and the lineage says so.
+  const fallback = await backend({ checkpoint: 'missing.safetensors' }).generate(job({ count: 1 }), ctx());
+  expect(fallback.model).toEqual({ name: 'sd_xl_base_1.0', version: '31e35c80fc' });
+});
+
+test('a box whose sampler got stuck stays unhealthy to the probe while it still stands where the job was given up', async () => {
+  await restart({ mode: 'stall', stepDelayMs: 10 });
+  const b = backend({ progressTimeoutMs: 300 });
+  expect((await b.health()).ok).toBe(true);
+  const err = await failure(b.generate(job({ steps: 20 }), ctx()));
+  expect([err.kind, err.opensCircuit]).toEqual(['timeout', true]);
+  const h = await b.health();
+  expect(h).toMatchObject({ ok: false, detail: 'the sampler is still stuck where a job was given up' });
+});
+
+test('on a shared box, a refused connection is given up at once, before anything is sent, and opens the circuit', async () => {
+  const t0 = Date.now();
+  const c: RunContext & { progress: BackendProgress[] } = { ...ctx(), lease: { holds: async () => true } };
+  const err = await failure(backend({ url: await closedPortUrl(), deadAfterMs: 5000 }).generate(job(), c));
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  // Well under the 5 s it would take to wait out deadAfterMs.
+  expect(Date.now() - t0).toBeLessThan(4000);
+});

@@ -100,6 +100,56 @@ describe('the fallback chain', () => {
     expect(r.backend.id).toBe('a1111');
   });
 
+  test('a member’s job is never the half-open trial: once the circuit has been open long enough, jobs still skip the box until a probe closes it', async () => {
+    const { chain, box, hf } = await setup({ mode: 'error500' });
+    const boxRequests = () => box.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length;
+    for (let i = 0; i < 3; i++) await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(chain.circuitState('a1111')).toBe('open');
+    const before = boxRequests();
+    // Past halfOpenAfter (the 200 ms probe interval), with no probe run yet: the box answers 500 still.
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(r.backend.id).toBe('huggingface');
+    expect(r.attempts[0]).toMatchObject({ backend: 'a1111', outcome: 'skipped', detail: 'circuit open' });
+    expect(boxRequests()).toBe(before);
+    expect(chain.circuitState('a1111')).toBe('open');
+    // The probe is the trial: healthy again, it closes the circuit and jobs go back to the box.
+    box.setMode('ok');
+    await chain.probeOpenCircuits();
+    expect(chain.circuitState('a1111')).toBe('closed');
+    expect((await chain.run(job(), ctx(), { paidAllowed: true })).backend.id).toBe('a1111');
+    expect(hf.requests.length).toBeGreaterThanOrEqual(4);
+  });
+
+  test('a box that stops answering opens its circuit on the first job, given up within the dead-box time rather than the progress timeout', async () => {
+    const box: FakeA1111 = await startFakeA1111({ mode: 'freeze' });
+    const hf = await startFakeHFEndpoint();
+    closers.push(
+      () => box.close(),
+      () => hf.close(),
+    );
+    const chain = new BackendChain({
+      backends: [
+        createA1111Backend({ id: 'a1111', url: box.url, progressTimeoutMs: 30_000, deadAfterMs: 300, pollIntervalMs: 50, log }),
+        createHuggingFaceBackend({ id: 'huggingface', token: 'hf_x', endpointUrl: hf.url, requestTimeoutMs: 2000, log }),
+      ],
+      log,
+      price: () => 0,
+      breakerThreshold: 3,
+      probeIntervalMs: 60_000,
+    });
+    const first = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(first.backend.id).toBe('huggingface');
+    expect(first.attempts[0]).toMatchObject({ backend: 'a1111', outcome: 'failed', errorKind: 'unavailable' });
+    expect(first.attempts[0]!.seconds).toBeLessThan(10);
+    expect(chain.circuitState('a1111')).toBe('open');
+    const second = await chain.run(job(), ctx(), { paidAllowed: true });
+    expect(second.attempts[0]).toMatchObject({ backend: 'a1111', outcome: 'skipped', detail: 'circuit open' });
+    // One generation request reached the frozen box, not one per job (and none was retried there).
+    expect(box.jobs.length + box.requests.filter((r) => r.path === '/sdapi/v1/txt2img').length).toBeLessThanOrEqual(2);
+    expect(box.requests.filter((r) => r.path === '/sdapi/v1/txt2img')).toHaveLength(1);
+  });
+
   test('with the budget spent, paid providers are skipped: the job fails clearly when no free backend can run it', async () => {
     const { chain, hf } = await setup({ refused: true });
     const err = await chain.run(job(), ctx(), { paidAllowed: false }).catch((e: unknown) => e);

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, expect, test } from 'vitest';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
+import { buildCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendProgress, RunContext } from '../../worker/backends/backend.js';
 import { type ComfyUIOptions, createComfyUIBackend } from '../../worker/backends/comfyui.js';
 import { buildGraph } from '../../worker/backends/comfyui-graph.js';
@@ -477,4 +478,32 @@ test('the fake answers like ComfyUI: unknown node, no outputs, unknown history, 
   expect(await res.json()).toMatchObject({
     CheckpointLoaderSimple: { input: { required: { ckpt_name: [['sd_xl_base_1.0.safetensors'], {}] } }, output: ['MODEL', 'CLIP', 'VAE'] },
   });
+});
+
+test('a server that stops answering mid-job is given up as dead within deadAfterMs, not the websocket silence timeout, and sent nothing more', async () => {
+  await restart({ stepDelayMs: 20 });
+  const c = ctx();
+  const running = backend({ progressTimeoutMs: 30_000, deadAfterMs: 300, pollIntervalMs: 50 }).generate(job({ steps: 60, count: 1 }), c);
+  await expect.poll(() => c.progress.length).toBeGreaterThan(1);
+  fake.setMode('freeze');
+  const t0 = Date.now();
+  const err = await failure(running);
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  expect(err.message).toMatch(/no answer from \/queue for 300 ms/);
+  expect(Date.now() - t0).toBeLessThan(10_000);
+  expect(fake.interrupts).toEqual([]);
+});
+
+test('a preset’s checkpoint and sampler reach the graph, and the result names the checkpoint; a few-step preset without one is not run', async () => {
+  await restart({ stepDelayMs: 2, checkpoints: ['sd_xl_base_1.0.safetensors', 'sdxl_lightning_4step.safetensors'] });
+  const presets = buildCatalog({ fast: { comfyui: { checkpoint: 'sdxl_lightning_4step.safetensors' } } });
+  const b = backend({ presets });
+  const r = request({ preset: 'fast', count: 1 });
+  const s = b.settingsFor(r) as Exclude<ReturnType<typeof b.settingsFor>, { refused: string }>;
+  const out = await b.generate({ ...job(), request: r, settings: s }, ctx());
+  const graph = fake.prompts[0]!.graph as Record<string, { class_type: string; inputs: Record<string, unknown> }>;
+  expect(graph['4']!.inputs.ckpt_name).toBe('sdxl_lightning_4step.safetensors');
+  expect(graph['3']!.inputs).toMatchObject({ steps: 4, cfg: 1, sampler_name: 'euler', scheduler: 'sgm_uniform' });
+  expect(out).toMatchObject({ model: { name: 'sdxl_lightning_4step.safetensors' }, sampler: 'euler (sgm_uniform)' });
+  expect(backend().settingsFor(r)).toHaveProperty('refused');
 });

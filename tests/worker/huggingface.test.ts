@@ -193,3 +193,15 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     expect(cold.detail).toContain('scaled to zero');
   });
 });
+
+describe('Hugging Face and presets', () => {
+  it('turbo routes to SDXL Turbo with its steps and no CFG; a dedicated endpoint serving another model does not run it', async () => {
+    const routed = backend({ endpointUrl: undefined, model: undefined });
+    const s = routed.settingsFor(request({ preset: 'turbo' }));
+    expect(s).toMatchObject({ steps: 4, guidance: 0, preset: { model: 'stabilityai/sdxl-turbo' } });
+    const endpoint = backend({ model: 'stabilityai/stable-diffusion-xl-base-1.0' });
+    expect(endpoint.settingsFor(request({ preset: 'turbo' }))).toHaveProperty('refused');
+    const out = await endpoint.generate({ jobId: 'pt', request: request({ preset: 'sdxl', count: 1 }) }, ctx());
+    expect(out.model?.name).toMatch(/^stabilityai\/stable-diffusion-xl-base-1\.0 \(endpoint 127\.0\.0\.1:\d+\)$/);
+  });
+});

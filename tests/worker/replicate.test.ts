@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import { createLogger } from '../../core/io/logger.js';
+import { buildCatalog } from '../../core/presets.js';
 import type { BackendProgress, RunContext } from '../../worker/backends/backend.js';
 import { createReplicateBackend, DEFAULT_SDXL_VERSION, type ReplicateBackendOptions } from '../../worker/backends/replicate.js';
 import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
@@ -299,5 +300,38 @@ describe('Replicate backend against the fake API', () => {
     const bad = await backend({ token: 'r8_wrong' }).health();
     expect(bad.ok).toBe(false);
     expect(bad.detail).toContain('REPLICATE_API_TOKEN');
+  });
+});
+
+describe('Replicate and presets', () => {
+  const version = 'a'.repeat(64);
+  const catalog = buildCatalog({
+    fast: { replicate: { usdPerImage: 0.002 } },
+    myxl: { label: 'My XL', replicate: { model: 'someone/my-sdxl', version, steps: 22, guidance: 5, sampler: 'DPMSolverMultistep' } },
+  });
+
+  it('runs a preset’s community model by its version with the preset’s steps, guidance and scheduler, and names it in the lineage', async () => {
+    const b = backend({ presets: catalog });
+    const r = request({ preset: 'myxl', count: 1 });
+    const s = b.settingsFor(r);
+    expect(s).not.toHaveProperty('refused');
+    const out = await b.generate({ jobId: 'p1', request: r, settings: s as Exclude<typeof s, { refused: string }> }, ctx());
+    const [create] = creates();
+    expect(create?.path).toBe('/v1/predictions');
+    expect(create?.body.version).toBe(version);
+    expect(create?.body.input).toMatchObject({ num_inference_steps: 22, guidance_scale: 5, scheduler: 'DPMSolverMultistep' });
+    expect(out.model).toEqual({ name: 'stability-ai/sdxl', version });
+    expect(out.usdPerImage).toBeUndefined();
+  });
+
+  it('an official model is billed per image at the preset’s price; a preset without a Replicate entry is not run there', async () => {
+    const b = backend({ presets: catalog, officialUsdPerImage: 0.003 });
+    const r = request({ preset: 'fast', count: 1 });
+    const s = b.settingsFor(r) as Exclude<ReturnType<typeof b.settingsFor>, { refused: string }>;
+    const out = await b.generate({ jobId: 'p2', request: r, settings: s }, ctx());
+    expect(creates()[0]?.path).toBe('/v1/models/black-forest-labs/flux-schnell/predictions');
+    expect(out).toMatchObject({ usdPerImage: 0.002, model: { name: 'black-forest-labs/flux-schnell' } });
+    expect(b.usdPerImage?.(s)).toBe(0.002);
+    expect(b.settingsFor(request({ preset: 'turbo' }))).toEqual({ refused: 'preset "turbo" does not run on replicate' });
   });
 });

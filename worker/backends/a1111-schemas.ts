@@ -1,9 +1,19 @@
 import { z } from 'zod';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 
-/** Sampler and scheduler we ask for: good SDXL quality at 25-30 steps on every A1111 ≥ 1.9 and Forge. */
-const A1111_SAMPLER = 'DPM++ 2M';
-const A1111_SCHEDULER = 'Karras';
+/** Sampler and scheduler we ask for unless the preset names others: good SDXL quality at 25-30 steps on every A1111 ≥ 1.9 and Forge. */
+export const A1111_SAMPLER = 'DPM++ 2M';
+export const A1111_SCHEDULER = 'Karras';
+
+/** What one job runs with on the box: the preset's settings resolved, the checkpoint in force. */
+export interface A1111Run {
+  steps: number;
+  guidance: number;
+  sampler: string;
+  scheduler: string;
+  /** Requested per job through override_settings; undefined keeps the box's loaded model. */
+  checkpoint?: string;
+}
 
 /** Fields shared by `POST /sdapi/v1/txt2img` and `/img2img` (the subset we send). */
 export interface A1111CommonBody {
@@ -53,30 +63,30 @@ export interface A1111ExtrasBody {
   upscaler_1: string;
 }
 
-/** The common body for a request; `checkpoint` goes through override_settings so no global switch is needed. */
-export function commonBody(r: GenerationRequest, checkpoint?: string): A1111CommonBody {
+/** The common body for a request; the checkpoint goes through override_settings so no global switch is needed. */
+export function commonBody(r: GenerationRequest, run: A1111Run): A1111CommonBody {
   return {
     prompt: r.prompt,
     negative_prompt: r.negative,
     width: r.width,
     height: r.height,
-    steps: r.steps,
-    cfg_scale: r.guidance,
+    steps: run.steps,
+    cfg_scale: run.guidance,
     seed: r.seed,
     batch_size: r.count,
     n_iter: 1,
-    sampler_name: A1111_SAMPLER,
-    scheduler: A1111_SCHEDULER,
+    sampler_name: run.sampler,
+    scheduler: run.scheduler,
     send_images: true,
     save_images: false,
-    ...(checkpoint ? { override_settings: { sd_model_checkpoint: checkpoint } } : {}),
+    ...(run.checkpoint ? { override_settings: { sd_model_checkpoint: run.checkpoint } } : {}),
   };
 }
 
 /** The img2img body for an inpaint job from already prepared PNGs. */
-export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, checkpoint?: string): A1111InpaintBody {
+export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, run: A1111Run): A1111InpaintBody {
   return {
-    ...commonBody(r, checkpoint),
+    ...commonBody(r, run),
     init_images: [image.toString('base64')],
     mask: mask.toString('base64'),
     denoising_strength: strengthOf(r),
@@ -89,8 +99,8 @@ export function inpaintBody(r: GenerationRequest, image: Buffer, mask: Buffer, c
 }
 
 /** The img2img body for a variation or upscaling pass from a PNG already at the request's size. */
-export function img2imgBody(r: GenerationRequest, image: Buffer, strength: number, checkpoint?: string): A1111Img2ImgBody {
-  return { ...commonBody(r, checkpoint), init_images: [image.toString('base64')], denoising_strength: strength, resize_mode: 0 };
+export function img2imgBody(r: GenerationRequest, image: Buffer, strength: number, run: A1111Run): A1111Img2ImgBody {
+  return { ...commonBody(r, run), init_images: [image.toString('base64')], denoising_strength: strength, resize_mode: 0 };
 }
 
 /** `POST /sdapi/v1/txt2img|img2img` → base64 images (no data-URI prefix) and a JSON-encoded info string. */
@@ -109,6 +119,11 @@ export const generationInfoSchema = z
     height: z.number().optional(),
     /** 1 when a grid image was put first (save_images with several images). */
     index_of_first_image: z.number().int().nonnegative().optional(),
+    /** The checkpoint that ran and its short hash (lineage). */
+    sd_model_name: z.string().nullable().optional(),
+    sd_model_hash: z.string().nullable().optional(),
+    sampler_name: z.string().nullable().optional(),
+    extra_generation_params: z.record(z.string(), z.unknown()).nullable().optional(),
   })
   .loose();
 

@@ -1,9 +1,14 @@
 import sharp from 'sharp';
+import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
+import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import {
+  A1111_SAMPLER,
+  A1111_SCHEDULER,
   type A1111ExtrasBody,
+  type A1111Run,
   commonBody,
   decodeBase64Image,
   generationInfoSchema,
@@ -14,8 +19,17 @@ import {
   sdModelsSchema,
   upscaleResponseSchema,
 } from './a1111-schemas.js';
-import type { BackendCapabilities, BackendJob, BackendOutput, BackendProgress, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { backendErrors, healthReporter, isImagePass } from './backend.js';
+import type {
+  BackendCapabilities,
+  BackendJob,
+  BackendOutput,
+  BackendProgress,
+  HealthStatus,
+  ImageBackend,
+  RunContext,
+  RunSettings,
+} from './backend.js';
+import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
 import { basicAuthHeader, createJsonClient, FifoLock, type JsonClient } from './http.js';
 import { outputPng } from './output-image.js';
 
@@ -31,8 +45,14 @@ export interface A1111Options {
   checkpoint?: string;
   /** How often /sdapi/v1/progress is polled while a job runs (default 500). */
   pollIntervalMs?: number;
-  /** A job whose box reports no change (or no answer) on /progress this long is abandoned as 'timeout'. */
+  /** A job whose box answers /progress but reports no change this long is abandoned as 'timeout'. */
   progressTimeoutMs: number;
+  /** A box that does not answer /progress at all this long is dead: the job moves on and the circuit opens (default 2 s). */
+  deadAfterMs?: number;
+  /** Presets in force (default the built-ins). */
+  presets?: PresetCatalog;
+  /** The box's identity (its normalised URL's id), shared by every worker configured with it. */
+  boxId?: string;
   /** Hard cap on one generation request (default 10 min). */
   requestTimeoutMs?: number;
   /** Upscaler for upscale jobs, as the box lists it in /sdapi/v1/upscalers (A1111_UPSCALER; default `R-ESRGAN 4x+`). */
@@ -68,24 +88,48 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', done, { once: true });
   });
 
+/**
+ * Where the box stands, as /progress says: busy or idle, and a fingerprint of its state that changes
+ * whenever it moves (step, batch, text; not eta_relative, which drifts with the clock). Previews
+ * are compared on their own (the probe does not fetch them).
+ */
+function progressPoint(p: z.infer<typeof progressSchema>): { busy: boolean; at: string } {
+  const s = p.state;
+  // state.begin() sets job_count to -1 until sampling starts (model loading): busy too.
+  const busy = (s.job_count ?? 0) !== 0 || (s.job ?? '') !== '';
+  const at = [busy, s.job_no, s.job_count, s.sampling_step, s.sampling_steps, p.progress, s.job_timestamp, p.textinfo].join('|');
+  return { busy, at };
+}
+
 interface WatchArgs {
   client: JsonClient;
   pollMs: number;
+  /** Answers that do not move for this long: hung. */
+  stuckAfterMs: number;
+  /** No answer at all for this long: dead. */
   deadAfterMs: number;
   /** Aborted when the generation request settles. */
   stop: AbortSignal;
+  /** Asked before every poll; false means the box is another job's now (never poll it again). */
+  holds: () => Promise<boolean>;
   onProgress: (p: BackendProgress) => void;
-  onDead: (why: string) => void;
+  /** `dead`: the box stopped answering; otherwise it answers but does not move (`stuckOn`: where it stands, if busy). */
+  onDead: (why: string, dead: boolean, stuckOn?: string) => void;
+  onLeaseLost: () => void;
 }
 
 /**
- * Polls /progress while our request is open. The box counts as alive only while what it reports
- * changes (step, batch, preview, text): a hung sampler or a box idle with our request open answers
- * /progress forever but never moves. eta_relative is left out because it drifts with the clock.
+ * Polls /progress while our request is open. The box counts as alive only while it answers
+ * (deadAfterMs) and what it reports changes (stuckAfterMs: step, batch, preview, text): a hung
+ * sampler or a box idle with our request open answers /progress forever but never moves.
+ * eta_relative is left out because it drifts with the clock. /progress is global to the box: it is
+ * ours only because we hold the box's lease, which is checked before every poll.
  */
 function watchProgress(a: WatchArgs): void {
   let lastChange = performance.now();
+  let lastAnswer = performance.now();
   let fingerprint = '';
+  let busyAt: string | undefined;
   let lastStep = -1;
   let lastTotal = -1;
   let lastPreview: string | null = null;
@@ -93,15 +137,17 @@ function watchProgress(a: WatchArgs): void {
   let where = 'no answer yet';
   const dog = setInterval(
     () => {
-      if (a.stop.aborted || performance.now() - lastChange <= a.deadAfterMs) return;
-      clearInterval(dog);
-      a.onDead(
-        lastError
-          ? `progress endpoint failing for ${a.deadAfterMs} ms (${lastError}); box taken for dead`
-          : `no progress for ${a.deadAfterMs} ms (${where}); box taken for hung`,
-      );
+      if (a.stop.aborted) return;
+      const now = performance.now();
+      if (now - lastAnswer > a.deadAfterMs) {
+        clearInterval(dog);
+        a.onDead(`no answer from /progress for ${a.deadAfterMs} ms (${lastError ?? 'silent'}); box taken for dead`, true);
+      } else if (now - lastChange > a.stuckAfterMs) {
+        clearInterval(dog);
+        a.onDead(`no progress for ${a.stuckAfterMs} ms (${where}); box taken for hung`, false, busyAt);
+      }
     },
-    Math.max(10, Math.min(a.pollMs, a.deadAfterMs / 5)),
+    Math.max(10, Math.min(a.pollMs, a.deadAfterMs / 5, a.stuckAfterMs / 5)),
   );
   a.stop.addEventListener('abort', () => clearInterval(dog), { once: true });
 
@@ -110,24 +156,36 @@ function watchProgress(a: WatchArgs): void {
       await sleep(a.pollMs, a.stop);
       if (a.stop.aborted) return;
       try {
+        if (!(await a.holds())) {
+          clearInterval(dog);
+          a.onLeaseLost();
+          return;
+        }
+        if (a.stop.aborted) return;
         const p = await a.client.json('/sdapi/v1/progress?skip_current_image=false', progressSchema, {
           signal: a.stop,
           timeoutMs: a.deadAfterMs,
         });
+        lastAnswer = performance.now();
         lastError = undefined;
         const s = p.state;
-        const busy = (s.job_count ?? 0) > 0;
+        const { busy, at: fp } = progressPoint(p);
+        busyAt = busy ? fp : undefined;
         const step = s.sampling_step ?? 0;
         const total = s.sampling_steps ?? 0;
         const preview = p.current_image || null;
         where = busy ? `step ${step}/${total}` : 'box idle while our request is open';
-        const fp = [busy, s.job_no, s.job_count, step, total, p.progress, s.job_timestamp, p.textinfo, preview?.length].join('|');
         if (fp !== fingerprint || preview !== lastPreview) {
           fingerprint = fp;
           lastChange = performance.now();
         }
         // Idle state keeps the last job's step numbers, so only a busy box reports our progress.
-        if (busy && total > 0 && (step !== lastStep || total !== lastTotal || (preview !== null && preview !== lastPreview))) {
+        if (
+          busy &&
+          (s.job_count ?? 0) > 0 &&
+          total > 0 &&
+          (step !== lastStep || total !== lastTotal || (preview !== null && preview !== lastPreview))
+        ) {
           lastStep = step;
           lastTotal = total;
           lastPreview = preview;
@@ -163,15 +221,45 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     headers: auth ? { authorization: basicAuthHeader(auth) } : {},
     credentialHint: 'A1111_AUTH',
   });
+  // One job at a time in this process as well: the lease (worker/boxes) serialises the workers.
   const lock = new FifoLock();
   const pollMs = o.pollIntervalMs ?? 500;
+  const deadAfterMs = o.deadAfterMs ?? 2000;
+  const presets = o.presets ?? BUILTIN_PRESETS;
+  /** Where the box stood when a job was abandoned because it stopped moving (progressPoint), until it moves again. */
+  let stuck: string | undefined;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
   const upscaleTimeoutMs = Math.min(o.upscaleTimeoutMs ?? 3 * 60_000, requestTimeoutMs);
   const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
   const log = o.log;
 
   const errors = backendErrors(o.id, { badResponseRetryable: true });
-  const { cancelled, badResponse, rejected } = errors;
+  const { cancelled, badResponse, rejected, leaseLost } = errors;
+
+  function settingsFor(r: GenerationRequest): RunSettings | { refused: string } {
+    const s = presetSettings(presets, 'a1111', r);
+    if ('refused' in s) return s;
+    if (s.preset.needsCheckpoint && !s.preset.checkpoint)
+      return { refused: `preset "${r.preset}" needs its own checkpoint on the box; name one in PRESETS_FILE` };
+    return s;
+  }
+
+  function runOf(s: RunSettings): A1111Run {
+    const checkpoint = s.preset.checkpoint ?? o.checkpoint;
+    return {
+      steps: s.steps,
+      guidance: s.guidance,
+      sampler: s.preset.sampler ?? A1111_SAMPLER,
+      scheduler: s.preset.scheduler ?? A1111_SCHEDULER,
+      ...(checkpoint ? { checkpoint } : {}),
+    };
+  }
+
+  /** A failure on the wire (refused, reset, unreachable): the box is not there; the circuit opens at once. */
+  function unreachable(err: BackendError): BackendError {
+    if (err.kind !== 'unavailable' || err.status !== undefined || err.opensCircuit) return err;
+    return new BackendError(o.id, 'unavailable', err.message.replace(`${o.id}: `, ''), { cause: err, opensCircuit: true });
+  }
 
   /** Waits for the box, runs `fn`, and makes sure nothing but a BackendError escapes. */
   async function exclusive<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
@@ -192,9 +280,75 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     }
   }
 
-  /** Global on the box: stops whatever runs there, which is ours while we hold the lock. */
-  function interrupt(): void {
-    void client.raw('/sdapi/v1/interrupt', { method: 'POST', timeoutMs: 3000 }).catch((err: unknown) => {
+  /**
+   * On a shared box, before sending anything: waits until the box is idle. Holding the lease means
+   * no other job of ours runs there, but a generation can outlive its job (a worker killed mid-job
+   * leaves it running until it ends) and the owner may be using the web UI; sending now would put a
+   * second request on the box and read that generation's progress and preview as ours. A box that
+   * stops answering meanwhile is dead, one that does not move is hung; neither is sent the job.
+   */
+  async function untilIdle(ctx: RunContext, holds: () => Promise<boolean>): Promise<void> {
+    let lastAnswer = performance.now();
+    let lastChange = performance.now();
+    let at: string | undefined;
+    let waited = false;
+    for (;;) {
+      if (ctx.signal.aborted) {
+        const reason: unknown = ctx.signal.reason;
+        throw reason instanceof BackendError ? reason : cancelled('cancelled while the box finished other work');
+      }
+      if (!(await holds())) throw leaseLost();
+      try {
+        const p = progressPoint(
+          await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal: ctx.signal, timeoutMs: deadAfterMs }),
+        );
+        lastAnswer = performance.now();
+        if (!p.busy) {
+          if (waited) log.info('box idle again; sending the job');
+          return;
+        }
+        if (p.at !== at) {
+          at = p.at;
+          lastChange = performance.now();
+        }
+        if (!waited)
+          log.info('box busy with a generation that is not a job of ours (an earlier one cut short, or the web UI); waiting for it');
+        waited = true;
+      } catch (err) {
+        if (ctx.signal.aborted) continue;
+        if (!(err instanceof BackendError) || err.kind === 'rejected') throw err;
+        // Refused or reset: not there at all, no need to wait out deadAfterMs.
+        if (err.kind === 'unavailable' && err.status === undefined) throw unreachable(err);
+      }
+      const now = performance.now();
+      if (now - lastAnswer > deadAfterMs)
+        throw new BackendError(o.id, 'unavailable', `no answer from /progress for ${deadAfterMs} ms; box taken for dead`, {
+          opensCircuit: true,
+        });
+      if (now - lastChange > o.progressTimeoutMs) {
+        stuck = at;
+        throw new BackendError(
+          o.id,
+          'timeout',
+          `busy with other work that has not moved for ${o.progressTimeoutMs} ms; box taken for hung`,
+          {
+            opensCircuit: true,
+          },
+        );
+      }
+      await sleep(pollMs, ctx.signal);
+    }
+  }
+
+  /** Global on the box: stops whatever runs there, which is ours only while we hold the lease. */
+  function interrupt(ctx: RunContext): void {
+    void (async () => {
+      if (ctx.lease && !(await ctx.lease.holds().catch(() => false))) {
+        log.info('lease lost: the box runs another job now, so it is not interrupted');
+        return;
+      }
+      await client.raw('/sdapi/v1/interrupt', { method: 'POST', timeoutMs: 3000 });
+    })().catch((err: unknown) => {
       log.debug({ err }, 'interrupt not delivered');
     });
   }
@@ -218,53 +372,91 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
 
   async function run(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
     const r = job.request;
+    const settings = job.settings ?? ownSettings(settingsFor, r);
+    const a = runOf(settings);
     let path = '/sdapi/v1/txt2img';
-    let body: object = commonBody(r, o.checkpoint);
+    let body: object = commonBody(r, a);
     if (r.kind === 'inpaint') {
       if (!job.image || !job.mask) throw rejected('inpaint job without a prepared image and mask');
       path = '/sdapi/v1/img2img';
-      body = inpaintBody(r, job.image, job.mask, o.checkpoint);
+      body = inpaintBody(r, job.image, job.mask, a);
     } else if (isImagePass(r.kind)) {
       if (!job.image) throw rejected(`${r.kind} job without its input image`);
       path = '/sdapi/v1/img2img';
-      body = img2imgBody(r, job.image, strengthOf(r), o.checkpoint);
+      body = img2imgBody(r, job.image, strengthOf(r), a);
     }
+    const holds = () => (ctx.lease ? ctx.lease.holds().catch(() => false) : Promise.resolve(true));
     // Aborted with the BackendError the caller should see; the HTTP client passes that reason through.
     const abandon = new AbortController();
-    const giveUp = (err: BackendError) => {
+    const giveUp = (err: BackendError, touch = true) => {
       if (abandon.signal.aborted) return;
-      interrupt();
+      if (touch) interrupt(ctx);
       abandon.abort(err);
     };
-    const onCancel = () => giveUp(cancelled('cancelled during generation'));
+    const onCancel = () => {
+      const reason: unknown = ctx.signal.reason;
+      giveUp(reason instanceof BackendError ? reason : cancelled('cancelled during generation'));
+    };
     ctx.signal.addEventListener('abort', onCancel, { once: true });
     const stopWatch = new AbortController();
+    if (!(await holds())) throw leaseLost();
+    if (ctx.lease) await untilIdle(ctx, holds);
     watchProgress({
       client,
       pollMs,
-      deadAfterMs: o.progressTimeoutMs,
+      stuckAfterMs: o.progressTimeoutMs,
+      deadAfterMs,
       stop: stopWatch.signal,
+      holds,
       onProgress: ctx.onProgress,
-      onDead: (why) => {
-        log.warn({ jobId: job.jobId, why }, 'box stopped making progress; abandoning the job');
-        giveUp(new BackendError(o.id, 'timeout', why));
+      onDead: (why, dead, stuckOn) => {
+        // A sampler stuck on the box: the health probe keeps the circuit open while the box still stands there.
+        if (!dead && stuckOn) stuck = stuckOn;
+        log.warn(
+          { jobId: job.jobId, why },
+          dead ? 'box stopped answering; abandoning the job' : 'box stopped making progress; abandoning the job',
+        );
+        // A silent box would not hear an interrupt either.
+        giveUp(new BackendError(o.id, dead ? 'unavailable' : 'timeout', why, { opensCircuit: true }), !dead);
+      },
+      onLeaseLost: () => {
+        log.warn({ jobId: job.jobId }, 'lease on the box lost to another job; leaving the box alone');
+        giveUp(leaseLost(), false);
       },
     });
     const started = performance.now();
-    log.debug({ jobId: job.jobId, path, width: r.width, height: r.height, count: r.count, steps: r.steps }, 'generation sent');
+    log.debug({ jobId: job.jobId, path, width: r.width, height: r.height, count: r.count, steps: a.steps }, 'generation sent');
     try {
       const res = await client.json(path, generationResponseSchema, { body, signal: abandon.signal, timeoutMs: requestTimeoutMs });
       const seconds = (performance.now() - started) / 1000;
       const info = parseInfo(res.info);
       const images = await toPngs(res.images, info.index_of_first_image ?? 0, r);
       log.debug({ jobId: job.jobId, seconds, seed: info.seed }, 'generation done');
-      return { images, seed: info.seed, billedSeconds: seconds, billedImages: images.length };
+      if (a.checkpoint && info.sd_model_name && !a.checkpoint.startsWith(info.sd_model_name))
+        log.warn(
+          { asked: a.checkpoint, ran: info.sd_model_name },
+          'the box ran another checkpoint than the one asked for (A1111 falls back when it does not know a name)',
+        );
+      const schedule = info.extra_generation_params?.['Schedule type'];
+      const sampler = info.sampler_name ?? a.sampler;
+      return {
+        images,
+        seed: info.seed,
+        billedSeconds: seconds,
+        billedImages: images.length,
+        model: {
+          name: info.sd_model_name ?? a.checkpoint ?? 'the box’s loaded model',
+          ...(info.sd_model_hash ? { version: info.sd_model_hash } : {}),
+        },
+        sampler: typeof schedule === 'string' && schedule !== '' ? `${sampler} (${schedule})` : sampler,
+      };
     } catch (err) {
       // Our request timed out while the box may still be working on it.
-      if (err instanceof BackendError && err.kind === 'timeout' && !abandon.signal.aborted) interrupt();
-      if (err instanceof BackendError && err.kind !== 'cancelled')
-        log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'generation failed');
-      throw err;
+      if (err instanceof BackendError && err.kind === 'timeout' && !abandon.signal.aborted) interrupt(ctx);
+      const e = err instanceof BackendError && !abandon.signal.aborted ? unreachable(err) : err;
+      if (e instanceof BackendError && e.kind !== 'cancelled')
+        log.warn({ jobId: job.jobId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
+      throw e;
     } finally {
       stopWatch.abort();
       ctx.signal.removeEventListener('abort', onCancel);
@@ -308,9 +500,11 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     const abandon = new AbortController();
     const onCancel = () => {
       if (abandon.signal.aborted) return;
-      interrupt();
-      abandon.abort(cancelled('cancelled during upscale'));
+      interrupt(ctx);
+      const reason: unknown = ctx.signal.reason;
+      abandon.abort(reason instanceof BackendError ? reason : cancelled('cancelled during upscale'));
     };
+    if (ctx.lease && !(await ctx.lease.holds().catch(() => false))) throw leaseLost();
     ctx.signal.addEventListener('abort', onCancel, { once: true });
     const factor = r.width / src.width;
     const started = performance.now();
@@ -327,9 +521,9 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       const seconds = (performance.now() - started) / 1000;
       ctx.onProgress({ step: 1, total: 1, fraction: 1 });
       log.debug({ jobId: job.jobId, seconds, boxSize: `${meta.width}×${meta.height}` }, 'upscale done');
-      return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1 };
+      return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1, model: { name: `upscaler ${upscaler}` } };
     } catch (err) {
-      if (err instanceof BackendError && err.kind === 'timeout') interrupt();
+      if (err instanceof BackendError && err.kind === 'timeout') interrupt(ctx);
       if (err instanceof BackendError && err.kind !== 'cancelled')
         log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'upscale failed');
       throw err;
@@ -342,9 +536,11 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     id: o.id,
     family: 'a1111',
     capabilities: A1111_CAPABILITIES,
+    ...(o.boxId ? { box: { id: o.boxId } } : {}),
     get inFlight() {
       return lock.inFlight;
     },
+    settingsFor,
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const done = healthReporter();
       try {
@@ -353,6 +549,14 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         const ck = o.checkpoint;
         if (ck && !models.some((m) => m.title === ck || m.model_name === ck || m.title.startsWith(`${ck} `))) {
           detail += `; checkpoint ${ck} not listed`;
+        }
+        if (stuck) {
+          // The box answers, but is it still stuck on the job it hung on? Then it is not well.
+          const now = progressPoint(
+            await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal, timeoutMs: 3000 }),
+          );
+          if (now.busy && now.at === stuck) return done(false, 'the sampler is still stuck where a job was given up');
+          stuck = undefined;
         }
         return done(true, detail);
       } catch (err) {

@@ -1,6 +1,7 @@
 import type { BackendFamily } from '../../core/backend-families.js';
 import { BackendError } from '../../core/errors.js';
-import type { GenerationRequest, JobKind } from '../../core/generation.js';
+import type { GenerationRequest, JobKind, ModelLineage } from '../../core/generation.js';
+import { type FamilySettings, type PresetCatalog, presetRun } from '../../core/presets.js';
 
 /** What a backend can do; the chain only sends a job to a backend whose capabilities cover it. */
 export interface BackendCapabilities {
@@ -47,6 +48,41 @@ export interface BackendJob {
   readonly mask?: Buffer;
   /** Upscale only: the untouched source, for a backend with its own upscaler. */
   readonly source?: SourceImage;
+  /** The job's preset on this backend (the chain resolves it); absent, the backend resolves it itself. */
+  readonly settings?: RunSettings;
+}
+
+/**
+ * What a backend runs a job with: the job's preset resolved for this backend (its model, steps,
+ * guidance and sampler), the member's steps and guidance on top.
+ */
+export interface RunSettings {
+  readonly steps: number;
+  readonly guidance: number;
+  /** The preset's entry for this family (checkpoint, model, version, sampler…). */
+  readonly preset: FamilySettings;
+}
+
+/**
+ * The settings of a job a backend is handed directly, without the chain (tests, doctor): the
+ * preset's when this backend runs it, else the request's own steps and guidance with the backend's
+ * defaults.
+ */
+export function ownSettings(settingsFor: ImageBackend['settingsFor'], r: GenerationRequest): RunSettings {
+  const s = settingsFor(r);
+  return 'refused' in s ? { steps: r.steps, guidance: r.guidance, preset: {} } : s;
+}
+
+/** The job's preset on `family`, or why the preset does not run there. */
+export function presetSettings(presets: PresetCatalog, family: BackendFamily, r: GenerationRequest): RunSettings | { refused: string } {
+  const preset = presets.find(r.preset);
+  if (!preset) return { refused: `unknown preset "${r.preset}"` };
+  const run = presetRun(preset, family, {
+    ...(r.memberSteps !== undefined ? { steps: r.memberSteps } : {}),
+    ...(r.memberGuidance !== undefined ? { guidance: r.memberGuidance } : {}),
+  });
+  if (!run) return { refused: `preset "${preset.id}" does not run on ${family}` };
+  return { steps: run.steps, guidance: run.guidance, preset: run.settings };
 }
 
 /** Kinds that start from `BackendJob.image` without a mask. */
@@ -63,6 +99,12 @@ export interface BackendOutput {
   readonly billedSeconds: number;
   /** Billable images, for per-image prices. */
   readonly billedImages: number;
+  /** Billed per image at this price (Replicate's official models) rather than by time. */
+  readonly usdPerImage?: number;
+  /** The model the images came from, as the backend reported it. */
+  readonly model?: ModelLineage;
+  /** The sampler (and schedule) that ran. */
+  readonly sampler?: string;
 }
 
 export interface HealthStatus {
@@ -78,9 +120,18 @@ export function healthReporter(): (ok: boolean, detail: string) => HealthStatus 
 }
 
 export interface RunContext {
-  /** Aborted when the job is cancelled, times out or the worker shuts down; the backend must stop remote work. */
+  /**
+   * Aborted when the job is cancelled, times out, the worker shuts down or the box's lease is lost;
+   * the backend must stop remote work (but see `lease`: a lost box is never touched again).
+   */
   readonly signal: AbortSignal;
   readonly onProgress: (p: BackendProgress) => void;
+  /**
+   * The box's lease, on a GPU box shared by several workers: asked immediately before every request
+   * to the box (generation, progress poll, interrupt). false means another job holds the box now:
+   * send it nothing more, not even an interrupt.
+   */
+  readonly lease?: { holds(): Promise<boolean> };
 }
 
 /**
@@ -92,9 +143,15 @@ export interface ImageBackend {
   readonly id: string;
   readonly family: BackendFamily;
   readonly capabilities: BackendCapabilities;
-  /** Jobs running on it right now (for least-busy routing). */
+  /** Jobs running on it right now, or waiting for it, in this process. */
   readonly inFlight: number;
+  /** A GPU box: its identity from its normalised URL, shared by every worker configured with it. */
+  readonly box?: { readonly id: string };
   health(signal?: AbortSignal): Promise<HealthStatus>;
+  /** The job's settings here, or why this backend does not run the job's preset. */
+  settingsFor(request: GenerationRequest): RunSettings | { refused: string };
+  /** When the provider bills these settings per image (not by time): the price of one. */
+  usdPerImage?(settings: RunSettings): number | undefined;
   generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput>;
 }
 
@@ -105,6 +162,8 @@ export interface ImageBackend {
  */
 export function backendErrors(id: string, o: { badResponseRetryable: boolean }) {
   return {
+    /** Another job holds the box now: this one must leave it alone and go elsewhere. */
+    leaseLost: () => new BackendError(id, 'busy', 'lost the lease on the box to another job', { retryable: false }),
     cancelled: (detail = 'cancelled', cause?: unknown) => new BackendError(id, 'cancelled', detail, { retryable: false, cause }),
     badResponse: (detail: string, cause?: unknown) =>
       new BackendError(id, 'bad-response', detail, { retryable: o.badResponseRetryable, cause }),

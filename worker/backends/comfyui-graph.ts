@@ -9,9 +9,18 @@ export const SAVE_NODE = '9';
 /** The KSampler node (its steps drive progress). */
 const SAMPLER_NODE = '3';
 
-/** Good SDXL quality at 25-30 steps; both are in every ComfyUI's KSampler lists. */
-const COMFY_SAMPLER = 'dpmpp_2m';
-const COMFY_SCHEDULER = 'karras';
+/** Good SDXL quality at 25-30 steps unless the preset names others; both are in every ComfyUI's KSampler lists. */
+export const COMFY_SAMPLER = 'dpmpp_2m';
+export const COMFY_SCHEDULER = 'karras';
+
+/** What one job runs with on the server: the preset resolved. */
+export interface ComfyRun {
+  checkpoint: string;
+  steps: number;
+  guidance: number;
+  sampler: string;
+  scheduler: string;
+}
 export const FILENAME_PREFIX = 'imagebot';
 
 /** Names of the uploaded inputs as ComfyUI returned them (`subfolder/name` when in a subfolder); a mask only for inpaint. */
@@ -27,9 +36,13 @@ export interface UploadedInputs {
  * img2img and upscale: LoadImage → VAEEncode → KSampler with denoise = strength; the uploaded image
  * already has the target size, so an upscale is the same graph on a larger image.
  */
-export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: UploadedInputs): ComfyGraph {
+export function buildGraph(r: GenerationRequest, runOrCheckpoint: ComfyRun | string, uploaded?: UploadedInputs): ComfyGraph {
+  const run: ComfyRun =
+    typeof runOrCheckpoint === 'string'
+      ? { checkpoint: runOrCheckpoint, steps: r.steps, guidance: r.guidance, sampler: COMFY_SAMPLER, scheduler: COMFY_SCHEDULER }
+      : runOrCheckpoint;
   const g: ComfyGraph = {
-    '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: checkpoint } },
+    '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: run.checkpoint } },
     '6': { class_type: 'CLIPTextEncode', inputs: { text: r.prompt, clip: ['4', 1] } },
     '7': { class_type: 'CLIPTextEncode', inputs: { text: r.negative, clip: ['4', 1] } },
     '8': { class_type: 'VAEDecode', inputs: { samples: [SAMPLER_NODE, 0], vae: ['4', 2] } },
@@ -38,10 +51,10 @@ export function buildGraph(r: GenerationRequest, checkpoint: string, uploaded?: 
   const sampler = {
     model: ['4', 0],
     seed: r.seed,
-    steps: r.steps,
-    cfg: r.guidance,
-    sampler_name: COMFY_SAMPLER,
-    scheduler: COMFY_SCHEDULER,
+    steps: run.steps,
+    cfg: run.guidance,
+    sampler_name: run.sampler,
+    scheduler: run.scheduler,
   };
   if (r.kind === 'inpaint') {
     if (!uploaded?.mask) throw new Error('an inpaint graph needs the uploaded image and mask');

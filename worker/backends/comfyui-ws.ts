@@ -123,13 +123,21 @@ export class ComfySocket {
           }
         }
         const where = this.started ? (total > 0 ? `at step ${step}/${total}` : 'after it started') : 'and it is not in the queue';
-        settle(new BackendError(backend, 'timeout', `no message from ComfyUI for ${o.progressTimeoutMs} ms ${where}`), false);
+        settle(
+          new BackendError(backend, 'timeout', `no message from ComfyUI for ${o.progressTimeoutMs} ms ${where}`, { opensCircuit: true }),
+          false,
+        );
       };
 
       const handle = (e: SocketEvent) => {
         if (settled) return;
         if (e.kind === 'closed')
-          return settle(new BackendError(backend, 'unavailable', `websocket closed (code ${e.code}) before our prompt finished`), false);
+          return settle(
+            new BackendError(backend, 'unavailable', `websocket closed (code ${e.code}) before our prompt finished`, {
+              opensCircuit: true,
+            }),
+            false,
+          );
         if (e.kind === 'binary') {
           const preview = parsePreviewFrame(e.buf);
           if (!preview || !this.started || (preview.promptId !== undefined && preview.promptId !== o.promptId)) return;

@@ -2,10 +2,19 @@ import { randomUUID } from 'node:crypto';
 import { BackendError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendCapabilities, BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { backendErrors, healthReporter, isImagePass } from './backend.js';
+import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
+import type { BackendCapabilities, BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
+import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
 import { type ComfyClient, createComfyClient } from './comfyui-client.js';
-import { buildGraph, FILENAME_PREFIX, SAVE_NODE, type UploadedInputs } from './comfyui-graph.js';
+import {
+  buildGraph,
+  COMFY_SAMPLER,
+  COMFY_SCHEDULER,
+  type ComfyRun,
+  FILENAME_PREFIX,
+  SAVE_NODE,
+  type UploadedInputs,
+} from './comfyui-graph.js';
 import type { ComfyHistoryEntry } from './comfyui-schemas.js';
 import { ComfySocket } from './comfyui-ws.js';
 import { FifoLock } from './http.js';
@@ -19,8 +28,16 @@ export interface ComfyUIOptions {
   url: string;
   /** Checkpoint file name for CheckpointLoaderSimple, e.g. `sd_xl_base_1.0.safetensors`. */
   checkpoint: string;
-  /** No websocket message for this long while our prompt runs means the server is dead or hung. */
+  /** No websocket message for this long while our prompt runs means the server is hung. */
   progressTimeoutMs: number;
+  /** GET /queue unanswered this long while our prompt runs: the server is dead (default 2 s). */
+  deadAfterMs?: number;
+  /** How often /queue is asked while our prompt runs (default 500 ms). */
+  pollIntervalMs?: number;
+  /** Presets in force (default the built-ins). */
+  presets?: PresetCatalog;
+  /** The server's identity (its normalised URL's id), shared by every worker configured with it. */
+  boxId?: string;
   /** Hard cap on one job, queue wait included (default 10 min). */
   requestTimeoutMs?: number;
   log: Logger;
@@ -64,13 +81,69 @@ function gpuName(device: string): string {
  */
 export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
   const client = createComfyClient(o.id, o.url);
+  // One job at a time in this process as well: the lease (worker/boxes) serialises the workers.
   const lock = new FifoLock();
+  const deadAfterMs = o.deadAfterMs ?? 2000;
+  const pollMs = o.pollIntervalMs ?? 500;
+  const presets = o.presets ?? BUILTIN_PRESETS;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
   const httpMs = Math.min(30_000, requestTimeoutMs);
   const log = o.log;
 
   const errors = backendErrors(o.id, { badResponseRetryable: true });
-  const { cancelled, badResponse, rejected } = errors;
+  const { cancelled, badResponse, rejected, leaseLost } = errors;
+
+  function settingsFor(r: GenerationRequest): RunSettings | { refused: string } {
+    const s = presetSettings(presets, 'comfyui', r);
+    if ('refused' in s) return s;
+    if (s.preset.needsCheckpoint && !s.preset.checkpoint)
+      return { refused: `preset "${r.preset}" needs its own checkpoint on the server; name one in PRESETS_FILE` };
+    return s;
+  }
+
+  function runOf(s: RunSettings): ComfyRun {
+    return {
+      checkpoint: s.preset.checkpoint ?? o.checkpoint,
+      steps: s.steps,
+      guidance: s.guidance,
+      sampler: s.preset.sampler ?? COMFY_SAMPLER,
+      scheduler: s.preset.scheduler ?? COMFY_SCHEDULER,
+    };
+  }
+
+  /**
+   * Asks /queue every pollMs while our prompt runs: the websocket may rightly stay silent through a
+   * long node, but a server that stops answering its cheapest endpoint for deadAfterMs is dead.
+   */
+  function watchAlive(stop: AbortSignal, holds: () => Promise<boolean>, onDead: (err: BackendError) => void): void {
+    let lastAnswer = performance.now();
+    let lastError = 'silent';
+    const dog = setInterval(
+      () => {
+        if (stop.aborted || performance.now() - lastAnswer <= deadAfterMs) return;
+        clearInterval(dog);
+        onDead(
+          new BackendError(o.id, 'unavailable', `no answer from /queue for ${deadAfterMs} ms (${lastError}); server taken for dead`, {
+            opensCircuit: true,
+          }),
+        );
+      },
+      Math.max(10, Math.min(pollMs, deadAfterMs / 5)),
+    );
+    stop.addEventListener('abort', () => clearInterval(dog), { once: true });
+    void (async () => {
+      while (!stop.aborted) {
+        await new Promise((r) => setTimeout(r, pollMs));
+        if (stop.aborted || !(await holds())) return;
+        try {
+          await client.queue(deadAfterMs);
+          lastAnswer = performance.now();
+        } catch (err) {
+          lastError = err instanceof Error ? err.message : String(err);
+        }
+      }
+    })();
+  }
 
   /** Interrupts our prompt if it runs, else deletes it from the queue (and interrupts if it started meanwhile). */
   async function takeBack(c: ComfyClient, promptId: string, started: boolean): Promise<void> {
@@ -128,11 +201,22 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
   /** One job while holding the lock; `later` receives clean-up the lock must wait for. */
   async function run(job: BackendJob, ctx: RunContext, later: (p: Promise<void>) => void): Promise<BackendOutput> {
     const r = job.request;
+    const settings = job.settings ?? ownSettings(settingsFor, r);
+    const c = runOf(settings);
     const t0 = performance.now();
+    const holds = () => (ctx.lease ? ctx.lease.holds().catch(() => false) : Promise.resolve(true));
+    /** Asked before every request to the server: a server another job holds now is not ours to talk to. */
+    const mine = async () => {
+      if (!(await holds())) throw leaseLost();
+    };
     // Aborted with the BackendError the caller should see; the HTTP calls pass that reason through.
     const abandon = new AbortController();
-    const onCancel = () => abandon.abort(cancelled('cancelled during generation'));
+    const onCancel = () => {
+      const reason: unknown = ctx.signal.reason;
+      abandon.abort(reason instanceof BackendError ? reason : cancelled('cancelled during generation'));
+    };
     ctx.signal.addEventListener('abort', onCancel, { once: true });
+    const stopAlive = new AbortController();
     const deadline = setTimeout(
       () => abandon.abort(new BackendError(o.id, 'timeout', `no result after ${requestTimeoutMs} ms`)),
       requestTimeoutMs,
@@ -141,17 +225,21 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     let promptId: string | undefined;
     try {
       const clientId = randomUUID();
+      await mine();
       // Open before posting: ComfyUI sends a prompt's messages only to the socket of its client_id.
       socket = await ComfySocket.open(o.id, o.url, clientId, {
         signal: abandon.signal,
-        handshakeTimeoutMs: Math.min(10_000, requestTimeoutMs),
+        handshakeTimeoutMs: Math.min(Math.max(deadAfterMs, 1000), requestTimeoutMs),
       });
+      await mine();
       const uploaded = await upload(job, abandon.signal);
       if (abandon.signal.aborted) throw abandon.signal.reason;
+      await mine();
       // Not abortable: once sent the prompt may be queued, and only its id lets us take it back.
-      const posted = await client.postPrompt(buildGraph(r, o.checkpoint, uploaded), clientId, httpMs);
+      const posted = await client.postPrompt(buildGraph(r, c, uploaded), clientId, httpMs);
       const id = posted.promptId;
       promptId = id;
+      watchAlive(stopAlive.signal, holds, (err) => abandon.abort(err));
       log.debug(
         { jobId: job.jobId, promptId: id, kind: r.kind, width: r.width, height: r.height, count: r.count, steps: r.steps },
         'prompt queued',
@@ -168,6 +256,7 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
             onProgress: (step, total) => progress(step, total),
             onPreview: (image, step, total) => progress(step, total, Buffer.from(image)),
             queueState: async () => {
+              await mine();
               const q = await client.queue(CONTROL_MS);
               return q.running.includes(id) ? 'running' : q.pending.includes(id) ? 'pending' : 'gone';
             },
@@ -177,18 +266,37 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
       } finally {
         stop.dispose();
       }
+      stopAlive.abort();
+      await mine();
       const images = await collect(await finishedEntry(id, abandon.signal), r, abandon.signal);
       const seconds = (performance.now() - t0) / 1000;
       log.debug({ jobId: job.jobId, promptId: id, seconds }, 'prompt done');
-      return { images, seed: r.seed, billedSeconds: seconds, billedImages: images.length };
+      return {
+        images,
+        seed: r.seed,
+        billedSeconds: seconds,
+        billedImages: images.length,
+        model: { name: c.checkpoint },
+        sampler: `${c.sampler} (${c.scheduler})`,
+      };
     } catch (err) {
-      const e =
+      let e =
         err instanceof BackendError ? err : badResponse(`unexpected failure: ${err instanceof Error ? err.message : String(err)}`, err);
-      if (promptId && socket && !socket.ended) later(takeBack(client, promptId, socket.started));
+      // Not there at all (refused, reset): the circuit opens at once.
+      if (!promptId && e.kind === 'unavailable' && e.status === undefined && !e.opensCircuit)
+        e = new BackendError(o.id, 'unavailable', e.message.replace(`${o.id}: `, ''), { cause: e, opensCircuit: true });
+      // A server that is another job's now, or that stopped answering, is not sent a take-back.
+      const touch = !(e.kind === 'busy' && !e.retryable) && !(e.opensCircuit && e.kind === 'unavailable');
+      if (touch && promptId && socket && !socket.ended) {
+        const started = socket.started;
+        const pid = promptId;
+        later(holds().then((ok) => (ok ? takeBack(client, pid, started) : undefined)));
+      }
       if (e.kind !== 'cancelled')
         log.warn({ jobId: job.jobId, promptId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
       throw e;
     } finally {
+      stopAlive.abort();
       clearTimeout(deadline);
       ctx.signal.removeEventListener('abort', onCancel);
       socket?.close();
@@ -199,9 +307,11 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     id: o.id,
     family: 'comfyui',
     capabilities: COMFYUI_CAPABILITIES,
+    ...(o.boxId ? { box: { id: o.boxId } } : {}),
     get inFlight() {
       return lock.inFlight;
     },
+    settingsFor,
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const done = healthReporter();
       try {

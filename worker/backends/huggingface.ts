@@ -2,8 +2,9 @@ import { InferenceClient, setLogger } from '@huggingface/inference';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { backendErrors, healthReporter, isImagePass } from './backend.js';
+import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
+import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
+import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
 import { parseRetryAfter } from './http.js';
 import { outputPng } from './output-image.js';
 
@@ -24,6 +25,8 @@ export interface HuggingFaceBackendOptions {
   inpaint?: boolean;
   /** Per-image request timeout (default 120 s). */
   requestTimeoutMs?: number;
+  /** Presets in force (default the built-ins). */
+  presets?: PresetCatalog;
   log: Logger;
 }
 
@@ -73,6 +76,26 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
   const { id, log } = opts;
   const timeoutMs = opts.requestTimeoutMs ?? 120_000;
   const model = opts.model ?? DEFAULT_MODEL;
+  const presets = opts.presets ?? BUILTIN_PRESETS;
+
+  /**
+   * A preset naming a model runs here through provider routing; a dedicated endpoint serves the
+   * one model it was deployed with (HF_MODEL names it), so there only presets of that model run.
+   */
+  function settingsFor(r: GenerationRequest): RunSettings | { refused: string } {
+    const s = presetSettings(presets, 'huggingface', r);
+    if ('refused' in s) return s;
+    if (opts.endpointUrl && s.preset.model && s.preset.model !== opts.model)
+      return { refused: `preset "${r.preset}" needs ${s.preset.model}, and the endpoint serves ${opts.model ?? 'another model'}` };
+    return s;
+  }
+
+  /** What made the images, for lineage: the model routed to, or the endpoint (its host only). */
+  function lineage(s: RunSettings): { name: string } {
+    if (!opts.endpointUrl) return { name: s.preset.model ?? model };
+    const host = new URL(opts.endpointUrl).host;
+    return { name: opts.model ? `${opts.model} (endpoint ${host})` : `endpoint ${host}` };
+  }
   const client = new InferenceClient(opts.token ?? '', opts.endpointUrl ? { endpointUrl: opts.endpointUrl } : {});
   // Provider routing ('auto') logs its choice through the library logger, which defaults to console.
   if (!opts.endpointUrl)
@@ -108,7 +131,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     return outputPng(errors, Buffer.from(await blob.arrayBuffer()), n, { width: r.width, height: r.height, fit: 'exact' });
   }
 
-  async function makeOne(job: BackendJob, seed: number, ctx: RunContext): Promise<Buffer> {
+  async function makeOne(job: BackendJob, s: RunSettings, seed: number, ctx: RunContext): Promise<Buffer> {
     const r = job.request;
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = AbortSignal.any([ctx.signal, timeout]);
@@ -124,11 +147,11 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
       negative_prompt: r.negative,
       width: r.width,
       height: r.height,
-      num_inference_steps: r.steps,
-      guidance_scale: r.guidance,
+      num_inference_steps: s.steps,
+      guidance_scale: s.guidance,
       seed,
     };
-    const routing = opts.endpointUrl ? {} : { model, provider: 'auto' as const };
+    const routing = opts.endpointUrl ? {} : { model: s.preset.model ?? model, provider: 'auto' as const };
     try {
       let blob: Blob;
       if (r.kind === 'inpaint') {
@@ -177,6 +200,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     get inFlight() {
       return inFlight;
     },
+    settingsFor,
 
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const done = healthReporter();
@@ -204,11 +228,12 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
       const started = performance.now();
       try {
         const images: Buffer[] = [];
+        const s = job.settings ?? ownSettings(settingsFor, job.request);
         // Endpoints make one image per call; sequential keeps a single-replica endpoint from queueing.
-        for (let i = 0; i < job.request.count; i++) images.push(await makeOne(job, job.request.seed + i, ctx));
+        for (let i = 0; i < job.request.count; i++) images.push(await makeOne(job, s, job.request.seed + i, ctx));
         const seconds = (performance.now() - started) / 1000;
         log.info({ jobId: job.jobId, images: images.length, seconds }, 'hugging face images done');
-        return { images, seed: job.request.seed, billedSeconds: seconds, billedImages: images.length };
+        return { images, seed: job.request.seed, billedSeconds: seconds, billedImages: images.length, model: lineage(s) };
       } finally {
         inFlight--;
       }

@@ -4,8 +4,9 @@
  * @module
  */
 import { BackendError, isBackendError } from '../../core/errors.js';
-import { strengthOf } from '../../core/generation.js';
-import { type BackendJob, isImagePass } from './backend.js';
+import { type GenerationRequest, strengthOf } from '../../core/generation.js';
+import { type FamilySettings, replicateInputs } from '../../core/presets.js';
+import { type BackendJob, isImagePass, type RunSettings } from './backend.js';
 import { parseRetryAfter as parseRetryAfterHeader } from './http.js';
 
 /** `stability-ai/sdxl` version from Replicate's README example. */
@@ -13,15 +14,30 @@ export const DEFAULT_SDXL_VERSION = '8beff3369e81422112d93b89ca01426147de542cd46
 
 /** Official model (no version; billed per image). */
 const FLUX_SCHNELL_MODEL = 'black-forest-labs/flux-schnell';
+/** The community SDXL model (by version: REPLICATE_SDXL_VERSION). */
+const SDXL_MODEL = 'stability-ai/sdxl';
+/** Steps for an SDXL image pass standing in for a FLUX preset, which takes no image. */
+const SDXL_STEPS = 30;
 
 const FLUX_ASPECTS = ['1:1', '16:9', '21:9', '3:2', '2:3', '4:5', '5:4', '3:4', '4:3', '9:16', '9:21'] as const;
 
-/** What to create: an official model route, or the sdxl version when `model` is absent. */
+/** What to create: a community model by version, or an official model's route (no version). */
 export interface PredictionSpec {
-  model?: string;
+  /** `owner/name`, for lineage and the official route. */
+  model: string;
+  /** The community model's version; absent means the official route. */
+  version?: string;
   input: Record<string, unknown>;
   /** false when the model cannot take an exact size and its images must be fitted afterwards. */
   exactSize: boolean;
+  /** The sampler (sdxl's scheduler) that runs, for lineage. */
+  sampler?: string;
+}
+
+/** The preset's model on Replicate; a request from before presets named models says FLUX schnell or SDXL. */
+function modelOf(r: GenerationRequest, preset: FamilySettings): FamilySettings {
+  if (preset.model) return preset;
+  return r.replicateModel === 'flux-schnell' ? { ...preset, model: FLUX_SCHNELL_MODEL, inputs: 'flux' } : { ...preset, model: SDXL_MODEL };
 }
 
 /** The flux-schnell aspect_ratio closest (in log ratio) to width/height. */
@@ -51,32 +67,42 @@ export const REPLICATE_IMAGE_INPUT_MAX_PIXELS = 1536 * 1536;
  * (flux-schnell has no image input); img2img and upscale send the image already at the target size,
  * since sdxl's img2img mode ignores width and height and keeps the input's size.
  */
-export function buildPrediction(backend: string, job: BackendJob): PredictionSpec {
+export function buildPrediction(backend: string, job: BackendJob, s: RunSettings, sdxlVersion: string): PredictionSpec {
   const r = job.request;
-  if (r.replicateModel === 'flux-schnell' && r.kind === 'txt2img') {
-    return {
-      model: FLUX_SCHNELL_MODEL,
-      exactSize: false,
-      input: {
-        prompt: r.prompt,
-        aspect_ratio: nearestFluxAspectRatio(r.width, r.height),
-        num_outputs: r.count,
-        seed: r.seed,
-        output_format: 'png',
-        num_inference_steps: Math.min(r.steps, 4),
-      },
-    };
+  let entry = modelOf(r, s.preset);
+  let { steps, guidance } = s;
+  if (replicateInputs(entry) === 'flux') {
+    if (r.kind === 'txt2img') {
+      return {
+        model: entry.model!,
+        ...(entry.version ? { version: entry.version } : {}),
+        exactSize: false,
+        input: {
+          prompt: r.prompt,
+          aspect_ratio: nearestFluxAspectRatio(r.width, r.height),
+          num_outputs: r.count,
+          seed: r.seed,
+          output_format: 'png',
+          num_inference_steps: Math.min(steps, entry.maxSteps ?? 4),
+        },
+      };
+    }
+    // FLUX takes no image: inpaint, Vary and Upscale of a FLUX preset run on SDXL, at SDXL's steps.
+    entry = { model: SDXL_MODEL };
+    steps = r.memberSteps ?? SDXL_STEPS;
+    guidance = r.memberGuidance ?? 7;
   }
+  const scheduler = entry.sampler ?? 'K_EULER';
   const input: Record<string, unknown> = {
     prompt: r.prompt,
     negative_prompt: r.negative,
     width: r.width,
     height: r.height,
     num_outputs: r.count,
-    num_inference_steps: r.steps,
-    guidance_scale: r.guidance,
+    num_inference_steps: steps,
+    guidance_scale: guidance,
     seed: r.seed,
-    scheduler: 'K_EULER',
+    scheduler,
     refine: 'no_refiner',
     disable_safety_checker: false,
   };
@@ -92,7 +118,9 @@ export function buildPrediction(backend: string, job: BackendJob): PredictionSpe
     input.image = dataUri(job.image);
     input.prompt_strength = strengthOf(r);
   }
-  return { input, exactSize: true };
+  const model = entry.model ?? SDXL_MODEL;
+  const version = entry.version ?? (model === SDXL_MODEL ? sdxlVersion : undefined);
+  return { model, ...(version ? { version } : {}), input, exactSize: true, sampler: scheduler };
 }
 
 /** Seconds from a Retry-After header (delta or HTTP date), else from Replicate's "available in N second(s)" / "resets in ~Ns" text. */

@@ -1,8 +1,10 @@
 import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
 import { BackendError, isBackendError } from '../../core/errors.js';
+import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext } from './backend.js';
-import { backendErrors, healthReporter } from './backend.js';
+import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
+import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
+import { backendErrors, healthReporter, ownSettings, presetSettings } from './backend.js';
 import { outputPng } from './output-image.js';
 import {
   buildPrediction,
@@ -28,12 +30,31 @@ export interface ReplicateBackendOptions {
   pollIntervalMs?: number;
   /** Per-request timeout (default 30 s); the held create gets waitSeconds on top. */
   requestTimeoutMs?: number;
+  /** Presets in force (default the built-ins). */
+  presets?: PresetCatalog;
+  /** Price per image of official models (billed per image) that name none in their preset (REPLICATE_FLUX_USD_PER_IMAGE). */
+  officialUsdPerImage?: number;
   log: Logger;
 }
 
 type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
+
+/** A plain text-to-image job, to ask which model and billing a preset's settings come to. */
+const PRICE_PROBE: GenerationRequest = {
+  kind: 'txt2img',
+  prompt: 'price',
+  negative: '',
+  width: 1024,
+  height: 1024,
+  count: 1,
+  seed: 0,
+  steps: 30,
+  guidance: 7,
+  preset: 'sdxl',
+  replicateModel: 'sdxl',
+};
 
 /**
  * Fetch for the Replicate client: applies the job signal and a timeout, maps network failures to
@@ -106,6 +127,20 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
   const errors = backendErrors(id, { badResponseRetryable: false });
   const cancelled = (): BackendError => errors.cancelled();
   let inFlight = 0;
+  const presets = opts.presets ?? BUILTIN_PRESETS;
+  const settingsFor = (r: GenerationRequest): RunSettings | { refused: string } => presetSettings(presets, 'replicate', r);
+
+  /** Official models (no version) are billed per image; community ones (by version) by predict_time. */
+  function billedPerImage(spec: { model: string; version?: string }, s: RunSettings | undefined): number | undefined {
+    if (spec.version) return undefined;
+    return (s?.preset.model === spec.model ? s.preset.usdPerImage : undefined) ?? opts.officialUsdPerImage;
+  }
+
+  /** The per-image price of a txt2img job with these settings, when its model is billed per image. */
+  function usdPerImage(s: RunSettings): number | undefined {
+    const probe = buildPrediction(id, { jobId: 'price', request: PRICE_PROBE, settings: s }, s, opts.sdxlVersion);
+    return billedPerImage(probe, s);
+  }
 
   async function cancelQuietly(predictionId: string): Promise<void> {
     try {
@@ -181,6 +216,8 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     get inFlight() {
       return inFlight;
     },
+    settingsFor,
+    usdPerImage,
 
     async health(signal?: AbortSignal): Promise<HealthStatus> {
       const done = healthReporter();
@@ -205,8 +242,8 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       const started = performance.now();
       let running: string | undefined;
       try {
-        const spec = buildPrediction(id, job);
-        const target = spec.model ? { model: spec.model } : { version: opts.sdxlVersion };
+        const spec = buildPrediction(id, job, job.settings ?? ownSettings(settingsFor, job.request), opts.sdxlVersion);
+        const target = spec.version ? { version: spec.version } : { model: spec.model };
         // The held create is not tied to the job signal: only its answer names the prediction to
         // cancel, so an abort answers at once and cancels the prediction once the id arrives.
         const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
@@ -233,11 +270,16 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         backend.lastPredictTime = metrics.predict_time;
         const wallS = (performance.now() - started) / 1000;
         log.info({ jobId: job.jobId, predictionId: p.id, predictTime: metrics.predict_time, wallS }, 'replicate prediction done');
+        const perImage = billedPerImage(spec, job.settings);
+        const version = typeof p.version === 'string' && p.version !== 'hidden' ? p.version : spec.version;
         return {
           images,
           seed: job.request.seed,
           billedSeconds: metrics.predict_time ?? wallS,
           billedImages: metrics.image_count ?? images.length,
+          ...(perImage !== undefined ? { usdPerImage: perImage } : {}),
+          model: { name: typeof p.model === 'string' && p.model ? p.model : spec.model, ...(version ? { version } : {}) },
+          ...(spec.sampler ? { sampler: spec.sampler } : {}),
         };
       } catch (err) {
         const be = ctx.signal.aborted ? cancelled() : mapReplicateError(id, err);

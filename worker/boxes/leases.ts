@@ -1,0 +1,308 @@
+import type { Redis } from 'ioredis';
+import type { DurationSample } from '../../core/eta.js';
+
+/*
+ * GPU box leases, shared by every worker process through Redis. A box runs one job at a time; a
+ * job may send a box a request only while it holds the box's lease.
+ *
+ * Keys (P = QUEUE_PREFIX):
+ *   P:box:<id>:lease    "<fence>|<jobId>|<since ms>", PX lease time; renewed while the job runs
+ *   P:box:<id>:fence    INCR counter: each grant gets a larger fencing token
+ *   P:box:<id>:circuit  JSON {at, reason}: the box is taken for broken; no lease is granted on it
+ *   P:boxes:line        ZSET of jobs waiting for a box: score = BullMQ priority, member =
+ *                       "<arrival ms, 15 digits>|<jobId>", so the line is priority then arrival
+ *   P:boxes:waiters     HASH jobId -> "<expiry ms>|<box ids>": a waiter not renewed in time
+ *                       (its worker died) is dropped from the line by the next acquire
+ *   P:boxes:runs        LIST of recent run times on boxes, newest first (the expected wait)
+ *   channel P:boxes:wake   "<box> <jobId>" when a lease is released and that job is next for the
+ *                       box; "<box>" when a circuit changes (everyone looks again)
+ *
+ * Times come from Redis (TIME), so workers' clocks do not matter.
+ */
+
+const ACQUIRE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local jobId, member, prio = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local waiterMs, leaseMs, pfx = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local boxes, mine, free, busy = {}, {}, {}, {}
+local usable = 0
+for i = 7, #ARGV do
+  local b = ARGV[i]
+  boxes[#boxes + 1] = b
+  mine[b] = true
+  if redis.call('EXISTS', pfx .. b .. ':circuit') == 0 then
+    usable = usable + 1
+    local lease = redis.call('GET', pfx .. b .. ':lease')
+    if lease then
+      local since = tonumber(string.match(lease, '|(%d+)$')) or now
+      busy[#busy + 1] = tostring(math.max(0, now - since))
+    else
+      free[b] = true
+    end
+  end
+end
+if usable == 0 then
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('HDEL', KEYS[2], jobId)
+  return {'closed'}
+end
+redis.call('ZADD', KEYS[1], 'NX', prio, member)
+redis.call('HSET', KEYS[2], jobId, (now + waiterMs) .. '|' .. table.concat(boxes, ','))
+local ahead = 0
+local claimed = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local id = string.sub(m, 17)
+  if id == jobId then break end
+  local w = redis.call('HGET', KEYS[2], id)
+  local exp = w and tonumber(string.match(w, '^(%d+)|'))
+  if not exp or exp < now then
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('HDEL', KEYS[2], id)
+  else
+    local shares, got = false, false
+    for b in string.gmatch(string.match(w, '|(.*)$'), '[^,]+') do
+      if mine[b] then
+        shares = true
+        if not got and free[b] and not claimed[b] then
+          claimed[b] = true
+          got = true
+        end
+      end
+    end
+    if shares then ahead = ahead + 1 end
+  end
+end
+for _, b in ipairs(boxes) do
+  if free[b] and not claimed[b] then
+    local fence = redis.call('INCR', pfx .. b .. ':fence')
+    redis.call('SET', pfx .. b .. ':lease', fence .. '|' .. jobId .. '|' .. now, 'PX', leaseMs)
+    redis.call('ZREM', KEYS[1], member)
+    redis.call('HDEL', KEYS[2], jobId)
+    return {'granted', b, tostring(fence)}
+  end
+end
+local out = {'waiting', tostring(ahead), tostring(usable)}
+for _, x in ipairs(busy) do out[#out + 1] = x end
+return out
+`;
+
+/** Compare-and-extend: true while the lease still carries our fencing token. */
+const RENEW = `
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
+/**
+ * Compare-and-delete, then wake the job next in line for this box (the first live waiter that can
+ * use it; "<box> <jobId>"), or everyone when nobody is known to want it. Only that job can take
+ * the box, so the others sleep on instead of all asking at once.
+ */
+const RELEASE = `
+local v = redis.call('GET', KEYS[1])
+if not (v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|') then return 0 end
+redis.call('DEL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local box = ARGV[3]
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local id = string.sub(m, 17)
+  local w = redis.call('HGET', KEYS[3], id)
+  local exp = w and tonumber(string.match(w, '^(%d+)|'))
+  if exp and exp >= now then
+    for b in string.gmatch(string.match(w, '|(.*)$'), '[^,]+') do
+      if b == box then
+        redis.call('PUBLISH', ARGV[2], box .. ' ' .. id)
+        return 1
+      end
+    end
+  end
+end
+redis.call('PUBLISH', ARGV[2], box)
+return 1
+`;
+
+/** What a waiting job learns on each try. */
+export type AcquireResult =
+  | { kind: 'granted'; box: string; fence: number }
+  | {
+      kind: 'waiting';
+      /** Waiters ahead of this job that can use one of its boxes. */
+      ahead: number;
+      /** Its boxes whose circuit is closed. */
+      usable: number;
+      /** How long each busy box has been running its job. */
+      busyElapsedMs: number[];
+    }
+  /** Every one of its boxes has an open circuit: nothing to wait for. */
+  | { kind: 'closed' };
+
+/** A job's place in the boxes' line: BullMQ's priority, then when it was queued. */
+export interface Waiter {
+  jobId: string;
+  priority: number;
+  /** BullMQ's job timestamp (ms). */
+  arrivedAt: number;
+  /** Box ids it may run on, in the order it prefers them. */
+  boxes: readonly string[];
+}
+
+/** A shared circuit: the box is taken for broken, by whichever worker saw it first. */
+export interface SharedCircuit {
+  at: number;
+  reason: string;
+}
+
+type Scripted = Redis & {
+  boxAcquire(...args: (string | number)[]): Promise<string[]>;
+  boxRenew(key: string, fence: string, ms: number): Promise<number>;
+  boxRelease(key: string, line: string, waiters: string, fence: string, channel: string, box: string): Promise<number>;
+};
+
+const RUNS_KEPT = 30;
+
+/** The Redis side of box leases; see the key list above. */
+export class BoxLeases {
+  private readonly redis: Scripted;
+  readonly wakeChannel: string;
+  private runsCache: { at: number; samples: DurationSample[] } | undefined;
+
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+    readonly leaseMs: number,
+  ) {
+    if (!('boxAcquire' in redis)) {
+      redis.defineCommand('boxAcquire', { numberOfKeys: 2, lua: ACQUIRE });
+      redis.defineCommand('boxRenew', { numberOfKeys: 1, lua: RENEW });
+      redis.defineCommand('boxRelease', { numberOfKeys: 3, lua: RELEASE });
+    }
+    this.redis = redis as Scripted;
+    this.wakeChannel = `${prefix}:boxes:wake`;
+  }
+
+  private key(box: string, what: 'lease' | 'fence' | 'circuit'): string {
+    return `${this.prefix}:box:${box}:${what}`;
+  }
+
+  private member(w: Pick<Waiter, 'jobId' | 'arrivedAt'>): string {
+    return `${String(Math.max(0, Math.floor(w.arrivedAt))).padStart(15, '0')}|${w.jobId}`;
+  }
+
+  /**
+   * Takes the first free box this job may use when no live waiter ahead of it wants that box;
+   * otherwise puts (or keeps) it in the line and says where it stands. Each try renews the job's
+   * place, so a waiter whose worker died leaves the line within `waiterMs`.
+   */
+  async tryAcquire(w: Waiter, waiterMs: number): Promise<AcquireResult> {
+    const reply = await this.redis.boxAcquire(
+      `${this.prefix}:boxes:line`,
+      `${this.prefix}:boxes:waiters`,
+      w.jobId,
+      this.member(w),
+      Math.max(0, Math.floor(w.priority)),
+      waiterMs,
+      this.leaseMs,
+      `${this.prefix}:box:`,
+      ...w.boxes,
+    );
+    switch (reply[0]) {
+      case 'granted':
+        return { kind: 'granted', box: String(reply[1]), fence: Number(reply[2]) };
+      case 'closed':
+        return { kind: 'closed' };
+      default:
+        return { kind: 'waiting', ahead: Number(reply[1]), usable: Number(reply[2]), busyElapsedMs: reply.slice(3).map(Number) };
+    }
+  }
+
+  /** Leaves the line (cancelled, sent to the cloud, or done waiting). */
+  async leave(w: Pick<Waiter, 'jobId' | 'arrivedAt'>): Promise<void> {
+    await Promise.all([
+      this.redis.zrem(`${this.prefix}:boxes:line`, this.member(w)),
+      this.redis.hdel(`${this.prefix}:boxes:waiters`, w.jobId),
+    ]);
+  }
+
+  /** Extends the lease if it still carries `fence`; false once another job holds the box (or nobody does). */
+  async renew(box: string, fence: number): Promise<boolean> {
+    return (await this.redis.boxRenew(this.key(box, 'lease'), String(fence), this.leaseMs)) === 1;
+  }
+
+  /** Frees the box if the lease is still ours, and wakes the line. */
+  async release(box: string, fence: number): Promise<void> {
+    await this.redis.boxRelease(
+      this.key(box, 'lease'),
+      `${this.prefix}:boxes:line`,
+      `${this.prefix}:boxes:waiters`,
+      String(fence),
+      this.wakeChannel,
+      box,
+    );
+  }
+
+  /** Takes the box for broken for every worker at once; waiters are woken and move on. */
+  async openCircuit(box: string, reason: string): Promise<void> {
+    const value: SharedCircuit = { at: Date.now(), reason: reason.slice(0, 300) };
+    await this.redis.set(this.key(box, 'circuit'), JSON.stringify(value), 'EX', 86_400);
+    await this.redis.publish(this.wakeChannel, box);
+  }
+
+  /** A health probe found the box well again. */
+  async closeCircuit(box: string): Promise<void> {
+    if ((await this.redis.del(this.key(box, 'circuit'))) > 0) await this.redis.publish(this.wakeChannel, box);
+  }
+
+  /** The shared circuits of these boxes that are open. */
+  async openCircuits(boxes: readonly string[]): Promise<Map<string, SharedCircuit>> {
+    const out = new Map<string, SharedCircuit>();
+    if (boxes.length === 0) return out;
+    const values = await this.redis.mget(...boxes.map((b) => this.key(b, 'circuit')));
+    values.forEach((v, i) => {
+      if (!v) return;
+      try {
+        const c = JSON.parse(v) as SharedCircuit;
+        out.set(boxes[i]!, { at: Number(c.at) || 0, reason: String(c.reason ?? '') });
+      } catch {
+        out.set(boxes[i]!, { at: 0, reason: 'unreadable' });
+      }
+    });
+    return out;
+  }
+
+  /** A job ran on a box: its time feeds every worker's expected-wait estimate. */
+  async recordRun(sample: { ms: number; count: number; box: string }): Promise<void> {
+    const key = `${this.prefix}:boxes:runs`;
+    await this.redis
+      .multi()
+      .lpush(key, JSON.stringify({ ms: Math.round(sample.ms), count: sample.count, box: sample.box }))
+      .ltrim(key, 0, RUNS_KEPT - 1)
+      .exec();
+    this.runsCache = undefined;
+  }
+
+  /** Recent run times on boxes, newest first (read at most once a second per process). */
+  async recentRuns(): Promise<DurationSample[]> {
+    const now = Date.now();
+    if (this.runsCache && now - this.runsCache.at < 1000) return this.runsCache.samples;
+    const raw = await this.redis.lrange(`${this.prefix}:boxes:runs`, 0, RUNS_KEPT - 1);
+    const samples: DurationSample[] = [];
+    for (const r of raw) {
+      try {
+        const s = JSON.parse(r) as { ms?: unknown; count?: unknown; box?: unknown };
+        const ms = Number(s.ms);
+        const count = Number(s.count);
+        if (Number.isFinite(ms) && ms >= 0 && Number.isInteger(count) && count >= 1)
+          samples.push({ ms, count, backend: String(s.box ?? '') });
+      } catch {
+        // A malformed entry says nothing.
+      }
+    }
+    this.runsCache = { at: now, samples };
+    return samples;
+  }
+}
