@@ -346,7 +346,7 @@ async function main(): Promise<void> {
     procs.push(bot);
     await waitForLine(bot, '"bot ready"', 'bot');
     const registered = discord.registeredCommands().map((c: { name: string }) => c.name);
-    if (registered.sort().join() !== 'admin,imagine,inpaint,quota') fail(`the bot registered ${registered.join()} at start`);
+    if (registered.sort().join() !== 'admin,forget,imagine,inpaint,quota') fail(`the bot registered ${registered.join()} at start`);
     log(`ok: bot ready; registered ${registered.map((n: string) => `/${n}`).join(' ')} at start`);
 
     const i = await discord.slashCommand({

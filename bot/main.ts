@@ -3,9 +3,11 @@ import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
+import type { DeliveryRetryPolicy } from '../core/delivery.js';
 import { readBackendStatus } from '../core/io/backend-status.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
@@ -13,6 +15,7 @@ import { runProcess } from '../core/io/process.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
 import { ResultStore } from '../core/io/results.js';
+import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import { createBudgetWatch } from './budget-watch.js';
@@ -24,11 +27,14 @@ import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
 import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
+import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
 import { openDatabase } from './store/prisma.js';
+import { PgPrivacyStore } from './store/privacy.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
+import { createUndeliverableNotices } from './undeliverable-notices.js';
 
 export interface RunningBot {
   client: Client;
@@ -43,6 +49,7 @@ export interface BotOverrides {
   editIntervalMs?: number;
   tokenLifetimeMs?: number;
   sweepIntervalMs?: number;
+  deliveryRetry?: DeliveryRetryPolicy;
 }
 
 /** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
@@ -82,6 +89,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const events = new QueueEvents(GENERATE_QUEUE, { connection: eventsConn, prefix: config.QUEUE_PREFIX });
   events.on('error', (err) => log.warn({ err }, 'queue events error'));
   const results = new ResultStore(producer, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+  // Image work (fitting results under the upload limit, grids) runs here, off the main thread.
+  const cpu = createThreadPool<ImageTasks>(taskModule('../core/io/image-tasks.js', import.meta.url), { threads: config.IMAGE_THREADS });
 
   const client = createDiscordClient(
     config.DISCORD_API_URL,
@@ -94,9 +103,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
   });
   const stats = new StatsStore(database.pool);
+  const privacy = new PgPrivacyStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
+    onUndeliverable: createUndeliverableNotices({ post: (guildId, content) => notices.post(guildId, content), now: Date.now }),
+    deliveryRetry: overrides.deliveryRetry,
     store,
     results,
     queue,
@@ -119,6 +131,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     // Token ages compare with database timestamps, so the outbound side keeps the real clock even in tests.
     now: () => Date.now(),
     ownsGuild: (id) => client.guilds.cache.has(id),
+    cpu,
     editIntervalMs: overrides.editIntervalMs,
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
@@ -138,6 +151,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         memberQuota: (guildId, userId, monthStart) => store.memberQuota(guildId, userId, monthStart),
       },
       settings,
+      privacy,
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
       presets,
@@ -155,6 +169,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
+  const retention = startRetention({
+    store: privacy,
+    log: log.child({ part: 'retention' }),
+    now: Date.now,
+    retentionDays: config.RETENTION_DAYS,
+  });
   client.rest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   botRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
   webhookRest.on('rateLimited', (info) => metrics.discordRateLimits.inc({ route: info.route }));
@@ -182,10 +202,11 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     redis: producer,
     async stop() {
       ops?.close();
+      await retention.stop();
       await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
-      await Promise.allSettled([eventsConn.quit(), producer.quit()]);
+      await Promise.allSettled([eventsConn.quit(), producer.quit(), cpu.close()]);
       await database.close();
     },
   };

@@ -9,9 +9,9 @@ import {
 } from 'discord.js';
 import type { Handler } from '../commands/command.js';
 import type { CommandContext } from '../commands/context.js';
-import { BUTTONS, findCommand, MODALS } from '../commands/index.js';
+import { BUTTONS, CONFIRMATIONS, findCommand, MODALS } from '../commands/index.js';
 import { replyPrivately } from '../commands/replies.js';
-import { decodeCustomId } from '../core/custom-id.js';
+import { decodeConfirmId, decodeCustomId } from '../core/custom-id.js';
 import { isUserError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/io/logger.js';
 import type { Metrics } from '../core/io/metrics.js';
@@ -100,6 +100,11 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
         input: command.prepare ? command.prepare(interaction, ctx) : undefined,
       }));
     } else if (interaction.isButton()) {
+      const confirm = decodeConfirmId(interaction.customId);
+      if (confirm) {
+        await run(interaction, { ...bindings, button: confirm }, () => ({ handler: CONFIRMATIONS[confirm], input: undefined as never }));
+        return;
+      }
       await run(interaction, bindings, () => {
         const id = decode(interaction);
         return { handler: BUTTONS[id.action], input: id, bindings: { button: id.action, jobId: id.jobId } };

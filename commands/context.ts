@@ -2,7 +2,17 @@ import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInterac
 import type { Logger } from 'pino';
 import type { BotConfig } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
-import type { Actor, BackendLatency, GuildSettings, GuildStats, InteractionRef, MemberQuota, StoredJob } from '../core/ports.js';
+import type {
+  Actor,
+  BackendLatency,
+  ForgottenJob,
+  GuildSettings,
+  GuildStats,
+  InteractionRef,
+  MemberQuota,
+  PrivacyStore,
+  StoredJob,
+} from '../core/ports.js';
 import type { PresetCatalog } from '../core/presets.js';
 
 /*
@@ -50,7 +60,8 @@ export interface InputService {
 
 /** Jobs as the buttons and /quota see them. */
 export interface JobDesk {
-  get(jobId: string): Promise<StoredJob | null>;
+  /** A job as stored; a forgotten one (/forget, retention) without its prompt, parameters or message ids. */
+  get(jobId: string): Promise<StoredJob | ForgottenJob | null>;
   /** `cancelled` when it had not started (refunded), `cancelling` when a worker is interrupting it. */
   cancel(jobId: string): Promise<'cancelled' | 'cancelling'>;
   /** Places in the queue (1 = next) of the jobs that wait; absent for the others. */
@@ -98,11 +109,13 @@ export interface CommandContext {
   /** Bound to the interaction (and, for components, the action and job). */
   log: Logger;
   now: () => Date;
-  config: Pick<BotConfig, 'MODERATOR_ROLE_IDS' | 'DEFAULT_DAILY_IMAGES'>;
+  config: Pick<BotConfig, 'MODERATOR_ROLE_IDS' | 'DEFAULT_DAILY_IMAGES' | 'RETENTION_DAYS'>;
   generation: GenerationService;
   inputs: InputService;
   jobs: JobDesk;
   settings: GuildSettings;
+  /** A member's data in a guild: what /forget would erase, and erasing it. */
+  privacy: Pick<PrivacyStore, 'preview' | 'forget'>;
   /** Posts to the guild's log channel, if it has one; never throws. */
   notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;

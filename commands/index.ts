@@ -1,5 +1,5 @@
 import type { RESTPostAPIChatInputApplicationCommandsJSONBody } from 'discord.js';
-import type { ButtonAction } from '../core/custom-id.js';
+import type { ButtonAction, ConfirmAction } from '../core/custom-id.js';
 import { admin } from './admin/index.js';
 import { cancel } from './buttons/cancel.js';
 import { remove } from './buttons/delete.js';
@@ -8,6 +8,7 @@ import { upscale, vary } from './buttons/from-image.js';
 import { info } from './buttons/info.js';
 import { reroll } from './buttons/reroll.js';
 import type { ButtonHandler, Command, ModalHandler } from './command.js';
+import { forget, forgetConfirmed } from './forget.js';
 import { imagine } from './imagine.js';
 import { inpaint } from './inpaint.js';
 import { quota } from './quota.js';
@@ -19,7 +20,7 @@ import { quota } from './quota.js';
  */
 
 // biome-ignore lint/suspicious/noExplicitAny: each command has its own parsed and admitted types; the router runs them as a pair
-const COMMANDS: readonly Command<any, any>[] = [imagine, inpaint, quota, admin];
+const COMMANDS: readonly Command<any, any>[] = [imagine, inpaint, quota, forget, admin];
 
 export const BUTTONS: { readonly [A in ButtonAction]: ButtonHandler } = {
   cancel,
@@ -30,6 +31,9 @@ export const BUTTONS: { readonly [A in ButtonAction]: ButtonHandler } = {
   info,
   delete: remove,
 };
+
+/** Confirmation buttons that belong to no job, by their action. */
+export const CONFIRMATIONS: { readonly [A in ConfirmAction]: ButtonHandler } = { forget: forgetConfirmed };
 
 /** Forms, by the action of the button that opened them. */
 export const MODALS: { readonly [A in ButtonAction]?: ModalHandler } = { edit: editSubmitted };

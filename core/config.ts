@@ -60,9 +60,15 @@ const sharedShape = {
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** How long result images and previews stay in Redis waiting for delivery. */
   RESULT_TTL_SECONDS: intIn(60, 7 * 86400, 86400),
-  /** Lock on a running job; a worker that dies is noticed within about this long plus STALLED_CHECK_MS. */
-  JOB_LOCK_MS: intIn(1000, 600_000, 5000),
-  STALLED_CHECK_MS: intIn(500, 600_000, 2000),
+  /**
+   * Lock on a running job, renewed every half of it; a worker that dies is noticed within about this
+   * long plus STALLED_CHECK_MS. Long enough that a busy event loop never looks like a dead worker
+   * (a second worker would run the job again, paid calls included); CPU work runs on threads anyway.
+   */
+  JOB_LOCK_MS: intIn(1000, 600_000, 30_000),
+  STALLED_CHECK_MS: intIn(500, 600_000, 5000),
+  /** Threads for image work (grid, paste-back, upload fitting, classification) off the event loop; 0 = one per core but one (1-4). */
+  IMAGE_THREADS: intIn(0, 64, 0),
   /** Port for /healthz, /readyz and /metrics; 0 turns the server off. */
   HTTP_PORT: intIn(0, 65535, 0),
   /**
@@ -104,6 +110,8 @@ export const botConfigSchema = z.object({
   DISCORD_SHARD_IDS: optionalString
     .transform((v) => (v === undefined ? undefined : csv(v).map(Number)))
     .pipe(z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional()),
+  /** Prompts, parameters and message references of jobs older than this many days are erased (ledger amounts stay). */
+  RETENTION_DAYS: intIn(1, 3650, 90),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
   MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
 });
@@ -181,8 +189,12 @@ export const workerConfigSchema = z
     CIRCUIT_FAILURES: intIn(1, 100, 3),
     /** How often an open circuit's backend is probed. */
     HEALTH_PROBE_MS: intIn(100, 600_000, 5000),
-    /** Classify every image with nsfwjs before it is stored for posting (on by default). */
-    NSFW_CLASSIFIER: z.enum(['on', 'off'], { error: 'must be on or off' }).default('on'),
+    /**
+     * Classify every image with nsfwjs before it is stored for posting (on by default): `on` uses
+     * TensorFlow.js's WebAssembly backend, falling back to its pure-JS CPU backend; `cpu` uses the
+     * CPU backend only (about a second per image; for hosts where the WebAssembly backend misbehaves).
+     */
+    NSFW_CLASSIFIER: z.enum(['on', 'cpu', 'off'], { error: 'must be on, cpu or off' }).default('on'),
     /** nsfwScore (Porn + Hentai + ½ Sexy) at or above which an image counts as NSFW. */
     NSFW_THRESHOLD: z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7),
     /** How often a GPU box is asked for progress and a preview. */

@@ -39,3 +39,21 @@ export function decodeCustomId(raw: string): ButtonId | null {
   });
   return parsed.success ? parsed.data : null;
 }
+
+/**
+ * Confirmation buttons that belong to no job (`/forget`'s): `confirm:<version>:<action>`. They act on
+ * whoever presses them, so they carry nothing else.
+ */
+export const CONFIRM_ACTIONS = ['forget'] as const;
+export type ConfirmAction = (typeof CONFIRM_ACTIONS)[number];
+
+export function encodeConfirmId(action: ConfirmAction): string {
+  return `confirm:${VERSION}:${action}`;
+}
+
+/** The confirmation a custom_id stands for; null for anything else. */
+export function decodeConfirmId(raw: string): ConfirmAction | null {
+  const [kind, v, action, ...rest] = raw.split(':');
+  if (kind !== 'confirm' || v !== String(VERSION) || rest.length > 0) return null;
+  return (CONFIRM_ACTIONS as readonly string[]).includes(action ?? '') ? (action as ConfirmAction) : null;
+}

@@ -13,6 +13,7 @@ export type UserErrorCode =
   | 'not_in_guild'
   | 'not_moderator'
   | 'job_not_found'
+  | 'job_forgotten'
   | 'not_owner'
   | 'stale_button'
   | 'action_unavailable'

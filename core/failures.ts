@@ -24,6 +24,10 @@ export const FAILURE_CODES = [
   'expired',
   /** The job could not be put in the queue; nothing ran. */
   'queue_unavailable',
+  /** Still unfinished past the sweep's window (the bot was offline longer than that): given up, refunded. */
+  'abandoned',
+  /** Its result was made but Discord refused every post (missing permissions, deleted channel). */
+  'undeliverable',
 ] as const;
 export type FailureCode = (typeof FAILURE_CODES)[number];
 

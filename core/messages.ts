@@ -108,6 +108,8 @@ export const failureText = {
   unsupported: 'no configured backend can do this kind of job.',
   expired: 'the result expired before it could be posted.',
   queue_unavailable: 'the image queue was unavailable.',
+  abandoned: 'the job could not be finished in time (the bot was offline for a long while).',
+  undeliverable: 'Discord refused every attempt to post the result in this channel.',
 } as const satisfies Record<FailureCode, string>;
 
 /** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */
@@ -136,6 +138,12 @@ export const adminText = {
   notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
   unsafeHeld: (userId: string, channelId: string, jobId: string) =>
     `🚫 An image for <@${userId}> in <#${channelId}> was flagged as NSFW and not posted (job ${jobId}).`,
+  undeliverable: (userId: string, channelId: string, jobId: string, reason: string, refunded: number, earlier: number) =>
+    `📭 A result for <@${userId}> could not be posted in <#${channelId}>: Discord kept answering \`${reason}\`, so the bot gave up` +
+    (refunded > 0 ? ` and refunded the member's ${refunded} image${refunded === 1 ? '' : 's'}` : '') +
+    ` (job ${jobId}).` +
+    (earlier > 0 ? ` ${earlier} more result${earlier === 1 ? '' : 's'} in that channel failed the same way in the last hour.` : '') +
+    ' Check that the bot may View Channel, Send Messages, Attach Files and Embed Links there (and Send Messages in Threads for threads).',
   budgetAlert: (pct: number, spent: number, budget: number) =>
     pct >= 100
       ? `💸 This server has spent $${spent.toFixed(2)} of its $${budget.toFixed(2)} monthly budget for paid providers. Paid providers are now skipped until next month or until a moderator raises the budget.`
@@ -146,6 +154,12 @@ export const adminText = {
 export const buttonText = {
   stale: 'This button is no longer valid. Run the command again.',
   notFound: 'That job no longer exists.',
+  forgotten: "This image's prompt and settings were erased from the bot's records, so it cannot be used to make another.",
+  /** Info on a job whose data was erased. */
+  forgottenInfo: (reason: 'member' | 'retention', at: Date, retentionDays: number) =>
+    reason === 'member'
+      ? `This job's prompt, settings and message references were forgotten at its requester's request (\`/forget\`, ${at.toISOString().slice(0, 10)}).`
+      : `This job's prompt, settings and message references were erased on ${at.toISOString().slice(0, 10)}: the bot keeps them for ${retentionDays} days.`,
   notOwner: 'Only the member who asked for this image, or a moderator, can do that.',
   alreadyFinished: 'This job has already finished.',
   cancelled: 'Cancelled. Your quota was refunded.',
@@ -183,4 +197,29 @@ export const buttonText = {
 
 export const inpaintText = {
   needImage: 'Attach the image to edit in `image:`.',
+} as const;
+
+/** `/forget` and its confirmation. */
+export const privacyText = {
+  button: 'Forget my data in this server',
+  confirm: (finished: number, underWay: number, retentionDays: number) =>
+    [
+      "**Forget your data in this server?** This can't be undone.",
+      `The bot will erase the prompts, negative prompts, settings, seeds and message references of your ${finished} finished job${finished === 1 ? '' : 's'} here.`,
+      "What stays: how many images you made, when, and what they cost, without any prompt (the server's totals and your daily quota need them).",
+      'Images already posted stay in their channels: remove them first with their **Delete** button if you want them gone too.',
+      underWay > 0
+        ? `${underWay} job${underWay === 1 ? ' is' : 's are'} still under way and not included: run \`/forget\` again once ${underWay === 1 ? 'it is' : 'they are'} posted.`
+        : null,
+      `Without this, the bot erases the same after ${retentionDays} days anyway. To keep your data, just dismiss this message.`,
+    ]
+      .filter(Boolean)
+      .join('\n'),
+  nothingToForget: (underWay: number) =>
+    underWay > 0
+      ? `You have no finished jobs to forget here yet; ${underWay} still under way. Run \`/forget\` again once ${underWay === 1 ? 'it is' : 'they are'} posted.`
+      : 'The bot keeps no prompts or settings of yours in this server.',
+  done: (forgotten: number, underWay: number) =>
+    `Done: the prompts and settings of ${forgotten} job${forgotten === 1 ? '' : 's'} were erased from the bot's records in this server.` +
+    (underWay > 0 ? ` ${underWay} still under way ${underWay === 1 ? 'was' : 'were'} not included.` : ''),
 } as const;

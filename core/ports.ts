@@ -79,6 +79,37 @@ export interface StoredJob {
   /** What made the images (lineage), once it succeeded: as the backend reported it. */
   model?: ModelLineage | null;
   sampler?: string | null;
+  /** Failed tries at posting it so far (core/delivery.ts decides what follows). */
+  deliveryAttempts: number;
+}
+
+/**
+ * A job whose prompt, parameters and message references were erased (by the member's /forget or by
+ * retention): what is left is what the guild's totals and the member's quota need.
+ */
+export interface ForgottenJob {
+  id: string;
+  guildId: string;
+  channelId: string;
+  userId: string;
+  kind: JobKind;
+  status: StoredJob['status'];
+  imageCount: number;
+  backend: string | null;
+  costUsd: number;
+  createdAt: Date;
+  forgottenAt: Date;
+  forgottenReason: 'member' | 'retention';
+}
+
+export function isForgotten(job: StoredJob | ForgottenJob): job is ForgottenJob {
+  return 'forgottenAt' in job;
+}
+
+/** Where the sweep has read up to: the last job of a page (keyset pagination). */
+export interface SweepCursor {
+  createdAt: Date;
+  id: string;
 }
 
 /**
@@ -99,17 +130,48 @@ export interface JobStore {
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
   /** Delivered: the jobs' messages are posted (one statement for all of them). */
   markDelivered(delivered: readonly Delivered[]): Promise<void>;
+  /** The parts of a split result posted so far, recorded as each lands so a later try resumes after them. */
+  notePosted(jobId: string, messageId: string, extraIds: readonly string[]): Promise<void>;
   /** The interaction reply's message id, so a late channel post can reply to it. */
   rememberReply(jobId: string, messageId: string): Promise<void>;
   /** Lets another process retry a delivery that failed here. */
   releaseDelivery(jobId: string): Promise<void>;
-  get(jobId: string): Promise<StoredJob | null>;
-  /** Jobs not yet delivered, created after `since`, oldest first. */
-  listUndelivered(since: Date, limit: number): Promise<StoredJob[]>;
+  /**
+   * A try at posting failed: records it, Discord's answer and when the next try is due, and releases
+   * the claim; the sweep claims it again no earlier than `nextAt`.
+   */
+  deferDelivery(jobId: string, tries: number, nextAt: Date, error: string): Promise<void>;
+  /**
+   * Posting is given up: the job is recorded as undeliverable (a success becomes a failure, so the
+   * member's images are refunded; the ledger keeps what was billed) and its interaction token is
+   * erased. Returns the job as it was, or null when it was delivered or given up meanwhile.
+   */
+  giveUpDelivery(jobId: string, error: string): Promise<StoredJob | null>;
+  get(jobId: string): Promise<StoredJob | ForgottenJob | null>;
+  /**
+   * One page of the jobs whose delivery is not finished (unsettled, or settled and not yet posted
+   * nor given up) and whose next try is due, oldest first, after `after`.
+   */
+  listUndelivered(after: SweepCursor | null, limit: number): Promise<StoredJob[]>;
   /** What /quota needs for one member; `monthStart` (YYYY-MM-DD) bounds the month's count. */
   memberQuota(guildId: string, userId: string, monthStart: string): Promise<MemberQuota>;
   /** The worker's run time, image count and backend of the last `limit` succeeded jobs, newest first (queue ETA seed). */
   recentRunTimes(limit: number): Promise<{ ms: number; count: number; backend: string | null }[]>;
+}
+
+/**
+ * Erasing members' data from the bot's records (PRODUCT.md `/forget`, `RETENTION_DAYS`): prompts,
+ * parameters, result references and interaction tokens; ledger amounts stay.
+ */
+export interface PrivacyStore {
+  /** How many of the member's jobs in the guild /forget would erase now, and how many are still under way. */
+  preview(guildId: string, userId: string): Promise<{ finished: number; underWay: number }>;
+  /** Erases the member's finished jobs in the guild and audits it (who, how many). */
+  forget(guildId: string, userId: string): Promise<{ forgotten: number; underWay: number }>;
+  /** Retention: erases up to `limit` finished jobs created before `cutoff`, oldest first; returns how many. */
+  eraseOlderThan(cutoff: Date, limit: number): Promise<number>;
+  /** Erases the interaction tokens of jobs created before `createdBefore` (tokens live 15 minutes). */
+  eraseDeadTokens(createdBefore: Date): Promise<number>;
 }
 
 /** A guild's effective settings: stored values or the deployment defaults. */

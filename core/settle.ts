@@ -46,6 +46,12 @@ export function failedOutcome(failure: JobFailure | null): SettleOutcome {
 /** A job taken out of the queue before any worker started it. */
 export const CANCELLED_IN_QUEUE: SettleOutcome = { status: 'cancelled', attempts: [] };
 
+/**
+ * A job still queued or running in Postgres past the sweep's window, which BullMQ no longer runs
+ * (a bot or the queue offline for days): it ends as failed and refunded rather than running again.
+ */
+export const ABANDONED: SettleOutcome = { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: [] };
+
 /** A job whose queue entry could not be written: nothing ran. */
 export const NOT_ENQUEUED: SettleOutcome = { status: 'failed', code: 'queue_unavailable', message: text.queueUnavailable, attempts: [] };
 

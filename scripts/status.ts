@@ -86,6 +86,20 @@ async function lastDay(): Promise<void> {
       Number(r.cost).toFixed(4),
     ]),
   ]);
+  // Served by the partial index jobs_undeliverable_idx. Where no log channel is set, this is where
+  // the owner learns that a channel refuses the bot's posts.
+  const refused = await db.query<{ guild_id: string; channel_id: string; reason: string; n: string; last: Date }>(
+    `SELECT guild_id, channel_id, COALESCE(delivery_error, '?') AS reason, count(*) AS n, max(undeliverable_at) AS last
+     FROM jobs WHERE undeliverable_at > now() - interval '7 days'
+     GROUP BY 1, 2, 3 ORDER BY last DESC LIMIT 20`,
+  );
+  out('\nResults Discord refused (given up and refunded), last 7 days');
+  if (refused.rows.length === 0) out('none');
+  else
+    table([
+      ['guild', 'channel', 'Discord answered', 'jobs', 'last'],
+      ...refused.rows.map((r) => [r.guild_id, r.channel_id, r.reason, r.n, r.last.toISOString().slice(0, 16).replace('T', ' ')]),
+    ]);
   await db.end();
 }
 

@@ -11,14 +11,16 @@ import { runProcess } from '../core/io/process.js';
 import { createRedis, GENERATE_QUEUE, workerLockOptions } from '../core/io/queue.js';
 import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
 import { ResultStore } from '../core/io/results.js';
+import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { priceAttempt } from '../core/pricing.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { BoxLeases } from './boxes/leases.js';
 import { BoxPool } from './boxes/pool.js';
+import type { WorkerTasks } from './cpu-tasks.js';
 import { PriceEstimates } from './estimates.js';
 import { createProcessor, type Processor } from './processor.js';
-import { loadNsfwClassifier } from './safety/classifier.js';
+import type { ImageClassifier } from './safety/classifier.js';
 import { priceModelOf, startStatusReports } from './status.js';
 
 export interface RunningWorker {
@@ -78,8 +80,19 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   });
   chain.startProbes();
   const results = new ResultStore(plain, config.QUEUE_PREFIX, config.RESULT_TTL_SECONDS);
+  const screening = config.NSFW_CLASSIFIER !== 'off';
+  const tfBackend = config.NSFW_CLASSIFIER === 'cpu' ? 'cpu' : 'auto';
+  // Classification, paste-back and the grid run on threads: a busy event loop would miss the job
+  // lock's renewal and another worker would run the job again. A thread holding the model stays.
+  const cpu = createThreadPool<WorkerTasks>(taskModule('./cpu-tasks.js', import.meta.url), {
+    threads: config.IMAGE_THREADS,
+    minThreads: screening ? 1 : 0,
+    idleTimeoutMs: screening ? 600_000 : 30_000,
+  });
   // Start loading the model at boot; the first job waits for it only if it is not ready yet.
-  const classifier = config.NSFW_CLASSIFIER === 'on' ? loadNsfwClassifier() : undefined;
+  const classifier: Promise<ImageClassifier> | undefined = screening
+    ? cpu.run('loadClassifier', tfBackend).then((backend) => ({ backend, classify: (png: Buffer) => cpu.run('classify', png, tfBackend) }))
+    : undefined;
   classifier?.catch((err: unknown) => log.error({ err }, 'NSFW classifier failed to load'));
   const shutdown = new AbortController();
   const running = new Map<string, AbortController>();
@@ -100,6 +113,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       isCancelled: (jobId) => isCancelRequested(plain, config.QUEUE_PREFIX, jobId),
       classifier: classifier ? () => classifier : undefined,
       nsfwThreshold: config.NSFW_THRESHOLD,
+      cpu,
     }),
   );
   const worker = new Worker<JobPayload, JobResult, JobKind>(
@@ -166,7 +180,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       chain.stopProbes();
       shutdown.abort();
       await worker.close();
-      await Promise.allSettled([blocking.quit(), plain.quit(), subscriber.quit()]);
+      await Promise.allSettled([blocking.quit(), plain.quit(), subscriber.quit(), cpu.close()]);
     },
   };
 }

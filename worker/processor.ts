@@ -1,10 +1,10 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import { isBoxFamily } from '../core/backend-families.js';
 import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
-import { makeGrid } from '../core/io/grid.js';
-import { pasteBack } from '../core/io/inpaint-image.js';
+import { type ImageTasks, imageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
+import { inlineTasks, type ThreadPool } from '../core/io/thread-pool.js';
 import { failureText } from '../core/messages.js';
 import type { BackendProgress } from './backends/backend.js';
 import { type BackendChain, ChainError, type WaitingReport } from './backends/chain.js';
@@ -29,6 +29,8 @@ export interface ProcessorDeps {
   nsfwThreshold?: number;
   /** Most pixels an img2img or upscale source may decode to (default {@link DEFAULT_INPUT_MAX_PIXELS}). */
   maxInputPixels?: number;
+  /** Where paste-back and the grid run: the worker's thread pool, so the job's lock keeps being renewed (inline without one). */
+  cpu?: Pick<ThreadPool<ImageTasks>, 'run'>;
 }
 
 /** Refuses a result whose images the classifier flags, unless the guild allows NSFW in this channel. */
@@ -54,6 +56,7 @@ export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Pro
  */
 export function createProcessor(deps: ProcessorDeps): Processor {
   const every = deps.progressEveryMs ?? 250;
+  const cpu = deps.cpu ?? inlineTasks(imageTasks);
   return async (job, token) => {
     const parsed = jobPayloadSchema.safeParse(job.data);
     if (!parsed.success) {
@@ -136,12 +139,14 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       );
       // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
       const paste = inputs.paste;
-      const images = paste ? await Promise.all(output.images.map((img) => pasteBack(paste.original, paste.maskFull, img))) : output.images;
+      const images = paste
+        ? await Promise.all(output.images.map((img) => cpu.run('pasteBack', paste.original, paste.maskFull, img)))
+        : output.images;
       await screen(deps, payload, images, [...earlier, ...attempts], log);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
       const entries: (readonly [string, Buffer])[] = keys.map((k, i) => [k, images[i]!] as const);
       const gridKey = images.length > 1 ? deps.results.gridKey(payload.jobId) : undefined;
-      if (gridKey) entries.push([gridKey, await makeGrid(images)]);
+      if (gridKey) entries.push([gridKey, await cpu.run('makeGrid', images)]);
       await deps.results.putMany(entries);
       const all: Attempt[] = [...earlier, ...attempts];
       const result: JobResult = {

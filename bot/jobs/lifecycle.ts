@@ -17,9 +17,10 @@ export interface QueueEventSource {
   on(event: 'completed', fn: (e: { jobId: string; returnvalue: unknown }) => void): unknown;
 }
 
-/** Where BullMQ has a job now; undefined when it no longer knows it. */
+/** Where BullMQ has a job now (undefined when it no longer knows it); and letting go of a settled one. */
 export interface JobStates {
   getJob(jobId: string): Promise<{ getState(): Promise<string> } | undefined>;
+  remove(jobId: string): Promise<unknown>;
 }
 
 export interface LifecycleOptions {
@@ -43,9 +44,12 @@ export interface LifecycleOptions {
 
 /**
  * A job's life after it was admitted, as this process follows it: queue events move it from
- * waiting to running to finished; a finished job is settled (the store's status guard decides
- * which process does it, exactly once) and handed to PostResult. Settling runs after the job's
- * message edits already started, so a late progress edit never overwrites the result.
+ * waiting to running to finished; a finished job is settled and handed to PostResult. Only the
+ * process following a job (the one that admitted it, or that serves its guild after a restart)
+ * settles it from its events, after the edits of its reply already started, so no progress edit of
+ * any process lands after the result; the sweep settles what nobody followed. The store's status
+ * guard still decides, once, if two ever try. Once Postgres holds the outcome, BullMQ lets go of
+ * the job: its retention is tied to settlement, not to a count that a busy day could trim.
  */
 export class JobLifecycle {
   private readonly followed = new Map<string, BoardEntry>();
@@ -154,19 +158,19 @@ export class JobLifecycle {
     this.o.board.started(jobId);
   }
 
-  /** The worker returned a result: settle and post it. */
+  /** The worker returned a result: the process following the job settles and posts it. */
   completed(jobId: string, returnvalue: unknown): void {
     const parsed = parseJobResult(returnvalue);
-    // How long the job took, for the ETA.
+    // How long the job took, for the ETA (every process keeps it).
     if (parsed.success) this.o.board.finished({ ms: parsed.data.runMs, count: parsed.data.imageKeys.length, backend: parsed.data.backend });
     this.left(jobId);
-    this.inOrder(jobId, () => this.complete(jobId, parsed));
+    if (this.followed.has(jobId)) this.inOrder(jobId, () => this.complete(jobId, parsed));
   }
 
-  /** An attempt failed; only a final failure is settled (refunded) and posted. */
+  /** An attempt failed; only a final failure is settled (refunded) and posted, by the process following the job. */
   failed(jobId: string): void {
     this.left(jobId);
-    this.inOrder(jobId, () => this.fail(jobId));
+    if (this.followed.has(jobId)) this.inOrder(jobId, () => this.fail(jobId));
   }
 
   /** The sweep found a job that finished while nobody listened: settle it as its event would have. */
@@ -257,6 +261,10 @@ export class JobLifecycle {
   private async settleHere(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null> {
     const settled = await this.o.store.settle(jobId, outcome);
     if (!settled) this.release(jobId);
+    else
+      void this.o.queue
+        .remove(jobId)
+        .catch((err: unknown) => this.o.log.debug({ err, jobId }, 'could not remove a settled job from the queue; it expires'));
     return settled;
   }
 

@@ -172,7 +172,7 @@ export class LiveMessage {
       await this.edit(body, []);
     } catch (err) {
       // Best effort like progress; a reply that is gone for good is not retried on every refresh.
-      if (err instanceof ReplyUnknown || discordAnswer(err) === 'gone') this.quiet = true;
+      if (err instanceof ReplyUnknown || discordAnswer(err) !== 'failed') this.quiet = true;
       else this.shownPlace = undefined;
       this.o.log.debug({ err, jobId: this.o.jobId }, 'position edit skipped');
     }

@@ -1,9 +1,12 @@
 import type { REST } from 'discord.js';
 import type { Redis } from 'ioredis';
+import type { DeliveryRetryPolicy } from '../../core/delivery.js';
 import { requestCancel } from '../../core/io/cancel.js';
+import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { GenerateQueue } from '../../core/io/queue.js';
 import type { ResultStore } from '../../core/io/results.js';
+import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { JobStore, StoredJob } from '../../core/ports.js';
 import { createCancel } from './cancel.js';
 import { JobLifecycle, type QueueEventSource } from './lifecycle.js';
@@ -29,7 +32,13 @@ export interface OutboundOptions {
   log: Logger;
   now: () => number;
   ownsGuild: (guildId: string) => boolean;
+  /** The bot's thread pool, for fitting results under the upload limit and gridding off the main thread. */
+  cpu: Pick<ThreadPool<ImageTasks>, 'run'>;
   afterSettle?: (job: StoredJob) => Promise<void>;
+  /** Posting a job was given up (recorded as undeliverable, refunded): tell its guild's moderators. */
+  onUndeliverable?: (job: StoredJob, reason: string) => Promise<void>;
+  /** When failed posts are tried again (default core/delivery.ts DELIVERY_RETRY). */
+  deliveryRetry?: DeliveryRetryPolicy | undefined;
   editIntervalMs?: number | undefined;
   tokenLifetimeMs?: number | undefined;
   sweepIntervalMs?: number | undefined;
@@ -50,7 +59,17 @@ export function createOutbound(o: OutboundOptions): Outbound {
   const tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
   const outbox = new Outbox({ rest: o.rest, botRest: o.botRest, log: o.log, now: o.now, tokenLifetimeMs });
   const board = new QueueBoard({ positions: o.positions, log: o.log, now: o.now, ownsGuild: o.ownsGuild });
-  const post = new PostResult({ store: o.store, results: o.results, outbox, log: o.log, now: o.now, afterSettle: o.afterSettle });
+  const post = new PostResult({
+    store: o.store,
+    results: o.results,
+    outbox,
+    log: o.log,
+    now: o.now,
+    afterSettle: o.afterSettle,
+    onUndeliverable: o.onUndeliverable,
+    retry: o.deliveryRetry,
+    cpu: o.cpu,
+  });
   const lifecycle = new JobLifecycle({
     store: o.store,
     results: o.results,

@@ -1,4 +1,5 @@
-import { DiscordAPIError, type RawFile, type REST, Routes } from 'discord.js';
+import { DiscordAPIError, HTTPError, type RawFile, type REST, Routes } from 'discord.js';
+import type { DeliveryFailure } from '../../core/delivery.js';
 import type { Logger } from '../../core/io/logger.js';
 import { text } from '../../core/messages.js';
 import type { InteractionRef, StoredJob } from '../../core/ports.js';
@@ -10,13 +11,29 @@ const GONE_CODES = new Set([10008, 10015, 10062, 50027]);
 /**
  * What an error from Discord means for a job's message; every room that talks to Discord asks
  * here. `gone`: the reply (or its token) no longer exists, so a result goes to the channel and
- * position edits stop; `failed`: anything else, tried again later (a delivery is released for the
- * next sweep, a position is sent again on the next refresh).
+ * position edits stop; `refused`: Discord said no for good (any other 4xx but 429: missing access
+ * or permissions, unknown channel, a form it will never take), so asking again the same way is
+ * pointless; `failed`: a reason that may pass (5xx, network), tried again later.
  */
-export type DiscordAnswer = 'gone' | 'failed';
+export type DiscordAnswer = 'gone' | 'refused' | 'failed';
 
 export function discordAnswer(err: unknown): DiscordAnswer {
-  return err instanceof DiscordAPIError && typeof err.code === 'number' && GONE_CODES.has(err.code) ? 'gone' : 'failed';
+  if (!(err instanceof DiscordAPIError)) return 'failed';
+  if (typeof err.code === 'number' && GONE_CODES.has(err.code)) return 'gone';
+  return err.status >= 400 && err.status < 500 && err.status !== 429 ? 'refused' : 'failed';
+}
+
+/** A failed post of a result, for the retry rule (core/delivery.ts): a gone reply with no fallback left is refused too. */
+export function deliveryFailure(err: unknown): DeliveryFailure {
+  return discordAnswer(err) === 'failed' ? 'failed' : 'refused';
+}
+
+/** Discord's answer in a few words, for the job's row and the moderators: "403 50013 Missing Permissions". */
+export function describeDiscordError(err: unknown): string {
+  if (err instanceof DiscordAPIError) return `${err.status} ${err.code} ${err.message.split('\n')[0]}`.slice(0, 200);
+  if (err instanceof HTTPError) return `${err.status} ${err.name}`;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? `network ${code}` : 'network error';
 }
 
 /**

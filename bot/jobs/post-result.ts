@@ -1,24 +1,36 @@
+import { afterFailedDelivery, DELIVERY_RETRY, type DeliveryRetryPolicy } from '../../core/delivery.js';
+import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
+import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { Delivered, JobStore, StoredJob } from '../../core/ports.js';
-import type { Outbox } from './outbox.js';
+import { deliveryFailure, describeDiscordError, type Outbox } from './outbox.js';
 import { failureBody } from './render.js';
 import { composeResult, type OutgoingMessage } from './result-files.js';
 
 export interface PostResultOptions {
-  store: Pick<JobStore, 'markDelivered' | 'releaseDelivery'>;
+  store: Pick<JobStore, 'markDelivered' | 'releaseDelivery' | 'deferDelivery' | 'giveUpDelivery' | 'notePosted'>;
   results: Pick<ResultStore, 'get' | 'getMany' | 'forget'>;
-  outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult'>;
+  outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult' | 'tokenAlive'>;
   log: Logger;
   now: () => number;
-  /** Called once per delivery of a settled job, before posting (budget alerts, moderator notices). */
+  /** Called once per settled job, before its first try at posting (budget alerts, moderator notices). */
   afterSettle?: (job: StoredJob) => Promise<void>;
+  /** Called when posting a job is given up (after it was recorded as undeliverable and refunded). */
+  onUndeliverable?: (job: StoredJob, reason: string) => Promise<void>;
+  /** When failed posts are tried again and when they are given up (default core/delivery.ts DELIVERY_RETRY). */
+  retry?: DeliveryRetryPolicy;
+  /** Where re-encoding and gridding run: the bot's thread pool. */
+  cpu: Pick<ThreadPool<ImageTasks>, 'run'>;
 }
 
 /**
  * Posts a settled job: its images (fitted, gridded, split over messages as the upload limit
  * requires) or its failure, through the outbox; then marks it delivered and drops its images from
- * Redis. A post that fails is released, so the next sweep (here or in another process) tries again.
+ * Redis. A post that fails is tried again later by the sweep (here or in another process) on the
+ * schedule of core/delivery.ts, and given up when Discord keeps refusing: the job is then recorded
+ * as undeliverable, refunded, and moderators are told. A result split over several messages records
+ * each message as it is posted, so a later try resumes after the last one and never posts a part twice.
  * Marking delivered starts as soon as a job is posted; the jobs posted while a mark is under way
  * are marked together next, in one statement, and their images dropped in one command, so a burst
  * costs a statement per round trip rather than per job, and a lone job waits for nothing.
@@ -48,23 +60,66 @@ export class PostResult {
   }
 
   private async postOnce(job: StoredJob, images: Buffer[] | null): Promise<void> {
-    if (this.o.afterSettle)
+    if (this.o.afterSettle && job.deliveryAttempts === 0)
       void this.o.afterSettle(job).catch((err: unknown) => this.o.log.warn({ err, jobId: job.id }, 'after-settle hook failed'));
+    let posted: Delivered;
+    let count: number;
     try {
       const messages = await this.compose(job, images);
-      const [first, ...more] = messages;
-      const sent = await this.o.outbox.send(job, first!.body, first!.files);
-      const extraIds: string[] = [];
-      for (const [n, m] of more.entries())
-        extraIds.push(await this.o.outbox.sendMore(job, m.body, m.files, n + 1, sent.inChannel !== false));
-      const messageId = sent.id;
-      if (sent.inChannel === 'expired' && job.replyMessageId) await this.o.outbox.pointToResult(job, job.replyMessageId, messageId);
-      this.posted.push({ job, jobId: job.id, messageId, extraIds });
-      this.marking ??= this.markPosted();
-      await this.marking;
-      this.o.log.info({ jobId: job.id, status: job.status, messageId, messages: messages.length }, 'job delivered');
+      count = messages.length;
+      posted = await this.send(job, messages);
     } catch (err) {
-      this.o.log.error({ err, jobId: job.id }, 'delivery failed; will retry');
+      await this.failed(job, err);
+      return;
+    }
+    this.posted.push({ job, ...posted });
+    this.marking ??= this.markPosted();
+    await this.marking;
+    this.o.log.info({ jobId: job.id, status: job.status, messageId: posted.messageId, messages: count }, 'job delivered');
+  }
+
+  /**
+   * Sends the messages not yet posted: a split result records each part as it lands, so a try that
+   * fails half-way resumes after the last part posted.
+   */
+  private async send(job: StoredJob, messages: OutgoingMessage[]): Promise<Delivered> {
+    const [first, ...more] = messages;
+    const split = more.length > 0;
+    let messageId = job.resultMessageId;
+    let inChannel = !this.o.outbox.tokenAlive(job);
+    if (messageId === null || !split) {
+      const sent = await this.o.outbox.send(job, first!.body, first!.files);
+      messageId = sent.id;
+      inChannel = sent.inChannel !== false;
+      if (sent.inChannel === 'expired' && job.replyMessageId) await this.o.outbox.pointToResult(job, job.replyMessageId, messageId);
+      if (split) await this.o.store.notePosted(job.id, messageId, []);
+    }
+    const extraIds = job.resultMessageId === null ? [] : [...job.resultExtraIds];
+    for (const [n, m] of more.entries()) {
+      if (n < extraIds.length) continue;
+      extraIds.push(await this.o.outbox.sendMore(job, m.body, m.files, n + 1, inChannel));
+      await this.o.store.notePosted(job.id, messageId, extraIds);
+    }
+    return { jobId: job.id, messageId, extraIds };
+  }
+
+  /** A try failed: another one later, on the schedule core/delivery.ts sets, or none (undeliverable, refunded, moderators told). */
+  private async failed(job: StoredJob, err: unknown): Promise<void> {
+    const tries = job.deliveryAttempts + 1;
+    const reason = describeDiscordError(err);
+    const decision = afterFailedDelivery(tries, deliveryFailure(err), this.o.retry ?? DELIVERY_RETRY);
+    try {
+      if (!decision.giveUp) {
+        this.o.log.warn({ err, jobId: job.id, tries, retryInMs: decision.retryInMs }, 'delivery failed; will retry');
+        await this.o.store.deferDelivery(job.id, tries, new Date(this.o.now() + decision.retryInMs), reason);
+        return;
+      }
+      this.o.log.error({ err, jobId: job.id, tries }, 'delivery given up: recorded as undeliverable and refunded');
+      const given = await this.o.store.giveUpDelivery(job.id, reason);
+      if (given && this.o.onUndeliverable) await this.o.onUndeliverable(given, reason);
+    } catch (storeErr) {
+      // The claim goes stale and the sweep tries again; nothing is lost.
+      this.o.log.error({ err: storeErr, jobId: job.id }, 'could not record a failed delivery');
       await this.o.store.releaseDelivery(job.id).catch(() => undefined);
     }
   }
@@ -99,6 +154,6 @@ export class PostResult {
     }
     const imgs = images ?? (await this.o.results.getMany(job.result.imageKeys));
     if (imgs.some((b) => b === null)) return [{ body: failureBody(job.request, 'expired', null), files: [] }];
-    return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now });
+    return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now, cpu: this.o.cpu });
   }
 }

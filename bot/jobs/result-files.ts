@@ -1,7 +1,8 @@
 import type { RawFile } from 'discord.js';
 import type { JobResult } from '../../core/generation.js';
-import { fitForUpload } from '../../core/io/fit-upload.js';
+import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { ResultStore } from '../../core/io/results.js';
+import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { StoredJob } from '../../core/ports.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES, planMessages } from '../../core/upload-plan.js';
 import { type MessageBody, type ResultPart, resultBody, resultMoreBody } from './render.js';
@@ -21,10 +22,15 @@ export async function composeResult(
   job: StoredJob,
   result: JobResult,
   imgs: Buffer[],
-  o: { results: Pick<ResultStore, 'get'>; now: () => number },
+  o: { results: Pick<ResultStore, 'get'>; now: () => number; cpu: Pick<ThreadPool<ImageTasks>, 'run'> },
 ): Promise<OutgoingMessage[]> {
   const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
-  const fitted = await Promise.all(imgs.map((data, i) => fitForUpload(data, limit, `image-${i + 1}`)));
+  // Re-encoding (only for an image over the limit) and gridding run on the bot's thread pool.
+  const fitFile = (data: Buffer, name: string, format: 'png' | 'webp' = 'png') =>
+    data.length <= limit
+      ? { name: `${name}.${format}`, data, contentType: `image/${format}` }
+      : o.cpu.run('fitForUpload', data, limit, name, format);
+  const fitted = await Promise.all(imgs.map((data, i) => fitFile(data, `image-${i + 1}`)));
   const files: { file: RawFile; index: number | null }[] = fitted.map((f, index) => ({
     file: { name: f.name, data: f.data, contentType: f.contentType },
     index,
@@ -32,8 +38,7 @@ export async function composeResult(
   if (imgs.length > 1) {
     // The worker makes the grid; results from a worker that did not are gridded here.
     const made = result.gridKey ? await o.results.get(result.gridKey) : null;
-    // Gridding here is the exception (a worker that did not), so libvips is loaded only then.
-    const grid = await fitForUpload(made ?? (await (await import('../../core/io/grid.js')).makeGrid(imgs)), limit, 'grid', 'webp');
+    const grid = await fitFile(made ?? (await o.cpu.run('makeGrid', imgs)), 'grid', 'webp');
     files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
   }
   const plan = planMessages(

@@ -2,7 +2,17 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { budgetLeft, monthlyBudgetSql, spentSinceSql } from '../../core/budget.js';
 import { generationRequestSchema, jobResultSchema } from '../../core/generation.js';
-import type { Delivered, JobStore, MemberQuota, ReserveInput, ReserveOutcome, StoredJob } from '../../core/ports.js';
+import { failureText } from '../../core/messages.js';
+import type {
+  Delivered,
+  ForgottenJob,
+  JobStore,
+  MemberQuota,
+  ReserveInput,
+  ReserveOutcome,
+  StoredJob,
+  SweepCursor,
+} from '../../core/ports.js';
 import { admission, admitsSql, dailyLimitSql, imagesTodaySql, type QuotaFacts, refundedImagesSql } from '../../core/quota.js';
 import { type SettleOutcome, settlement } from '../../core/settle.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
@@ -19,7 +29,7 @@ const JOB_COLUMNS = `
   j.params, j.image_count, j.channel_nsfw, j.application_id, j.interaction_id, j.interaction_token,
   j.created_at, j.started_at, j.finished_at, j.delivered_at, j.backend, j.cost_usd::float8 AS cost_usd,
   j.error_code, j.error_message, j.result, j.reply_message_id, j.result_message_id, j.result_extra_ids, j.upload_limit_bytes,
-  j.model, j.model_version, j.sampler`;
+  j.model, j.model_version, j.sampler, j.delivery_attempts, j.forgotten_at, j.forgotten_reason`;
 
 interface JobRow {
   id: string;
@@ -33,7 +43,8 @@ interface JobRow {
   channel_nsfw: boolean;
   application_id: string;
   interaction_id: string;
-  interaction_token: string;
+  /** NULL once erased (delivered, given up, forgotten, or past its 15 minutes). */
+  interaction_token: string | null;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
@@ -50,8 +61,29 @@ interface JobRow {
   model: string | null;
   model_version: string | null;
   sampler: string | null;
+  delivery_attempts: number;
+  forgotten_at: Date | null;
+  forgotten_reason: string | null;
 }
 
+function toForgottenJob(r: JobRow & { forgotten_at: Date }): ForgottenJob {
+  return {
+    id: r.id,
+    guildId: r.guild_id,
+    channelId: r.channel_id,
+    userId: r.user_id,
+    kind: r.kind as ForgottenJob['kind'],
+    status: r.status as ForgottenJob['status'],
+    imageCount: r.image_count,
+    backend: r.backend,
+    costUsd: Number(r.cost_usd),
+    createdAt: r.created_at,
+    forgottenAt: r.forgotten_at,
+    forgottenReason: r.forgotten_reason === 'retention' ? 'retention' : 'member',
+  };
+}
+
+/** Rows the sweep, settle and delivery read are never forgotten ones (only finished jobs are erased). */
 function toStoredJob(r: JobRow): StoredJob {
   const result = r.result === null ? null : jobResultSchema.safeParse(r.result);
   return {
@@ -67,7 +99,8 @@ function toStoredJob(r: JobRow): StoredJob {
     interaction: {
       applicationId: r.application_id,
       interactionId: r.interaction_id,
-      token: r.interaction_token,
+      // Erased tokens are dead ones: every use first checks the token's age.
+      token: r.interaction_token ?? '',
       uploadLimitBytes: r.upload_limit_bytes,
     },
     createdAt: r.created_at,
@@ -84,6 +117,7 @@ function toStoredJob(r: JobRow): StoredJob {
     resultExtraIds: r.result_extra_ids ?? [],
     model: r.model ? { name: r.model, ...(r.model_version ? { version: r.model_version } : {}) } : null,
     sampler: r.sampler,
+    deliveryAttempts: r.delivery_attempts,
   };
 }
 
@@ -261,7 +295,8 @@ export class PgJobStore implements JobStore {
     const rows = await this.rows<JobRow[]>(
       'claim-delivery',
       `UPDATE jobs j SET delivery_claimed_at = now()
-       WHERE id = $1::uuid AND status IN ('succeeded', 'failed', 'cancelled') AND delivered_at IS NULL
+       WHERE id = $1::uuid AND status IN ('succeeded', 'failed', 'cancelled') AND delivered_at IS NULL AND undeliverable_at IS NULL
+         AND (next_delivery_at IS NULL OR next_delivery_at <= now())
          AND (delivery_claimed_at IS NULL OR delivery_claimed_at < now() - make_interval(secs => $2::float8 / 1000))
        RETURNING ${JOB_COLUMNS}`,
       jobId,
@@ -275,10 +310,20 @@ export class PgJobStore implements JobStore {
     await this.exec(
       'mark-delivered',
       `UPDATE jobs j SET delivered_at = now(), result_message_id = COALESCE(d.message_id, j.result_message_id),
-         result_extra_ids = ARRAY(SELECT jsonb_array_elements_text(d.extra))
+         result_extra_ids = ARRAY(SELECT jsonb_array_elements_text(d.extra)), interaction_token = NULL, next_delivery_at = NULL
        FROM jsonb_to_recordset($1::jsonb) AS d(id uuid, message_id text, extra jsonb)
        WHERE j.id = d.id`,
       JSON.stringify(delivered.map((d) => ({ id: d.jobId, message_id: d.messageId, extra: d.extraIds ?? [] }))),
+    );
+  }
+
+  async notePosted(jobId: string, messageId: string, extraIds: readonly string[]): Promise<void> {
+    await this.exec(
+      'note-posted',
+      `UPDATE jobs SET result_message_id = $2, result_extra_ids = $3::text[] WHERE id = $1::uuid AND delivered_at IS NULL`,
+      jobId,
+      messageId,
+      extraIds,
     );
   }
 
@@ -290,17 +335,69 @@ export class PgJobStore implements JobStore {
     await this.exec(null, `UPDATE jobs SET delivery_claimed_at = NULL WHERE id = $1::uuid AND delivered_at IS NULL`, jobId);
   }
 
-  async get(jobId: string): Promise<StoredJob | null> {
-    if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
-    const rows = await this.rows<JobRow[]>('get-job', `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
+  async deferDelivery(jobId: string, tries: number, nextAt: Date, error: string): Promise<void> {
+    await this.exec(
+      'defer-delivery',
+      `UPDATE jobs SET delivery_attempts = $2, next_delivery_at = $3, delivery_error = $4, delivery_claimed_at = NULL
+       WHERE id = $1::uuid AND delivered_at IS NULL AND undeliverable_at IS NULL`,
+      jobId,
+      tries,
+      nextAt,
+      error.slice(0, 200),
+    );
+  }
+
+  async giveUpDelivery(jobId: string, error: string): Promise<StoredJob | null> {
+    // One statement: the row as it was (a success is refunded), the give-up, and the refund.
+    const rows = await this.rows<JobRow[]>(
+      'give-up-delivery',
+      `WITH old AS (
+         SELECT ${JOB_COLUMNS} FROM jobs j
+         WHERE j.id = $1::uuid AND j.delivered_at IS NULL AND j.undeliverable_at IS NULL
+           AND j.status IN ('succeeded', 'failed', 'cancelled')
+         FOR UPDATE
+       ),
+       j AS (
+         UPDATE jobs SET undeliverable_at = now(), delivery_error = $2, delivery_claimed_at = NULL, next_delivery_at = NULL,
+           delivery_attempts = jobs.delivery_attempts + 1, interaction_token = NULL,
+           status = CASE WHEN jobs.status = 'succeeded' THEN 'failed'::job_status ELSE jobs.status END,
+           error_code = CASE WHEN jobs.status = 'succeeded' THEN 'undeliverable' ELSE jobs.error_code END,
+           error_message = CASE WHEN jobs.status = 'succeeded' THEN $3 ELSE jobs.error_message END
+         FROM old WHERE jobs.id = old.id::uuid
+         RETURNING jobs.id
+       ),
+       u AS (
+         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'jobs.day', 'jobs.image_count')}
+         FROM old, jobs WHERE old.status = 'succeeded' AND jobs.id = old.id::uuid
+           AND m.guild_id = jobs.guild_id AND m.user_id = jobs.user_id
+         RETURNING 1
+       )
+       SELECT old.* FROM old, j`,
+      jobId,
+      error.slice(0, 200),
+      failureText.undeliverable,
+    );
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
-  async listUndelivered(since: Date, limit: number): Promise<StoredJob[]> {
+  async get(jobId: string): Promise<StoredJob | ForgottenJob | null> {
+    if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
+    const rows = await this.rows<JobRow[]>('get-job', `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);
+    const r = rows[0];
+    if (!r) return null;
+    return r.forgotten_at ? toForgottenJob({ ...r, forgotten_at: r.forgotten_at }) : toStoredJob(r);
+  }
+
+  async listUndelivered(after: SweepCursor | null, limit: number): Promise<StoredJob[]> {
+    // Keyset pagination on the partial index jobs_open_idx (created_at, id), which holds only these rows.
     const rows = await this.rows<JobRow[]>(
-      null,
-      `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.delivered_at IS NULL AND j.created_at > $1 ORDER BY j.created_at LIMIT $2`,
-      since,
+      'list-undelivered',
+      `SELECT ${JOB_COLUMNS} FROM jobs j
+       WHERE j.delivered_at IS NULL AND j.undeliverable_at IS NULL AND (j.created_at, j.id) > ($1::timestamptz, $2::uuid)
+         AND (j.next_delivery_at IS NULL OR j.next_delivery_at <= now())
+       ORDER BY j.created_at, j.id LIMIT $3`,
+      after?.createdAt ?? new Date(0),
+      after?.id ?? '00000000-0000-0000-0000-000000000000',
       limit,
     );
     return rows.map(toStoredJob);

@@ -6,6 +6,26 @@ export type { PrismaClient };
 /** Connections per process; the bot and the worker each hold one client. */
 const POOL_SIZE = 10;
 
+/**
+ * Bounds on a slow or unreachable Postgres. An interaction is acknowledged within 1.2 s whatever
+ * the database does (bot/router.ts), and a form that must load a job first gives up at 2 s
+ * (commands/buttons/edit.ts); these make sure the member then hears "database unavailable" within
+ * seconds instead of waiting forever, and that a hung server cannot hold every pooled connection.
+ * Our statements take milliseconds; anything near these limits is a database in trouble.
+ */
+const PG_TIMEOUTS = {
+  /** Waiting for a pooled connection, or for a new one to open. */
+  connectionTimeoutMillis: 2000,
+  /** Server side: a statement running longer is cancelled and rolled back (a reservation never half-happens). */
+  statement_timeout: 5000,
+  /** Server side: waiting for a row lock (a member's usage row held by a stuck session). */
+  lock_timeout: 3000,
+  /** Client side, for a server that stops answering at all (network partition). */
+  query_timeout: 7000,
+  /** A Prisma transaction left open by a stuck process releases its locks. */
+  idle_in_transaction_session_timeout: 10_000,
+} as const;
+
 /** The `pg` pool for the hand-written statements, and Prisma on the same pool for the model API. */
 export interface Database {
   /**
@@ -26,7 +46,7 @@ export interface Database {
  * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
  */
 export function openDatabase(url: string, onIdleError: (err: Error) => void = () => undefined): Database {
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE });
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, ...PG_TIMEOUTS });
   // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that
   // would end the process. The pool replaces it; the next query simply opens a new one.
   pool.on('error', onIdleError);

@@ -1,16 +1,20 @@
 import { DiscordAPIError, Routes } from 'discord.js';
 import { buttonText } from '../../core/messages.js';
+import { isForgotten } from '../../core/ports.js';
 import type { ButtonHandler } from '../command.js';
 import { NO_MENTIONS } from '../replies.js';
-import { loadJob, requireOwnerOrModerator } from './job.js';
+import { loadAnyJob, requireOwnerOrModerator } from './job.js';
 
 /** Delete: the requester or a moderator. A result split over several messages goes as a whole, whichever part was pressed. */
 export const remove = {
   defer: 'ephemeral',
   async execute(ctx, interaction, id) {
-    const job = await loadJob(ctx, interaction, id);
+    const job = await loadAnyJob(ctx, interaction, id);
     requireOwnerOrModerator(ctx, interaction, job);
-    const others = [job.resultMessageId, ...job.resultExtraIds].filter((m): m is string => !!m && m !== interaction.message.id);
+    // A forgotten job no longer knows its other messages: the one pressed goes.
+    const others = (isForgotten(job) ? [] : [job.resultMessageId, ...job.resultExtraIds]).filter(
+      (m): m is string => !!m && m !== interaction.message.id,
+    );
     await interaction.message.delete();
     for (const other of others) {
       await interaction.client.rest.delete(Routes.channelMessage(job.channelId, other)).catch((err: unknown) => {

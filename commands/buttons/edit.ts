@@ -2,17 +2,27 @@ import { ComponentType, type ModalSubmitInteraction, TextInputStyle } from 'disc
 import type { ButtonId } from '../../core/custom-id.js';
 import { UserError } from '../../core/errors.js';
 import { LIMITS } from '../../core/generation.js';
-import { buttonText } from '../../core/messages.js';
+import { buttonText, text } from '../../core/messages.js';
 import { type EditFields, editDefaults, editedRequest, editFieldsSchema, resultActions } from '../../core/result-actions.js';
 import type { ButtonHandler, ModalHandler } from '../command.js';
 import type { Admitted } from '../context.js';
 import { loadJob, newSeed } from './job.js';
 
+/**
+ * How long the form waits for the job: a modal must be Discord's first answer (nothing can be
+ * deferred), within 3 s of the press; past this the member is told privately instead.
+ */
+const FORM_LOAD_MS = 2000;
+
 /** Edit: answers with a form holding the member's own prompt (a modal must be the first answer, so nothing is deferred). */
 export const edit = {
   defer: 'modal',
   async execute(ctx, interaction, id) {
-    const job = await loadJob(ctx, interaction, id);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new UserError('database_unavailable', text.databaseUnavailable)), FORM_LOAD_MS);
+    });
+    const job = await Promise.race([loadJob(ctx, interaction, id), late]).finally(() => clearTimeout(timer));
     if (!resultActions(job.request, job.result ?? job.request).edit) throw new UserError('action_unavailable', buttonText.unavailable);
     const defaults = editDefaults(job.request);
     const M = buttonText.editModal;

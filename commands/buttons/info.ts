@@ -1,13 +1,22 @@
-import { modelText, text } from '../../core/messages.js';
+import { buttonText, modelText, text } from '../../core/messages.js';
+import { isForgotten } from '../../core/ports.js';
 import type { ButtonHandler } from '../command.js';
 import { NO_MENTIONS, quoteUserText } from '../replies.js';
-import { loadJob } from './job.js';
+import { loadAnyJob } from './job.js';
 
-/** Info: every parameter of the job, privately. */
+/** Info: every parameter of the job, privately; for a forgotten job, that it was forgotten (and what the guild's totals keep). */
 export const info = {
   defer: 'ephemeral',
   async execute(ctx, interaction, id) {
-    const job = await loadJob(ctx, interaction, id);
+    const job = await loadAnyJob(ctx, interaction, id);
+    if (isForgotten(job)) {
+      const lines = [
+        buttonText.forgottenInfo(job.forgottenReason, job.forgottenAt, ctx.config.RETENTION_DAYS),
+        `**Images:** ${job.imageCount} · **Backend:** ${job.backend ?? '—'} · **Cost:** $${job.costUsd.toFixed(4)} · **Status:** ${job.status}`,
+      ];
+      await interaction.editReply({ content: lines.join('\n'), allowedMentions: NO_MENTIONS });
+      return;
+    }
     const r = job.request;
     const lines = [
       `**Prompt:** ${quoteUserText(r.prompt, 1500)}`,

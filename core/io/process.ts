@@ -6,6 +6,12 @@ import { createLogger, type Logger } from './logger.js';
 /** Stop signals get this long to finish work under way before the process is killed. */
 const GRACE_MS = 20_000;
 
+/** The process's own tokens, stripped from every log line whatever their shape. */
+export function processSecrets(config: unknown): (string | undefined)[] {
+  const c = config as Record<string, unknown>;
+  return ['DISCORD_TOKEN', 'REPLICATE_API_TOKEN', 'HF_TOKEN', 'A1111_AUTH'].map((k) => (typeof c[k] === 'string' ? c[k] : undefined));
+}
+
 /**
  * Runs a process entry point: read `.env` from the working directory if there is one (real
  * environment variables win), parse the environment (one line per bad variable, exit 1), start,
@@ -26,7 +32,7 @@ export async function runProcess<S extends z.ZodType>(
     for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
     process.exit(1);
   }
-  const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name });
+  const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name, secrets: processSecrets(config) });
   if (envFile) log.info({ envFile }, 'read settings from .env (variables set in the environment win)');
   let running: { stop(): Promise<void> };
   try {

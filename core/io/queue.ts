@@ -6,14 +6,22 @@ import type { JobKind, JobPayload, JobResult } from '../generation.js';
 export const GENERATE_QUEUE = 'generate';
 
 /**
+ * How long BullMQ keeps a finished job whose bot has not settled it (the bot removes it as soon as
+ * Postgres holds the outcome). No count limit: a busy day must never trim a finished job a bot has
+ * not seen, or the sweep would take it for lost. Longer than the sweep's window (two days), past
+ * which an unsettled job missing from the queue is given up, never run again.
+ */
+const FINISHED_JOB_RETENTION_S = 7 * 24 * 3600;
+
+/**
  * Retries are for a whole-chain transient failure (every backend busy or briefly down);
  * each attempt already walks the fallback chain, so three is plenty.
  */
 const DEFAULT_JOB_OPTIONS: JobsOptions = {
   attempts: 3,
   backoff: { type: 'exponential', delay: 2000 },
-  removeOnComplete: { age: 24 * 3600, count: 5000 },
-  removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+  removeOnComplete: { age: FINISHED_JOB_RETENTION_S },
+  removeOnFail: { age: FINISHED_JOB_RETENTION_S },
 };
 
 export type RedisRole = 'producer' | 'blocking';

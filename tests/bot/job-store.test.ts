@@ -95,6 +95,48 @@ describe('PgJobStore', () => {
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
   });
 
+  test('a result given up as undeliverable refunds a success once, keeps the ledger, erases the token and leaves the sweep', async ({
+    db,
+  }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input({}, 2));
+    if (!r.ok) throw new Error('not admitted');
+    await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
+    await store.deferDelivery(r.jobId, 1, new Date(Date.now() + 60_000), '403 50013 Missing Permissions');
+    expect(await store.listUndelivered(null, 10)).toEqual([]); // its next try is not due yet
+    expect(await store.claimDelivery(r.jobId, 0)).toBeNull();
+    const given = await store.giveUpDelivery(r.jobId, '403 50013 Missing Permissions');
+    expect(given).toMatchObject({ id: r.jobId, status: 'succeeded', imageCount: 2 });
+    expect(await store.giveUpDelivery(r.jobId, 'again')).toBeNull();
+    const row = await db.prisma.job.findUniqueOrThrow({ where: { id: r.jobId } });
+    expect(row).toMatchObject({ status: 'failed', errorCode: 'undeliverable', interactionToken: null, deliveryAttempts: 2 });
+    expect(row.undeliverableAt).not.toBeNull();
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
+    expect((await db.prisma.costLedger.aggregate({ _sum: { costUsd: true } }))._sum.costUsd?.toString()).toBe('0.01');
+    expect(await store.listUndelivered(null, 10)).toEqual([]);
+  });
+
+  test('the sweep pages through open jobs oldest first by (created_at, id); delivered ones are not in it and lose their token', async ({
+    db,
+  }) => {
+    const store = new PgJobStore(db.pool);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await store.reserve(input({ deploymentDailyLimit: 100 }));
+      if (!r.ok) throw new Error('not admitted');
+      ids.push(r.jobId);
+    }
+    await store.settle(ids[0]!, { status: 'succeeded', result: result() });
+    await store.markDelivered([{ jobId: ids[0]!, messageId: 'm1' }]);
+    expect((await db.prisma.job.findUniqueOrThrow({ where: { id: ids[0]! } })).interactionToken).toBeNull();
+    const first = await store.listUndelivered(null, 2);
+    const second = await store.listUndelivered({ createdAt: first[1]!.createdAt, id: first[1]!.id }, 2);
+    const third = await store.listUndelivered({ createdAt: second[1]!.createdAt, id: second[1]!.id }, 2);
+    expect([...first, ...second, ...third].map((j) => j.id).sort()).toEqual(ids.slice(1).sort());
+    expect(third).toHaveLength(0);
+  });
+
   test('recent run times for the queue ETA: delivered successes only, newest first, with image count and backend', async ({ db }) => {
     const store = new PgJobStore(db.pool);
     const ids: string[] = [];

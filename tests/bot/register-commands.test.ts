@@ -17,7 +17,7 @@ test('registration sends every command and option of the contract, guild-scoped 
   expect(fake.registeredCommands()).toEqual([]);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const byName: Record<string, any> = Object.fromEntries(cmds.map((c: { name: string }) => [c.name, c]));
-  expect(Object.keys(byName).sort()).toEqual(['admin', 'imagine', 'inpaint', 'quota']);
+  expect(Object.keys(byName).sort()).toEqual(['admin', 'forget', 'imagine', 'inpaint', 'quota']);
   expect(optionNames(byName.imagine)).toEqual(['prompt', 'negative', 'aspect', 'count', 'seed', 'steps', 'guidance', 'preset']);
   expect(byName.imagine.options[2].choices.map((c: { value: string }) => c.value)).toEqual([
     '1:1',
@@ -55,5 +55,5 @@ test('without a dev guild the commands are registered globally', async () => {
       .registeredCommands()
       .map((c: { name: string }) => c.name)
       .sort(),
-  ).toEqual(['admin', 'imagine', 'inpaint', 'quota']);
+  ).toEqual(['admin', 'forget', 'imagine', 'inpaint', 'quota']);
 });

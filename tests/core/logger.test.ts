@@ -24,3 +24,49 @@ test('tokens, authorization headers and URL credentials never reach the log', ()
   expect(out).toContain('redis://***@redis:6379');
   expect(JSON.parse(lines[0]!)).toMatchObject({ msg: 'boot' });
 });
+
+test('an error from Discord is logged by an allow-list: type, message, code, status, method and route with its token masked; never its body, files or URL', async () => {
+  const { DiscordAPIError } = await import('discord.js');
+  const { lines, log } = capture();
+  const png = Buffer.alloc(64, 7);
+  const err = new DiscordAPIError(
+    { code: 50013, message: 'Missing Permissions' },
+    50013,
+    403,
+    'PATCH',
+    'https://discord.com/api/v10/webhooks/1111111111111111111/aW50ZXJhY3Rpb246c2VjcmV0LXRva2Vu/messages/@original?wait=true',
+    { files: [{ name: 'image-1.png', data: png }], body: { content: 'a prompt' } },
+  );
+  log.error({ err, jobId: 'j1' }, 'delivery failed');
+  const line = JSON.parse(lines[0]!);
+  expect(line.err).toMatchObject({
+    type: 'DiscordAPIError[50013]',
+    message: 'Missing Permissions',
+    code: 50013,
+    status: 403,
+    method: 'PATCH',
+    route: '/webhooks/1111111111111111111/:token/messages/@original',
+  });
+  expect(Object.keys(line.err).sort()).toEqual(['code', 'message', 'method', 'route', 'stack', 'status', 'type']);
+  expect(lines[0]).not.toContain('aW50ZXJhY3Rpb246c2VjcmV0LXRva2Vu');
+  expect(lines[0]).not.toContain('image-1.png');
+  expect(lines[0]).not.toContain('"data"');
+});
+
+test('the process’s own secrets are stripped wherever they appear, and a Redis error’s command (its image bytes) is never logged', () => {
+  const lines: string[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk));
+      cb();
+    },
+  });
+  const log = createLogger({ destination, secrets: ['plain-bot-secret-123'] });
+  const redisErr = Object.assign(new Error('OOM command not allowed'), { command: { name: 'set', args: ['k', Buffer.alloc(32, 1)] } });
+  log.warn({ err: new Error('login failed with plain-bot-secret-123'), detail: 'Bot plain-bot-secret-123' }, 'boot');
+  log.warn({ err: new Error('wrapped', { cause: redisErr }) }, 'redis');
+  const out = lines.join('');
+  expect(out).not.toContain('plain-bot-secret-123');
+  expect(out).not.toContain('"args"');
+  expect(JSON.parse(lines[1]!).err.cause).toMatchObject({ type: 'Error', message: 'OOM command not allowed' });
+});

@@ -106,7 +106,7 @@ describe('slash commands are registered when the bot starts', () => {
     expect(put.status).toBe(200);
     await sys.startBot();
     const registered = sys.discord.registeredCommands() as Array<{ name: string; options: Array<{ name: string }> }>;
-    expect(registered.map((c) => c.name).sort()).toEqual(['admin', 'imagine', 'inpaint', 'quota']);
+    expect(registered.map((c) => c.name).sort()).toEqual(['admin', 'forget', 'imagine', 'inpaint', 'quota']);
     expect(registered.find((c) => c.name === 'imagine')!.options.map((o) => o.name)).toContain('preset');
   });
 });

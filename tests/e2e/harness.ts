@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { Writable } from 'node:stream';
 import { type BotOverrides, type RunningBot, startBot } from '../../bot/main.js';
 import { botConfigSchema, loadConfig, workerConfigSchema } from '../../core/config.js';
-import { createLogger } from '../../core/io/logger.js';
+import { createLogger, type Logger } from '../../core/io/logger.js';
+import { processSecrets } from '../../core/io/process.js';
 import { type RunningWorker, startWorker } from '../../worker/main.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeDiscord } from '../fakes/discord/server.js';
@@ -27,6 +29,8 @@ export interface SystemOptions {
   /** Start the worker in-process (default) or not at all (the test starts processes itself). */
   worker?: 'in-process' | 'none';
   bot?: 'in-process' | 'none';
+  /** Keep the in-process bot's JSON log lines (debug level) in `botLogs`, as a real process would write them. */
+  captureBotLog?: boolean;
 }
 
 /** A child process running bot/main.ts or worker/main.ts, with its JSON log lines. */
@@ -44,6 +48,8 @@ export class System {
   bot: RunningBot | undefined;
   worker: RunningWorker | undefined;
   readonly procs: Proc[] = [];
+  /** The in-process bot's log lines, with `captureBotLog`. */
+  readonly botLogs: string[] = [];
 
   private constructor(
     readonly discord: FakeDiscord,
@@ -82,7 +88,18 @@ export class System {
 
   async startBot(): Promise<RunningBot> {
     const config = loadConfig(botConfigSchema, this.env);
-    this.bot = await startBot(config, createLogger({ level: 'silent' }), this.o.botOverrides);
+    let log: Logger = createLogger({ level: 'silent' });
+    if (this.o.captureBotLog) {
+      const lines = this.botLogs;
+      const destination = new Writable({
+        write(chunk, _enc, cb) {
+          lines.push(...String(chunk).split('\n').filter(Boolean));
+          cb();
+        },
+      });
+      log = createLogger({ level: 'debug', name: 'bot', destination, secrets: processSecrets(config) });
+    }
+    this.bot = await startBot(config, log, this.o.botOverrides);
     return this.bot;
   }
 

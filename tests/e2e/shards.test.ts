@@ -48,3 +48,57 @@ test('two bot processes as gateway shards 0 and 1 each answer commands in their 
   }
   expect(await db.prisma.job.count({ where: { status: 'succeeded' } })).toBe(2);
 });
+
+test('across two shards each job has one settler: no progress edit ever lands on a reply after its result, even when edits are held up by rate limits', async ({
+  db,
+  redisPrefix,
+}) => {
+  const guilds = guildsOnBothShards();
+  sys = await System.start({
+    db,
+    redisPrefix,
+    bot: 'none',
+    a1111: { stepDelayMs: 60 },
+    discord: { guilds, shards: 2 },
+    env: { DISCORD_SHARD_COUNT: '2' },
+  });
+  sys.env.DISCORD_SHARD_IDS = '0';
+  await sys.spawn('bot');
+  sys.env.DISCORD_SHARD_IDS = '1';
+  await sys.spawn('bot');
+  const interactions = [];
+  for (let round = 0; round < 2; round++) {
+    for (const g of guilds) {
+      const i = await sys.discord.slashCommand({
+        name: 'imagine',
+        options: [
+          { name: 'prompt', type: 3, value: `round ${round} in ${g.name}` },
+          { name: 'steps', type: 4, value: 30 },
+        ],
+        guildId: g.id,
+        channelId: g.channels[0]!.id,
+      });
+      // Progress edits of the follower are held up (429) while the job finishes.
+      await sys.discord.waitFor(
+        () =>
+          sys!.a1111.requests.some(
+            (r) =>
+              r.path === '/sdapi/v1/txt2img' && String((r.json as { prompt?: string })?.prompt).includes(`round ${round} in ${g.name}`),
+          ),
+        10_000,
+      );
+      sys.discord.rateLimitNext({ method: 'PATCH', pathPrefix: `/webhooks/${sys.discord.appId}/${i.token}`, count: 1, retryAfterS: 2 });
+      await sys.finalReply(i, 30_000);
+      interactions.push(i);
+    }
+  }
+  await new Promise((r) => setTimeout(r, 3000));
+  for (const i of interactions) {
+    const landed = sys.discord.requests.filter(
+      (r) => r.method === 'PATCH' && r.path === `/webhooks/${sys!.discord.appId}/${i.token}/messages/@original` && r.status === 200,
+    );
+    const result = landed.findIndex((r) => r.files.some((f) => f.filename.startsWith('image-')));
+    expect(result).toBeGreaterThanOrEqual(0);
+    expect(landed.slice(result + 1).map((r) => r.json?.content)).toEqual([]);
+  }
+}, 90_000);

@@ -58,14 +58,19 @@ async function withoutNewProcessListeners<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * nsfwjs with its bundled MobileNetV2 weights on TensorFlow.js's pure-JS CPU backend: nothing is
- * downloaded and no native addon is needed. Loaded once per process (the weights are read-only).
+ * nsfwjs with its bundled MobileNetV2 weights on TensorFlow.js (WebAssembly, else or with `cpu`
+ * the pure-JS CPU backend): nothing is downloaded and no native addon is needed. Loaded once per
+ * thread (the weights are read-only); the first call decides the backend.
  */
-export function loadNsfwClassifier(): Promise<ImageClassifier> {
+export function loadNsfwClassifier(backend: 'auto' | 'cpu' = 'auto'): Promise<ImageClassifier> {
   loading ??= (async () => {
     const tf = await import('@tensorflow/tfjs');
     const nsfwjs = await import('nsfwjs');
-    await useFastestBackend(tf);
+    if (backend === 'cpu') {
+      tf.enableProdMode();
+      await tf.setBackend('cpu');
+      await tf.ready();
+    } else await useFastestBackend(tf);
     const model = await nsfwjs.load('MobileNetV2');
     return {
       backend: tf.getBackend(),

@@ -66,6 +66,7 @@ export function storedJob(over: Partial<StoredJob> = {}): StoredJob {
     replyMessageId: null,
     resultMessageId: null,
     resultExtraIds: [],
+    deliveryAttempts: 0,
     ...over,
   };
 }

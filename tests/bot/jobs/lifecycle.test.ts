@@ -47,6 +47,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
     },
   };
   const posted: { job: StoredJob; images: Buffer[] | null }[] = [];
+  const removed: string[] = [];
   const edits = recordingEdits();
   const reads: string[][] = [];
   const read = async (ids: readonly string[]): Promise<QueueSnapshot> => {
@@ -66,7 +67,10 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
       getMany: async (keys) => o.images ?? keys.map(() => Buffer.from('png')),
       getFailure: async () => o.failure ?? null,
     },
-    queue: { getJob: async () => (o.queueState === undefined ? undefined : { getState: async () => o.queueState! }) },
+    queue: {
+      getJob: async () => (o.queueState === undefined ? undefined : { getState: async () => o.queueState! }),
+      remove: async (id: string) => void removed.push(id),
+    },
     board,
     post: { post: async (job, images) => void posted.push({ job, images }) },
     edits,
@@ -76,7 +80,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
     editIntervalMs: 1500,
   });
   lifecycle.begin(JOB, 'g1', 'c1', REF, REQUEST);
-  return { lifecycle, store, settles, posted, edits, board, reads };
+  return { lifecycle, store, settles, posted, edits, board, reads, removed };
 }
 
 const progress = (step: number) => ({ backend: 'a1111', step, total: 30, fraction: step / 30 });
@@ -91,6 +95,23 @@ describe('a job from the queue to its settle', () => {
     expect(posted).toHaveLength(1);
     expect(posted[0]!.images).toHaveLength(1);
     expect(lifecycle.isFollowing(JOB)).toBe(false);
+  });
+
+  test('once Postgres holds the outcome, BullMQ lets go of the job (its retention is tied to settlement)', async () => {
+    const { lifecycle, removed } = setup();
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(removed).toEqual([JOB]);
+  });
+
+  test('a process that does not follow a job never settles it from its events: the follower (or the sweep) is its one settler', async () => {
+    const { lifecycle, settles, posted } = setup({ queueState: 'failed' });
+    const other = '00000000-0000-4000-8000-0000000000ff';
+    lifecycle.completed(other, JSON.stringify(RESULT));
+    lifecycle.failed(other);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(settles).toEqual([]);
+    expect(posted).toEqual([]);
   });
 
   test('a job whose images left Redis before they were fetched is refunded as expired and posted as such', async () => {

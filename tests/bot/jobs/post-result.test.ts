@@ -1,9 +1,12 @@
+import { DiscordAPIError } from 'discord.js';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, test } from 'vitest';
 import type { Outbox } from '../../../bot/jobs/outbox.js';
 import { PostResult } from '../../../bot/jobs/post-result.js';
 import type { MessageBody } from '../../../bot/jobs/render.js';
 import type { JobResult } from '../../../core/generation.js';
+import { imageTasks } from '../../../core/io/image-tasks.js';
+import { inlineTasks } from '../../../core/io/thread-pool.js';
 import type { Delivered, StoredJob } from '../../../core/ports.js';
 import { silent, storedJob } from './doubles.js';
 
@@ -26,18 +29,28 @@ beforeAll(async () => {
 });
 const images = () => [png, png];
 
-function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired'; stored?: (Buffer | null)[]; limit?: number } = {}) {
+function setup(
+  o: {
+    sendFails?: boolean | Error;
+    moreFailsAt?: number;
+    inChannel?: false | 'gone' | 'expired';
+    stored?: (Buffer | null)[];
+    limit?: number;
+  } = {},
+) {
   const calls: string[] = [];
   const bodies: string[] = [];
   const delivered: { id: string; messageId: string | null; extra: readonly string[] }[] = [];
-  const outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult'> = {
+  const outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult' | 'tokenAlive'> = {
+    tokenAlive: () => true,
     async send(_job: StoredJob, body: MessageBody) {
       calls.push(`send ${body.attachments.map((a) => a.filename).join(',')}`);
       bodies.push(body.content);
-      if (o.sendFails) throw new Error('Discord is down');
+      if (o.sendFails) throw o.sendFails instanceof Error ? o.sendFails : new Error('Discord is down');
       return { id: 'm1', inChannel: o.inChannel ?? false };
     },
     async sendMore(_job: StoredJob, body: MessageBody, _files, n: number) {
+      if (n === o.moreFailsAt) throw new Error('Discord is down');
       calls.push(`more ${n} ${body.attachments.map((a) => a.filename).join(',')}`);
       return `m${n + 1}`;
     },
@@ -55,7 +68,21 @@ function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired';
     async releaseDelivery(id: string) {
       store.released.push(id);
     },
+    deferred: [] as { id: string; tries: number; error: string }[],
+    givenUp: [] as { id: string; error: string }[],
+    noted: [] as { messageId: string; extra: string[] }[],
+    async deferDelivery(id: string, tries: number, _at: Date, error: string) {
+      store.deferred.push({ id, tries, error });
+    },
+    async giveUpDelivery(id: string, error: string) {
+      store.givenUp.push({ id, error });
+      return storedJob({ id, status: 'succeeded' });
+    },
+    async notePosted(_id: string, messageId: string, extra: readonly string[]) {
+      store.noted.push({ messageId, extra: [...extra] });
+    },
   };
+  const undeliverable: string[] = [];
   const results = {
     forgotten: [] as string[],
     async get() {
@@ -68,7 +95,15 @@ function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired';
       results.forgotten.push(...jobs.map((j) => j.jobId));
     },
   };
-  const post = new PostResult({ store, results, outbox, log: silent, now: () => Date.now() });
+  const post = new PostResult({
+    store,
+    results,
+    outbox,
+    log: silent,
+    now: () => Date.now(),
+    onUndeliverable: async (j, reason) => void undeliverable.push(`${j.id} ${reason}`),
+    cpu: inlineTasks(imageTasks),
+  });
   const job = (over: Partial<StoredJob> = {}) =>
     storedJob({
       status: 'succeeded',
@@ -77,7 +112,7 @@ function setup(o: { sendFails?: boolean; inChannel?: false | 'gone' | 'expired';
       interaction: { ...storedJob().interaction, uploadLimitBytes: o.limit ?? 10_000_000 },
       ...over,
     });
-  return { post, calls, bodies, delivered, store, results, job };
+  return { post, calls, bodies, delivered, store, results, job, undeliverable };
 }
 
 describe('posting a settled job', () => {
@@ -99,12 +134,44 @@ describe('posting a settled job', () => {
     expect(delivered[0]!.extra).toEqual(['m2', 'm3']);
   });
 
-  test('a post that fails is released for the next sweep and never marked delivered', async () => {
-    const { post, delivered, store, job } = setup({ sendFails: true });
+  test('a post that fails is left to a later try on the backoff schedule and never marked delivered', async () => {
+    const { post, delivered, store, job, undeliverable } = setup({ sendFails: true });
     await post.post(job(), images());
     await post.drain();
     expect(delivered).toEqual([]);
-    expect(store.released).toEqual([job().id]);
+    expect(store.deferred).toEqual([{ id: job().id, tries: 1, error: 'network error' }]);
+    expect(undeliverable).toEqual([]);
+  });
+
+  test('a post Discord refuses for good is given up at its last try: recorded undeliverable, refunded, moderators told', async () => {
+    const refused = new DiscordAPIError(
+      { code: 50013, message: 'Missing Permissions' },
+      50013,
+      403,
+      'POST',
+      'http://x/channels/1/messages',
+      {},
+    );
+    const { post, delivered, store, job, undeliverable } = setup({ sendFails: refused });
+    await post.post(job({ deliveryAttempts: 3 }), images());
+    expect(store.deferred).toEqual([{ id: job().id, tries: 4, error: '403 50013 Missing Permissions' }]);
+    await post.post(job({ deliveryAttempts: 4 }), images());
+    await post.drain();
+    expect(delivered).toEqual([]);
+    expect(store.givenUp).toEqual([{ id: job().id, error: '403 50013 Missing Permissions' }]);
+    expect(undeliverable).toEqual([`${job().id} 403 50013 Missing Permissions`]);
+  });
+
+  test('a split result that failed half-way resumes after the last part posted: no part is posted twice', async () => {
+    const first = setup({ limit: png.length + 10, moreFailsAt: 2 });
+    await first.post.post(first.job(), images());
+    expect(first.calls.map((c) => c.split(' ')[0])).toEqual(['send', 'more']);
+    expect(first.store.noted.at(-1)).toEqual({ messageId: 'm1', extra: ['m2'] });
+    const again = setup({ limit: png.length + 10 });
+    await again.post.post(again.job({ resultMessageId: 'm1', resultExtraIds: ['m2'], deliveryAttempts: 1 }), images());
+    await again.post.drain();
+    expect(again.calls).toEqual([expect.stringMatching(/^more 2 /)]);
+    expect(again.delivered[0]).toEqual({ id: again.job().id, messageId: 'm1', extra: ['m2', 'm3'] });
   });
 
   test('a result posted in the channel after the token expired turns the old reply into a pointer to it', async () => {

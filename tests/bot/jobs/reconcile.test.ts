@@ -50,12 +50,15 @@ function setup(
     lifecycle: {
       deliver: async (job) => void log.push(`deliver ${job.id}`),
       follow: (job, waiting) => {
-        following.add(job.id);
+        // Jobs of guild `g-other` are served by another process: following them does nothing here.
+        if (job.guildId !== 'g-other') following.add(job.id);
         log.push(`follow ${job.id}${waiting ? ' waiting' : ''}`);
       },
       isFollowing: (jobId) => following.has(jobId),
       replyIdOf: (jobId) => (jobId === id(9) ? 'reply-9' : undefined),
       finishedUnheard: (jobId, state) => void log.push(`settle ${jobId} ${state}`),
+      settle: async (jobId, outcome) =>
+        void log.push(`settle ${jobId} ${outcome.status}${outcome.status === 'failed' ? ` ${outcome.code}` : ''}`),
     },
     log: silent,
     now: () => Date.now(),
@@ -89,11 +92,58 @@ describe('the sweep', () => {
     expect(log).toEqual([`follow ${id(1)}`, `settle ${id(1)} completed`, `follow ${id(2)}`, `settle ${id(2)} failed`]);
   });
 
-  test('a job followed here that finished moments ago is left to its event on the way', async () => {
-    const { r, log, following } = setup([storedJob({ id: id(1) })], { [id(1)]: { state: 'completed', finishedOn: Date.now() - 1000 } });
+  test('a job that finished moments ago is settled by its one settler: left to its event here, settled here when this process only now follows it, left to the shard serving its guild', async () => {
+    const { r, log, following } = setup(
+      [storedJob({ id: id(1) }), storedJob({ id: id(2) }), storedJob({ id: id(3), guildId: 'g-other' })],
+      {
+        [id(1)]: { state: 'completed', finishedOn: Date.now() - 1000 },
+        [id(2)]: { state: 'completed', finishedOn: Date.now() - 1000 },
+        [id(3)]: { state: 'completed', finishedOn: Date.now() - 1000 },
+      },
+    );
     following.add(id(1));
     await r.sweep();
-    expect(log).toEqual([`follow ${id(1)}`]);
+    expect(log).toEqual([`follow ${id(1)}`, `follow ${id(2)}`, `settle ${id(2)} completed`, `follow ${id(3)}`]);
+  });
+
+  test('a job left unfinished past the window (a bot down for days) is given up and refunded, never run again', async () => {
+    const old = new Date(Date.now() - 3 * 86_400_000);
+    const { r, log, added } = setup(
+      [storedJob({ id: id(1), createdAt: old }), storedJob({ id: id(2), createdAt: old }), storedJob({ id: id(3), createdAt: old })],
+      { [id(2)]: { state: 'completed', finishedOn: Date.now() - 86_400_000 } },
+      { [id(3)]: { state: 'waiting', ahead: 0 } },
+    );
+    await r.sweep();
+    expect(added).toEqual([]);
+    expect(log).toEqual([
+      `settle ${id(1)} failed abandoned`,
+      `follow ${id(2)}`,
+      `settle ${id(2)} completed`,
+      `settle ${id(3)} failed abandoned`,
+    ]);
+  });
+
+  test('the sweep reads every open job page by page, however many there are', async () => {
+    const jobs = Array.from({ length: 1200 }, (_, n) =>
+      storedJob({
+        id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+        status: 'failed',
+        createdAt: new Date(Date.now() - 1000 + n),
+      }),
+    );
+    const { r, log } = setup([], {});
+    const pages: (string | null)[] = [];
+    (r as unknown as { o: { store: { listUndelivered: unknown } } }).o.store.listUndelivered = async (
+      after: { id: string } | null,
+      limit: number,
+    ) => {
+      pages.push(after?.id ?? null);
+      const from = after ? jobs.findIndex((j) => j.id === after.id) + 1 : 0;
+      return jobs.slice(from, from + limit);
+    };
+    await r.sweep();
+    expect(pages).toEqual([null, jobs[499]!.id, jobs[999]!.id]);
+    expect(log.filter((l) => l.startsWith('claim'))).toHaveLength(1200);
   });
 
   test('a job missing from the queue is re-enqueued with the same payload builder, on free backends only, once the submitter had time to add it', async () => {
