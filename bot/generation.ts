@@ -1,14 +1,12 @@
 import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
-import { toJobPayload } from '../core/generation.js';
+import { type JobPayload, toJobPayload } from '../core/generation.js';
 import type { Logger } from '../core/io/logger.js';
-import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
 import { admitJob } from '../core/ledger.js';
 import { text } from '../core/messages.js';
 import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, JobStore } from '../core/ports.js';
-import { queuePriority } from '../core/quota.js';
 import { NOT_ENQUEUED } from '../core/settle.js';
 import type { JobLifecycle } from './jobs/lifecycle.js';
 import type { SettingsStore } from './store/settings.js';
@@ -25,7 +23,11 @@ export interface GenerationDeps {
   config: Pick<BotConfig, 'DEFAULT_DAILY_IMAGES' | 'DEFAULT_MONTHLY_BUDGET_USD' | 'MAX_QUEUED_PER_USER'>;
   settings: Pick<SettingsStore, 'policy'>;
   store: JobStore;
-  queue: Pick<GenerateQueue, 'add'>;
+  /**
+   * Queues the payload where it should run (bot/jobs/admission-route.ts: the guild's own boxes or
+   * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
+   */
+  enqueue: (payload: JobPayload, usedBefore: number) => Promise<unknown>;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
   presets: Pick<PresetService, 'check'>;
   now: () => Date;
@@ -87,7 +89,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       const log = parentLog.child({ jobId: a.jobId });
       const payload = toJobPayload({ jobId: a.jobId, guildId: a.actor.guildId, request: a.request }, a);
       try {
-        await enqueueJob(d.queue, payload, queuePriority(a.usedBefore));
+        await d.enqueue(payload, a.usedBefore);
       } catch (err) {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);

@@ -28,6 +28,11 @@ export const FAILURE_CODES = [
   'abandoned',
   /** Its result was made but Discord refused every post (missing permissions, deleted channel). */
   'undeliverable',
+  /**
+   * A guild's own worker could not run the job on any of its boxes: the bot moves it to the shared
+   * queue instead of settling it (never a member-visible ending).
+   */
+  'handed_back',
 ] as const;
 export type FailureCode = (typeof FAILURE_CODES)[number];
 

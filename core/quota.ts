@@ -113,3 +113,19 @@ export function refundedImagesSql(row: string, jobDay: string, jobImages: string
 export function queuePriority(usedBefore: number): number {
   return Math.min(usedBefore + 1, 2_000_000);
 }
+
+/** Slots of member usage inside one guild turn on the shared queue; more usage than this ranks as this. */
+const MEMBER_SPAN = 1000;
+/** BullMQ's highest priority is 2^21 - 1. */
+const MAX_PRIORITY = 2_097_151;
+
+/**
+ * Fairness between guilds on the shared queue: a guild's k-th job waiting there (k = 0 for its first)
+ * ranks behind every guild's earlier ones, so one busy guild cannot starve the others; inside one
+ * turn, the member who has had least today goes first ({@link queuePriority}), so member fairness
+ * holds inside the guild.
+ */
+export function sharedQueuePriority(guildRank: number, usedBefore: number): number {
+  const turn = Math.max(0, Math.floor(guildRank));
+  return Math.min(turn * MEMBER_SPAN + Math.min(queuePriority(usedBefore), MEMBER_SPAN - 1), MAX_PRIORITY);
+}
