@@ -101,6 +101,7 @@ export function bookOnOwnBox(outcome: SettleOutcome, usdPerGpuHour: number | nul
       costUsd: 0,
       ownUsd: a.outcome === 'skipped' ? 0 : Math.round(((a.seconds * rate) / 3600) * 1e6) / 1e6,
     }));
-  if (outcome.status === 'succeeded') return { ...outcome, result: { ...outcome.result, costUsd: 0, attempts: book(outcome.result.attempts) } };
+  if (outcome.status === 'succeeded')
+    return { ...outcome, result: { ...outcome.result, costUsd: 0, attempts: book(outcome.result.attempts) } };
   return { ...outcome, attempts: book(outcome.attempts) };
 }

@@ -62,7 +62,8 @@ export function routeJob(o: {
     samples: o.samples,
   });
   const expectedWaitMs = wait?.meanMs ?? null;
-  if (o.overflowAfterS > 0 && expectedWaitMs !== null && expectedWaitMs > o.overflowAfterS * 1000) return { to: 'shared', why: 'own_box_busy' };
+  if (o.overflowAfterS > 0 && expectedWaitMs !== null && expectedWaitMs > o.overflowAfterS * 1000)
+    return { to: 'shared', why: 'own_box_busy' };
   return { to: 'guild', expectedWaitMs };
 }
 

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
+import { jobPayloadSchema } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import type { Logger } from '../../core/io/logger.js';
-import { jobPayloadSchema } from '../../core/generation.js';
 import { onlineOwnBoxes } from '../../core/routing.js';
 import type { JobLifecycle } from './lifecycle.js';
 import type { KeySpaces, Space } from './spaces.js';

@@ -90,7 +90,7 @@ export class QueueBoard {
     return this.durations.samples();
   }
 
-    /** The entry waits in the queue: its reply shows its place from now on. */
+  /** The entry waits in the queue: its reply shows its place from now on. */
   wait(e: BoardEntry, fresh = false): void {
     e.phase = 'queued';
     if (fresh) e.placeEditAt = 0;

@@ -3,8 +3,8 @@ import type { Redis } from 'ioredis';
 import { guildSpace } from '../../core/config.js';
 import type { JobFailure } from '../../core/failures.js';
 import type { JobPayload } from '../../core/generation.js';
-import { takeSharedTurn } from '../../core/io/fair-share.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
+import { takeSharedTurn } from '../../core/io/fair-share.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { Metrics } from '../../core/io/metrics.js';
 import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue } from '../../core/io/queue.js';
@@ -225,20 +225,23 @@ export class KeySpaces {
     space.results = new ResultStore(this.o.redis, prefix, this.o.resultTtlSeconds);
     space.positions = new QueuePositions(
       this.o.redis,
-      { wait: queue.toKey('wait'), prioritized: queue.toKey('prioritized'), active: queue.toKey('active'), delayed: queue.toKey('delayed') },
+      {
+        wait: queue.toKey('wait'),
+        prioritized: queue.toKey('prioritized'),
+        active: queue.toKey('active'),
+        delayed: queue.toKey('delayed'),
+      },
       prefix,
     );
     // Events are read from the stream's present end, known before anything is routed here, so no
     // event of a job routed after this resolves can be missed (BullMQ's default '$' would race).
-    space.ready = this.o.redis
-      .xrevrange(eventsKey, '+', '-', 'COUNT', 1)
-      .then((last) => {
-        const events = new QueueEvents(GENERATE_QUEUE, { connection, prefix, lastEventId: last[0]?.[0] ?? '0-0' });
-        events.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild queue events error'));
-        space.events = events;
-        this.listen(events);
-        return events.waitUntilReady();
-      });
+    space.ready = this.o.redis.xrevrange(eventsKey, '+', '-', 'COUNT', 1).then((last) => {
+      const events = new QueueEvents(GENERATE_QUEUE, { connection, prefix, lastEventId: last[0]?.[0] ?? '0-0' });
+      events.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild queue events error'));
+      space.events = events;
+      this.listen(events);
+      return events.waitUntilReady();
+    });
     space.ready.catch((err: unknown) => this.o.log.warn({ err, guildId }, 'could not follow a guild queue'));
     return space;
   }

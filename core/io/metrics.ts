@@ -65,7 +65,7 @@ export function createMetrics(service: 'bot' | 'worker', labels: Record<string, 
     }),
     jobsBySpace: new Counter({
       name: 'imagebot_jobs_queued_total',
-      help: "Jobs queued by guild and where: its own boxes (own), the shared queue (shared), or handed from its own boxes to the shared queue (handoff)",
+      help: 'Jobs queued by guild and where: its own boxes (own), the shared queue (shared), or handed from its own boxes to the shared queue (handoff)',
       labelNames: ['guild', 'to'],
       registers: [registry],
     }),

@@ -1,0 +1,145 @@
+import { afterEach, expect } from 'vitest';
+import { readBackendStatus } from '../../core/io/backend-status.js';
+import { type FakeA1111, startFakeA1111 } from '../fakes/a1111.js';
+import { defaultGuilds } from '../fakes/discord/ids.js';
+import type { FakeUser } from '../fakes/discord/types.js';
+import { test } from '../setup/fixtures.js';
+import { ALICE, BOB, GUILD_ID, type Proc, System } from './harness.js';
+
+/** Guild A has linked its own GPU box; guild B has none. */
+const GUILD_A = GUILD_ID;
+const GUILD_B = '2222222222222222299';
+const B_CHANNEL = '4444444444444444499';
+const guilds = () => [...defaultGuilds(), { id: GUILD_B, name: 'Guild B', channels: [{ id: B_CHANNEL, name: 'general', nsfw: false }] }];
+const member = (n: number): FakeUser => ({ id: `33333333333333330${n}0`, username: `member${n}` });
+
+let sys: System | undefined;
+let own: FakeA1111 | undefined;
+afterEach(async () => {
+  await sys?.stop();
+  await own?.close();
+  sys = undefined;
+  own = undefined;
+});
+
+const prompts = (box: FakeA1111) =>
+  box.requests.filter((r) => r.path === '/sdapi/v1/txt2img').map((r) => (r.json as { prompt: string }).prompt);
+
+/** Runs guild A's own worker as a real process on its own box, and waits until the bot can see it report in. */
+async function startGuildWorker(s: System, box: FakeA1111, prefix: string, env: Record<string, string> = {}): Promise<Proc> {
+  const proc = await s.spawn('worker', { env: { WORKER_GUILD_ID: GUILD_A, A1111_URL: box.url, ...env } });
+  await s.discord.waitFor(
+    async () =>
+      (await readBackendStatus(s.bot!.redis, `${prefix}:g:${GUILD_A}`)).some((r) => r.healthy && Date.now() - r.at < 5000) || undefined,
+    15_000,
+  );
+  return proc;
+}
+
+test("each guild's jobs land where they should: guild A's on its own box, booked at its own price and not in its budget; guild B's on the shared box", async ({
+  db,
+  redisPrefix,
+}) => {
+  own = await startFakeA1111();
+  sys = await System.start({ db, redisPrefix, discord: { guilds: guilds() } });
+  // The guild's owner sets a price on their own worker: the operator must not pay it, nor the budget count it.
+  await startGuildWorker(sys, own, redisPrefix, { A1111_USD_PER_GPU_HOUR: '100' });
+  await db.prisma.guildSettings.create({ data: { guildId: GUILD_A, gpuUsdPerHour: 36 } });
+
+  const a = await sys.imagine({ prompt: 'guild a cat', steps: 20, user: ALICE });
+  const b = await sys.discord.slashCommand({
+    name: 'imagine',
+    options: [
+      { name: 'prompt', type: 3, value: 'guild b dog' },
+      { name: 'steps', type: 4, value: 20 },
+    ],
+    user: BOB,
+    guildId: GUILD_B,
+    channelId: B_CHANNEL,
+  });
+  await Promise.all([sys.finalReply(a), sys.finalReply(b)]);
+  expect(a.original()!.attachments.some((f) => f.filename.startsWith('image-'))).toBe(true);
+  expect(b.original()!.attachments.some((f) => f.filename.startsWith('image-'))).toBe(true);
+
+  expect(prompts(own)).toEqual([expect.stringContaining('guild a cat')]);
+  expect(prompts(sys.a1111)).toEqual([expect.stringContaining('guild b dog')]);
+
+  const ledger = await db.prisma.costLedger.findMany({ where: { guildId: GUILD_A } });
+  expect(ledger).toHaveLength(1);
+  expect(Number(ledger[0]!.costUsd)).toBe(0);
+  // 36 $/h is 0.01 $ per second of the box's time.
+  expect(Number(ledger[0]!.ownUsd)).toBeCloseTo(Number(ledger[0]!.seconds) * 0.01, 5);
+  expect(Number(ledger[0]!.ownUsd)).toBeGreaterThan(0);
+  const jobA = await db.prisma.job.findFirstOrThrow({ where: { guildId: GUILD_A } });
+  expect(Number(jobA.costUsd)).toBe(0);
+});
+
+test("guild A's box vanishes mid-queue: its running and waiting jobs are handed to the shared box, each delivered once, nothing refunded", async ({
+  db,
+  redisPrefix,
+}) => {
+  own = await startFakeA1111({ stepDelayMs: 100 });
+  sys = await System.start({ db, redisPrefix, discord: { guilds: guilds() }, env: { MAX_QUEUED_PER_USER: '10' } });
+  const worker = await startGuildWorker(sys, own, redisPrefix);
+  const jobs = [];
+  for (let n = 1; n <= 3; n++) {
+    const i = await sys.imagine({ prompt: `own ${n}`, steps: 30, user: ALICE });
+    await i.waitForCallback();
+    jobs.push(i);
+  }
+  // The first is running on the own box (3 s of steps), the others wait in the guild's queue.
+  await sys.discord.waitFor(() => own!.requests.some((r) => r.path === '/sdapi/v1/txt2img') || undefined, 10_000);
+  worker.child.kill('SIGKILL');
+  await own.close();
+  own = undefined;
+
+  const finals = await Promise.all(jobs.map((i) => sys!.finalReply(i, 40_000)));
+  for (const m of finals) expect(m.attachments.filter((f) => f.filename.startsWith('image-'))).toHaveLength(1);
+  expect([...prompts(sys.a1111)].sort()).toEqual(['own 1', 'own 2', 'own 3'].map((p) => expect.stringContaining(p)));
+  expect(prompts(sys.a1111)).toHaveLength(3);
+  const rows = await db.prisma.job.findMany();
+  expect(rows.map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+  // Charged once each: three images counted today, none given back.
+  const usage = await db.prisma.memberUsage.findFirstOrThrow({ where: { guildId: GUILD_A, userId: ALICE.id } });
+  expect(usage.images).toBe(3);
+});
+
+test('a guild worker whose box fails gives the job back, and it runs on the shared box instead of failing', async ({ db, redisPrefix }) => {
+  own = await startFakeA1111({ mode: 'error500' });
+  sys = await System.start({ db, redisPrefix, discord: { guilds: guilds() } });
+  const worker = startGuildWorker(sys, own, redisPrefix);
+  // A box answering 500 to every job still answers its health check: it reports in.
+  await worker;
+  const i = await sys.imagine({ prompt: 'given back', steps: 4 });
+  const final = await sys.finalReply(i, 30_000);
+  expect(final.attachments.some((f) => f.filename.startsWith('image-'))).toBe(true);
+  expect(prompts(own).length).toBeGreaterThan(0);
+  expect(prompts(sys.a1111)).toEqual([expect.stringContaining('given back')]);
+  expect((await db.prisma.job.findFirstOrThrow()).status).toBe('succeeded');
+});
+
+test("fairness between guilds on one shared box: guild A's flood does not push guild B's job to the back", async ({ db, redisPrefix }) => {
+  sys = await System.start({ db, redisPrefix, worker: 'none', discord: { guilds: guilds() } });
+  const flood = [];
+  // Four different members of guild A, none with any usage: member fairness alone would run them all first.
+  for (let n = 1; n <= 4; n++) {
+    const i = await sys.imagine({ prompt: `a ${n}`, steps: 2, user: member(n) });
+    await i.waitForCallback();
+    flood.push(i);
+  }
+  const b = await sys.discord.slashCommand({
+    name: 'imagine',
+    options: [
+      { name: 'prompt', type: 3, value: 'b 1' },
+      { name: 'steps', type: 4, value: 2 },
+    ],
+    user: BOB,
+    guildId: GUILD_B,
+    channelId: B_CHANNEL,
+  });
+  await b.waitForCallback();
+  await sys.discord.waitFor(async () => (await db.prisma.job.count()) === 5 || undefined);
+  await sys.startWorker();
+  await Promise.all([...flood, b].map((i) => sys!.finalReply(i)));
+  expect(prompts(sys.a1111).map((p) => p.split(',')[0])).toEqual(['a 1', 'b 1', 'a 2', 'a 3', 'a 4']);
+});
