@@ -1,6 +1,7 @@
 import { afterEach, expect } from 'vitest';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import { type FakeA1111, startFakeA1111 } from '../fakes/a1111.js';
+import { startFakeReplicate } from '../fakes/replicate.js';
 import { defaultGuilds } from '../fakes/discord/ids.js';
 import type { FakeUser } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
@@ -142,4 +143,41 @@ test("fairness between guilds on one shared box: guild A's flood does not push g
   await sys.startWorker();
   await Promise.all([...flood, b].map((i) => sys!.finalReply(i)));
   expect(prompts(sys.a1111).map((p) => p.split(',')[0])).toEqual(['a 1', 'b 1', 'a 2', 'a 3', 'a 4']);
+});
+
+test("the operator's boxes serve only the guilds SHARED_BOX_GUILDS lists: another guild's job runs in the cloud, within its budget", async ({
+  db,
+  redisPrefix,
+}) => {
+  const replicate = await startFakeReplicate({ durationMs: 50 });
+  try {
+    sys = await System.start({
+      db,
+      redisPrefix,
+      discord: { guilds: guilds() },
+      env: {
+        SHARED_BOX_GUILDS: GUILD_A,
+        BACKENDS: 'a1111,replicate',
+        REPLICATE_API_TOKEN: 'r8_fake',
+        REPLICATE_API_URL: replicate.url,
+      },
+    });
+    const a = await sys.imagine({ prompt: 'allowed', steps: 4 });
+    const b = await sys.discord.slashCommand({
+      name: 'imagine',
+      options: [
+        { name: 'prompt', type: 3, value: 'not allowed' },
+        { name: 'steps', type: 4, value: 4 },
+      ],
+      user: BOB,
+      guildId: GUILD_B,
+      channelId: B_CHANNEL,
+    });
+    await Promise.all([sys.finalReply(a), sys.finalReply(b)]);
+    expect(prompts(sys.a1111)).toEqual([expect.stringContaining('allowed')]);
+    expect(replicate.predictions).toHaveLength(1);
+    expect((await db.prisma.job.findFirstOrThrow({ where: { guildId: GUILD_B } })).backend).toBe('replicate');
+  } finally {
+    await replicate.close();
+  }
 });
