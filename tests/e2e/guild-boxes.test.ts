@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
 import { afterEach, expect } from 'vitest';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import { type FakeA1111, startFakeA1111 } from '../fakes/a1111.js';
@@ -5,6 +8,7 @@ import { startFakeReplicate } from '../fakes/replicate.js';
 import { defaultGuilds } from '../fakes/discord/ids.js';
 import type { FakeUser } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
+import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 import { ALICE, BOB, GUILD_ID, type Proc, System } from './harness.js';
 
 /** Guild A has linked its own GPU box; guild B has none. */
@@ -180,4 +184,33 @@ test("the operator's boxes serve only the guilds SHARED_BOX_GUILDS lists: anothe
   } finally {
     await replicate.close();
   }
+});
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+test("/metrics and npm run status show each guild's own queue and boxes, and where its jobs went", async ({ db, redisPrefix }) => {
+  own = await startFakeA1111();
+  const port = await freePort();
+  sys = await System.start({ db, redisPrefix, worker: 'none', discord: { guilds: guilds() }, env: { HTTP_PORT: String(port) } });
+  await startGuildWorker(sys, own, redisPrefix, { HTTP_PORT: '0' });
+  await sys.finalReply(await sys.imagine({ prompt: 'on my box', steps: 2 }));
+
+  const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  expect(body).toMatch(new RegExp(`imagebot_guild_boxes_online\\{[^}]*guild="${GUILD_A}"[^}]*\\} 1`));
+  expect(body).toMatch(new RegExp(`imagebot_jobs_queued_total\\{[^}]*guild="${GUILD_A}"[^}]*to="own"[^}]*\\} 1`));
+  expect(body).toMatch(new RegExp(`imagebot_queue_jobs\\{[^}]*state="active"[^}]*space="${GUILD_A}"`));
+
+  const { stdout } = await promisify(execFile)(process.execPath, sourceEntryArgs('scripts/status.ts'), {
+    cwd: emptyCwd(),
+    env: { ...process.env, DATABASE_URL: db.url, REDIS_URL: sys.env.REDIS_URL, QUEUE_PREFIX: redisPrefix },
+  });
+  expect(stdout).toContain("Guilds' own boxes");
+  expect(stdout).toMatch(new RegExp(`${GUILD_A}\\s+0\\s+0\\s+a1111\\s+\\S+\\s+\\S+\\s+up`));
+  expect(stdout).toMatch(new RegExp(`${GUILD_A}\\s+1\\s+0\\.0000\\s+0\\.0000`));
 });
