@@ -130,12 +130,12 @@ async function lastDay(): Promise<void> {
     `SELECT guild_id, count(DISTINCT job_id) AS n, COALESCE(sum(cost_usd), 0) AS cost, COALESCE(sum(own_usd), 0) AS own_usd
      FROM cost_ledger WHERE created_at > now() - interval '24 hours' GROUP BY guild_id ORDER BY sum(cost_usd) DESC LIMIT 20`,
   );
-  out('\nBy guild, last 24 h (operator cost; own boxes at the guild\'s own GPU-hour price, not in its budget)');
+  out("\nBy guild, last 24 h (operator cost; own boxes at the guild's own GPU-hour price, not in its budget)");
   table([
     ['guild', 'jobs', 'operator cost $', 'own boxes $'],
     ...guilds.rows.map((r) => [r.guild_id, r.n, Number(r.cost).toFixed(4), Number(r.own_usd).toFixed(4)]),
   ]);
-    // Served by the partial index jobs_undeliverable_idx. Where no log channel is set, this is where
+  // Served by the partial index jobs_undeliverable_idx. Where no log channel is set, this is where
   // the owner learns that a channel refuses the bot's posts.
   const refused = await db.query<{ guild_id: string; channel_id: string; reason: string; n: string; last: Date }>(
     `SELECT guild_id, channel_id, COALESCE(delivery_error, '?') AS reason, count(*) AS n, max(undeliverable_at) AS last

@@ -31,7 +31,7 @@ const SHA = createHash('sha1').update(SCRIPT).digest('hex');
 /** A job just ranked may take this long to reach the prioritized set; it counts meanwhile. */
 const ENQUEUE_GRACE_MS = 10_000;
 
-export const sharedTurnsKey = (prefix: string, guildId: string) => `${prefix}:fair:${guildId}`;
+const sharedTurnsKey = (prefix: string, guildId: string) => `${prefix}:fair:${guildId}`;
 
 /** The guild's jobs waiting on the shared queue before this one (0 = its first); records this one. */
 export async function takeSharedTurn(
