@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { jobPayloadSchema } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import type { Logger } from '../../core/io/logger.js';
-import { onlineOwnBoxes } from '../../core/routing.js';
+import { GUILD_HEARTBEAT_MS, onlineOwnBoxes } from '../../core/routing.js';
 import type { JobLifecycle } from './lifecycle.js';
 import type { KeySpaces, Space } from './spaces.js';
 
@@ -29,6 +29,8 @@ export interface HandoffOptions {
 export class Handoff {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** When each open guild space was first seen without a usable box. */
+  private readonly offlineSince = new Map<string, number>();
 
   constructor(private readonly o: HandoffOptions) {}
 
@@ -61,10 +63,21 @@ export class Handoff {
 
   private async checkOnce(): Promise<void> {
     const now = this.o.now();
-    for (const guildId of this.o.spaces.openGuilds()) {
-      const space = await this.o.spaces.guild(guildId);
+    const open = this.o.spaces.openGuilds();
+    for (const g of this.offlineSince.keys()) if (!open.includes(g)) this.offlineSince.delete(g);
+    for (const guildId of open) {
+      const space = this.o.spaces.peek(guildId);
+      if (!space) continue;
       const reports = await readBackendStatus(this.o.redis, space.prefix);
-      if (onlineOwnBoxes(reports, now) > 0) continue;
+      if (onlineOwnBoxes(reports, now) > 0) {
+        this.offlineSince.delete(guildId);
+        continue;
+      }
+      // One unhealthy report (a health check that timed out once) is not a box gone: it must stay
+      // so for a heartbeat; a box that stopped reporting has been silent for the stale window already.
+      const since = this.offlineSince.get(guildId) ?? now;
+      this.offlineSince.set(guildId, since);
+      if (now - since < GUILD_HEARTBEAT_MS) continue;
       const jobs = await space.queue.getJobs(['prioritized', 'waiting', 'active'], 0, 199);
       for (const job of jobs) {
         if (!job.id) continue;
@@ -79,11 +92,12 @@ export class Handoff {
     if (!job) return false;
     const parsed = jobPayloadSchema.safeParse(job.data);
     if (!parsed.success) return false;
-    this.o.lifecycle.moving(jobId);
+    this.o.lifecycle.moving(jobId, true);
     try {
       // Refused while a live worker holds the job (its lock): then it runs there, and is not moved.
       await job.remove();
     } catch {
+      this.o.lifecycle.moving(jobId, false);
       return false;
     }
     // The guild queue's priority is the member's usage + 1 (core/quota.ts queuePriority).

@@ -197,9 +197,10 @@ export class JobLifecycle {
     this.o.board.left(jobId);
   }
 
-  /** The job is about to leave its queue for another (a handoff): its removal must not drop it from the board. */
-  moving(jobId: string): void {
-    if (this.followed.has(jobId)) this.inMove.add(jobId);
+  /** The job is about to leave its queue for another (a handoff; `on` false: it stays after all): its removal must not drop it from the board. */
+  moving(jobId: string, on: boolean): void {
+    if (!on) this.inMove.delete(jobId);
+    else if (this.followed.has(jobId)) this.inMove.add(jobId);
   }
 
   /** The job waits again, in the shared queue now: its reply shows its new place. */

@@ -139,7 +139,12 @@ export class PostResult {
         await Promise.allSettled(batch.map((d) => this.o.store.releaseDelivery(d.jobId)));
         continue;
       }
-      const withImages = batch.flatMap((d) => (d.job.result ? [{ jobId: d.jobId, imageKeys: d.job.result.imageKeys }] : []));
+      // The worker's grid key too: a guild's worker writes it under the guild's key space, not ours.
+      const withImages = batch.flatMap((d) =>
+        d.job.result
+          ? [{ jobId: d.jobId, imageKeys: [...d.job.result.imageKeys, ...(d.job.result.gridKey ? [d.job.result.gridKey] : [])] }]
+          : [],
+      );
       await this.o.results
         .forget(withImages)
         .catch((err: unknown) => this.o.log.warn({ err }, 'could not drop delivered images; they expire'));

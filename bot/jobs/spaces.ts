@@ -95,6 +95,11 @@ export class KeySpaces {
     return s;
   }
 
+  /** A guild's space if it is open, without counting as a use (the handoff and /metrics look, they do not keep it open). */
+  peek(guildId: string): Space | undefined {
+    return this.guilds.get(guildId);
+  }
+
   /** Spaces of guilds opened now (the handoff watches these). */
   openGuilds(): string[] {
     return [...this.guilds.keys()];
@@ -255,7 +260,10 @@ export async function observeSpaces(
   now = Date.now(),
 ): Promise<void> {
   const all: Space[] = [spaces.shared];
-  for (const g of spaces.openGuilds()) all.push(await spaces.guild(g));
+  for (const g of spaces.openGuilds()) {
+    const s = spaces.peek(g);
+    if (s) all.push(s);
+  }
   for (const s of all) {
     const counts = await s.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
     for (const [state, n] of Object.entries(counts)) metrics.queueJobs.set({ state, space: s.guildId ?? 'shared' }, n);
