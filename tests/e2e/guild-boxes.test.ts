@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import sharp from 'sharp';
 import { afterEach, expect } from 'vitest';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import { type FakeA1111, startFakeA1111 } from '../fakes/a1111.js';
@@ -219,4 +221,47 @@ test("/metrics and npm run status show each guild's own queue and boxes, and whe
   expect(stdout).toContain("Guilds' own boxes");
   expect(stdout).toMatch(new RegExp(`${GUILD_A}\\s+0\\s+0\\s+a1111\\s+\\S+\\s+\\S+\\s+up`));
   expect(stdout).toMatch(new RegExp(`${GUILD_A}\\s+1\\s+0\\.0000\\s+0\\.0000`));
+});
+
+test("an /inpaint job for guild A runs on its own box, its inputs parked in the guild's key space: its worker, held to that key space by a Redis ACL, reads them", async ({
+  db,
+  redisPrefix,
+}) => {
+  own = await startFakeA1111();
+  sys = await System.start({ db, redisPrefix, worker: 'none', discord: { guilds: guilds() } });
+  // The seam issue 17's linking builds on: a guild worker touches its guild's key space and nothing else.
+  const space = `${redisPrefix}:g:${GUILD_A}`;
+  const user = `${redisPrefix.replace(/:/g, '-')}-guild`;
+  const admin = new Redis(sys.env.REDIS_URL!);
+  await admin.call('ACL', 'SETUSER', user, 'on', '>guild-secret', `~${space}:*`, `&${space}:*`, '+@all');
+  try {
+    const url = new URL(sys.env.REDIS_URL!);
+    url.username = user;
+    url.password = 'guild-secret';
+    await startGuildWorker(sys, own, redisPrefix, { REDIS_URL: url.toString() });
+    const photo = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#46a' } })
+      .png()
+      .toBuffer();
+    const mask = await sharp({ create: { width: 96, height: 64, channels: 3, background: '#000' } })
+      .composite([{ input: { create: { width: 32, height: 32, channels: 3, background: '#fff' } }, left: 32, top: 16 }])
+      .png()
+      .toBuffer();
+    const file = (name: string, data: Buffer) => ({
+      url: sys!.discord.serveFile(`img/${name}`, data, 'image/png'),
+      size: data.length,
+      filename: name,
+      content_type: 'image/png',
+    });
+    const i = await sys.discord.slashCommand({
+      name: 'inpaint',
+      options: [{ name: 'prompt', type: 3, value: 'a red door' }],
+      attachments: { image: file('photo.png', photo), mask: file('mask.png', mask) },
+    });
+    const msg = await sys.finalReply(i, 30_000);
+    expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    expect(own.requests.filter((r) => r.path === '/sdapi/v1/img2img')).toHaveLength(1);
+  } finally {
+    await admin.call('ACL', 'DELUSER', user);
+    admin.disconnect();
+  }
 });
