@@ -142,10 +142,14 @@ export class KeySpaces {
       jobId: payload.jobId,
       now: this.o.now(),
     });
-    const { boxesAllowed: _ignored, ...rest } = payload;
-    const shared: JobPayload = sharedBoxesAllowed(this.o.sharedBoxGuilds, guildId) ? rest : { ...rest, boxesAllowed: false };
     await this.route(payload.jobId, null);
-    await enqueueJob(this.shared.queue, shared, sharedQueuePriority(turn, usedBefore));
+    await enqueueJob(this.shared.queue, this.forShared(payload), sharedQueuePriority(turn, usedBefore));
+  }
+
+  /** The payload as the shared queue carries it: the operator's boxes only for the guilds SHARED_BOX_GUILDS allows. */
+  private forShared(payload: JobPayload): JobPayload {
+    const { boxesAllowed: _own, ...rest } = payload;
+    return sharedBoxesAllowed(this.o.sharedBoxGuilds, payload.guildId ?? '') ? rest : { ...rest, boxesAllowed: false };
   }
 
   /** Queues a job on its guild's own queue (member fairness inside the guild, as ever). */
@@ -164,10 +168,9 @@ export class KeySpaces {
       if (s.guildId !== null) await this.unroute(jobId);
     },
     /** A re-enqueue of a lost job goes to the shared queue, which every guild may use. */
-    add: async (...args: Parameters<GenerateQueue['add']>) => {
-      const jobId = args[2]?.jobId;
-      if (jobId) await this.route(jobId, null);
-      return this.shared.queue.add(...args);
+    add: async (...[name, data, opts]: Parameters<GenerateQueue['add']>) => {
+      if (opts?.jobId) await this.route(opts.jobId, null);
+      return this.shared.queue.add(name, this.forShared(data), opts);
     },
   };
 
