@@ -23,13 +23,13 @@ export interface OutboundOptions {
   /** The shared queue and every guild's own (bot/jobs/spaces.ts): where each job is, its places, its failure. */
   spaces: KeySpaces;
   events: QueueEventSource & { waitUntilReady(): Promise<unknown> };
-  /** Books an outcome where the job ran (bot/jobs/own-box-price.ts). */
+  /** Books an outcome where the job ran (a guild's own box: core/pricing.ts bookOnOwnBox). */
   price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
   /** Jobs moved from a guild's own boxes to the shared queue. */
   onMoved?: (guildId: string, why: 'box_gone' | 'handed_back') => void;
   /** How often guild spaces are checked for a vanished box (default 1 s). */
   handoffEveryMs?: number | undefined;
-  /** The producer connection and QUEUE_PREFIX, for cancel requests to the workers. */
+  /** The producer connection: cancel requests to the workers, the guild boxes' reports. */
   redis: Redis;
   /** REST for interaction webhooks (edits of the reply); exempt from the global limit. */
   rest: REST;
