@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'vitest';
+import { bookOnOwnBox } from '../../core/pricing.js';
 import { queuePriority, sharedQueuePriority } from '../../core/quota.js';
 import { type OwnBoxReport, onlineOwnBoxes, routeJob, sharedBoxesAllowed } from '../../core/routing.js';
 
@@ -64,5 +65,37 @@ describe('fairness between guilds on the shared queue', () => {
   test("stays within BullMQ's priority range", () => {
     expect(sharedQueuePriority(1e9, 1e9)).toBeLessThanOrEqual(2_097_151);
     expect(sharedQueuePriority(-1, 0)).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe("prices on a guild's own box", () => {
+  const attempts = [
+    { backend: 'a1111', outcome: 'failed' as const, seconds: 1800, costUsd: 0.05 },
+    { backend: 'a1111', outcome: 'skipped' as const, seconds: 0, costUsd: 0 },
+  ];
+  test("nothing to the operator nor the budget; each attempt booked at the guild's GPU-hour price", () => {
+    const booked = bookOnOwnBox({ status: 'failed', code: 'rejected', message: 'm', attempts }, 2);
+    expect(booked).toMatchObject({
+      attempts: [
+        { costUsd: 0, ownUsd: 1 },
+        { costUsd: 0, ownUsd: 0 },
+      ],
+    });
+    const ok = bookOnOwnBox(
+      {
+        status: 'succeeded',
+        result: { backend: 'a1111', seed: 1, width: 64, height: 64, imageKeys: ['k'], runMs: 1, costUsd: 0.05, attempts },
+      },
+      null,
+    );
+    expect(ok).toMatchObject({
+      result: {
+        costUsd: 0,
+        attempts: [
+          { costUsd: 0, ownUsd: 0 },
+          { costUsd: 0, ownUsd: 0 },
+        ],
+      },
+    });
   });
 });
