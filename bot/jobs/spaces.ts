@@ -10,7 +10,7 @@ import type { Metrics } from '../../core/io/metrics.js';
 import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue } from '../../core/io/queue.js';
 import { QueuePositions, type QueueSnapshot } from '../../core/io/queue-position.js';
 import { ResultStore } from '../../core/io/results.js';
-import { queuePriority, sharedQueuePriority } from '../../core/quota.js';
+import { memberPart, queuePriority, sharedQueuePriority } from '../../core/quota.js';
 import { onlineOwnBoxes, sharedBoxesAllowed } from '../../core/routing.js';
 import type { QueueEventSource } from './lifecycle.js';
 import type { PositionReader } from './queue-board.js';
@@ -141,6 +141,7 @@ export class KeySpaces {
       guildId,
       jobId: payload.jobId,
       now: this.o.now(),
+      memberPart: memberPart(usedBefore),
     });
     await this.route(payload.jobId, null);
     await enqueueJob(this.shared.queue, this.forShared(payload), sharedQueuePriority(turn, usedBefore));
