@@ -20,8 +20,9 @@ export interface HandoffOptions {
 
 /**
  * Handoff from a guild's own boxes to the shared queue. When a guild's boxes stop reporting (worker
- * dead, box gone, every circuit open) for core/routing.ts OWN_BOX_STALE_MS, its waiting jobs and
- * any running one whose worker lost its lock are moved; a job its worker gave back (`handed_back`)
+ * dead, box gone, every circuit open) for core/routing.ts OWN_BOX_STALE_MS, its waiting jobs, its
+ * delayed ones (a retry's backoff, or a job a stopping worker handed back: no worker there would
+ * ever take them) and any running one whose worker lost its lock are moved; a job its worker gave back (`handed_back`)
  * is moved when its failure is heard. A move removes the job from the guild's queue first, and
  * BullMQ refuses to remove a job a live worker holds (its lock), so a job is moved or run, never
  * both; it keeps its id, payload and member's usage, and its reply follows it.
@@ -78,7 +79,7 @@ export class Handoff {
       const since = this.offlineSince.get(guildId) ?? now;
       this.offlineSince.set(guildId, since);
       if (now - since < GUILD_HEARTBEAT_MS) continue;
-      const jobs = await space.queue.getJobs(['prioritized', 'waiting', 'active'], 0, 199);
+      const jobs = await space.queue.getJobs(['prioritized', 'waiting', 'delayed', 'active'], 0, 199);
       for (const job of jobs) {
         if (!job.id) continue;
         await this.move(space, job.id, 'box_gone');

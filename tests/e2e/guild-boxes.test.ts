@@ -88,35 +88,38 @@ test("each guild's jobs land where they should: guild A's on its own box, booked
   expect(Number(jobA.costUsd)).toBe(0);
 });
 
-test("guild A's box vanishes mid-queue: its running and waiting jobs are handed to the shared box, each delivered once, nothing refunded", async ({
-  db,
-  redisPrefix,
-}) => {
-  own = await startFakeA1111({ stepDelayMs: 100 });
-  sys = await System.start({ db, redisPrefix, discord: { guilds: guilds() }, env: { MAX_QUEUED_PER_USER: '10' } });
-  const worker = await startGuildWorker(sys, own, redisPrefix);
-  const jobs = [];
-  for (let n = 1; n <= 3; n++) {
-    const i = await sys.imagine({ prompt: `own ${n}`, steps: 30, user: ALICE });
-    await i.waitForCallback();
-    jobs.push(i);
-  }
-  // The first is running on the own box (3 s of steps), the others wait in the guild's queue.
-  await sys.discord.waitFor(() => own!.requests.some((r) => r.path === '/sdapi/v1/txt2img') || undefined, 10_000);
-  worker.child.kill('SIGKILL');
-  await own.close();
-  own = undefined;
+// SIGKILL: the running job comes back once its lock lapses; SIGTERM: the worker hands it back (a
+// delayed retry in the guild's queue, which no worker there will ever take).
+test.for(['SIGKILL', 'SIGTERM'] as const)(
+  "guild A's worker and box go away mid-queue (%s): its running and waiting jobs are handed to the shared box, each delivered once, nothing refunded",
+  async (signal, { db, redisPrefix }) => {
+    own = await startFakeA1111({ stepDelayMs: 100 });
+    sys = await System.start({ db, redisPrefix, discord: { guilds: guilds() }, env: { MAX_QUEUED_PER_USER: '10' } });
+    const worker = await startGuildWorker(sys, own, redisPrefix);
+    const jobs = [];
+    for (let n = 1; n <= 3; n++) {
+      const i = await sys.imagine({ prompt: `own ${n}`, steps: 30, user: ALICE });
+      await i.waitForCallback();
+      jobs.push(i);
+    }
+    // The first is running on the own box (3 s of steps), the others wait in the guild's queue.
+    await sys.discord.waitFor(() => own!.requests.some((r) => r.path === '/sdapi/v1/txt2img') || undefined, 10_000);
+    worker.child.kill(signal);
+    await worker.exited;
+    await own.close();
+    own = undefined;
 
-  const finals = await Promise.all(jobs.map((i) => sys!.finalReply(i, 40_000)));
-  for (const m of finals) expect(m.attachments.filter((f) => f.filename.startsWith('image-'))).toHaveLength(1);
-  expect([...prompts(sys.a1111)].sort()).toEqual(['own 1', 'own 2', 'own 3'].map((p) => expect.stringContaining(p)));
-  expect(prompts(sys.a1111)).toHaveLength(3);
-  const rows = await db.prisma.job.findMany();
-  expect(rows.map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
-  // Charged once each: three images counted today, none given back.
-  const usage = await db.prisma.memberUsage.findFirstOrThrow({ where: { guildId: GUILD_A, userId: ALICE.id } });
-  expect(usage.images).toBe(3);
-});
+    const finals = await Promise.all(jobs.map((i) => sys!.finalReply(i, 40_000)));
+    for (const m of finals) expect(m.attachments.filter((f) => f.filename.startsWith('image-'))).toHaveLength(1);
+    expect([...prompts(sys.a1111)].sort()).toEqual(['own 1', 'own 2', 'own 3'].map((p) => expect.stringContaining(p)));
+    expect(prompts(sys.a1111)).toHaveLength(3);
+    const rows = await db.prisma.job.findMany();
+    expect(rows.map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    // Charged once each: three images counted today, none given back.
+    const usage = await db.prisma.memberUsage.findFirstOrThrow({ where: { guildId: GUILD_A, userId: ALICE.id } });
+    expect(usage.images).toBe(3);
+  },
+);
 
 test('a guild worker whose box fails gives the job back, and it runs on the shared box instead of failing', async ({ db, redisPrefix }) => {
   own = await startFakeA1111({ mode: 'error500' });
