@@ -31,7 +31,12 @@ const member = (n: number): FakeUser => ({ id: String(6200000000000000000n + Big
 const PRICE_ENV = { REPLICATE_USD_PER_SECOND: '0.002' };
 const JOB_USD = 0.01;
 
-async function replicateOnly(o: { db: { url: string }; redisPrefix: string; budget: string; fake?: Parameters<typeof startFakeReplicate>[0] }) {
+async function replicateOnly(o: {
+  db: { url: string };
+  redisPrefix: string;
+  budget: string;
+  fake?: Parameters<typeof startFakeReplicate>[0];
+}) {
   const replicate = await startFakeReplicate({ durationMs: 300, predictTimeS: 5, ...o.fake });
   closers.push(() => replicate.close());
   sys = await System.start({
@@ -67,7 +72,8 @@ describe('the monthly budget under load', () => {
     await sys!.spawn('worker');
     await sys!.spawn('worker');
     const jobs: FakeInteraction[] = [];
-    for (let round = 0; round < 3; round++) for (let n = 0; n < 7; n++) jobs.push(await sys!.imagine({ prompt: `paid ${round}-${n}`, user: member(n) }));
+    for (let round = 0; round < 3; round++)
+      for (let n = 0; n < 7; n++) jobs.push(await sys!.imagine({ prompt: `paid ${round}-${n}`, user: member(n) }));
     const replies = await Promise.all(jobs.map((i) => sys!.finalReply(i, 90_000)));
 
     const booked = await ledger(db);

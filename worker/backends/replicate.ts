@@ -264,14 +264,14 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         const spec = buildPrediction(id, job, job.settings ?? ownSettings(settingsFor, job.request), opts.sdxlVersion);
         perImage = billedPerImage(spec, job.settings);
         const target = spec.version ? { version: spec.version } : { model: spec.model };
-        // A held create cannot be cut short, so it is held no longer than the cap.
-        const hold = capS !== undefined ? Math.min(waitSeconds, Math.max(1, Math.floor(capS))) : waitSeconds;
+        // A held create cannot be cut short, so it is held no longer than the cap (whole seconds: under one, not held).
+        const hold = capS !== undefined ? Math.min(waitSeconds, Math.floor(capS)) : waitSeconds;
         // The held create is not tied to the job signal: only its answer names the prediction to
         // cancel, so an abort answers at once and cancels the prediction once the id arrives.
         const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
           ...target,
           input: spec.input,
-          wait: waitSeconds > 0 ? hold : false,
+          wait: hold > 0 ? hold : false,
         });
         const created = await raceAbort(creating, ctx.signal, cancelled, (p) => {
           if (!TERMINAL.has(p.status)) void cancelQuietly(p.id);
