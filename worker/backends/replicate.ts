@@ -39,6 +39,9 @@ export interface ReplicateBackendOptions {
 
 type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
+/** Time a cancel takes to reach Replicate, within which the run still bills. */
+const CANCEL_MARGIN_MS = 250;
+
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
 
 /** A plain text-to-image job, to ask which model and billing a preset's settings come to. */
@@ -258,8 +261,9 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       /** The prediction once it ended: whatever fails after that, its run time is billed. */
       let ended: Prediction | undefined;
       // The budget's cap on billed run time; wall time from the create is never less than predict_time.
+      // It is met one poll and a cancel's round trip early, so what the run bills stays within it.
       const capS = ctx.maxBilledSeconds;
-      const cap = capS !== undefined ? AbortSignal.timeout(Math.max(0, capS * 1000)) : undefined;
+      const cap = capS !== undefined ? AbortSignal.timeout(Math.max(0, capS * 1000 - pollIntervalMs - CANCEL_MARGIN_MS)) : undefined;
       try {
         const spec = buildPrediction(id, job, job.settings ?? ownSettings(settingsFor, job.request), opts.sdxlVersion);
         perImage = billedPerImage(spec, job.settings);
