@@ -1,9 +1,10 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect } from 'vitest';
+import { PERMS } from '../fakes/discord/ids.js';
 import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
 import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
 import { test } from '../setup/fixtures.js';
-import { System } from './harness.js';
+import { ALICE, GUILD_ID, System } from './harness.js';
 
 let sys: System | undefined;
 let closers: (() => Promise<void>)[] = [];
@@ -145,4 +146,28 @@ describe('the monthly budget under load', () => {
     // The kept result goes once the job is delivered.
     await until(async () => ((await redis.exists(`${redisPrefix}:paid:${jobRow.id}`)) === 0 ? true : undefined), 10_000);
   }, 120_000);
+
+  test('a moderator lowering the budget to $0 stops jobs already queued from paying: they are told the budget is spent', async ({
+    db,
+    redisPrefix,
+  }) => {
+    const replicate = await replicateOnly({ db, redisPrefix, budget: '5' });
+    // No worker yet: the jobs wait in the queue, admitted while the budget allowed paid providers.
+    const jobs: FakeInteraction[] = [];
+    for (let n = 0; n < 3; n++) jobs.push(await sys!.imagine({ prompt: `queued ${n}`, user: member(10 + n) }));
+    await until(async () => (await db.prisma.job.count()) === 3);
+    const set = await sys!.discord.slashCommand({
+      name: 'admin',
+      subcommand: 'budget',
+      options: [{ name: 'monthly-usd', type: 10, value: 0 }],
+      memberPermissions: PERMS.manager,
+      user: ALICE,
+      guildId: GUILD_ID,
+    });
+    await sys!.discord.waitFor(() => set.original()?.content.includes('$0.00'));
+    await sys!.startWorker();
+    const replies = await Promise.all(jobs.map((i) => sys!.finalReply(i, 60_000)));
+    for (const m of replies) expect(m.content).toMatch(/monthly budget for paid providers is spent/);
+    expect(replicate.predictions).toHaveLength(0);
+  }, 90_000);
 });
