@@ -67,8 +67,10 @@ export function reservingBudget(o: ReservingBudgetOptions): PaidBudget {
   const { payload } = o;
   const now = o.now ?? (() => new Date());
   let n = 0;
+  /** The month's spend left no room once: a box's job stops offering to overflow to the cloud. */
+  let spent = false;
   return {
-    allows: () => payload.paidAllowed,
+    allows: () => payload.paidAllowed && !spent,
     async reserve(backend, want, signal) {
       const budget = payload.budget;
       if (!payload.paidAllowed || !budget || !payload.guildId) return null;
@@ -94,7 +96,8 @@ export function reservingBudget(o: ReservingBudgetOptions): PaidBudget {
             },
           };
         }
-        if (answer.kind === 'spent' || signal.aborted || Date.now() >= deadline) return null;
+        if (answer.kind === 'spent') spent = true;
+        if (spent || signal.aborted || Date.now() >= deadline) return null;
         await sleep(wait, signal);
       }
     },
