@@ -138,9 +138,12 @@ test("fairness between guilds on one shared box: guild A's flood does not push g
   sys = await System.start({ db, redisPrefix, worker: 'none', discord: { guilds: guilds() } });
   const flood = [];
   // Four different members of guild A, none with any usage: member fairness alone would run them all first.
+  // One after another, each in the queue before the next is asked (the turn counts jobs already
+  // waiting; two admitted at the same instant may share one).
+  const waiting = () => sys!.bot!.redis.zcard(`${redisPrefix}:generate:prioritized`);
   for (let n = 1; n <= 4; n++) {
     const i = await sys.imagine({ prompt: `a ${n}`, steps: 2, user: member(n) });
-    await i.waitForCallback();
+    await until(async () => (await waiting()) === n);
     flood.push(i);
   }
   const b = await sys.discord.slashCommand({
