@@ -44,7 +44,9 @@ async function spawnBot(env: Record<string, string>): Promise<ChildProcess> {
 
 /** A 16 MP photo-like JPEG (gradient and grain) and a black mask with a white square, as a member would upload. */
 async function upload(): Promise<{ image: Buffer; mask: Buffer }> {
-  const image = await sharp({ create: { width: SIDE, height: SIDE, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 12 } } })
+  const image = await sharp({
+    create: { width: SIDE, height: SIDE, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 12 } },
+  })
     .jpeg({ quality: 80 })
     .toBuffer();
   const square = await sharp({ create: { width: SIDE / 4, height: SIDE / 4, channels: 3, background: '#fff' } })
