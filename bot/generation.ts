@@ -60,8 +60,9 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new UserError('attachment_rejected', text.inputTooSlow)), INPUT_DEADLINE_MS);
     });
+    const pending = inputs(request);
     try {
-      const final = await Promise.race([inputs(request), late]);
+      const final = await Promise.race([pending, late]);
       if (final !== request && !(await d.store.setRequest(jobId, final)))
         throw new Error('job left the queued state before its inputs were ready');
       return final;
@@ -71,6 +72,8 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       if (await d.store.settle(jobId, inputRejected(message))) await d.store.markDelivered([{ jobId, messageId: null }]);
       const keys = Object.values(request.inputKeys ?? {}).filter((k): k is string => typeof k === 'string');
       await d.results.forgetInputs(keys).catch(() => undefined);
+      // Too slow: whatever it still stores once it finishes goes too.
+      void pending.then(() => d.results.forgetInputs(keys)).catch(() => undefined);
       throw err;
     } finally {
       clearTimeout(timer);
