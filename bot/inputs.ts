@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { InputKeys, InputService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
-import { fetchAttachment } from '../core/io/attachments.js';
+import { fetchAttachment, precheckAttachment } from '../core/io/attachments.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { ThreadPool } from '../core/io/thread-pool.js';
@@ -33,6 +33,10 @@ export function createInputService(o: {
         original: o.results.inputKey(id, 'original'),
         maskFull: o.results.inputKey(id, 'maskFull'),
       };
+    },
+
+    precheck(attachment) {
+      precheckAttachment(attachment, limits);
     },
 
     async inpaint(imageUrl, maskUrl, keys) {

@@ -73,6 +73,8 @@ export interface InputKeys {
 export interface InputService {
   /** Fresh keys for one job's input images; nothing is fetched or stored. */
   keys(): InputKeys;
+  /** Refuses (a UserError) an attachment whose declared origin, size or pixels the download would refuse; contacts nothing. */
+  precheck(attachment: { url: string; size: number; width?: number | null; height?: number | null }): void;
   /** /inpaint's image and optional mask at SDXL's size under `keys`, plus what the worker pastes the result back with; returns that size. */
   inpaint(imageUrl: string, maskUrl: string | null, keys: InputKeys): Promise<{ width: number; height: number }>;
   /** An image posted by the bot, read back from its message (Vary, Upscale), stored under `key`. */

@@ -82,8 +82,11 @@ export const inpaint = {
     ],
   },
   defer: 'public',
-  prepare: (interaction) => {
-    if (!interaction.options.getAttachment('image')) throw new UserError('attachment_rejected', inpaintText.needImage);
+  prepare: (interaction, ctx) => {
+    const image = interaction.options.getAttachment('image');
+    if (!image) throw new UserError('attachment_rejected', inpaintText.needImage);
+    // What Discord declares already refuses most bad uploads, privately and before any job exists.
+    for (const a of [image, interaction.options.getAttachment('mask')]) if (a) ctx.inputs.precheck(a);
     return readOptions(interaction);
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),

@@ -130,6 +130,36 @@ async function readCapped(res: Response, maxBytes: number): Promise<Buffer> {
   return Buffer.concat(chunks, total);
 }
 
+/** What Discord says of an attachment before anything is downloaded. */
+export interface DeclaredAttachment {
+  url: string;
+  /** Bytes, as Discord measured them. */
+  size: number;
+  width?: number | null;
+  height?: number | null;
+}
+
+/**
+ * Refuses, from what Discord declares and without contacting anything, an attachment that the
+ * download would refuse anyway: a foreign origin, more bytes or pixels than allowed. Lets a bad
+ * upload be refused privately before a job is admitted; the download still checks it all again.
+ */
+export function precheckAttachment(
+  a: DeclaredAttachment,
+  opts: Pick<FetchAttachmentOptions, 'allowedOrigins' | 'maxBytes' | 'maxPixels'>,
+): void {
+  checkUrl(a.url, normaliseOrigins(opts.allowedOrigins));
+  const maxBytes = opts.maxBytes ?? ATTACHMENT_DEFAULTS.maxBytes;
+  if (a.size > maxBytes) throw reject(`The image is ${formatSize(a.size)}; the limit is ${formatSize(maxBytes, true)}.`);
+  const maxPixels = opts.maxPixels ?? ATTACHMENT_DEFAULTS.maxPixels;
+  if (a.width && a.height && a.width * a.height > maxPixels) {
+    throw reject(
+      `The image is ${a.width}×${a.height} (${((a.width * a.height) / 1e6).toFixed(1)} megapixels); ` +
+        `the limit is ${Number((maxPixels / 1e6).toFixed(1))} megapixels.`,
+    );
+  }
+}
+
 /**
  * Downloads an attachment as hostile input and returns it only when it is a PNG, JPEG, WebP or GIF
  * within the byte and pixel limits. Every refusal is a UserError `attachment_rejected` whose message

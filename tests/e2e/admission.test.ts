@@ -83,4 +83,22 @@ describe('admission before any download', () => {
     expect(await sys.bot!.redis.keys(`${redisPrefix}:input:*`)).toEqual([]);
     expect(sys.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
   });
+
+  test('an attachment Discord declares too large, or one on a foreign origin, is refused privately before any job exists; nothing is fetched', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix });
+    const small = Buffer.from('tiny');
+    const big = await inpaint(sys, ALICE, {
+      image: { url: sys.discord.serveFile('a/big.png', small, 'image/png'), size: 30 * 1024 * 1024 },
+    });
+    const cb = await big.waitForCallback();
+    expect(cb.data.flags & 64).toBe(64);
+    expect(cb.data.content).toContain('30.0 MB');
+    const foreign = await inpaint(sys, ALICE, { image: { url: 'https://evil.example/x.png', size: 100 } });
+    expect((await foreign.waitForCallback()).data.flags & 64).toBe(64);
+    expect(sys.discord.cdnRequests).toEqual([]);
+    expect(await db.prisma.job.count()).toBe(0);
+  });
 });
