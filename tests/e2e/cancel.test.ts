@@ -22,7 +22,7 @@ test('cancel after the job started on a paid provider: the member gets the image
   db,
   redisPrefix,
 }) => {
-  replicate = await startFakeReplicate({ durationMs: 4000 });
+  replicate = await startFakeReplicate({ durationMs: 8000 });
   sys = await System.start({
     db,
     redisPrefix,
