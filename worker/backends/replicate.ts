@@ -1,11 +1,12 @@
 import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
-import { BackendError, isBackendError } from '../../core/errors.js';
+import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
+import { fetchAttachment } from '../../core/io/attachments.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, ownSettings, presetSettings } from './backend.js';
-import { outputPng } from './output-image.js';
+import { OUTPUT_LIMITS, outputPng } from './output-image.js';
 import {
   buildPrediction,
   mapReplicateError,
@@ -34,6 +35,13 @@ export interface ReplicateBackendOptions {
   presets?: PresetCatalog;
   /** Price per image of official models (billed per image) that name none in their preset (REPLICATE_FLUX_USD_PER_IMAGE). */
   officialUsdPerImage?: number;
+  /**
+   * Origins output files may be fetched from (REPLICATE_OUTPUT_ORIGINS), redirects included: any
+   * other URL a prediction names is refused without being contacted.
+   */
+  outputOrigins: readonly string[];
+  /** Byte cap on one output file (default {@link OUTPUT_LIMITS}). */
+  outputMaxBytes?: number;
   log: Logger;
 }
 
@@ -191,13 +199,32 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     }
   }
 
+  /**
+   * One output file, as hostile input: only from the delivery origins (each redirect re-checked, at
+   * most 3), under the byte cap, PNG/JPEG/WebP by magic bytes and within the pixel cap by header,
+   * before anything decodes it. A refusal is a bad response (the model's output is not usable).
+   */
   async function download(url: string, signal: AbortSignal): Promise<Buffer> {
-    const res = await guardedFetch(id, requestTimeoutMs, signal)(url);
-    if (!res.ok) {
-      const kind = res.status >= 500 ? 'unavailable' : 'bad-response';
-      throw new BackendError(id, kind, `output download failed with HTTP ${res.status}`, { status: res.status });
+    try {
+      const file = await fetchAttachment(url, {
+        allowedOrigins: opts.outputOrigins,
+        maxBytes: opts.outputMaxBytes ?? OUTPUT_LIMITS.maxBytes,
+        maxPixels: OUTPUT_LIMITS.maxPixels,
+        formats: OUTPUT_LIMITS.formats,
+        // A little over each request's own timeout, which fires first and says so.
+        timeoutMs: requestTimeoutMs + 1000,
+        fetchImpl: guardedFetch(id, requestTimeoutMs, signal),
+        httpError: (status) =>
+          new BackendError(id, status >= 500 ? 'unavailable' : 'bad-response', `output download failed with HTTP ${status}`, { status }),
+      });
+      return file.bytes;
+    } catch (err) {
+      if (isBackendError(err)) throw err;
+      // Network failures, timeouts and cancels keep the kind guardedFetch gave them.
+      if (isUserError(err) && isBackendError(err.cause)) throw err.cause;
+      const why = isUserError(err) ? err.userMessage : String(err);
+      throw new BackendError(id, 'bad-response', `output refused: ${why}`, { cause: err, retryable: false });
     }
-    return Buffer.from(await res.arrayBuffer());
   }
 
   async function collect(p: Prediction, job: BackendJob, spec: PredictionSpec, signal: AbortSignal): Promise<Buffer[]> {
