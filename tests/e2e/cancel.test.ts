@@ -49,5 +49,7 @@ test('cancel after the job started on a paid provider: the member gets the image
   const ledger = await db.prisma.costLedger.findMany({ where: { jobId: job.id } });
   expect(ledger.map((l) => [l.backend, l.outcome, l.guildId])).toEqual([['replicate', 'cancelled', job.guildId]]);
   expect(Number(ledger[0]!.costUsd)).toBeCloseTo(Number(job.costUsd), 6);
+  // Replicate bills the run time of a cancelled prediction, the held create's included.
+  expect(Number(job.costUsd)).toBeGreaterThan(0);
   expect(i.original()!.attachments.some((a) => a.filename.startsWith('image-'))).toBe(false);
 }, 60_000);

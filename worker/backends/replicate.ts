@@ -25,7 +25,7 @@ export interface ReplicateBackendOptions {
   baseUrl: string;
   /** 64-hex version id of `stability-ai/sdxl`. */
   sdxlVersion: string;
-  /** `Prefer: wait=N` on create (default 60); 0 turns sync mode off and only polls. */
+  /** `Prefer: wait=N` on create (default 5: a cancel waits this long at most for the id it cancels); 0 only polls. */
   waitSeconds?: number;
   /** Poll interval while a prediction runs (default 500 ms). */
   pollIntervalMs?: number;
@@ -104,19 +104,6 @@ function guardedFetch(backend: string, timeoutMs: number, jobSignal?: AbortSigna
   };
 }
 
-/** Resolves with `p` unless `signal` aborts first; a late result goes to `onLate` (so it can be cancelled). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, onLate: (v: T) => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const abort = (): void => {
-      p.then(onLate, () => undefined);
-      reject(onAbort());
-    };
-    if (signal.aborted) return abort();
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
-  });
-}
-
 /**
  * Replicate backend: `stability-ai/sdxl` by version (txt2img, inpaint, img2img and upscale as an img2img pass) or the official
  * `black-forest-labs/flux-schnell` (txt2img), through the official client with sync mode plus
@@ -124,7 +111,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, 
  */
 export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBackend & { lastPredictTime?: number } {
   const { id, log } = opts;
-  const waitSeconds = opts.waitSeconds ?? 60;
+  const waitSeconds = opts.waitSeconds ?? 5;
   const pollIntervalMs = opts.pollIntervalMs ?? 500;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const client = (fetchFn: FetchFn): Replicate =>
@@ -297,17 +284,16 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         const target = spec.version ? { version: spec.version } : { model: spec.model };
         // A held create cannot be cut short, so it is held no longer than the cap (whole seconds: under one, not held).
         const hold = capS !== undefined ? Math.min(waitSeconds, Math.floor(capS)) : waitSeconds;
-        // The held create is not tied to the job signal: only its answer names the prediction to
-        // cancel, so an abort answers at once and cancels the prediction once the id arrives.
-        const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
+        // The held create is not tied to the job signal: only its answer names the prediction, so an
+        // abort waits for it (held at most `hold` seconds) to cancel the run and book what it billed.
+        const created = await client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
           ...target,
           input: spec.input,
           wait: hold > 0 ? hold : false,
         });
-        const created = await raceAbort(creating, ctx.signal, cancelled, (p) => {
-          if (!TERMINAL.has(p.status)) void cancelQuietly(p.id);
-        });
-        running = created.id;
+        if (TERMINAL.has(created.status)) ended = created;
+        else running = created.id;
+        if (ctx.signal.aborted) throw cancelled();
         log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
         const p = await settle(created, ctx, cap);
         if (ctx.signal.aborted) throw cancelled();
