@@ -193,10 +193,12 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         lifecycle: outbound.lifecycle,
         presets,
         budgets,
+        results,
         now,
         log,
       }),
-      inputs: createInputService({ config, results }),
+      // Uploads are decoded on the same pool as results (created at start, its threads only when work comes).
+      inputs: createInputService({ config, results, cpu }),
       jobs: {
         get: (jobId) => store.get(jobId),
         cancel: outbound.cancel,

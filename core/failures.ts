@@ -28,6 +28,8 @@ export const FAILURE_CODES = [
   'abandoned',
   /** Its result was made but Discord refused every post (missing permissions, deleted channel). */
   'undeliverable',
+  /** Admitted, but its input image could not be fetched or prepared; nothing ran, refunded. */
+  'input_rejected',
   /**
    * A guild's own worker could not run the job on any of its boxes: the bot moves it to the shared
    * queue instead of settling it (never a member-visible ending).

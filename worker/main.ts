@@ -34,13 +34,21 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
+export interface WorkerOverrides {
+  /**
+   * Test seam: the classifier every image and preview goes through, instead of nsfwjs (which scores
+   * real pictures; a test cannot draw one it would flag). Production passes nothing.
+   */
+  classifier?: ImageClassifier;
+}
+
 /** One handler per job kind; a kind without one (or a handler for no kind) does not compile. */
 function handlerTable(processor: Processor): Record<JobKind, Processor> {
   return { txt2img: processor, inpaint: processor, img2img: processor, upscale: processor } satisfies Record<JobKind, Processor>;
 }
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
-export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
+export async function startWorker(config: WorkerConfig, log: Logger, overrides: WorkerOverrides = {}): Promise<RunningWorker> {
   if (isPlaintextRemoteRedis(config.REDIS_URL)) {
     log.warn(
       { redis: new URL(config.REDIS_URL).host },
@@ -98,9 +106,13 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
     idleTimeoutMs: screening ? 600_000 : 30_000,
   });
   // Start loading the model at boot; the first job waits for it only if it is not ready yet.
-  const classifier: Promise<ImageClassifier> | undefined = screening
-    ? cpu.run('loadClassifier', tfBackend).then((backend) => ({ backend, classify: (png: Buffer) => cpu.run('classify', png, tfBackend) }))
-    : undefined;
+  const classifier: Promise<ImageClassifier> | undefined = overrides.classifier
+    ? Promise.resolve(overrides.classifier)
+    : screening
+      ? cpu
+          .run('loadClassifier', tfBackend)
+          .then((backend) => ({ backend, classify: (png: Buffer) => cpu.run('classify', png, tfBackend) }))
+      : undefined;
   classifier?.catch((err: unknown) => log.error({ err }, 'NSFW classifier failed to load'));
   const shutdown = new AbortController();
   const running = new Map<string, AbortController>();

@@ -79,7 +79,13 @@ export function createOutbound(o: OutboundOptions): Outbound {
   let handoff: Handoff | undefined;
   const lifecycle = new JobLifecycle({
     store: o.store,
-    results: { get: (k) => o.results.get(k), getMany: (k) => o.results.getMany(k), getFailure: (id) => o.spaces.failureOf(id) },
+    results: {
+      get: (k) => o.results.get(k),
+      getMany: (k) => o.results.getMany(k),
+      getFailure: (id) => o.spaces.failureOf(id),
+      previewKey: (id) => o.spaces.resultsOf(id).previewKey(id),
+      ownsResultKeys: (id, result) => o.spaces.resultsOf(id).ownsResultKeys(id, result),
+    },
     queue: o.spaces.jobs,
     handBack: (jobId) => handoff?.handBack(jobId) ?? Promise.resolve(),
     ...(o.price ? { price: o.price } : {}),

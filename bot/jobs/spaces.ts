@@ -195,6 +195,17 @@ export class KeySpaces {
     },
   };
 
+  /**
+   * The result keys of a job in the space this process knows holds it (its route, set at admission
+   * or read by the sweep; the shared space otherwise), for the checks that a worker's result and
+   * preview name only that job's own keys there.
+   */
+  resultsOf(jobId: string): ResultStore {
+    const guildId = this.routes.get(jobId);
+    if (!guildId) return this.shared.results;
+    return this.guilds.get(guildId)?.results ?? new ResultStore(this.o.redis, guildSpace(this.o.prefix, guildId), this.o.resultTtlSeconds);
+  }
+
   /** The failure record a worker left for a job, in the space that ran it. */
   async failureOf(jobId: string): Promise<JobFailure | null> {
     return (await this.of(jobId)).results.getFailure(jobId);
