@@ -178,6 +178,7 @@ test("the operator's boxes serve only the guilds SHARED_BOX_GUILDS lists: anothe
         BACKENDS: 'a1111,replicate',
         REPLICATE_API_TOKEN: 'r8_fake',
         REPLICATE_API_URL: replicate.url,
+        REPLICATE_OUTPUT_ORIGINS: replicate.url,
       },
     });
     const a = await sys.imagine({ prompt: 'allowed', steps: 4 });
