@@ -19,6 +19,7 @@ import { BoxLeases } from './boxes/leases.js';
 import { BoxPool } from './boxes/pool.js';
 import type { WorkerTasks } from './cpu-tasks.js';
 import { PriceEstimates } from './estimates.js';
+import { guildScoped, resolveLink, watchRevocation } from './link.js';
 import { createProcessor, type Processor } from './processor.js';
 import type { ImageClassifier } from './safety/classifier.js';
 import { priceModelOf, startStatusReports } from './status.js';
@@ -38,7 +39,8 @@ function handlerTable(processor: Processor): Record<JobKind, Processor> {
 }
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
-export async function startWorker(config: WorkerConfig, log: Logger): Promise<RunningWorker> {
+export async function startWorker(given: WorkerConfig, log: Logger): Promise<RunningWorker> {
+  const config = guildScoped(given);
   if (isPlaintextRemoteRedis(config.REDIS_URL)) {
     log.warn(
       { redis: new URL(config.REDIS_URL).host },
@@ -56,6 +58,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   // one tick (its earlier failure and cancel flag; its images; lease checks) leave in one write.
   const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
   const subscriber = createRedis(config.REDIS_URL, 'blocking');
+  if (config.WORKER_GUILD_ID) watchRevocation([blocking, plain, subscriber], log);
   const pool = backends.some((b) => b.box)
     ? await BoxPool.start(new BoxLeases(plain, config.QUEUE_PREFIX, config.BOX_LEASE_MS), subscriber, log)
     : undefined;
@@ -185,4 +188,5 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
   };
 }
 
-if (isEntryPoint(import.meta.url)) await runProcess('worker', workerConfigSchema, (config, log) => startWorker(config, log));
+if (isEntryPoint(import.meta.url))
+  await runProcess('worker', workerConfigSchema, async (config, log) => startWorker(await resolveLink(config, log), log));
