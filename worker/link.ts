@@ -100,7 +100,7 @@ export async function joinWithToken(
  * were not made by another token than WORKER_JOIN_TOKEN), else the result of trading the token,
  * else the configuration as given (an operator's worker).
  */
-export async function resolveLink(config: WorkerConfig, log: Logger): Promise<WorkerConfig> {
+export async function resolveLink(config: WorkerConfig, log: Logger): Promise<{ config: WorkerConfig; link?: { id: string } }> {
   const file = config.WORKER_CREDENTIALS_FILE;
   const token = config.WORKER_JOIN_TOKEN;
   let creds = readCredentials(file);
@@ -112,8 +112,8 @@ export async function resolveLink(config: WorkerConfig, log: Logger): Promise<Wo
   } else if (creds) {
     log.info({ guildId: creds.guildId, linkId: creds.linkId, file }, 'linked box: using stored credentials');
   }
-  if (!creds) return config;
-  return { ...config, REDIS_URL: creds.redisUrl, WORKER_GUILD_ID: creds.guildId };
+  if (!creds) return { config };
+  return { config: { ...config, REDIS_URL: creds.redisUrl, WORKER_GUILD_ID: creds.guildId }, link: { id: creds.linkId } };
 }
 
 /**

@@ -4,6 +4,7 @@ import type { JobKind, JobPayload, JobResult } from '../core/generation.js';
 import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import { recordLinkJob } from '../core/io/link.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
@@ -39,7 +40,11 @@ function handlerTable(processor: Processor): Record<JobKind, Processor> {
 }
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
-export async function startWorker(given: WorkerConfig, log: Logger): Promise<RunningWorker> {
+/**
+ * `link`: the GPU link this worker joined with (worker/link.ts), named in its status reports and
+ * its own tally of jobs, for `/admin gpu status`.
+ */
+export async function startWorker(given: WorkerConfig, log: Logger, link?: { id: string }): Promise<RunningWorker> {
   const config = guildScoped(given);
   if (isPlaintextRemoteRedis(config.REDIS_URL)) {
     log.warn(
@@ -142,6 +147,11 @@ export async function startWorker(given: WorkerConfig, log: Logger): Promise<Run
     }
     metrics.jobDuration.observe({ backend: result.backend, kind: job.name }, result.runMs / 1000);
     if (result.route) metrics.jobsRouted.inc({ reason: result.route.reason, backend: result.backend });
+    if (link) {
+      recordLinkJob(plain, config.QUEUE_PREFIX, link.id, result.model?.name, Date.now()).catch((err: unknown) =>
+        log.debug({ err }, 'link tally failed'),
+      );
+    }
   });
   await worker.waitUntilReady();
   const ops =
@@ -170,6 +180,7 @@ export async function startWorker(given: WorkerConfig, log: Logger): Promise<Run
     presets,
     estimates,
     overflowAfterS: config.OVERFLOW_AFTER_S,
+    ...(link ? { link: link.id } : {}),
   });
   log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
   return {
@@ -189,4 +200,7 @@ export async function startWorker(given: WorkerConfig, log: Logger): Promise<Run
 }
 
 if (isEntryPoint(import.meta.url))
-  await runProcess('worker', workerConfigSchema, async (config, log) => startWorker(await resolveLink(config, log), log));
+  await runProcess('worker', workerConfigSchema, async (config, log) => {
+    const linked = await resolveLink(config, log);
+    return startWorker(linked.config, log, linked.link);
+  });

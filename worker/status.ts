@@ -37,6 +37,7 @@ export function startStatusReports(o: {
   presets: PresetCatalog;
   estimates: PriceEstimates;
   overflowAfterS: number;
+  link?: string;
 }): { stop(): Promise<void>; once(): Promise<void> } {
   // Unique per Worker, not only per process: tests and embedders may run several in one process.
   started++;
@@ -63,6 +64,7 @@ export function startStatusReports(o: {
           order,
           presets: o.estimates.presetPrices(b, o.presets),
           overflowAfterS: o.overflowAfterS,
+          ...(o.link ? { link: o.link } : {}),
         };
       }),
     );

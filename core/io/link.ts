@@ -47,7 +47,7 @@ export const tokenHash = (token: string) => createHash('sha256').update(token.tr
  * leases, status reports, cancel flags and channel). Proven by tests/worker/link-acl.test.ts.
  * No admin, no KEYS/SCAN, no FLUSH, no CONFIG, no ACL: the key and channel patterns do the rest.
  */
-export const LINK_COMMANDS = [
+const LINK_COMMANDS = [
   ...['ping', 'info', 'client|setname', 'evalsha', 'eval', 'multi', 'exec', 'subscribe', 'unsubscribe', 'publish', 'bzpopmin'],
   ...['get', 'set', 'mget', 'del', 'unlink', 'exists', 'type', 'rename', 'expire', 'pexpire', 'pexpireat', 'persist', 'pttl'],
   ...['incr', 'incrby', 'time'],
@@ -60,13 +60,13 @@ export const LINK_COMMANDS = [
 ] as const;
 
 /** ACL SETUSER arguments for a link's user: only the guild's keys and channels, only the worker's commands. */
-export function linkUserRules(prefix: string, guildId: string, passwordHash: string): string[] {
+function linkUserRules(prefix: string, guildId: string, passwordHash: string): string[] {
   const space = guildPrefix(prefix, guildId);
   return ['reset', 'on', `#${passwordHash}`, `~${space}:*`, `&${space}:*`, '-@all', ...LINK_COMMANDS.map((c) => `+${c}`)];
 }
 
 /** ACL SETUSER arguments for a link's one-time join user: push a request, wait for the answer, nothing else. */
-export function joinUserRules(prefix: string, linkId: string, token: string): string[] {
+function joinUserRules(prefix: string, linkId: string, token: string): string[] {
   return [
     'reset',
     'on',
@@ -85,7 +85,7 @@ export const joinAnswerSchema = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(true), guildId: z.string().regex(/^\d{17,20}$/), username: z.string().min(1), password: z.string().min(16) }),
   z.object({ ok: z.literal(false), error: z.string() }),
 ]);
-export type JoinAnswer = z.infer<typeof joinAnswerSchema>;
+
 
 /** What a worker pushes to ask for its credentials (informational: the bot trusts only the token). */
 export const joinRequestSchema = z.object({ host: z.string().max(200), at: z.number() });
@@ -109,4 +109,32 @@ export async function createLinkUser(redis: Redis, prefix: string, guildId: stri
 export async function deleteUsers(redis: Redis, names: readonly string[]): Promise<number> {
   if (names.length === 0) return 0;
   return Number(await redis.call('ACL', 'DELUSER', ...names));
+}
+
+/** A linked box's own tally, in its guild's key space (the link's worker may write it): jobs per UTC day, last model. */
+const linkStatsKey = (space: string, linkId: string) => `${space}:link:${linkId}:stats`;
+const day = (at: number) => new Date(at).toISOString().slice(0, 10);
+
+export async function recordLinkJob(redis: Redis, space: string, linkId: string, model: string | undefined, at: number): Promise<void> {
+  const key = linkStatsKey(space, linkId);
+  const tx = redis
+    .multi()
+    .hincrby(key, `jobs:${day(at)}`, 1)
+    .hset(key, 'lastJobAt', String(at));
+  if (model) tx.hset(key, 'model', model);
+  await tx.expire(key, 7 * 86_400).exec();
+}
+
+export async function readLinkStats(
+  redis: Redis,
+  space: string,
+  linkId: string,
+  at: number,
+): Promise<{ jobsToday: number; model?: string; lastJobAt?: number }> {
+  const h = await redis.hgetall(linkStatsKey(space, linkId));
+  return {
+    jobsToday: Number(h[`jobs:${day(at)}`] ?? 0),
+    ...(h.model ? { model: h.model } : {}),
+    ...(h.lastJobAt ? { lastJobAt: Number(h.lastJobAt) } : {}),
+  };
 }

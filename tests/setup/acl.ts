@@ -30,3 +30,14 @@ export function urlAs(user: string, password: string, base = TEST_REDIS_URL): st
   u.password = password;
   return u.toString();
 }
+
+/** Polls an async check until it gives a value (the fake Discord's waitFor takes synchronous ones). */
+export async function until<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -8,7 +8,7 @@ import { createLogger } from '../../core/io/logger.js';
 import { createGenerateQueue, enqueueJob, type GenerateQueue } from '../../core/io/queue.js';
 import { type RunningWorker, startWorker } from '../../worker/main.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
-import { connectionsOf, deleteTestUsers, TEST_REDIS_URL, urlAs } from '../setup/acl.js';
+import { connectionsOf, deleteTestUsers, TEST_REDIS_URL, until, urlAs } from '../setup/acl.js';
 import { test } from '../setup/fixtures.js';
 
 const GUILD_A = '4444444444444444441';
@@ -30,16 +30,6 @@ const payload = (jobId: string, prompt: string): JobPayload => ({
 
 async function stateOf(queue: GenerateQueue, jobId: string): Promise<string> {
   return (await queue.getJob(jobId))?.getState() ?? 'missing';
-}
-
-async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Guild A's linked worker (in-process, with only its link's credentials), and the operator's admin connection. */
@@ -127,7 +117,7 @@ describe('a linked box under its Redis ACL', () => {
     const s = await setup(redisPrefix);
     const own = s.queueOf(guildPrefix(redisPrefix, GUILD_A));
     await enqueueJob(own, payload('a1', 'first'));
-    await until(async () => ((await stateOf(own, 'a1')) === 'completed' ? true : undefined));
+    await until(async () => (await stateOf(own, 'a1')) === 'completed');
     expect(await connectionsOf(s.admin, s.user)).toBeGreaterThan(0);
 
     // Rotate: the same link, a new password; whoever held the old one is cut off.
