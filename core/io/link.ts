@@ -86,7 +86,6 @@ export const joinAnswerSchema = z.discriminatedUnion('ok', [
   z.object({ ok: z.literal(false), error: z.string() }),
 ]);
 
-
 /** What a worker pushes to ask for its credentials (informational: the bot trusts only the token). */
 export const joinRequestSchema = z.object({ host: z.string().max(200), at: z.number() });
 

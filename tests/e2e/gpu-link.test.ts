@@ -48,14 +48,33 @@ function tempCredentials(): string {
   return join(dir, 'data', 'worker-link.json');
 }
 
-async function startLinked(redisPrefix: string, db: { url: string }, env: Record<string, string> = {}) {
+/**
+ * The bot runs as the Redis user README ("Running the hosted instance") tells an operator to create:
+ * its prefix's keys and channels, no dangerous command but INFO, and ACL SETUSER/DELUSER.
+ */
+async function botUserUrl(redisPrefix: string): Promise<string> {
+  const admin = new Redis(TEST_REDIS_URL);
+  try {
+    const user = `${redisPrefix}-bot`;
+    await admin.call('ACL', 'SETUSER', user, 'on', '>bot-password-1234', `~${redisPrefix}:*`, `&${redisPrefix}:*`);
+    await admin.call('ACL', 'SETUSER', user, '+@all', '-@dangerous', '+info', '+acl|setuser', '+acl|deluser');
+    const u = new URL(TEST_REDIS_URL);
+    u.username = user;
+    u.password = 'bot-password-1234';
+    return u.toString();
+  } finally {
+    admin.disconnect();
+  }
+}
+
+async function startLinked(redisPrefix: string, db: { url: string }) {
   cleanups.push(() => deleteTestUsers(redisPrefix));
   sys = await System.start({
     db,
     redisPrefix,
     worker: 'none',
     captureBotLog: true,
-    env: { LINK_REDIS_URL: TEST_REDIS_URL, HEALTH_PROBE_MS: '200', ...env },
+    env: { REDIS_URL: await botUserUrl(redisPrefix), LINK_REDIS_URL: TEST_REDIS_URL, HEALTH_PROBE_MS: '200' },
   });
   await sys.discord.slashCommand({
     name: 'admin',
