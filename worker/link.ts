@@ -132,7 +132,7 @@ export function watchRevocation(connections: readonly Redis[], log: Logger): voi
   let said = false;
   for (const c of connections) {
     c.on('error', (err: Error) => {
-      if (said || !/WRONGPASS|NOAUTH|NOPERM/.test(err.message)) return;
+      if (said || !/WRONGPASS|NOAUTH/.test(err.message)) return;
       said = true;
       log.error('this box is no longer linked (unlinked, or its token rotated): ask a moderator for a new token with /admin gpu rotate');
     });
