@@ -36,7 +36,13 @@ function readCredentials(file: string): Credentials | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  const parsed = credentialsSchema.safeParse(JSON.parse(raw));
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    json = undefined;
+  }
+  const parsed = credentialsSchema.safeParse(json);
   if (!parsed.success)
     throw new ConfigError([`WORKER_CREDENTIALS_FILE ${file} is not a link's credentials file: delete it and join again`]);
   return parsed.data;
