@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { Redis } from 'ioredis';
@@ -50,8 +50,10 @@ function readCredentials(file: string): Credentials | undefined {
 
 function writeCredentials(file: string, c: Credentials): void {
   mkdirSync(dirname(file), { recursive: true });
-  // 0600: the file holds a Redis password.
-  writeFileSync(file, `${JSON.stringify(c, null, 2)}\n`, { mode: 0o600 });
+  // 0600: the file holds a Redis password. Written aside then renamed, so a crash never leaves half of it.
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(c, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, file);
 }
 
 const withAuth = (redisUrl: string, username: string, password: string) => {
