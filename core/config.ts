@@ -118,7 +118,13 @@ export const botConfigSchema = z.object({
    * Linking servers' own GPU boxes (/admin gpu): the Redis address their workers reach, without
    * credentials (each link gets its own Redis user). Unset: linking is off.
    */
-  LINK_REDIS_URL: optionalString.pipe(z.url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' }).optional()),
+  LINK_REDIS_URL: optionalString.pipe(
+    z
+      .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+      // It is shown to moderators in /admin gpu link's reply.
+      .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), { error: 'must not hold credentials (each linked box gets its own)' })
+      .optional(),
+  ),
 });
 export type BotConfig = z.infer<typeof botConfigSchema>;
 
