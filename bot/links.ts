@@ -56,11 +56,13 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
   let loop: Promise<void> | undefined;
   let pending: LinkRow[] = [];
   let pendingAt = 0;
-  let wake: (() => void) | undefined;
+  // The watcher blocks on this key too, so a link made here is watched at once rather than after
+  // the BLPOP's timeout (another bot process's links are picked up at the next refresh).
+  const wakeKey = `${p}:join:wake`;
 
-  const refreshSoon = () => {
+  const refreshSoon = async () => {
     pendingAt = 0;
-    wake?.();
+    await d.redis.multi().rpush(wakeKey, '1').pexpire(wakeKey, 10_000).exec();
   };
 
   const joinFor = (linkId: string, token: string, expiresAt: Date): GpuJoin => ({
@@ -115,16 +117,12 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
           pendingAt = now();
           await expireTokens();
         }
-        if (pending.length === 0) {
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-            setTimeout(resolve, PENDING_REFRESH_MS).unref();
-          });
-          wake = undefined;
+        const popped = await d.blocking.blpop(...pending.map((l) => joinKeys(p, l.id).request), wakeKey, PENDING_REFRESH_MS / 1000);
+        if (!popped) continue;
+        if (popped[0] === wakeKey) {
+          pendingAt = 0;
           continue;
         }
-        const popped = await d.blocking.blpop(...pending.map((l) => joinKeys(p, l.id).request), 1);
-        if (!popped) continue;
         const link = pending.find((l) => joinKeys(p, l.id).request === popped[0]);
         if (!link) continue;
         pending = pending.filter((l) => l !== link);
@@ -150,7 +148,7 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
       // Postgres first: a join user without its row could never be served nor expired.
       await d.store.create(guildId, actorId, id, tokenHash(token), expiresAt);
       await createJoinUser(d.redis, p, id, token);
-      refreshSoon();
+      await refreshSoon();
       return joinFor(id, token, expiresAt);
     },
 
@@ -210,7 +208,7 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
       const expiresAt = new Date(now() + TOKEN_LIFETIME_MS);
       await d.store.rotate(link, actorId, tokenHash(token), expiresAt);
       await createJoinUser(d.redis, p, link.id, token);
-      refreshSoon();
+      await refreshSoon();
       d.log.info({ linkId, guildId }, 'gpu link token rotated');
       return joinFor(link.id, token, expiresAt);
     },
@@ -222,7 +220,6 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
 
     async stop() {
       stopped = true;
-      wake?.();
       d.blocking.disconnect();
       await loop;
     },

@@ -76,7 +76,8 @@ async function startLinked(redisPrefix: string, db: { url: string }) {
     captureBotLog: true,
     env: { REDIS_URL: await botUserUrl(redisPrefix), LINK_REDIS_URL: TEST_REDIS_URL, HEALTH_PROBE_MS: '200' },
   });
-  await sys.discord.slashCommand({
+  const s = sys;
+  const logChannel = await s.discord.slashCommand({
     name: 'admin',
     subcommand: 'log-channel',
     options: [{ name: 'channel', type: 7, value: LOG_CHANNEL }],
@@ -85,7 +86,9 @@ async function startLinked(redisPrefix: string, db: { url: string }) {
     user: ALICE,
     guildId: GUILD_ID,
   });
-  return sys;
+  // The channel is set before anything a test does posts there.
+  await s.discord.waitFor(() => logChannel.original()?.content);
+  return s;
 }
 
 const payload = (jobId: string, prompt: string): JobPayload => ({
