@@ -81,12 +81,17 @@ export function startStatusReports(o: {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
-      await removeBackendStatus(
+      const withdrawal = removeBackendStatus(
         o.redis,
         o.prefix,
         worker,
         o.chain.backends.map((b) => b.id),
       ).catch((err: unknown) => o.log.debug({ err }, 'status withdrawal failed'));
+      // Bounded: a worker whose Redis user was revoked (an unlinked box) waits forever for a
+      // connection that cannot come back; its reports then expire with the hash.
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([withdrawal, new Promise<void>((resolve) => (bound = setTimeout(resolve, 2000)))]);
+      clearTimeout(bound);
     },
     once,
   };
