@@ -68,6 +68,7 @@ async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'han
     BACKENDS: 'replicate',
     REPLICATE_API_TOKEN: 'r8_fake',
     REPLICATE_API_URL: replicate.url,
+    REPLICATE_OUTPUT_ORIGINS: replicate.url,
     REPLICATE_USD_PER_SECOND: String(USD_PER_SECOND),
     WORKER_CONCURRENCY: String(CONCURRENCY),
     NSFW_CLASSIFIER: 'off',

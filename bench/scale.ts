@@ -114,6 +114,7 @@ async function overflowWait(paidAllowed: boolean, boxMs: number, jobs: number, o
     BACKENDS: 'a1111,replicate',
     REPLICATE_API_TOKEN: 'r8_fake',
     REPLICATE_API_URL: replicate.url,
+    REPLICATE_OUTPUT_ORIGINS: replicate.url,
     OVERFLOW_AFTER_S: String(overflowAfterS),
     NSFW_CLASSIFIER: 'off',
   };

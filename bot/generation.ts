@@ -1,18 +1,25 @@
 import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
-import { toJobPayload } from '../core/generation.js';
+import { type GenerationRequest, toJobPayload } from '../core/generation.js';
 import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import type { Logger } from '../core/io/logger.js';
 import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
+import type { ResultStore } from '../core/io/results.js';
 import { admitJob } from '../core/ledger.js';
-import { text } from '../core/messages.js';
+import { failureText, text } from '../core/messages.js';
 import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, JobStore } from '../core/ports.js';
 import { queuePriority } from '../core/quota.js';
-import { NOT_ENQUEUED } from '../core/settle.js';
+import { inputRejected, NOT_ENQUEUED } from '../core/settle.js';
 import type { JobLifecycle } from './jobs/lifecycle.js';
 import type { SettingsStore } from './store/settings.js';
+
+/**
+ * Most time an admitted job's inputs may take to fetch and prepare: below the 30 s the sweep gives
+ * a submitter before it re-enqueues a job missing from the queue.
+ */
+const INPUT_DEADLINE_MS = 20_000;
 
 /** Plain ids of who asked where; the only Discord facts that cross into core/. */
 function actorOf(interaction: GenerationInteraction): Actor {
@@ -29,6 +36,8 @@ export interface GenerationDeps {
   queue: Pick<GenerateQueue, 'add'>;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
   presets: Pick<PresetService, 'check'>;
+  /** Where a refunded job's input images, if any were stored, are dropped. */
+  results: Pick<ResultStore, 'forgetInputs'>;
   /** The month's shared budget reservations, seeded (or their limit refreshed) as a job is queued. */
   budgets?: Pick<BudgetReservations, 'seed'>;
   now: () => Date;
@@ -40,8 +49,43 @@ export interface GenerationDeps {
  * job row in one statement; then the queue, with the job followed from before its first event.
  */
 export function createGenerationService(d: GenerationDeps): GenerationService {
+  /**
+   * The admitted job's input images, fetched only now (a refusal above fetched nothing). If they
+   * cannot be used, or take longer than the sweep would wait before deciding the queue entry is
+   * lost, the job is refunded (settled as failed, nothing to deliver) and the member told why.
+   */
+  async function fetchInputs(
+    jobId: string,
+    request: GenerationRequest,
+    inputs: (request: GenerationRequest) => Promise<GenerationRequest>,
+  ): Promise<GenerationRequest> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new UserError('attachment_rejected', text.inputTooSlow)), INPUT_DEADLINE_MS);
+    });
+    const pending = inputs(request);
+    try {
+      const final = await Promise.race([pending, late]);
+      if (final !== request && !(await d.store.setRequest(jobId, final)))
+        throw new Error('job left the queued state before its inputs were ready');
+      return final;
+    } catch (err) {
+      d.log.info({ jobId, err }, 'input images refused after admission; refunding');
+      const message = err instanceof UserError ? err.userMessage : failureText.input_rejected;
+      if (await d.store.settle(jobId, inputRejected(message))) await d.store.markDelivered([{ jobId, messageId: null }]);
+      const keys = Object.values(request.inputKeys ?? {}).filter((k): k is string => typeof k === 'string');
+      await d.results.forgetInputs(keys).catch(() => undefined);
+      // Too slow: whatever it still stores once it finishes goes too.
+      void pending.then(() => d.results.forgetInputs(keys)).catch(() => undefined);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   return {
-    async admit(interaction, request, parentJobId) {
+    async admit(interaction, admittedRequest, parentJobId, inputs) {
+      let request = admittedRequest;
       const actor = actorOf(interaction);
       const [policy] = await Promise.all([
         d.settings.policy(actor.guildId).catch((err: unknown) => {
@@ -74,6 +118,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         request,
         parentJobId,
       );
+      if (inputs) request = await fetchInputs(jobId, request, inputs);
       d.lifecycle.begin(jobId, actor.guildId, actor.channelId, ref, request, budgetLeftUsd > 0);
       return {
         jobId,

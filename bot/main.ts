@@ -165,8 +165,20 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     services: {
       now,
       config,
-      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, presets, budgets, now, log }),
-      inputs: createInputService({ config, results }),
+      generation: createGenerationService({
+        config,
+        settings,
+        store,
+        queue,
+        lifecycle: outbound.lifecycle,
+        presets,
+        budgets,
+        results,
+        now,
+        log,
+      }),
+      // Uploads are decoded on the same pool as results (created at start, its threads only when work comes).
+      inputs: createInputService({ config, results, cpu }),
       jobs: {
         get: (jobId) => store.get(jobId),
         cancel: outbound.cancel,

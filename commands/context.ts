@@ -40,8 +40,18 @@ export interface Admitted {
 
 /** Starting a generation: admit (policy, then quota and the job row in one statement), then enqueue. */
 export interface GenerationService {
-  /** Throws a UserError saying why when policy or quota refuses; nothing is reserved then. */
-  admit(interaction: GenerationInteraction, request: GenerationRequest, parentJobId?: string): Promise<Admitted>;
+  /**
+   * Throws a UserError saying why when policy or quota refuses; nothing is reserved then, and
+   * `inputs` never runs. Once admitted, `inputs` fetches and stores the job's input images and
+   * returns the request as it finally is (an /inpaint's size comes from its image); if it throws,
+   * the job is refunded and the error rethrown.
+   */
+  admit(
+    interaction: GenerationInteraction,
+    request: GenerationRequest,
+    parentJobId?: string,
+    inputs?: (request: GenerationRequest) => Promise<GenerationRequest>,
+  ): Promise<Admitted>;
   /**
    * Queues an admitted job and shows its place in the queue. If the queue is unreachable the
    * reservation is refunded before the member hears about it (a UserError).
@@ -49,15 +59,28 @@ export interface GenerationService {
   enqueue(admitted: Admitted, log: Logger): Promise<void>;
 }
 
-/** Input images: fetched as hostile input (allowed origins, byte and pixel caps), prepared and parked in Redis for the worker. */
+/** Redis keys of an /inpaint's prepared images (Vary and Upscale use `image` alone). */
+export interface InputKeys {
+  image: string;
+  mask: string;
+  original: string;
+  maskFull: string;
+}
+
+/**
+ * Input images: fetched as hostile input (allowed origins, byte and pixel caps), prepared off the
+ * main thread and parked in Redis for the worker, only for a job already admitted: the request
+ * names fresh keys at admission and the images are fetched into them afterwards.
+ */
 export interface InputService {
-  /** /inpaint's image and optional mask at SDXL's size, plus what the worker pastes the result back with. */
-  inpaint(
-    imageUrl: string,
-    maskUrl: string | null,
-  ): Promise<{ inputKeys: NonNullable<GenerationRequest['inputKeys']>; width: number; height: number }>;
-  /** An image posted by the bot, read back from its message (Vary, Upscale); returns its key. */
-  postedImage(url: string): Promise<string>;
+  /** Fresh keys for one job's input images; nothing is fetched or stored. */
+  keys(): InputKeys;
+  /** Refuses (a UserError) an attachment whose declared origin, size or pixels the download would refuse; contacts nothing. */
+  precheck(attachment: { url: string; size: number; width?: number | null; height?: number | null }): void;
+  /** /inpaint's image and optional mask at SDXL's size under `keys`, plus what the worker pastes the result back with; returns that size. */
+  inpaint(imageUrl: string, maskUrl: string | null, keys: InputKeys): Promise<{ width: number; height: number }>;
+  /** An image posted by the bot, read back from its message (Vary, Upscale), stored under `key`. */
+  postedImage(url: string, key: string): Promise<void>;
 }
 
 /** Jobs as the buttons and /quota see them. */

@@ -5,6 +5,9 @@ import { inpaintText } from '../core/messages.js';
 import { type Command, GUILD_ONLY } from './command.js';
 import type { Admitted, CommandContext } from './context.js';
 
+/** The size an /inpaint is admitted with until its image is read (the quota counts images, not pixels). */
+const PROVISIONAL_SIZE = 1024;
+
 type Prepared = { base: ReturnType<typeof parseInpaintOptions>; imageUrl: string; maskUrl: string | null };
 
 function readOptions(i: ChatInputCommandInteraction): Prepared {
@@ -21,14 +24,18 @@ function readOptions(i: ChatInputCommandInteraction): Prepared {
 }
 
 /**
- * Reads the attachments as hostile input (origin, size, format and pixel checks before decoding),
- * prepares image and mask at SDXL's size and parks them in Redis for the worker; only then are
- * quota and policy checked, so a refused attachment changes nothing.
+ * Policy, quota and the in-flight limit first, with fresh input keys and a provisional size in the
+ * request; only an admitted job has its attachments read (as hostile input: origin, size, format
+ * and pixel checks before decoding), prepared at SDXL's size and parked under those keys. A refusal
+ * downloads nothing; an attachment refused after admission refunds the job.
  */
 async function admitInpaint(ctx: CommandContext, interaction: ChatInputCommandInteraction, p: Prepared): Promise<Admitted> {
-  const { inputKeys, width, height } = await ctx.inputs.inpaint(p.imageUrl, p.maskUrl);
-  const request: GenerationRequest = { ...p.base, width, height, inputKeys };
-  return ctx.generation.admit(interaction, request);
+  const inputKeys = ctx.inputs.keys();
+  const request: GenerationRequest = { ...p.base, width: PROVISIONAL_SIZE, height: PROVISIONAL_SIZE, inputKeys };
+  return ctx.generation.admit(interaction, request, undefined, async (admitted) => {
+    const { width, height } = await ctx.inputs.inpaint(p.imageUrl, p.maskUrl, inputKeys);
+    return { ...admitted, width, height };
+  });
 }
 
 export const inpaint = {
@@ -75,8 +82,11 @@ export const inpaint = {
     ],
   },
   defer: 'public',
-  prepare: (interaction) => {
-    if (!interaction.options.getAttachment('image')) throw new UserError('attachment_rejected', inpaintText.needImage);
+  prepare: (interaction, ctx) => {
+    const image = interaction.options.getAttachment('image');
+    if (!image) throw new UserError('attachment_rejected', inpaintText.needImage);
+    // What Discord declares already refuses most bad uploads, privately and before any job exists.
+    for (const a of [image, interaction.options.getAttachment('mask')]) if (a) ctx.inputs.precheck(a);
     return readOptions(interaction);
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),

@@ -149,6 +149,12 @@ export const workerConfigSchema = z
     COMFYUI_CHECKPOINT: z.string().default('sd_xl_base_1.0.safetensors'),
     REPLICATE_API_TOKEN: optionalString,
     REPLICATE_API_URL: z.string().default('https://api.replicate.com/v1').pipe(httpUrl),
+    /** Where Replicate serves output files; a prediction naming any other origin (or redirecting to one) is refused. */
+    REPLICATE_OUTPUT_ORIGINS: z
+      .string()
+      .default('https://replicate.delivery,https://pbxt.replicate.delivery')
+      .transform(csv)
+      .pipe(z.array(httpUrl.transform((u) => new URL(u).origin)).min(1, { error: 'needs at least one origin' })),
     HF_TOKEN: optionalString,
     HF_ENDPOINT_URL: optionalUrl,
     HF_MODEL: optionalString,

@@ -28,6 +28,8 @@ export const FAILURE_CODES = [
   'abandoned',
   /** Its result was made but Discord refused every post (missing permissions, deleted channel). */
   'undeliverable',
+  /** Admitted, but its input image could not be fetched or prepared; nothing ran, refunded. */
+  'input_rejected',
 ] as const;
 export type FailureCode = (typeof FAILURE_CODES)[number];
 

@@ -51,6 +51,7 @@ export const text = {
     `Daily limits reset at 00:00 UTC (in ${hoursMinutes(msUntilUtcMidnight(now))}).`,
   promptNsfw: "This server's NSFW policy does not allow that prompt here. Nothing was queued and your quota was not used.",
   promptBanned: "The prompt contains a word this server's moderators have banned. Nothing was queued and your quota was not used.",
+  inputTooSlow: 'Reading the image took too long. Try again in a moment.',
   userBlocked: 'A moderator has turned off image generation for you in this server.',
   tooManyQueued: (inFlight: number, max: number) =>
     `You already have ${inFlight} jobs queued or running (the limit is ${max}). Wait for one to finish, then try again.`,
@@ -110,6 +111,7 @@ export const failureText = {
   queue_unavailable: 'the image queue was unavailable.',
   abandoned: 'the job could not be finished in time (the bot was offline for a long while).',
   undeliverable: 'Discord refused every attempt to post the result in this channel.',
+  input_rejected: 'the input image could not be used.',
 } as const satisfies Record<FailureCode, string>;
 
 /** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */

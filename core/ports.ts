@@ -126,6 +126,8 @@ export interface JobStore {
    * and claims delivery for the caller. Returns the job if this call settled it, null if it was settled already.
    */
   settle(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null>;
+  /** A queued job's request as it finally is once its input images are prepared (an /inpaint's size); false when it is no longer queued. */
+  setRequest(jobId: string, request: GenerationRequest): Promise<boolean>;
   /** Claims delivery of a settled, undelivered job (after a restart); null when someone else holds it. */
   claimDelivery(jobId: string, staleAfterMs: number): Promise<StoredJob | null>;
   /** Delivered: the jobs' messages are posted (one statement for all of them). */

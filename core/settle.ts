@@ -52,6 +52,11 @@ export const CANCELLED_IN_QUEUE: SettleOutcome = { status: 'cancelled', attempts
  */
 export const ABANDONED: SettleOutcome = { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: [] };
 
+/** A job admitted before its input images were fetched, whose images were refused: nothing ran. */
+export function inputRejected(message: string): SettleOutcome {
+  return { status: 'failed', code: 'input_rejected', message, attempts: [] };
+}
+
 /** A job whose queue entry could not be written: nothing ran. */
 export const NOT_ENQUEUED: SettleOutcome = { status: 'failed', code: 'queue_unavailable', message: text.queueUnavailable, attempts: [] };
 

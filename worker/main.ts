@@ -35,18 +35,28 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
+export interface WorkerOverrides {
+  /**
+   * Test seam: the classifier every image and preview goes through, instead of nsfwjs (which scores
+   * real pictures; a test cannot draw one it would flag). Production passes nothing.
+   */
+  classifier?: ImageClassifier;
+  /**
+   * The GPU link this worker joined with (worker/link.ts), named in its status reports and its own
+   * tally of jobs, for `/admin gpu status`. Set by the entry point, not a test seam.
+   */
+  link?: { id: string };
+}
+
 /** One handler per job kind; a kind without one (or a handler for no kind) does not compile. */
 function handlerTable(processor: Processor): Record<JobKind, Processor> {
   return { txt2img: processor, inpaint: processor, img2img: processor, upscale: processor } satisfies Record<JobKind, Processor>;
 }
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
-/**
- * `link`: the GPU link this worker joined with (worker/link.ts), named in its status reports and
- * its own tally of jobs, for `/admin gpu status`.
- */
-export async function startWorker(given: WorkerConfig, log: Logger, link?: { id: string }): Promise<RunningWorker> {
+export async function startWorker(given: WorkerConfig, log: Logger, overrides: WorkerOverrides = {}): Promise<RunningWorker> {
   const config = guildScoped(given);
+  const link = overrides.link;
   if (isPlaintextRemoteRedis(config.REDIS_URL)) {
     log.warn(
       { redis: new URL(config.REDIS_URL).host },
@@ -100,9 +110,13 @@ export async function startWorker(given: WorkerConfig, log: Logger, link?: { id:
     idleTimeoutMs: screening ? 600_000 : 30_000,
   });
   // Start loading the model at boot; the first job waits for it only if it is not ready yet.
-  const classifier: Promise<ImageClassifier> | undefined = screening
-    ? cpu.run('loadClassifier', tfBackend).then((backend) => ({ backend, classify: (png: Buffer) => cpu.run('classify', png, tfBackend) }))
-    : undefined;
+  const classifier: Promise<ImageClassifier> | undefined = overrides.classifier
+    ? Promise.resolve(overrides.classifier)
+    : screening
+      ? cpu
+          .run('loadClassifier', tfBackend)
+          .then((backend) => ({ backend, classify: (png: Buffer) => cpu.run('classify', png, tfBackend) }))
+      : undefined;
   classifier?.catch((err: unknown) => log.error({ err }, 'NSFW classifier failed to load'));
   const shutdown = new AbortController();
   const running = new Map<string, AbortController>();
@@ -205,5 +219,5 @@ export async function startWorker(given: WorkerConfig, log: Logger, link?: { id:
 if (isEntryPoint(import.meta.url))
   await runProcess('worker', workerConfigSchema, async (config, log) => {
     const linked = await resolveLink(config, log);
-    return startWorker(linked.config, log, linked.link);
+    return startWorker(linked.config, log, linked.link ? { link: linked.link } : {});
   });

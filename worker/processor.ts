@@ -50,6 +50,39 @@ async function screen(deps: ProcessorDeps, payload: JobPayload, images: Buffer[]
   }
 }
 
+/**
+ * Whether a live preview may be published. Where the guild would hold back an NSFW result, each
+ * preview is classified first (a small image: tens of milliseconds on the worker's thread pool);
+ * one flagged preview stops the job's previews for good, and a preview arriving while the last is
+ * still being classified is skipped rather than queued (progress still goes out without it).
+ */
+function previewScreen(deps: ProcessorDeps, payload: JobPayload, log: Logger): (preview: Buffer) => Promise<boolean> {
+  // Where results are not screened (NSFW allowed here, or screening off), previews are not either.
+  const getClassifier = deps.classifier;
+  if (payload.nsfwAllowed || !getClassifier) return async () => true;
+  const threshold = deps.nsfwThreshold ?? 0.7;
+  let stopped = false;
+  let busy = false;
+  return async (preview) => {
+    if (stopped || busy) return false;
+    busy = true;
+    try {
+      const c = await (await getClassifier()).classify(preview);
+      if (c.nsfwScore >= threshold) {
+        stopped = true;
+        log.warn({ score: Math.round(c.nsfwScore * 1000) / 1000, top: c.top }, 'preview flagged as NSFW; previews stopped for this job');
+      }
+      return !stopped;
+    } catch (err) {
+      // A preview that cannot be screened is not shown; the job itself goes on.
+      log.debug({ err }, 'preview not screened; not shown');
+      return false;
+    } finally {
+      busy = false;
+    }
+  };
+}
+
 export type Processor = (job: Job<JobPayload, JobResult>, token?: string) => Promise<JobResult>;
 
 /**
@@ -87,9 +120,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       lastReport = now;
       void report(p).catch((err: unknown) => log.debug({ err }, 'progress report failed'));
     };
+    const previews = previewScreen(deps, payload, log);
     const report = async (p: BackendProgress) => {
       let previewKey: string | undefined;
-      if (p.preview) {
+      if (p.preview && (await previews(p.preview))) {
         previewKey = deps.results.previewKey(payload.jobId);
         await deps.results.put(previewKey, p.preview);
       }

@@ -25,7 +25,7 @@ export interface JobStates {
 
 export interface LifecycleOptions {
   store: Pick<JobStore, 'settle' | 'markRunning'>;
-  results: Pick<ResultStore, 'get' | 'getMany' | 'getFailure'>;
+  results: Pick<ResultStore, 'get' | 'getMany' | 'getFailure' | 'ownsResultKeys' | 'previewKey'>;
   queue: JobStates;
   board: QueueBoard;
   post: Pick<PostResult, 'post'>;
@@ -137,7 +137,8 @@ export class JobLifecycle {
     if (e.phase !== 'running') this.o.board.run(e);
     const p = parsed.data;
     e.live.offerProgress(async () => {
-      const preview = p.previewKey ? await this.o.results.get(p.previewKey) : null;
+      // Only the job's own preview key is read, whatever the progress names.
+      const preview = p.previewKey === this.o.results.previewKey(jobId) ? await this.o.results.get(p.previewKey) : null;
       const files: RawFile[] = preview ? [{ name: 'preview.png', data: preview }] : [];
       return { body: progressBody(e.jobId, e.request, p, preview !== null), files };
     });
@@ -160,7 +161,7 @@ export class JobLifecycle {
 
   /** The worker returned a result: the process following the job settles and posts it. */
   completed(jobId: string, returnvalue: unknown): void {
-    const parsed = parseJobResult(returnvalue);
+    const parsed = this.parseResult(jobId, returnvalue);
     // How long the job took, for the ETA (every process keeps it).
     if (parsed.success) this.o.board.finished({ ms: parsed.data.runMs, count: parsed.data.imageKeys.length, backend: parsed.data.backend });
     this.left(jobId);
@@ -175,7 +176,7 @@ export class JobLifecycle {
 
   /** The sweep found a job that finished while nobody listened: settle it as its event would have. */
   finishedUnheard(jobId: string, state: 'completed' | 'failed', returnvalue: unknown): void {
-    if (state === 'completed') this.inOrder(jobId, () => this.complete(jobId, parseJobResult(returnvalue)));
+    if (state === 'completed') this.inOrder(jobId, () => this.complete(jobId, this.parseResult(jobId, returnvalue)));
     else this.inOrder(jobId, () => this.fail(jobId));
   }
 
@@ -231,6 +232,13 @@ export class JobLifecycle {
     this.startedAt.clear();
     if (started.length === 0) return;
     await this.o.store.markRunning(started).catch((err: unknown) => this.o.log.warn({ err, jobs: started.length }, 'markRunning failed'));
+  }
+
+  /** A worker's result, refused as malformed when it names keys that are not this job's own (never read, never deleted). */
+  private parseResult(jobId: string, returnvalue: unknown): ParsedJobResult {
+    const parsed = parseJobResult(returnvalue);
+    if (!parsed.success || this.o.results.ownsResultKeys(jobId, parsed.data)) return parsed;
+    return { success: false, issues: 'the result names keys that are not this job’s' };
   }
 
   private async complete(jobId: string, parsed: ParsedJobResult): Promise<void> {

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { z } from 'zod';
 import { budgetLeft, monthlyBudgetSql, spentSinceSql } from '../../core/budget.js';
-import { generationRequestSchema, jobResultSchema } from '../../core/generation.js';
+import { type GenerationRequest, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
 import { failureText } from '../../core/messages.js';
 import type {
   Delivered,
@@ -311,6 +311,16 @@ export class PgJobStore implements JobStore {
       staleAfterMs,
     );
     return rows[0] ? toStoredJob(rows[0]) : null;
+  }
+
+  async setRequest(jobId: string, request: GenerationRequest): Promise<boolean> {
+    const n = await this.exec(
+      'set-request',
+      `UPDATE jobs SET params = $2::jsonb WHERE id = $1::uuid AND status = 'queued'`,
+      jobId,
+      JSON.stringify(request),
+    );
+    return n === 1;
   }
 
   async markDelivered(delivered: readonly Delivered[]): Promise<void> {

@@ -7,9 +7,9 @@ import type { Admitted, CommandContext } from '../context.js';
 import { finishedResult, loadJob, newSeed, postedImageUrl } from './job.js';
 
 /**
- * Vary and Upscale start from one posted image. The request is checked before anything is
- * fetched, so a refused button costs no download; the image is read back from the message the
- * button sits on (Discord keeps it as long as the message lives; our copy in Redis is gone after
+ * Vary and Upscale start from one posted image. The job is admitted (policy, quota, in-flight)
+ * before anything is fetched, so a refused button costs no download and stores nothing; the
+ * image is then read back from the message the button sits on (Discord keeps it as long as the message lives; our copy in Redis is gone after
  * delivery). Anyone may press them: the new job is the presser's, on the presser's quota.
  */
 function fromPostedImage(build: (source: SourceImage) => GenerationRequest): ButtonHandler<Admitted> {
@@ -18,9 +18,12 @@ function fromPostedImage(build: (source: SourceImage) => GenerationRequest): But
     async admit(ctx: CommandContext, interaction: ButtonInteraction, id: ButtonId) {
       const job = await loadJob(ctx, interaction, id);
       const source = { jobId: job.id, request: job.request, result: finishedResult(job), index: id.index ?? 0 };
-      const request = build(source);
-      const image = await ctx.inputs.postedImage(postedImageUrl(interaction, source.index));
-      return ctx.generation.admit(interaction, { ...request, inputKeys: { image } }, job.id);
+      const url = postedImageUrl(interaction, source.index);
+      const { image } = ctx.inputs.keys();
+      return ctx.generation.admit(interaction, { ...build(source), inputKeys: { image } }, job.id, async (request) => {
+        await ctx.inputs.postedImage(url, image);
+        return request;
+      });
     },
     execute: (ctx, _interaction, _id, admitted) => ctx.generation.enqueue(admitted, ctx.log),
   };

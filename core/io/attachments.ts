@@ -25,6 +25,10 @@ export interface FetchAttachmentOptions {
   maxPixels?: number;
   /** Overall deadline for every request and the body together; default 15 s. */
   timeoutMs?: number;
+  /** Formats accepted (default PNG, JPEG, WebP and GIF); anything else is refused from its magic bytes. */
+  formats?: readonly ImageFormat[];
+  /** The error for a non-2xx answer (default a refusal saying the HTTP status). */
+  httpError?: (status: number) => Error;
   fetchImpl?: typeof fetch;
 }
 
@@ -86,6 +90,15 @@ function discard(res: Response): void {
   res.body?.cancel().catch(() => undefined);
 }
 
+/**
+ * A response body read under a byte cap (Content-Length first, then the bytes actually received),
+ * refused as soon as its first bytes are no image we accept. For image bodies fetched by other
+ * means (a provider's client, a box's API); refusals are UserErrors `attachment_rejected`.
+ */
+export function readImageBody(res: Response, maxBytes: number): Promise<Buffer> {
+  return readCapped(res, maxBytes);
+}
+
 async function readCapped(res: Response, maxBytes: number): Promise<Buffer> {
   const declared = res.headers.get('content-length');
   if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > maxBytes) {
@@ -117,6 +130,36 @@ async function readCapped(res: Response, maxBytes: number): Promise<Buffer> {
   return Buffer.concat(chunks, total);
 }
 
+/** What Discord says of an attachment before anything is downloaded. */
+export interface DeclaredAttachment {
+  url: string;
+  /** Bytes, as Discord measured them. */
+  size: number;
+  width?: number | null;
+  height?: number | null;
+}
+
+/**
+ * Refuses, from what Discord declares and without contacting anything, an attachment that the
+ * download would refuse anyway: a foreign origin, more bytes or pixels than allowed. Lets a bad
+ * upload be refused privately before a job is admitted; the download still checks it all again.
+ */
+export function precheckAttachment(
+  a: DeclaredAttachment,
+  opts: Pick<FetchAttachmentOptions, 'allowedOrigins' | 'maxBytes' | 'maxPixels'>,
+): void {
+  checkUrl(a.url, normaliseOrigins(opts.allowedOrigins));
+  const maxBytes = opts.maxBytes ?? ATTACHMENT_DEFAULTS.maxBytes;
+  if (a.size > maxBytes) throw reject(`The image is ${formatSize(a.size)}; the limit is ${formatSize(maxBytes, true)}.`);
+  const maxPixels = opts.maxPixels ?? ATTACHMENT_DEFAULTS.maxPixels;
+  if (a.width && a.height && a.width * a.height > maxPixels) {
+    throw reject(
+      `The image is ${a.width}×${a.height} (${((a.width * a.height) / 1e6).toFixed(1)} megapixels); ` +
+        `the limit is ${Number((maxPixels / 1e6).toFixed(1))} megapixels.`,
+    );
+  }
+}
+
 /**
  * Downloads an attachment as hostile input and returns it only when it is a PNG, JPEG, WebP or GIF
  * within the byte and pixel limits. Every refusal is a UserError `attachment_rejected` whose message
@@ -140,6 +183,8 @@ export async function fetchAttachment(url: string, opts: FetchAttachmentOptions)
   const timedOut = (): UserError =>
     reject(`Downloading the attachment took longer than ${Math.ceil(timeoutMs / 1000)} s. Try again later.`);
 
+  // The caller's own error for an HTTP status goes out as it is.
+  const passThrough = new WeakSet<object>();
   let bytes: Buffer;
   try {
     for (let redirects = 0; ; redirects += 1) {
@@ -159,19 +204,29 @@ export async function fetchAttachment(url: string, opts: FetchAttachmentOptions)
       }
       if (res.status < 200 || res.status > 299) {
         discard(res);
+        if (opts.httpError) {
+          const e = opts.httpError(res.status);
+          passThrough.add(e);
+          throw e;
+        }
         throw reject(`The attachment could not be downloaded (HTTP ${res.status}). Upload it again.`);
       }
       bytes = await readCapped(res, maxBytes);
       break;
     }
   } catch (err) {
-    if (err instanceof UserError) throw err;
+    if (err instanceof UserError || passThrough.has(err as object)) throw err;
     throw signal.aborted ? timedOut() : reject('The attachment could not be downloaded. Try again later.', err);
   }
 
   const header = sniffImage(bytes);
   if (!header) {
     throw reject(detectFormat(bytes) ? 'The image file is damaged or incomplete. Upload it again.' : notAnImage);
+  }
+  if (opts.formats && !opts.formats.includes(header.format)) {
+    throw reject(
+      `The image is a ${header.format.toUpperCase()}; only ${opts.formats.map((f) => f.toUpperCase()).join(', ')} are accepted.`,
+    );
   }
   const pixels = header.width * header.height;
   if (pixels > maxPixels) {

@@ -45,6 +45,15 @@ export class ResultStore {
   inputKey(jobId: string, name: 'image' | 'mask' | 'original' | 'maskFull'): string {
     return `${this.prefix}:input:${jobId}:${name}`;
   }
+  /**
+   * Whether every key a worker's result names is one of this job's own result keys (its images in
+   * order, its grid). A result naming any other key is refused before anything is read or deleted:
+   * a worker must not make the bot read another job's images, inputs or anything else in Redis.
+   */
+  ownsResultKeys(jobId: string, result: { imageKeys: readonly string[]; gridKey?: string | undefined }): boolean {
+    if (!result.imageKeys.every((k, i) => k === this.imageKey(jobId, i))) return false;
+    return result.gridKey === undefined || result.gridKey === this.gridKey(jobId);
+  }
   private failureKey(jobId: string): string {
     return `${this.prefix}:failure:${jobId}`;
   }

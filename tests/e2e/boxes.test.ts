@@ -151,6 +151,7 @@ describe('overflow to the cloud when the box is busy', () => {
         BACKENDS: 'a1111,replicate',
         REPLICATE_API_TOKEN: 'r8_fake',
         REPLICATE_API_URL: replicate.url,
+        REPLICATE_OUTPUT_ORIGINS: replicate.url,
         OVERFLOW_AFTER_S: '3',
         DEFAULT_MONTHLY_BUDGET_USD: o.budget,
       },

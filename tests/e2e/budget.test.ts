@@ -48,6 +48,7 @@ async function replicateOnly(o: {
       BACKENDS: 'replicate',
       REPLICATE_API_TOKEN: 'r8_fake',
       REPLICATE_API_URL: replicate.url,
+      REPLICATE_OUTPUT_ORIGINS: replicate.url,
       DEFAULT_MONTHLY_BUDGET_USD: o.budget,
       DEFAULT_DAILY_IMAGES: '10',
       MAX_QUEUED_PER_USER: '5',

@@ -5,7 +5,7 @@ import { type BotOverrides, type RunningBot, startBot } from '../../bot/main.js'
 import { botConfigSchema, loadConfig, workerConfigSchema } from '../../core/config.js';
 import { createLogger, type Logger } from '../../core/io/logger.js';
 import { processSecrets } from '../../core/io/process.js';
-import { type RunningWorker, startWorker } from '../../worker/main.js';
+import { type RunningWorker, startWorker, type WorkerOverrides } from '../../worker/main.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeDiscord } from '../fakes/discord/server.js';
 import type { APIOption, FakeDiscordOptions, FakeInteraction, FakeMessage, FakeUser } from '../fakes/discord/types.js';
@@ -26,6 +26,7 @@ export interface SystemOptions {
   /** Extra environment for both processes (e.g. DEFAULT_DAILY_IMAGES). */
   env?: Record<string, string>;
   botOverrides?: BotOverrides;
+  workerOverrides?: WorkerOverrides;
   /** Start the worker in-process (default) or not at all (the test starts processes itself). */
   worker?: 'in-process' | 'none';
   bot?: 'in-process' | 'none';
@@ -105,7 +106,7 @@ export class System {
 
   async startWorker(): Promise<RunningWorker> {
     const config = loadConfig(workerConfigSchema, this.env);
-    this.worker = await startWorker(config, createLogger({ level: 'silent' }));
+    this.worker = await startWorker(config, createLogger({ level: 'silent' }), this.o.workerOverrides);
     return this.worker;
   }
 

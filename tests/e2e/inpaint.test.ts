@@ -71,6 +71,10 @@ describe('/inpaint end to end', () => {
     expect(typeof req.mask).toBe('string');
     expect(req.denoising_strength).toBe(0.75);
     expect((req.width as number) % 64).toBe(0);
+    // Admitted before its image was read, the job's stored request has the size it ran at (a requeue would use it).
+    const stored = (await db.prisma.job.findFirstOrThrow()).params as { width: number; height: number };
+    expect([stored.width, stored.height]).toEqual([req.width, req.height]);
+    expect(req.width).not.toBe(req.height);
     const out = msg.attachments.find((a) => a.filename === 'image-1.png')!.data;
     const a = await sharp(original).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     const b = await sharp(out).removeAlpha().raw().toBuffer({ resolveWithObject: true });
@@ -113,7 +117,10 @@ describe('/inpaint end to end', () => {
     const cb2 = await notImage.waitForCallback();
     expect(cb2.data.content).toContain('not an image');
     expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
-    expect(await db.prisma.job.count()).toBe(0);
+    // Each was admitted before its attachment was read, then refunded: nothing charged, nothing ran.
+    const jobs = await db.prisma.job.findMany();
+    expect(jobs.map((j) => [j.status, j.errorCode])).toEqual(jobs.map(() => ['failed', 'input_rejected']));
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
   });
 
   test('an attachment on a foreign origin is refused before any request reaches that origin', async ({ db, redisPrefix }) => {
@@ -159,7 +166,10 @@ describe('/inpaint end to end', () => {
     }
     expect(hits).toEqual([]);
     expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
-    expect(await db.prisma.job.count()).toBe(0);
+    // Each was admitted before its attachment was read, then refunded: nothing charged, nothing ran.
+    const jobs = await db.prisma.job.findMany();
+    expect(jobs.map((j) => [j.status, j.errorCode])).toEqual(jobs.map(() => ['failed', 'input_rejected']));
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
   });
 
   test('without a mask, the transparent pixels of the image are the area to repaint', async ({ db, redisPrefix }) => {

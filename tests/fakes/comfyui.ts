@@ -102,6 +102,8 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
   const queueDeletes: Array<{ at: number; ids: string[] | 'all' }> = [];
   const wsLog: FakeComfyUIWs[] = [];
   const files = new Map<string, Buffer>();
+  /** Hostile output: what /view answers for every output file instead of the saved image. */
+  let viewOverride: Buffer | undefined;
   const sockets = new Set<Socket>();
   const clients = new Map<string, { ws: WebSocket; previewMetadata: boolean }>();
   let dead = false;
@@ -218,7 +220,11 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     if (filename.startsWith('/') || filename.includes('..')) return text(res, 400);
     const subfolder = q.get('subfolder') ?? '';
     if (subfolder.startsWith('/') || subfolder.split('/').includes('..')) return text(res, 403);
-    const data = files.get(fileKey(q.get('type') || 'output', subfolder, filename));
+    const type = q.get('type') || 'output';
+    const data =
+      type === 'output' && files.has(fileKey(type, subfolder, filename)) && viewOverride
+        ? viewOverride
+        : files.get(fileKey(type, subfolder, filename));
     if (!data) return text(res, 404);
     res
       .writeHead(200, { 'content-type': 'image/png', 'content-disposition': `filename="${filename}"`, 'content-length': data.length })
@@ -406,6 +412,10 @@ export async function startFakeComfyUI(opts: FakeComfyUIOptions = {}) {
     history: (id: string) => exec.history.get(id),
     get mode() {
       return mode;
+    },
+    /** From now on /view answers `body` for every output image (a bomb, a GIF), as a hostile box would. */
+    serveOutputs(body: Buffer | undefined) {
+      viewOverride = body;
     },
     /** Changes behaviour from now on; also revives a fake that died. */
     setMode(m: FakeComfyUIMode) {

@@ -21,6 +21,8 @@ export interface FakeHFOptions {
   /** `estimated_time` in the 503 body (default 20). */
   estimatedTime?: number;
   mode?: FakeHFMode;
+  /** Hostile output: this body as an image/png answer, declaring `contentLength` (default its length). */
+  output?: { body: Buffer; contentLength?: number };
 }
 
 export interface FakeHFRequest {
@@ -98,6 +100,10 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
     if (method === 'GET') return sendJson(res, 200, { status: 'ok' });
     if (method !== 'POST' || typeof body?.inputs !== 'string') {
       return sendJson(res, 400, { error: 'expected JSON {inputs, parameters}' });
+    }
+    if (options.output) {
+      res.writeHead(200, { 'content-type': 'image/png', 'content-length': options.output.contentLength ?? options.output.body.length });
+      return void res.end(options.output.body);
     }
     if (options.mode === 'garbage') {
       res.writeHead(200, { 'content-type': 'text/html' });

@@ -23,6 +23,11 @@ export interface FakeReplicateOptions {
   mode?: FakeReplicateMode;
   /** `metrics.predict_time` to report (default durationMs / 1000). */
   predictTimeS?: number;
+  /**
+   * Hostile output: the output URLs a prediction names (default its own files), what its files
+   * answer instead of an image (`body`, e.g. a decompression bomb), or a redirect elsewhere.
+   */
+  output?: { url?: (file: string) => string; body?: Buffer; redirectTo?: string };
 }
 
 export interface FakeRequest {
@@ -56,8 +61,8 @@ export interface FakeReplicate {
   /** `METHOD path` of requests to unknown routes (answered 599); tests assert it stays empty. */
   readonly unhandled: string[];
   /** Live options; tests may change them between calls. */
-  readonly options: Required<Omit<FakeReplicateOptions, 'failWith' | 'predictTimeS'>> &
-    Pick<FakeReplicateOptions, 'failWith' | 'predictTimeS'>;
+  readonly options: Required<Omit<FakeReplicateOptions, 'failWith' | 'predictTimeS' | 'output'>> &
+    Pick<FakeReplicateOptions, 'failWith' | 'predictTimeS' | 'output'>;
   /** The next `n` API requests get 429 with `Retry-After: retryAfterS`. */
   rateLimitNext(n: number, retryAfterS: number): void;
   /** The next prediction create answers `status` with `body` (default: a Problem-JSON for that status). */
@@ -166,7 +171,12 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       version: p.version,
       input: p.input,
       logs: status === 'starting' ? '' : progressLogs(fraction, total, p.input.seed),
-      output: succeeded ? Array.from({ length: count }, (_, i) => `${origin}/files/${p.id}/out-${i}.${ext}`) : null,
+      output: succeeded
+        ? Array.from({ length: count }, (_, i) => {
+            const file = `/files/${p.id}/out-${i}.${ext}`;
+            return options.output?.url ? options.output.url(file) : `${origin}${file}`;
+          })
+        : null,
       data_removed: false,
       error: status === 'failed' ? failure : null,
       status,
@@ -207,6 +217,14 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
   async function serveFile(res: ServerResponse, id: string, index: number, ext: string): Promise<void> {
     const p = predictions.find((x) => x.id === id);
     if (!p || index >= Number(p.input.num_outputs ?? 1)) return send(res, 404, { detail: 'Not found' });
+    if (options.output?.redirectTo) {
+      res.writeHead(302, { location: options.output.redirectTo });
+      return void res.end();
+    }
+    if (options.output?.body) {
+      res.writeHead(200, { 'content-type': `image/${ext}` });
+      return void res.end(options.output.body);
+    }
     if (options.mode === 'garbage') {
       res.writeHead(200, { 'content-type': `image/${ext}` });
       return void res.end('<html>definitely not an image</html>');

@@ -189,6 +189,7 @@ describe('the fallback chain', () => {
       id: 'replicate',
       token: 'r8_fake',
       baseUrl: replicateFake.url,
+      outputOrigins: [new URL(replicateFake.url).origin],
       sdxlVersion: DEFAULT_SDXL_VERSION,
       waitSeconds: 5,
       pollIntervalMs: 50,

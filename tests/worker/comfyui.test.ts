@@ -10,6 +10,7 @@ import { type ComfyUIOptions, createComfyUIBackend } from '../../worker/backends
 import { buildGraph } from '../../worker/backends/comfyui-graph.js';
 import { parsePreviewFrame } from '../../worker/backends/comfyui-schemas.js';
 import { type FakeComfyUI, type FakeComfyUIOptions, startFakeComfyUI } from '../fakes/comfyui.js';
+import { bombPng } from '../fixtures/png.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeComfyUI;
@@ -324,6 +325,17 @@ test.each([
   expect(err.message).toMatch(message);
   // Failures the server reported itself leave nothing to interrupt.
   expect(fake.interrupts).toEqual([]);
+});
+
+test.each([
+  ['a decompression bomb (a tiny PNG declaring 20000×20000)', bombPng(), /declares 20000×20000, over the 16 MP cap/],
+  ['a GIF', Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64'), /not a PNG, JPEG or WebP/],
+  ['not an image at all', Buffer.from('<html>hello</html>'), /GET \/view refused: .*not an image/],
+] as const)('an output image from /view that is %s is refused before anything decodes it', async (_what, body, message) => {
+  fake.serveOutputs(body);
+  const err = await failure(backend().generate(job(), ctx()));
+  expect(err.kind).toBe('bad-response');
+  expect(err.message).toMatch(message);
 });
 
 test('cancelling a running prompt interrupts exactly that prompt and rejects with cancelled', async () => {

@@ -6,6 +6,7 @@ import { createLogger } from '../../core/io/logger.js';
 import type { RunContext } from '../../worker/backends/backend.js';
 import { createHuggingFaceBackend, type HuggingFaceBackendOptions } from '../../worker/backends/huggingface.js';
 import { type FakeHFEndpoint, startFakeHFEndpoint } from '../fakes/huggingface.js';
+import { bombPng } from '../fixtures/png.js';
 
 const log = createLogger({ level: 'silent' });
 let fake: FakeHFEndpoint;
@@ -114,6 +115,17 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     fake.options.mode = mode;
     const err = await failure(backend().generate({ jobId: 'j6', request: request() }, ctx()));
     expect(err.kind).toBe('bad-response');
+  });
+
+  it.each([
+    ['a decompression bomb (a tiny PNG declaring 20000×20000)', { body: bombPng() }, /declares 20000×20000, over the 16 MP cap/],
+    ['over the byte cap by its Content-Length', { body: bombPng(), contentLength: 100 * 1024 * 1024 }, /answer refused: .*limit is 64 MB/],
+    ['a GIF', { body: Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64') }, /not a PNG, JPEG or WebP/],
+  ] as const)('an answer that is %s is refused before anything decodes it', async (_what, output, message) => {
+    fake.options.output = output;
+    const err = await failure(backend().generate({ jobId: 'j6b', request: request() }, ctx()));
+    expect(err.kind).toBe('bad-response');
+    expect(err.message).toMatch(message);
   });
 
   it('maps an unreachable endpoint to a retryable unavailable', async () => {

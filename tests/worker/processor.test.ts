@@ -168,6 +168,7 @@ describe('processor: a paid result is paid for once', () => {
       id: 'replicate',
       token: 'r8_fake',
       baseUrl: fake.url,
+      outputOrigins: [new URL(fake.url).origin],
       sdxlVersion: DEFAULT_SDXL_VERSION,
       pollIntervalMs: 20,
       log,

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
-import { BackendError } from '../../core/errors.js';
+import { BackendError, isUserError } from '../../core/errors.js';
+import { readImageBody } from '../../core/io/attachments.js';
 import type { ComfyGraph } from './comfyui-graph.js';
 import {
   type ComfyHistoryEntry,
@@ -15,6 +16,7 @@ import {
   uploadResponseSchema,
 } from './comfyui-schemas.js';
 import { describeZodError, mapFetchError, mapHttpStatus } from './http.js';
+import { OUTPUT_LIMITS } from './output-image.js';
 
 interface SendOptions {
   method?: 'GET' | 'POST';
@@ -23,6 +25,8 @@ interface SendOptions {
   /** Caller's signal: aborted means cancelled (or its BackendError reason). */
   signal?: AbortSignal;
   timeoutMs: number;
+  /** An image body: read under this byte cap and refused unless its first bytes are an image. */
+  imageMaxBytes?: number;
 }
 
 interface Reply {
@@ -52,9 +56,12 @@ export function createComfyClient(backend: string, baseUrl: string) {
         signal: o.signal ? AbortSignal.any([o.signal, timeout]) : timeout,
       });
       // The whole body inside the try: a reset mid-body is a network failure too.
-      const body = Buffer.from(await res.arrayBuffer());
+      const body =
+        o.imageMaxBytes !== undefined && res.ok ? await readImageBody(res, o.imageMaxBytes) : Buffer.from(await res.arrayBuffer());
       return { status: res.status, body, retryAfter: res.headers.get('retry-after'), what };
     } catch (err) {
+      if (isUserError(err))
+        throw new BackendError(backend, 'bad-response', `${what} refused: ${err.userMessage}`, { cause: err, retryable: false });
       throw mapFetchError(backend, err, { signal: o.signal, timeout, timeoutMs: o.timeoutMs, what });
     }
   }
@@ -119,7 +126,7 @@ export function createComfyClient(backend: string, baseUrl: string) {
     /** The bytes of an output file. */
     async view(ref: ComfyImageRef, signal: AbortSignal, timeoutMs: number): Promise<Buffer> {
       const q = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });
-      return ok(await send(`/view?${q.toString()}`, { signal, timeoutMs })).body;
+      return ok(await send(`/view?${q.toString()}`, { signal, timeoutMs, imageMaxBytes: OUTPUT_LIMITS.maxBytes })).body;
     },
 
     /** Ids running and waiting on the server. */

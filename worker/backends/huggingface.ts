@@ -1,12 +1,13 @@
 import { InferenceClient, setLogger } from '@huggingface/inference';
-import { BackendError, isBackendError } from '../../core/errors.js';
+import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
+import { readImageBody } from '../../core/io/attachments.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
 import { parseRetryAfter } from './http.js';
-import { outputPng } from './output-image.js';
+import { OUTPUT_LIMITS, outputPng } from './output-image.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -140,7 +141,13 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     const observe: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
       retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
-      return res;
+      if (!res.ok || !res.headers.get('content-type')?.startsWith('image/')) return res;
+      // The image is read here under the output byte cap as it streams (the client would read it whole).
+      try {
+        return new Response(new Uint8Array(await readImageBody(res, OUTPUT_LIMITS.maxBytes)), { status: res.status, headers: res.headers });
+      } catch (err) {
+        throw isUserError(err) ? errors.badResponse(`answer refused: ${err.userMessage}`, err) : err;
+      }
     };
     const options = { signal, retry_on_error: false, fetch: observe };
     const parameters = {

@@ -72,6 +72,7 @@ const FACTORIES = {
         baseUrl: config.REPLICATE_API_URL,
         sdxlVersion: config.REPLICATE_SDXL_VERSION ?? DEFAULT_SDXL_VERSION,
         officialUsdPerImage: config.REPLICATE_FLUX_USD_PER_IMAGE,
+        outputOrigins: config.REPLICATE_OUTPUT_ORIGINS,
         presets,
         log: log.child({ backend: 'replicate' }),
       }),

@@ -1,11 +1,12 @@
 import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
-import { BackendError, isBackendError } from '../../core/errors.js';
+import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
+import { fetchAttachment } from '../../core/io/attachments.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, ownSettings, presetSettings } from './backend.js';
-import { outputPng } from './output-image.js';
+import { OUTPUT_LIMITS, outputPng } from './output-image.js';
 import {
   buildPrediction,
   mapReplicateError,
@@ -24,7 +25,7 @@ export interface ReplicateBackendOptions {
   baseUrl: string;
   /** 64-hex version id of `stability-ai/sdxl`. */
   sdxlVersion: string;
-  /** `Prefer: wait=N` on create (default 60); 0 turns sync mode off and only polls. */
+  /** `Prefer: wait=N` on create (default 5: a cancel waits this long at most for the id it cancels); 0 only polls. */
   waitSeconds?: number;
   /** Poll interval while a prediction runs (default 500 ms). */
   pollIntervalMs?: number;
@@ -34,6 +35,13 @@ export interface ReplicateBackendOptions {
   presets?: PresetCatalog;
   /** Price per image of official models (billed per image) that name none in their preset (REPLICATE_FLUX_USD_PER_IMAGE). */
   officialUsdPerImage?: number;
+  /**
+   * Origins output files may be fetched from (REPLICATE_OUTPUT_ORIGINS), redirects included: any
+   * other URL a prediction names is refused without being contacted.
+   */
+  outputOrigins: readonly string[];
+  /** Byte cap on one output file (default {@link OUTPUT_LIMITS}). */
+  outputMaxBytes?: number;
   log: Logger;
 }
 
@@ -96,19 +104,6 @@ function guardedFetch(backend: string, timeoutMs: number, jobSignal?: AbortSigna
   };
 }
 
-/** Resolves with `p` unless `signal` aborts first; a late result goes to `onLate` (so it can be cancelled). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, onLate: (v: T) => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const abort = (): void => {
-      p.then(onLate, () => undefined);
-      reject(onAbort());
-    };
-    if (signal.aborted) return abort();
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
-  });
-}
-
 /**
  * Replicate backend: `stability-ai/sdxl` by version (txt2img, inpaint, img2img and upscale as an img2img pass) or the official
  * `black-forest-labs/flux-schnell` (txt2img), through the official client with sync mode plus
@@ -116,7 +111,7 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal, onAbort: () => Error, 
  */
 export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBackend & { lastPredictTime?: number } {
   const { id, log } = opts;
-  const waitSeconds = opts.waitSeconds ?? 60;
+  const waitSeconds = opts.waitSeconds ?? 5;
   const pollIntervalMs = opts.pollIntervalMs ?? 500;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const client = (fetchFn: FetchFn): Replicate =>
@@ -191,13 +186,32 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     }
   }
 
+  /**
+   * One output file, as hostile input: only from the delivery origins (each redirect re-checked, at
+   * most 3), under the byte cap, PNG/JPEG/WebP by magic bytes and within the pixel cap by header,
+   * before anything decodes it. A refusal is a bad response (the model's output is not usable).
+   */
   async function download(url: string, signal: AbortSignal): Promise<Buffer> {
-    const res = await guardedFetch(id, requestTimeoutMs, signal)(url);
-    if (!res.ok) {
-      const kind = res.status >= 500 ? 'unavailable' : 'bad-response';
-      throw new BackendError(id, kind, `output download failed with HTTP ${res.status}`, { status: res.status });
+    try {
+      const file = await fetchAttachment(url, {
+        allowedOrigins: opts.outputOrigins,
+        maxBytes: opts.outputMaxBytes ?? OUTPUT_LIMITS.maxBytes,
+        maxPixels: OUTPUT_LIMITS.maxPixels,
+        formats: OUTPUT_LIMITS.formats,
+        // A little over each request's own timeout, which fires first and says so.
+        timeoutMs: requestTimeoutMs + 1000,
+        fetchImpl: guardedFetch(id, requestTimeoutMs, signal),
+        httpError: (status) =>
+          new BackendError(id, status >= 500 ? 'unavailable' : 'bad-response', `output download failed with HTTP ${status}`, { status }),
+      });
+      return file.bytes;
+    } catch (err) {
+      if (isBackendError(err)) throw err;
+      // Network failures, timeouts and cancels keep the kind guardedFetch gave them.
+      if (isUserError(err) && isBackendError(err.cause)) throw err.cause;
+      const why = isUserError(err) ? err.userMessage : String(err);
+      throw new BackendError(id, 'bad-response', `output refused: ${why}`, { cause: err, retryable: false });
     }
-    return Buffer.from(await res.arrayBuffer());
   }
 
   async function collect(p: Prediction, job: BackendJob, spec: PredictionSpec, signal: AbortSignal): Promise<Buffer[]> {
@@ -270,17 +284,16 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         const target = spec.version ? { version: spec.version } : { model: spec.model };
         // A held create cannot be cut short, so it is held no longer than the cap (whole seconds: under one, not held).
         const hold = capS !== undefined ? Math.min(waitSeconds, Math.floor(capS)) : waitSeconds;
-        // The held create is not tied to the job signal: only its answer names the prediction to
-        // cancel, so an abort answers at once and cancels the prediction once the id arrives.
-        const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
+        // The held create is not tied to the job signal: only its answer names the prediction, so an
+        // abort waits for it (held at most `hold` seconds) to cancel the run and book what it billed.
+        const created = await client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
           ...target,
           input: spec.input,
           wait: hold > 0 ? hold : false,
         });
-        const created = await raceAbort(creating, ctx.signal, cancelled, (p) => {
-          if (!TERMINAL.has(p.status)) void cancelQuietly(p.id);
-        });
-        running = created.id;
+        if (TERMINAL.has(created.status)) ended = created;
+        else running = created.id;
+        if (ctx.signal.aborted) throw cancelled();
         log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
         const p = await settle(created, ctx, cap);
         if (ctx.signal.aborted) throw cancelled();

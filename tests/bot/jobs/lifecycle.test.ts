@@ -4,6 +4,7 @@ import { QueueBoard } from '../../../bot/jobs/queue-board.js';
 import type { JobFailure } from '../../../core/failures.js';
 import type { JobResult } from '../../../core/generation.js';
 import type { QueueSnapshot } from '../../../core/io/queue-position.js';
+import { ResultStore } from '../../../core/io/results.js';
 import type { StoredJob } from '../../../core/ports.js';
 import type { SettleOutcome } from '../../../core/settle.js';
 import { REF, REQUEST, recordingEdits, silent, storedJob } from './doubles.js';
@@ -16,12 +17,14 @@ afterEach(() => {
 });
 
 const JOB = '00000000-0000-4000-8000-000000000001';
+/** Key names only (no Redis is reached): the bot checks a result's keys against them. */
+const KEYS = new ResultStore(null as never, 'p', 60);
 const RESULT: JobResult = {
   backend: 'a1111',
   seed: 1,
   width: 64,
   height: 64,
-  imageKeys: ['img:0'],
+  imageKeys: [KEYS.imageKey(JOB, 0)],
   runMs: 1200,
   costUsd: 0,
   attempts: [{ backend: 'a1111', outcome: 'succeeded', seconds: 1.2, costUsd: 0 }],
@@ -50,6 +53,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
   const removed: string[] = [];
   const edits = recordingEdits();
   const reads: string[][] = [];
+  const keysRead: string[] = [];
   const read = async (ids: readonly string[]): Promise<QueueSnapshot> => {
     reads.push([...ids]);
     return {
@@ -63,9 +67,11 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
   const lifecycle = new JobLifecycle({
     store,
     results: {
-      get: async () => null,
-      getMany: async (keys) => o.images ?? keys.map(() => Buffer.from('png')),
+      get: async (key) => (keysRead.push(key), null),
+      getMany: async (keys) => (keysRead.push(...keys), o.images ?? keys.map(() => Buffer.from('png'))),
       getFailure: async () => o.failure ?? null,
+      ownsResultKeys: (jobId, result) => KEYS.ownsResultKeys(jobId, result),
+      previewKey: (jobId) => KEYS.previewKey(jobId),
     },
     queue: {
       getJob: async () => (o.queueState === undefined ? undefined : { getState: async () => o.queueState! }),
@@ -80,7 +86,7 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
     editIntervalMs: 1500,
   });
   lifecycle.begin(JOB, 'g1', 'c1', REF, REQUEST);
-  return { lifecycle, store, settles, posted, edits, board, reads, removed };
+  return { lifecycle, store, settles, posted, edits, board, reads, removed, keysRead };
 }
 
 const progress = (step: number) => ({ backend: 'a1111', step, total: 30, fraction: step / 30 });
@@ -112,6 +118,31 @@ describe('a job from the queue to its settle', () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(settles).toEqual([]);
     expect(posted).toEqual([]);
+  });
+
+  test('a result naming keys that are not its job’s own (another job’s images, an input) is refused: nothing is read, it settles as malformed', async () => {
+    for (const foreign of [
+      { ...RESULT, imageKeys: [KEYS.imageKey('00000000-0000-4000-8000-0000000000ff', 0)] },
+      { ...RESULT, imageKeys: [KEYS.inputKey('someone-else', 'original')] },
+      { ...RESULT, imageKeys: [KEYS.imageKey(JOB, 0), KEYS.imageKey(JOB, 1)], gridKey: 'p:input:x:image' },
+    ]) {
+      const { lifecycle, settles, posted, keysRead } = setup();
+      lifecycle.completed(JOB, JSON.stringify(foreign));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(keysRead).toEqual([]);
+      expect(settles).toMatchObject([{ status: 'failed', code: 'invalid_payload' }]);
+      expect(posted[0]!.images).toBeNull();
+    }
+  });
+
+  test('progress naming a preview key that is not the job’s own is shown without it; its own preview is read', async () => {
+    const { lifecycle, keysRead } = setup();
+    lifecycle.progressed(JOB, { ...progress(3), previewKey: KEYS.inputKey('other', 'original') });
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(keysRead).toEqual([]);
+    lifecycle.progressed(JOB, { ...progress(4), previewKey: KEYS.previewKey(JOB) });
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(keysRead).toEqual([KEYS.previewKey(JOB)]);
   });
 
   test('a job whose images left Redis before they were fetched is refunded as expired and posted as such', async () => {
