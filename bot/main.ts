@@ -26,6 +26,7 @@ import { createBotRest, createDiscordClient, createWebhookRest } from './client.
 import { createGenerationService } from './generation.js';
 import { createInputService } from './inputs.js';
 import { createOutbound } from './jobs/outbound.js';
+import { createLinkService } from './links.js';
 import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
 import { syncCommands } from './register-commands.js';
@@ -33,6 +34,7 @@ import { createReports } from './reports.js';
 import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
+import { LinkStore } from './store/links.js';
 import { openDatabase } from './store/prisma.js';
 import { PgPrivacyStore } from './store/privacy.js';
 import { SettingsStore } from './store/settings.js';
@@ -149,6 +151,15 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
   const metrics = createMetrics('bot');
+  const gpu = createLinkService({
+    store: new LinkStore(database),
+    redis: producer,
+    // Its own connection: the join watcher blocks on BLPOP. Not connected unless linking is on.
+    blocking: createRedis(config.REDIS_URL, 'blocking', { lazyConnect: true }),
+    prefix: config.QUEUE_PREFIX,
+    linkRedisUrl: config.LINK_REDIS_URL,
+    log: log.child({ part: 'gpu-links' }),
+  });
   const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
   const route = createRouter({
     services: {
@@ -179,6 +190,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
       presets,
+      gpu,
     },
     log,
     metrics,
@@ -193,6 +205,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
+  gpu.start();
   const retention = startRetention({
     store: privacy,
     log: log.child({ part: 'retention' }),
@@ -227,6 +240,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     async stop() {
       ops?.close();
       await retention.stop();
+      await gpu.stop();
       await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);
