@@ -27,4 +27,4 @@ USER node
 # Overridden per service in the compose files. Also in the image:
 #   node dist/scripts/doctor.js   node dist/scripts/status.js   node dist/scripts/invite.js
 #   node dist/bot/register-commands.js
-CMD ["node", "--max-semi-space-size=1", "dist/bot/main.js"]
+CMD ["node", "dist/bot/main.js"]
