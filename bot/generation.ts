@@ -2,6 +2,7 @@ import type { GenerationInteraction, GenerationService, PresetService } from '..
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { toJobPayload } from '../core/generation.js';
+import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import type { Logger } from '../core/io/logger.js';
 import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
 import { admitJob } from '../core/ledger.js';
@@ -28,6 +29,8 @@ export interface GenerationDeps {
   queue: Pick<GenerateQueue, 'add'>;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
   presets: Pick<PresetService, 'check'>;
+  /** The month's shared budget reservations, seeded (or their limit refreshed) as a job is queued. */
+  budgets?: Pick<BudgetReservations, 'seed'>;
   now: () => Date;
   log: Logger;
 }
@@ -58,7 +61,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         token: interaction.token,
         uploadLimitBytes: interaction.attachmentSizeLimit,
       };
-      const { jobId, budgetLeftUsd, usedToday } = await admitJob(
+      const { jobId, budgetLeftUsd, usedToday, budget } = await admitJob(
         {
           store: d.store,
           now: d.now,
@@ -78,6 +81,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         ref,
         request,
         budgetLeftUsd,
+        budget,
         nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
         usedBefore: Math.max(0, usedToday - request.count),
       };
@@ -86,8 +90,15 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
     async enqueue(a, parentLog) {
       const log = parentLog.child({ jobId: a.jobId });
       const payload = toJobPayload({ jobId: a.jobId, guildId: a.actor.guildId, request: a.request }, a);
+      // Seeded beside the enqueue, not before it: a worker that finds the month's hash missing seeds it from the payload.
+      const seeding =
+        payload.paidAllowed && a.budget
+          ? d.budgets
+              ?.seed(a.actor.guildId, a.budget.month, a.budget.limitUsd, a.budget.spentUsd)
+              .catch((err: unknown) => log.warn({ err }, 'could not seed the budget reservations'))
+          : undefined;
       try {
-        await enqueueJob(d.queue, payload, queuePriority(a.usedBefore));
+        await Promise.all([enqueueJob(d.queue, payload, queuePriority(a.usedBefore)), seeding]);
       } catch (err) {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);

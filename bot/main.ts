@@ -2,9 +2,11 @@ import type { Server } from 'node:http';
 import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
+import { budgetMonth } from '../core/budget.js';
 import { type BotConfig, botConfigSchema } from '../core/config.js';
 import type { DeliveryRetryPolicy } from '../core/delivery.js';
 import { readBackendStatus } from '../core/io/backend-status.js';
+import { BudgetReservations } from '../core/io/budget-reservations.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
@@ -18,6 +20,7 @@ import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
+import { utcMonthStart } from '../core/quota.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import { createGenerationService } from './generation.js';
@@ -98,11 +101,20 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const botRest = createBotRest(config.DISCORD_API_URL, config.DISCORD_TOKEN);
   const webhookRest = createWebhookRest(config.DISCORD_API_URL);
-  const settings = new SettingsStore(database, {
-    dailyLimit: config.DEFAULT_DAILY_IMAGES,
-    monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD,
-  });
   const stats = new StatsStore(database.pool);
+  const budgets = new BudgetReservations(producer, config.QUEUE_PREFIX);
+  const settings = new SettingsStore(
+    database,
+    { dailyLimit: config.DEFAULT_DAILY_IMAGES, monthlyBudgetUsd: config.DEFAULT_MONTHLY_BUDGET_USD },
+    5000,
+    async (guildId, usd) => {
+      const at = now();
+      const spent = await stats.spentSince(guildId, utcMonthStart(at));
+      await budgets
+        .seed(guildId, budgetMonth(at), usd, spent)
+        .catch((err: unknown) => log.warn({ err }, 'could not refresh the budget limit'));
+    },
+  );
   const privacy = new PgPrivacyStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
   const outbound = createOutbound({
@@ -142,7 +154,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     services: {
       now,
       config,
-      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, presets, now, log }),
+      generation: createGenerationService({ config, settings, store, queue, lifecycle: outbound.lifecycle, presets, budgets, now, log }),
       inputs: createInputService({ config, results }),
       jobs: {
         get: (jobId) => store.get(jobId),

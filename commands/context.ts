@@ -31,6 +31,8 @@ export interface Admitted {
   ref: InteractionRef;
   request: GenerationRequest;
   budgetLeftUsd: number;
+  /** The guild's month as admission saw it (the worker's reservations start from it). */
+  budget?: { month: string; limitUsd: number; spentUsd: number };
   nsfwAllowed: boolean;
   /** Images this member had today before this job; fewer means an earlier turn in the queue. */
   usedBefore: number;

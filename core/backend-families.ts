@@ -13,6 +13,12 @@ export function isBoxFamily(family: BackendFamily): boolean {
   return BOX_FAMILIES.includes(family);
 }
 
+/**
+ * Providers that bill the owner per use: the only spend a guild's monthly budget counts (a box's
+ * GPU-hour price is the owner's own hardware, reported as cost but never budgeted).
+ */
+export const PAID_FAMILIES: readonly BackendFamily[] = ['replicate', 'huggingface'];
+
 const LABELS = {
   a1111: 'the GPU box',
   comfyui: 'the GPU box',

@@ -1,7 +1,11 @@
+import { PAID_FAMILIES } from './backend-families.js';
+
 /**
  * The paid-provider budget rules. A guild's monthly budget is its own setting, else the
- * deployment's default; what it spent is every cost-ledger row since the first of the UTC month.
- * The SQL fragments beside the rules are what the store's statements use.
+ * deployment's default; what it spent is its paid providers' cost-ledger rows since the first of
+ * the UTC month (failed and cancelled attempts included: providers bill them). The SQL fragments
+ * beside the rules are what the store's statements use; the reservation rules are what the Redis
+ * script (core/io/budget-reservations.ts) applies atomically across workers.
  */
 
 /** Rule: the guild's monthly budget in force. In SQL, for a guild id expression and the deployment default. */
@@ -9,9 +13,14 @@ export function monthlyBudgetSql(guild: string, deploymentDefault: string): stri
   return `COALESCE((SELECT monthly_budget_usd FROM guild_settings WHERE guild_id = ${guild}), ${deploymentDefault}::numeric)`;
 }
 
-/** Rule: what the guild spent this month: the sum of its ledger since the month's first day. In SQL. */
+/** Rule: a ledger row is paid-provider spend when its backend's family (`replicate`, `huggingface#2`…) is a paid one. In SQL. */
+function paidBackendSql(backend: string): string {
+  return `split_part(${backend}, '#', 1) IN (${PAID_FAMILIES.map((f) => `'${f}'`).join(', ')})`;
+}
+
+/** Rule: what the guild spent this month: its paid providers' ledger rows since the month's first day. In SQL. */
 export function spentSinceSql(guild: string, monthStart: string): string {
-  return `(SELECT COALESCE(sum(cost_usd), 0) FROM cost_ledger WHERE guild_id = ${guild} AND created_at >= ${monthStart}::date)`;
+  return `(SELECT COALESCE(sum(cost_usd), 0) FROM cost_ledger WHERE guild_id = ${guild} AND created_at >= ${monthStart}::date AND ${paidBackendSql('backend')})`;
 }
 
 /** Dollars left this month; paid providers may serve a job only while some are. */
@@ -26,4 +35,30 @@ export function budgetThresholdReached(spentUsd: number, budgetUsd: number): 80 
   if (ratio >= 1) return 100;
   if (ratio >= 0.8) return 80;
   return null;
+}
+
+/** The budget month a moment falls in (UTC), as the reservations' key names it: `2026-12`. */
+export function budgetMonth(now: Date): string {
+  return now.toISOString().slice(0, 7);
+}
+
+/** When a month's reservations may go: two days after it ends (an attempt straddling midnight still settles into it). */
+export function budgetMonthExpiresAt(month: string): number {
+  const [y, m] = month.split('-').map(Number) as [number, number];
+  return Math.floor(Date.UTC(y, m, 3) / 1000);
+}
+
+/** Dollars as the integer micro-dollars the reservations count in (the ledger's own precision). */
+export function usdToMicros(usd: number): number {
+  return Math.max(0, Math.round(usd * 1e6));
+}
+
+/**
+ * Rule: what a paid attempt sets aside before it starts. Billed per image, the price is exact;
+ * billed by time, twice the estimate (a slow run is not cut short needlessly), and the attempt is
+ * cancelled before it bills more than it set aside. Near the end of the budget an attempt may take
+ * less than it wants, never less than its estimate.
+ */
+export function reservationWanted(estimateUsd: number, billedByTime: boolean): { wantUsd: number; leastUsd: number } {
+  return { wantUsd: billedByTime ? estimateUsd * 2 : estimateUsd, leastUsd: estimateUsd };
 }

@@ -39,6 +39,13 @@ export function isUserError(err: unknown): err is UserError {
 /** Why a backend attempt failed; the chain and the member's message branch on these, never on text. */
 export type BackendErrorKind = 'unavailable' | 'timeout' | 'rejected' | 'bad-response' | 'unsafe' | 'cancelled' | 'busy';
 
+/** What a provider bills for an attempt that made no usable image: run time, images, and the per-image price if it bills so. */
+export interface BilledUsage {
+  seconds: number;
+  images: number;
+  usdPerImage?: number;
+}
+
 export class BackendError extends Error {
   override readonly name = 'BackendError';
   readonly backend: string;
@@ -53,11 +60,20 @@ export class BackendError extends Error {
    * stopped moving): its circuit opens at once, for every worker, until a health probe finds it well.
    */
   readonly opensCircuit: boolean;
+  /** What the provider bills for the failed or cancelled attempt (Replicate bills run time either way). */
+  readonly billed: BilledUsage | undefined;
   constructor(
     backend: string,
     kind: BackendErrorKind,
     message: string,
-    opts: { status?: number; retryable?: boolean; retryAfterS?: number; cause?: unknown; opensCircuit?: boolean } = {},
+    opts: {
+      status?: number;
+      retryable?: boolean;
+      retryAfterS?: number;
+      cause?: unknown;
+      opensCircuit?: boolean;
+      billed?: BilledUsage;
+    } = {},
   ) {
     super(`${backend}: ${message}`, { cause: opts.cause });
     this.backend = backend;
@@ -66,6 +82,7 @@ export class BackendError extends Error {
     this.retryable = opts.retryable ?? (kind === 'unavailable' || kind === 'timeout' || kind === 'busy');
     this.retryAfterS = opts.retryAfterS;
     this.opensCircuit = opts.opensCircuit ?? false;
+    this.billed = opts.billed;
   }
 }
 

@@ -220,6 +220,14 @@ export const jobPayloadSchema = z.object({
   paidAllowed: z.boolean(),
   /** Dollars left in the guild's monthly budget for paid providers at enqueue time. */
   budgetLeftUsd: z.number().nonnegative().optional(),
+  /**
+   * The guild's month as admission saw it: the budget and its paid spend. A worker reserves each
+   * paid attempt against the month's shared reservations (core/io/budget-reservations.ts), and
+   * seeds them from this only if they are gone. Absent (older payloads, re-enqueues): free backends only.
+   */
+  budget: z
+    .object({ month: z.string().regex(/^\d{4}-\d{2}$/), limitUsd: z.number().nonnegative(), spentUsd: z.number().nonnegative() })
+    .optional(),
   /** false when an image the classifier flags must not be posted (strict mode, or not an age-restricted channel). */
   nsfwAllowed: z.boolean().default(false),
 });
@@ -232,15 +240,17 @@ export type JobPayload = z.infer<typeof jobPayloadSchema>;
  */
 export function toJobPayload(
   job: { jobId: string; guildId: string; request: GenerationRequest },
-  grants: { budgetLeftUsd: number; nsfwAllowed: boolean },
+  grants: { budgetLeftUsd: number; nsfwAllowed: boolean; budget?: JobPayload['budget'] },
 ): JobPayload {
+  const paidAllowed = grants.budgetLeftUsd > 0 && grants.budget !== undefined;
   return {
     v: 1,
     jobId: job.jobId,
     guildId: job.guildId,
     request: job.request,
-    paidAllowed: grants.budgetLeftUsd > 0,
+    paidAllowed,
     budgetLeftUsd: grants.budgetLeftUsd,
+    ...(paidAllowed ? { budget: grants.budget } : {}),
     nsfwAllowed: grants.nsfwAllowed,
   };
 }

@@ -1,5 +1,6 @@
+import { budgetMonth } from './budget.js';
 import { UserError } from './errors.js';
-import type { GenerationRequest } from './generation.js';
+import type { GenerationRequest, JobPayload } from './generation.js';
 import { text } from './messages.js';
 import type { Actor, InteractionRef, JobStore, ReserveOutcome } from './ports.js';
 import { utcDay, utcMonthStart } from './quota.js';
@@ -22,7 +23,7 @@ export async function admitJob(
   interaction: InteractionRef,
   request: GenerationRequest,
   parentJobId?: string,
-): Promise<{ jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }> {
+): Promise<{ jobId: string; usedToday: number; limit: number; budgetLeftUsd: number; budget: NonNullable<JobPayload['budget']> }> {
   const now = deps.now();
   let outcome: ReserveOutcome;
   try {
@@ -40,7 +41,16 @@ export async function admitJob(
   } catch (err) {
     throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
   }
-  if (outcome.ok) return outcome;
+  if (outcome.ok) {
+    const { jobId, usedToday, limit, budgetLeftUsd } = outcome;
+    return {
+      jobId,
+      usedToday,
+      limit,
+      budgetLeftUsd,
+      budget: { month: budgetMonth(now), limitUsd: outcome.budgetUsd, spentUsd: outcome.spentUsd },
+    };
+  }
   switch (outcome.reason) {
     case 'blocked':
       throw new UserError('user_blocked', text.userBlocked);

@@ -35,7 +35,7 @@ export interface ReserveInput {
 }
 
 export type ReserveOutcome =
-  | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number }
+  | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number; budgetUsd: number; spentUsd: number }
   | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number };
 
 /** A job whose message(s) reached Discord: the result's message id (null: nothing was posted) and its follow-ups. */

@@ -65,6 +65,16 @@ export function estimateUsdPerImage(
   });
 }
 
+/**
+ * Rule: the run time `usd` buys on a backend billed by time (Replicate's community models), the cap
+ * on a paid attempt's run; undefined where the price does not grow with time (per-image prices,
+ * per-request providers, the owner's own boxes).
+ */
+export function secondsFor(model: PriceModel, family: BackendFamily, usd: number, usdPerImage: number | undefined): number | undefined {
+  if (family !== 'replicate' || usdPerImage !== undefined || !(model.replicateUsdPerSecond > 0)) return undefined;
+  return usd / model.replicateUsdPerSecond;
+}
+
 /** A short human description of a backend's price, for /admin backends. */
 export function describePrice(model: PriceModel, family: AttemptUsage['family']): string {
   switch (family) {

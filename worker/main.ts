@@ -1,6 +1,7 @@
 import { Worker } from 'bullmq';
 import { type WorkerConfig, workerConfigSchema } from '../core/config.js';
 import type { JobKind, JobPayload, JobResult } from '../core/generation.js';
+import { BudgetReservations } from '../core/io/budget-reservations.js';
 import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
@@ -12,7 +13,7 @@ import { createRedis, GENERATE_QUEUE, workerLockOptions } from '../core/io/queue
 import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
 import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
-import { priceAttempt } from '../core/pricing.js';
+import { priceAttempt, secondsFor } from '../core/pricing.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { BoxLeases } from './boxes/leases.js';
@@ -73,6 +74,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       });
     },
     estimate: (b, job) => estimates.job(b, job),
+    secondsFor: (b, settings, usd) => secondsFor(prices, b.family, usd, b.usdPerImage?.(settings)),
     breakerThreshold: config.CIRCUIT_FAILURES,
     probeIntervalMs: config.HEALTH_PROBE_MS,
     overflowAfterS: config.OVERFLOW_AFTER_S,
@@ -114,6 +116,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Ru
       classifier: classifier ? () => classifier : undefined,
       nsfwThreshold: config.NSFW_THRESHOLD,
       cpu,
+      budgets: new BudgetReservations(plain, config.QUEUE_PREFIX),
     }),
   );
   const worker = new Worker<JobPayload, JobResult, JobKind>(

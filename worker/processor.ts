@@ -1,15 +1,16 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import { isBoxFamily } from '../core/backend-families.js';
 import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
+import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import { type ImageTasks, imageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
 import { inlineTasks, type ThreadPool } from '../core/io/thread-pool.js';
 import { failureText } from '../core/messages.js';
-import type { BackendProgress } from './backends/backend.js';
+import type { BackendOutput, BackendProgress } from './backends/backend.js';
 import { type BackendChain, ChainError, type WaitingReport } from './backends/chain.js';
 import { DEFAULT_INPUT_MAX_PIXELS, loadJobInputs } from './inputs.js';
-import { paidBudgetOf } from './paid-budget.js';
+import { paidBudgetOf, reservingBudget } from './paid-budget.js';
 import type { ImageClassifier } from './safety/classifier.js';
 
 export interface ProcessorDeps {
@@ -31,6 +32,8 @@ export interface ProcessorDeps {
   maxInputPixels?: number;
   /** Where paste-back and the grid run: the worker's thread pool, so the job's lock keeps being renewed (inline without one). */
   cpu?: Pick<ThreadPool<ImageTasks>, 'run'>;
+  /** The guild months' shared budget reservations; without them, admission's `paidAllowed` alone decides. */
+  budgets?: Pick<BudgetReservations, 'reserve' | 'settle'>;
 }
 
 /** Refuses a result whose images the classifier flags, unless the guild allows NSFW in this channel. */
@@ -106,20 +109,15 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       void job.updateProgress(progress).catch((err: unknown) => log.debug({ err }, 'waiting report failed'));
     };
 
-    try {
-      // Both reads go out together: one round trip to Redis before the backend is called, not two.
-      const [failure, cancelled] = await Promise.all([deps.results.getFailure(payload.jobId), deps.isCancelled?.(payload.jobId)]);
-      earlier = failure?.attempts ?? [];
-      if (cancelled) controller.abort(new Error('cancelled by the member'));
-      const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });
-      const { backend, output, attempts } = await deps.chain.run(
+    const budget = deps.budgets
+      ? reservingBudget({ reservations: deps.budgets, payload, run: job.attemptsMade, log })
+      : paidBudgetOf(payload);
+    const runChain = (inputs: Awaited<ReturnType<typeof loadJobInputs>>) =>
+      deps.chain.run(
         { jobId: payload.jobId, request: payload.request, image: inputs.image, mask: inputs.mask, source: inputs.source },
+        { signal: controller.signal, onProgress: (p) => onProgress(p) },
         {
-          signal: controller.signal,
-          onProgress: (p) => onProgress(p),
-        },
-        {
-          budget: paidBudgetOf(payload),
+          budget,
           queue: { priority: job.opts.priority ?? 0, arrivedAt: job.timestamp },
           onWaiting,
           onRoute: (r) => {
@@ -137,20 +135,56 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           },
         },
       );
+
+    /** Attempts up to a paid result already made: whatever of ours fails after it, they are what the job is booked for. */
+    let paidAttempts: Attempt[] | undefined;
+    try {
+      // The reads go out together: one round trip to Redis before the backend is called.
+      const [failure, cancelled, resumed] = await Promise.all([
+        deps.results.getFailure(payload.jobId),
+        deps.isCancelled?.(payload.jobId),
+        deps.results.keptPaid(payload.jobId),
+      ]);
+      earlier = failure?.attempts ?? [];
+      if (cancelled) controller.abort(new Error('cancelled by the member'));
+      const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });
+      let backendId: string;
+      let output: Omit<BackendOutput, 'images'>;
+      let raw: Buffer[];
+      let all: Attempt[];
+      if (resumed) {
+        ({ backend: backendId, attempts: all } = resumed.kept);
+        output = resumed.kept;
+        raw = resumed.images;
+        paidAttempts = all;
+        route = resumed.kept.route;
+        log.info({ backend: backendId }, 'resuming from the paid result an earlier try kept');
+      } else {
+        const ran = await runChain(inputs);
+        backendId = ran.backend.id;
+        ({ images: raw, ...output } = ran.output);
+        all = [...earlier, ...ran.attempts];
+        if (ran.backend.capabilities.paid) {
+          // Paid for: kept before anything of ours can fail, so a later try resumes from it instead of paying again.
+          paidAttempts = all;
+          await deps.results.keepPaid(
+            payload.jobId,
+            { ...output, backend: backendId, ...(route ? { route } : {}), attempts: all, images: raw.length },
+            raw,
+          );
+        }
+      }
       // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
       const paste = inputs.paste;
-      const images = paste
-        ? await Promise.all(output.images.map((img) => cpu.run('pasteBack', paste.original, paste.maskFull, img)))
-        : output.images;
-      await screen(deps, payload, images, [...earlier, ...attempts], log);
+      const images = paste ? await Promise.all(raw.map((img) => cpu.run('pasteBack', paste.original, paste.maskFull, img))) : raw;
+      await screen(deps, payload, images, all, log);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
       const entries: (readonly [string, Buffer])[] = keys.map((k, i) => [k, images[i]!] as const);
       const gridKey = images.length > 1 ? deps.results.gridKey(payload.jobId) : undefined;
       if (gridKey) entries.push([gridKey, await cpu.run('makeGrid', images)]);
       await deps.results.putMany(entries);
-      const all: Attempt[] = [...earlier, ...attempts];
       const result: JobResult = {
-        backend: backend.id,
+        backend: backendId,
         seed: output.seed,
         width: paste?.original.width ?? payload.request.width,
         height: paste?.original.height ?? payload.request.height,
@@ -165,10 +199,20 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       };
       if (payload.request.inputKeys)
         await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));
-      log.info({ backend: backend.id, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
+      log.info({ backend: backendId, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
       return result;
     } catch (err) {
-      if (!(err instanceof ChainError)) throw err;
+      if (!(err instanceof ChainError)) {
+        // Our own failure after a paid result: BullMQ's next try resumes from the kept result; if
+        // there is none, the failure record still brings the paid attempts to the ledger.
+        if (paidAttempts) {
+          log.warn({ err }, 'failed after a paid result; it is kept for the next try');
+          await deps.results
+            .putFailure(payload.jobId, { code: 'all_backends_failed', message: failureText.all_backends_failed, attempts: paidAttempts })
+            .catch((e: unknown) => log.warn({ err: e }, 'could not record the paid attempts'));
+        }
+        throw err;
+      }
       const attempts =
         err.code === 'unsafe' && err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
       if (deps.shutdown?.aborted && err.code === 'cancelled' && token) {

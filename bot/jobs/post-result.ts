@@ -139,9 +139,10 @@ export class PostResult {
         await Promise.allSettled(batch.map((d) => this.o.store.releaseDelivery(d.jobId)));
         continue;
       }
-      const withImages = batch.flatMap((d) => (d.job.result ? [{ jobId: d.jobId, imageKeys: d.job.result.imageKeys }] : []));
+      // Failed jobs too: a paid result kept for a retry that then failed for good goes with them.
+      const settled = batch.map((d) => ({ jobId: d.jobId, imageKeys: d.job.result?.imageKeys ?? [] }));
       await this.o.results
-        .forget(withImages)
+        .forget(settled)
         .catch((err: unknown) => this.o.log.warn({ err }, 'could not drop delivered images; they expire'));
     }
     this.marking = undefined;

@@ -246,7 +246,15 @@ export class PgJobStore implements JobStore {
     const r = rows[0]!;
     if (r.job_id !== null) {
       const budgetLeftUsd = budgetLeft(Number(r.budget), Number(r.spent));
-      return { ok: true, jobId: r.job_id, usedToday: Number(r.images), limit: Number(r.daily), budgetLeftUsd };
+      return {
+        ok: true,
+        jobId: r.job_id,
+        usedToday: Number(r.images),
+        limit: Number(r.daily),
+        budgetLeftUsd,
+        budgetUsd: Number(r.budget),
+        spentUsd: Number(r.spent),
+      };
     }
     // Refused: the statement's snapshot may predate concurrent reservations, so the reason comes
     // from the facts as they are now (refusals are off the hot path).

@@ -25,6 +25,8 @@ export class SettingsStore implements GuildSettings {
     private readonly defaults: Defaults,
     /** How long a guild's policy is reused; changes made in this process apply at once. */
     private readonly cacheMs = 5000,
+    /** After /admin budget: the month's shared reservations take the new limit at once (queued jobs included). */
+    private readonly onBudgetChange?: (guildId: string, monthlyBudgetUsd: number) => Promise<void>,
   ) {}
 
   /** The guild's policy, cached briefly: every /imagine needs it and it rarely changes. */
@@ -78,7 +80,7 @@ export class SettingsStore implements GuildSettings {
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
     this.invalidate(guildId);
     const prisma = await this.db.prisma();
-    return prisma.$transaction(async (tx) => {
+    const changed = await prisma.$transaction(async (tx) => {
       const cur = await tx.guildSettings.findUnique({ where: { guildId } });
       const data = {
         ...(patch.dailyLimit !== undefined ? { dailyLimit: patch.dailyLimit } : {}),
@@ -101,6 +103,8 @@ export class SettingsStore implements GuildSettings {
       });
       return { before, after: patch };
     });
+    if (patch.monthlyBudgetUsd !== undefined) await this.onBudgetChange?.(guildId, patch.monthlyBudgetUsd);
+    return changed;
   }
 
   async setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null> {

@@ -1,5 +1,26 @@
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import { type JobFailure, jobFailureSchema } from '../failures.js';
+import { attemptSchema, LIMITS, modelLineageSchema } from '../generation.js';
+
+/**
+ * A paid result kept under its job before our own post-processing (paste-back, classifier, grid,
+ * storing): a later try of the same job resumes from it instead of paying the provider again.
+ */
+export const keptPaidSchema = z.object({
+  backend: z.string(),
+  seed: z.number().int(),
+  billedSeconds: z.number().nonnegative(),
+  billedImages: z.number().int().nonnegative(),
+  usdPerImage: z.number().nonnegative().optional(),
+  model: modelLineageSchema.optional(),
+  sampler: z.string().optional(),
+  route: z.object({ reason: z.enum(['overflow', 'failover']), backend: z.string(), usd: z.number().nonnegative().optional() }).optional(),
+  /** Every attempt of the job up to and including the paid success: booked once, by whichever try finishes. */
+  attempts: z.array(attemptSchema),
+  images: z.number().int().min(1).max(LIMITS.countMax),
+});
+export type KeptPaid = z.infer<typeof keptPaidSchema>;
 
 /**
  * Result images, previews, inpaint inputs and failure summaries in transit between worker and bot.
@@ -26,6 +47,33 @@ export class ResultStore {
   }
   private failureKey(jobId: string): string {
     return `${this.prefix}:failure:${jobId}`;
+  }
+  private keptKey(jobId: string, index?: number): string {
+    return index === undefined ? `${this.prefix}:paid:${jobId}` : `${this.prefix}:paid:${jobId}:${index}`;
+  }
+  private keptKeys(jobId: string): string[] {
+    return [this.keptKey(jobId), ...Array.from({ length: LIMITS.countMax }, (_, i) => this.keptKey(jobId, i))];
+  }
+
+  /** Keeps a paid result's raw images and what the job result needs of it, in one transaction. */
+  async keepPaid(jobId: string, kept: KeptPaid, images: readonly Buffer[]): Promise<void> {
+    const tx = this.redis.multi();
+    for (const [i, img] of images.entries()) tx.set(this.keptKey(jobId, i), img, 'EX', this.ttlSeconds);
+    tx.set(this.keptKey(jobId), JSON.stringify(kept), 'EX', this.ttlSeconds);
+    const replies = await tx.exec();
+    const failed = replies?.find(([err]) => err);
+    if (!replies || failed) throw failed?.[0] ?? new Error('keeping the paid result was aborted');
+  }
+
+  /** The paid result an earlier try of this job kept, if it is whole. */
+  async keptPaid(jobId: string): Promise<{ kept: KeptPaid; images: Buffer[] } | null> {
+    const raw = await this.redis.get(this.keptKey(jobId));
+    if (raw === null) return null;
+    const parsed = keptPaidSchema.safeParse(JSON.parse(raw));
+    if (!parsed.success) return null;
+    const images = await this.getMany(Array.from({ length: parsed.data.images }, (_, i) => this.keptKey(jobId, i)));
+    if (images.some((b) => b === null)) return null;
+    return { kept: parsed.data, images: images as Buffer[] };
   }
 
   async put(key: string, bytes: Buffer): Promise<void> {
@@ -58,9 +106,15 @@ export class ResultStore {
     return parsed.success ? parsed.data : null;
   }
 
-  /** Drops everything delivered jobs left behind (one command for all of them). */
+  /** Drops everything delivered jobs left behind (one command for all of them), a kept paid result included. */
   async forget(jobs: readonly { jobId: string; imageKeys: readonly string[] }[]): Promise<void> {
-    const keys = jobs.flatMap((j) => [...j.imageKeys, this.gridKey(j.jobId), this.previewKey(j.jobId), this.failureKey(j.jobId)]);
+    const keys = jobs.flatMap((j) => [
+      ...j.imageKeys,
+      this.gridKey(j.jobId),
+      this.previewKey(j.jobId),
+      this.failureKey(j.jobId),
+      ...this.keptKeys(j.jobId),
+    ]);
     if (keys.length > 0) await this.redis.unlink(...keys);
   }
 

@@ -1,5 +1,6 @@
 import { describe, expect } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
+import { StatsStore } from '../../bot/store/stats.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
 import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
@@ -37,6 +38,20 @@ const result = (n = 1) => ({
 });
 
 describe('PgJobStore', () => {
+  test("the month's budget spend counts paid providers only: a failed Replicate attempt does, the GPU box's hour price does not", async ({
+    db,
+  }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input());
+    if (!r.ok) throw new Error('not admitted');
+    await store.settle(r.jobId, { status: 'succeeded', result: result() });
+    const next = await store.reserve(input());
+    if (!next.ok) throw new Error('not admitted');
+    expect(next.spentUsd).toBeCloseTo(0.002, 6);
+    expect(next.budgetLeftUsd).toBeCloseTo(5 - 0.002, 6);
+    expect(await new StatsStore(db.pool).spentSince(actor.guildId, '2026-11-01')).toBeCloseTo(0.002, 6);
+  });
+
   test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {
     const store = new PgJobStore(db.pool);
     const outcomes = await Promise.all(Array.from({ length: 10 }, () => store.reserve(input())));

@@ -174,13 +174,19 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       created_at: iso(p.createdAt),
       started_at: status === 'starting' ? null : iso(p.createdAt + d * 0.2),
       completed_at: done ? iso(p.createdAt + d) : (p.canceledAt && iso(p.canceledAt)) || null,
+      // Run time is billed whatever the end: a failed prediction's, and a cancelled one's up to the cancel.
       metrics: done
         ? {
             predict_time: options.predictTimeS ?? d / 1000,
             total_time: d / 1000,
             ...(p.official && succeeded ? { image_count: count } : {}),
           }
-        : {},
+        : p.canceledAt !== undefined
+          ? {
+              predict_time: Math.min(options.predictTimeS ?? Infinity, Math.max(0, p.canceledAt - (p.createdAt + d * 0.2)) / 1000),
+              total_time: (p.canceledAt - p.createdAt) / 1000,
+            }
+          : {},
       urls: {
         get: `${origin}/v1/predictions/${p.id}`,
         cancel: `${origin}/v1/predictions/${p.id}/cancel`,

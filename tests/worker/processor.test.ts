@@ -3,15 +3,19 @@ import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { afterAll, afterEach } from 'vitest';
 import { type GenerationRequest, type JobPayload, type JobResult, parseImagineOptions } from '../../core/generation.js';
+import { imageTasks } from '../../core/io/image-tasks.js';
 import { createLogger } from '../../core/io/logger.js';
 import { ResultStore } from '../../core/io/results.js';
+import { inlineTasks } from '../../core/io/thread-pool.js';
 import { createA1111Backend } from '../../worker/backends/a1111.js';
 import type { ImageBackend } from '../../worker/backends/backend.js';
 import { BackendChain } from '../../worker/backends/chain.js';
 import { createComfyUIBackend } from '../../worker/backends/comfyui.js';
+import { createReplicateBackend, DEFAULT_SDXL_VERSION } from '../../worker/backends/replicate.js';
 import { createProcessor } from '../../worker/processor.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeComfyUI } from '../fakes/comfyui.js';
+import { startFakeReplicate } from '../fakes/replicate.js';
 import { bombPng } from '../fixtures/png.js';
 import { describe, expect, test } from '../setup/fixtures.js';
 
@@ -151,5 +155,51 @@ describe('results of several images', () => {
     // 2 × 2 layout of 512 px tiles with an 8 px gap (the fourth cell empty).
     expect([grid.format, grid.width, grid.height]).toEqual(['webp', 1032, 1032]);
     expect((await run(1)).gridKey).toBeUndefined();
+  });
+});
+
+describe('processor: a paid result is paid for once', () => {
+  test('the grid fails after a paid success: the failure record carries the billed attempt, and the next try resumes from the kept images without a second prediction', async ({
+    redisPrefix,
+  }) => {
+    const fake = await startFakeReplicate({ durationMs: 50, predictTimeS: 4 });
+    closers.push(() => fake.close());
+    const backend = createReplicateBackend({
+      id: 'replicate',
+      token: 'r8_fake',
+      baseUrl: fake.url,
+      sdxlVersion: DEFAULT_SDXL_VERSION,
+      pollIntervalMs: 20,
+      log,
+    });
+    const results = new ResultStore(redis, redisPrefix, 60);
+    const chain = new BackendChain({ backends: [backend], log, price: (_b, _r, seconds) => seconds * 0.0025 });
+    let gridFails = true;
+    // The pool a worker hands its image work to, failing the grid the first time as a full machine would.
+    const inline = inlineTasks(imageTasks);
+    const cpu: typeof inline = {
+      run: (task, ...args) =>
+        task === 'makeGrid' && gridFails ? Promise.reject(new Error('grid: out of memory')) : inline.run(task, ...args),
+    };
+    const process = createProcessor({ chain, results, log, cpu });
+    const jobId = crypto.randomUUID();
+    const request: GenerationRequest = {
+      ...parseImagineOptions({ prompt: 'two lighthouses', count: 2, steps: 3 }),
+      width: 512,
+      height: 512,
+    };
+    const payload: JobPayload = { v: 1, jobId, guildId: 'g', request, paidAllowed: true, nsfwAllowed: true };
+
+    await expect(process(fakeJob(payload))).rejects.toThrow(/out of memory/);
+    expect(fake.predictions).toHaveLength(1);
+    const failure = await results.getFailure(jobId);
+    expect(failure?.attempts).toEqual([expect.objectContaining({ backend: 'replicate', outcome: 'succeeded', costUsd: 0.01 })]);
+
+    gridFails = false;
+    const result = await process({ ...fakeJob(payload), attemptsMade: 1 } as Job<JobPayload, JobResult>);
+    expect(fake.predictions).toHaveLength(1);
+    expect(result.attempts).toEqual([expect.objectContaining({ backend: 'replicate', outcome: 'succeeded', costUsd: 0.01 })]);
+    expect(result.costUsd).toBeCloseTo(0.01, 6);
+    expect((await results.getMany(result.imageKeys)).every((b) => b !== null)).toBe(true);
   });
 });

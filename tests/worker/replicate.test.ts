@@ -232,6 +232,39 @@ describe('Replicate backend against the fake API', () => {
     expect(fake.cancels).toEqual([fake.predictions[0]!.id]);
   });
 
+  it('a cancelled prediction is billed the run time it had: the error says so', async () => {
+    fake.options.mode = 'hang';
+    const ac = new AbortController();
+    const started = Date.now();
+    const run = backend({ waitSeconds: 0 }).generate({ jobId: 'j6b', request: request() }, ctx(ac.signal));
+    setTimeout(() => ac.abort(), 400);
+    const err = await failure(run);
+    expect(err.kind).toBe('cancelled');
+    expect(err.billed?.seconds).toBeGreaterThan(0);
+    expect(err.billed!.seconds).toBeLessThanOrEqual((Date.now() - started) / 1000);
+  });
+
+  it('a failed prediction is billed its predict_time', async () => {
+    fake.options.failWith = 'CUDA out of memory';
+    const err = await failure(backend().generate({ jobId: 'j6c', request: request() }, ctx()));
+    expect(err.kind).toBe('bad-response');
+    expect(err.billed).toEqual({ seconds: 3.25, images: 0 });
+  });
+
+  it('a prediction that would run past what the budget set aside is cancelled there, and billed no more than that', async () => {
+    fake.options.mode = 'hang';
+    const started = Date.now();
+    const err = await failure(
+      backend({ waitSeconds: 60 }).generate({ jobId: 'j6d', request: request() }, { ...ctx(), maxBilledSeconds: 0.6 }),
+    );
+    expect(err.kind).toBe('timeout');
+    expect(err.retryable).toBe(false);
+    expect(fake.cancels).toEqual([fake.predictions[0]!.id]);
+    // Not held for the 60 s sync wait: cut at the cap, give or take one poll.
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(err.billed!.seconds).toBeLessThanOrEqual(0.6);
+  });
+
   it('answers an abort during the held create at once and cancels the prediction once its id arrives', async () => {
     fake.options.mode = 'hang';
     const ac = new AbortController();

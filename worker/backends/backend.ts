@@ -132,6 +132,11 @@ export interface RunContext {
    * send it nothing more, not even an interrupt.
    */
   readonly lease?: { holds(): Promise<boolean> };
+  /**
+   * A paid provider billing by run time: the most seconds the budget set aside for this attempt.
+   * The backend cancels the run before it bills more (and says what it billed).
+   */
+  readonly maxBilledSeconds?: number;
 }
 
 /**

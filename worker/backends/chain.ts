@@ -11,6 +11,7 @@ import {
   retry,
 } from 'cockatiel';
 import { isBoxFamily } from '../../core/backend-families.js';
+import { reservationWanted } from '../../core/budget.js';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import type { FailureCode } from '../../core/failures.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';
@@ -18,7 +19,7 @@ import type { Logger } from '../../core/io/logger.js';
 import { failureText } from '../../core/messages.js';
 import { boxWait, shouldOverflow } from '../../core/overflow.js';
 import type { BoxPool } from '../boxes/pool.js';
-import type { PaidBudget } from '../paid-budget.js';
+import type { PaidBudget, Reservation } from '../paid-budget.js';
 import type { BackendJob, BackendOutput, BackendProgress, ImageBackend, RunContext, RunSettings } from './backend.js';
 
 /** Final outcome of a chain that made no image; `userMessage` defaults to the code's member text. */
@@ -50,7 +51,18 @@ export interface ChainOptions {
   backends: readonly ImageBackend[];
   log: Logger;
   /** Price of an attempt in dollars (`output` says how the provider bills it). */
-  price: (backend: ImageBackend, request: GenerationRequest, billedSeconds: number, billedImages: number, output: BackendOutput) => number;
+  price: (
+    backend: ImageBackend,
+    request: GenerationRequest,
+    billedSeconds: number,
+    billedImages: number,
+    output: Pick<BackendOutput, 'usdPerImage'>,
+  ) => number;
+  /**
+   * A paid backend billing by run time: the seconds `usd` buys there with these settings (the cap
+   * on an attempt's run time); undefined where the price is known before the run (per image).
+   */
+  secondsFor?: (backend: ImageBackend, settings: RunSettings, usd: number) => number | undefined;
   /** About what a job would cost on a backend, before it runs (the price a member sees, the budget an attempt needs). */
   estimate?: (backend: ImageBackend, job: BackendJob) => number;
   /** Consecutive failures that open a backend's circuit. */
@@ -202,6 +214,8 @@ export class BackendChain {
               err.retryable &&
               !err.opensCircuit &&
               err.kind !== 'timeout' &&
+              // A paid run that failed was billed: trying again would need budget set aside anew.
+              !(err.billed && err.billed.seconds > 0) &&
               (err.retryAfterS === undefined || err.retryAfterS <= maxWaitS),
           ),
           { maxAttempts: 1, backoff: new ExponentialBackoff({ initialDelay: 150, maxDelay: maxWaitS * 1000 }) },
@@ -329,7 +343,7 @@ export class BackendChain {
   async run(job: BackendJob, ctx: RunContext, opts: RunOptions): Promise<ChainSuccess> {
     const budget: PaidBudget = opts.budget ?? {
       allows: () => opts.paidAllowed ?? false,
-      reserve: async () => opts.paidAllowed ?? false,
+      reserve: async (_b, o) => (opts.paidAllowed ? { usd: o.wantUsd, settle: async () => undefined } : null),
     };
     const st: RunState = { attempts: [], skippedForBudget: 0 };
     // Backends report progress freely; a failing report (a preview upload) must never end the job.
@@ -417,13 +431,44 @@ export class BackendChain {
     }
     const withSettings: BackendJob = { ...job, settings };
     const usd = this.o.estimate?.(backend, withSettings) ?? 0;
-    if (backend.capabilities.paid && !(await budget.reserve(backend.id, usd))) {
-      st.skippedForBudget++;
-      st.attempts.push({ backend: backend.id, outcome: 'skipped', seconds: 0, costUsd: 0, detail: 'budget spent' });
-      return undefined;
+    let reservation: Reservation | null = null;
+    let attemptCtx = runCtx;
+    if (backend.capabilities.paid) {
+      const byTime = this.o.secondsFor?.(backend, settings, usd) !== undefined;
+      reservation = await budget.reserve(backend.id, reservationWanted(usd, byTime), jobCtx.signal);
+      if (!reservation) {
+        if (jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
+        st.skippedForBudget++;
+        st.attempts.push({ backend: backend.id, outcome: 'skipped', seconds: 0, costUsd: 0, detail: 'budget spent' });
+        return undefined;
+      }
+      const maxBilledSeconds = this.o.secondsFor?.(backend, settings, reservation.usd);
+      if (maxBilledSeconds !== undefined) attemptCtx = { ...runCtx, maxBilledSeconds };
     }
-    if (jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
-    if (route) opts.onRoute?.({ reason: route, backend, usd });
+    /** What the attempt billed, for its reservation (whatever the outcome). */
+    let billedUsd = 0;
+    try {
+      if (jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
+      if (route) opts.onRoute?.({ reason: route, backend, usd });
+      return await this.run1(link, backend, withSettings, job, attemptCtx, jobCtx, opts, st, route, (c) => (billedUsd = c));
+    } finally {
+      await reservation?.settle(billedUsd);
+    }
+  }
+
+  /** The attempt itself, once the budget allowed it: run, priced (a failure at what the provider billed), recorded. */
+  private async run1(
+    link: Link,
+    backend: ImageBackend,
+    withSettings: BackendJob,
+    job: BackendJob,
+    runCtx: RunContext,
+    jobCtx: RunContext,
+    opts: RunOptions,
+    st: RunState,
+    route: 'overflow' | 'failover' | undefined,
+    onBilled: (usd: number) => void,
+  ): Promise<ChainSuccess | undefined> {
     const started = performance.now();
     try {
       const output = await link.breaker.execute(async () => {
@@ -438,6 +483,7 @@ export class BackendChain {
         }
       });
       const cost = this.o.price(backend, job.request, output.billedSeconds, output.billedImages, output);
+      onBilled(cost);
       st.attempts.push({ backend: backend.id, outcome: 'succeeded', seconds: output.billedSeconds, costUsd: cost });
       return { backend, output, attempts: st.attempts, ...(route ? { route } : {}) };
     } catch (err) {
@@ -448,11 +494,23 @@ export class BackendChain {
       const seconds = (performance.now() - started) / 1000;
       const be = isBackendError(err) ? err : new BackendError(backend.id, 'bad-response', String(err), { cause: err });
       this.o.log.warn({ backend: backend.id, kind: be.kind, status: be.status, err: be }, 'backend attempt failed');
+      // Providers bill failed and cancelled runs too: booked at what they bill.
+      const billed = be.billed;
+      const cost = billed
+        ? this.o.price(
+            backend,
+            job.request,
+            billed.seconds,
+            billed.images,
+            billed.usdPerImage !== undefined ? { usdPerImage: billed.usdPerImage } : {},
+          )
+        : 0;
+      onBilled(cost);
       st.attempts.push({
         backend: backend.id,
         outcome: be.kind === 'cancelled' ? 'cancelled' : 'failed',
-        seconds: round3(seconds),
-        costUsd: 0,
+        seconds: round3(billed ? billed.seconds : seconds),
+        costUsd: cost,
         errorKind: be.kind,
       });
       if (be.kind === 'cancelled' || jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);

@@ -39,6 +39,9 @@ export interface ReplicateBackendOptions {
 
 type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
+/** Time a cancel takes to reach Replicate, within which the run still bills. */
+const CANCEL_MARGIN_MS = 250;
+
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
 
 /** A plain text-to-image job, to ask which model and billing a preset's settings come to. */
@@ -142,13 +145,26 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     return billedPerImage(probe, s);
   }
 
-  async function cancelQuietly(predictionId: string): Promise<void> {
+  /** Cancels a running prediction; returns it as cancelled (with the run time it bills), or undefined if the cancel failed. */
+  async function cancelQuietly(predictionId: string): Promise<Prediction | undefined> {
     try {
-      await client(guardedFetch(id, 5000)).predictions.cancel(predictionId);
+      const p = await client(guardedFetch(id, 5000)).predictions.cancel(predictionId);
       log.info({ predictionId }, 'replicate prediction cancelled');
+      return p;
     } catch (err) {
       log.warn({ predictionId, err }, 'replicate cancel failed; the prediction may keep running');
+      return undefined;
     }
+  }
+
+  /** What Replicate bills a prediction that made no image: its run time (`predict_time`, else our wall time, an upper bound). */
+  function billedOf(p: Prediction | undefined, wallS: number, perImage: number | undefined): NonNullable<BackendError['billed']> {
+    const metrics = (p?.metrics ?? {}) as { predict_time?: number; image_count?: number };
+    return {
+      seconds: typeof metrics.predict_time === 'number' ? metrics.predict_time : wallS,
+      images: typeof metrics.image_count === 'number' ? metrics.image_count : 0,
+      ...(perImage !== undefined ? { usdPerImage: perImage } : {}),
+    };
   }
 
   function reportProgress(p: Prediction, ctx: RunContext, last: { step: number }): void {
@@ -158,15 +174,15 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
     ctx.onProgress({ step: parsed.current, total: parsed.total, fraction: Math.min(1, Math.max(0, parsed.percentage)) });
   }
 
-  /** Polls until terminal (or abort); a failed prediction comes back as such instead of a thrown Error. */
-  async function settle(created: Prediction, ctx: RunContext): Promise<Prediction> {
+  /** Polls until terminal (or abort, or the budget's cap); a failed prediction comes back as such instead of a thrown Error. */
+  async function settle(created: Prediction, ctx: RunContext, cap: AbortSignal | undefined): Promise<Prediction> {
     const last = { step: -1 };
     reportProgress(created, ctx, last);
     if (TERMINAL.has(created.status)) return created;
     try {
       return await client(guardedFetch(id, requestTimeoutMs, ctx.signal)).wait(created, { interval: pollIntervalMs }, async (p) => {
         reportProgress(p, ctx, last);
-        return ctx.signal.aborted;
+        return ctx.signal.aborted || (cap?.aborted ?? false);
       });
     } catch (err) {
       const failed = /^Prediction failed: ([\s\S]*)$/.exec((err as Error).message ?? '');
@@ -241,24 +257,44 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       inFlight++;
       const started = performance.now();
       let running: string | undefined;
+      let perImage: number | undefined;
+      /** The prediction once it ended: whatever fails after that, its run time is billed. */
+      let ended: Prediction | undefined;
+      // The budget's cap on billed run time; wall time from the create is never less than predict_time.
+      // It is met one poll and a cancel's round trip early, so what the run bills stays within it.
+      const capS = ctx.maxBilledSeconds;
+      const cap = capS !== undefined ? AbortSignal.timeout(Math.max(0, capS * 1000 - pollIntervalMs - CANCEL_MARGIN_MS)) : undefined;
       try {
         const spec = buildPrediction(id, job, job.settings ?? ownSettings(settingsFor, job.request), opts.sdxlVersion);
+        perImage = billedPerImage(spec, job.settings);
         const target = spec.version ? { version: spec.version } : { model: spec.model };
+        // A held create cannot be cut short, so it is held no longer than the cap (whole seconds: under one, not held).
+        const hold = capS !== undefined ? Math.min(waitSeconds, Math.floor(capS)) : waitSeconds;
         // The held create is not tied to the job signal: only its answer names the prediction to
         // cancel, so an abort answers at once and cancels the prediction once the id arrives.
         const creating = client(guardedFetch(id, waitSeconds * 1000 + requestTimeoutMs)).predictions.create({
           ...target,
           input: spec.input,
-          wait: waitSeconds > 0 ? waitSeconds : false,
+          wait: hold > 0 ? hold : false,
         });
         const created = await raceAbort(creating, ctx.signal, cancelled, (p) => {
           if (!TERMINAL.has(p.status)) void cancelQuietly(p.id);
         });
         running = created.id;
         log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
-        const p = await settle(created, ctx);
+        const p = await settle(created, ctx, cap);
         if (ctx.signal.aborted) throw cancelled();
-        if (TERMINAL.has(p.status)) running = undefined;
+        if (TERMINAL.has(p.status)) {
+          running = undefined;
+          ended = p;
+        } else if (cap?.aborted) {
+          running = undefined;
+          const stopped = await cancelQuietly(p.id);
+          throw new BackendError(id, 'timeout', `prediction passed the ${capS} s the budget set aside for it; cancelled`, {
+            retryable: false,
+            billed: billedOf(stopped, (performance.now() - started) / 1000, perImage),
+          });
+        }
         if (p.status === 'failed') {
           const error = String(p.error ?? 'unknown error');
           if (/nsfw/i.test(error)) throw new BackendError(id, 'unsafe', `Replicate: ${error}`);
@@ -270,7 +306,6 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         backend.lastPredictTime = metrics.predict_time;
         const wallS = (performance.now() - started) / 1000;
         log.info({ jobId: job.jobId, predictionId: p.id, predictTime: metrics.predict_time, wallS }, 'replicate prediction done');
-        const perImage = billedPerImage(spec, job.settings);
         const version = typeof p.version === 'string' && p.version !== 'hidden' ? p.version : spec.version;
         return {
           images,
@@ -283,9 +318,17 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         };
       } catch (err) {
         const be = ctx.signal.aborted ? cancelled() : mapReplicateError(id, err);
-        // Don't leave a paid prediction running after we gave up on it.
-        if (running) await cancelQuietly(running);
-        throw be;
+        // Don't leave a paid prediction running after we gave up on it; what it ran is billed all the same.
+        const stopped = running ? await cancelQuietly(running) : undefined;
+        if (be.billed || (!running && !ended)) throw be;
+        const billed = billedOf(ended ?? stopped, (performance.now() - started) / 1000, perImage);
+        throw new BackendError(id, be.kind, be.message.slice(id.length + 2), {
+          ...(be.status !== undefined ? { status: be.status } : {}),
+          retryable: be.retryable,
+          ...(be.retryAfterS !== undefined ? { retryAfterS: be.retryAfterS } : {}),
+          cause: be.cause,
+          billed,
+        });
       } finally {
         inFlight--;
       }
