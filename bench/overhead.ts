@@ -66,19 +66,27 @@ async function cpuSnapshot(bot: number, worker: number, redis: Redis) {
   };
 }
 
-/** Resident memory of a process (Linux), in MB. */
-async function rssMb(pid: number): Promise<number> {
+/** Resident memory of a process (Linux), in MB: all of it, its own (anonymous) pages, and mapped files (mostly the node binary). */
+async function rssMb(pid: number): Promise<{ rss: number; anon: number; file: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+
+/** The node flags the image runs the bot with (the Dockerfile's CMD), so its memory and CPU are measured as deployed. */
+async function botNodeFlags(): Promise<string[]> {
+  const cmd = /^CMD (\[.*\])$/m.exec(await readFile(join(ROOT, 'Dockerfile'), 'utf8'));
+  return cmd ? (JSON.parse(cmd[1]!) as string[]).filter((a) => a.startsWith('--')) : [];
 }
 
 async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
   const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', resolve(process.env.BENCH_PROF)] : [];
+  const flags = which === 'bot' ? await botNodeFlags() : [];
   // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does.
   const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
   // An empty working directory: a developer's .env must not reach the measured processes.
-  const child = spawn(process.execPath, [...prof, ...entry], {
+  const child = spawn(process.execPath, [...flags, ...prof, ...entry], {
     cwd: emptyCwd(),
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -152,20 +160,25 @@ async function main(): Promise<void> {
     // Index result uploads by token incrementally: rescanning every request on each poll would
     // make the benchmark itself the bottleneck.
     const finals = new Map<string, number>();
+    // Admitted too slowly and then refused ("nothing was queued"): acknowledged, but no result will come.
+    const refusedLate = new Set<string>();
     let scanned = 0;
     const finalAt = (i: FakeInteraction) => {
       for (; scanned < discord.requests.length; scanned++) {
         const r = discord.requests[scanned]!;
         if (r.status === 0) break; // still being handled
-        if (r.method === 'PATCH' && r.files.some((x) => x.filename.startsWith('image-'))) {
-          const token = r.path.split('/')[3];
-          if (token && !finals.has(token)) finals.set(token, r.at);
-        }
+        if (r.method !== 'PATCH') continue;
+        const token = r.path.split('/')[3];
+        if (!token) continue;
+        if (r.files.some((x) => x.filename.startsWith('image-'))) {
+          if (!finals.has(token)) finals.set(token, r.at);
+        } else if (String((r.json as { content?: unknown } | undefined)?.content ?? '').includes('nothing was queued'))
+          refusedLate.add(token);
       }
       return finals.get(i.token);
     };
     const waitAll = (list: FakeInteraction[], timeoutMs: number) =>
-      discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined) ? true : undefined), timeoutMs);
+      discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined || refusedLate.has(i.token)) ? true : undefined), timeoutMs);
 
     // Warm-up: connections, JIT, prepared statements.
     const warm = await Promise.all(
@@ -215,40 +228,53 @@ async function main(): Promise<void> {
         await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `burst ${n}` }] }),
       );
     }
-    const acked = await Promise.allSettled(burst.map(async (i) => (await i.waitForCallback(15_000)).at - i.createdAt));
-    const burstAcks = acked.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const acked = await Promise.allSettled(
+      burst.map(async (i) => {
+        const cb = await i.waitForCallback(15_000);
+        // 5: deferred (admitted, a result will follow); anything else answered it at once (a refusal).
+        return { ms: cb.at - i.createdAt, admitted: cb.type === 5 };
+      }),
+    );
+    const burstAcks = acked.flatMap((r) => (r.status === 'fulfilled' ? [r.value.ms] : []));
     const missed = acked.length - burstAcks.length;
-    const delivered = burst.filter((_, n) => acked[n]!.status === 'fulfilled');
+    const delivered = burst.filter((_, n) => {
+      const r = acked[n]!;
+      return r.status === 'fulfilled' && r.value.admitted;
+    });
+    const refused = burstAcks.length - delivered.length;
     await waitAll(delivered, 600_000);
     const acksAfter = await botAcks();
     const cpuAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     await probe.quit();
     const inBot = (le: string) => (acksAfter.get(le) ?? 0) - (acksBefore.get(le) ?? 0);
-    const last = Math.max(...delivered.map((i) => finalAt(i)!));
-    const jobsPerS = delivered.length / ((last - t0) / 1000);
+    const posted = delivered.filter((i) => finalAt(i) !== undefined);
+    const last = Math.max(...posted.map((i) => finalAt(i)!));
+    const jobsPerS = posted.length / ((last - t0) / 1000);
 
     out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${boxes}]`);
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
     out(`    of which: ack → box call starts p50 ${f(pct(toBox, 50))} ms; box answered → result uploaded p50 ${f(pct(fromBox, 50))} ms`);
     out(
-      `  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed})`,
+      `  acknowledgement under the ${JOBS}-job burst: p50 ${f(pct(burstAcks, 50))} ms  p99 ${f(pct(burstAcks, 99))} ms  (missed the 3 s window: ${missed}; refused, e.g. the database too slow: ${refused} at once, ${delivered.length - posted.length} after it)`,
     );
     out(
       `    inside the bot (event received → defer answered): ≤0.25 s ${inBot('0.25')}, ≤1 s ${inBot('1')}, ≤2 s ${inBot('2')}, ≤3 s ${inBot('3')} of ${inBot('+Inf')}`,
     );
-    out(`  throughput: ${delivered.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
+    out(`  throughput: ${posted.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
     out(
       `  plain BullMQ, same Redis, no-op job in a worker process at concurrency ${boxes}: p50 ${f(pct(plain.latency, 50))} ms  p99 ${f(pct(plain.latency, 99))} ms, ${f(plain.jobsPerS)} jobs/s`,
     );
     out(
       `    ours over plain: +${f(pct(added, 50) - pct(plain.latency, 50))} ms p50 per job, ${(jobsPerS / plain.jobsPerS).toFixed(3)} × the throughput`,
     );
-    const perJob = (k: keyof typeof cpuAfter) => (cpuAfter[k] - cpuBefore[k]) / delivered.length;
+    const perJob = (k: keyof typeof cpuAfter) => (cpuAfter[k] - cpuBefore[k]) / posted.length;
     const parts = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).map((k) => `${k} ${f(perJob(k))}`);
     const sum = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).reduce((s, k) => s + perJob(k), 0);
     out(`  CPU per job during the burst (ms): ${parts.join(', ')}; sum ${f(sum)} on 2 cores`);
-    out(`  bot idle RSS 3 s after ready, no traffic: ${f(idleRss)} MB`);
+    out(
+      `  bot idle RSS 3 s after ready, no traffic: ${f(idleRss.rss)} MB (own pages ${f(idleRss.anon)} MB, mapped files such as the node binary ${f(idleRss.file)} MB; node flags: ${(await botNodeFlags()).join(' ') || 'none'})`,
+    );
 
     bot.kill('SIGTERM');
     worker.kill('SIGTERM');

@@ -1,4 +1,4 @@
-import { Client, type ClientOptions, GatewayIntentBits, REST } from 'discord.js';
+import { Client, type ClientOptions, GatewayIntentBits, Options, REST } from 'discord.js';
 
 /**
  * Interaction callbacks and interaction-webhook edits are exempt from Discord's 50 req/s global
@@ -8,10 +8,36 @@ import { Client, type ClientOptions, GatewayIntentBits, REST } from 'discord.js'
  */
 const INTERACTION_REQUESTS_PER_SECOND = 10_000;
 
+/**
+ * What the bot keeps of Discord's objects: guilds, their channels (a channel's NSFW flag) and roles
+ * (moderator roles). Everything else discord.js would keep grows with members and button presses
+ * and is never read: the users and members behind interactions, the messages buttons sit on,
+ * emojis, stickers, threads' members, scheduled events, invites, bans, presences, voice states.
+ */
+const CACHE_LIMITS = {
+  ...Options.DefaultMakeCacheSettings,
+  MessageManager: 0,
+  ReactionManager: 0,
+  ReactionUserManager: 0,
+  GuildEmojiManager: 0,
+  GuildStickerManager: 0,
+  GuildScheduledEventManager: 0,
+  GuildInviteManager: 0,
+  GuildBanManager: 0,
+  AutoModerationRuleManager: 0,
+  StageInstanceManager: 0,
+  ThreadMemberManager: 0,
+  PresenceManager: 0,
+  VoiceStateManager: 0,
+  UserManager: { maxSize: 0, keepOverLimit: (u: { id: string; client: Client }) => u.id === u.client.user?.id },
+  GuildMemberManager: { maxSize: 0, keepOverLimit: (m: { id: string; client: Client }) => m.id === m.client.user?.id },
+} as const;
+
 /** discord.js Client with the Guilds intent only, its REST pointed at DISCORD_API_URL. */
 export function createDiscordClient(apiUrl: string, extra: Partial<ClientOptions> = {}): Client {
   return new Client({
     intents: [GatewayIntentBits.Guilds],
+    makeCache: Options.cacheWithLimits(CACHE_LIMITS),
     rest: { api: apiUrl, globalRequestsPerSecond: INTERACTION_REQUESTS_PER_SECOND },
     // Nothing the bot sends may ping anyone unless a call says so explicitly.
     allowedMentions: { parse: [] },

@@ -29,6 +29,7 @@ import { createInputService } from './inputs.js';
 import { createAdmissionRoute } from './jobs/admission-route.js';
 import { createOutbound } from './jobs/outbound.js';
 import { KeySpaces, observeSpaces } from './jobs/spaces.js';
+import { createLinkService } from './links.js';
 import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
 import { syncCommands } from './register-commands.js';
@@ -36,6 +37,7 @@ import { createReports } from './reports.js';
 import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
 import { PgJobStore } from './store/jobs.js';
+import { LinkStore } from './store/links.js';
 import { openDatabase } from './store/prisma.js';
 import { PgPrivacyStore } from './store/privacy.js';
 import { SettingsStore } from './store/settings.js';
@@ -171,6 +173,15 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
+  const gpu = createLinkService({
+    store: new LinkStore(database),
+    redis: producer,
+    // Its own connection: the join watcher blocks on BLPOP. Not connected unless linking is on.
+    blocking: createRedis(config.REDIS_URL, 'blocking', { lazyConnect: true }),
+    prefix: config.QUEUE_PREFIX,
+    linkRedisUrl: config.LINK_REDIS_URL,
+    log: log.child({ part: 'gpu-links' }),
+  });
   const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
   const route = createRouter({
     services: {
@@ -210,6 +221,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       notices,
       reports: createReports({ stats, redis: producer, prefix: config.QUEUE_PREFIX, queue }),
       presets,
+      gpu,
     },
     log,
     metrics,
@@ -224,6 +236,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
   await outbound.start();
+  gpu.start();
   const retention = startRetention({
     store: privacy,
     log: log.child({ part: 'retention' }),
@@ -257,6 +270,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     async stop() {
       ops?.close();
       await retention.stop();
+      await gpu.stop();
       await outbound.stop();
       await client.destroy();
       await Promise.allSettled([events.close(), queue.close()]);

@@ -129,6 +129,50 @@ export interface PresetService {
   check(presetId: string): Promise<void>;
 }
 
+/** A new join token for a guild's GPU box, and what the box's worker needs besides it. */
+export interface GpuJoin {
+  linkId: string;
+  /** Shown once, to the moderator who asked; only its hash is stored. */
+  token: string;
+  expiresAt: Date;
+  /** The Redis address the box's worker reaches (LINK_REDIS_URL, no credentials). */
+  redisUrl: string;
+  /** The deployment's QUEUE_PREFIX when it is not the default (the worker must use the same). */
+  queuePrefix?: string;
+}
+
+/** One of the guild's GPU links, as `/admin gpu status` shows it. */
+export interface GpuLinkView {
+  id: string;
+  createdBy: string;
+  createdAt: Date;
+  /** waiting: the box has not traded its token yet; expired: it did not in time; online/offline: joined, and its worker reports or not. */
+  state: 'waiting' | 'expired' | 'online' | 'offline';
+  tokenExpiresAt: Date;
+  joinedAt: Date | null;
+  /** Running a job now. */
+  busy: boolean;
+  /** The box backends its worker reports, with their health. */
+  boxes: { backend: string; healthy: boolean }[];
+  model?: string;
+  jobsToday: number;
+  /** When its worker last reported (ms). */
+  lastSeenAt?: number;
+  lastError: string | null;
+}
+
+/** The guild's own GPU boxes (/admin gpu): linking, status, revocation. */
+export interface GpuLinks {
+  /** Linking is off unless the operator set LINK_REDIS_URL. */
+  readonly enabled: boolean;
+  link(guildId: string, actorId: string): Promise<GpuJoin>;
+  status(guildId: string): Promise<GpuLinkView[]>;
+  /** Revokes at once (the link's Redis user is deleted, its connections closed); false when the guild has no such active link. */
+  unlink(guildId: string, actorId: string, linkId: string): Promise<boolean>;
+  /** Revokes the box's access at once and issues a new join token for the same link; null when there is no such active link. */
+  rotate(guildId: string, actorId: string, linkId: string): Promise<GpuJoin | null>;
+}
+
 /** Everything a handler is handed, built once per interaction by bot/router.ts. */
 export interface CommandContext {
   /** Bound to the interaction (and, for components, the action and job). */
@@ -145,4 +189,5 @@ export interface CommandContext {
   notices: { post(guildId: string, content: string): Promise<boolean> };
   reports: Reports;
   presets: PresetService;
+  gpu: GpuLinks;
 }

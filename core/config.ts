@@ -130,6 +130,17 @@ export const botConfigSchema = z.object({
   RETENTION_DAYS: intIn(1, 3650, 90),
   /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
   MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
+  /**
+   * Linking servers' own GPU boxes (/admin gpu): the Redis address their workers reach, without
+   * credentials (each link gets its own Redis user). Unset: linking is off.
+   */
+  LINK_REDIS_URL: optionalString.pipe(
+    z
+      .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+      // It is shown to moderators in /admin gpu link's reply.
+      .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), { error: 'must not hold credentials (each linked box gets its own)' })
+      .optional(),
+  ),
 });
 export type BotConfig = z.infer<typeof botConfigSchema>;
 
@@ -222,6 +233,10 @@ export const workerConfigSchema = z
     NSFW_THRESHOLD: z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7),
     /** How often a GPU box is asked for progress and a preview. */
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
+    /** One-time token from `/admin gpu link`, traded at start for this box's own Redis credentials. */
+    WORKER_JOIN_TOKEN: optionalString,
+    /** Where a linked worker keeps the credentials it was given (mode 0600) and reads them on later starts. */
+    WORKER_CREDENTIALS_FILE: z.string().default('./data/worker-link.json'),
   })
   .transform((c, ctx) => {
     const configured: BackendFamily[] = [];
@@ -238,7 +253,13 @@ export const workerConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['BACKENDS'], message: `names ${b}, which is not configured` });
       }
     }
-    if (backends.length === 0) {
+    if (backends.length === 0 && ownBoxes) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKENDS'],
+        message: "a guild's own worker runs its GPU boxes only: set A1111_URL or COMFYUI_URL",
+      });
+    } else if (backends.length === 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['BACKENDS'],

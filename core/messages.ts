@@ -155,6 +155,74 @@ export const adminText = {
       : `💸 This server has spent $${spent.toFixed(2)} (${pct} %) of its $${budget.toFixed(2)} monthly budget for paid providers.`,
 } as const;
 
+/** Replies of `/admin gpu`: linking a server's own GPU box. */
+export const gpuText = {
+  disabled:
+    "Linking your own GPU box is not enabled on this bot (its operator has not set `LINK_REDIS_URL`). If you run the bot yourself, see the README, 'Link your GPU box to a server'.",
+  /** The one reply that holds a join token: ephemeral, never a notice, never logged. */
+  join: (j: { linkId: string; token: string; expiresAt: Date; redisUrl: string; queuePrefix?: string }, rotated: boolean) =>
+    [
+      rotated
+        ? `New join token for link \`${j.linkId}\`: the box's old access has ended. Restart its worker with this token.`
+        : `Link \`${j.linkId}\` created. Start a worker on your GPU box with this one-time token.`,
+      `It works once, until <t:${Math.floor(j.expiresAt.getTime() / 1000)}:f>. Do not share it: whoever uses it first runs this server's jobs.`,
+      '',
+      "1. On the GPU box, get the bot's code (`git clone`) and, in its folder, put in `.env`:",
+      '```',
+      `REDIS_URL=${j.redisUrl}`,
+      ...(j.queuePrefix ? [`QUEUE_PREFIX=${j.queuePrefix}`] : []),
+      `WORKER_JOIN_TOKEN=${j.token}`,
+      'A1111_URL=http://host.docker.internal:7860',
+      '```',
+      '(ComfyUI: `COMFYUI_URL=http://host.docker.internal:8188` instead of `A1111_URL`.)',
+      '2. Start it: `docker compose -f docker-compose.worker.yml up -d --build`',
+      '   or, without Docker (Node 24, and `A1111_URL=http://127.0.0.1:7860`): `npm ci && npm run worker`',
+      '3. Check with `/admin gpu status`: the box shows **online** within a few seconds.',
+    ].join('\n'),
+  notice: (linkId: string, what: 'link' | 'unlink' | 'rotate') =>
+    what === 'link'
+      ? `linked a GPU box (link \`${linkId}\`, waiting for the box to join).`
+      : what === 'unlink'
+        ? `unlinked GPU box \`${linkId}\`; its access ended at once.`
+        : `rotated the token of GPU box \`${linkId}\`; its old access ended at once.`,
+  unknown: (linkId: string) => `This server has no active GPU link \`${linkId}\`. \`/admin gpu status\` lists them.`,
+  unlinked: (linkId: string) => `GPU box \`${linkId}\` unlinked: its worker lost access to this server's jobs at once.`,
+  none: 'No GPU box is linked to this server. `/admin gpu link` links one.',
+  status: (
+    links: readonly {
+      id: string;
+      createdBy: string;
+      state: 'waiting' | 'expired' | 'online' | 'offline';
+      tokenExpiresAt: Date;
+      busy: boolean;
+      boxes: readonly { backend: string; healthy: boolean }[];
+      model?: string;
+      jobsToday: number;
+      lastSeenAt?: number;
+      lastError: string | null;
+    }[],
+  ) =>
+    links
+      .map((l) => {
+        const head =
+          l.state === 'online'
+            ? `🟢 \`${l.id}\` **online**${l.busy ? ', busy' : ', idle'}`
+            : l.state === 'offline'
+              ? `🔴 \`${l.id}\` **offline**${l.lastSeenAt ? ` (last seen <t:${Math.floor(l.lastSeenAt / 1000)}:R>)` : ''}`
+              : l.state === 'waiting'
+                ? `⏳ \`${l.id}\` **waiting for the box to join** (token valid until <t:${Math.floor(l.tokenExpiresAt.getTime() / 1000)}:f>)`
+                : `⌛ \`${l.id}\` **token expired unused**: \`/admin gpu rotate link:${l.id}\` issues a new one`;
+        const parts = [
+          ...(l.boxes.length > 0 ? [l.boxes.map((b) => `${b.backend}${b.healthy ? '' : ' (unhealthy)'}`).join(', ')] : []),
+          ...(l.model ? [`model ${l.model}`] : []),
+          `${l.jobsToday} job${l.jobsToday === 1 ? '' : 's'} today`,
+          `linked by <@${l.createdBy}>`,
+        ];
+        return `${head}\n  ${parts.join(' · ')}${l.lastError ? `\n  last error: ${l.lastError}` : ''}`;
+      })
+      .join('\n'),
+} as const;
+
 /** Replies to result and progress buttons. */
 export const buttonText = {
   stale: 'This button is no longer valid. Run the command again.',

@@ -3,7 +3,8 @@
  * needs, one line each with ✓/!/✗ and, for each ✗, the fix in plain words. Exits non-zero when a
  * check fails.
  *
- *   --role bot     configuration, Postgres and its migrations, Redis, the Discord token and commands
+ *   --role bot     configuration, Postgres and its migrations, Redis (and, with LINK_REDIS_URL, that
+ *                  the bot may manage Redis users), the Discord token and commands
  *   --role worker  configuration, Redis, every backend (no Discord or database settings needed)
  *   --role all     both
  *   (no --role)    guessed from what is configured: a GPU box with only backend settings is a worker
@@ -203,6 +204,43 @@ async function checkDiscord(config: BotConfig): Promise<void> {
   say({ ok: true, what: `invite link: ${inviteUrl(me.id)}` });
 }
 
+/**
+ * With linking on (LINK_REDIS_URL), the bot creates and deletes a Redis user per linked GPU box:
+ * try it with a throwaway user that can do nothing.
+ */
+async function checkLinking(config: BotConfig): Promise<void> {
+  if (!config.LINK_REDIS_URL) return;
+  if (isPlaintextRemoteRedis(config.LINK_REDIS_URL))
+    say({
+      ok: true,
+      warn: true,
+      what: 'LINK_REDIS_URL reaches Redis WITHOUT TLS: linked boxes would send jobs, images and their password in clear',
+      fix: 'give linked boxes a rediss:// address (README, "Running the hosted instance")',
+    });
+  const redis = new Redis(config.REDIS_URL, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 3000,
+    enableOfflineQueue: false,
+  });
+  redis.on('error', () => undefined);
+  const probe = `${config.QUEUE_PREFIX}-doctor-${process.pid}`;
+  try {
+    await redis.connect();
+    await redis.call('ACL', 'SETUSER', probe, 'reset', 'off');
+    await redis.call('ACL', 'DELUSER', probe);
+    say({ ok: true, what: 'the bot can create and delete Redis users for linked GPU boxes (ACL SETUSER/DELUSER)' });
+  } catch (err) {
+    say({
+      ok: false,
+      what: `the bot cannot manage Redis users, which linking GPU boxes needs: ${(err as Error).message}`,
+      fix: `grant the bot's Redis user +acl|setuser +acl|deluser, or unset LINK_REDIS_URL (README, "Running the hosted instance")`,
+    });
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /** A backend URL naming this machine while running in a container reaches the container, not the host. */
 function insideContainerFix(config: WorkerConfig, family: string): string | undefined {
   if (!existsSync('/.dockerenv')) return undefined;
@@ -268,6 +306,7 @@ async function main(): Promise<number> {
   const worker = roles.includes('worker') ? tryConfig('worker', () => loadConfig(workerConfigSchema, process.env)) : null;
   if (bot) await checkPostgres(bot.DATABASE_URL);
   await checkRedis((bot ?? worker)?.REDIS_URL ?? process.env.REDIS_URL ?? 'redis://localhost:6379', roles);
+  if (bot) await checkLinking(bot);
   if (bot) await checkDiscord(bot);
   if (worker) await checkBackends(worker, process.argv.includes('--generate'));
   const failed = lines.filter((l) => !l.ok).length;

@@ -5,6 +5,7 @@ import { BudgetReservations } from '../core/io/budget-reservations.js';
 import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
+import { recordLinkJob } from '../core/io/link.js';
 import type { Logger } from '../core/io/logger.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
@@ -21,6 +22,7 @@ import { BoxLeases } from './boxes/leases.js';
 import { BoxPool } from './boxes/pool.js';
 import type { WorkerTasks } from './cpu-tasks.js';
 import { PriceEstimates } from './estimates.js';
+import { guildScoped, resolveLink, watchRevocation } from './link.js';
 import { createProcessor, type Processor } from './processor.js';
 import type { ImageClassifier } from './safety/classifier.js';
 import { priceModelOf, startStatusReports } from './status.js';
@@ -40,6 +42,11 @@ export interface WorkerOverrides {
    * real pictures; a test cannot draw one it would flag). Production passes nothing.
    */
   classifier?: ImageClassifier;
+  /**
+   * The GPU link this worker joined with (worker/link.ts), named in its status reports and its own
+   * tally of jobs, for `/admin gpu status`. Set by the entry point, not a test seam.
+   */
+  link?: { id: string };
 }
 
 /** One handler per job kind; a kind without one (or a handler for no kind) does not compile. */
@@ -48,7 +55,9 @@ function handlerTable(processor: Processor): Record<JobKind, Processor> {
 }
 
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
-export async function startWorker(config: WorkerConfig, log: Logger, overrides: WorkerOverrides = {}): Promise<RunningWorker> {
+export async function startWorker(given: WorkerConfig, log: Logger, overrides: WorkerOverrides = {}): Promise<RunningWorker> {
+  const config = guildScoped(given);
+  const link = overrides.link;
   if (isPlaintextRemoteRedis(config.REDIS_URL)) {
     log.warn(
       { redis: new URL(config.REDIS_URL).host },
@@ -71,6 +80,7 @@ export async function startWorker(config: WorkerConfig, log: Logger, overrides: 
   // one tick (its earlier failure and cancel flag; its images; lease checks) leave in one write.
   const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
   const subscriber = createRedis(config.REDIS_URL, 'blocking');
+  if (config.WORKER_GUILD_ID) watchRevocation([blocking, plain, subscriber], log);
   const pool = backends.some((b) => b.box)
     ? await BoxPool.start(new BoxLeases(plain, config.QUEUE_PREFIX, config.BOX_LEASE_MS), subscriber, log)
     : undefined;
@@ -161,6 +171,11 @@ export async function startWorker(config: WorkerConfig, log: Logger, overrides: 
     }
     metrics.jobDuration.observe({ backend: result.backend, kind: job.name }, result.runMs / 1000);
     if (result.route) metrics.jobsRouted.inc({ reason: result.route.reason, backend: result.backend });
+    if (link) {
+      recordLinkJob(plain, config.QUEUE_PREFIX, link.id, result.model?.name, Date.now()).catch((err: unknown) =>
+        log.debug({ err }, 'link tally failed'),
+      );
+    }
   });
   await worker.waitUntilReady();
   const ops =
@@ -191,6 +206,7 @@ export async function startWorker(config: WorkerConfig, log: Logger, overrides: 
     presets,
     estimates,
     overflowAfterS: config.OVERFLOW_AFTER_S,
+    ...(link ? { link: link.id } : {}),
   });
   log.info({ backends: backends.map((b) => b.id), concurrency: config.WORKER_CONCURRENCY }, 'worker ready');
   return {
@@ -209,4 +225,8 @@ export async function startWorker(config: WorkerConfig, log: Logger, overrides: 
   };
 }
 
-if (isEntryPoint(import.meta.url)) await runProcess('worker', workerConfigSchema, (config, log) => startWorker(config, log));
+if (isEntryPoint(import.meta.url))
+  await runProcess('worker', workerConfigSchema, async (config, log) => {
+    const linked = await resolveLink(config, log);
+    return startWorker(linked.config, log, linked.link ? { link: linked.link } : {});
+  });

@@ -37,6 +37,7 @@ export function startStatusReports(o: {
   presets: PresetCatalog;
   estimates: PriceEstimates;
   overflowAfterS: number;
+  link?: string;
 }): { stop(): Promise<void>; once(): Promise<void> } {
   // Unique per Worker, not only per process: tests and embedders may run several in one process.
   started++;
@@ -63,6 +64,7 @@ export function startStatusReports(o: {
           order,
           presets: o.estimates.presetPrices(b, o.presets),
           overflowAfterS: o.overflowAfterS,
+          ...(o.link ? { link: o.link } : {}),
         };
       }),
     );
@@ -79,12 +81,17 @@ export function startStatusReports(o: {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
-      await removeBackendStatus(
+      const withdrawal = removeBackendStatus(
         o.redis,
         o.prefix,
         worker,
         o.chain.backends.map((b) => b.id),
       ).catch((err: unknown) => o.log.debug({ err }, 'status withdrawal failed'));
+      // Bounded: a worker whose Redis user was revoked (an unlinked box) waits forever for a
+      // connection that cannot come back; its reports then expire with the hash.
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([withdrawal, new Promise<void>((resolve) => (bound = setTimeout(resolve, 2000)))]);
+      clearTimeout(bound);
     },
     once,
   };

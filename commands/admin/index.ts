@@ -4,6 +4,7 @@ import { NSFW_MODES } from '../../core/policy.js';
 import { type Command, GUILD_ONLY } from '../command.js';
 import { requireModerator } from '../guards.js';
 import { NO_MENTIONS } from '../replies.js';
+import { gpuLink, gpuRotate, gpuStatus, gpuUnlink } from './gpu.js';
 import { backends, stats } from './reports.js';
 import { type AdminHandler, bannedWords, budget, gpuPrice, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
 
@@ -20,13 +21,26 @@ const HANDLERS: Record<string, AdminHandler> = {
   'log-channel': logChannel,
   stats,
   backends,
+  'gpu link': gpuLink,
+  'gpu status': gpuStatus,
+  'gpu unlink': gpuUnlink,
+  'gpu rotate': gpuRotate,
 };
+
+const linkOption = {
+  type: T.String,
+  name: 'link',
+  description: 'The link id, as /admin gpu status shows it',
+  required: true,
+  min_length: 16,
+  max_length: 16,
+} as const;
 
 /** `/admin`: hidden from members without Manage Guild by Discord, and re-checked by the bot on every call. */
 export const admin = {
   data: {
     name: 'admin',
-    description: 'Moderator settings: quotas, NSFW policy, banned words, budget, stats, backends',
+    description: 'Moderator settings: quotas, NSFW policy, banned words, budget, stats, backends, GPU boxes',
     ...GUILD_ONLY,
     default_member_permissions: PermissionFlagsBits.ManageGuild.toString(),
     options: [
@@ -124,6 +138,17 @@ export const admin = {
         options: [{ type: T.Integer, name: 'days', description: 'How many days back (default 7)', min_value: 1, max_value: 365 }],
       },
       { type: T.Subcommand, name: 'backends', description: "Each backend's health, circuit state, latency and price" },
+      {
+        type: T.SubcommandGroup,
+        name: 'gpu',
+        description: "This server's own GPU boxes",
+        options: [
+          { type: T.Subcommand, name: 'link', description: 'Link a GPU box: a one-time token and the command to start its worker' },
+          { type: T.Subcommand, name: 'status', description: 'Linked boxes: online, busy, model, jobs today, last error' },
+          { type: T.Subcommand, name: 'unlink', description: "Revoke a box's access at once", options: [linkOption] },
+          { type: T.Subcommand, name: 'rotate', description: "Revoke a box's access and issue a new join token", options: [linkOption] },
+        ],
+      },
     ],
   },
   defer: 'ephemeral',
@@ -131,7 +156,8 @@ export const admin = {
     // Discord's default_member_permissions can be overridden per server; this check cannot.
     requireModerator(interaction, ctx.config.MODERATOR_ROLE_IDS);
     const guildId = interaction.guildId!;
-    const sub = interaction.options.getSubcommand(true);
+    const group = interaction.options.getSubcommandGroup(false);
+    const sub = group ? `${group} ${interaction.options.getSubcommand(true)}` : interaction.options.getSubcommand(true);
     const handler = HANDLERS[sub];
     if (!handler) throw new Error(`no handler for /admin ${sub}`);
     const result = await handler(ctx, interaction, guildId);

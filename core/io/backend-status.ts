@@ -25,6 +25,8 @@ export const backendStatusSchema = z.object({
   presets: z.record(z.string(), z.number().nonnegative()).optional(),
   /** The worker's OVERFLOW_AFTER_S. */
   overflowAfterS: z.number().nonnegative().optional(),
+  /** The GPU link (/admin gpu link) the reporting worker joined with, for a guild's own box. */
+  link: z.string().optional(),
 });
 export type BackendStatus = z.infer<typeof backendStatusSchema>;
 

@@ -8,6 +8,7 @@ const REDACT_PATHS = [
   'REPLICATE_API_TOKEN',
   'HF_TOKEN',
   'A1111_AUTH',
+  'WORKER_JOIN_TOKEN',
   'token',
   'password',
   'authorization',
@@ -16,6 +17,7 @@ const REDACT_PATHS = [
   '*.REPLICATE_API_TOKEN',
   '*.HF_TOKEN',
   '*.A1111_AUTH',
+  '*.WORKER_JOIN_TOKEN',
   '*.token',
   '*.password',
   '*.authorization',
@@ -43,6 +45,8 @@ const SECRET_SHAPES: [RegExp, string][] = [
   [/\b(Bot|Bearer)\s+[A-Za-z\d._~+/=-]{8,}/g, '$1 [token]'],
   [/\br8_[A-Za-z\d]{16,}/g, '[token]'],
   [/\bhf_[A-Za-z\d]{16,}/g, '[token]'],
+  // A GPU link's join token (core/io/link.ts).
+  [/\bibj1\.[a-z0-9]{16}\.[A-Za-z\d_-]{16,}/g, '[token]'],
 ];
 
 /** Strips every secret this module knows the shape of, plus `known` literal secrets, from a string. */

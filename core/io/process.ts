@@ -9,7 +9,9 @@ const GRACE_MS = 20_000;
 /** The process's own tokens, stripped from every log line whatever their shape. */
 export function processSecrets(config: unknown): (string | undefined)[] {
   const c = config as Record<string, unknown>;
-  return ['DISCORD_TOKEN', 'REPLICATE_API_TOKEN', 'HF_TOKEN', 'A1111_AUTH'].map((k) => (typeof c[k] === 'string' ? c[k] : undefined));
+  return ['DISCORD_TOKEN', 'REPLICATE_API_TOKEN', 'HF_TOKEN', 'A1111_AUTH', 'WORKER_JOIN_TOKEN'].map((k) =>
+    typeof c[k] === 'string' ? c[k] : undefined,
+  );
 }
 
 /**

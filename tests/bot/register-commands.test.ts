@@ -42,7 +42,9 @@ test('registration sends every command and option of the contract, guild-scoped 
     'log-channel',
     'stats',
     'backends',
+    'gpu',
   ]);
+  expect(optionNames(byName.admin.options.find((o: { name: string }) => o.name === 'gpu'))).toEqual(['link', 'status', 'unlink', 'rotate']);
   // Manage Guild = 1 << 5
   expect(byName.admin.default_member_permissions).toBe('32');
   for (const c of cmds) expect(c.contexts).toEqual([0]);

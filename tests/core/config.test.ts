@@ -38,6 +38,14 @@ describe('bot configuration', () => {
   });
 });
 
+test('LINK_REDIS_URL, shown to moderators by /admin gpu link, may not hold credentials', () => {
+  expect(loadConfig(botConfigSchema, { ...bot, LINK_REDIS_URL: 'rediss://redis.example.org:6380' }).LINK_REDIS_URL).toBe(
+    'rediss://redis.example.org:6380',
+  );
+  const lines = errorLines(() => loadConfig(botConfigSchema, { ...bot, LINK_REDIS_URL: 'rediss://bot:secretpw@redis.example.org:6380' }));
+  expect(lines).toEqual(['LINK_REDIS_URL must not hold credentials (each linked box gets its own)']);
+});
+
 describe('worker configuration', () => {
   test('has no Discord token or database URL in its schema', () => {
     const c = loadConfig(workerConfigSchema, { A1111_URL: 'http://gpu:7860', DISCORD_TOKEN: 'x', DATABASE_URL: 'postgres://x' });

@@ -70,3 +70,14 @@ test('the process’s own secrets are stripped wherever they appear, and a Redis
   expect(out).not.toContain('"args"');
   expect(JSON.parse(lines[1]!).err.cause).toMatchObject({ type: 'Error', message: 'OOM command not allowed' });
 });
+
+test('a GPU link’s join token is stripped by its shape wherever it appears, and WORKER_JOIN_TOKEN by name', () => {
+  const { lines, log } = capture();
+  const token = 'ibj1.0123456789abcdef.Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4';
+  log.info({ WORKER_JOIN_TOKEN: token }, 'boot');
+  log.warn({ detail: `pasted WORKER_JOIN_TOKEN=${token} in the wrong place` }, `token ${token}`);
+  log.error({ err: new Error(`join failed for ${token}`) }, 'join');
+  const out = lines.join('');
+  expect(out).not.toContain('Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4');
+  expect(out).toContain('[token]');
+});

@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PermissionFlagsBits } from 'discord.js';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect } from 'vitest';
 import { registrationPayload } from '../../commands/index.js';
 import { startFakeA1111 } from '../fakes/a1111.js';
 import { startFakeDiscord } from '../fakes/discord/server.js';
+import { deleteTestUsers } from '../setup/acl.js';
 import { test } from '../setup/fixtures.js';
 import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 import { GUILD_ID, System } from './harness.js';
@@ -182,6 +184,42 @@ describe('npm run doctor checks what the role in front of it needs', () => {
     expect(out.stdout).toMatch(/! slash commands not registered yet: \/imagine/);
     expect(out.stdout).toMatch(/invite link: https:\/\/discord\.com\/oauth2\/authorize\?client_id=/);
     expect(out.code).toBe(0);
+  });
+
+  test('with linking on (LINK_REDIS_URL) it checks that the bot may create and delete Redis users, and says which permission is missing', async ({
+    db,
+    redisPrefix,
+  }) => {
+    cleanups.push(() => deleteTestUsers(redisPrefix));
+    const discord = await startFakeDiscord();
+    cleanups.push(() => discord.close());
+    const admin = new Redis(REDIS_URL);
+    cleanups.push(async () => admin.disconnect());
+    // The bot's Redis user as an operator might set it up before linking: everything on its keys but ACL.
+    const botUser = `${redisPrefix}-bot`;
+    await admin.call('ACL', 'SETUSER', botUser, 'on', '>bot-password-1234', `~${redisPrefix}:*`, `&${redisPrefix}:*`, '+@all', '-@admin');
+    const env = (redisUrl: string) =>
+      bareEnv({
+        DISCORD_TOKEN: discord.token,
+        DISCORD_APP_ID: discord.appId,
+        DISCORD_API_URL: discord.apiUrl,
+        DATABASE_URL: db.url,
+        REDIS_URL: redisUrl,
+        QUEUE_PREFIX: redisPrefix,
+        LINK_REDIS_URL: 'rediss://redis.example.com:6380',
+      });
+    const u = new URL(REDIS_URL);
+    u.username = botUser;
+    u.password = 'bot-password-1234';
+    const refused = await script('doctor', ['--role', 'bot'], { cwd: emptyCwd(), env: env(u.toString()) });
+    expect(refused.stdout).toMatch(
+      /✗ the bot cannot manage Redis users[^\n]*NOPERM[^\n]*\n\s+→ grant the bot's Redis user \+acl\|setuser \+acl\|deluser/,
+    );
+    expect(refused.code).toBe(1);
+    await admin.call('ACL', 'SETUSER', botUser, '+acl|setuser', '+acl|deluser');
+    const granted = await script('doctor', ['--role', 'bot'], { cwd: emptyCwd(), env: env(u.toString()) });
+    expect(granted.stdout).toMatch(/✓ the bot can create and delete Redis users/);
+    expect(granted.code).toBe(0);
   });
 });
 

@@ -609,7 +609,9 @@ export class BackendChain {
         const boxCtx: RunContext = { ...ctx, signal: AbortSignal.any([ctx.signal, hold.signal]), lease: hold };
         out = await this.attempt(p, job, ctx, boxCtx, opts, budget, st);
       } finally {
-        await hold.release();
+        // Not awaited: the release leaves on the worker's connection ahead of the result's images, so
+        // the job does not wait a round trip for it (a failed release is logged; the lease lapses).
+        void hold.release();
       }
       if (out) {
         const ms = performance.now() - started;
