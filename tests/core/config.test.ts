@@ -124,7 +124,7 @@ describe("a guild's own worker (WORKER_GUILD_ID)", () => {
 
   test('with cloud keys only it refuses to start, and a malformed guild id is named', () => {
     expect(errorLines(() => loadConfig(workerConfigSchema, { WORKER_GUILD_ID: guild, REPLICATE_API_TOKEN: 'r8' }))[0]).toMatch(
-      /^BACKENDS no backend is configured/,
+      /^BACKENDS a guild's own worker runs its GPU boxes only: set A1111_URL or COMFYUI_URL/,
     );
     expect(errorLines(() => loadConfig(workerConfigSchema, { WORKER_GUILD_ID: 'abc', A1111_URL: 'http://gpu:7860' }))).toEqual([
       'WORKER_GUILD_ID must be a Discord id (17-20 digits)',
