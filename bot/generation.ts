@@ -1,16 +1,14 @@
 import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
-import { type GenerationRequest, toJobPayload } from '../core/generation.js';
+import { type GenerationRequest, type JobPayload, toJobPayload } from '../core/generation.js';
 import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import type { Logger } from '../core/io/logger.js';
-import { enqueueJob, type GenerateQueue } from '../core/io/queue.js';
 import type { ResultStore } from '../core/io/results.js';
 import { admitJob } from '../core/ledger.js';
 import { failureText, text } from '../core/messages.js';
 import { checkRequestText, mayPostNsfw } from '../core/policy.js';
 import type { Actor, JobStore } from '../core/ports.js';
-import { queuePriority } from '../core/quota.js';
 import { inputRejected, NOT_ENQUEUED } from '../core/settle.js';
 import type { JobLifecycle } from './jobs/lifecycle.js';
 import type { SettingsStore } from './store/settings.js';
@@ -33,7 +31,11 @@ export interface GenerationDeps {
   config: Pick<BotConfig, 'DEFAULT_DAILY_IMAGES' | 'DEFAULT_MONTHLY_BUDGET_USD' | 'MAX_QUEUED_PER_USER'>;
   settings: Pick<SettingsStore, 'policy'>;
   store: JobStore;
-  queue: Pick<GenerateQueue, 'add'>;
+  /**
+   * Queues the payload where it should run (bot/jobs/admission-route.ts: the guild's own boxes or
+   * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
+   */
+  enqueue: (payload: JobPayload, usedBefore: number) => Promise<unknown>;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
   presets: Pick<PresetService, 'check'>;
   /** Where a refunded job's input images, if any were stored, are dropped. */
@@ -143,7 +145,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
               .catch((err: unknown) => log.warn({ err }, 'could not seed the budget reservations'))
           : undefined;
       try {
-        await Promise.all([enqueueJob(d.queue, payload, queuePriority(a.usedBefore)), seeding]);
+        await Promise.all([d.enqueue(payload, a.usedBefore), seeding]);
       } catch (err) {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);

@@ -20,12 +20,15 @@ import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
+import { bookOnOwnBox } from '../core/pricing.js';
 import { utcMonthStart } from '../core/quota.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import { createGenerationService } from './generation.js';
 import { createInputService } from './inputs.js';
+import { createAdmissionRoute } from './jobs/admission-route.js';
 import { createOutbound } from './jobs/outbound.js';
+import { KeySpaces, observeSpaces } from './jobs/spaces.js';
 import { createLinkService } from './links.js';
 import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
@@ -55,6 +58,7 @@ export interface BotOverrides {
   tokenLifetimeMs?: number;
   sweepIntervalMs?: number;
   deliveryRetry?: DeliveryRetryPolicy;
+  handoffEveryMs?: number;
 }
 
 /** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
@@ -119,26 +123,45 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   );
   const privacy = new PgPrivacyStore(database.pool);
   const notices = new Notices(botRest, settings, log.child({ part: 'notices' }));
+  const metrics = createMetrics('bot');
+  const spaces = new KeySpaces({
+    redis: producer,
+    redisUrl: config.REDIS_URL,
+    prefix: config.QUEUE_PREFIX,
+    resultTtlSeconds: config.RESULT_TTL_SECONDS,
+    shared: {
+      queue,
+      results,
+      positions: new QueuePositions(
+        producer,
+        {
+          wait: queue.toKey('wait'),
+          prioritized: queue.toKey('prioritized'),
+          active: queue.toKey('active'),
+          delayed: queue.toKey('delayed'),
+        },
+        config.QUEUE_PREFIX,
+      ),
+    },
+    sharedBoxGuilds: config.SHARED_BOX_GUILDS,
+    log: log.child({ part: 'spaces' }),
+    now: Date.now,
+  });
   const outbound = createOutbound({
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     onUndeliverable: createUndeliverableNotices({ post: (guildId, content) => notices.post(guildId, content), now: Date.now }),
     deliveryRetry: overrides.deliveryRetry,
     store,
     results,
-    queue,
-    positions: new QueuePositions(
-      producer,
-      {
-        wait: queue.toKey('wait'),
-        prioritized: queue.toKey('prioritized'),
-        active: queue.toKey('active'),
-        delayed: queue.toKey('delayed'),
-      },
-      config.QUEUE_PREFIX,
-    ),
+    spaces,
     events,
     redis: producer,
-    prefix: config.QUEUE_PREFIX,
+    price: async (jobId, outcome) => {
+      const space = await spaces.of(jobId);
+      return space.guildId === null ? outcome : bookOnOwnBox(outcome, (await settings.policy(space.guildId)).gpuUsdPerHour);
+    },
+    onMoved: (guildId) => metrics.jobsBySpace.inc({ guild: guildId, to: 'handoff' }),
+    handoffEveryMs: overrides.handoffEveryMs,
     rest: webhookRest,
     botRest,
     log: log.child({ part: 'delivery' }),
@@ -150,7 +173,6 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     tokenLifetimeMs: overrides.tokenLifetimeMs,
     sweepIntervalMs: overrides.sweepIntervalMs,
   });
-  const metrics = createMetrics('bot');
   const gpu = createLinkService({
     store: new LinkStore(database),
     redis: producer,
@@ -169,7 +191,16 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         config,
         settings,
         store,
-        queue,
+        enqueue: createAdmissionRoute({
+          spaces,
+          redis: producer,
+          prefix: config.QUEUE_PREFIX,
+          overflowAfterS: config.OVERFLOW_AFTER_S,
+          samples: () => outbound.board.recentRuns(),
+          now: Date.now,
+          log,
+          onRouted: (guildId, to) => metrics.jobsBySpace.inc({ guild: guildId, to }),
+        }),
         lifecycle: outbound.lifecycle,
         presets,
         budgets,
@@ -221,8 +252,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       port: config.HTTP_PORT,
       log,
       metrics: async () => {
-        const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
-        for (const [state, n] of Object.entries(counts)) metrics.queueJobs.set({ state }, n);
+        await observeSpaces(spaces, producer, metrics);
         return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
       },
       checks: {

@@ -76,6 +76,22 @@ const sharedShape = {
    * styles and default steps members see; the worker for each backend's model, steps, guidance and sampler.
    */
   PRESETS_FILE: optionalString,
+  /**
+   * A job whose expected wait for the GPU box(es) is longer than this runs on the first cloud
+   * provider the guild's budget allows; 0 = only when the box fails. The bot applies it too: a
+   * guild's job goes to the guild's own box only while the wait there is within it.
+   */
+  OVERFLOW_AFTER_S: intIn(0, 86_400, 60),
+  /**
+   * Guilds whose jobs the operator's own GPU boxes may serve (the shared queue): `*` (default) for
+   * every guild, or a comma list of guild ids; another guild's jobs there run in the cloud only,
+   * within its budget (its own linked boxes still serve it first).
+   */
+  SHARED_BOX_GUILDS: z
+    .string()
+    .default('*')
+    .transform((v) => (v.trim() === '*' ? ('*' as const) : csv(v)))
+    .pipe(z.union([z.literal('*'), z.array(snowflake)], { error: 'must be * or comma-separated guild ids' })),
 };
 
 export const botConfigSchema = z.object({
@@ -181,17 +197,18 @@ export const workerConfigSchema = z
      * while others run), or 4 for a cloud-only worker.
      */
     WORKER_CONCURRENCY: optionalInt(1, 256),
+    /**
+     * Runs this worker as the given guild's own worker: everything it touches in Redis lives under
+     * `<QUEUE_PREFIX>:g:<id>` (the guild's queue, results, box leases, status reports), and it uses its
+     * GPU boxes only: a guild's worker never spends the operator's cloud keys (they are ignored).
+     */
+    WORKER_GUILD_ID: optionalString.pipe(snowflake.optional()),
     /** A backend that answers but reports no progress for this long is treated as hung and the job moves on. */
     PROGRESS_TIMEOUT_MS: intIn(500, 600_000, 10_000),
     /** A GPU box whose cheap endpoint (A1111 /sdapi/v1/progress, ComfyUI /queue) does not answer for this long while a job runs is dead. */
     BOX_DEAD_AFTER_MS: intIn(200, 60_000, 2000),
     /** How long a box's lease lasts without renewal: a killed worker's box is free again after this. */
     BOX_LEASE_MS: intIn(500, 60_000, 5000),
-    /**
-     * A job whose expected wait for the GPU box(es) is longer than this runs on the first cloud
-     * provider the guild's budget allows; 0 = only when the box fails.
-     */
-    OVERFLOW_AFTER_S: intIn(0, 86_400, 60),
     /** Price model (dollars). GPU boxes: per GPU-hour of wall time; 0 = the owner's own hardware. */
     A1111_USD_PER_GPU_HOUR: usd(0),
     COMFYUI_USD_PER_GPU_HOUR: usd(0),
@@ -216,8 +233,6 @@ export const workerConfigSchema = z
     NSFW_THRESHOLD: z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7),
     /** How often a GPU box is asked for progress and a preview. */
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
-    /** A guild's own worker: serves that guild's key space (`<QUEUE_PREFIX>:g:<id>`) with its GPU boxes only. */
-    WORKER_GUILD_ID: optionalString.pipe(snowflake.optional()),
     /** One-time token from `/admin gpu link`, traded at start for this box's own Redis credentials. */
     WORKER_JOIN_TOKEN: optionalString,
     /** Where a linked worker keeps the credentials it was given (mode 0600) and reads them on later starts. */
@@ -229,13 +244,22 @@ export const workerConfigSchema = z
     if (c.COMFYUI_URL.length > 0) configured.push('comfyui');
     if (c.REPLICATE_API_TOKEN) configured.push('replicate');
     if (c.HF_TOKEN || c.HF_ENDPOINT_URL) configured.push('huggingface');
-    const backends = c.BACKENDS ?? configured;
+    // A guild's worker runs its boxes only; cloud keys in its environment are dropped (main.ts says so).
+    const ownBoxes = c.WORKER_GUILD_ID !== undefined;
+    if (ownBoxes) configured.splice(0, configured.length, ...configured.filter((b) => BOX_FAMILIES.includes(b)));
+    const backends = (c.BACKENDS ?? configured).filter((b) => !ownBoxes || BOX_FAMILIES.includes(b));
     for (const b of backends) {
       if (!configured.includes(b)) {
         ctx.addIssue({ code: 'custom', path: ['BACKENDS'], message: `names ${b}, which is not configured` });
       }
     }
-    if (backends.length === 0) {
+    if (backends.length === 0 && ownBoxes) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['BACKENDS'],
+        message: "a guild's own worker runs its GPU boxes only: set A1111_URL or COMFYUI_URL",
+      });
+    } else if (backends.length === 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['BACKENDS'],
@@ -245,9 +269,23 @@ export const workerConfigSchema = z
     const boxes = (backends.includes('a1111') ? c.A1111_URL.length : 0) + (backends.includes('comfyui') ? c.COMFYUI_URL.length : 0);
     const cloud = backends.some((b) => !BOX_FAMILIES.includes(b));
     const concurrency = c.WORKER_CONCURRENCY ?? (boxes === 0 ? 4 : boxes + (cloud ? 8 : 0));
-    return { ...c, BACKENDS: backends, WORKER_CONCURRENCY: concurrency };
+    return {
+      ...c,
+      BACKENDS: backends,
+      WORKER_CONCURRENCY: concurrency,
+      /** The key space this worker serves: QUEUE_PREFIX, or the guild's own under it. */
+      QUEUE_PREFIX: ownBoxes ? guildSpace(c.QUEUE_PREFIX, c.WORKER_GUILD_ID!) : c.QUEUE_PREFIX,
+      /** The QUEUE_PREFIX as given, before a guild's worker narrowed it. */
+      BASE_QUEUE_PREFIX: c.QUEUE_PREFIX,
+      IGNORED_CLOUD_KEYS: ownBoxes && (c.REPLICATE_API_TOKEN !== undefined || c.HF_TOKEN !== undefined || c.HF_ENDPOINT_URL !== undefined),
+    };
   });
 export type WorkerConfig = z.infer<typeof workerConfigSchema>;
+
+/** A guild's own key space under QUEUE_PREFIX: its queue, results, box leases and status reports. */
+export function guildSpace(queuePrefix: string, guildId: string): string {
+  return `${queuePrefix}:g:${guildId}`;
+}
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';

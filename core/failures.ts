@@ -30,6 +30,11 @@ export const FAILURE_CODES = [
   'undeliverable',
   /** Admitted, but its input image could not be fetched or prepared; nothing ran, refunded. */
   'input_rejected',
+  /**
+   * A guild's own worker could not run the job on any of its boxes: the bot moves it to the shared
+   * queue instead of settling it (never a member-visible ending).
+   */
+  'handed_back',
 ] as const;
 export type FailureCode = (typeof FAILURE_CODES)[number];
 

@@ -230,6 +230,11 @@ export const jobPayloadSchema = z.object({
     .optional(),
   /** false when an image the classifier flags must not be posted (strict mode, or not an age-restricted channel). */
   nsfwAllowed: z.boolean().default(false),
+  /**
+   * false when the operator's GPU boxes may not serve this guild (SHARED_BOX_GUILDS): on the shared
+   * queue the job then runs in the cloud only, within the guild's budget.
+   */
+  boxesAllowed: z.boolean().optional(),
 });
 export type JobPayload = z.infer<typeof jobPayloadSchema>;
 
@@ -260,6 +265,8 @@ export const attemptSchema = z.object({
   outcome: z.enum(['succeeded', 'failed', 'skipped', 'cancelled']),
   seconds: z.number().nonnegative(),
   costUsd: z.number().nonnegative(),
+  /** An attempt on the guild's own box: its worth at the guild's GPU-hour price (not the operator's cost, not in the budget). */
+  ownUsd: z.number().nonnegative().optional(),
   errorKind: z.string().optional(),
   detail: z.string().optional(),
 });

@@ -112,10 +112,13 @@ export const failureText = {
   abandoned: 'the job could not be finished in time (the bot was offline for a long while).',
   undeliverable: 'Discord refused every attempt to post the result in this channel.',
   input_rejected: 'the input image could not be used.',
+  handed_back: "this server's own GPU box could not run the job.",
 } as const satisfies Record<FailureCode, string>;
 
 /** Replies and log-channel notices of `/admin`. Ids are rendered as mentions only where mentions are disabled. */
 export const adminText = {
+  gpuPrice: (before: number | null, after: number) =>
+    `Price of an hour on this server's own GPU boxes: ${before === null ? 'not set' : `$${before}`} → **$${after}** (jobs there are booked at it, never against the paid-provider budget).`,
   quotaDefault: (before: number, after: number) => `Default daily limit: ${before} → **${after}** images per member.`,
   quotaUser: (userId: string, before: number | null, after: number) =>
     after === 0

@@ -186,6 +186,8 @@ export interface GuildPolicy {
   monthlyBudgetUsd: number;
   logChannelId: string | null;
   bannedWords: string[];
+  /** What an hour of the guild's own GPU boxes is worth to it (null: not set, its jobs there book at 0). */
+  gpuUsdPerHour: number | null;
 }
 
 /**
@@ -199,7 +201,7 @@ export interface GuildSettings {
     guildId: string,
     actorId: string,
     action: string,
-    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string },
+    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string; gpuUsdPerHour?: number },
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }>;
   /** Returns the override that was in force (null: none). */
   setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null>;

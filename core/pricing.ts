@@ -1,4 +1,6 @@
 import type { BackendFamily } from './backend-families.js';
+import type { Attempt } from './generation.js';
+import type { SettleOutcome } from './settle.js';
 
 /**
  * Price of one backend attempt, from the per-backend price model in config.
@@ -94,4 +96,22 @@ export function describePrice(model: PriceModel, family: AttemptUsage['family'])
           .join(' + ') || 'free'
       );
   }
+}
+
+/**
+ * Rule: a job that ran on its guild's own box costs the operator nothing and never counts against
+ * the guild's paid budget; each attempt there is booked at the guild's own GPU-hour price instead
+ * (`ownUsd`, 0 when the guild set none).
+ */
+export function bookOnOwnBox(outcome: SettleOutcome, usdPerGpuHour: number | null): SettleOutcome {
+  const rate = usdPerGpuHour ?? 0;
+  const book = (attempts: readonly Attempt[]): Attempt[] =>
+    attempts.map((a) => ({
+      ...a,
+      costUsd: 0,
+      ownUsd: a.outcome === 'skipped' ? 0 : Math.round(((a.seconds * rate) / 3600) * 1e6) / 1e6,
+    }));
+  if (outcome.status === 'succeeded')
+    return { ...outcome, result: { ...outcome.result, costUsd: 0, attempts: book(outcome.result.attempts) } };
+  return { ...outcome, attempts: book(outcome.attempts) };
 }

@@ -113,3 +113,27 @@ export function refundedImagesSql(row: string, jobDay: string, jobImages: string
 export function queuePriority(usedBefore: number): number {
   return Math.min(usedBefore + 1, 2_000_000);
 }
+
+/** Slots of member usage inside one guild turn on the shared queue; more usage than this ranks as this. */
+export const MEMBER_SPAN = 1000;
+/** BullMQ's highest priority is 2^21 - 1. */
+const MAX_PRIORITY = 2_097_151;
+
+/** The member's part of a shared-queue priority: their usage, as on a guild's own queue, capped inside one turn. */
+export function memberPart(usedBefore: number): number {
+  return Math.min(queuePriority(usedBefore), MEMBER_SPAN - 1);
+}
+
+/**
+ * Fairness between guilds on the shared queue: a job's turn is how many of its guild's waiting jobs
+ * go before it in its guild's own (member-fair) order: those whose member part is not larger. Its
+ * priority ranks it behind every guild's jobs of earlier turns, so one busy guild cannot starve the
+ * others, and inside one turn by member part, so member fairness holds inside the guild: a member
+ * with nothing today still goes ahead of a flooding member's second job of the same guild.
+ * core/io/fair-share.ts counts the turn; the member part of a queued job is its priority modulo
+ * MEMBER_SPAN.
+ */
+export function sharedQueuePriority(guildTurn: number, usedBefore: number): number {
+  const turn = Math.max(0, Math.floor(guildTurn));
+  return Math.min(turn * MEMBER_SPAN + memberPart(usedBefore), MAX_PRIORITY);
+}

@@ -11,6 +11,7 @@ import { readBackendStatus } from '../core/io/backend-status.js';
 import { loadEnvFile } from '../core/io/env-file.js';
 import { scrubUrlCredentials } from '../core/io/logger.js';
 import { GENERATE_QUEUE } from '../core/io/queue.js';
+import { OWN_BOX_STALE_MS } from '../core/routing.js';
 
 loadEnvFile();
 
@@ -55,7 +56,46 @@ async function queueAndBackends(): Promise<void> {
     ]),
   ]);
   await queue.close();
+  await guildSpaces(redis, now);
   redis.disconnect();
+}
+
+/** Each guild's own key space (linked boxes): its queue and its boxes' latest reports. */
+async function guildSpaces(redis: Redis, now: number): Promise<void> {
+  const spaces = new Set<string>();
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:g:*:backend-status`, 'COUNT', 500);
+    for (const k of keys) spaces.add(k.slice(0, -':backend-status'.length));
+    cursor = next;
+  } while (cursor !== '0');
+  out("\nGuilds' own boxes (by guild and box)");
+  if (spaces.size === 0) {
+    out('none reporting');
+    return;
+  }
+  const rows: (string | number)[][] = [['guild', 'waiting', 'running', 'backend', 'box', 'worker', 'health', 'running here', 'age']];
+  for (const space of [...spaces].sort()) {
+    const guild = space.slice(`${prefix}:g:`.length);
+    const queue = new Queue(GENERATE_QUEUE, { connection: redis, prefix: space });
+    const c = await queue.getJobCounts('waiting', 'prioritized', 'active');
+    await queue.close();
+    for (const s of await readBackendStatus(redis, space)) {
+      const age = now - s.at;
+      rows.push([
+        guild,
+        (c.waiting ?? 0) + (c.prioritized ?? 0),
+        c.active ?? 0,
+        s.backend,
+        s.box ?? '-',
+        s.worker,
+        s.healthy ? (s.circuit === 'open' ? 'circuit open' : 'up') : `down: ${s.detail.slice(0, 30)}`,
+        s.inFlight,
+        `${Math.round(age / 1000)} s${age >= OWN_BOX_STALE_MS ? ' (gone: jobs go to the shared queue)' : ''}`,
+      ]);
+    }
+  }
+  table(rows);
 }
 
 /** Jobs and backend attempts of the last 24 h, from Postgres. */
@@ -85,6 +125,15 @@ async function lastDay(): Promise<void> {
       (r.p95 ?? 0).toFixed(1),
       Number(r.cost).toFixed(4),
     ]),
+  ]);
+  const guilds = await db.query<{ guild_id: string; n: string; cost: string; own_usd: string }>(
+    `SELECT guild_id, count(DISTINCT job_id) AS n, COALESCE(sum(cost_usd), 0) AS cost, COALESCE(sum(own_usd), 0) AS own_usd
+     FROM cost_ledger WHERE created_at > now() - interval '24 hours' GROUP BY guild_id ORDER BY sum(cost_usd) DESC LIMIT 20`,
+  );
+  out("\nBy guild, last 24 h (operator cost; own boxes at the guild's own GPU-hour price, not in its budget)");
+  table([
+    ['guild', 'jobs', 'operator cost $', 'own boxes $'],
+    ...guilds.rows.map((r) => [r.guild_id, r.n, Number(r.cost).toFixed(4), Number(r.own_usd).toFixed(4)]),
   ]);
   // Served by the partial index jobs_undeliverable_idx. Where no log channel is set, this is where
   // the owner learns that a channel refuses the bot's posts.

@@ -132,7 +132,8 @@ export function guildScoped(config: WorkerConfig): WorkerConfig {
   if (!config.WORKER_GUILD_ID) return config;
   const boxes = config.BACKENDS.filter((b) => BOX_FAMILIES.includes(b));
   if (boxes.length === 0) throw new ConfigError(['BACKENDS a linked worker runs your own GPU box: set A1111_URL or COMFYUI_URL']);
-  return { ...config, QUEUE_PREFIX: guildPrefix(config.QUEUE_PREFIX, config.WORKER_GUILD_ID), BACKENDS: boxes };
+  // From the prefix as given, so a config the schema already narrowed (WORKER_GUILD_ID in the environment) comes out the same.
+  return { ...config, QUEUE_PREFIX: guildPrefix(config.BASE_QUEUE_PREFIX, config.WORKER_GUILD_ID), BACKENDS: boxes };
 }
 
 /** A linked worker whose Redis user was deleted (unlink, rotate) says so once, instead of a stream of auth errors. */

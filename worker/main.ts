@@ -15,6 +15,7 @@ import { isPlaintextRemoteRedis } from '../core/io/redis-safety.js';
 import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
 import { priceAttempt, secondsFor } from '../core/pricing.js';
+import { GUILD_HEARTBEAT_MS } from '../core/routing.js';
 import { BackendChain } from './backends/chain.js';
 import { createBackends } from './backends/registry.js';
 import { BoxLeases } from './boxes/leases.js';
@@ -63,9 +64,14 @@ export async function startWorker(given: WorkerConfig, log: Logger, overrides: W
       'REDIS_URL reaches another machine WITHOUT TLS: job data and images cross the network in clear. Use rediss:// (see README, "A worker on the GPU box").',
     );
   }
+  if (config.WORKER_GUILD_ID) {
+    log.info({ guildId: config.WORKER_GUILD_ID, space: config.QUEUE_PREFIX }, "serving one guild's own queue with its GPU boxes only");
+    if (config.IGNORED_CLOUD_KEYS)
+      log.warn("a guild's own worker never uses cloud providers: REPLICATE_API_TOKEN / HF_TOKEN / HF_ENDPOINT_URL are ignored");
+  }
   const presets = loadPresets(config.PRESETS_FILE);
   const backends = await createBackends(config, log, presets);
-  const metrics = createMetrics('worker');
+  const metrics = createMetrics('worker', config.WORKER_GUILD_ID ? { guild: config.WORKER_GUILD_ID } : {});
   if (backends.length === 0) throw new Error('no usable backend');
   const prices = priceModelOf(config);
   const estimates = new PriceEstimates(prices);
@@ -139,6 +145,7 @@ export async function startWorker(given: WorkerConfig, log: Logger, overrides: W
       nsfwThreshold: config.NSFW_THRESHOLD,
       cpu,
       budgets: new BudgetReservations(plain, config.QUEUE_PREFIX),
+      handBack: config.WORKER_GUILD_ID !== undefined,
     }),
   );
   const worker = new Worker<JobPayload, JobResult, JobKind>(
@@ -192,7 +199,9 @@ export async function startWorker(given: WorkerConfig, log: Logger, overrides: W
     prefix: config.QUEUE_PREFIX,
     prices,
     log,
-    everyMs: Math.max(config.HEALTH_PROBE_MS, 10_000),
+    // A guild's box is its guild's first choice only while it reports: the bot hands its jobs on
+    // when these stop for a few seconds (core/routing.ts OWN_BOX_STALE_MS).
+    everyMs: config.WORKER_GUILD_ID ? GUILD_HEARTBEAT_MS : Math.max(config.HEALTH_PROBE_MS, 10_000),
     concurrency: config.WORKER_CONCURRENCY,
     presets,
     estimates,

@@ -34,7 +34,15 @@ export interface ProcessorDeps {
   cpu?: Pick<ThreadPool<ImageTasks>, 'run'>;
   /** The guild months' shared budget reservations; without them, admission's `paidAllowed` alone decides. */
   budgets?: Pick<BudgetReservations, 'reserve' | 'settle'>;
+  /**
+   * A guild's own worker: a job none of its boxes could run is given back at once (failure code
+   * `handed_back`), for the bot to move to the shared queue, rather than retried here or failed.
+   */
+  handBack?: boolean;
 }
+
+/** Chain failures a guild's own worker gives back to the shared queue: nothing about the job itself was wrong. */
+const HANDED_BACK_CODES: ReadonlySet<string> = new Set(['all_backends_failed', 'unsupported', 'budget_spent']);
 
 /** Refuses a result whose images the classifier flags, unless the guild allows NSFW in this channel. */
 async function screen(deps: ProcessorDeps, payload: JobPayload, images: Buffer[], attempts: Attempt[], log: Logger): Promise<void> {
@@ -152,6 +160,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         { signal: controller.signal, onProgress: (p) => onProgress(p) },
         {
           budget,
+          // The operator's rule for its shared boxes; a guild's own boxes always serve their guild.
+          boxes: deps.handBack === true || payload.boxesAllowed !== false,
           queue: { priority: job.opts.priority ?? 0, arrivedAt: job.timestamp },
           onWaiting,
           onRoute: (r) => {
@@ -254,6 +264,11 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         await deps.results.putFailure(payload.jobId, { code: 'all_backends_failed', message: 'handed back', attempts });
         await job.moveToDelayed(Date.now(), token);
         throw new DelayedError();
+      }
+      if (deps.handBack && HANDED_BACK_CODES.has(err.code)) {
+        await deps.results.putFailure(payload.jobId, { code: 'handed_back', message: failureText.handed_back, attempts });
+        log.warn({ code: err.code }, 'no own box could run the job; handed back');
+        throw new UnrecoverableError('handed_back');
       }
       await deps.results.putFailure(payload.jobId, { code: err.code, message: err.userMessage, attempts });
       const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

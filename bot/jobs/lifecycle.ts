@@ -40,6 +40,13 @@ export interface LifecycleOptions {
   markRunningEveryMs?: number;
   /** Interaction tokens last 15 minutes; past this age the bot edits and posts with its own token (default 14 min). */
   tokenLifetimeMs?: number;
+  /**
+   * A guild's own worker gave the job back (failure code `handed_back`): move it to the shared
+   * queue instead of settling it. Without it, such a job fails like any other.
+   */
+  handBack?: (jobId: string) => Promise<void>;
+  /** Books an outcome where the job ran (a guild's own box: at the guild's price, nothing to the operator). */
+  price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
 }
 
 /**
@@ -57,6 +64,8 @@ export class JobLifecycle {
   private readonly tokenLifetimeMs: number;
   /** Followed jobs a worker took, and when, not yet written as running. */
   private readonly startedAt = new Map<string, number>();
+  /** Jobs being moved between queues (see moving()). */
+  private readonly inMove = new Set<string>();
   private markTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -184,8 +193,23 @@ export class JobLifecycle {
   left(jobId: string): void {
     this.startedAt.delete(jobId);
     const e = this.followed.get(jobId);
-    if (e) this.o.board.drop(e);
+    // Removed from a guild's queue to move to the shared one: it keeps its place on the board.
+    if (e && !this.inMove.delete(jobId)) this.o.board.drop(e);
     this.o.board.left(jobId);
+  }
+
+  /** The job is about to leave its queue for another (a handoff; `on` false: it stays after all): its removal must not drop it from the board. */
+  moving(jobId: string, on: boolean): void {
+    if (!on) this.inMove.delete(jobId);
+    else if (this.followed.has(jobId)) this.inMove.add(jobId);
+  }
+
+  /** The job waits again, in the shared queue now: its reply shows its new place. */
+  requeued(jobId: string): void {
+    const e = this.followed.get(jobId);
+    if (!e || e.live.isClosed || !this.o.ownsGuild(e.guildId)) return;
+    this.o.board.wait(e, e.phase === 'running');
+    this.o.board.requestRefresh();
   }
 
   /** A job (re)entered the queue; ours may be back after a failed attempt or a stall. */
@@ -257,7 +281,13 @@ export class JobLifecycle {
   private async fail(jobId: string): Promise<void> {
     const job = await this.o.queue.getJob(jobId);
     if (!failureIsFinal(job ? await job.getState() : null)) return;
-    const settled = await this.settleHere(jobId, failedOutcome(await this.o.results.getFailure(jobId)));
+    const failure = await this.o.results.getFailure(jobId);
+    if (failure?.code === 'handed_back' && this.o.handBack) {
+      await this.o.handBack(jobId);
+      this.requeued(jobId);
+      return;
+    }
+    const settled = await this.settleHere(jobId, failedOutcome(failure));
     if (settled) await this.deliver(settled, null);
   }
 
@@ -267,7 +297,8 @@ export class JobLifecycle {
    * never edit a reply the winner has turned into the result.
    */
   private async settleHere(jobId: string, outcome: SettleOutcome): Promise<StoredJob | null> {
-    const settled = await this.o.store.settle(jobId, outcome);
+    const booked = this.o.price ? await this.o.price(jobId, outcome) : outcome;
+    const settled = await this.o.store.settle(jobId, booked);
     if (!settled) this.release(jobId);
     else
       void this.o.queue

@@ -4,27 +4,33 @@ import type { DeliveryRetryPolicy } from '../../core/delivery.js';
 import { requestCancel } from '../../core/io/cancel.js';
 import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { GenerateQueue } from '../../core/io/queue.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { JobStore, StoredJob } from '../../core/ports.js';
+import type { SettleOutcome } from '../../core/settle.js';
 import { createCancel } from './cancel.js';
+import { Handoff } from './handoff.js';
 import { JobLifecycle, type QueueEventSource } from './lifecycle.js';
 import { Outbox } from './outbox.js';
 import { PostResult } from './post-result.js';
-import { DURATION_WINDOW, type PositionReader, QueueBoard } from './queue-board.js';
+import { DURATION_WINDOW, QueueBoard } from './queue-board.js';
 import { Reconciler } from './reconcile.js';
+import type { KeySpaces } from './spaces.js';
 
 export interface OutboundOptions {
   store: JobStore;
   results: ResultStore;
-  queue: GenerateQueue;
-  /** Exact queue positions of many jobs in one Redis round trip. */
-  positions: PositionReader;
+  /** The shared queue and every guild's own (bot/jobs/spaces.ts): where each job is, its places, its failure. */
+  spaces: KeySpaces;
   events: QueueEventSource & { waitUntilReady(): Promise<unknown> };
-  /** The producer connection and QUEUE_PREFIX, for cancel requests to the workers. */
+  /** Books an outcome where the job ran (a guild's own box: core/pricing.ts bookOnOwnBox). */
+  price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
+  /** Jobs moved from a guild's own boxes to the shared queue. */
+  onMoved?: (guildId: string, why: 'box_gone' | 'handed_back') => void;
+  /** How often guild spaces are checked for a vanished box (default 1 s). */
+  handoffEveryMs?: number | undefined;
+  /** The producer connection: cancel requests to the workers, the guild boxes' reports. */
   redis: Redis;
-  prefix: string;
   /** REST for interaction webhooks (edits of the reply); exempt from the global limit. */
   rest: REST;
   /** REST with the bot token for channel messages, under the global limit. */
@@ -58,7 +64,7 @@ export interface Outbound {
 export function createOutbound(o: OutboundOptions): Outbound {
   const tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
   const outbox = new Outbox({ rest: o.rest, botRest: o.botRest, log: o.log, now: o.now, tokenLifetimeMs });
-  const board = new QueueBoard({ positions: o.positions, log: o.log, now: o.now, ownsGuild: o.ownsGuild });
+  const board = new QueueBoard({ positions: o.spaces.positions, log: o.log, now: o.now, ownsGuild: o.ownsGuild });
   const post = new PostResult({
     store: o.store,
     results: o.results,
@@ -70,10 +76,19 @@ export function createOutbound(o: OutboundOptions): Outbound {
     retry: o.deliveryRetry,
     cpu: o.cpu,
   });
+  let handoff: Handoff | undefined;
   const lifecycle = new JobLifecycle({
     store: o.store,
-    results: o.results,
-    queue: o.queue,
+    results: {
+      get: (k) => o.results.get(k),
+      getMany: (k) => o.results.getMany(k),
+      getFailure: (id) => o.spaces.failureOf(id),
+      previewKey: (id) => o.spaces.resultsOf(id).previewKey(id),
+      ownsResultKeys: (id, result) => o.spaces.resultsOf(id).ownsResultKeys(id, result),
+    },
+    queue: o.spaces.jobs,
+    handBack: (jobId) => handoff?.handBack(jobId) ?? Promise.resolve(),
+    ...(o.price ? { price: o.price } : {}),
     board,
     post,
     edits: outbox,
@@ -83,19 +98,29 @@ export function createOutbound(o: OutboundOptions): Outbound {
     editIntervalMs: o.editIntervalMs,
     tokenLifetimeMs,
   });
+  handoff = new Handoff({
+    spaces: o.spaces,
+    redis: o.redis,
+    lifecycle,
+    log: o.log,
+    now: o.now,
+    everyMs: o.handoffEveryMs,
+    onMoved: o.onMoved,
+  });
+  o.spaces.listenWith((events) => lifecycle.listen(events));
   const reconciler = new Reconciler({
     store: o.store,
-    queue: o.queue,
-    positions: o.positions,
+    queue: o.spaces.jobs,
+    positions: o.spaces.positions,
     lifecycle,
     log: o.log,
     now: o.now,
     sweepIntervalMs: o.sweepIntervalMs,
   });
   const cancel = createCancel({
-    queue: o.queue,
+    queue: o.spaces.jobs,
     settle: (jobId, outcome) => lifecycle.settle(jobId, outcome),
-    requestCancel: (jobId) => requestCancel(o.redis, o.prefix, jobId),
+    requestCancel: async (jobId) => requestCancel(o.redis, (await o.spaces.of(jobId)).prefix, jobId),
   });
   return {
     lifecycle,
@@ -117,14 +142,18 @@ export function createOutbound(o: OutboundOptions): Outbound {
       }
       await o.events.waitUntilReady();
       await reconciler.start();
+      handoff.start();
     },
     async stop() {
       // Every room stops taking new work at once; then what is under way finishes, deliveries last.
       const sweeps = reconciler.stop();
+      const moves = handoff.stop();
       const edits = lifecycle.stop();
       await sweeps;
+      await moves;
       await edits;
       await post.drain();
+      await o.spaces.close();
     },
   };
 }

@@ -139,8 +139,12 @@ export class PostResult {
         await Promise.allSettled(batch.map((d) => this.o.store.releaseDelivery(d.jobId)));
         continue;
       }
-      // Failed jobs too: a paid result kept for a retry that then failed for good goes with them.
-      const settled = batch.map((d) => ({ jobId: d.jobId, imageKeys: d.job.result?.imageKeys ?? [] }));
+      // Failed jobs too: a paid result kept for a retry that then failed for good goes with them. The
+      // worker's grid key too: a guild's worker writes it under the guild's key space, not ours.
+      const settled = batch.map((d) => ({
+        jobId: d.jobId,
+        imageKeys: [...(d.job.result?.imageKeys ?? []), ...(d.job.result?.gridKey ? [d.job.result.gridKey] : [])],
+      }));
       await this.o.results
         .forget(settled)
         .catch((err: unknown) => this.o.log.warn({ err }, 'could not drop delivered images; they expire'));

@@ -85,6 +85,11 @@ export class QueueBoard {
     this.durations.add(sample);
   }
 
+  /** Recent run times (routing estimates a guild's own box line from them). */
+  recentRuns(): readonly DurationSample[] {
+    return this.durations.samples();
+  }
+
   /** The entry waits in the queue: its reply shows its place from now on. */
   wait(e: BoardEntry, fresh = false): void {
     e.phase = 'queued';

@@ -195,8 +195,9 @@ const SETTLE_SQL = `
     RETURNING 1
   ),
   l AS (
-    INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd)
-    SELECT j.id, a.ord::int, j.guild_id, a.e->>'backend', a.e->>'outcome', (a.e->>'seconds')::numeric, (a.e->>'costUsd')::numeric
+    INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd, own_usd)
+    SELECT j.id, a.ord::int, j.guild_id, a.e->>'backend', a.e->>'outcome', (a.e->>'seconds')::numeric, (a.e->>'costUsd')::numeric,
+           COALESCE((a.e->>'ownUsd')::numeric, 0)
     FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
     ON CONFLICT (job_id, attempt_no) DO NOTHING
     RETURNING 1

@@ -52,9 +52,11 @@ export class SettingsStore implements GuildSettings {
       nsfw_mode: string | null;
       monthly_budget_usd: number | null;
       log_channel_id: string | null;
+      gpu_usd_per_hour: number | null;
       words: string[];
     }>(
       `SELECT s.daily_limit, s.nsfw_mode::text AS nsfw_mode, s.monthly_budget_usd::float8 AS monthly_budget_usd, s.log_channel_id,
+              s.gpu_usd_per_hour::float8 AS gpu_usd_per_hour,
               ARRAY(SELECT word FROM banned_words WHERE guild_id = $1 ORDER BY word) AS words
        FROM (SELECT 1) AS one LEFT JOIN guild_settings s ON s.guild_id = $1`,
       [guildId],
@@ -68,6 +70,7 @@ export class SettingsStore implements GuildSettings {
       monthlyBudgetUsd: s?.monthly_budget_usd ?? this.defaults.monthlyBudgetUsd,
       logChannelId: s?.log_channel_id ?? null,
       bannedWords: s?.words ?? [],
+      gpuUsdPerHour: s?.gpu_usd_per_hour ?? null,
     };
   }
 
@@ -76,7 +79,7 @@ export class SettingsStore implements GuildSettings {
     guildId: string,
     actorId: string,
     action: string,
-    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string },
+    patch: { dailyLimit?: number; nsfwMode?: NsfwMode; monthlyBudgetUsd?: number; logChannelId?: string; gpuUsdPerHour?: number },
   ): Promise<{ before: Record<string, unknown>; after: Record<string, unknown> }> {
     this.invalidate(guildId);
     const prisma = await this.db.prisma();
@@ -87,6 +90,7 @@ export class SettingsStore implements GuildSettings {
         ...(patch.nsfwMode !== undefined ? { nsfwMode: toDbMode(patch.nsfwMode) } : {}),
         ...(patch.monthlyBudgetUsd !== undefined ? { monthlyBudgetUsd: patch.monthlyBudgetUsd } : {}),
         ...(patch.logChannelId !== undefined ? { logChannelId: patch.logChannelId } : {}),
+        ...(patch.gpuUsdPerHour !== undefined ? { gpuUsdPerHour: patch.gpuUsdPerHour } : {}),
       };
       // "before" is what was in force, defaults included, so the audit trail reads without the config.
       const inForce: Record<string, unknown> = {
@@ -94,6 +98,7 @@ export class SettingsStore implements GuildSettings {
         nsfwMode: fromDbMode(cur?.nsfwMode),
         monthlyBudgetUsd: cur?.monthlyBudgetUsd != null ? Number(cur.monthlyBudgetUsd) : this.defaults.monthlyBudgetUsd,
         logChannelId: cur?.logChannelId ?? null,
+        gpuUsdPerHour: cur?.gpuUsdPerHour != null ? Number(cur.gpuUsdPerHour) : null,
       };
       const before: Record<string, unknown> = {};
       for (const k of Object.keys(data)) before[k] = inForce[k];

@@ -6,7 +6,7 @@ import { requireModerator } from '../guards.js';
 import { NO_MENTIONS } from '../replies.js';
 import { gpuLink, gpuRotate, gpuStatus, gpuUnlink } from './gpu.js';
 import { backends, stats } from './reports.js';
-import { type AdminHandler, bannedWords, budget, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
+import { type AdminHandler, bannedWords, budget, gpuPrice, logChannel, nsfw, quotaDefault, quotaUser, quotaUserClear } from './settings.js';
 
 const T = ApplicationCommandOptionType;
 
@@ -17,6 +17,7 @@ const HANDLERS: Record<string, AdminHandler> = {
   nsfw,
   'banned-words': bannedWords,
   budget,
+  'gpu-price': gpuPrice,
   'log-channel': logChannel,
   stats,
   backends,
@@ -112,6 +113,14 @@ export const admin = {
             min_value: 0,
             max_value: 100000,
           },
+        ],
+      },
+      {
+        type: T.Subcommand,
+        name: 'gpu-price',
+        description: "What an hour on this server's own linked GPU boxes is worth (booked, never in the budget)",
+        options: [
+          { type: T.Number, name: 'usd-per-hour', description: 'US dollars per GPU-hour', required: true, min_value: 0, max_value: 1000 },
         ],
       },
       {

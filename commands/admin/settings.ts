@@ -64,6 +64,14 @@ export const budget: AdminHandler = async (ctx, i, guildId) => {
   return { reply: msg, notice: msg };
 };
 
+export const gpuPrice: AdminHandler = async (ctx, i, guildId) => {
+  const usd = i.options.getNumber('usd-per-hour', true);
+  const before = (await ctx.settings.policy(guildId)).gpuUsdPerHour;
+  await ctx.settings.updateGuild(guildId, i.user.id, 'gpu-price', { gpuUsdPerHour: usd });
+  const msg = adminText.gpuPrice(before, usd);
+  return { reply: msg, notice: msg };
+};
+
 export const logChannel: AdminHandler = async (ctx, i, guildId) => {
   const channel = i.options.getChannel('channel', true);
   await ctx.settings.updateGuild(guildId, i.user.id, 'log-channel', { logChannelId: channel.id });

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { guildSpace } from '../config.js';
 
 /*
  * Linking a guild's own GPU box. The box's worker and the bot share nothing but Redis, so the
@@ -10,7 +11,7 @@ import { z } from 'zod';
  */
 
 /** A guild's key space: its queue, results, leases and status reports live under it. */
-export const guildPrefix = (prefix: string, guildId: string) => `${prefix}:g:${guildId}`;
+export const guildPrefix = guildSpace;
 
 /** Redis users are global to the server: their names carry the deployment's prefix (default `imagebot`). */
 export const linkUserName = (prefix: string, linkId: string) => `${prefix}-link-${linkId}`;

@@ -1,16 +1,17 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Prometheus metrics of one process (bot or worker), exposed on /metrics. */
-export function createMetrics(service: 'bot' | 'worker') {
+export function createMetrics(service: 'bot' | 'worker', labels: Record<string, string> = {}) {
   const registry = new Registry();
-  registry.setDefaultLabels({ service });
+  // A guild's own worker labels everything it exposes with its guild.
+  registry.setDefaultLabels({ service, ...labels });
   collectDefaultMetrics({ register: registry });
   const m = {
     registry,
     queueJobs: new Gauge({
       name: 'imagebot_queue_jobs',
-      help: 'Jobs in the generate queue by state',
-      labelNames: ['state'],
+      help: "Jobs in the generate queues by state and key space (shared, or a guild's own)",
+      labelNames: ['state', 'space'],
       registers: [registry],
     }),
     jobDuration: new Histogram({
@@ -54,6 +55,18 @@ export function createMetrics(service: 'bot' | 'worker') {
       name: 'imagebot_jobs_routed_total',
       help: 'Jobs that ran elsewhere than the GPU box they were meant for: overflow (box busy) or failover (box failing), by backend',
       labelNames: ['reason', 'backend'],
+      registers: [registry],
+    }),
+    ownBoxes: new Gauge({
+      name: 'imagebot_guild_boxes_online',
+      help: "A guild's own GPU boxes reporting in (healthy, circuit not open), by guild",
+      labelNames: ['guild'],
+      registers: [registry],
+    }),
+    jobsBySpace: new Counter({
+      name: 'imagebot_jobs_queued_total',
+      help: 'Jobs queued by guild and where: its own boxes (own), the shared queue (shared), or handed from its own boxes to the shared queue (handoff)',
+      labelNames: ['guild', 'to'],
       registers: [registry],
     }),
     discordRateLimits: new Counter({

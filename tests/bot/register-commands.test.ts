@@ -38,6 +38,7 @@ test('registration sends every command and option of the contract, guild-scoped 
     'nsfw',
     'banned-words',
     'budget',
+    'gpu-price',
     'log-channel',
     'stats',
     'backends',

@@ -103,3 +103,40 @@ test('a worker reaching Redis on another machine without TLS is flagged; loopbac
   expect(isPlaintextRemoteRedis('redis://localhost:6379')).toBe(false);
   expect(isPlaintextRemoteRedis('redis://[::1]:6379')).toBe(false);
 });
+
+describe("a guild's own worker (WORKER_GUILD_ID)", () => {
+  const guild = '2222222222222222222';
+  test("serves the guild's key space with its boxes only: cloud keys in its environment are dropped", () => {
+    const c = loadConfig(workerConfigSchema, {
+      WORKER_GUILD_ID: guild,
+      QUEUE_PREFIX: 'hosted',
+      A1111_URL: 'http://gpu:7860',
+      REPLICATE_API_TOKEN: 'r8_operator',
+      HF_TOKEN: 'hf_x',
+    });
+    expect(c.QUEUE_PREFIX).toBe(`hosted:g:${guild}`);
+    expect(c.BASE_QUEUE_PREFIX).toBe('hosted');
+    expect(c.BACKENDS).toEqual(['a1111']);
+    expect(c.IGNORED_CLOUD_KEYS).toBe(true);
+    // One box, no cloud: one job at a time.
+    expect(c.WORKER_CONCURRENCY).toBe(1);
+  });
+
+  test('with cloud keys only it refuses to start, and a malformed guild id is named', () => {
+    expect(errorLines(() => loadConfig(workerConfigSchema, { WORKER_GUILD_ID: guild, REPLICATE_API_TOKEN: 'r8' }))[0]).toMatch(
+      /^BACKENDS a guild's own worker runs its GPU boxes only: set A1111_URL or COMFYUI_URL/,
+    );
+    expect(errorLines(() => loadConfig(workerConfigSchema, { WORKER_GUILD_ID: 'abc', A1111_URL: 'http://gpu:7860' }))).toEqual([
+      'WORKER_GUILD_ID must be a Discord id (17-20 digits)',
+    ]);
+  });
+
+  test('SHARED_BOX_GUILDS is * by default, or a list of guild ids', () => {
+    expect(loadConfig(botConfigSchema, bot).SHARED_BOX_GUILDS).toBe('*');
+    expect(loadConfig(botConfigSchema, { ...bot, SHARED_BOX_GUILDS: `${guild}, 2222222222222222299` }).SHARED_BOX_GUILDS).toEqual([
+      guild,
+      '2222222222222222299',
+    ]);
+    expect(errorLines(() => loadConfig(botConfigSchema, { ...bot, SHARED_BOX_GUILDS: 'everyone' }))[0]).toMatch(/^SHARED_BOX_GUILDS /);
+  });
+});

@@ -38,6 +38,7 @@ const SUBCOMMANDS: { sub: string; options: APIOption[]; resolved?: Record<string
     ],
   },
   { sub: 'budget', options: [{ name: 'monthly-usd', type: 10, value: 12.5 }] },
+  { sub: 'gpu-price', options: [{ name: 'usd-per-hour', type: 10, value: 0.5 }] },
   {
     sub: 'log-channel',
     options: [{ name: 'channel', type: 7, value: LOG_CHANNEL }],
@@ -103,14 +104,16 @@ describe('/admin', () => {
       'nsfw',
       'banned-words add',
       'budget',
+      'gpu-price',
     ]);
     for (const a of audit) expect(a.actorId).toBe(ALICE.id);
     expect(audit[1]).toMatchObject({ before: { dailyLimit: 25 }, after: { dailyLimit: 10 } });
     expect(audit[2]).toMatchObject({ target: BOB.id, before: { daily: null }, after: { daily: 0 } });
     expect(audit[6]).toMatchObject({ before: { monthlyBudgetUsd: 5 }, after: { monthlyBudgetUsd: 12.5 } });
+    expect(audit[7]).toMatchObject({ before: { gpuUsdPerHour: null }, after: { gpuUsdPerHour: 0.5 } });
     expect(await db.prisma.bannedWord.findMany({ orderBy: { word: 'asc' } })).toMatchObject([{ word: 'castle' }, { word: 'dragon' }]);
     const notices = sys.discord.channelMessages(LOG_CHANNEL);
-    expect(notices.length).toBe(7);
+    expect(notices.length).toBe(8);
     for (const n of notices) expect(n.raw.allowed_mentions).toEqual({ parse: [] });
     expect(notices.some((n) => n.content.includes('$5.00 → **$12.50**'))).toBe(true);
   });

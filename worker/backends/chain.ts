@@ -97,6 +97,8 @@ export interface RunOptions {
   onWaiting?: (w: WaitingReport) => void;
   /** The job goes elsewhere than the box it was meant for (before that attempt starts). */
   onRoute?: (r: { reason: 'overflow' | 'failover'; backend: ImageBackend; usd: number }) => void;
+  /** false: the GPU boxes may not serve this job (the operator does not share them with its guild); cloud only. */
+  boxes?: boolean;
 }
 
 export type CircuitName = 'closed' | 'open' | 'half-open' | 'isolated';
@@ -357,7 +359,7 @@ export class BackendChain {
     };
     const runCtx: RunContext = { signal: ctx.signal, onProgress };
     const refusals: string[] = [];
-    const steps = this.plan(job, refusals);
+    const steps = this.plan(job, refusals).filter((s) => opts.boxes !== false || s.kind !== 'boxes');
     const boxStep = steps.find((s): s is Extract<Step, { kind: 'boxes' }> => s.kind === 'boxes');
     const clouds = steps.flatMap((s) => (s.kind === 'one' && !isBoxFamily(s.planned.link.backend.family) ? [s.planned] : []));
     let overflowed = false;

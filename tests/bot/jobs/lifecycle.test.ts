@@ -31,7 +31,16 @@ const RESULT: JobResult = {
 };
 
 /** The store settles a job once, like the status-guarded statement; `settledElsewhere` plays another bot process winning. */
-function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailure; images?: (Buffer | null)[] } = {}) {
+function setup(
+  o: {
+    ownsGuild?: boolean;
+    queueState?: string;
+    failure?: JobFailure;
+    images?: (Buffer | null)[];
+    handBack?: (jobId: string) => Promise<void>;
+    price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
+  } = {},
+) {
   const settles: SettleOutcome[] = [];
   const store = {
     settledElsewhere: false,
@@ -84,6 +93,8 @@ function setup(o: { ownsGuild?: boolean; queueState?: string; failure?: JobFailu
     now: () => Date.now(),
     ownsGuild: () => o.ownsGuild ?? true,
     editIntervalMs: 1500,
+    ...(o.handBack ? { handBack: o.handBack } : {}),
+    ...(o.price ? { price: o.price } : {}),
   });
   lifecycle.begin(JOB, 'g1', 'c1', REF, REQUEST);
   return { lifecycle, store, settles, posted, edits, board, reads, removed, keysRead };
@@ -231,5 +242,31 @@ describe('a job from the queue to its settle', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(store.marked).toEqual([JOB, other]);
     expect(store.markCalls).toBe(1);
+  });
+});
+
+describe("a guild's own boxes", () => {
+  test('a job its guild worker gave back is handed on to the shared queue: not settled, not refunded, nothing posted', async () => {
+    const handed: string[] = [];
+    const { lifecycle, settles, posted } = setup({
+      queueState: 'failed',
+      failure: { code: 'handed_back', message: 'x', attempts: [] },
+      handBack: async (id) => void handed.push(id),
+    });
+    lifecycle.failed(JOB);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(handed).toEqual([JOB]);
+    expect(settles).toEqual([]);
+    expect(posted).toEqual([]);
+    expect(lifecycle.isFollowing(JOB)).toBe(true);
+  });
+
+  test('the outcome is booked where the job ran before it is settled', async () => {
+    const { lifecycle, settles } = setup({
+      price: async (_id, outcome) => (outcome.status === 'succeeded' ? { ...outcome, result: { ...outcome.result, costUsd: 0 } } : outcome),
+    });
+    lifecycle.completed(JOB, JSON.stringify({ ...RESULT, costUsd: 0.5 }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(settles).toMatchObject([{ status: 'succeeded', result: { costUsd: 0 } }]);
   });
 });

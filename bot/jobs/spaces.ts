@@ -1,0 +1,287 @@
+import { QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { guildSpace } from '../../core/config.js';
+import type { JobFailure } from '../../core/failures.js';
+import type { JobPayload } from '../../core/generation.js';
+import { readBackendStatus } from '../../core/io/backend-status.js';
+import { takeSharedTurn } from '../../core/io/fair-share.js';
+import type { Logger } from '../../core/io/logger.js';
+import type { Metrics } from '../../core/io/metrics.js';
+import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue } from '../../core/io/queue.js';
+import { QueuePositions, type QueueSnapshot } from '../../core/io/queue-position.js';
+import { ResultStore } from '../../core/io/results.js';
+import { memberPart, queuePriority, sharedQueuePriority } from '../../core/quota.js';
+import { onlineOwnBoxes, sharedBoxesAllowed } from '../../core/routing.js';
+import type { QueueEventSource } from './lifecycle.js';
+import type { PositionReader } from './queue-board.js';
+
+/** One key space the bot routes jobs to: the shared queue, or one guild's own (its linked boxes). */
+export interface Space {
+  /** null: the shared queue. */
+  guildId: string | null;
+  /** Its Redis prefix: QUEUE_PREFIX, or `<QUEUE_PREFIX>:g:<guildId>`. */
+  prefix: string;
+  queue: GenerateQueue;
+  results: ResultStore;
+  positions: QueuePositions;
+}
+
+interface GuildSpace extends Space {
+  guildId: string;
+  /** Set once its stream's present end is known. */
+  events?: QueueEvents;
+  connection: Redis;
+  ready: Promise<unknown>;
+  usedAt: number;
+}
+
+export interface KeySpacesOptions {
+  /** The producer connection (queues, results, routes). */
+  redis: Redis;
+  redisUrl: string;
+  prefix: string;
+  resultTtlSeconds: number;
+  shared: Omit<Space, 'guildId' | 'prefix'>;
+  log: Logger;
+  now: () => number;
+  /** SHARED_BOX_GUILDS: guilds the operator's own boxes serve on the shared queue. */
+  sharedBoxGuilds: '*' | readonly string[];
+  /** A guild space nobody touched for this long has its QueueEvents closed (default 10 min). */
+  idleMs?: number;
+}
+
+/**
+ * The queues the bot routes to and which one holds each job. A guild's space is opened lazily (its
+ * Queue and a QueueEvents on its own blocking connection, subscribed to the lifecycle) when a job
+ * is routed there or an open job of it is touched, and closed when idle: the reconcile sweep
+ * touches every open job's space, so a space with open jobs stays open. Which space holds a job is
+ * kept in Redis (`<prefix>:routes`, job id → guild id; absent = shared), so any bot process, and
+ * one restarted, finds it.
+ */
+export class KeySpaces {
+  readonly shared: Space;
+  private readonly guilds = new Map<string, GuildSpace>();
+  private readonly routes = new Map<string, string | null>();
+  private readonly routesKey: string;
+  private closed = false;
+  private listen: (events: QueueEventSource) => void = () => undefined;
+
+  constructor(private readonly o: KeySpacesOptions) {
+    this.shared = { guildId: null, prefix: o.prefix, ...o.shared };
+    this.routesKey = `${o.prefix}:routes`;
+  }
+
+  /** Subscribes the job lifecycle to every guild space's events as it opens. */
+  listenWith(listen: (events: QueueEventSource) => void): void {
+    this.listen = listen;
+  }
+
+  /** The guild's own space, opened if need be; resolves once its events are followed. */
+  async guild(guildId: string): Promise<Space> {
+    let s = this.guilds.get(guildId);
+    if (!s) {
+      s = this.open(guildId);
+      this.guilds.set(guildId, s);
+    }
+    s.usedAt = this.o.now();
+    try {
+      await s.ready;
+    } catch (err) {
+      // Opened again at the next touch.
+      if (this.guilds.get(guildId) === s) this.guilds.delete(guildId);
+      await this.closeSpace(s);
+      throw err;
+    }
+    return s;
+  }
+
+  /** A guild's space if it is open, without counting as a use (the handoff and /metrics look, they do not keep it open). */
+  peek(guildId: string): Space | undefined {
+    return this.guilds.get(guildId);
+  }
+
+  /** Spaces of guilds opened now (the handoff watches these). */
+  openGuilds(): string[] {
+    return [...this.guilds.keys()];
+  }
+
+  /** The space that holds a job. */
+  async of(jobId: string): Promise<Space> {
+    let guildId = this.routes.get(jobId);
+    if (guildId === undefined) {
+      guildId = await this.o.redis.hget(this.routesKey, jobId);
+      this.routes.set(jobId, guildId);
+    }
+    return guildId === null ? this.shared : this.guild(guildId);
+  }
+
+  /** Records where a job is queued now (before it is added there, so its events find it). */
+  async route(jobId: string, guildId: string | null): Promise<void> {
+    if (guildId === null) await this.o.redis.hdel(this.routesKey, jobId);
+    else await this.o.redis.hset(this.routesKey, jobId, guildId);
+    this.routes.set(jobId, guildId);
+  }
+
+  /** A settled job's route is dropped with its queue entry. */
+  private async unroute(jobId: string): Promise<void> {
+    this.routes.delete(jobId);
+    await this.o.redis.hdel(this.routesKey, jobId);
+  }
+
+  /**
+   * Queues a job on the shared queue: behind every guild's earlier waiting jobs there (its guild's
+   * turn, core/io/fair-share.ts), the member's usage inside the turn; the operator's boxes only if
+   * SHARED_BOX_GUILDS allows the guild. `usedBefore`: the member's images today before this job.
+   */
+  async addShared(payload: JobPayload, usedBefore: number): Promise<void> {
+    const guildId = payload.guildId ?? '';
+    const turn = await takeSharedTurn(this.o.redis, {
+      prefix: this.o.prefix,
+      prioritizedKey: this.shared.queue.toKey('prioritized'),
+      guildId,
+      jobId: payload.jobId,
+      now: this.o.now(),
+      memberPart: memberPart(usedBefore),
+    });
+    await this.route(payload.jobId, null);
+    await enqueueJob(this.shared.queue, this.forShared(payload), sharedQueuePriority(turn, usedBefore));
+  }
+
+  /** The payload as the shared queue carries it: the operator's boxes only for the guilds SHARED_BOX_GUILDS allows. */
+  private forShared(payload: JobPayload): JobPayload {
+    const { boxesAllowed: _own, ...rest } = payload;
+    return sharedBoxesAllowed(this.o.sharedBoxGuilds, payload.guildId ?? '') ? rest : { ...rest, boxesAllowed: false };
+  }
+
+  /** Queues a job on its guild's own queue (member fairness inside the guild, as ever). */
+  async addOwn(payload: JobPayload, guildId: string, usedBefore: number): Promise<void> {
+    const space = await this.guild(guildId);
+    await this.route(payload.jobId, guildId);
+    await enqueueJob(space.queue, payload, queuePriority(usedBefore));
+  }
+
+  /** BullMQ's view of a job in whichever queue holds it (JobStates, and cancel's view). */
+  readonly jobs = {
+    getJob: async (jobId: string) => (await (await this.of(jobId)).queue.getJob(jobId)) ?? undefined,
+    remove: async (jobId: string) => {
+      const s = await this.of(jobId);
+      await s.queue.remove(jobId);
+      if (s.guildId !== null) await this.unroute(jobId);
+    },
+    /** A re-enqueue of a lost job goes to the shared queue, which every guild may use. */
+    add: async (...[name, data, opts]: Parameters<GenerateQueue['add']>) => {
+      if (opts?.jobId) await this.route(opts.jobId, null);
+      return this.shared.queue.add(name, this.forShared(data), opts);
+    },
+  };
+
+  /** Queue places of many jobs, each read in the queue that holds it. */
+  readonly positions: PositionReader = {
+    read: async (jobIds) => {
+      const bySpace = new Map<Space, string[]>();
+      for (const id of jobIds) {
+        const s = await this.of(id);
+        bySpace.set(s, [...(bySpace.get(s) ?? []), id]);
+      }
+      // The shared queue's snapshot gives the counts and reports; guild jobs add their places.
+      const shared = await this.shared.positions.read(bySpace.get(this.shared) ?? []);
+      const places = new Map(shared.places);
+      for (const [s, ids] of bySpace) {
+        if (s === this.shared) continue;
+        const snap: QueueSnapshot = await s.positions.read(ids);
+        for (const [id, p] of snap.places) places.set(id, p);
+      }
+      return { ...shared, places };
+    },
+  };
+
+  /**
+   * The result keys of a job in the space this process knows holds it (its route, set at admission
+   * or read by the sweep; the shared space otherwise), for the checks that a worker's result and
+   * preview name only that job's own keys there.
+   */
+  resultsOf(jobId: string): ResultStore {
+    const guildId = this.routes.get(jobId);
+    if (!guildId) return this.shared.results;
+    return this.guilds.get(guildId)?.results ?? new ResultStore(this.o.redis, guildSpace(this.o.prefix, guildId), this.o.resultTtlSeconds);
+  }
+
+  /** The failure record a worker left for a job, in the space that ran it. */
+  async failureOf(jobId: string): Promise<JobFailure | null> {
+    return (await this.of(jobId)).results.getFailure(jobId);
+  }
+
+  /** Closes guild spaces nobody touched for idleMs. */
+  async closeIdle(): Promise<void> {
+    const idleMs = this.o.idleMs ?? 600_000;
+    for (const [guildId, s] of this.guilds) {
+      if (this.o.now() - s.usedAt < idleMs) continue;
+      this.guilds.delete(guildId);
+      await this.closeSpace(s);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.guilds.values()];
+    this.guilds.clear();
+    await Promise.allSettled(all.map((s) => this.closeSpace(s)));
+  }
+
+  private async closeSpace(s: GuildSpace): Promise<void> {
+    await Promise.allSettled([s.events?.close(), s.queue.close()]);
+    await s.connection.quit().catch(() => undefined);
+  }
+
+  private open(guildId: string): GuildSpace {
+    if (this.closed) throw new Error('key spaces closed');
+    const prefix = guildSpace(this.o.prefix, guildId);
+    const queue = createGenerateQueue(this.o.redis, prefix);
+    queue.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild queue error'));
+    const connection = createRedis(this.o.redisUrl, 'blocking');
+    connection.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild events connection error'));
+    const eventsKey = queue.toKey('events');
+    const space = { guildId, prefix, queue, connection, usedAt: this.o.now() } as GuildSpace;
+    space.results = new ResultStore(this.o.redis, prefix, this.o.resultTtlSeconds);
+    space.positions = new QueuePositions(
+      this.o.redis,
+      {
+        wait: queue.toKey('wait'),
+        prioritized: queue.toKey('prioritized'),
+        active: queue.toKey('active'),
+        delayed: queue.toKey('delayed'),
+      },
+      prefix,
+    );
+    // Events are read from the stream's present end, known before anything is routed here, so no
+    // event of a job routed after this resolves can be missed (BullMQ's default '$' would race).
+    space.ready = this.o.redis.xrevrange(eventsKey, '+', '-', 'COUNT', 1).then((last) => {
+      const events = new QueueEvents(GENERATE_QUEUE, { connection, prefix, lastEventId: last[0]?.[0] ?? '0-0' });
+      events.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild queue events error'));
+      space.events = events;
+      this.listen(events);
+      return events.waitUntilReady();
+    });
+    space.ready.catch((err: unknown) => this.o.log.warn({ err, guildId }, 'could not follow a guild queue'));
+    return space;
+  }
+}
+
+/** /metrics: each open space's queue by state, and each open guild's own boxes reporting in. */
+export async function observeSpaces(
+  spaces: KeySpaces,
+  redis: Redis,
+  metrics: Pick<Metrics, 'queueJobs' | 'ownBoxes'>,
+  now = Date.now(),
+): Promise<void> {
+  const all: Space[] = [spaces.shared];
+  for (const g of spaces.openGuilds()) {
+    const s = spaces.peek(g);
+    if (s) all.push(s);
+  }
+  for (const s of all) {
+    const counts = await s.queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed');
+    for (const [state, n] of Object.entries(counts)) metrics.queueJobs.set({ state, space: s.guildId ?? 'shared' }, n);
+    if (s.guildId !== null) metrics.ownBoxes.set({ guild: s.guildId }, onlineOwnBoxes(await readBackendStatus(redis, s.prefix), now));
+  }
+}
