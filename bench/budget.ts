@@ -7,20 +7,17 @@
  *
  *   npm run bench:budget   (BENCH_WORKERS=3, BENCH_CONCURRENCY=8, BENCH_JOBS=60, BENCH_BUDGET=0.05)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
 import { budgetMonth } from '../core/budget.js';
 import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { BudgetReservations } from '../core/io/budget-reservations.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
 import { ResultStore } from '../core/io/results.js';
 import { startFakeReplicate } from '../tests/fakes/replicate.js';
-import { emptyCwd, sourceEntryArgs } from '../tests/setup/processes.js';
+import { clearPrefix, REDIS_URL, spawnReady } from './support.js';
 
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const JOBS = Number(process.env.BENCH_JOBS ?? 60);
@@ -29,35 +26,6 @@ const BUDGET = Number(process.env.BENCH_BUDGET ?? 0.05);
 const USD_PER_SECOND = 0.01;
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const usd = (n: number) => `$${n.toFixed(4)}`;
-
-async function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, sourceEntryArgs('worker/main.ts'), {
-    cwd: emptyCwd(),
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      if (buf.includes('"worker ready"')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`worker exited ${code}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
-
-async function cleanup(prefix: string) {
-  const r = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length) await r.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  await r.quit();
-}
 
 async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'hang' }) {
   const replicate = await startFakeReplicate({ durationMs: fake.durationMs, mode: fake.mode });
@@ -73,7 +41,7 @@ async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'han
     WORKER_CONCURRENCY: String(CONCURRENCY),
     NSFW_CLASSIFIER: 'off',
   };
-  const procs = await Promise.all(Array.from({ length: WORKERS }, () => spawnWorker(env)));
+  const procs = await Promise.all(Array.from({ length: WORKERS }, async () => (await spawnReady('worker', env)).child));
   const producer = createRedis(REDIS_URL, 'producer');
   const plain = createRedis(REDIS_URL, 'blocking');
   const queue = createGenerateQueue(producer, prefix);
@@ -126,7 +94,7 @@ async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'han
   await queue.close();
   await Promise.all([producer.quit(), plain.quit()]);
   await replicate.close();
-  await cleanup(prefix);
+  await clearPrefix(prefix);
   const over = booked - BUDGET;
   out(
     `${label.padEnd(34)} predictions ${String(replicate.predictions.length).padStart(3)}  cancelled ${String(replicate.cancels.length).padStart(2)}  served ${String(served).padStart(2)}  told spent ${String(spentRefusals).padStart(2)}  ` +

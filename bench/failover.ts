@@ -8,25 +8,19 @@
  *
  *   npm run bench:failover        (BENCH_JOBS=6 jobs per scenario, BENCH_COMMANDS=8; production timeouts)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { loadConfig, workerConfigSchema } from '../core/config.js';
 import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { createLogger } from '../core/io/logger.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
-import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { type FakeA1111Mode, startFakeA1111 } from '../tests/fakes/a1111.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import { startFakeHFEndpoint } from '../tests/fakes/huggingface.js';
-import { emptyCwd, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startWorker } from '../worker/main.js';
+import { benchDatabase, clearPrefix, REDIS_URL, spawnReady } from './support.js';
 
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const JOBS = Number(process.env.BENCH_JOBS ?? 6);
 const COMMANDS = Number(process.env.BENCH_COMMANDS ?? 8);
 const NAIVE_TIMEOUT_MS = 30_000;
@@ -41,17 +35,6 @@ const SCENARIOS: Scenario[] = [
   { name: '(c) box stops answering altogether (frozen process)', mode: 'freeze' },
   { name: '(d) box dies mid-job', mode: 'die-mid-job' },
 ];
-
-async function cleanup(prefix: string): Promise<void> {
-  const r = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length) await r.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  await r.quit();
-}
 
 async function ours(s: Scenario): Promise<number[]> {
   const box = await startFakeA1111({ stepDelayMs: 100, mode: s.mode === 'refused' ? 'ok' : s.mode });
@@ -99,7 +82,7 @@ async function ours(s: Scenario): Promise<number[]> {
   await producer.quit();
   await box.close();
   await hf.close();
-  await cleanup(prefix);
+  await clearPrefix(prefix);
   return times;
 }
 
@@ -137,37 +120,10 @@ async function naive(s: Scenario): Promise<number> {
   return at ? at - t0 : NaN;
 }
 
-async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
-  // An empty working directory: a developer's .env must not reach the measured processes.
-  const child = spawn(process.execPath, sourceEntryArgs(`${which}/main.ts`), {
-    cwd: emptyCwd(),
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  process.once('exit', () => child.kill('SIGKILL'));
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    const onData = (c: Buffer) => {
-      buf += c.toString();
-      if (!buf.includes(`"${which} ready"`)) return;
-      child.stdout!.off('data', onData);
-      resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
-
 /** A frozen box behind the whole system: from each `/imagine` to the cloud receiving its job, one command after another. */
 async function commandToCloud(): Promise<number[]> {
   const stamp = Date.now();
-  const dbName = `imagebot_bench_failover_${stamp}`;
-  const dbUrl = new URL(PG_ADMIN);
-  dbUrl.pathname = `/${dbName}`;
-  await ensureDatabase(dbUrl.toString());
-  await applyMigrations(dbUrl.toString());
+  const db = await benchDatabase('failover');
   const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
   const box = await startFakeA1111({ mode: 'freeze' });
   const hf = await startFakeHFEndpoint();
@@ -176,7 +132,7 @@ async function commandToCloud(): Promise<number[]> {
     DISCORD_TOKEN: 'fake-token',
     DISCORD_APP_ID: '1111111111111111111',
     DISCORD_API_URL: discord.apiUrl,
-    DATABASE_URL: dbUrl.toString(),
+    DATABASE_URL: db.url,
     REDIS_URL,
     QUEUE_PREFIX: prefix,
     BACKENDS: 'a1111,huggingface',
@@ -186,7 +142,7 @@ async function commandToCloud(): Promise<number[]> {
     DEFAULT_DAILY_IMAGES: '100000',
     NSFW_CLASSIFIER: 'off',
   };
-  const procs = [await spawnProc('worker', env), await spawnProc('worker', env), await spawnProc('bot', env)];
+  const procs = [(await spawnReady('worker', env)).child, (await spawnReady('worker', env)).child, (await spawnReady('bot', env)).child];
   const times: number[] = [];
   for (let n = 0; n < COMMANDS; n++) {
     const before = hf.requests.length;
@@ -207,11 +163,8 @@ async function commandToCloud(): Promise<number[]> {
   await discord.close();
   await box.close();
   await hf.close();
-  await cleanup(prefix);
-  const admin = new pg.Client({ connectionString: PG_ADMIN });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-  await admin.end();
+  await clearPrefix(prefix);
+  await db.drop();
   return times;
 }
 

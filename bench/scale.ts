@@ -7,70 +7,30 @@
  *   npm run bench:scale        (BENCH_JOBS=200 for the instant box, 30 for the 500 ms box;
  *                               BENCH_BURST=10 jobs behind a 2 s box, OVERFLOW_AFTER_S=5)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import { type JobPayload, parseImagineOptions } from '../core/generation.js';
 import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
-import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { startFakeReplicate } from '../tests/fakes/replicate.js';
-import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
+import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady } from './support.js';
 
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const out = (s: string) => process.stdout.write(`${s}\n`);
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
-
-async function spawnProc(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
-  // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does: tsx adds memory.
-  const args = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
-  // An empty working directory: a developer's .env must not reach the measured processes.
-  const child = spawn(process.execPath, args, {
-    cwd: emptyCwd(),
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      if (buf.includes(`"${which} ready"`)) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
 
 async function rssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-async function cleanup(prefix: string) {
-  const r = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    if (keys.length) await r.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  await r.quit();
-}
-
 async function throughput(workers: number, delayMs: number, jobs: number) {
   const box = await startInstantA1111({ delayMs });
   const prefix = `bench-scale:${randomUUID()}`;
   const env = { REDIS_URL, QUEUE_PREFIX: prefix, A1111_URL: box.url, NSFW_CLASSIFIER: 'off', PROGRESS_POLL_MS: '500' };
-  const procs = await Promise.all(Array.from({ length: workers }, () => spawnProc('worker', env)));
+  const procs = await Promise.all(Array.from({ length: workers }, async () => (await spawnReady('worker', env)).child));
   const producer = createRedis(REDIS_URL, 'producer');
   const queue = createGenerateQueue(producer, prefix);
   const events = new QueueEvents(GENERATE_QUEUE, { connection: createRedis(REDIS_URL, 'blocking'), prefix });
@@ -94,7 +54,7 @@ async function throughput(workers: number, delayMs: number, jobs: number) {
   await queue.close();
   await producer.quit();
   await box.close();
-  await cleanup(prefix);
+  await clearPrefix(prefix);
   return { jobsPerS: jobs / seconds, gapP50: pct(gaps, 0.5), gapP95: pct(gaps, 0.95), workerRss: Math.max(...workerRss) };
 }
 
@@ -118,7 +78,7 @@ async function overflowWait(paidAllowed: boolean, boxMs: number, jobs: number, o
     OVERFLOW_AFTER_S: String(overflowAfterS),
     NSFW_CLASSIFIER: 'off',
   };
-  const worker = await spawnProc('worker', env);
+  const worker = (await spawnReady('worker', env)).child;
   const producer = createRedis(REDIS_URL, 'producer');
   const queue = createGenerateQueue(producer, prefix);
   const events = new QueueEvents(GENERATE_QUEUE, { connection: createRedis(REDIS_URL, 'blocking'), prefix });
@@ -143,7 +103,7 @@ async function overflowWait(paidAllowed: boolean, boxMs: number, jobs: number, o
   await producer.quit();
   await box.close();
   await replicate.close();
-  await cleanup(prefix);
+  await clearPrefix(prefix);
   return {
     p50: pct(waits, 0.5),
     p95: pct(waits, 0.95),
@@ -155,11 +115,7 @@ async function overflowWait(paidAllowed: boolean, boxMs: number, jobs: number, o
 
 async function botMemory() {
   const stamp = Date.now();
-  const dbName = `imagebot_bench_scale_${stamp}`;
-  const dbUrl = new URL(PG_ADMIN);
-  dbUrl.pathname = `/${dbName}`;
-  await ensureDatabase(dbUrl.toString());
-  await applyMigrations(dbUrl.toString());
+  const db = await benchDatabase('scale');
   // Discord's real heartbeat interval: the fake's 1 s test default makes a busy bot look like a zombie connection.
   const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
   const box = await startInstantA1111({ delayMs: 500 });
@@ -168,7 +124,7 @@ async function botMemory() {
     DISCORD_TOKEN: 'fake-token',
     DISCORD_APP_ID: '1111111111111111111',
     DISCORD_API_URL: discord.apiUrl,
-    DATABASE_URL: dbUrl.toString(),
+    DATABASE_URL: db.url,
     REDIS_URL,
     QUEUE_PREFIX: prefix,
     A1111_URL: box.url,
@@ -176,8 +132,8 @@ async function botMemory() {
     MAX_QUEUED_PER_USER: '100',
     NSFW_CLASSIFIER: 'off',
   };
-  const bot = await spawnProc('bot', env);
-  const worker = await spawnProc('worker', env);
+  const bot = (await spawnReady('bot', env)).child;
+  const worker = (await spawnReady('worker', env)).child;
   await new Promise((r) => setTimeout(r, 2000));
   const idle = await rssMb(bot.pid!);
   const jobs: FakeInteraction[] = [];
@@ -204,11 +160,8 @@ async function botMemory() {
   await Promise.all([once(bot, 'exit'), once(worker, 'exit')]);
   await discord.close();
   await box.close();
-  await cleanup(prefix);
-  const admin = new pg.Client({ connectionString: PG_ADMIN });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-  await admin.end();
+  await clearPrefix(prefix);
+  await db.drop();
   return { idle, loaded, workerRss };
 }
 

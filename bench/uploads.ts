@@ -7,40 +7,15 @@
  *
  *   npm run bench:uploads        (BENCH_UPLOADS=10)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import sharp from 'sharp';
-import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
-import { emptyCwd, sourceEntryArgs } from '../tests/setup/processes.js';
+import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady } from './support.js';
 
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const UPLOADS = Number(process.env.BENCH_UPLOADS ?? 10);
 const SIDE = 4000;
 const out = (s: string) => process.stdout.write(`${s}\n`);
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
-
-async function spawnBot(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, sourceEntryArgs('bot/main.ts'), {
-    cwd: emptyCwd(),
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      if (buf.includes('"bot ready"')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`bot exited ${code}`)));
-  });
-  child.stdout!.resume();
-  return child;
-}
 
 /** A 16 MP photo-like JPEG (gradient and grain) and a black mask with a white square, as a member would upload. */
 async function upload(): Promise<{ image: Buffer; mask: Buffer }> {
@@ -60,18 +35,14 @@ async function upload(): Promise<{ image: Buffer; mask: Buffer }> {
 }
 
 const stamp = Date.now();
-const dbName = `imagebot_bench_uploads_${stamp}`;
-const dbUrl = new URL(PG_ADMIN);
-dbUrl.pathname = `/${dbName}`;
-await ensureDatabase(dbUrl.toString());
-await applyMigrations(dbUrl.toString());
+const db = await benchDatabase('uploads');
 const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
 const prefix = `bench-uploads:${stamp}`;
-const bot = await spawnBot({
+const { child: bot } = await spawnReady('bot', {
   DISCORD_TOKEN: 'fake-token',
   DISCORD_APP_ID: '1111111111111111111',
   DISCORD_API_URL: discord.apiUrl,
-  DATABASE_URL: dbUrl.toString(),
+  DATABASE_URL: db.url,
   REDIS_URL,
   QUEUE_PREFIX: prefix,
   A1111_URL: 'http://127.0.0.1:9',
@@ -126,16 +97,6 @@ out(`  all ${UPLOADS} uploads queued after ${(queuedMs / 1000).toFixed(1)} s`);
 bot.kill('SIGTERM');
 await once(bot, 'exit');
 await discord.close();
-const r = new Redis(REDIS_URL);
-let cursor = '0';
-do {
-  const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-  if (keys.length) await r.unlink(...keys);
-  cursor = next;
-} while (cursor !== '0');
-await r.quit();
-const admin = new pg.Client({ connectionString: PG_ADMIN });
-await admin.connect();
-await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-await admin.end();
+await clearPrefix(prefix);
+await db.drop();
 process.exit(0);

@@ -1,0 +1,75 @@
+/**
+ * What the benches share: where Redis and Postgres are, a migrated database of a run's own, our entry
+ * points started as a user starts them, percentiles, and leaving Redis clean afterwards.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
+import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
+
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+
+/** The p-quantile (0..1) of xs; NaN when there are none. */
+export const pct = (xs: number[], p: number): number =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? Number.NaN;
+
+/** A migrated database for one run, named after the bench; drop() removes it. */
+export async function benchDatabase(name: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const dbName = `imagebot_bench_${name}_${Date.now()}`;
+  const url = new URL(PG_ADMIN);
+  url.pathname = `/${dbName}`;
+  await ensureDatabase(url.toString());
+  await applyMigrations(url.toString());
+  return {
+    url: url.toString(),
+    async drop() {
+      const admin = new pg.Client({ connectionString: PG_ADMIN });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+/**
+ * Starts bot/main.ts or worker/main.ts and resolves once it logs that it is ready. BENCH_DIST=1 runs
+ * the compiled build (npm run build), as the Docker image does. An empty working directory keeps a
+ * developer's .env away from the measured processes; the child dies with the bench.
+ */
+export async function spawnReady(which: 'bot' | 'worker', env: Record<string, string>): Promise<{ child: ChildProcess; readyAt: number }> {
+  const args = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
+  const child = spawn(process.execPath, args, {
+    cwd: emptyCwd(),
+    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  process.once('exit', () => child.kill('SIGKILL'));
+  const readyAt = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    const onData = (c: Buffer) => {
+      buf += c.toString();
+      if (!buf.includes(`"${which} ready"`)) return;
+      child.stdout!.off('data', onData);
+      resolve(Date.now());
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
+  });
+  child.stdout!.resume();
+  return { child, readyAt };
+}
+
+/** Deletes every Redis key under a run's prefix. */
+export async function clearPrefix(prefix: string): Promise<void> {
+  const r = new Redis(REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length) await r.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  await r.quit();
+}
