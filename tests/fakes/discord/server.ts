@@ -76,7 +76,7 @@ export interface FakeDiscord {
   /** Last bulk-overwritten (or created) commands: global without `guildId`. */
   registeredCommands(guildId?: string): any[];
   /** Polls `fn` every 10 ms until truthy; rejects after `timeoutMs`. */
-  waitFor<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs?: number): Promise<T>;
+  waitFor<T>(fn: () => T | undefined | null | false, timeoutMs?: number): Promise<T>;
   /** Open gateway sockets. */
   gatewayConnections(): number;
   /** Closes every gateway socket (default 4000 → the client resumes; 1006 → abrupt drop). */
@@ -213,7 +213,7 @@ class FakeDiscordServer implements FakeDiscord {
     return this.state.commands.get(guildId ?? 'global') ?? [];
   }
 
-  waitFor<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+  waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
     return waitFor(fn, timeoutMs);
   }
 

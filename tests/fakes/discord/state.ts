@@ -107,13 +107,11 @@ export class FakeState {
   }
 }
 
-type Falsy = undefined | null | false;
-
-/** Polls `fn` every 10 ms until it gives a truthy value; an async condition is awaited (a pending Promise is no answer). */
-export async function waitFor<T>(fn: () => T | Falsy | Promise<T | Falsy>, timeoutMs = 10_000): Promise<T> {
+/** Polls `fn` every 10 ms until it returns a truthy value. */
+export async function waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = await fn();
+    const value = fn();
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`fake discord: waitFor timed out after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
