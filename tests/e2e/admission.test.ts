@@ -1,20 +1,15 @@
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { PERMS } from '../fakes/discord/server.js';
-import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
+import type { FakeInteraction } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, BOB, GUILD_ID, System } from './harness.js';
+import { ALICE, BOB, buttonId, GUILD_ID, System } from './harness.js';
 
 let sys: System | undefined;
 afterEach(async () => {
   await sys?.stop();
   sys = undefined;
 });
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
-}
 
 /** What the member reads: the first answer's text, or the deferred reply's once it has some. */
 async function answer(s: System, i: FakeInteraction): Promise<string> {

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect } from 'vitest';
-import type { FakeInteraction, FakeMessage, FakeUser } from '../fakes/discord/types.js';
+import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
 import { type FakeHFEndpoint, startFakeHFEndpoint } from '../fakes/huggingface.js';
 import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, BOB, System } from './harness.js';
+import { ALICE, BOB, buttonId, System } from './harness.js';
 
 let sys: System | undefined;
 let closers: (() => Promise<void>)[] = [];
@@ -15,11 +15,6 @@ afterEach(async () => {
 });
 
 const member = (n: number): FakeUser => ({ id: String(6100000000000000000n + BigInt(n)), username: `member${n}` });
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
-}
 
 /** Every preview image the bot attached to a job's reply while it ran. */
 function previewsShown(s: System, i: FakeInteraction): Buffer[] {

@@ -1,8 +1,7 @@
 import { afterEach, expect } from 'vitest';
-import type { FakeMessage } from '../fakes/discord/types.js';
 import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, System } from './harness.js';
+import { ALICE, buttonId, System } from './harness.js';
 
 let sys: System | undefined;
 let replicate: FakeReplicate | undefined;
@@ -12,11 +11,6 @@ afterEach(async () => {
   await replicate?.close();
   replicate = undefined;
 });
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
-}
 
 test('cancel after the job started on a paid provider: the member gets the images back and sees no image; the attempt is booked to the guild', async ({
   db,

@@ -1,18 +1,13 @@
 import { afterEach, expect } from 'vitest';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, BOB, System } from './harness.js';
+import { ALICE, BOB, buttonId, System } from './harness.js';
 
 let sys: System | undefined;
 afterEach(async () => {
   await sys?.stop();
   sys = undefined;
 });
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
-}
 
 async function answer(s: System, i: FakeInteraction): Promise<FakeMessage> {
   return s.discord.waitFor(() => {

@@ -196,3 +196,9 @@ export class System {
     await this.discord.close();
   }
 }
+
+/** The custom id of the button with this label on a message; throws when there is none. */
+export function buttonId(m: FakeMessage, label: string): string {
+  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
+  throw new Error(`no ${label} button`);
+}

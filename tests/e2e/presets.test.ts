@@ -5,7 +5,7 @@ import { afterEach, describe, expect } from 'vitest';
 import { PERMS } from '../fakes/discord/server.js';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, GUILD_ID, System } from './harness.js';
+import { ALICE, buttonId, GUILD_ID, System } from './harness.js';
 
 let sys: System | undefined;
 let dir: string | undefined;
@@ -26,11 +26,6 @@ async function presetsFile(content: unknown): Promise<string> {
   const path = join(dir, 'presets.json');
   await writeFile(path, JSON.stringify(content));
   return path;
-}
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
 }
 
 async function privateReply(s: System, i: FakeInteraction): Promise<FakeMessage> {

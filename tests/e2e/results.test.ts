@@ -3,7 +3,7 @@ import { afterEach, describe, expect } from 'vitest';
 import { decodeCustomId } from '../../core/custom-id.js';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, BOB, System } from './harness.js';
+import { ALICE, BOB, buttonId, System } from './harness.js';
 
 let sys: System | undefined;
 afterEach(async () => {
@@ -13,11 +13,6 @@ afterEach(async () => {
 
 function labels(m: FakeMessage): string[] {
   return m.components.flatMap((row) => row.components.map((b: { label: string }) => b.label));
-}
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
 }
 
 async function privateReply(s: System, i: FakeInteraction): Promise<string> {

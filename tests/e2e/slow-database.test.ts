@@ -2,7 +2,7 @@ import { afterEach, expect } from 'vitest';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
 import { type SlowProxy, startSlowProxy } from '../setup/slow-proxy.js';
-import { ALICE, System } from './harness.js';
+import { ALICE, buttonId, System } from './harness.js';
 
 let sys: System | undefined;
 let proxy: SlowProxy | undefined;
@@ -13,11 +13,6 @@ afterEach(async () => {
   sys = undefined;
   proxy = undefined;
 });
-
-function buttonId(m: FakeMessage, label: string): string {
-  for (const row of m.components) for (const b of row.components) if (b.label === label) return b.custom_id as string;
-  throw new Error(`no ${label} button`);
-}
 
 /** The first answer Discord accepted for an interaction, and how long after the interaction it came. */
 async function firstAnswer(i: FakeInteraction) {
