@@ -36,6 +36,8 @@ export interface GenerationDeps {
    * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
    */
   enqueue: (payload: JobPayload, usedBefore: number) => Promise<unknown>;
+  /** Starts what queueing will read (the guild's own boxes' status) beside admission, off the path after the acknowledgement. */
+  prepareQueueing?: (guildId: string) => void;
   lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
   presets: Pick<PresetService, 'check'>;
   /** Where a refunded job's input images, if any were stored, are dropped. */
@@ -89,6 +91,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
     async admit(interaction, admittedRequest, parentJobId, inputs) {
       let request = admittedRequest;
       const actor = actorOf(interaction);
+      d.prepareQueueing?.(actor.guildId);
       const [policy] = await Promise.all([
         d.settings.policy(actor.guildId).catch((err: unknown) => {
           throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
