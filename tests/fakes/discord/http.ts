@@ -3,8 +3,10 @@
  * rate-limit headers. Unknown routes are answered 599 and collected in `unhandled`.
  * @module
  */
+
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { preciseNow } from './ids.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
 import type { FakeState, Injection } from './state.js';
 import type { Recorded, RecordedFile } from './types.js';
@@ -164,7 +166,7 @@ export function createRequestListener(state: FakeState, routes: Route[]) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://fake');
     const rec: Recorded = {
-      at: Date.now(),
+      at: preciseNow(),
       method: (req.method ?? 'GET').toUpperCase(),
       path: url.pathname,
       query: url.searchParams,
