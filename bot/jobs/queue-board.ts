@@ -63,10 +63,9 @@ export interface QueueBoardOptions {
 export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
   /** Freshly queued jobs waiting for their first edit. */
-  /** The jobs queued in this turn of the event loop: they share one position read. */
-  private fresh: Set<BoardEntry> | undefined;
-  /** Batches of fresh jobs waiting out their grace, each with how to cancel it. */
-  private readonly freshDue = new Set<() => void>();
+  private readonly fresh = new Set<BoardEntry>();
+  /** Cancels the pending first edit of the fresh jobs, if one is due. */
+  private freshDue: (() => void) | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);
   /** jobId → when its last `active` event arrived (ms). */
   private readonly activeSince = new Map<string, number>();
@@ -146,36 +145,25 @@ export class QueueBoard {
    * worker took it already; progress edits follow). After the grace only: a job a free box serves
    * at once goes from "thinking…" straight to its result, without a position read and an edit it
    * would show for a few milliseconds (under a burst that is one Discord call per job saved). The
-   * jobs queued in one turn of the event loop share one position read.
+   * jobs queued within one grace share one position read.
    */
   showFirst(e: BoardEntry): void {
-    if (!this.fresh) {
-      const batch = new Set<BoardEntry>();
-      this.fresh = batch;
-      // The batch closes with this turn, so a burst's first edits go out spread as its jobs came.
-      setImmediate(() => {
-        if (this.fresh === batch) this.fresh = undefined;
-      });
-      const grace = this.o.firstEditGraceMs ?? 0;
-      const show = () => {
-        this.freshDue.delete(cancel);
-        void this.showFresh(batch);
-      };
-      let cancel: () => void;
-      if (grace > 0) {
-        const t = setTimeout(show, grace);
-        cancel = () => clearTimeout(t);
-      } else {
-        const t = setImmediate(show);
-        cancel = () => clearImmediate(t);
-      }
-      this.freshDue.add(cancel);
-    }
     this.fresh.add(e);
+    const grace = this.o.firstEditGraceMs ?? 0;
+    if (this.freshDue) return;
+    if (grace > 0) {
+      const t = setTimeout(() => void this.showFresh(), grace);
+      this.freshDue = () => clearTimeout(t);
+    } else {
+      const t = setImmediate(() => void this.showFresh());
+      this.freshDue = () => clearImmediate(t);
+    }
   }
 
-  private async showFresh(batch: Set<BoardEntry>): Promise<void> {
-    const entries = [...batch].filter((e) => !e.live.isClosed);
+  private async showFresh(): Promise<void> {
+    this.freshDue = undefined;
+    const entries = [...this.fresh].filter((e) => !e.live.isClosed);
+    this.fresh.clear();
     if (entries.length === 0 || this.stopped) return;
     let snap: QueueSnapshot | undefined;
     try {
@@ -224,8 +212,8 @@ export class QueueBoard {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
-    for (const cancel of this.freshDue) cancel();
-    this.freshDue.clear();
+    this.freshDue?.();
+    this.freshDue = undefined;
     await this.refreshing;
   }
 
