@@ -47,8 +47,6 @@ export interface OutboundOptions {
   deliveryRetry?: DeliveryRetryPolicy | undefined;
   editIntervalMs?: number | undefined;
   tokenLifetimeMs?: number | undefined;
-  /** How long a fresh job's reply waits before its first edit (default {@link FIRST_EDIT_GRACE_MS}). */
-  firstEditGraceMs?: number | undefined;
   sweepIntervalMs?: number | undefined;
 }
 
@@ -63,22 +61,10 @@ export interface Outbound {
   stop(): Promise<void>;
 }
 
-/**
- * A fresh job's first edit (its place and Cancel button) waits this long: a job a free box serves
- * at once is posted without it, and a member whose job waits sees their place a blink later.
- */
-export const FIRST_EDIT_GRACE_MS = 300;
-
 export function createOutbound(o: OutboundOptions): Outbound {
   const tokenLifetimeMs = o.tokenLifetimeMs ?? 14 * 60_000;
   const outbox = new Outbox({ rest: o.rest, botRest: o.botRest, log: o.log, now: o.now, tokenLifetimeMs });
-  const board = new QueueBoard({
-    positions: o.spaces.positions,
-    log: o.log,
-    now: o.now,
-    ownsGuild: o.ownsGuild,
-    firstEditGraceMs: o.firstEditGraceMs ?? FIRST_EDIT_GRACE_MS,
-  });
+  const board = new QueueBoard({ positions: o.spaces.positions, log: o.log, now: o.now, ownsGuild: o.ownsGuild });
   const post = new PostResult({
     store: o.store,
     results: o.results,

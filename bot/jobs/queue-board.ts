@@ -49,11 +49,6 @@ export interface QueueBoardOptions {
   ownsGuild: (guildId: string) => boolean;
   /** Least time between two reads of the queued jobs' positions (each is one Redis round trip). */
   queueRefreshMs?: number;
-  /**
-   * How long a freshly queued job's reply keeps Discord's "thinking…" before its first edit (its
-   * place and Cancel button); a job that finished meanwhile is never edited. 0: in the same turn.
-   */
-  firstEditGraceMs?: number;
 }
 
 /**
@@ -64,8 +59,7 @@ export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
   /** Freshly queued jobs waiting for their first edit. */
   private readonly fresh = new Set<BoardEntry>();
-  /** Cancels the pending first edit of the fresh jobs, if one is due. */
-  private freshDue: (() => void) | undefined;
+  private freshTimer: NodeJS.Immediate | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);
   /** jobId → when its last `active` event arrived (ms). */
   private readonly activeSince = new Map<string, number>();
@@ -141,27 +135,18 @@ export class QueueBoard {
   }
 
   /**
-   * Shows a freshly queued job's place: its place and ETA if it waits, else "you are next" (a
-   * worker took it already; progress edits follow). After the grace only: a job a free box serves
-   * at once goes from "thinking…" straight to its result, without a position read and an edit it
-   * would show for a few milliseconds (under a burst that is one Discord call per job saved). The
-   * jobs queued within one grace share one position read.
+   * Shows a freshly queued job's place: its place and ETA if it waits, else "you are next" (an idle
+   * worker took it already; progress edits follow). At once, so its Cancel button is there before
+   * a worker can start it; the jobs a burst queues in the same turn of the event loop share one
+   * position read.
    */
   showFirst(e: BoardEntry): void {
     this.fresh.add(e);
-    const grace = this.o.firstEditGraceMs ?? 0;
-    if (this.freshDue) return;
-    if (grace > 0) {
-      const t = setTimeout(() => void this.showFresh(), grace);
-      this.freshDue = () => clearTimeout(t);
-    } else {
-      const t = setImmediate(() => void this.showFresh());
-      this.freshDue = () => clearImmediate(t);
-    }
+    this.freshTimer ??= setImmediate(() => void this.showFresh());
   }
 
   private async showFresh(): Promise<void> {
-    this.freshDue = undefined;
+    this.freshTimer = undefined;
     const entries = [...this.fresh].filter((e) => !e.live.isClosed);
     this.fresh.clear();
     if (entries.length === 0 || this.stopped) return;
@@ -212,8 +197,8 @@ export class QueueBoard {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
-    this.freshDue?.();
-    this.freshDue = undefined;
+    if (this.freshTimer) clearImmediate(this.freshTimer);
+    this.freshTimer = undefined;
     await this.refreshing;
   }
 

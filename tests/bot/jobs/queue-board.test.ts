@@ -27,10 +27,10 @@ function fakeQueue() {
   return q;
 }
 
-function setup(ownsGuild: (g: string) => boolean = () => true, firstEditGraceMs = 0) {
+function setup(ownsGuild: (g: string) => boolean = () => true) {
   const queue = fakeQueue();
   const edits = recordingEdits();
-  const board = new QueueBoard({ positions: queue, log: silent, now: () => Date.now(), ownsGuild, queueRefreshMs: 1000, firstEditGraceMs });
+  const board = new QueueBoard({ positions: queue, log: silent, now: () => Date.now(), ownsGuild, queueRefreshMs: 1000 });
   const entry = (n: number, guildId = 'g1'): BoardEntry => ({
     jobId: `j${n}`,
     guildId,
@@ -79,22 +79,6 @@ describe('queue positions and ETAs', () => {
     await vi.advanceTimersByTimeAsync(100);
     expect(queue.reads).toEqual([['j1', 'j2']]);
     expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2']);
-  });
-
-  test('within the first-edit grace a job served at once is never read nor edited; one still waiting is shown its place after it', async () => {
-    const { queue, board, entry, edits } = setup(() => true, 300);
-    const [served, waiting] = [entry(1), entry(2)];
-    queue.places.set('j2', { state: 'waiting', ahead: 1 });
-    board.showFirst(served);
-    board.showFirst(waiting);
-    await vi.advanceTimersByTimeAsync(250);
-    expect(queue.reads).toEqual([]);
-    expect(edits.sent).toEqual([]);
-    // The free box answered: the job settled and its reply stopped being followed.
-    served.live.close();
-    await vi.advanceTimersByTimeAsync(100);
-    expect(queue.reads).toEqual([['j2']]);
-    expect(edits.sent.map((e) => [e.token, placeOf(e.content)])).toEqual([['tok2', 'position 2']]);
   });
 
   test('until a job has finished there is no time estimate; once one has and a worker reports a slot, there is', async () => {
