@@ -108,8 +108,20 @@ function injectedReply(inj: Injection, bucket: string): Reply {
   };
 }
 
+/** How long the answer to this request is held back, if a test slowed it. */
+function slowdown(state: FakeState, rec: Recorded): number {
+  const slow = state.slowAnswers.find(
+    (s) => s.remaining > 0 && rec.path.startsWith(s.pathPrefix) && (!s.method || s.method.toUpperCase() === rec.method),
+  );
+  if (!slow) return 0;
+  slow.remaining -= 1;
+  if (slow.remaining === 0) state.slowAnswers.splice(state.slowAnswers.indexOf(slow), 1);
+  return slow.ms;
+}
+
 function send(res: ServerResponse, rec: Recorded, reply: Reply): void {
   rec.status = reply.status;
+  rec.answeredAt = preciseNow();
   const headers: Record<string, string> = { ...reply.headers };
   if (reply.body instanceof Buffer) {
     res.writeHead(reply.status, { 'content-length': String(reply.body.length), ...headers });
@@ -188,6 +200,8 @@ export function createRequestListener(state: FakeState, routes: Route[]) {
       } catch (err) {
         reply = apiError(500, 0, `fake discord: handler crashed: ${String(err)}`);
       }
+      const ms = slowdown(state, rec);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
       send(res, rec, reply);
     })();
   };

@@ -73,6 +73,8 @@ export interface FakeDiscord {
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void;
   /** The next `count` matching requests answer `status` with `body` (default a Discord-style error). */
   failNext(opts: RequestMatcher & { status: number; body?: unknown }): void;
+  /** The next `count` matching requests take effect at once but are answered `ms` later (a slow network). */
+  slowNext(opts: RequestMatcher & { ms: number }): void;
   /** Last bulk-overwritten (or created) commands: global without `guildId`. */
   registeredCommands(guildId?: string): any[];
   /** Polls `fn` every 10 ms until truthy; rejects after `timeoutMs`. */
@@ -206,6 +208,15 @@ class FakeDiscordServer implements FakeDiscord {
       remaining: opts.count,
       status: opts.status,
       body: opts.body,
+    });
+  }
+
+  slowNext(opts: RequestMatcher & { ms: number }): void {
+    this.state.slowAnswers.push({
+      ...(opts.method ? { method: opts.method } : {}),
+      pathPrefix: opts.pathPrefix,
+      remaining: opts.count,
+      ms: opts.ms,
     });
   }
 

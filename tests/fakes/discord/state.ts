@@ -69,6 +69,8 @@ export class FakeState {
   readonly commands = new Map<string, any[]>();
   readonly cdn = new Map<string, CdnEntry>();
   readonly injections: Injection[] = [];
+  /** Answers held back: the request takes effect on arrival, its answer leaves `ms` later. */
+  readonly slowAnswers: { method?: string; pathPrefix: string; remaining: number; ms: number }[] = [];
   /** `channelId:nonce` → message id and creation time (for `enforce_nonce`). */
   readonly nonces = new Map<string, { messageId: string; at: number }>();
   readonly identifies: any[] = [];

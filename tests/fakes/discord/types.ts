@@ -91,6 +91,8 @@ export interface Recorded {
   files: RecordedFile[];
   /** Status the fake answered (0 while the request is still being handled). */
   status: number;
+  /** When the answer was sent (a slowed answer: after its delay). */
+  answeredAt?: number;
 }
 
 /** An attachment stored on a {@link FakeMessage}. */
