@@ -80,8 +80,11 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
         ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
       });
       acknowledged.catch(() => undefined); // awaited below, or by the handler
+      // Queueing starts while Discord's answer is on its way (a network round trip in real life, on
+      // every job's path to the GPU); the handler waits for it before touching the reply. One turn of
+      // the event loop first, so the deferral leaves before the queueing work.
       if (!handler.beforeAcknowledged) await acknowledged;
-      // Queueing starts while Discord's answer is on its way; the handler waits for it before touching the reply.
+      else await new Promise((r) => setImmediate(r));
       await handler.execute(ctx, interaction, input, await admitted, acknowledged);
       await acknowledged;
     } catch (err) {
