@@ -113,7 +113,7 @@ function slowdown(state: FakeState, rec: Recorded): number {
   const slow = state.slowAnswers.find(
     (s) => s.remaining > 0 && rec.path.startsWith(s.pathPrefix) && (!s.method || s.method.toUpperCase() === rec.method),
   );
-  if (!slow) return 0;
+  if (!slow) return state.opts.answerDelayMs;
   slow.remaining -= 1;
   if (slow.remaining === 0) state.slowAnswers.splice(state.slowAnswers.indexOf(slow), 1);
   return slow.ms;

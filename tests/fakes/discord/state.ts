@@ -25,6 +25,7 @@ export interface ResolvedOptions {
   heartbeatIntervalMs: number;
   interactionTokenLifetimeMs: number;
   ackDeadlineMs: number;
+  answerDelayMs: number;
 }
 
 /** Internal view of an interaction (the public object plus routing facts). */
@@ -86,6 +87,7 @@ export class FakeState {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
       interactionTokenLifetimeMs: options.interactionTokenLifetimeMs ?? 15 * 60 * 1000,
       ackDeadlineMs: options.ackDeadlineMs ?? 3000,
+      answerDelayMs: options.answerDelayMs ?? 0,
     };
     this.botUser = { id: this.opts.appId, username: this.opts.botUsername, globalName: null, bot: true };
   }

@@ -67,6 +67,8 @@ export interface FakeDiscordOptions {
   interactionTokenLifetimeMs?: number;
   /** Deadline for the first interaction callback. Default 3000 ms. */
   ackDeadlineMs?: number;
+  /** Every REST answer leaves this long after its request took effect: the network's round trip to Discord. Default 0. */
+  answerDelayMs?: number;
 }
 
 /** A file part of a multipart request. */
