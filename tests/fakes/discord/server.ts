@@ -17,7 +17,7 @@ import {
 } from './interactions.js';
 import { interactionRoutes } from './rest-interactions.js';
 import { botRoutes } from './rest-routes.js';
-import { FakeState, waitFor } from './state.js';
+import { FakeState, waitFor, waitForAsync } from './state.js';
 import type {
   AutocompleteOptions,
   ButtonPressOptions,
@@ -79,6 +79,8 @@ export interface FakeDiscord {
   registeredCommands(guildId?: string): any[];
   /** Polls `fn` every 10 ms until truthy; rejects after `timeoutMs`. */
   waitFor<T>(fn: () => T | undefined | null | false, timeoutMs?: number): Promise<T>;
+  /** Polls the async `fn` every 10 ms (after each answer) until it resolves truthy; rejects after `timeoutMs`. */
+  waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs?: number): Promise<T>;
   /** Open gateway sockets. */
   gatewayConnections(): number;
   /** Closes every gateway socket (default 4000 → the client resumes; 1006 → abrupt drop). */
@@ -222,6 +224,10 @@ class FakeDiscordServer implements FakeDiscord {
 
   registeredCommands(guildId?: string): any[] {
     return this.state.commands.get(guildId ?? 'global') ?? [];
+  }
+
+  waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+    return waitForAsync(fn, timeoutMs);
   }
 
   waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {

@@ -116,8 +116,22 @@ export async function waitFor<T>(fn: () => T | undefined | null | false, timeout
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = fn();
+    // A pending Promise is truthy: such a wait would return at once, without waiting for anything.
+    if (value && typeof (value as { then?: unknown }).then === 'function')
+      throw new Error('fake discord: waitFor got a Promise; an async condition goes to waitForAsync');
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`fake discord: waitFor timed out after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Like {@link waitFor}, for a condition that must ask something asynchronous (Postgres, Redis). */
+export async function waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`fake discord: waitForAsync timed out after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }
