@@ -7,7 +7,8 @@
  *
  *   npm run bench:overhead            (BENCH_JOBS=1000 BENCH_SEQ=200 BENCH_BOXES=1,8 to change;
  *                                      BENCH_PROF=/tmp/prof for CPU profiles of bot and worker;
- *                                      BENCH_DIST=1 to run the compiled build)
+ *                                      BENCH_DIST=1 to run the compiled build; BENCH_DISCORD_MS=50
+ *                                      for Discord's answers to take as long as over the internet)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -121,12 +122,13 @@ async function main(): Promise<void> {
   await ensureDatabase(dbUrl.toString());
   await applyMigrations(dbUrl.toString());
   // Discord's real heartbeat interval: the fake's 1 s test default makes a busy bot look like a zombie connection.
-  const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
+  // BENCH_DISCORD_MS: Discord's answers take this long to come back, as over the internet (0: loopback).
+  const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250, answerDelayMs: Number(process.env.BENCH_DISCORD_MS ?? 0) });
   const a1111 = await startInstantA1111();
   const users = Array.from({ length: 50 }, (_, i) => ({ id: String(4000000000000000000n + BigInt(i)), username: `u${i}` }));
 
   out(
-    `bench/overhead: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration`,
+    `bench/overhead: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${SEQ} sequential jobs, ${JOBS} burst jobs per configuration${process.env.BENCH_DISCORD_MS ? `, Discord answers after ${process.env.BENCH_DISCORD_MS} ms` : ''}`,
   );
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;

@@ -36,7 +36,9 @@ export interface GenerationDeps {
    * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
    */
   enqueue: (payload: JobPayload, usedBefore: number) => Promise<unknown>;
-  lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued'>;
+  /** Starts what queueing will read (the guild's own boxes' status) beside admission, off the path after the acknowledgement. */
+  prepareQueueing?: (guildId: string) => void;
+  lifecycle: Pick<JobLifecycle, 'begin' | 'forget' | 'showQueued' | 'afterAcknowledged'>;
   presets: Pick<PresetService, 'check'>;
   /** Where a refunded job's input images, if any were stored, are dropped. */
   results: Pick<ResultStore, 'forgetInputs'>;
@@ -89,6 +91,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
     async admit(interaction, admittedRequest, parentJobId, inputs) {
       let request = admittedRequest;
       const actor = actorOf(interaction);
+      d.prepareQueueing?.(actor.guildId);
       const [policy] = await Promise.all([
         d.settings.policy(actor.guildId).catch((err: unknown) => {
           throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
@@ -134,8 +137,10 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       };
     },
 
-    async enqueue(a, parentLog) {
+    async enqueue(a, parentLog, acknowledged) {
       const log = parentLog.child({ jobId: a.jobId });
+      // The job may run and finish before Discord's answer to the deferral is in: its reply waits for that answer.
+      if (acknowledged) d.lifecycle.afterAcknowledged(a.jobId, acknowledged);
       const payload = toJobPayload({ jobId: a.jobId, guildId: a.actor.guildId, request: a.request }, a);
       // Seeded beside the enqueue, not before it: a worker that finds the month's hash missing seeds it from the payload.
       const seeding =
@@ -154,6 +159,12 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
+      try {
+        await acknowledged;
+      } catch {
+        // No reply to show a place in; the result is still posted (in the channel if the token is refused).
+        return;
+      }
       d.lifecycle.showQueued(a.jobId);
     },
   };

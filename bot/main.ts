@@ -183,6 +183,16 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     log: log.child({ part: 'gpu-links' }),
   });
   const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
+  const admissionRoute = createAdmissionRoute({
+    spaces,
+    redis: producer,
+    prefix: config.QUEUE_PREFIX,
+    overflowAfterS: config.OVERFLOW_AFTER_S,
+    samples: () => outbound.board.recentRuns(),
+    now: Date.now,
+    log,
+    onRouted: (guildId, to) => metrics.jobsBySpace.inc({ guild: guildId, to }),
+  });
   const route = createRouter({
     services: {
       now,
@@ -191,16 +201,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         config,
         settings,
         store,
-        enqueue: createAdmissionRoute({
-          spaces,
-          redis: producer,
-          prefix: config.QUEUE_PREFIX,
-          overflowAfterS: config.OVERFLOW_AFTER_S,
-          samples: () => outbound.board.recentRuns(),
-          now: Date.now,
-          log,
-          onRouted: (guildId, to) => metrics.jobsBySpace.inc({ guild: guildId, to }),
-        }),
+        enqueue: admissionRoute.route,
+        prepareQueueing: admissionRoute.prefetch,
         lifecycle: outbound.lifecycle,
         presets,
         budgets,

@@ -63,22 +63,33 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
     const started = performance.now();
     let ctx: CommandContext = { ...deps.services, log: deps.log.child(bindings) };
     let deferredEphemeral = false;
+    let acknowledged: Promise<void> | undefined;
     try {
       const { handler, input, bindings: more } = parse(ctx);
       if (more) ctx = { ...ctx, log: ctx.log.child(more) };
       // A form must be the first answer, so nothing is deferred.
-      if (handler.defer === 'modal') return await handler.execute(ctx, interaction, input, undefined as A);
+      if (handler.defer === 'modal') return await handler.execute(ctx, interaction, input, undefined as A, Promise.resolve());
       const admitted = handler.admit ? handler.admit(ctx, interaction, input) : Promise.resolve(undefined as A);
       admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
       await refuseEarly(admitted);
       const admitWaitMs = performance.now() - started;
       deferredEphemeral = handler.defer === 'ephemeral';
-      await interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {});
-      const ackMs = performance.now() - started;
-      deps.metrics?.ackLatency.observe(ackMs / 1000);
-      ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
-      await handler.execute(ctx, interaction, input, await admitted);
+      acknowledged = interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {}).then(() => {
+        const ackMs = performance.now() - started;
+        deps.metrics?.ackLatency.observe(ackMs / 1000);
+        ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
+      });
+      acknowledged.catch(() => undefined); // awaited below, or by the handler
+      // Queueing starts while Discord's answer is on its way (a network round trip in real life, on
+      // every job's path to the GPU); the handler waits for it before touching the reply. One turn of
+      // the event loop first, so the deferral leaves before the queueing work.
+      if (!handler.beforeAcknowledged) await acknowledged;
+      else await new Promise((r) => setImmediate(r));
+      await handler.execute(ctx, interaction, input, await admitted, acknowledged);
+      await acknowledged;
     } catch (err) {
+      // An error reply edits the deferred one: only once Discord has answered the deferral.
+      await acknowledged?.catch(() => undefined);
       await answerError(ctx.log, interaction, err, deferredEphemeral);
     }
   }

@@ -14,7 +14,7 @@ import type { CommandContext } from './context.js';
  * What every interaction goes through, in bot/router.ts: the input is parsed before anything is
  * acknowledged (a UserError there is answered privately), checks that need the database run
  * against the acknowledgement budget (a refusal inside it is answered privately too), the reply is
- * deferred, then the handler runs. `P` is the parsed input, `A` what admission returns.
+ * deferred, then the handler runs (beside the deferral, for a handler that asks to). `P` is the parsed input, `A` what admission returns.
  */
 export interface Handler<I, P, A> {
   /** How the interaction is acknowledged: results are public, everything else private; `modal` answers with a form instead. */
@@ -25,7 +25,13 @@ export interface Handler<I, P, A> {
    * "thinking…" message; if they are slow, the reply is deferred anyway and execute awaits them.
    */
   admit?(ctx: CommandContext, interaction: I, input: P): Promise<A>;
-  execute(ctx: CommandContext, interaction: I, input: P, admitted: A): Promise<void>;
+  /**
+   * true: execute starts beside the acknowledgement instead of after it, and waits for
+   * `acknowledged` itself before touching the reply (queueing a job needs no reply).
+   */
+  readonly beforeAcknowledged?: boolean;
+  /** `acknowledged` settles when Discord has answered the deferral (already settled unless beforeAcknowledged). */
+  execute(ctx: CommandContext, interaction: I, input: P, admitted: A, acknowledged: Promise<void>): Promise<void>;
 }
 
 /** One slash command: its registration payload, its option parser and its handler. */

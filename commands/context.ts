@@ -54,9 +54,10 @@ export interface GenerationService {
   ): Promise<Admitted>;
   /**
    * Queues an admitted job and shows its place in the queue. If the queue is unreachable the
-   * reservation is refunded before the member hears about it (a UserError).
+   * reservation is refunded before the member hears about it (a UserError). Queueing may start
+   * before Discord has answered the deferral: nothing edits the reply until `acknowledged` settles.
    */
-  enqueue(admitted: Admitted, log: Logger): Promise<void>;
+  enqueue(admitted: Admitted, log: Logger, acknowledged?: Promise<void>): Promise<void>;
 }
 
 /** Redis keys of an /inpaint's prepared images (Vary and Upscale use `image` alone). */

@@ -71,7 +71,8 @@ export const imagine = {
   defer: 'public',
   prepare: (interaction, ctx) => parseImagineOptions(readOptions(interaction), undefined, ctx.presets.catalog),
   admit: (ctx, interaction, request) => ctx.generation.admit(interaction, request),
-  execute: (ctx, _interaction, _request, admitted) => ctx.generation.enqueue(admitted, ctx.log),
+  beforeAcknowledged: true,
+  execute: (ctx, _interaction, _request, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
   async autocomplete(ctx, interaction) {
     await interaction.respond(await ctx.presets.choices(String(interaction.options.getFocused())));
   },

@@ -90,5 +90,6 @@ export const inpaint = {
     return readOptions(interaction);
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),
-  execute: (ctx, _interaction, _prepared, admitted) => ctx.generation.enqueue(admitted, ctx.log),
+  beforeAcknowledged: true,
+  execute: (ctx, _interaction, _prepared, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
 } satisfies Command<Prepared, Admitted>;

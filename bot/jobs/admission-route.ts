@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { guildSpace } from '../../core/config.js';
 import type { DurationSample } from '../../core/eta.js';
 import type { JobPayload } from '../../core/generation.js';
-import { readBackendStatus } from '../../core/io/backend-status.js';
+import { type BackendStatus, readBackendStatus } from '../../core/io/backend-status.js';
 import type { Logger } from '../../core/io/logger.js';
 import { routeJob } from '../../core/routing.js';
 import type { KeySpaces } from './spaces.js';
@@ -18,18 +18,48 @@ export interface AdmissionRouteOptions {
   onRouted?: (guildId: string, to: 'own' | 'shared') => void;
 }
 
+/** How old a status read started at admission may be when the job is queued. */
+const EARLY_STATUS_MAX_AGE_MS = 1000;
+/** Most guilds whose latest admission-time status read is kept (the oldest go first). */
+const EARLY_STATUS_MAX_GUILDS = 1000;
+
+export interface AdmissionRoute {
+  /** Queues an admitted job; `usedBefore` is the member's images today before it. */
+  route(payload: JobPayload, usedBefore: number): Promise<'own' | 'shared'>;
+  /**
+   * Starts reading the guild's own boxes' status at admission, beside the quota statement, so the
+   * queueing after the acknowledgement does not wait for that round trip.
+   */
+  prefetch(guildId: string): void;
+}
+
 /**
  * Queues an admitted job where core/routing.ts says: its guild's own boxes (a fresh, healthy status
  * report under the guild's key space and a short enough line there), else the shared queue. A job
  * with input images going to the guild's boxes has its inputs copied into the guild's key space,
  * the only keys its worker can read.
  */
-export function createAdmissionRoute(o: AdmissionRouteOptions) {
-  return async (payload: JobPayload, usedBefore: number): Promise<'own' | 'shared'> => {
+export function createAdmissionRoute(o: AdmissionRouteOptions): AdmissionRoute {
+  /** Status reads started at admission, by guild: the queueing after the acknowledgement finds them done. */
+  const early = new Map<string, { at: number; reports: Promise<BackendStatus[]> }>();
+  const statusOf = (space: string, guildId: string): Promise<BackendStatus[]> => {
+    const got = early.get(guildId);
+    // A read older than this is made again: a linked box may have come or gone meanwhile.
+    if (got && o.now() - got.at <= EARLY_STATUS_MAX_AGE_MS) return got.reports.catch(() => readBackendStatus(o.redis, space));
+    return readBackendStatus(o.redis, space);
+  };
+  const prefetch = (guildId: string): void => {
+    const reports = readBackendStatus(o.redis, guildSpace(o.prefix, guildId));
+    reports.catch(() => undefined); // read again when queueing
+    early.delete(guildId);
+    early.set(guildId, { at: o.now(), reports });
+    if (early.size > EARLY_STATUS_MAX_GUILDS) early.delete(early.keys().next().value!);
+  };
+  const route = async (payload: JobPayload, usedBefore: number): Promise<'own' | 'shared'> => {
     const guildId = payload.guildId;
     if (guildId !== null) {
       const space = guildSpace(o.prefix, guildId);
-      const reports = await readBackendStatus(o.redis, space);
+      const reports = await statusOf(space, guildId);
       if (reports.length > 0) {
         const own = await o.spaces.guild(guildId);
         const counts = await own.queue.getJobCounts('waiting', 'prioritized', 'active');
@@ -49,10 +79,11 @@ export function createAdmissionRoute(o: AdmissionRouteOptions) {
         o.log.debug({ jobId: payload.jobId, guildId, why: route.why }, "not on the guild's own boxes");
       }
     }
-    await o.spaces.addShared(payload, usedBefore);
+    await o.spaces.addShared(payload, usedBefore, { fresh: true });
     if (guildId !== null) o.onRouted?.(guildId, 'shared');
     return 'shared';
   };
+  return { route, prefetch };
 }
 
 /** The payload with its input images copied under the guild's key space. */

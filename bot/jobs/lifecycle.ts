@@ -92,6 +92,11 @@ export class JobLifecycle {
     this.track({ jobId, guildId, channelId, ref, request, since: this.o.now(), paidAllowed });
   }
 
+  /** Nothing edits the job's reply (place, progress, result) before `acknowledged` settles. */
+  afterAcknowledged(jobId: string, acknowledged: Promise<void>): void {
+    this.followed.get(jobId)?.live.after(acknowledged);
+  }
+
   /** Stops following a job that never made it into the queue. */
   forget(jobId: string): void {
     this.release(jobId);

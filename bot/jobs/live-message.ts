@@ -28,6 +28,8 @@ export interface LiveMessageOptions {
   tokenLifetimeMs: number;
 }
 
+const noop = (): void => undefined;
+
 /** A progress edit, made when its turn comes (its preview is fetched then, not when it was offered). */
 export type ProgressEdit = () => Promise<{ body: MessageBody; files: RawFile[] }>;
 
@@ -72,6 +74,14 @@ export class LiveMessage {
   /** Whether an edit can still reach the reply: its token lives, or the bot knows the reply's id. */
   reachable(): boolean {
     return this.o.now() - this.o.since < this.o.tokenLifetimeMs || this.replyMessageId !== undefined;
+  }
+
+  /** Edits and `inOrder` work start only once `p` has settled (Discord's answer to the deferral). */
+  after(p: Promise<unknown>): void {
+    this.chain = this.chain.then(
+      () => p.then(noop, noop),
+      () => undefined,
+    );
   }
 
   /**

@@ -133,7 +133,7 @@ export class KeySpaces {
    * turn, core/io/fair-share.ts), the member's usage inside the turn; the operator's boxes only if
    * SHARED_BOX_GUILDS allows the guild. `usedBefore`: the member's images today before this job.
    */
-  async addShared(payload: JobPayload, usedBefore: number): Promise<void> {
+  async addShared(payload: JobPayload, usedBefore: number, o: { fresh?: boolean } = {}): Promise<void> {
     const guildId = payload.guildId ?? '';
     const turn = await takeSharedTurn(this.o.redis, {
       prefix: this.o.prefix,
@@ -143,7 +143,9 @@ export class KeySpaces {
       now: this.o.now(),
       memberPart: memberPart(usedBefore),
     });
-    await this.route(payload.jobId, null);
+    // A job new from admission has no route to clear (shared is the default); one moved here from a guild's queue has.
+    if (o.fresh) this.routes.set(payload.jobId, null);
+    else await this.route(payload.jobId, null);
     await enqueueJob(this.shared.queue, this.forShared(payload), sharedQueuePriority(turn, usedBefore));
   }
 

@@ -75,5 +75,6 @@ export const editSubmitted = {
       job.id,
     );
   },
-  execute: (ctx, _interaction, _input, admitted) => ctx.generation.enqueue(admitted, ctx.log),
+  beforeAcknowledged: true,
+  execute: (ctx, _interaction, _input, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
 } satisfies ModalHandler<{ id: ButtonId; fields: EditFields }, Admitted>;

@@ -25,7 +25,8 @@ function fromPostedImage(build: (source: SourceImage) => GenerationRequest): But
         return request;
       });
     },
-    execute: (ctx, _interaction, _id, admitted) => ctx.generation.enqueue(admitted, ctx.log),
+    beforeAcknowledged: true,
+    execute: (ctx, _interaction, _id, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
   };
 }
 

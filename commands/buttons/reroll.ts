@@ -13,5 +13,6 @@ export const reroll = {
     if (!resultActions(job.request, job.result ?? job.request).reroll) throw new UserError('action_unavailable', buttonText.unavailable);
     return ctx.generation.admit(interaction, { ...job.request, seed: newSeed() }, job.id);
   },
-  execute: (ctx, _interaction, _id, admitted) => ctx.generation.enqueue(admitted, ctx.log),
+  beforeAcknowledged: true,
+  execute: (ctx, _interaction, _id, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
 } satisfies ButtonHandler<Admitted>;

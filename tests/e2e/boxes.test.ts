@@ -71,7 +71,9 @@ describe('GPU boxes shared by several workers', () => {
     await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.prompt === 'the running one' && j.startedAt) || undefined);
     const waiting = await sys.imagine({ prompt: 'the waiting one', steps: 30, user: BOB });
     // The second worker has taken it and waits for the box.
-    await sys.discord.waitFor(async () => (await db.prisma.job.findFirst({ where: { status: 'running', userId: BOB.id } })) ?? undefined);
+    await sys.discord.waitForAsync(
+      async () => (await db.prisma.job.findFirst({ where: { status: 'running', userId: BOB.id } })) ?? undefined,
+    );
     const msg = await sys.discord.waitFor(() => {
       const m = waiting.original();
       return m?.components.length ? m : undefined;

@@ -18,7 +18,7 @@ test('a long queue serves the member who has had the least first: one batch neve
   }
   const bob = await sys.imagine({ prompt: 'bob 1', steps: 2, user: BOB });
   await bob.waitForCallback();
-  await sys.discord.waitFor(async () => (await db.prisma.job.count()) === 5 || undefined);
+  await sys.discord.waitForAsync(async () => (await db.prisma.job.count()) === 5 || undefined);
   await sys.startWorker();
   await Promise.all([...alice, bob].map((i) => sys!.finalReply(i)));
   const order = sys.a1111.requests.filter((r) => r.path === '/sdapi/v1/txt2img').map((r) => (r.json as { prompt: string }).prompt);

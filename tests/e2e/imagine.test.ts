@@ -39,6 +39,25 @@ describe('/imagine end to end', () => {
     expect(sys.discord.unhandled).toEqual([]);
   });
 
+  test("a job is queued while Discord's answer to the acknowledgement is on its way, and its reply is edited only once that answer is in", async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix });
+    // Discord takes the acknowledgement at once, its answer crosses a slow network.
+    sys.discord.slowNext({ method: 'POST', pathPrefix: '/interactions/', count: 1, ms: 700 });
+    const i = await sys.imagine({ prompt: 'a quick one', steps: 2 });
+    const msg = await sys.finalReply(i);
+    const ack = sys.discord.requests.find((r) => r.method === 'POST' && r.path.endsWith(`/${i.token}/callback`))!;
+    const boxCall = sys.a1111.requests.find((r) => r.path === '/sdapi/v1/txt2img')!;
+    // The box had the job before the bot heard Discord's answer: queueing did not wait for it.
+    expect(boxCall.at).toBeLessThan(ack.answeredAt!);
+    // Nothing touched the reply before the answer: no edit can race the acknowledgement.
+    const firstEdit = Math.min(...webhookEdits(sys, i.token).map((r) => r.at));
+    expect(firstEdit).toBeGreaterThanOrEqual(ack.answeredAt!);
+    expect(msg.attachments.map((a) => a.filename)).toContain('image-1.png');
+  });
+
   test('aspect, seed and count reach the GPU box as width/height in multiples of 64, seed and batch size', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix });
     const i = await sys.imagine({ prompt: 'wide shot', aspect: '16:9', seed: 1234, count: 2, steps: 4 });

@@ -206,8 +206,11 @@ describe('queue position and ETA', () => {
     sys.a1111.setMode('ok');
     const failedAt = Date.now();
     // Bob's job takes the box meanwhile and Carol's waits; when Bob's ends, BullMQ puts Alice's retry
-    // back in the queue behind Carol's, so it waits its turn there.
+    // back in the queue behind Carol's, so it waits its turn there. Carol queues once Bob's job runs:
+    // queued while Bob's still waited, hers would be the guild's second turn on the shared queue, and
+    // Alice's retry (first turn, from before) would go ahead of it and never wait.
     const bob = await sys.imagine({ prompt: 'long one', steps: 25, user: BOB });
+    await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.prompt === 'long one' && j.startedAt) || undefined);
     const carol = await sys.imagine({ prompt: 'next one', steps: 25, user: CAROL });
     await Promise.all([alice, bob, carol].map((i) => sys!.finalReply(i, 40_000)));
     const again = edits(sys, alice).filter((e) => e.at > failedAt && positionIn(e.content) !== null);

@@ -3,8 +3,10 @@
  * rate-limit headers. Unknown routes are answered 599 and collected in `unhandled`.
  * @module
  */
+
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { preciseNow } from './ids.js';
 import { multipartBoundary, parseMultipart } from './multipart.js';
 import type { FakeState, Injection } from './state.js';
 import type { Recorded, RecordedFile } from './types.js';
@@ -106,8 +108,20 @@ function injectedReply(inj: Injection, bucket: string): Reply {
   };
 }
 
+/** How long the answer to this request is held back, if a test slowed it. */
+function slowdown(state: FakeState, rec: Recorded): number {
+  const slow = state.slowAnswers.find(
+    (s) => s.remaining > 0 && rec.path.startsWith(s.pathPrefix) && (!s.method || s.method.toUpperCase() === rec.method),
+  );
+  if (!slow) return state.opts.answerDelayMs;
+  slow.remaining -= 1;
+  if (slow.remaining === 0) state.slowAnswers.splice(state.slowAnswers.indexOf(slow), 1);
+  return slow.ms;
+}
+
 function send(res: ServerResponse, rec: Recorded, reply: Reply): void {
   rec.status = reply.status;
+  rec.answeredAt = preciseNow();
   const headers: Record<string, string> = { ...reply.headers };
   if (reply.body instanceof Buffer) {
     res.writeHead(reply.status, { 'content-length': String(reply.body.length), ...headers });
@@ -164,7 +178,7 @@ export function createRequestListener(state: FakeState, routes: Route[]) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://fake');
     const rec: Recorded = {
-      at: Date.now(),
+      at: preciseNow(),
       method: (req.method ?? 'GET').toUpperCase(),
       path: url.pathname,
       query: url.searchParams,
@@ -186,6 +200,8 @@ export function createRequestListener(state: FakeState, routes: Route[]) {
       } catch (err) {
         reply = apiError(500, 0, `fake discord: handler crashed: ${String(err)}`);
       }
+      const ms = slowdown(state, rec);
+      if (ms > 0) await new Promise((r) => setTimeout(r, ms));
       send(res, rec, reply);
     })();
   };

@@ -3,7 +3,7 @@
  * and the records that collect what the bot answers.
  * @module
  */
-import { DEFAULT_ATTACHMENT_LIMIT, DEFAULT_USER, interactionToken, PERMS, snowflake } from './ids.js';
+import { DEFAULT_ATTACHMENT_LIMIT, DEFAULT_USER, interactionToken, PERMS, preciseNow, snowflake } from './ids.js';
 import { toApiMessage } from './messages.js';
 import { channelObject, memberObject, userObject } from './payloads.js';
 import type { FakeState, InteractionRecord } from './state.js';
@@ -175,7 +175,7 @@ export function buildModalSubmit(state: FakeState, opts: ModalSubmitOptions): Bu
 export function registerInteraction(state: FakeState, built: BuiltInteraction, user = DEFAULT_USER): InteractionRecord {
   const { payload } = built;
   payload.token = interactionToken(payload.id);
-  const createdAt = Date.now();
+  const createdAt = preciseNow();
   const record: InteractionRecord = {
     id: payload.id,
     token: payload.token,

@@ -2,7 +2,9 @@
  * Interaction REST routes (no bot auth): the callback and the interaction webhook (reference §7).
  * @module
  */
+
 import type { Route, RouteCtx } from './http.js';
+import { preciseNow } from './ids.js';
 import { createMessage, editMessage, FLAGS, toApiMessage } from './messages.js';
 import type { InteractionRecord } from './state.js';
 import type { FakeCallback, FakeMessage } from './types.js';
@@ -121,7 +123,7 @@ function callback(ctx: RouteCtx): Reply {
   const result = applyCallback(ctx, it, type, json?.data);
   if (result && 'status' in result) return result;
   const cb: FakeCallback = {
-    at: Date.now(),
+    at: preciseNow(),
     type,
     ...(json?.data === undefined ? {} : { data: json.data }),
     files: ctx.files,

@@ -17,7 +17,7 @@ import {
 } from './interactions.js';
 import { interactionRoutes } from './rest-interactions.js';
 import { botRoutes } from './rest-routes.js';
-import { FakeState, waitFor } from './state.js';
+import { FakeState, waitFor, waitForAsync } from './state.js';
 import type {
   AutocompleteOptions,
   ButtonPressOptions,
@@ -73,10 +73,14 @@ export interface FakeDiscord {
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void;
   /** The next `count` matching requests answer `status` with `body` (default a Discord-style error). */
   failNext(opts: RequestMatcher & { status: number; body?: unknown }): void;
+  /** The next `count` matching requests take effect at once but are answered `ms` later (a slow network). */
+  slowNext(opts: RequestMatcher & { ms: number }): void;
   /** Last bulk-overwritten (or created) commands: global without `guildId`. */
   registeredCommands(guildId?: string): any[];
   /** Polls `fn` every 10 ms until truthy; rejects after `timeoutMs`. */
   waitFor<T>(fn: () => T | undefined | null | false, timeoutMs?: number): Promise<T>;
+  /** Polls the async `fn` every 10 ms (after each answer) until it resolves truthy; rejects after `timeoutMs`. */
+  waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs?: number): Promise<T>;
   /** Open gateway sockets. */
   gatewayConnections(): number;
   /** Closes every gateway socket (default 4000 → the client resumes; 1006 → abrupt drop). */
@@ -209,8 +213,21 @@ class FakeDiscordServer implements FakeDiscord {
     });
   }
 
+  slowNext(opts: RequestMatcher & { ms: number }): void {
+    this.state.slowAnswers.push({
+      ...(opts.method ? { method: opts.method } : {}),
+      pathPrefix: opts.pathPrefix,
+      remaining: opts.count,
+      ms: opts.ms,
+    });
+  }
+
   registeredCommands(guildId?: string): any[] {
     return this.state.commands.get(guildId ?? 'global') ?? [];
+  }
+
+  waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+    return waitForAsync(fn, timeoutMs);
   }
 
   waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 10_000): Promise<T> {

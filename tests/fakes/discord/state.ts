@@ -25,6 +25,7 @@ export interface ResolvedOptions {
   heartbeatIntervalMs: number;
   interactionTokenLifetimeMs: number;
   ackDeadlineMs: number;
+  answerDelayMs: number;
 }
 
 /** Internal view of an interaction (the public object plus routing facts). */
@@ -69,6 +70,8 @@ export class FakeState {
   readonly commands = new Map<string, any[]>();
   readonly cdn = new Map<string, CdnEntry>();
   readonly injections: Injection[] = [];
+  /** Answers held back: the request takes effect on arrival, its answer leaves `ms` later. */
+  readonly slowAnswers: { method?: string; pathPrefix: string; remaining: number; ms: number }[] = [];
   /** `channelId:nonce` → message id and creation time (for `enforce_nonce`). */
   readonly nonces = new Map<string, { messageId: string; at: number }>();
   readonly identifies: any[] = [];
@@ -84,6 +87,7 @@ export class FakeState {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
       interactionTokenLifetimeMs: options.interactionTokenLifetimeMs ?? 15 * 60 * 1000,
       ackDeadlineMs: options.ackDeadlineMs ?? 3000,
+      answerDelayMs: options.answerDelayMs ?? 0,
     };
     this.botUser = { id: this.opts.appId, username: this.opts.botUsername, globalName: null, bot: true };
   }
@@ -112,8 +116,22 @@ export async function waitFor<T>(fn: () => T | undefined | null | false, timeout
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = fn();
+    // A pending Promise is truthy: such a wait would return at once, without waiting for anything.
+    if (value && typeof (value as { then?: unknown }).then === 'function')
+      throw new Error('fake discord: waitFor got a Promise; an async condition goes to waitForAsync');
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`fake discord: waitFor timed out after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Like {@link waitFor}, for a condition that must ask something asynchronous (Postgres, Redis). */
+export async function waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`fake discord: waitForAsync timed out after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -67,6 +67,8 @@ export interface FakeDiscordOptions {
   interactionTokenLifetimeMs?: number;
   /** Deadline for the first interaction callback. Default 3000 ms. */
   ackDeadlineMs?: number;
+  /** Every REST answer leaves this long after its request took effect: the network's round trip to Discord. Default 0. */
+  answerDelayMs?: number;
 }
 
 /** A file part of a multipart request. */
@@ -91,6 +93,8 @@ export interface Recorded {
   files: RecordedFile[];
   /** Status the fake answered (0 while the request is still being handled). */
   status: number;
+  /** When the answer was sent (a slowed answer: after its delay). */
+  answeredAt?: number;
 }
 
 /** An attachment stored on a {@link FakeMessage}. */
