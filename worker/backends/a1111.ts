@@ -400,7 +400,9 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     ctx.signal.addEventListener('abort', onCancel, { once: true });
     const stopWatch = new AbortController();
     if (!(await holds())) throw leaseLost();
-    if (ctx.lease) await untilIdle(ctx, holds);
+    // Right after our own job left the box cleanly the box is idle as far as we can know; asking
+    // again would only cost a round trip (the owner's web UI within that moment is the accepted risk).
+    if (ctx.lease && !ctx.lease.takeKnownIdle?.()) await untilIdle(ctx, holds);
     watchProgress({
       client,
       pollMs,
