@@ -140,7 +140,7 @@ async function main(): Promise<void> {
       QUEUE_PREFIX: prefix,
       // Distinct boxes (each its own lease and one-at-a-time lock): the same URL twice is one box.
       A1111_URL: Array.from({ length: boxes }, (_, n) => a1111.boxUrl(n + 1)).join(','),
-      // The worker's own default (one slot per box plus one), as deployed; BENCH_CONCURRENCY to force one.
+      // The worker's own default (one slot per box), as deployed; BENCH_CONCURRENCY to try another.
       ...(process.env.BENCH_CONCURRENCY ? { WORKER_CONCURRENCY: process.env.BENCH_CONCURRENCY } : {}),
       DEFAULT_DAILY_IMAGES: '100000',
       MAX_QUEUED_PER_USER: '100',

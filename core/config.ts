@@ -193,9 +193,8 @@ export const workerConfigSchema = z
     /**
      * Jobs one worker process holds at once: running on a box, waiting for one (each box still runs
      * one job at a time, whatever the number of workers) or running in the cloud. Default: one per
-     * GPU box plus one (the next job's reads and lease wait overlap the last one's storing, so the
-     * box is not idle between jobs), or plus 8 when a cloud backend is configured (so jobs can wait
-     * for the box, and overflow, while others run); 4 for a cloud-only worker.
+     * GPU box, plus 8 when a cloud backend is configured (so jobs can wait for the box, and overflow,
+     * while others run), or 4 for a cloud-only worker.
      */
     WORKER_CONCURRENCY: optionalInt(1, 256),
     /**
@@ -269,7 +268,7 @@ export const workerConfigSchema = z
     }
     const boxes = (backends.includes('a1111') ? c.A1111_URL.length : 0) + (backends.includes('comfyui') ? c.COMFYUI_URL.length : 0);
     const cloud = backends.some((b) => !BOX_FAMILIES.includes(b));
-    const concurrency = c.WORKER_CONCURRENCY ?? (boxes === 0 ? 4 : boxes + (cloud ? 8 : 1));
+    const concurrency = c.WORKER_CONCURRENCY ?? (boxes === 0 ? 4 : boxes + (cloud ? 8 : 0));
     return {
       ...c,
       BACKENDS: backends,

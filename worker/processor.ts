@@ -41,14 +41,6 @@ export interface ProcessorDeps {
   handBack?: boolean;
 }
 
-/**
- * A job that gets its box this soon after it started waiting is never reported as waiting. With a
- * spare worker slot the next job waits for the box while the last one stores its result (a few ms);
- * a report for that (a progress event, an edit of the member's reply) costs more than the wait and
- * says nothing a member could see. A longer wait is reported once this has passed.
- */
-export const WAITING_REPORT_AFTER_MS = 250;
-
 /** Chain failures a guild's own worker gives back to the shared queue: nothing about the job itself was wrong. */
 const HANDED_BACK_CODES: ReadonlySet<string> = new Set(['all_backends_failed', 'unsupported', 'budget_spent']);
 
@@ -147,7 +139,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       await job.updateProgress(route ? { ...progress, route } : progress);
     };
     /** The job waits for a GPU box: its place, and the paid provider it may still go to. */
-    const reportWaiting = (w: WaitingReport) => {
+    const onWaiting = (w: WaitingReport) => {
       const progress: JobProgress = {
         backend: '',
         step: 0,
@@ -157,35 +149,6 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         ...(w.fallback ? { fallback: { ...w.fallback, usd: Math.round(w.fallback.usd * 1e6) / 1e6 } } : {}),
       };
       void job.updateProgress(progress).catch((err: unknown) => log.debug({ err }, 'waiting report failed'));
-    };
-    // Held back for WAITING_REPORT_AFTER_MS from the first wait; only the latest report goes out then.
-    let waitingSince: number | undefined;
-    let heldWaiting: WaitingReport | undefined;
-    let waitTimer: NodeJS.Timeout | undefined;
-    const onWaiting = (w: WaitingReport) => {
-      const now = performance.now();
-      waitingSince ??= now;
-      if (now - waitingSince >= WAITING_REPORT_AFTER_MS) {
-        stopWaiting();
-        reportWaiting(w);
-        return;
-      }
-      heldWaiting = w;
-      waitTimer ??= setTimeout(
-        () => {
-          waitTimer = undefined;
-          const held = heldWaiting;
-          heldWaiting = undefined;
-          if (held) reportWaiting(held);
-        },
-        WAITING_REPORT_AFTER_MS - (now - waitingSince),
-      );
-    };
-    /** The job stopped waiting (it runs somewhere, or ended): a report still held back is dropped. */
-    const stopWaiting = () => {
-      clearTimeout(waitTimer);
-      waitTimer = undefined;
-      heldWaiting = undefined;
     };
 
     const budget = deps.budgets
@@ -202,7 +165,6 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           queue: { priority: job.opts.priority ?? 0, arrivedAt: job.timestamp },
           onWaiting,
           onRoute: (r) => {
-            stopWaiting();
             backendName = r.backend.id;
             route = { reason: r.reason, backend: r.backend.id, ...(r.usd > 0 ? { usd: Math.round(r.usd * 1e6) / 1e6 } : {}) };
             log.info({ reason: r.reason, backend: r.backend.id, usd: r.usd }, 'sent elsewhere than the box');
@@ -211,7 +173,6 @@ export function createProcessor(deps: ProcessorDeps): Processor {
               .catch((err: unknown) => log.debug({ err }, 'route report failed'));
           },
           onAttempt: (b) => {
-            stopWaiting();
             backendName = b.id;
             // Back on a box after the cloud failed: it runs where it was meant to after all.
             if (isBoxFamily(b.family)) route = undefined;
@@ -313,7 +274,6 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       if (err.retryable && !lastTry) throw new Error(err.message);
       throw new UnrecoverableError(err.code);
     } finally {
-      stopWaiting();
       deps.running?.delete(payload.jobId);
       deps.shutdown?.removeEventListener('abort', onShutdown);
     }

@@ -72,9 +72,9 @@ describe('worker configuration', () => {
     expect(errorLines(() => loadConfig(workerConfigSchema, { COMFYUI_URL: 'http://c1:8188,ftp://x' }))[0]).toMatch(/^COMFYUI_URL /);
   });
 
-  test('WORKER_CONCURRENCY defaults to a slot per box plus one (the next job waits in the line), or plus 8 to wait and overflow when a cloud backend is configured', () => {
-    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a' }).WORKER_CONCURRENCY).toBe(2);
-    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a,http://b' }).WORKER_CONCURRENCY).toBe(3);
+  test('WORKER_CONCURRENCY defaults to a slot per box, plus 8 to wait and overflow when a cloud backend is configured', () => {
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a' }).WORKER_CONCURRENCY).toBe(1);
+    expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a,http://b' }).WORKER_CONCURRENCY).toBe(2);
     expect(loadConfig(workerConfigSchema, { A1111_URL: 'http://a', REPLICATE_API_TOKEN: 'r8_x' }).WORKER_CONCURRENCY).toBe(9);
     expect(loadConfig(workerConfigSchema, { REPLICATE_API_TOKEN: 'r8_x' }).WORKER_CONCURRENCY).toBe(4);
     expect(
@@ -118,8 +118,8 @@ describe("a guild's own worker (WORKER_GUILD_ID)", () => {
     expect(c.BASE_QUEUE_PREFIX).toBe('hosted');
     expect(c.BACKENDS).toEqual(['a1111']);
     expect(c.IGNORED_CLOUD_KEYS).toBe(true);
-    // One box, no cloud: one job on the box, the next one waiting in its line.
-    expect(c.WORKER_CONCURRENCY).toBe(2);
+    // One box, no cloud: one job at a time.
+    expect(c.WORKER_CONCURRENCY).toBe(1);
   });
 
   test('with cloud keys only it refuses to start, and a malformed guild id is named', () => {
