@@ -17,6 +17,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { loadConfig, workerConfigSchema } from '../core/config.js';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
@@ -132,8 +133,6 @@ async function main(): Promise<void> {
   );
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
-    // The floor first, on a quiet machine: what plain BullMQ costs per job at the same concurrency.
-    const plain = await measurePlainBullmq({ redisUrl: REDIS_URL, prefix: `${prefix}:plain`, concurrency: boxes, seq: SEQ, jobs: JOBS });
     const env: Record<string, string> = {
       DISCORD_TOKEN: 'fake-token',
       DISCORD_APP_ID: '1111111111111111111',
@@ -143,13 +142,17 @@ async function main(): Promise<void> {
       QUEUE_PREFIX: prefix,
       // Distinct boxes (each its own lease and one-at-a-time lock): the same URL twice is one box.
       A1111_URL: Array.from({ length: boxes }, (_, n) => a1111.boxUrl(n + 1)).join(','),
-      WORKER_CONCURRENCY: String(boxes),
+      // The worker's own default (one slot per box), as deployed; BENCH_CONCURRENCY to try another.
+      ...(process.env.BENCH_CONCURRENCY ? { WORKER_CONCURRENCY: process.env.BENCH_CONCURRENCY } : {}),
       DEFAULT_DAILY_IMAGES: '100000',
       MAX_QUEUED_PER_USER: '100',
       LOG_LEVEL: 'warn',
       // The classifier's cost per image is measured on its own in bench/classifier.ts.
       NSFW_CLASSIFIER: 'off',
     };
+    const concurrency = loadConfig(workerConfigSchema, { ...process.env, ...env }).WORKER_CONCURRENCY;
+    // The floor first, on a quiet machine: what plain BullMQ costs per job at the same concurrency.
+    const plain = await measurePlainBullmq({ redisUrl: REDIS_URL, prefix: `${prefix}:plain`, concurrency, seq: SEQ, jobs: JOBS });
     // Bot and worker run as their own processes, as deployed; the fakes and the clock stay here.
     // They log their ready line at info; their per-job lines are read and dropped.
     const worker = await spawnProcess('worker', { ...env, LOG_LEVEL: 'info' });
@@ -253,7 +256,7 @@ async function main(): Promise<void> {
     const last = Math.max(...posted.map((i) => finalAt(i)!));
     const jobsPerS = posted.length / ((last - t0) / 1000);
 
-    out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${boxes}]`);
+    out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${concurrency}]`);
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
     out(`    of which: ack → box call starts p50 ${f(pct(toBox, 50))} ms; box answered → result uploaded p50 ${f(pct(fromBox, 50))} ms`);
@@ -265,7 +268,7 @@ async function main(): Promise<void> {
     );
     out(`  throughput: ${posted.length} jobs in ${f((last - t0) / 1000)} s = ${f(jobsPerS)} jobs/s (backend calls ${a1111.calls})`);
     out(
-      `  plain BullMQ, same Redis, no-op job in a worker process at concurrency ${boxes}: p50 ${f(pct(plain.latency, 50))} ms  p99 ${f(pct(plain.latency, 99))} ms, ${f(plain.jobsPerS)} jobs/s`,
+      `  plain BullMQ, same Redis, no-op job in a worker process at concurrency ${concurrency}: p50 ${f(pct(plain.latency, 50))} ms  p99 ${f(pct(plain.latency, 99))} ms, ${f(plain.jobsPerS)} jobs/s`,
     );
     out(
       `    ours over plain: +${f(pct(added, 50) - pct(plain.latency, 50))} ms p50 per job, ${(jobsPerS / plain.jobsPerS).toFixed(3)} × the throughput`,

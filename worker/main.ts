@@ -2,7 +2,7 @@ import { Worker } from 'bullmq';
 import { type WorkerConfig, workerConfigSchema } from '../core/config.js';
 import type { JobKind, JobPayload, JobResult } from '../core/generation.js';
 import { BudgetReservations } from '../core/io/budget-reservations.js';
-import { isCancelRequested, onCancelRequests } from '../core/io/cancel.js';
+import { cancelFlagKey, onCancelRequests } from '../core/io/cancel.js';
 import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import { recordLinkJob } from '../core/io/link.js';
@@ -140,7 +140,7 @@ export async function startWorker(given: WorkerConfig, log: Logger, overrides: W
       log,
       shutdown: shutdown.signal,
       running,
-      isCancelled: (jobId) => isCancelRequested(plain, config.QUEUE_PREFIX, jobId),
+      cancelFlag: (jobId) => cancelFlagKey(config.QUEUE_PREFIX, jobId),
       classifier: classifier ? () => classifier : undefined,
       nsfwThreshold: config.NSFW_THRESHOLD,
       cpu,

@@ -23,8 +23,8 @@ export interface ProcessorDeps {
   shutdown?: AbortSignal;
   /** Running jobs' abort controllers by job id, so a cancel request can reach them. */
   running?: Map<string, AbortController>;
-  /** true when a member cancelled the job before this worker picked it up. */
-  isCancelled?: (jobId: string) => Promise<boolean>;
+  /** The key that is set when a member cancelled the job (before this worker picked it up); read with the job's other start-up keys. */
+  cancelFlag?: (jobId: string) => string;
   /** Output safety: every image is classified before it is stored for posting. */
   classifier?: () => Promise<ImageClassifier>;
   nsfwThreshold?: number;
@@ -183,12 +183,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     /** Attempts up to a paid result already made: whatever of ours fails after it, they are what the job is booked for. */
     let paidAttempts: Attempt[] | undefined;
     try {
-      // The reads go out together: one round trip to Redis before the backend is called.
-      const [failure, cancelled, resumed] = await Promise.all([
-        deps.results.getFailure(payload.jobId),
-        deps.isCancelled?.(payload.jobId),
-        deps.results.keptPaid(payload.jobId),
-      ]);
+      // One command before the backend is called: earlier tries' failure, a kept paid result, the cancel flag.
+      const start = await deps.results.jobStart(payload.jobId, deps.cancelFlag ? [deps.cancelFlag(payload.jobId)] : []);
+      const { failure, kept: resumed } = start;
+      const cancelled = start.flags[0] === true;
       earlier = failure?.attempts ?? [];
       if (cancelled) controller.abort(new Error('cancelled by the member'));
       const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });

@@ -6,15 +6,12 @@ import type { Redis } from 'ioredis';
  * aborts the job if it is running there.
  */
 const channel = (prefix: string) => `${prefix}:cancel`;
-const flag = (prefix: string, jobId: string) => `${prefix}:cancelled:${jobId}`;
+/** The key that says a job was cancelled (set, any value); the worker reads it with the job's other start-up keys. */
+export const cancelFlagKey = (prefix: string, jobId: string) => `${prefix}:cancelled:${jobId}`;
 
 export async function requestCancel(redis: Redis, prefix: string, jobId: string): Promise<void> {
-  await redis.set(flag(prefix, jobId), '1', 'EX', 86_400);
+  await redis.set(cancelFlagKey(prefix, jobId), '1', 'EX', 86_400);
   await redis.publish(channel(prefix), jobId);
-}
-
-export async function isCancelRequested(redis: Redis, prefix: string, jobId: string): Promise<boolean> {
-  return (await redis.exists(flag(prefix, jobId))) === 1;
 }
 
 /** Subscribes on a dedicated connection (a subscribed connection can do nothing else). */

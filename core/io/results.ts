@@ -74,9 +74,25 @@ export class ResultStore {
     if (!replies || failed) throw failed?.[0] ?? new Error('keeping the paid result was aborted');
   }
 
+  /**
+   * What a try of a job starts from, in one command (MGET): the failure record of its earlier
+   * tries, the paid result one of them kept (its images read only when there is one), and whether
+   * each of `flags` (other keys about the job, e.g. its cancel flag) is set.
+   */
+  async jobStart(
+    jobId: string,
+    flags: readonly string[] = [],
+  ): Promise<{ failure: JobFailure | null; kept: { kept: KeptPaid; images: Buffer[] } | null; flags: boolean[] }> {
+    const [failure, kept, ...rest] = await this.redis.mget(this.failureKey(jobId), this.keptKey(jobId), ...flags);
+    return {
+      failure: this.failureFrom(failure ?? null),
+      kept: await this.keptFrom(jobId, kept ?? null),
+      flags: rest.map((v) => v !== null),
+    };
+  }
+
   /** The paid result an earlier try of this job kept, if it is whole. */
-  async keptPaid(jobId: string): Promise<{ kept: KeptPaid; images: Buffer[] } | null> {
-    const raw = await this.redis.get(this.keptKey(jobId));
+  private async keptFrom(jobId: string, raw: string | null): Promise<{ kept: KeptPaid; images: Buffer[] } | null> {
     if (raw === null) return null;
     const parsed = keptPaidSchema.safeParse(JSON.parse(raw));
     if (!parsed.success) return null;
@@ -89,10 +105,20 @@ export class ResultStore {
     await this.redis.set(key, bytes, 'EX', this.ttlSeconds);
   }
 
+  /**
+   * No MULTI: nothing reads the keys before a job's result (or payload) names them. On an
+   * auto-pipelining connection (the worker's) the SETs leave in the same write as whatever else
+   * goes out this tick (the box's release); elsewhere, in one pipeline.
+   */
   async putMany(entries: readonly (readonly [string, Buffer])[]): Promise<void> {
-    const tx = this.redis.multi();
-    for (const [k, v] of entries) tx.set(k, v, 'EX', this.ttlSeconds);
-    await tx.exec();
+    if (entries.length === 1 || this.redis.options.enableAutoPipelining) {
+      await Promise.all(entries.map(([k, v]) => this.redis.set(k, v, 'EX', this.ttlSeconds)));
+      return;
+    }
+    const p = this.redis.pipeline();
+    for (const [k, v] of entries) p.set(k, v, 'EX', this.ttlSeconds);
+    const failed = (await p.exec())?.find(([err]) => err);
+    if (failed) throw failed[0];
   }
 
   async get(key: string): Promise<Buffer | null> {
@@ -109,7 +135,10 @@ export class ResultStore {
   }
 
   async getFailure(jobId: string): Promise<JobFailure | null> {
-    const raw = await this.redis.get(this.failureKey(jobId));
+    return this.failureFrom(await this.redis.get(this.failureKey(jobId)));
+  }
+
+  private failureFrom(raw: string | null): JobFailure | null {
     if (raw === null) return null;
     const parsed = jobFailureSchema.safeParse(JSON.parse(raw));
     return parsed.success ? parsed.data : null;

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect } from 'vitest';
 import { boxIdOf, normalizeBoxUrl } from '../../worker/boxes/identity.js';
-import { BoxLeases } from '../../worker/boxes/leases.js';
+import { BoxLeases, CLEAN_HANDOVER_MS } from '../../worker/boxes/leases.js';
 import { test } from '../setup/fixtures.js';
 
 const REDIS_URL = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
@@ -115,7 +115,32 @@ describe('GPU box leases shared by workers', () => {
   });
 
   test('recent run times on boxes are shared by every worker', async ({ redisPrefix }) => {
-    await worker(redisPrefix).recordRun({ ms: 2500, count: 1, box: 'box1' });
+    const w = worker(redisPrefix);
+    const held = (await w.tryAcquire(waiter('j1', 1), 5000)) as { fence: number };
+    // Recorded by the release itself, in the same round trip.
+    await w.release('box1', held.fence, { clean: true, run: { ms: 2500, count: 1 } });
     expect(await worker(redisPrefix).recentRuns()).toEqual([{ ms: 2500, count: 1, backend: 'box1' }]);
+  });
+
+  test('a clean release hands the box over: the next grant says how long ago; a release that was not clean or a lapsed lease does not', async ({
+    redisPrefix,
+  }) => {
+    const w = worker(redisPrefix, 300);
+    // The box's first lease: nothing was handed over.
+    const first = await w.tryAcquire(waiter('j1', 1), 5000);
+    expect(first).toMatchObject({ kind: 'granted' });
+    expect(first).not.toHaveProperty('handoverMs');
+    await w.release('box1', (first as { fence: number }).fence, { clean: true });
+    const second = await w.tryAcquire(waiter('j2', 2), 5000);
+    expect((second as { handoverMs?: number }).handoverMs).toBeLessThan(CLEAN_HANDOVER_MS);
+    // Released without the box having answered (cancelled, failed): no handover.
+    await w.release('box1', (second as { fence: number }).fence);
+    const third = await w.tryAcquire(waiter('j3', 3), 5000);
+    expect(third).not.toHaveProperty('handoverMs');
+    // A clean release, then a holder that crashed (its lease lapsed): the next grant is not a handover.
+    await w.release('box1', (third as { fence: number }).fence, { clean: true });
+    expect(await w.tryAcquire(waiter('j4', 4), 5000)).toHaveProperty('handoverMs');
+    await sleep(400);
+    expect(await w.tryAcquire(waiter('j5', 5), 5000)).not.toHaveProperty('handoverMs');
   });
 });

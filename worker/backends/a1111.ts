@@ -77,6 +77,9 @@ const A1111_CAPABILITIES: BackendCapabilities = {
   paid: false,
 };
 
+/** Why a job's progress watch stops: its request settled (nobody reads the reason). */
+const WATCH_DONE = 'request settled';
+
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(done, ms);
@@ -400,7 +403,9 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
     ctx.signal.addEventListener('abort', onCancel, { once: true });
     const stopWatch = new AbortController();
     if (!(await holds())) throw leaseLost();
-    if (ctx.lease) await untilIdle(ctx, holds);
+    // Right after our own job left the box cleanly the box is idle as far as we can know; asking
+    // again would only cost a round trip (the owner's web UI within that moment is the accepted risk).
+    if (ctx.lease && !ctx.lease.takeKnownIdle?.()) await untilIdle(ctx, holds);
     watchProgress({
       client,
       pollMs,
@@ -458,7 +463,8 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         log.warn({ jobId: job.jobId, kind: e.kind, status: e.status, msg: e.message }, 'generation failed');
       throw e;
     } finally {
-      stopWatch.abort();
+      // With a reason: abort() without one builds a DOMException (with its stack) every job.
+      stopWatch.abort(WATCH_DONE);
       ctx.signal.removeEventListener('abort', onCancel);
     }
   }

@@ -131,7 +131,15 @@ export interface RunContext {
    * to the box (generation, progress poll, interrupt). false means another job holds the box now:
    * send it nothing more, not even an interrupt.
    */
-  readonly lease?: { holds(): Promise<boolean> };
+  readonly lease?: {
+    holds(): Promise<boolean>;
+    /**
+     * true, once per lease, when the box was handed over cleanly a moment ago (the previous job's
+     * box had answered): nothing of ours runs there, so the idle check before the first request
+     * may be skipped. Later requests under the same lease (a retry after a failure) check again.
+     */
+    takeKnownIdle?(): boolean;
+  };
   /**
    * A paid provider billing by run time: the most seconds the budget set aside for this attempt.
    * The backend cancels the run before it bills more (and says what it billed).

@@ -609,15 +609,13 @@ export class BackendChain {
         const boxCtx: RunContext = { ...ctx, signal: AbortSignal.any([ctx.signal, hold.signal]), lease: hold };
         out = await this.attempt(p, job, ctx, boxCtx, opts, budget, st);
       } finally {
-        // Not awaited: the release leaves on the worker's connection ahead of the result's images, so
-        // the job does not wait a round trip for it (a failed release is logged; the lease lapses).
-        void hold.release();
+        // Released the moment the box has answered, before the images are stored; not awaited: it
+        // leaves on the worker's connection ahead of the result's images, so the job does not wait
+        // a round trip for it (a failed release is logged; the lease lapses). A success is a clean
+        // handover (the box answered, nothing of ours runs there) and carries the run time.
+        void hold.release(out ? { clean: true, run: { ms: performance.now() - started, count: job.request.count } } : {});
       }
-      if (out) {
-        const ms = performance.now() - started;
-        void pool.recordRun({ ms, count: job.request.count, box: outcome.box }).catch(() => undefined);
-        return { kind: 'success', success: out };
-      }
+      if (out) return { kind: 'success', success: out };
       // Lost the box to another job (a stall past the lease): wait again; any other failure: try another box.
       if (!hold.signal.aborted) done.add(p.link.backend.id);
     }

@@ -1,3 +1,4 @@
+import { Pool } from 'undici';
 import type { z } from 'zod';
 import { BackendError } from '../../core/errors.js';
 
@@ -133,35 +134,78 @@ export function describeZodError(err: z.ZodError): string {
   return `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}`;
 }
 
+/** The reason a request's own timeout aborts it with; mapFetchError tells it from a network failure by name. */
+function timeoutReason(ms: number): DOMException {
+  return new DOMException(`no answer after ${ms} ms`, 'TimeoutError');
+}
+
+/** A signal that is aborted already, standing for "our timeout fired" in {@link mapFetchError}'s context. */
+const TIMED_OUT = AbortSignal.abort();
+
 /**
  * Builds a {@link JsonClient}. Backends that speak JSON over plain HTTP (A1111, ComfyUI, dedicated
  * endpoints) share its error mapping so the chain sees the same kinds everywhere.
+ *
+ * Requests go through a keep-alive undici Pool of the base URL's own, not global fetch: a job sends
+ * its box a request or two every poll, and fetch's WHATWG layer (web streams, a Request and a
+ * Response per call, AbortSignal.any) cost more CPU than the request itself. undici's own header
+ * and body timers are off: the caller's `timeoutMs` is the one cap, as it was with fetch.
  */
 export function createJsonClient(o: JsonClientOptions): JsonClient {
-  const base = o.baseUrl.replace(/\/+$/, '');
+  const url = new URL(o.baseUrl);
+  const basePath = url.pathname.replace(/\/+$/, '');
+  const pool = new Pool(url.origin, { headersTimeout: 0, bodyTimeout: 0 });
   async function raw(path: string, req: JsonRequest = {}): Promise<unknown> {
     const method = req.method ?? (req.body === undefined ? 'GET' : 'POST');
     const what = `${method} ${path.split('?')[0]}`;
-    const timeout = req.timeoutMs === undefined ? undefined : AbortSignal.timeout(req.timeoutMs);
-    const signals = [req.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
     const headers: Record<string, string> = { accept: 'application/json', ...o.headers };
     if (req.body !== undefined) headers['content-type'] = 'application/json';
+    // One signal for the caller's abort and our timeout: the caller's reason is passed on as is.
+    let timedOut = false;
+    let signal = req.signal;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    if (req.timeoutMs !== undefined) {
+      const ms = req.timeoutMs;
+      const both = new AbortController();
+      signal = both.signal;
+      timer = setTimeout(() => {
+        timedOut = true;
+        both.abort(timeoutReason(ms));
+      }, ms);
+      const caller = req.signal;
+      if (caller?.aborted) both.abort(caller.reason);
+      else if (caller) {
+        onAbort = () => both.abort(caller.reason);
+        caller.addEventListener('abort', onAbort, { once: true });
+      }
+    }
     let status: number;
     let text: string;
     let retryAfter: string | null;
     try {
-      const res = await fetch(`${base}${path}`, {
+      const res = await pool.request({
+        path: `${basePath}${path}`,
         method,
         headers,
-        body: req.body === undefined ? undefined : JSON.stringify(req.body),
-        signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
+        body: req.body === undefined ? null : JSON.stringify(req.body),
+        signal: signal ?? null,
       });
-      status = res.status;
-      retryAfter = res.headers.get('retry-after');
+      status = res.statusCode;
+      const ra = res.headers['retry-after'];
+      retryAfter = (Array.isArray(ra) ? ra[0] : ra) ?? null;
       // Read the whole body inside the try: a reset mid-body is a network failure too.
-      text = await res.text();
+      text = await res.body.text();
     } catch (err) {
-      throw mapFetchError(o.backend, err, { signal: req.signal, timeout, timeoutMs: req.timeoutMs, what });
+      throw mapFetchError(o.backend, err, {
+        signal: req.signal,
+        timeout: timedOut ? TIMED_OUT : undefined,
+        timeoutMs: req.timeoutMs,
+        what,
+      });
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) req.signal?.removeEventListener('abort', onAbort);
     }
     if (status < 200 || status > 299) throw mapHttpStatus(o.backend, status, text, { credentialHint: o.credentialHint, retryAfter, what });
     try {

@@ -9,6 +9,8 @@ import type { DurationSample } from '../../core/eta.js';
  *   P:box:<id>:lease    "<fence>|<jobId>|<since ms>", PX lease time; renewed while the job runs
  *   P:box:<id>:fence    INCR counter: each grant gets a larger fencing token
  *   P:box:<id>:circuit  JSON {at, reason}: the box is taken for broken; no lease is granted on it
+ *   P:box:<id>:handover "<fence>|<ms>": the lease with that fence was released cleanly (its job's
+ *                       box had answered) at that time; PX CLEAN_HANDOVER_MS
  *   P:boxes:line        ZSET of jobs waiting for a box: score = BullMQ priority, member =
  *                       "<arrival ms, 15 digits>|<jobId>", so the line is priority then arrival
  *   P:boxes:waiters     HASH jobId -> "<expiry ms>|<box ids>": a waiter not renewed in time
@@ -75,11 +77,18 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 for _, b in ipairs(boxes) do
   if free[b] and not claimed[b] then
+    -- A clean handover counts only if the lease it ended was the box's last one (no holder since).
+    local handover = -1
+    local h = redis.call('GET', pfx .. b .. ':handover')
+    if h then
+      local hf, hat = string.match(h, '^(%d+)|(%d+)$')
+      if hf and hf == redis.call('GET', pfx .. b .. ':fence') then handover = math.max(0, now - tonumber(hat)) end
+    end
     local fence = redis.call('INCR', pfx .. b .. ':fence')
     redis.call('SET', pfx .. b .. ':lease', fence .. '|' .. jobId .. '|' .. now, 'PX', leaseMs)
     redis.call('ZREM', KEYS[1], member)
     redis.call('HDEL', KEYS[2], jobId)
-    return {'granted', b, tostring(fence)}
+    return {'granted', b, tostring(fence), tostring(handover)}
   end
 end
 local out = {'waiting', tostring(ahead), tostring(usable)}
@@ -98,16 +107,23 @@ return 0
 `;
 
 /**
- * Compare-and-delete, then wake the job next in line for this box (the first live waiter that can
- * use it; "<box> <jobId>"), or everyone when nobody is known to want it. Only that job can take
- * the box, so the others sleep on instead of all asking at once.
+ * Records the job's run time on the box (when it made images; in the same round trip), then
+ * compare-and-delete; a clean release stamps the handover. Then wakes the job next in line for
+ * this box (the first live waiter that can use it; "<box> <jobId>"), or everyone when nobody is
+ * known to want it. Only that job can take the box, so the others sleep on instead of all asking
+ * at once.
  */
 const RELEASE = `
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[5], ARGV[5])
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[6]) - 1)
+end
 local v = redis.call('GET', KEYS[1])
 if not (v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|') then return 0 end
 redis.call('DEL', KEYS[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], ARGV[1] .. '|' .. now, 'PX', ARGV[4]) end
 local box = ARGV[3]
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local id = string.sub(m, 17)
@@ -128,7 +144,13 @@ return 1
 
 /** What a waiting job learns on each try. */
 export type AcquireResult =
-  | { kind: 'granted'; box: string; fence: number }
+  | {
+      kind: 'granted';
+      box: string;
+      fence: number;
+      /** ms since the box's previous lease was released cleanly, when that lease was its last one (none since). */
+      handoverMs?: number;
+    }
   | {
       kind: 'waiting';
       /** Waiters ahead of this job that can use one of its boxes. */
@@ -160,10 +182,38 @@ export interface SharedCircuit {
 type Scripted = Redis & {
   boxAcquire(...args: (string | number)[]): Promise<string[]>;
   boxRenew(key: string, fence: string, ms: number): Promise<number>;
-  boxRelease(key: string, line: string, waiters: string, fence: string, channel: string, box: string): Promise<number>;
+  boxRelease(
+    key: string,
+    line: string,
+    waiters: string,
+    handover: string,
+    runs: string,
+    fence: string,
+    channel: string,
+    box: string,
+    handoverMs: number,
+    run: string,
+    runsKept: number,
+  ): Promise<number>;
 };
 
 const RUNS_KEPT = 30;
+
+/**
+ * How long after a clean release (the job's box had answered, so nothing of ours runs there) the
+ * next job may skip asking the box whether it is idle before sending its own. Short, because the
+ * owner may start something in the web UI at any moment, and a crashed holder's lease never stamps
+ * a handover at all; long enough for the next job in line to take the box (a few ms).
+ */
+export const CLEAN_HANDOVER_MS = 1000;
+
+/** How a job let go of its box. */
+export interface ReleaseOptions {
+  /** The box answered the job's last request: nothing of ours runs there now. */
+  clean?: boolean;
+  /** The job made images there: its run time, for every worker's expected wait. */
+  run?: { ms: number; count: number };
+}
 
 /** The Redis side of box leases; see the key list above. */
 export class BoxLeases {
@@ -179,13 +229,13 @@ export class BoxLeases {
     if (!('boxAcquire' in redis)) {
       redis.defineCommand('boxAcquire', { numberOfKeys: 2, lua: ACQUIRE });
       redis.defineCommand('boxRenew', { numberOfKeys: 1, lua: RENEW });
-      redis.defineCommand('boxRelease', { numberOfKeys: 3, lua: RELEASE });
+      redis.defineCommand('boxRelease', { numberOfKeys: 5, lua: RELEASE });
     }
     this.redis = redis as Scripted;
     this.wakeChannel = `${prefix}:boxes:wake`;
   }
 
-  private key(box: string, what: 'lease' | 'fence' | 'circuit'): string {
+  private key(box: string, what: 'lease' | 'fence' | 'circuit' | 'handover'): string {
     return `${this.prefix}:box:${box}:${what}`;
   }
 
@@ -211,8 +261,10 @@ export class BoxLeases {
       ...w.boxes,
     );
     switch (reply[0]) {
-      case 'granted':
-        return { kind: 'granted', box: String(reply[1]), fence: Number(reply[2]) };
+      case 'granted': {
+        const handover = Number(reply[3] ?? -1);
+        return { kind: 'granted', box: String(reply[1]), fence: Number(reply[2]), ...(handover >= 0 ? { handoverMs: handover } : {}) };
+      }
       case 'closed':
         return { kind: 'closed' };
       default:
@@ -233,16 +285,26 @@ export class BoxLeases {
     return (await this.redis.boxRenew(this.key(box, 'lease'), String(fence), this.leaseMs)) === 1;
   }
 
-  /** Frees the box if the lease is still ours, and wakes the line. */
-  async release(box: string, fence: number): Promise<void> {
+  /**
+   * Frees the box if the lease is still ours, and wakes the line; in the same round trip, records
+   * the job's run time on the box and (clean) stamps the handover. The run counts even when the
+   * lease had already gone: the images were made.
+   */
+  async release(box: string, fence: number, o: ReleaseOptions = {}): Promise<void> {
     await this.redis.boxRelease(
       this.key(box, 'lease'),
       `${this.prefix}:boxes:line`,
       `${this.prefix}:boxes:waiters`,
+      this.key(box, 'handover'),
+      `${this.prefix}:boxes:runs`,
       String(fence),
       this.wakeChannel,
       box,
+      o.clean ? CLEAN_HANDOVER_MS : 0,
+      o.run ? JSON.stringify({ ms: Math.round(o.run.ms), count: o.run.count, box }) : '',
+      RUNS_KEPT,
     );
+    if (o.run) this.runsCache = undefined;
   }
 
   /** Takes the box for broken for every worker at once; waiters are woken and move on. */
@@ -272,17 +334,6 @@ export class BoxLeases {
       }
     });
     return out;
-  }
-
-  /** A job ran on a box: its time feeds every worker's expected-wait estimate. */
-  async recordRun(sample: { ms: number; count: number; box: string }): Promise<void> {
-    const key = `${this.prefix}:boxes:runs`;
-    await this.redis
-      .multi()
-      .lpush(key, JSON.stringify({ ms: Math.round(sample.ms), count: sample.count, box: sample.box }))
-      .ltrim(key, 0, RUNS_KEPT - 1)
-      .exec();
-    this.runsCache = undefined;
   }
 
   /** Recent run times on boxes, newest first (read at most once a second per process). */

@@ -2,10 +2,10 @@ import type { Redis } from 'ioredis';
 import { BackendError } from '../../core/errors.js';
 import type { DurationSample } from '../../core/eta.js';
 import type { Logger } from '../../core/io/logger.js';
-import type { AcquireResult, BoxLeases, SharedCircuit, Waiter } from './leases.js';
+import { type AcquireResult, type BoxLeases, CLEAN_HANDOVER_MS, type ReleaseOptions, type SharedCircuit, type Waiter } from './leases.js';
 
 /** Why a job stopped waiting without a box. */
-export type WaitOutcome = { kind: 'granted'; box: string; fence: number } | { kind: 'closed' } | { kind: 'left' };
+export type WaitOutcome = Extract<AcquireResult, { kind: 'granted' }> | { kind: 'closed' } | { kind: 'left' };
 
 /** While a job waits: what it learns on each try; returning true makes it leave the line (overflow). */
 export type OnWaiting = (w: Extract<AcquireResult, { kind: 'waiting' }>) => boolean | Promise<boolean>;
@@ -23,15 +23,31 @@ export class LeaseHold {
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
 
+  /**
+   * The box's previous lease was released cleanly (its job's box had answered) at most
+   * CLEAN_HANDOVER_MS before this one was granted, with no lease between: nothing of ours runs on
+   * the box, so a backend may skip asking whether it is idle before its first request.
+   */
+  private knownIdle: boolean;
+
   constructor(
     private readonly leases: BoxLeases,
     readonly box: string,
     readonly fence: number,
     private readonly backendId: string,
     private readonly log: Logger,
+    handoverMs?: number,
   ) {
+    this.knownIdle = handoverMs !== undefined && handoverMs <= CLEAN_HANDOVER_MS;
     this.timer = setInterval(() => void this.check(), Math.max(50, Math.floor(leases.leaseMs / 3)));
     this.timer.unref();
+  }
+
+  /** See {@link knownIdle}: true at most once, for the lease's first request. */
+  takeKnownIdle(): boolean {
+    const idle = this.knownIdle;
+    this.knownIdle = false;
+    return idle;
   }
 
   /** Aborted when the lease is lost or about to lapse unconfirmed. */
@@ -75,12 +91,18 @@ export class LeaseHold {
     this.controller.abort(new BackendError(this.backendId, 'busy', `lost the lease on the box: ${why}`, { retryable: false }));
   }
 
-  /** Done with the box: stop renewing and free it for the next job (unless it is no longer ours). */
-  async release(): Promise<void> {
+  /**
+   * Done with the box: stop renewing and free it for the next job (unless it is no longer ours).
+   * `run` is recorded either way (same round trip); `clean` only counts while the lease is ours.
+   */
+  async release(o: ReleaseOptions = {}): Promise<void> {
     clearInterval(this.timer);
-    if (this.lost) return;
+    if (this.lost) {
+      if (o.run) await this.leases.release(this.box, this.fence, { run: o.run }).catch(() => undefined);
+      return;
+    }
     this.lost = true;
-    await this.leases.release(this.box, this.fence).catch((err: unknown) => {
+    await this.leases.release(this.box, this.fence, o).catch((err: unknown) => {
       this.log.warn({ err, box: this.box }, 'lease release failed; it lapses by itself');
     });
   }
@@ -174,16 +196,12 @@ export class BoxPool {
     }
   }
 
-  hold(grant: { box: string; fence: number }, backendId: string): LeaseHold {
-    return new LeaseHold(this.leases, grant.box, grant.fence, backendId, this.log);
+  hold(grant: { box: string; fence: number; handoverMs?: number }, backendId: string): LeaseHold {
+    return new LeaseHold(this.leases, grant.box, grant.fence, backendId, this.log, grant.handoverMs);
   }
 
   recentRuns(): Promise<DurationSample[]> {
     return this.leases.recentRuns();
-  }
-
-  recordRun(sample: { ms: number; count: number; box: string }): Promise<void> {
-    return this.leases.recordRun(sample);
   }
 
   openCircuit(box: string, reason: string): Promise<void> {
