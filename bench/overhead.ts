@@ -251,6 +251,9 @@ async function main(): Promise<void> {
     const acksAfter = await botAcks();
     const cpuAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     await probe.quit();
+    // Idle again after the burst: what start-up tricks cannot hide (traffic grows the heap back).
+    await new Promise((r) => setTimeout(r, 5000));
+    const afterRss = await rssMb(bot.pid!);
     const inBot = (le: string) => (acksAfter.get(le) ?? 0) - (acksBefore.get(le) ?? 0);
     const posted = delivered.filter((i) => finalAt(i) !== undefined);
     const last = Math.max(...posted.map((i) => finalAt(i)!));
@@ -280,6 +283,7 @@ async function main(): Promise<void> {
     out(
       `  bot idle RSS 3 s after ready, no traffic: ${f(idleRss.rss)} MB (own pages ${f(idleRss.anon)} MB, mapped files such as the node binary ${f(idleRss.file)} MB; node flags: ${(await botNodeFlags()).join(' ') || 'none'})`,
     );
+    out(`  bot RSS idle again 5 s after the burst: ${f(afterRss.rss)} MB (own pages ${f(afterRss.anon)} MB)`);
 
     bot.kill('SIGTERM');
     worker.kill('SIGTERM');
