@@ -11,6 +11,7 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
+import { releaseStartupMemory } from '../core/io/memory.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
@@ -280,4 +281,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   };
 }
 
-if (isEntryPoint(import.meta.url)) await runProcess('bot', botConfigSchema, (config, log) => startBot(config, log));
+if (isEntryPoint(import.meta.url)) {
+  await runProcess('bot', botConfigSchema, async (config, log) => {
+    const bot = await startBot(config, log);
+    releaseStartupMemory();
+    return bot;
+  });
+}
