@@ -1,5 +1,4 @@
 import type { Server } from 'node:http';
-import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { budgetMonth } from '../core/budget.js';
@@ -15,7 +14,7 @@ import { releaseStartupMemory } from '../core/io/memory.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
-import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { createGenerateQueue, createRedis, GENERATE_QUEUE, QueueEvents } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
 import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
