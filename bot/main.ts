@@ -1,5 +1,4 @@
 import type { Server } from 'node:http';
-import { QueueEvents } from 'bullmq';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { budgetMonth } from '../core/budget.js';
@@ -11,10 +10,11 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
+import { releaseStartupMemory } from '../core/io/memory.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
-import { createGenerateQueue, createRedis, GENERATE_QUEUE } from '../core/io/queue.js';
+import { createGenerateQueue, createRedis, GENERATE_QUEUE, QueueEvents } from '../core/io/queue.js';
 import { QueuePositions } from '../core/io/queue-position.js';
 import { ResultStore } from '../core/io/results.js';
 import { createThreadPool, taskModule } from '../core/io/thread-pool.js';
@@ -282,4 +282,10 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   };
 }
 
-if (isEntryPoint(import.meta.url)) await runProcess('bot', botConfigSchema, (config, log) => startBot(config, log));
+if (isEntryPoint(import.meta.url)) {
+  await runProcess('bot', botConfigSchema, async (config, log) => {
+    const bot = await startBot(config, log);
+    releaseStartupMemory();
+    return bot;
+  });
+}

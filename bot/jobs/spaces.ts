@@ -1,4 +1,3 @@
-import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { guildSpace } from '../../core/config.js';
 import type { JobFailure } from '../../core/failures.js';
@@ -7,7 +6,7 @@ import { readBackendStatus } from '../../core/io/backend-status.js';
 import { takeSharedTurn } from '../../core/io/fair-share.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { Metrics } from '../../core/io/metrics.js';
-import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue } from '../../core/io/queue.js';
+import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue, QueueEvents } from '../../core/io/queue.js';
 import { QueuePositions, type QueueSnapshot } from '../../core/io/queue-position.js';
 import { ResultStore } from '../../core/io/results.js';
 import { memberPart, queuePriority, sharedQueuePriority } from '../../core/quota.js';

@@ -1,6 +1,17 @@
-import { type JobsOptions, Queue, type QueueOptions } from 'bullmq';
+import { createRequire } from 'node:module';
+import type { Queue as BullQueue, QueueEvents as BullQueueEvents, JobsOptions, QueueOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { JobKind, JobPayload, JobResult } from '../generation.js';
+
+/*
+ * BullMQ's two classes the bot uses, each from its own file: the package's index also loads the
+ * Worker, flows, the PostgreSQL backend and OpenTelemetry, some 2 MB the bot would hold and never
+ * run. The package has no exports map and its version is pinned; a moved file fails at start.
+ */
+const requireBullmq = createRequire(import.meta.url);
+const { Queue } = requireBullmq('bullmq/dist/cjs/classes/queue.js') as { Queue: typeof BullQueue };
+export const { QueueEvents } = requireBullmq('bullmq/dist/cjs/classes/queue-events.js') as { QueueEvents: typeof BullQueueEvents };
+export type QueueEvents = BullQueueEvents;
 
 /** The one queue every generation job goes through. */
 export const GENERATE_QUEUE = 'generate';
@@ -39,7 +50,7 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
 }
 
 /** The BullMQ job name is the request's kind (core/generation.ts JOB_KINDS). */
-export type GenerateQueue = Queue<JobPayload, JobResult, JobKind>;
+export type GenerateQueue = BullQueue<JobPayload, JobResult, JobKind>;
 
 export function createGenerateQueue(connection: Redis, prefix: string, opts: Partial<QueueOptions> = {}): GenerateQueue {
   return new Queue<JobPayload, JobResult, JobKind>(GENERATE_QUEUE, {

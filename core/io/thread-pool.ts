@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 
 /** Functions a task module offers the pool's threads, by name. */
 // biome-ignore lint/suspicious/noExplicitAny: each task has its own arguments; the pool's run() types them per name
@@ -79,19 +79,28 @@ export function createThreadPool<T extends TaskTable>(module: URL, o: ThreadPool
   const execArgv = fromSource
     ? [...process.execArgv, '--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href]
     : process.execArgv;
-  const pool = new Piscina({
-    filename: fileURLToPath(module),
-    maxThreads: max,
-    minThreads: Math.min(o.minThreads ?? 0, max),
-    idleTimeout: o.idleTimeoutMs ?? 30_000,
-    execArgv,
-  });
+  // piscina is loaded and the pool built on the first task: a bot that has not yet touched an image
+  // holds neither (about 1 MB, most of it the timing histograms we never read, hence recordTiming off).
+  let pool: Promise<Piscina> | undefined;
+  let opened: Piscina | undefined;
+  const open = () =>
+    (pool ??= import('piscina').then(({ Piscina }) => {
+      opened = new Piscina({
+        filename: fileURLToPath(module),
+        maxThreads: max,
+        minThreads: Math.min(o.minThreads ?? 0, max),
+        idleTimeout: o.idleTimeoutMs ?? 30_000,
+        execArgv,
+        recordTiming: false,
+      });
+      return opened;
+    }));
   return {
     async run(task, ...args) {
       const message: TaskMessage = { task, args };
-      return revive(await pool.run(message)) as never;
+      return revive(await (await open()).run(message)) as never;
     },
-    stats: () => ({ threads: pool.threads.length, queued: pool.queueSize }),
-    close: () => pool.destroy(),
+    stats: () => ({ threads: opened?.threads.length ?? 0, queued: opened?.queueSize ?? 0 }),
+    close: async () => (pool ? (await pool).destroy() : undefined),
   };
 }
