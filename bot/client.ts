@@ -1,4 +1,5 @@
 import { Client, type ClientOptions, GatewayIntentBits, Options, REST } from 'discord.js';
+import { Agent } from 'undici';
 
 /**
  * Interaction callbacks and interaction-webhook edits are exempt from Discord's 50 req/s global
@@ -7,6 +8,16 @@ import { Client, type ClientOptions, GatewayIntentBits, Options, REST } from 'di
  * global limit does cover goes through {@link createBotRest}.
  */
 const INTERACTION_REQUESTS_PER_SECOND = 10_000;
+
+/**
+ * Most connections each REST keeps open to Discord. undici's default has no bound: a burst of
+ * interactions opened one connection per request in flight (a thousand TLS handshakes with Discord
+ * for a thousand acknowledgements; in bench/overhead the bot's event loop, busy connecting, let
+ * admissions time out on Postgres). Each REST has its own pool, so edits never queue in front of
+ * acknowledgements.
+ */
+const MAX_CONNECTIONS = 128;
+const connectionPool = () => new Agent({ connections: MAX_CONNECTIONS });
 
 /**
  * What the bot keeps of Discord's objects: guilds, their channels (a channel's NSFW flag) and roles
@@ -38,7 +49,7 @@ export function createDiscordClient(apiUrl: string, extra: Partial<ClientOptions
   return new Client({
     intents: [GatewayIntentBits.Guilds],
     makeCache: Options.cacheWithLimits(CACHE_LIMITS),
-    rest: { api: apiUrl, globalRequestsPerSecond: INTERACTION_REQUESTS_PER_SECOND },
+    rest: { api: apiUrl, globalRequestsPerSecond: INTERACTION_REQUESTS_PER_SECOND, agent: connectionPool() },
     // Nothing the bot sends may ping anyone unless a call says so explicitly.
     allowedMentions: { parse: [] },
     ...extra,
@@ -51,10 +62,10 @@ export function createDiscordClient(apiUrl: string, extra: Partial<ClientOptions
  * front of the 3-second acknowledgements; Discord rate-limits these per webhook, not globally.
  */
 export function createWebhookRest(apiUrl: string): REST {
-  return new REST({ api: apiUrl, globalRequestsPerSecond: INTERACTION_REQUESTS_PER_SECOND });
+  return new REST({ api: apiUrl, globalRequestsPerSecond: INTERACTION_REQUESTS_PER_SECOND, agent: connectionPool() });
 }
 
 /** REST for bot-token routes (channel messages, notices), held to Discord's 50 requests/s global limit. */
 export function createBotRest(apiUrl: string, token: string): REST {
-  return new REST({ api: apiUrl, globalRequestsPerSecond: 50 }).setToken(token);
+  return new REST({ api: apiUrl, globalRequestsPerSecond: 50, agent: connectionPool() }).setToken(token);
 }

@@ -40,3 +40,20 @@ test('three worker processes, two GPU boxes, 30 jobs from ten members: spread ov
   expect(usage.reduce((s, u) => s + u.images, 0)).toBe(30);
   expect(await db.prisma.costLedger.count({ where: { outcome: 'succeeded' } })).toBe(30);
 }, 90_000);
+
+test('a burst of 400 interactions is answered over a bounded number of connections to Discord, each acknowledged', async ({
+  db,
+  redisPrefix,
+}) => {
+  sys = await System.start({ db, redisPrefix, worker: 'none', env: { MAX_QUEUED_PER_USER: '100' } });
+  const members = Array.from({ length: 40 }, (_, n) => ({ id: String(5100000000000000000n + BigInt(n)), username: `b${n}` }));
+  const before = sys.discord.connectionsOpened;
+  // All at once, as a busy evening's peak would send them: each one a request to Discord in flight together.
+  const burst = await Promise.all(
+    Array.from({ length: 400 }, (_, n) => sys!.imagine({ prompt: `burst ${n}`, steps: 2, user: members[n % 40] })),
+  );
+  const acks = await Promise.all(burst.map((i) => i.waitForCallback(15_000)));
+  expect(acks.every((cb) => cb.type === 5)).toBe(true);
+  // One TCP (in production, TLS) connection per request in flight was ~one per interaction; a pool reuses them.
+  expect(sys.discord.connectionsOpened - before).toBeLessThanOrEqual(2 * 128);
+}, 60_000);

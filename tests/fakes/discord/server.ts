@@ -83,6 +83,8 @@ export interface FakeDiscord {
   waitForAsync<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs?: number): Promise<T>;
   /** Open gateway sockets. */
   gatewayConnections(): number;
+  /** TCP connections clients have opened to this server so far (REST and gateway). */
+  readonly connectionsOpened: number;
   /** Closes every gateway socket (default 4000 → the client resumes; 1006 → abrupt drop). */
   disconnectAll(code?: number): void;
   close(): Promise<void>;
@@ -92,6 +94,7 @@ class FakeDiscordServer implements FakeDiscord {
   readonly state: FakeState;
   private readonly gateway: FakeGateway;
   private readonly sockets = new Set<Socket>();
+  connectionsOpened = 0;
 
   constructor(
     options: FakeDiscordOptions,
@@ -102,6 +105,7 @@ class FakeDiscordServer implements FakeDiscord {
     this.server.on('request', createRequestListener(this.state, [...botRoutes(), ...interactionRoutes()]));
     this.server.on('upgrade', (req, socket, head) => this.gateway.handleUpgrade(req, socket, head));
     this.server.on('connection', (socket) => {
+      this.connectionsOpened++;
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
     });
