@@ -251,8 +251,9 @@ async function main(): Promise<void> {
     const acksAfter = await botAcks();
     const cpuAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     await probe.quit();
-    // Idle again after the burst: what start-up tricks cannot hide (traffic grows the heap back).
-    await new Promise((r) => setTimeout(r, 5000));
+    // Idle again after the burst: what traffic leaves behind. The bot looks at its load every 10 s and
+    // gives memory back in the first quiet window after a busy one (core/io/memory.ts): 25 s covers that.
+    await new Promise((r) => setTimeout(r, 25_000));
     const afterRss = await rssMb(bot.pid!);
     const inBot = (le: string) => (acksAfter.get(le) ?? 0) - (acksBefore.get(le) ?? 0);
     const posted = delivered.filter((i) => finalAt(i) !== undefined);
@@ -283,7 +284,7 @@ async function main(): Promise<void> {
     out(
       `  bot idle RSS 3 s after ready, no traffic: ${f(idleRss.rss)} MB (own pages ${f(idleRss.anon)} MB, mapped files such as the node binary ${f(idleRss.file)} MB; node flags: ${(await botNodeFlags()).join(' ') || 'none'})`,
     );
-    out(`  bot RSS idle again 5 s after the burst: ${f(afterRss.rss)} MB (own pages ${f(afterRss.anon)} MB)`);
+    out(`  bot RSS idle again 25 s after the burst: ${f(afterRss.rss)} MB (own pages ${f(afterRss.anon)} MB)`);
 
     bot.kill('SIGTERM');
     worker.kill('SIGTERM');

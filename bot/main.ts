@@ -10,7 +10,7 @@ import { isEntryPoint } from '../core/io/entry.js';
 import { startOpsServer } from '../core/io/http-server.js';
 import type { ImageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
-import { releaseStartupMemory } from '../core/io/memory.js';
+import { releaseMemory, releaseMemoryWhenQuiet } from '../core/io/memory.js';
 import { createMetrics } from '../core/io/metrics.js';
 import { loadPresets } from '../core/io/presets-file.js';
 import { runProcess } from '../core/io/process.js';
@@ -285,7 +285,9 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
 if (isEntryPoint(import.meta.url)) {
   await runProcess('bot', botConfigSchema, async (config, log) => {
     const bot = await startBot(config, log);
-    releaseStartupMemory();
+    // Start-up's heap goes back at once; a burst's once the bot is quiet again (see core/io/memory.ts).
+    releaseMemory();
+    releaseMemoryWhenQuiet();
     return bot;
   });
 }

@@ -168,6 +168,8 @@ export class KeySpaces {
       const s = await this.of(jobId);
       await s.queue.remove(jobId);
       if (s.guildId !== null) await this.unroute(jobId);
+      // A shared job's route is only remembered here (absent in Redis means shared): forgotten with it.
+      else this.routes.delete(jobId);
     },
     /** A re-enqueue of a lost job goes to the shared queue, which every guild may use. */
     add: async (...[name, data, opts]: Parameters<GenerateQueue['add']>) => {
