@@ -19,7 +19,7 @@ import { type FakeA1111Mode, startFakeA1111 } from '../tests/fakes/a1111.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import { startFakeHFEndpoint } from '../tests/fakes/huggingface.js';
 import { startWorker } from '../worker/main.js';
-import { benchDatabase, clearPrefix, REDIS_URL, spawnReady } from './support.js';
+import { benchDatabase, clearPrefix, REDIS_URL, spawnReady, systemEnv } from './support.js';
 
 const JOBS = Number(process.env.BENCH_JOBS ?? 6);
 const COMMANDS = Number(process.env.BENCH_COMMANDS ?? 8);
@@ -129,12 +129,7 @@ async function commandToCloud(): Promise<number[]> {
   const hf = await startFakeHFEndpoint();
   const prefix = `bench-failover-cmd:${stamp}`;
   const env = {
-    DISCORD_TOKEN: 'fake-token',
-    DISCORD_APP_ID: '1111111111111111111',
-    DISCORD_API_URL: discord.apiUrl,
-    DATABASE_URL: db.url,
-    REDIS_URL,
-    QUEUE_PREFIX: prefix,
+    ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
     BACKENDS: 'a1111,huggingface',
     A1111_URL: box.url,
     HF_ENDPOINT_URL: hf.url,

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { startFakeA1111 } from '../tests/fakes/a1111.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
-import { benchDatabase, clearPrefix, REDIS_URL, spawnReady } from './support.js';
+import { benchDatabase, clearPrefix, spawnReady, systemEnv } from './support.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const EVERY_MS = Number(process.env.BENCH_EVERY_MS ?? 200);
@@ -27,12 +27,7 @@ const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
 const shared = await startFakeA1111();
 const prefix = `bench-guild-box:${stamp}`;
 const env = {
-  DISCORD_TOKEN: 'fake-token',
-  DISCORD_APP_ID: '1111111111111111111',
-  DISCORD_API_URL: discord.apiUrl,
-  DATABASE_URL: db.url,
-  REDIS_URL,
-  QUEUE_PREFIX: prefix,
+  ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
   A1111_URL: shared.url,
   DEFAULT_DAILY_IMAGES: '100000',
   NSFW_CLASSIFIER: 'off',

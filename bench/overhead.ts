@@ -24,9 +24,9 @@ import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 import { measurePlainBullmq } from './plain-bullmq.js';
+import { REDIS_URL, systemEnv } from './support.js';
 
 const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SEQ = Number(process.env.BENCH_SEQ ?? 200);
 const JOBS = Number(process.env.BENCH_JOBS ?? 1000);
 const BOXES = (process.env.BENCH_BOXES ?? '1,8').split(',').map(Number);
@@ -134,12 +134,7 @@ async function main(): Promise<void> {
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
     const env: Record<string, string> = {
-      DISCORD_TOKEN: 'fake-token',
-      DISCORD_APP_ID: '1111111111111111111',
-      DISCORD_API_URL: discord.apiUrl,
-      DATABASE_URL: dbUrl.toString(),
-      REDIS_URL,
-      QUEUE_PREFIX: prefix,
+      ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: dbUrl.toString(), prefix }),
       // Distinct boxes (each its own lease and one-at-a-time lock): the same URL twice is one box.
       A1111_URL: Array.from({ length: boxes }, (_, n) => a1111.boxUrl(n + 1)).join(','),
       // The worker's own default (one slot per box), as deployed; BENCH_CONCURRENCY to try another.

@@ -17,7 +17,7 @@ import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { startFakeReplicate } from '../tests/fakes/replicate.js';
 import { startInstantA1111 } from './instant-a1111.js';
-import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady } from './support.js';
+import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady, systemEnv } from './support.js';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -121,12 +121,7 @@ async function botMemory() {
   const box = await startInstantA1111({ delayMs: 500 });
   const prefix = `bench-scale-bot:${stamp}`;
   const env = {
-    DISCORD_TOKEN: 'fake-token',
-    DISCORD_APP_ID: '1111111111111111111',
-    DISCORD_API_URL: discord.apiUrl,
-    DATABASE_URL: db.url,
-    REDIS_URL,
-    QUEUE_PREFIX: prefix,
+    ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
     A1111_URL: box.url,
     DEFAULT_DAILY_IMAGES: '100000',
     MAX_QUEUED_PER_USER: '100',

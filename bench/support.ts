@@ -12,6 +12,18 @@ import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 
+/** What our bot and worker need against the fakes: the fake Discord, a run's database, Redis under a run's prefix. */
+export function systemEnv(o: { discordApiUrl: string; databaseUrl: string; prefix: string }): Record<string, string> {
+  return {
+    DISCORD_TOKEN: 'fake-token',
+    DISCORD_APP_ID: '1111111111111111111',
+    DISCORD_API_URL: o.discordApiUrl,
+    DATABASE_URL: o.databaseUrl,
+    REDIS_URL,
+    QUEUE_PREFIX: o.prefix,
+  };
+}
+
 /** The p-quantile (0..1) of xs; NaN when there are none. */
 export const pct = (xs: number[], p: number): number =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? Number.NaN;

@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import { startInstantA1111 } from './instant-a1111.js';
-import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady } from './support.js';
+import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady, systemEnv } from './support.js';
 
 const SEQ = Number(process.env.BENCH_SEQ ?? 100);
 
@@ -39,12 +39,7 @@ async function main(): Promise<void> {
   const a1111 = await startInstantA1111();
   const prefix = `bench:trace:${Date.now()}`;
   const env = {
-    DISCORD_TOKEN: 'fake-token',
-    DISCORD_APP_ID: '1111111111111111111',
-    DISCORD_API_URL: discord.apiUrl,
-    DATABASE_URL: db.url,
-    REDIS_URL,
-    QUEUE_PREFIX: prefix,
+    ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
     A1111_URL: a1111.boxUrl(1),
     DEFAULT_DAILY_IMAGES: '100000',
     MAX_QUEUED_PER_USER: '100',

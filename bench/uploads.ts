@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import sharp from 'sharp';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
-import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady } from './support.js';
+import { benchDatabase, clearPrefix, pct, spawnReady, systemEnv } from './support.js';
 
 const UPLOADS = Number(process.env.BENCH_UPLOADS ?? 10);
 const SIDE = 4000;
@@ -39,12 +39,7 @@ const db = await benchDatabase('uploads');
 const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250 });
 const prefix = `bench-uploads:${stamp}`;
 const { child: bot } = await spawnReady('bot', {
-  DISCORD_TOKEN: 'fake-token',
-  DISCORD_APP_ID: '1111111111111111111',
-  DISCORD_API_URL: discord.apiUrl,
-  DATABASE_URL: db.url,
-  REDIS_URL,
-  QUEUE_PREFIX: prefix,
+  ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
   A1111_URL: 'http://127.0.0.1:9',
   DEFAULT_DAILY_IMAGES: '1000',
   NSFW_CLASSIFIER: 'off',

@@ -26,7 +26,7 @@ export function releaseMemory(): void {
 export type LoopUse = () => number;
 
 /** The event loop's use since the last call (Node's eventLoopUtilization). */
-export function loopUse(): LoopUse {
+function loopUse(): LoopUse {
   let last = performance.eventLoopUtilization();
   return () => {
     const now = performance.eventLoopUtilization();
