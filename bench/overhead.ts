@@ -16,17 +16,14 @@ import { createWriteStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { loadConfig, workerConfigSchema } from '../core/config.js';
-import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
 import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 import { measurePlainBullmq } from './plain-bullmq.js';
-import { REDIS_URL, systemEnv } from './support.js';
+import { benchDatabase, clearPrefix, REDIS_URL, systemEnv } from './support.js';
 
-const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const SEQ = Number(process.env.BENCH_SEQ ?? 200);
 const JOBS = Number(process.env.BENCH_JOBS ?? 1000);
 const BOXES = (process.env.BENCH_BOXES ?? '1,8').split(',').map(Number);
@@ -117,11 +114,7 @@ async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>
 async function main(): Promise<void> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const stamp = `${Date.now()}`;
-  const dbName = `imagebot_bench_${stamp}`;
-  const dbUrl = new URL(PG_ADMIN);
-  dbUrl.pathname = `/${dbName}`;
-  await ensureDatabase(dbUrl.toString());
-  await applyMigrations(dbUrl.toString());
+  const db = await benchDatabase('overhead');
   // Discord's real heartbeat interval: the fake's 1 s test default makes a busy bot look like a zombie connection.
   // BENCH_DISCORD_MS: Discord's answers take this long to come back, as over the internet (0: loopback).
   const discord = await startFakeDiscord({ heartbeatIntervalMs: 41_250, answerDelayMs: Number(process.env.BENCH_DISCORD_MS ?? 0) });
@@ -134,7 +127,7 @@ async function main(): Promise<void> {
   for (const boxes of BOXES) {
     const prefix = `bench:${stamp}:${boxes}`;
     const env: Record<string, string> = {
-      ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: dbUrl.toString(), prefix }),
+      ...systemEnv({ discordApiUrl: discord.apiUrl, databaseUrl: db.url, prefix }),
       // Distinct boxes (each its own lease and one-at-a-time lock): the same URL twice is one box.
       A1111_URL: Array.from({ length: boxes }, (_, n) => a1111.boxUrl(n + 1)).join(','),
       // The worker's own default (one slot per box), as deployed; BENCH_CONCURRENCY to try another.
@@ -284,21 +277,11 @@ async function main(): Promise<void> {
     bot.kill('SIGTERM');
     worker.kill('SIGTERM');
     await Promise.all([once(bot, 'exit'), once(worker, 'exit')]);
-    const redis = new Redis(REDIS_URL);
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      if (keys.length) await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-    await redis.quit();
+    await clearPrefix(prefix);
   }
   await discord.close();
   await a1111.close();
-  const admin = new pg.Client({ connectionString: PG_ADMIN });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
-  await admin.end();
+  await db.drop();
 }
 
 await main();
