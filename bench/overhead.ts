@@ -215,6 +215,7 @@ async function main(): Promise<void> {
     const probe = new Redis(REDIS_URL);
     const cpuBefore = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     const burst: FakeInteraction[] = [];
+    const requestsBefore = discord.requests.length;
     const t0 = Date.now();
     for (let n = 0; n < JOBS; n++) {
       burst.push(
@@ -264,6 +265,15 @@ async function main(): Promise<void> {
     );
     out(
       `    ours over plain: +${f(pct(added, 50) - pct(plain.latency, 50))} ms p50 per job, ${(jobsPerS / plain.jobsPerS).toFixed(3)} × the throughput`,
+    );
+    // What each job asked of Discord during the burst: every call is work for the bot (and the fake).
+    const kinds = new Map<string, number>();
+    for (const r of discord.requests.slice(requestsBefore)) {
+      const kind = r.path.endsWith('/callback') ? 'deferrals' : r.files.length > 0 ? 'uploads' : r.method === 'PATCH' ? 'edits' : `${r.method} other`;
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+    }
+    out(
+      `  Discord requests per posted job during the burst: ${[...kinds].map(([k, v]) => `${k} ${(v / posted.length).toFixed(2)}`).join(', ')}`,
     );
     const perJob = (k: keyof typeof cpuAfter) => (cpuAfter[k] - cpuBefore[k]) / posted.length;
     const parts = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).map((k) => `${k} ${f(perJob(k))}`);
