@@ -269,7 +269,13 @@ async function main(): Promise<void> {
     // What each job asked of Discord during the burst: every call is work for the bot (and the fake).
     const kinds = new Map<string, number>();
     for (const r of discord.requests.slice(requestsBefore)) {
-      const kind = r.path.endsWith('/callback') ? 'deferrals' : r.files.length > 0 ? 'uploads' : r.method === 'PATCH' ? 'edits' : `${r.method} other`;
+      const kind = r.path.endsWith('/callback')
+        ? 'deferrals'
+        : r.files.length > 0
+          ? 'uploads'
+          : r.method === 'PATCH'
+            ? 'edits'
+            : `${r.method} other`;
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     }
     out(
