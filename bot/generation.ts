@@ -43,7 +43,7 @@ export interface GenerationDeps {
   /** Where a refunded job's input images, if any were stored, are dropped. */
   results: Pick<ResultStore, 'forgetInputs'>;
   /** The month's shared budget reservations, seeded (or their limit refreshed) as a job is queued. */
-  budgets?: Pick<BudgetReservations, 'seed'>;
+  budgets?: Pick<BudgetReservations, 'seedForAdmission'>;
   now: () => Date;
   log: Logger;
 }
@@ -146,7 +146,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       const seeding =
         payload.paidAllowed && a.budget
           ? d.budgets
-              ?.seed(a.actor.guildId, a.budget.month, a.budget.limitUsd, a.budget.spentUsd)
+              ?.seedForAdmission(a.actor.guildId, a.budget.month, a.budget.limitUsd, a.budget.spentUsd, d.now().getTime())
               .catch((err: unknown) => log.warn({ err }, 'could not seed the budget reservations'))
           : undefined;
       try {

@@ -81,9 +81,16 @@ export interface BudgetState {
 
 export type ReserveAnswer = { kind: 'reserved'; usd: number } | { kind: 'spent' } | { kind: 'held' };
 
+/** How long an admission trusts this process's own seed of a guild's month (same limit) instead of sending another. */
+const ADMISSION_SEED_FRESH_MS = 10_000;
+/** Most guilds whose last seed is remembered (the oldest go first). */
+const SEEDED_MAX_GUILDS = 1000;
+
 /** The month's budget: seeded by the bot, reserved and settled by the worker (one EVALSHA each). */
 export class BudgetReservations {
   private readonly r: Redis & BudgetCommands;
+  /** The seeds this process sent, by guild: a burst of one guild's jobs costs one script, not one per job. */
+  private readonly seeded = new Map<string, { month: string; limitMicros: number; at: number; done: Promise<void> }>();
 
   constructor(
     redis: Redis,
@@ -102,6 +109,27 @@ export class BudgetReservations {
   /** At admission, and when a moderator changes the budget: creates the month's hash from Postgres's figures if it is absent, else refreshes its limit. */
   async seed(guildId: string, month: string, limitUsd: number, settledUsd: number): Promise<void> {
     await this.r.budgetSeed(this.key(guildId, month), usdToMicros(limitUsd), usdToMicros(settledUsd), budgetMonthExpiresAt(month), '1');
+  }
+
+  /**
+   * At admission: seed() unless this process seeded the same month with the same limit less than
+   * ADMISSION_SEED_FRESH_MS ago. Skipping loses nothing: a moderator's change arrives as a new limit
+   * (or through seed() where it was made), and a hash lost meanwhile is seeded again by the worker's
+   * reservation from the job's own figures.
+   */
+  seedForAdmission(guildId: string, month: string, limitUsd: number, settledUsd: number, now = Date.now()): Promise<void> {
+    const limitMicros = usdToMicros(limitUsd);
+    const last = this.seeded.get(guildId);
+    if (last && last.month === month && last.limitMicros === limitMicros && now - last.at < ADMISSION_SEED_FRESH_MS) return last.done;
+    const done = this.seed(guildId, month, limitUsd, settledUsd);
+    this.seeded.delete(guildId);
+    this.seeded.set(guildId, { month, limitMicros, at: now, done });
+    if (this.seeded.size > SEEDED_MAX_GUILDS) this.seeded.delete(this.seeded.keys().next().value!);
+    // A seed that failed is not trusted: the next admission sends it again.
+    done.catch(() => {
+      if (this.seeded.get(guildId)?.done === done) this.seeded.delete(guildId);
+    });
+    return done;
   }
 
   /**

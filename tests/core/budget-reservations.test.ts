@@ -77,6 +77,31 @@ describe('budget reservations (one Lua script per change, real Redis)', () => {
   });
 });
 
+describe('budget seeding at admission', () => {
+  test('a burst of one guild seeds once; a new limit is applied at once, and the same limit is sent again after 10 s', async ({
+    redisPrefix,
+  }) => {
+    const b = new BudgetReservations(conns[0]!, redisPrefix);
+    const key = b.key('g', MONTH);
+    const t0 = 1_000_000;
+    await b.seedForAdmission('g', MONTH, 1, 0, t0);
+    // Another writer (as a stand-in) changes the hash: admissions with the same limit inside the window leave it alone.
+    await conns[0]!.hset(key, 'limit', 7);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => b.seedForAdmission('g', MONTH, 1, 0, t0 + i)));
+    expect(await conns[0]!.hget(key, 'limit')).toBe('7');
+    // A moderator's new budget reaches admission as a new limit: sent at once.
+    await b.seedForAdmission('g', MONTH, 2, 0, t0 + 100);
+    expect((await b.read('g', MONTH))?.limitUsd).toBe(2);
+    // Past the window the same limit is sent again.
+    await conns[0]!.hset(key, 'limit', 7);
+    await b.seedForAdmission('g', MONTH, 2, 0, t0 + 100 + 10_000);
+    expect((await b.read('g', MONTH))?.limitUsd).toBe(2);
+    // Another guild, or the next month, is its own seed.
+    await b.seedForAdmission('h', MONTH, 3, 0, t0 + 200);
+    expect((await b.read('h', MONTH))?.limitUsd).toBe(3);
+  });
+});
+
 describe('budget rules', () => {
   test('the month a reservation falls in is the UTC month; its hash outlives it by two days', () => {
     expect(budgetMonth(new Date('2026-12-31T23:59:59Z'))).toBe('2026-12');
