@@ -20,6 +20,8 @@ export interface AdmissionRouteOptions {
 
 /** How old a status read started at admission may be when the job is queued. */
 const EARLY_STATUS_MAX_AGE_MS = 1000;
+/** A read started this recently serves the guild's next admissions too: a burst costs one read, not one per job. */
+const EARLY_STATUS_SHARED_MS = 250;
 /** Most guilds whose latest admission-time status read is kept (the oldest go first). */
 const EARLY_STATUS_MAX_GUILDS = 1000;
 
@@ -49,6 +51,8 @@ export function createAdmissionRoute(o: AdmissionRouteOptions): AdmissionRoute {
     return readBackendStatus(o.redis, space);
   };
   const prefetch = (guildId: string): void => {
+    const got = early.get(guildId);
+    if (got && o.now() - got.at < EARLY_STATUS_SHARED_MS) return;
     const reports = readBackendStatus(o.redis, guildSpace(o.prefix, guildId));
     reports.catch(() => undefined); // read again when queueing
     early.delete(guildId);
