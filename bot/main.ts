@@ -90,6 +90,8 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const catalog = loadPresets(config.PRESETS_FILE);
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
   const store = new PgJobStore(database.pool);
+  // Settling and delivering have a pool of their own: a burst of admissions cannot starve finished jobs.
+  const outboundStore = new PgJobStore(database.outbound);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
   const queue = createGenerateQueue(producer, config.QUEUE_PREFIX);
@@ -151,7 +153,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     onUndeliverable: createUndeliverableNotices({ post: (guildId, content) => notices.post(guildId, content), now: Date.now }),
     deliveryRetry: overrides.deliveryRetry,
-    store,
+    store: outboundStore,
     results,
     spaces,
     events,
