@@ -113,6 +113,11 @@ export const botConfigSchema = z.object({
   DEFAULT_MONTHLY_BUDGET_USD: z.coerce.number({ error: 'must be a number' }).min(0, { error: 'must be 0 or more' }).default(5),
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+  /**
+   * Most admissions that may wait for the database at once (core/admission-load.ts); beyond it a
+   * member is told at once that the bot is busy. Each also waits at most 2 s.
+   */
+  ADMISSION_MAX_WAITING: intIn(0, 100_000, 500),
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
   ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
   ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),

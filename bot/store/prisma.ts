@@ -6,6 +6,11 @@ export type { PrismaClient };
 /** Connections per process for admissions, reads and settings. */
 const POOL_SIZE = 10;
 /**
+ * Of those, how many admission statements may hold at once (bot/store/admission-gate.ts): the
+ * rest stay free for the reads that come with them (a guild's policy, a button's job, /quota).
+ */
+export const ADMISSION_SLOTS = POOL_SIZE - 2;
+/**
  * Connections of the outbound side's own pool (settle, mark running and delivered, the sweep):
  * admissions cannot take them, so a finished job is settled and posted during any burst. Its
  * statements are few and batched (one settle per job, one mark-delivered per turn of the loop).

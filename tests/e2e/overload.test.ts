@@ -1,8 +1,11 @@
 import pg from 'pg';
 import { afterEach, expect } from 'vitest';
+import { text } from '../../core/messages.js';
 import type { FakeInteraction } from '../fakes/discord/types.js';
 import { type TestDb, test } from '../setup/fixtures.js';
 import { ALICE, BOB, GUILD_ID, System } from './harness.js';
+
+const CAROL = { id: '3333333333333333335', username: 'carol' };
 
 let sys: System | undefined;
 let holder: pg.Client | undefined;
@@ -65,4 +68,32 @@ test('a finished job is settled and posted while admissions hold every database 
   expect(rows).toEqual([{ status: 'succeeded', delivered: true }]);
   await holder.query('ROLLBACK');
   await Promise.all(crowd.map((i) => answer(sys!, i)));
+}, 60_000);
+
+test('an admission beyond the line is told at once that the bot is busy, with nothing reserved', async ({ db, redisPrefix }) => {
+  sys = await System.start({
+    db,
+    redisPrefix,
+    env: { ADMISSION_MAX_WAITING: '2' },
+    // The line's wait is not what this test is about: only its length sheds here.
+    botOverrides: { admissionWaitMs: 60_000 },
+  });
+  // Postgres has been answering admissions.
+  await sys.finalReply(await sys.imagine({ prompt: 'before the crowd', steps: 2, user: BOB }));
+
+  holder = await holdAlicesRow(db);
+  // Every slot admissions may hold stuck on Alice's row, and the line behind them full.
+  const crowd = await Promise.all(Array.from({ length: 13 }, (_, n) => sys!.imagine({ prompt: `crowd ${n}`, steps: 2 })));
+  await sys.discord.waitForAsync(async () => ((await blockedStatements(db)) >= 8 ? true : undefined));
+
+  const carol = await sys.imagine({ prompt: 'one too many', steps: 2, user: CAROL });
+  expect(await answer(sys, carol)).toBe(text.botBusy);
+  // Nothing reserved, nothing recorded: her quota is untouched.
+  const usage = await db.pool.query(`SELECT 1 FROM member_usage WHERE user_id = $1`, [CAROL.id]);
+  const jobs = await db.pool.query(`SELECT 1 FROM jobs WHERE user_id = $1`, [CAROL.id]);
+  expect([usage.rowCount, jobs.rowCount]).toEqual([0, 0]);
+  await holder.query('ROLLBACK');
+  // Alice's admissions beyond the line were shed the same way.
+  const alice = await Promise.all(crowd.map((i) => answer(sys!, i)));
+  expect(alice.filter((t) => t === text.botBusy).length).toBeGreaterThan(0);
 }, 60_000);
