@@ -36,9 +36,10 @@ import { syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
+import { AdmissionGate } from './store/admission-gate.js';
 import { PgJobStore } from './store/jobs.js';
 import { LinkStore } from './store/links.js';
-import { openDatabase } from './store/prisma.js';
+import { ADMISSION_SLOTS, openDatabase } from './store/prisma.js';
 import { PgPrivacyStore } from './store/privacy.js';
 import { SettingsStore } from './store/settings.js';
 import { StatsStore } from './store/stats.js';
@@ -59,6 +60,8 @@ export interface BotOverrides {
   sweepIntervalMs?: number;
   deliveryRetry?: DeliveryRetryPolicy;
   handoffEveryMs?: number;
+  /** How long an admission may wait for the database (default core/admission-load.ts ADMISSION_WAIT_MS). */
+  admissionWaitMs?: number;
 }
 
 /** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
@@ -89,7 +92,9 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   const now = overrides.now ?? (() => new Date());
   const catalog = loadPresets(config.PRESETS_FILE);
   const database = openDatabase(config.DATABASE_URL, (err) => log.warn({ err }, 'postgres connection dropped'));
-  const store = new PgJobStore(database.pool);
+  // Admissions wait in a line of their own for part of the pool; settling and delivering have a pool of their own.
+  const store = new PgJobStore(database.pool, new AdmissionGate(ADMISSION_SLOTS, config.ADMISSION_MAX_WAITING, overrides.admissionWaitMs));
+  const outboundStore = new PgJobStore(database.outbound);
   const producer = createRedis(config.REDIS_URL, 'producer');
   producer.on('error', (err) => log.warn({ err }, 'redis error'));
   const queue = createGenerateQueue(producer, config.QUEUE_PREFIX);
@@ -151,7 +156,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     afterSettle: afterSettle({ budgetWatch: createBudgetWatch({ stats, settings, notices, now, log }), notices }),
     onUndeliverable: createUndeliverableNotices({ post: (guildId, content) => notices.post(guildId, content), now: Date.now }),
     deliveryRetry: overrides.deliveryRetry,
-    store,
+    store: outboundStore,
     results,
     spaces,
     events,

@@ -113,6 +113,14 @@ export const botConfigSchema = z.object({
   DEFAULT_MONTHLY_BUDGET_USD: z.coerce.number({ error: 'must be a number' }).min(0, { error: 'must be 0 or more' }).default(5),
   /** Jobs one member may have queued or running at once. */
   MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+  /**
+   * Most admissions that may wait for the database at once (core/admission-load.ts); beyond it a
+   * member is told at once that the bot is busy. Each also waits at most 5 s, which is what sheds
+   * in an ordinary overload. The default only bites in a burst far larger than the bot could admit
+   * in 5 s anyway; a lower one refuses members a slot would have reached in time (bench/overhead:
+   * with 500, a 1000-interaction burst, all arriving within a second, had 650 refused).
+   */
+  ADMISSION_MAX_WAITING: intIn(0, 100_000, 2000),
   /** Largest attachment /inpaint will download, and most pixels it will decode. */
   ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
   ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),

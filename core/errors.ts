@@ -9,6 +9,7 @@ export type UserErrorCode =
   | 'user_blocked'
   | 'queue_unavailable'
   | 'database_unavailable'
+  | 'bot_busy'
   | 'prompt_blocked'
   | 'not_in_guild'
   | 'not_moderator'

@@ -52,6 +52,8 @@ export async function admitJob(
     };
   }
   switch (outcome.reason) {
+    case 'busy':
+      throw new UserError('bot_busy', text.botBusy);
     case 'blocked':
       throw new UserError('user_blocked', text.userBlocked);
     case 'in_flight':

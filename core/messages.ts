@@ -46,6 +46,7 @@ export const text = {
   queueUnavailable:
     'The image queue is unavailable right now, so nothing was queued and your quota was not used. Please try again in a minute.',
   databaseUnavailable: 'The bot cannot reach its database right now, so nothing was queued. Please try again in a minute.',
+  botBusy: 'The bot is very busy right now, so nothing was queued and your quota was not used. Please try again in a few seconds.',
   quotaExhausted: (used: number, limit: number, asked: number, now: Date) =>
     `You have used ${used} of your ${limit} images today, so ${asked} more would go over the limit. ` +
     `Daily limits reset at 00:00 UTC (in ${hoursMinutes(msUntilUtcMidnight(now))}).`,

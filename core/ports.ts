@@ -36,7 +36,9 @@ export interface ReserveInput {
 
 export type ReserveOutcome =
   | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number; budgetUsd: number; spentUsd: number }
-  | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number };
+  | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number }
+  /** Not tried: the bot is too busy to admit it now (core/admission-load.ts); nothing was reserved. */
+  | { ok: false; reason: 'busy' };
 
 /** A job whose message(s) reached Discord: the result's message id (null: nothing was posted) and its follow-ups. */
 export interface Delivered {

@@ -16,6 +16,7 @@ import type {
 import { admission, admitsSql, dailyLimitSql, imagesTodaySql, type QuotaFacts, refundedImagesSql } from '../../core/quota.js';
 import { type SettleOutcome, settlement } from '../../core/settle.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
+import type { AdmissionGate } from './admission-gate.js';
 
 const runTimeRowSchema = z.object({
   ms: z.number().nonnegative().nullable(),
@@ -209,7 +210,14 @@ const SETTLE_SQL = `
  * named, so each connection parses and plans them once.
  */
 export class PgJobStore implements JobStore {
-  constructor(private readonly pool: pg.Pool) {}
+  /**
+   * @param admissions - the line reservations wait in for the database (bot/store/admission-gate.ts);
+   *   without it they go straight to the pool.
+   */
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly admissions?: AdmissionGate,
+  ) {}
 
   private async rows<R extends unknown[]>(name: string | null, sql: string, ...params: unknown[]): Promise<R> {
     const res = await this.pool.query(name ? { name, text: sql, values: params } : { text: sql, values: params });
@@ -222,6 +230,12 @@ export class PgJobStore implements JobStore {
   }
 
   async reserve(input: ReserveInput): Promise<ReserveOutcome> {
+    if (!this.admissions) return this.reserveNow(input);
+    const outcome = await this.admissions.run(() => this.reserveNow(input));
+    return outcome === 'busy' ? { ok: false, reason: 'busy' } : outcome;
+  }
+
+  private async reserveNow(input: ReserveInput): Promise<ReserveOutcome> {
     const { actor, interaction, request, day } = input;
     const rows = await this.rows<{ job_id: string | null; images: number | null; daily: number; budget: number; spent: number }[]>(
       'reserve',

@@ -3,8 +3,19 @@ import type { PrismaClient } from '../../generated/prisma/client.js';
 
 export type { PrismaClient };
 
-/** Connections per process; the bot and the worker each hold one client. */
+/** Connections per process for admissions, reads and settings. */
 const POOL_SIZE = 10;
+/**
+ * Of those, how many admission statements may hold at once (bot/store/admission-gate.ts): the
+ * rest stay free for the reads that come with them (a guild's policy, a button's job, /quota).
+ */
+export const ADMISSION_SLOTS = POOL_SIZE - 2;
+/**
+ * Connections of the outbound side's own pool (settle, mark running and delivered, the sweep):
+ * admissions cannot take them, so a finished job is settled and posted during any burst. Its
+ * statements are few and batched (one settle per job, one mark-delivered per turn of the loop).
+ */
+const OUTBOUND_POOL_SIZE = 3;
 
 /**
  * Bounds on a slow or unreachable Postgres. An interaction is acknowledged within 1.2 s whatever
@@ -33,6 +44,8 @@ export interface Database {
    * `pg`: they are hand-written SQL anyway, and Prisma's raw-query path adds about 0.25 ms of CPU to each.
    */
   pool: pg.Pool;
+  /** The outbound side's pool, for the job store that settles and delivers. */
+  outbound: pg.Pool;
   /**
    * Prisma, for the settings writes (transactions with their audit rows). Loaded on first use:
    * its query compiler holds some 30 MB, which a bot whose moderators change nothing never needs.
@@ -50,9 +63,12 @@ export function openDatabase(url: string, onIdleError: (err: Error) => void = ()
   // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that
   // would end the process. The pool replaces it; the next query simply opens a new one.
   pool.on('error', onIdleError);
+  const outbound = new pg.Pool({ connectionString: url, max: OUTBOUND_POOL_SIZE, ...PG_TIMEOUTS });
+  outbound.on('error', onIdleError);
   let prisma: Promise<PrismaClient> | undefined;
   return {
     pool,
+    outbound,
     prisma() {
       prisma ??= Promise.all([import('../../generated/prisma/client.js'), import('@prisma/adapter-pg')]).then(
         ([{ PrismaClient }, { PrismaPg }]) => new PrismaClient({ adapter: new PrismaPg(pool) }),
@@ -61,7 +77,7 @@ export function openDatabase(url: string, onIdleError: (err: Error) => void = ()
     },
     async close() {
       if (prisma) await (await prisma).$disconnect();
-      await pool.end();
+      await Promise.all([pool.end(), outbound.end()]);
     },
   };
 }
