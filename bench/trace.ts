@@ -63,7 +63,10 @@ async function main(): Promise<void> {
 
   // Every command Redis runs, with its time (µs), the Lua scripts' own commands included.
   const seen: { at: number; args: string[] }[] = [];
-  const monitor = await new Redis(REDIS_URL).monitor();
+  // The connection MONITOR is asked on stays open beside the monitor's own: both are closed at the
+  // end, or the bench never exits (and keeps the suite lock).
+  const monitorBase = new Redis(REDIS_URL);
+  const monitor = await monitorBase.monitor();
   monitor.on('monitor', (time: string, args: string[]) => seen.push({ at: Number(time) * 1000, args }));
   const sql = new pg.Client({ connectionString: db.url });
   await sql.connect();
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
     );
   }
   await monitor.disconnect();
+  monitorBase.disconnect();
   await sql.end();
 
   out(
