@@ -60,12 +60,16 @@ test('a finished job is settled and posted while admissions hold every database 
   await sys.startWorker();
   const result = await sys.finalReply(bob);
   expect(result.attachments.some((a) => a.filename.startsWith('image-'))).toBe(true);
+  // Marked delivered once Discord has answered the upload: a moment after the fake saw it.
+  const row = await sys.discord.waitForAsync(async () => {
+    const { rows } = await db.pool.query<{ status: string; delivered: boolean }>(
+      `SELECT status::text, delivered_at IS NOT NULL AS delivered FROM jobs WHERE user_id = $1`,
+      [BOB.id],
+    );
+    return rows[0]?.delivered ? rows[0] : undefined;
+  });
+  expect(row).toEqual({ status: 'succeeded', delivered: true });
   expect(await blockedStatements(db)).toBeGreaterThan(0);
-  const { rows } = await db.pool.query<{ status: string; delivered: boolean }>(
-    `SELECT status::text, delivered_at IS NOT NULL AS delivered FROM jobs WHERE user_id = $1`,
-    [BOB.id],
-  );
-  expect(rows).toEqual([{ status: 'succeeded', delivered: true }]);
   await holder.query('ROLLBACK');
   await Promise.all(crowd.map((i) => answer(sys!, i)));
 }, 60_000);
