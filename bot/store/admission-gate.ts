@@ -17,7 +17,9 @@ interface Waiter {
  * The admissions' line for the database (core/admission-load.ts says when it sheds): at most
  * `slots` admission statements run at once, so they never take the whole pool; the rest wait here,
  * in order, for at most ADMISSION_WAIT_MS, instead of in the pool's own line, where they would stand
- * ahead of everything else the bot asks and end in the pool's connection timeout.
+ * ahead of everything else the bot asks and end in the pool's connection timeout. Not cockatiel's
+ * bulkhead (4.0): a queued call whose signal aborts there is rejected only once it reaches the head
+ * of the line, so a member could wait far past the bound before hearing why.
  */
 export class AdmissionGate {
   private running = 0;
