@@ -16,8 +16,9 @@ import type { DurationSample } from '../../core/eta.js';
  *   P:boxes:waiters     HASH jobId -> "<expiry ms>|<box ids>": a waiter not renewed in time
  *                       (its worker died) is dropped from the line by the next acquire
  *   P:boxes:runs        LIST of recent run times on boxes, newest first (the expected wait)
- *   channel P:boxes:wake   "<box> <jobId>" when a lease is released and that job is next for the
- *                       box; "<box>" when a circuit changes (everyone looks again)
+ *   channel P:boxes:wake   "<box> <jobId>" when that job is now next for the box: a lease on it
+ *                       was released, or the waiter whose turn on it was (the box free) left the
+ *                       line; "<box>" when a circuit changes (everyone looks again)
  *
  * Times come from Redis (TIME), so workers' clocks do not matter.
  */
@@ -142,6 +143,66 @@ redis.call('PUBLISH', ARGV[2], box)
 return 1
 `;
 
+/**
+ * Takes the job out of the line. For each of its boxes that is free (no lease, no circuit) and for
+ * which it was next (no live waiter ahead of it wants the box), the job now next for the box is
+ * woken by name ("<box> <jobId>"), as a release would have woken it: otherwise that job sleeps until
+ * its poll on a free box. A leave with no free box changes nobody's turn (the next release wakes the
+ * line), so it wakes nobody and does not look at the line; it never wakes everyone, since leaves
+ * are frequent under load (overflow).
+ */
+const LEAVE = `
+local jobId, member, channel, pfx = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local mine = redis.call('HGET', KEYS[2], jobId)
+local inLine = redis.call('ZSCORE', KEYS[1], member)
+local function gone(woken)
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('HDEL', KEYS[2], jobId)
+  return woken
+end
+if not (mine and inLine) then return gone(0) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Past its expiry it already counted for nobody (the next acquire would have dropped it).
+local exp = tonumber(string.match(mine, '^(%d+)|'))
+if not exp or exp < now then return gone(0) end
+local open, left = {}, 0
+for b in string.gmatch(string.match(mine, '|(.*)$'), '[^,]+') do
+  if not open[b] and redis.call('EXISTS', pfx .. b .. ':circuit') == 0 and redis.call('EXISTS', pfx .. b .. ':lease') == 0 then
+    open[b] = true
+    left = left + 1
+  end
+end
+if left == 0 then return gone(0) end
+-- The first live waiter that wants an open box is next for it: ahead of the leaver, it already was.
+local behind, woken = false, 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if m == member then
+    behind = true
+  else
+    local id = string.sub(m, 17)
+    local w = redis.call('HGET', KEYS[2], id)
+    local e = w and tonumber(string.match(w, '^(%d+)|'))
+    if e and e >= now then
+      local named = false
+      for b in string.gmatch(string.match(w, '|(.*)$'), '[^,]+') do
+        if open[b] then
+          open[b] = nil
+          left = left - 1
+          if behind and not named then
+            redis.call('PUBLISH', channel, b .. ' ' .. id)
+            named = true
+            woken = woken + 1
+          end
+        end
+      end
+      if left == 0 then break end
+    end
+  end
+end
+return gone(woken)
+`;
+
 /** What a waiting job learns on each try. */
 export type AcquireResult =
   | {
@@ -182,6 +243,7 @@ export interface SharedCircuit {
 type Scripted = Redis & {
   boxAcquire(...args: (string | number)[]): Promise<string[]>;
   boxRenew(key: string, fence: string, ms: number): Promise<number>;
+  boxLeave(line: string, waiters: string, jobId: string, member: string, channel: string, boxPrefix: string): Promise<number>;
   boxRelease(
     key: string,
     line: string,
@@ -230,6 +292,7 @@ export class BoxLeases {
       redis.defineCommand('boxAcquire', { numberOfKeys: 2, lua: ACQUIRE });
       redis.defineCommand('boxRenew', { numberOfKeys: 1, lua: RENEW });
       redis.defineCommand('boxRelease', { numberOfKeys: 5, lua: RELEASE });
+      redis.defineCommand('boxLeave', { numberOfKeys: 2, lua: LEAVE });
     }
     this.redis = redis as Scripted;
     this.wakeChannel = `${prefix}:boxes:wake`;
@@ -272,12 +335,19 @@ export class BoxLeases {
     }
   }
 
-  /** Leaves the line (cancelled, sent to the cloud, or done waiting). */
+  /**
+   * Leaves the line (cancelled, sent to the cloud, or done waiting); in the same round trip, wakes
+   * the job now next for a free box the leaver was next for (see LEAVE).
+   */
   async leave(w: Pick<Waiter, 'jobId' | 'arrivedAt'>): Promise<void> {
-    await Promise.all([
-      this.redis.zrem(`${this.prefix}:boxes:line`, this.member(w)),
-      this.redis.hdel(`${this.prefix}:boxes:waiters`, w.jobId),
-    ]);
+    await this.redis.boxLeave(
+      `${this.prefix}:boxes:line`,
+      `${this.prefix}:boxes:waiters`,
+      w.jobId,
+      this.member(w),
+      this.wakeChannel,
+      `${this.prefix}:box:`,
+    );
   }
 
   /** Extends the lease if it still carries `fence`; false once another job holds the box (or nobody does). */

@@ -110,8 +110,8 @@ export class LeaseHold {
 
 /**
  * The boxes' line as this worker process sees it: jobs wait their turn (woken when a lease is
- * released or a circuit changes, and by a short poll that catches leases of killed workers lapsing),
- * then hold the box they were granted.
+ * released, a waiter that was next for a free box leaves the line, or a circuit changes, and by a
+ * short poll that catches leases of killed workers lapsing), then hold the box they were granted.
  */
 export class BoxPool {
   /** Sleeping waiters: the job each belongs to, and how to wake it. */
