@@ -450,7 +450,10 @@ export class PgJobStore implements JobStore {
       this.rows<{ id: string; status: string; prompt: string; created_at: Date }[]>(
         null,
         `SELECT id::text, status::text, params->>'prompt' AS prompt, created_at FROM jobs
-         WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 10`,
+         WHERE guild_id = $1 AND user_id = $2 AND status IN ('queued', 'running')
+           -- Always true of a queued or running job; lets Postgres read the open jobs' index (jobs_open_idx).
+           AND delivered_at IS NULL AND undeliverable_at IS NULL
+         ORDER BY created_at LIMIT 10`,
         guildId,
         userId,
       ),
@@ -463,7 +466,7 @@ export class PgJobStore implements JobStore {
   }
 
   async recentRunTimes(limit: number) {
-    // Walks the (status, delivered_at) index backwards: the newest deliveries are the newest finishes.
+    // Walks the delivered_at index backwards: the newest deliveries are the newest finishes.
     const rows = await this.rows<unknown[]>(
       null,
       `SELECT CASE WHEN jsonb_typeof(result->'runMs') = 'number' THEN (result->>'runMs')::float8 END AS ms,
