@@ -153,17 +153,18 @@ async function main(): Promise<void> {
     // Index result uploads by token incrementally: rescanning every request on each poll would
     // make the benchmark itself the bottleneck.
     const finals = new Map<string, number>();
-    // Admitted too slowly and then refused ("nothing was queued"): acknowledged, but no result will come.
+    // Admitted too slowly and then refused ("nothing was queued"): acknowledged, but no result will
+    // come. The member is told in a private follow-up (POST) once the public deferral is deleted.
     const refusedLate = new Set<string>();
     let scanned = 0;
     const finalAt = (i: FakeInteraction) => {
       for (; scanned < discord.requests.length; scanned++) {
         const r = discord.requests[scanned]!;
         if (r.status === 0) break; // still being handled
-        if (r.method !== 'PATCH') continue;
+        if (!r.path.startsWith('/webhooks/') || (r.method !== 'PATCH' && r.method !== 'POST')) continue;
         const token = r.path.split('/')[3];
         if (!token) continue;
-        if (r.files.some((x) => x.filename.startsWith('image-'))) {
+        if (r.method === 'PATCH' && r.files.some((x) => x.filename.startsWith('image-'))) {
           if (!finals.has(token)) finals.set(token, r.at);
         } else if (String((r.json as { content?: unknown } | undefined)?.content ?? '').includes('nothing was queued'))
           refusedLate.add(token);
