@@ -10,19 +10,15 @@
  *                                      BENCH_DIST=1 to run the compiled build; BENCH_DISCORD_MS=50
  *                                      for Discord's answers to take as long as over the internet)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { loadConfig, workerConfigSchema } from '../core/config.js';
 import { startFakeDiscord } from '../tests/fakes/discord/server.js';
 import type { FakeInteraction } from '../tests/fakes/discord/types.js';
-import { emptyCwd, ROOT, sourceEntryArgs } from '../tests/setup/processes.js';
 import { startInstantA1111 } from './instant-a1111.js';
 import { measurePlainBullmq } from './plain-bullmq.js';
-import { benchDatabase, clearPrefix, REDIS_URL, systemEnv } from './support.js';
+import { benchDatabase, clearPrefix, deployedNodeFlags, REDIS_URL, spawnReady, systemEnv } from './support.js';
 
 const SEQ = Number(process.env.BENCH_SEQ ?? 200);
 const JOBS = Number(process.env.BENCH_JOBS ?? 1000);
@@ -72,45 +68,6 @@ async function rssMb(pid: number): Promise<{ rss: number; anon: number; file: nu
   return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
-/** The node flags the image runs the bot with (the Dockerfile's CMD), so its memory and CPU are measured as deployed. */
-async function botNodeFlags(): Promise<string[]> {
-  const cmd = /^CMD (\[.*\])$/m.exec(await readFile(join(ROOT, 'Dockerfile'), 'utf8'));
-  return cmd ? (JSON.parse(cmd[1]!) as string[]).filter((a) => a.startsWith('--')) : [];
-}
-
-async function spawnProcess(which: 'bot' | 'worker', env: Record<string, string>): Promise<ChildProcess> {
-  // BENCH_PROF=<dir> writes a V8 CPU profile of each process there on exit.
-  const prof = process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', resolve(process.env.BENCH_PROF)] : [];
-  const flags = which === 'bot' ? await botNodeFlags() : [];
-  // BENCH_DIST=1 runs the compiled build (npm run build), as the Docker image does.
-  const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
-  // An empty working directory: a developer's .env must not reach the measured processes.
-  const child = spawn(process.execPath, [...flags, ...prof, ...entry], {
-    cwd: emptyCwd(),
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  // A failed run must not leave processes behind holding the terminal.
-  process.once('exit', () => child.kill('SIGKILL'));
-  // BENCH_LOGS=<dir> keeps each process's log lines there.
-  const logs = process.env.BENCH_LOGS ? createWriteStream(`${process.env.BENCH_LOGS}/${which}-${child.pid}.log`) : null;
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    const onData = (c: Buffer) => {
-      buf += c.toString();
-      if (!buf.includes(`"${which} ready"`)) return;
-      // Stop collecting: the logs of a 1000-job burst would make this process the bottleneck.
-      child.stdout!.off('data', onData);
-      resolve();
-    };
-    child.stdout!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
-  });
-  if (logs) child.stdout!.pipe(logs);
-  else child.stdout!.resume();
-  return child;
-}
-
 async function main(): Promise<void> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const stamp = `${Date.now()}`;
@@ -143,9 +100,9 @@ async function main(): Promise<void> {
     const plain = await measurePlainBullmq({ redisUrl: REDIS_URL, prefix: `${prefix}:plain`, concurrency, seq: SEQ, jobs: JOBS });
     // Bot and worker run as their own processes, as deployed; the fakes and the clock stay here.
     // They log their ready line at info; their per-job lines are read and dropped.
-    const worker = await spawnProcess('worker', { ...env, LOG_LEVEL: 'info' });
+    const { child: worker } = await spawnReady('worker', env);
     // The bot's own /metrics: its acknowledgement histogram separates its work from the fakes'.
-    const bot = await spawnProcess('bot', { ...env, LOG_LEVEL: 'info', HTTP_PORT: String(19_000 + boxes) });
+    const { child: bot } = await spawnReady('bot', { ...env, HTTP_PORT: String(19_000 + boxes) }, { deployedFlags: true });
     // Idle memory: RSS once start-up work (gateway, first sweep) has settled, before any interaction.
     await new Promise((r) => setTimeout(r, 3000));
     const idleRss = await rssMb(bot.pid!);
@@ -153,17 +110,18 @@ async function main(): Promise<void> {
     // Index result uploads by token incrementally: rescanning every request on each poll would
     // make the benchmark itself the bottleneck.
     const finals = new Map<string, number>();
-    // Admitted too slowly and then refused ("nothing was queued"): acknowledged, but no result will come.
+    // Admitted too slowly and then refused ("nothing was queued"): acknowledged, but no result will
+    // come. The member is told in a private follow-up (POST) once the public deferral is deleted.
     const refusedLate = new Set<string>();
     let scanned = 0;
     const finalAt = (i: FakeInteraction) => {
       for (; scanned < discord.requests.length; scanned++) {
         const r = discord.requests[scanned]!;
         if (r.status === 0) break; // still being handled
-        if (r.method !== 'PATCH') continue;
+        if (!r.path.startsWith('/webhooks/') || (r.method !== 'PATCH' && r.method !== 'POST')) continue;
         const token = r.path.split('/')[3];
         if (!token) continue;
-        if (r.files.some((x) => x.filename.startsWith('image-'))) {
+        if (r.method === 'PATCH' && r.files.some((x) => x.filename.startsWith('image-'))) {
           if (!finals.has(token)) finals.set(token, r.at);
         } else if (String((r.json as { content?: unknown } | undefined)?.content ?? '').includes('nothing was queued'))
           refusedLate.add(token);
@@ -286,7 +244,7 @@ async function main(): Promise<void> {
     const sum = (['bot', 'worker', 'redis', 'postgres', 'fakes'] as const).reduce((s, k) => s + perJob(k), 0);
     out(`  CPU per job during the burst (ms): ${parts.join(', ')}; sum ${f(sum)} on 2 cores`);
     out(
-      `  bot idle RSS 3 s after ready, no traffic: ${f(idleRss.rss)} MB (own pages ${f(idleRss.anon)} MB, mapped files such as the node binary ${f(idleRss.file)} MB; node flags: ${(await botNodeFlags()).join(' ') || 'none'})`,
+      `  bot idle RSS 3 s after ready, no traffic: ${f(idleRss.rss)} MB (own pages ${f(idleRss.anon)} MB, mapped files such as the node binary ${f(idleRss.file)} MB; node flags: ${(await deployedNodeFlags()).join(' ') || 'none'})`,
     );
     out(`  bot RSS idle again 25 s after the burst: ${f(afterRss.rss)} MB (own pages ${f(afterRss.anon)} MB)`);
 

@@ -1,9 +1,13 @@
 /**
  * What the benches share: where Redis and Postgres are, a migrated database of a run's own, our entry
  * points started as a user starts them, percentiles, and leaving Redis clean afterwards.
+ * Every bench honours BENCH_DIST=1 (the compiled build), BENCH_PROF=<dir> (CPU profiles of the
+ * processes it starts) and BENCH_LOGS=<dir> (their log lines).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { createWriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { applyMigrations, ensureDatabase } from '../prisma/migrate.js';
@@ -46,31 +50,63 @@ export async function benchDatabase(name: string): Promise<{ url: string; drop()
   };
 }
 
+/** How a bench starts one of our processes (spawnReady). */
+export interface SpawnOptions {
+  /** Run with the node flags of the Dockerfile's CMD (the bot's, as deployed), so its memory and CPU are measured as they run there. */
+  deployedFlags?: boolean;
+  /** Write a V8 CPU profile of the process to this directory on exit (default: BENCH_PROF). */
+  cpuProfDir?: string;
+  /** Keep the process's log lines in `<dir>/<which>-<pid>.log` (default: BENCH_LOGS); without it they are read and dropped. */
+  logsDir?: string;
+}
+
+/** The node flags the image runs the bot with (the Dockerfile's CMD). */
+export async function deployedNodeFlags(): Promise<string[]> {
+  const cmd = /^CMD (\[.*\])$/m.exec(await readFile(join(ROOT, 'Dockerfile'), 'utf8'));
+  return cmd ? (JSON.parse(cmd[1]!) as string[]).filter((a) => a.startsWith('--')) : [];
+}
+
 /**
  * Starts bot/main.ts or worker/main.ts and resolves once it logs that it is ready. BENCH_DIST=1 runs
  * the compiled build (npm run build), as the Docker image does. An empty working directory keeps a
  * developer's .env away from the measured processes; the child dies with the bench.
  */
-export async function spawnReady(which: 'bot' | 'worker', env: Record<string, string>): Promise<{ child: ChildProcess; readyAt: number }> {
-  const args = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
-  const child = spawn(process.execPath, args, {
+export async function spawnReady(
+  which: 'bot' | 'worker',
+  env: Record<string, string>,
+  o: SpawnOptions = {},
+): Promise<{ child: ChildProcess; readyAt: number }> {
+  const profDir = o.cpuProfDir ?? process.env.BENCH_PROF;
+  const logsDir = o.logsDir ?? process.env.BENCH_LOGS;
+  const flags = [
+    ...(o.deployedFlags ? await deployedNodeFlags() : []),
+    ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir)] : []),
+  ];
+  const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
+  const child = spawn(process.execPath, [...flags, ...entry], {
     cwd: emptyCwd(),
+    // The ready line is logged at info.
     env: { ...process.env, ...env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // A failed run must not leave processes behind holding the terminal.
   process.once('exit', () => child.kill('SIGKILL'));
+  const logs = logsDir ? createWriteStream(join(logsDir, `${which}-${child.pid}.log`)) : null;
   const readyAt = await new Promise<number>((resolve, reject) => {
     let buf = '';
     const onData = (c: Buffer) => {
       buf += c.toString();
       if (!buf.includes(`"${which} ready"`)) return;
+      // Stop collecting: the logs of a 1000-job burst would make this process the bottleneck.
       child.stdout!.off('data', onData);
+      logs?.write(buf);
       resolve(Date.now());
     };
     child.stdout!.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${which} exited ${code}`)));
   });
-  child.stdout!.resume();
+  if (logs) child.stdout!.pipe(logs);
+  else child.stdout!.resume();
   return { child, readyAt };
 }
 

@@ -78,8 +78,9 @@ const imagines = Array.from({ length: 5 }, (_, n) =>
 );
 const up = await Promise.all(inpaints);
 const im = await Promise.all(imagines);
-// Queued (or refused) once the upload is fetched and prepared.
-await discord.waitFor(() => (up.every(({ i }) => (i.original()?.content ?? '') !== '') ? true : undefined), 120_000);
+// Queued (or refused: the public deferral deleted, the member told privately) once the upload is fetched and prepared.
+const settled = (i: FakeInteraction) => (i.original()?.content ?? '') !== '' || i.original()?.deleted === true;
+await discord.waitFor(() => (up.every(({ i }) => settled(i)) ? true : undefined), 120_000);
 const queuedMs = performance.now() - t0;
 const f = (xs: number[]) => `p50 ${pct(xs, 0.5).toFixed(0)} ms, p95 ${pct(xs, 0.95).toFixed(0)} ms, max ${Math.max(...xs).toFixed(0)} ms`;
 out(

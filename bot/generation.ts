@@ -30,7 +30,14 @@ function actorOf(interaction: GenerationInteraction): Actor {
 export interface GenerationDeps {
   config: Pick<BotConfig, 'DEFAULT_DAILY_IMAGES' | 'DEFAULT_MONTHLY_BUDGET_USD' | 'MAX_QUEUED_PER_USER'>;
   settings: Pick<SettingsStore, 'policy'>;
-  store: JobStore;
+  /** The admissions' store (bot/store/prisma.ts `pool`, behind the admission gate): reserving and a job's final request. */
+  store: Pick<JobStore, 'reserve' | 'setRequest'>;
+  /**
+   * Where a job refused after admission (inputs unusable, queue unavailable) is refunded: the
+   * outbound side's store (`outbound` pool), as every other settle, so a refund is not starved by
+   * an admission burst holding the admissions' pool.
+   */
+  settles: Pick<JobStore, 'settle' | 'markDelivered'>;
   /**
    * Queues the payload where it should run (bot/jobs/admission-route.ts: the guild's own boxes or
    * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
@@ -76,7 +83,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
     } catch (err) {
       d.log.info({ jobId, err }, 'input images refused after admission; refunding');
       const message = err instanceof UserError ? err.userMessage : failureText.input_rejected;
-      if (await d.store.settle(jobId, inputRejected(message))) await d.store.markDelivered([{ jobId, messageId: null }]);
+      if (await d.settles.settle(jobId, inputRejected(message))) await d.settles.markDelivered([{ jobId, messageId: null }]);
       const keys = Object.values(request.inputKeys ?? {}).filter((k): k is string => typeof k === 'string');
       await d.results.forgetInputs(keys).catch(() => undefined);
       // Too slow: whatever it still stores once it finishes goes too.
@@ -154,8 +161,8 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       } catch (err) {
         log.warn({ err }, 'enqueue failed; refunding');
         d.lifecycle.forget(a.jobId);
-        const settled = await d.store.settle(a.jobId, NOT_ENQUEUED);
-        if (settled) await d.store.markDelivered([{ jobId: a.jobId, messageId: null }]);
+        const settled = await d.settles.settle(a.jobId, NOT_ENQUEUED);
+        if (settled) await d.settles.markDelivered([{ jobId: a.jobId, messageId: null }]);
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');

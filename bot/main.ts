@@ -206,6 +206,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
         config,
         settings,
         store,
+        settles: outboundStore,
         enqueue: admissionRoute.route,
         prepareQueueing: admissionRoute.prefetch,
         lifecycle: outbound.lifecycle,

@@ -11,7 +11,7 @@ export function quoteUserText(value: string, max = 1024): string {
 
 /**
  * Tells the member something privately, whatever state the interaction is in.
- * A public deferred reply is replaced by an ephemeral follow-up so errors never show in the channel.
+ * A public deferred reply is deleted and replaced by an ephemeral follow-up, so errors never show in the channel.
  */
 export async function replyPrivately(interaction: RepliableInteraction, content: string, deferredEphemeral = false): Promise<void> {
   const payload = { content, allowedMentions: NO_MENTIONS };
@@ -24,10 +24,11 @@ export async function replyPrivately(interaction: RepliableInteraction, content:
     return;
   }
   if (interaction.deferred && !interaction.replied) {
-    // A public "thinking…" reply cannot become private: say it there, then clear it away.
-    await interaction.editReply({ ...payload, components: [], embeds: [], files: [] });
-    setTimeout(() => void interaction.deleteReply().catch(() => undefined), 15_000).unref();
-    return;
+    // A public "thinking…" reply cannot become private, and a follow-up sent while it stands only
+    // fills it in, in public (Discord's create-follow-up notes). Deleted first, it leaves the
+    // channel clean and the follow-up is a message of its own, ephemeral. If the delete fails we
+    // say nothing rather than say it in public.
+    await interaction.deleteReply();
   }
   await interaction.followUp({ ...payload, flags: MessageFlags.Ephemeral });
 }

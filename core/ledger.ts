@@ -6,7 +6,7 @@ import type { Actor, InteractionRef, JobStore, ReserveOutcome } from './ports.js
 import { utcDay, utcMonthStart } from './quota.js';
 
 export interface AdmitDeps {
-  store: JobStore;
+  store: Pick<JobStore, 'reserve'>;
   now: () => Date;
   deploymentDailyLimit: number;
   deploymentMonthlyBudgetUsd: number;

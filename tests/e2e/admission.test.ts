@@ -11,12 +11,9 @@ afterEach(async () => {
   sys = undefined;
 });
 
-/** What the member reads: the first answer's text, or the deferred reply's once it has some. */
+/** What the member reads: the first answer's text, or what replaced a deferred reply. */
 async function answer(s: System, i: FakeInteraction): Promise<string> {
-  return s.discord.waitFor(() => {
-    const m = i.original();
-    return m?.content ? m.content : undefined;
-  });
+  return (await s.answerOf(i)).content;
 }
 
 function inpaint(s: System, user: typeof ALICE, files: Record<string, { url: string; size: number }>) {

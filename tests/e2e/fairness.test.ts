@@ -13,7 +13,9 @@ test('a long queue serves the member who has had the least first: one batch neve
   const alice = [];
   for (let n = 1; n <= 4; n++) {
     const i = await sys.imagine({ prompt: `alice ${n}`, steps: 2, user: ALICE });
-    await i.waitForCallback(); // admitted in order, so her usage grows 0, 1, 2, 3
+    // Admitted in order, so her usage grows 0, 1, 2, 3. Her job's row, not the first answer: a slow
+    // admission is acknowledged (deferred) before it has reserved anything.
+    await sys.discord.waitForAsync(async () => (await db.prisma.job.count()) === n || undefined);
     alice.push(i);
   }
   const bob = await sys.imagine({ prompt: 'bob 1', steps: 2, user: BOB });

@@ -178,6 +178,28 @@ export class System {
     }, timeoutMs);
   }
 
+  /**
+   * The bot's answer as the member reads it: the reply itself, or, when a public "thinking…" reply
+   * was cleared away (a refusal known only after the deferral), the follow-up that replaced it.
+   */
+  async answerOf(i: FakeInteraction, timeoutMs = 10_000): Promise<FakeMessage> {
+    const said = (m: FakeMessage | undefined) => (m && !m.deleted && (m.content || m.embeds.length > 0) ? m : undefined);
+    return this.discord.waitFor(() => {
+      const m = i.original();
+      return m?.deleted ? i.followUps.map(said).find(Boolean) : said(m);
+    }, timeoutMs);
+  }
+
+  /**
+   * What everyone in the channel can see of the bot's answers there: public messages still standing,
+   * or that ever carried words (a "thinking…" placeholder deleted as it was is not one).
+   */
+  publicTraces(channelId: string): FakeMessage[] {
+    return this.discord
+      .channelMessages(channelId)
+      .filter((m) => (m.flags & 64) === 0 && (!m.deleted || m.content !== '' || m.edits > 0 || m.embeds.length > 0));
+  }
+
   /** Every message a result was delivered in (the reply, then its follow-ups), once all `images` full images are there. */
   async resultMessages(i: FakeInteraction, images: number, timeoutMs = 20_000): Promise<FakeMessage[]> {
     return this.discord.waitFor(() => {

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
@@ -73,9 +74,8 @@ describe('/imagine end to end', () => {
     sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '2' } });
     await sys.finalReply(await sys.imagine({ prompt: 'first', count: 2, steps: 2 }));
     const second = await sys.imagine({ prompt: 'second', steps: 2 });
-    const cb = await second.waitForCallback();
-    expect(cb.type).toBe(4);
-    const refusal = cb.data;
+    // At once, or after a public deferral when a busy machine admits slowly: the member alone reads it.
+    const refusal = await sys.answerOf(second);
     expect(refusal.flags & 64).toBe(64);
     expect(refusal.content).toContain('You have used 2 of your 2 images today');
     expect(refusal.content).toContain('00:00 UTC');
@@ -86,16 +86,38 @@ describe('/imagine end to end', () => {
   test('ten parallel requests from a member with three images left: exactly three run', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '3', MAX_QUEUED_PER_USER: '20' } });
     const all = await Promise.all(Array.from({ length: 10 }, (_, n) => sys!.imagine({ prompt: `cat ${n}`, steps: 2 })));
-    const first = await Promise.all(all.map((i) => i.waitForCallback()));
-    // Refusals are private replies (type 4, ephemeral); admitted jobs are deferred publicly (type 5).
-    expect(first.filter((c) => c.type === 4 && (c.data.flags & 64) === 64)).toHaveLength(7);
-    const done = await Promise.all(all.filter((_, n) => first[n]!.type === 5).map((i) => sys!.finalReply(i)));
+    const seen = await Promise.all(all.map((i) => sys!.answerOf(i, 20_000)));
+    // Refusals reach the member alone (at once, or after a public deferral when admission is slow); admitted jobs answer in public.
+    expect(seen.filter((m) => (m.flags & 64) === 64 && m.content.includes('of your 3 images'))).toHaveLength(7);
+    const done = await Promise.all(all.filter((_, n) => (seen[n]!.flags & 64) === 0).map((i) => sys!.finalReply(i)));
     expect(done).toHaveLength(3);
     for (const m of done) expect(m.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
     expect(await db.prisma.job.count()).toBe(3);
     expect(sys.a1111.generations).toBe(3);
     const usage = await db.prisma.memberUsage.findFirstOrThrow();
     expect(usage.images).toBe(3);
+  });
+
+  test('a job the queue cannot take is refunded and the member alone is told, after the public deferral; the channel keeps nothing', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none' });
+    // The shared queue's priority set is not a sorted set: queueing fails after the job was admitted.
+    const redis = new Redis(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+    await redis.set(`${redisPrefix}:generate:prioritized`, 'not a sorted set');
+    redis.disconnect();
+    const i = await sys.imagine({ prompt: 'nowhere to go', steps: 2 });
+    // Queueing starts beside the deferral, so the refusal always comes after it.
+    const cb = await i.waitForCallback();
+    expect([cb.type, cb.data.flags & 64]).toEqual([5, 0]);
+    const told = await sys.answerOf(i);
+    expect(told.flags & 64).toBe(64);
+    expect(told.content).toContain('queue is unavailable');
+    expect(sys.publicTraces(i.payload.channel_id)).toEqual([]);
+    const job = await db.prisma.job.findFirstOrThrow();
+    expect([job.status, job.errorCode, job.deliveredAt !== null]).toEqual(['failed', 'queue_unavailable', true]);
+    expect(await db.prisma.memberUsage.findFirstOrThrow()).toMatchObject({ images: 0, inFlight: 0 });
   });
 
   test('a GPU box that is down: a clear failure, the quota refunded', async ({ db, redisPrefix }) => {

@@ -107,19 +107,44 @@ describe('/inpaint end to end', () => {
     const noMask = await inpaint(s, {
       image: { url: s.discord.serveFile('a.png', original, 'image/png'), size: original.length, filename: 'a.png' },
     });
-    const cb1 = await noMask.waitForCallback();
-    expect(cb1.data.flags & 64).toBe(64);
-    expect(cb1.data.content).toContain('mask');
+    // Refused at once or after a public deferral (a busy machine reads the file past the acknowledgement
+    // budget): either way the member alone reads why, and the channel keeps nothing of it.
+    const seen1 = await s.answerOf(noMask);
+    expect(seen1.flags & 64).toBe(64);
+    expect(seen1.content).toContain('mask');
     const text = Buffer.from('definitely not a png');
     const notImage = await inpaint(s, {
       image: { url: s.discord.serveFile('b.png', text, 'image/png'), size: text.length, filename: 'b.png' },
     });
-    const cb2 = await notImage.waitForCallback();
-    expect(cb2.data.content).toContain('not an image');
+    const seen2 = await s.answerOf(notImage);
+    expect(seen2.flags & 64).toBe(64);
+    expect(seen2.content).toContain('not an image');
+    expect(s.publicTraces(noMask.payload.channel_id)).toEqual([]);
     expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
     // Each was admitted before its attachment was read, then refunded: nothing charged, nothing ran.
     const jobs = await db.prisma.job.findMany();
     expect(jobs.map((j) => [j.status, j.errorCode])).toEqual(jobs.map(() => ['failed', 'input_rejected']));
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
+  });
+
+  test('a refusal known only after the reply was deferred publicly (a slow download) still reaches the member alone; the channel keeps nothing of it', async ({
+    db,
+    redisPrefix,
+  }) => {
+    const s = await start(db, redisPrefix);
+    const original = await photo();
+    const url = s.discord.serveFile('slow.png', original, 'image/png');
+    // The download outlasts the acknowledgement budget, so the bot says "thinking…" in public first.
+    s.discord.slowNext({ pathPrefix: new URL(url).pathname, count: 1, ms: 2500 });
+    const i = await inpaint(s, { image: { url, size: original.length, filename: 'slow.png' } });
+    const cb = await i.waitForCallback();
+    expect([cb.type, cb.data.flags & 64]).toEqual([5, 0]);
+    const seen = await s.answerOf(i);
+    expect(seen.flags & 64).toBe(64);
+    expect(seen.content).toContain('mask');
+    expect(s.publicTraces(i.payload.channel_id)).toEqual([]);
+    const [job] = await db.prisma.job.findMany();
+    expect([job?.status, job?.errorCode]).toEqual(['failed', 'input_rejected']);
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
   });
 
@@ -160,9 +185,10 @@ describe('/inpaint end to end', () => {
     ];
     for (const [url, words, size] of cases) {
       const i = await inpaint(s, { image: { url, size, filename: 'x.png' } });
-      const cb = await i.waitForCallback();
-      expect(cb.data.flags & 64, url).toBe(64);
-      if (words) expect(cb.data.content).toContain(words);
+      const seen = await s.answerOf(i);
+      expect(seen.flags & 64, url).toBe(64);
+      if (words) expect(seen.content).toContain(words);
+      expect(s.publicTraces(i.payload.channel_id), url).toEqual([]);
     }
     expect(hits).toEqual([]);
     expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);

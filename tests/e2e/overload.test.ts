@@ -40,9 +40,9 @@ async function blockedStatements(db: TestDb): Promise<number> {
   return rows[0]!.n;
 }
 
-/** What the member reads: the first answer's text, or the deferred reply's once it has some. */
+/** What the member reads: the first answer's text, or what replaced a deferred reply. */
 async function answer(s: System, i: FakeInteraction): Promise<string> {
-  return s.discord.waitFor(() => i.original()?.content || undefined);
+  return (await s.answerOf(i)).content;
 }
 
 test('a finished job is settled and posted while admissions hold every database connection they may take', async ({ db, redisPrefix }) => {

@@ -103,11 +103,11 @@ describe('presets', () => {
     const offered = ((await ac.waitForCallback()).data.choices as { value: string }[]).map((c) => c.value);
     expect(offered).toEqual(['sdxl', 'photo', 'anime']);
     const typed = await sys.imagine({ prompt: 'a quick fox', preset: 'fast' });
-    const cb = await typed.waitForCallback();
-    expect(cb.type).toBe(4);
-    expect(cb.data.flags & 64).toBe(64);
-    expect(cb.data.content).toContain('can run the preset `fast`');
-    expect(cb.data.content).toContain('`sdxl`');
+    // At once, or after a public deferral when a busy machine admits slowly: the member alone reads it.
+    const seen = await sys.answerOf(typed);
+    expect(seen.flags & 64).toBe(64);
+    expect(seen.content).toContain('can run the preset `fast`');
+    expect(seen.content).toContain('`sdxl`');
     expect(await db.prisma.job.count()).toBe(0);
     expect(generationBodies(sys)).toHaveLength(0);
   });

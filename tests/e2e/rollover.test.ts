@@ -13,9 +13,10 @@ test('daily quotas roll over at UTC midnight (injected clock), and the refusal s
   sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '1' }, botOverrides: { now: () => clock } });
   await sys.finalReply(await sys.imagine({ prompt: 'before midnight', steps: 2 }));
   const refused = await sys.imagine({ prompt: 'one too many', steps: 2 });
-  const cb = await refused.waitForCallback();
-  expect(cb.data.content).toContain('You have used 1 of your 1 images today');
-  expect(cb.data.content).toContain('reset at 00:00 UTC (in 2 min)');
+  const seen = await sys.answerOf(refused);
+  expect(seen.flags & 64).toBe(64);
+  expect(seen.content).toContain('You have used 1 of your 1 images today');
+  expect(seen.content).toContain('reset at 00:00 UTC (in 2 min)');
   clock = new Date('2026-11-24T00:00:05Z');
   const after = await sys.imagine({ prompt: 'after midnight', steps: 2 });
   const msg = await sys.finalReply(after);

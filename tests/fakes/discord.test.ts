@@ -312,6 +312,29 @@ test('follow-up after a deferral replaces the placeholder; limits answer 50035 a
   expect([big.code, big.status]).toEqual([40005, 413]);
 });
 
+test('a public deferral the app deletes leaves room for a follow-up of its own (ephemeral if asked); one the user deletes answers 10008', async () => {
+  const { fake, client } = await start();
+  let got = nextInteraction(client);
+  const fi = await fake.slashCommand({ name: 'imagine' });
+  const i = await got;
+  if (!i.isChatInputCommand()) throw new Error('expected a chat input command');
+  await i.deferReply();
+  const placeholder = fi.original()!;
+  await i.deleteReply();
+  const note = await i.followUp({ content: 'only you', flags: 64 });
+  expect(note.id).not.toBe(placeholder.id);
+  expect(fake.messages.get(note.id)).toMatchObject({ content: 'only you', flags: 64, deleted: false });
+  expect(fake.messages.get(placeholder.id)).toMatchObject({ content: '', deleted: true });
+
+  got = nextInteraction(client);
+  const fj = await fake.slashCommand({ name: 'imagine' });
+  const j = await got;
+  if (!j.isChatInputCommand()) throw new Error('expected a chat input command');
+  await j.deferReply();
+  fake.deleteMessage(fj.original()!.id);
+  expect((await apiError(j.followUp({ content: 'too late', flags: 64 }))).code).toBe(10008);
+});
+
 test('a dropped gateway connection resumes and interactions keep flowing', async () => {
   const { fake, client } = await start();
   fake.disconnectAll();

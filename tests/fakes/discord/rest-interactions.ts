@@ -181,9 +181,10 @@ function followUp(ctx: RouteCtx): Reply {
   if (invalid) return invalid;
   const original = it.originalId ? state.messages.get(it.originalId) : undefined;
   let msg: FakeMessage;
-  if (original && (original.flags & FLAGS.loading) !== 0) {
+  if (original && (original.flags & FLAGS.loading) !== 0 && !it.originalDeletedByApp) {
     // After a deferral the first follow-up replaces the "thinking" placeholder (ephemerality inherited);
-    // if the user deleted the placeholder, Discord answers Unknown Message.
+    // if the user deleted the placeholder, Discord answers Unknown Message. Once the app itself has
+    // deleted it, a follow-up is a new message with its own flags (discord-api-docs#2739, fixed 2021).
     if (original.deleted) return ERR.unknownMessage();
     const { flags: _ignored, ...rest } = json ?? {};
     editMessage(state, original, rest, files, false);
@@ -236,8 +237,9 @@ export function interactionRoutes(): Route[] {
       'DELETE',
       msgPath,
       'webhook-message:delete',
-      withWebhookMessage((_ctx, _it, msg) => {
+      withWebhookMessage((_ctx, it, msg) => {
         msg.deleted = true;
+        if (msg.id === it.originalId) it.originalDeletedByApp = true;
         return { status: 204 };
       }),
     ),

@@ -37,6 +37,8 @@ export interface InteractionRecord extends FakeInteraction {
   expiresAt: number;
   /** Id of the `@original` message once there is one. */
   originalId?: string;
+  /** The app deleted `@original` itself (a user deleting it does not count). */
+  originalDeletedByApp?: boolean;
   /** The message a component / modal interaction came from. */
   sourceMessageId?: string;
   callbackWaiters: ((cb: FakeCallback) => void)[];
