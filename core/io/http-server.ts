@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { ConfigError } from '../config.js';
 import type { Logger } from './logger.js';
 
 export type ReadinessCheck = () => Promise<boolean>;
@@ -55,7 +56,19 @@ export async function startOpsServer(o: OpsServerOptions): Promise<Server> {
     }
     res.writeHead(404).end();
   });
-  await new Promise<void>((resolve) => server.listen(o.port, o.host ?? '0.0.0.0', resolve));
-  o.log.info({ port: o.port }, 'ops server listening');
+  await new Promise<void>((resolve, reject) => {
+    // Without this, a port already taken is an uncaught 'error' and start-up hangs on a promise that never settles.
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE' || err.code === 'EACCES')
+        reject(
+          new ConfigError([
+            `HTTP_PORT=${o.port}: ${err.code === 'EADDRINUSE' ? 'another process already listens on this port' : 'this process may not listen on this port'}; choose another HTTP_PORT, or 0 to turn the health and metrics server off`,
+          ]),
+        );
+      else reject(err);
+    });
+    server.listen(o.port, o.host ?? '0.0.0.0', () => resolve());
+  });
+  o.log.info({ port: (server.address() as { port: number } | null)?.port ?? o.port }, 'ops server listening');
   return server;
 }

@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import sharp from 'sharp';
@@ -10,6 +9,7 @@ import { defaultGuilds } from '../fakes/discord/ids.js';
 import type { FakeUser } from '../fakes/discord/types.js';
 import { startFakeReplicate } from '../fakes/replicate.js';
 import { test } from '../setup/fixtures.js';
+import { listenablePort } from '../setup/ports.js';
 import { emptyCwd, sourceEntryArgs } from '../setup/processes.js';
 import { ALICE, BOB, GUILD_ID, type Proc, System } from './harness.js';
 
@@ -201,17 +201,9 @@ test("the operator's boxes serve only the guilds SHARED_BOX_GUILDS lists: anothe
   }
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 test("/metrics and npm run status show each guild's own queue and boxes, and where its jobs went", async ({ db, redisPrefix }) => {
   own = await startFakeA1111();
-  const port = await freePort();
+  const port = await listenablePort();
   sys = await System.start({ db, redisPrefix, worker: 'none', discord: { guilds: guilds() }, env: { HTTP_PORT: String(port) } });
   await startGuildWorker(sys, own, redisPrefix, { HTTP_PORT: '0' });
   await sys.finalReply(await sys.imagine({ prompt: 'on my box', steps: 2 }));

@@ -1,6 +1,6 @@
-import { createServer } from 'node:net';
 import { afterEach, expect } from 'vitest';
 import { test } from '../setup/fixtures.js';
+import { listenablePort } from '../setup/ports.js';
 import { System } from './harness.js';
 
 let sys: System | undefined;
@@ -9,19 +9,11 @@ afterEach(async () => {
   sys = undefined;
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 test('the bot answers /healthz, /readyz (Redis, Postgres, gateway) and /metrics with queue and acknowledgement figures', async ({
   db,
   redisPrefix,
 }) => {
-  const port = await freePort();
+  const port = await listenablePort();
   sys = await System.start({ db, redisPrefix, env: { HTTP_PORT: String(port) }, worker: 'none' });
   const base = `http://127.0.0.1:${port}`;
   expect((await fetch(`${base}/healthz`)).status).toBe(200);
