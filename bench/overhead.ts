@@ -145,6 +145,8 @@ async function main(): Promise<void> {
     const toBox: number[] = [];
     const fromBox: number[] = [];
     const epoch = performance.timeOrigin;
+    const probe = new Redis(REDIS_URL);
+    const cpuSeqBefore = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     for (let n = 0; n < SEQ; n++) {
       const spansBefore = a1111.spans.length;
       const i = await discord.slashCommand({
@@ -169,8 +171,8 @@ async function main(): Promise<void> {
       for (const m of text.matchAll(/^imagebot_interaction_ack_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/gm)) le.set(m[1]!, Number(m[2]));
       return le;
     };
+    const cpuSeqAfter = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     const acksBefore = await botAcks();
-    const probe = new Redis(REDIS_URL);
     const cpuBefore = await cpuSnapshot(bot.pid!, worker.pid!, probe);
     const burst: FakeInteraction[] = [];
     const requestsBefore = discord.requests.length;
@@ -209,6 +211,13 @@ async function main(): Promise<void> {
 
     out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${concurrency}]`);
     out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
+    // What a job costs when nothing shares its wake-ups: each process is woken for it alone, where a
+    // burst's jobs share them (compare the burst's line). The fakes' share includes this process polling for the upload.
+    const seqCpu = (k: keyof typeof cpuSeqAfter) => (cpuSeqAfter[k] - cpuSeqBefore[k]) / SEQ;
+    const seqKeys = ['bot', 'worker', 'redis', 'postgres', 'fakes'] as const;
+    out(
+      `    CPU per sequential job (ms): ${seqKeys.map((k) => `${k} ${f(seqCpu(k))}`).join(', ')}; sum ${f(seqKeys.reduce((s, k) => s + seqCpu(k), 0))}`,
+    );
     out(`  acknowledgement (interaction sent → defer received): p50 ${f(pct(acks, 50))} ms  p99 ${f(pct(acks, 99))} ms`);
     out(`    of which: ack → box call starts p50 ${f(pct(toBox, 50))} ms; box answered → result uploaded p50 ${f(pct(fromBox, 50))} ms`);
     out(
