@@ -8,25 +8,16 @@
  *
  *   npm run bench:job-row        (BENCH_JOBS=3000 BENCH_CONCURRENCY=8 BENCH_ROWS=100000)
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { PgJobStore } from '../bot/store/jobs.js';
 import { parseImagineOptions } from '../core/generation.js';
-import { applyMigrations } from '../prisma/migrate.js';
-import { pct } from './support.js';
+import { benchDatabase, pct } from './support.js';
 
 const JOBS = Number(process.env.BENCH_JOBS ?? 3000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const ROWS = Number(process.env.BENCH_ROWS ?? 100_000);
-const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const out = (s: string) => process.stdout.write(`${s}\n`);
-
-function dbUrl(name: string): string {
-  const u = new URL(ADMIN_URL);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
 
 /**
  * CPU seconds the server spent on these connections (their backend processes, read from /proc, so
@@ -48,26 +39,14 @@ function backendCpuSeconds(pids: Iterable<number>): number | null {
   }
 }
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
-const name = `imagebot_bench_jobrow_${randomBytes(4).toString('hex')}`;
-await admin(`CREATE DATABASE "${name}"`);
+const db = await benchDatabase('jobrow');
 // As the bot opens them: admissions on one pool, the outbound side (settle, marks) on another.
-const pool = new pg.Pool({ connectionString: dbUrl(name), max: CONCURRENCY });
-const outbound = new pg.Pool({ connectionString: dbUrl(name), max: 3 });
+const pool = new pg.Pool({ connectionString: db.url, max: CONCURRENCY });
+const outbound = new pg.Pool({ connectionString: db.url, max: 3 });
 let closed = false;
 const backends = new Set<number>();
 for (const p of [pool, outbound]) p.on('connect', (c) => backends.add((c as unknown as { processID: number }).processID));
 try {
-  await applyMigrations(dbUrl(name));
   await pool.query(
     `INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id,
                        created_at, finished_at, delivered_at, result)
@@ -137,7 +116,7 @@ try {
   times.reserve.length = 0;
   times.settle.length = 0;
   const query = async <R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> => {
-    const c = new pg.Client({ connectionString: dbUrl(name) });
+    const c = new pg.Client({ connectionString: db.url });
     await c.connect();
     try {
       return (await c.query<R>(sql, params)).rows;
@@ -177,5 +156,5 @@ try {
   );
 } finally {
   if (!closed) await Promise.all([pool.end(), outbound.end()]);
-  await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  await db.drop();
 }
