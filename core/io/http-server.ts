@@ -58,7 +58,7 @@ export async function startOpsServer(o: OpsServerOptions): Promise<Server> {
   });
   await new Promise<void>((resolve, reject) => {
     // Without this, a port already taken is an uncaught 'error' and start-up hangs on a promise that never settles.
-    server.once('error', (err: NodeJS.ErrnoException) => {
+    const failed = (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE' || err.code === 'EACCES')
         reject(
           new ConfigError([
@@ -66,8 +66,13 @@ export async function startOpsServer(o: OpsServerOptions): Promise<Server> {
           ]),
         );
       else reject(err);
+    };
+    server.once('error', failed);
+    server.listen(o.port, o.host ?? '0.0.0.0', () => {
+      // Only start-up's errors are start-up's to report.
+      server.off('error', failed);
+      resolve();
     });
-    server.listen(o.port, o.host ?? '0.0.0.0', () => resolve());
   });
   o.log.info({ port: (server.address() as { port: number } | null)?.port ?? o.port }, 'ops server listening');
   return server;
