@@ -54,11 +54,21 @@ export function usdToMicros(usd: number): number {
 }
 
 /**
- * Rule: what a paid attempt sets aside before it starts. Billed per image, the price is exact;
- * billed by time, twice the estimate (a slow run is not cut short needlessly), and the attempt is
- * cancelled before it bills more than it set aside. Near the end of the budget an attempt may take
- * less than it wants, never less than its estimate.
+ * The least run time a time-billed attempt sets aside. Its cap is met one poll and a cancel's round
+ * trip early (worker/backends/replicate.ts), so an attempt holding less, after a few very fast runs,
+ * would be cancelled before it could finish and the job sent back to wait for the box.
  */
-export function reservationWanted(estimateUsd: number, billedByTime: boolean): { wantUsd: number; leastUsd: number } {
-  return { wantUsd: billedByTime ? estimateUsd * 2 : estimateUsd, leastUsd: estimateUsd };
+export const LEAST_CAPPED_RUN_S = 2;
+
+/**
+ * Rule: what a paid attempt sets aside before it starts. Billed per image, the price is exact;
+ * billed by time (`usdPerSecond`), twice the estimate (a slow run is not cut short needlessly) and
+ * never under LEAST_CAPPED_RUN_S, and the attempt is cancelled before it bills more than it set
+ * aside. Near the end of the budget an attempt may take less than it wants, never less than its
+ * estimate (or that least run time).
+ */
+export function reservationWanted(estimateUsd: number, usdPerSecond: number | undefined): { wantUsd: number; leastUsd: number } {
+  if (usdPerSecond === undefined) return { wantUsd: estimateUsd, leastUsd: estimateUsd };
+  const least = Math.max(estimateUsd, LEAST_CAPPED_RUN_S * usdPerSecond);
+  return { wantUsd: Math.max(estimateUsd * 2, least), leastUsd: least };
 }

@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
-import { budgetMonth, budgetMonthExpiresAt, reservationWanted } from '../../core/budget.js';
+import { budgetMonth, budgetMonthExpiresAt, LEAST_CAPPED_RUN_S, reservationWanted } from '../../core/budget.js';
 import { BudgetReservations } from '../../core/io/budget-reservations.js';
+import { REPLICATE_CANCEL_MARGIN_MS, REPLICATE_POLL_MS } from '../../worker/backends/replicate.js';
 import { describe, expect, test } from '../setup/fixtures.js';
 
 const url = process.env.TEST_REDIS_URL || 'redis://127.0.0.1:6379';
@@ -46,12 +47,22 @@ describe('budget reservations (one Lua script per change, real Redis)', () => {
     redisPrefix,
   }) => {
     const b = new BudgetReservations(conns[0]!, redisPrefix);
-    const want = reservationWanted(0.02, true);
+    const want = reservationWanted(0.02, 0.000975);
     expect(want).toEqual({ wantUsd: 0.04, leastUsd: 0.02 });
     expect(await b.reserve('g', MONTH, 'a', { ...want, seed })).toEqual({ kind: 'reserved', usd: 0.04 });
     expect(await b.reserve('g', MONTH, 'b', { wantUsd: 0.04, leastUsd: 0.01, seed })).toEqual({ kind: 'reserved', usd: 0.01 });
     expect(await b.reserve('g', MONTH, 'a', { ...want, seed })).toEqual({ kind: 'reserved', usd: 0.04 });
     expect((await b.read('g', MONTH))?.reservedUsd).toBe(0.05);
+  });
+
+  test('a time-billed attempt sets aside at least the run time its cap can be held to, however fast the last runs were', () => {
+    // The last runs took 0.2 s at $0.000975/s: twice that would be cut one poll and a cancel's round trip early, before it could run.
+    const want = reservationWanted(0.2 * 0.000975, 0.000975);
+    expect(want.leastUsd / 0.000975).toBeCloseTo(LEAST_CAPPED_RUN_S, 6);
+    expect(want.wantUsd / 0.000975).toBeCloseTo(LEAST_CAPPED_RUN_S, 6);
+    expect(LEAST_CAPPED_RUN_S * 1000).toBeGreaterThan(REPLICATE_POLL_MS + REPLICATE_CANCEL_MARGIN_MS);
+    // Billed per image: the price is exact.
+    expect(reservationWanted(0.003, undefined)).toEqual({ wantUsd: 0.003, leastUsd: 0.003 });
   });
 
   test('the bot seeds the month from Postgres once and then only refreshes the limit; a lost hash is re-seeded by the next reservation, and it expires after the month', async ({

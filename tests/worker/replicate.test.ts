@@ -260,6 +260,16 @@ describe('Replicate backend against the fake API', () => {
     expect(err.billed).toEqual({ seconds: 3.25, images: 0 });
   });
 
+  it('a run the budget caps is polled often enough to finish within its cap, however slow PROGRESS_POLL_MS is', async () => {
+    // Polled every 5 s, a 2 s cap met one poll early would cancel the run the moment it was created.
+    const out = await backend({ waitSeconds: 0, pollIntervalMs: 5000 }).generate(
+      { jobId: 'j6e', request: request() },
+      { ...ctx(), maxBilledSeconds: 2 },
+    );
+    expect(out.images.length).toBeGreaterThan(0);
+    expect(fake.cancels).toEqual([]);
+  });
+
   it('a prediction that would run past what the budget set aside is cancelled there, and billed no more than that', async () => {
     fake.options.mode = 'hang';
     const started = Date.now();

@@ -436,8 +436,9 @@ export class BackendChain {
     let reservation: Reservation | null = null;
     let attemptCtx = runCtx;
     if (backend.capabilities.paid) {
-      const byTime = this.o.secondsFor?.(backend, settings, usd) !== undefined;
-      reservation = await budget.reserve(backend.id, reservationWanted(usd, byTime), jobCtx.signal);
+      const secondsPerUsd = this.o.secondsFor?.(backend, settings, 1);
+      const usdPerSecond = secondsPerUsd !== undefined && secondsPerUsd > 0 ? 1 / secondsPerUsd : undefined;
+      reservation = await budget.reserve(backend.id, reservationWanted(usd, usdPerSecond), jobCtx.signal);
       if (!reservation) {
         if (jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
         st.skippedForBudget++;

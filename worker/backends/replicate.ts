@@ -48,7 +48,9 @@ export interface ReplicateBackendOptions {
 type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
 /** Time a cancel takes to reach Replicate, within which the run still bills. */
-const CANCEL_MARGIN_MS = 250;
+export const REPLICATE_CANCEL_MARGIN_MS = 250;
+/** How often a running prediction is polled, unless told otherwise. */
+export const REPLICATE_POLL_MS = 500;
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted']);
 
@@ -112,7 +114,7 @@ function guardedFetch(backend: string, timeoutMs: number, jobSignal?: AbortSigna
 export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBackend & { lastPredictTime?: number } {
   const { id, log } = opts;
   const waitSeconds = opts.waitSeconds ?? 5;
-  const pollIntervalMs = opts.pollIntervalMs ?? 500;
+  const pollIntervalMs = opts.pollIntervalMs ?? REPLICATE_POLL_MS;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
   const client = (fetchFn: FetchFn): Replicate =>
     new Replicate({
@@ -170,12 +172,12 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
   }
 
   /** Polls until terminal (or abort, or the budget's cap); a failed prediction comes back as such instead of a thrown Error. */
-  async function settle(created: Prediction, ctx: RunContext, cap: AbortSignal | undefined): Promise<Prediction> {
+  async function settle(created: Prediction, ctx: RunContext, cap: AbortSignal | undefined, intervalMs: number): Promise<Prediction> {
     const last = { step: -1 };
     reportProgress(created, ctx, last);
     if (TERMINAL.has(created.status)) return created;
     try {
-      return await client(guardedFetch(id, requestTimeoutMs, ctx.signal)).wait(created, { interval: pollIntervalMs }, async (p) => {
+      return await client(guardedFetch(id, requestTimeoutMs, ctx.signal)).wait(created, { interval: intervalMs }, async (p) => {
         reportProgress(p, ctx, last);
         return ctx.signal.aborted || (cap?.aborted ?? false);
       });
@@ -277,7 +279,10 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       // The budget's cap on billed run time; wall time from the create is never less than predict_time.
       // It is met one poll and a cancel's round trip early, so what the run bills stays within it.
       const capS = ctx.maxBilledSeconds;
-      const cap = capS !== undefined ? AbortSignal.timeout(Math.max(0, capS * 1000 - pollIntervalMs - CANCEL_MARGIN_MS)) : undefined;
+      // A capped run is polled at least every REPLICATE_POLL_MS whatever PROGRESS_POLL_MS says, so the
+      // least run time a reservation holds (core/budget.ts LEAST_CAPPED_RUN_S) always leaves it room.
+      const pollMs = capS !== undefined ? Math.min(pollIntervalMs, REPLICATE_POLL_MS) : pollIntervalMs;
+      const cap = capS !== undefined ? AbortSignal.timeout(Math.max(0, capS * 1000 - pollMs - REPLICATE_CANCEL_MARGIN_MS)) : undefined;
       try {
         const spec = buildPrediction(id, job, job.settings ?? ownSettings(settingsFor, job.request), opts.sdxlVersion);
         perImage = billedPerImage(spec, job.settings);
@@ -295,7 +300,7 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         else running = created.id;
         if (ctx.signal.aborted) throw cancelled();
         log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
-        const p = await settle(created, ctx, cap);
+        const p = await settle(created, ctx, cap, pollMs);
         if (ctx.signal.aborted) throw cancelled();
         if (TERMINAL.has(p.status)) {
           running = undefined;
