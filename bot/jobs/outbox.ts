@@ -3,6 +3,7 @@ import type { DeliveryFailure } from '../../core/delivery.js';
 import type { Logger } from '../../core/io/logger.js';
 import { text } from '../../core/messages.js';
 import type { InteractionRef, StoredJob } from '../../core/ports.js';
+import { bodyWithFiles } from './multipart.js';
 import type { MessageBody } from './render.js';
 
 /** Discord errors meaning the interaction reply can no longer be edited; the channel gets a new message instead. */
@@ -61,8 +62,7 @@ export class Outbox {
   /** Edits the interaction reply (`@original`); returns its message id. */
   async editOriginal(ref: InteractionRef, body: MessageBody, files: RawFile[]): Promise<string> {
     const msg = (await this.o.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, '@original'), {
-      body,
-      files,
+      ...bodyWithFiles(body, files),
       auth: false,
     })) as { id: string };
     return msg.id;
@@ -70,7 +70,7 @@ export class Outbox {
 
   /** Edits a message of the bot's in a channel with its own token (the reply, once its token is gone). */
   async editInChannel(channelId: string, messageId: string, body: MessageBody, files: RawFile[]): Promise<void> {
-    await this.o.botRest.patch(Routes.channelMessage(channelId, messageId), { body, files });
+    await this.o.botRest.patch(Routes.channelMessage(channelId, messageId), bodyWithFiles(body, files));
   }
 
   /**
@@ -95,8 +95,7 @@ export class Outbox {
     if (!inChannel && this.tokenAlive(job)) {
       try {
         const msg = (await this.o.rest.post(Routes.webhook(job.interaction.applicationId, job.interaction.token), {
-          body,
-          files,
+          ...bodyWithFiles(body, files),
           auth: false,
           query: new URLSearchParams({ wait: 'true' }),
         })) as { id: string };
@@ -128,17 +127,15 @@ export class Outbox {
   private async postInChannel(job: StoredJob, body: MessageBody, files: RawFile[], part: number): Promise<string> {
     const hex = job.id.replaceAll('-', '');
     const nonce = part === 0 ? hex.slice(0, 25) : `${hex.slice(0, 22)}p${part}`;
-    const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), {
-      body: {
-        ...body,
-        content: `<@${job.userId}> ${body.content}`.trim(),
-        allowed_mentions: { parse: [], users: [job.userId] },
-        ...(job.replyMessageId ? { message_reference: { message_id: job.replyMessageId, fail_if_not_exists: false } } : {}),
-        nonce,
-        enforce_nonce: true,
-      },
-      files,
-    })) as { id: string };
+    const payload = {
+      ...body,
+      content: `<@${job.userId}> ${body.content}`.trim(),
+      allowed_mentions: { parse: [], users: [job.userId] },
+      ...(job.replyMessageId ? { message_reference: { message_id: job.replyMessageId, fail_if_not_exists: false } } : {}),
+      nonce,
+      enforce_nonce: true,
+    };
+    const posted = (await this.o.botRest.post(Routes.channelMessages(job.channelId), bodyWithFiles(payload, files))) as { id: string };
     return posted.id;
   }
 }
