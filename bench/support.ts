@@ -2,7 +2,8 @@
  * What the benches share: where Redis and Postgres are, a migrated database of a run's own, our entry
  * points started as a user starts them, percentiles, and leaving Redis clean afterwards.
  * Every bench honours BENCH_DIST=1 (the compiled build), BENCH_PROF=<dir> (CPU profiles of the
- * processes it starts) and BENCH_LOGS=<dir> (their log lines).
+ * processes it starts; BENCH_PROF_INTERVAL=<µs> samples finer than the default 1000, to see one
+ * job's few milliseconds step by step) and BENCH_LOGS=<dir> (their log lines).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -80,7 +81,7 @@ export async function spawnReady(
   const logsDir = o.logsDir ?? process.env.BENCH_LOGS;
   const flags = [
     ...(o.deployedFlags ? await deployedNodeFlags() : []),
-    ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir)] : []),
+    ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir), '--cpu-prof-interval', process.env.BENCH_PROF_INTERVAL ?? '1000'] : []),
   ];
   const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
   const child = spawn(process.execPath, [...flags, ...entry], {
