@@ -81,7 +81,9 @@ export async function spawnReady(
   const logsDir = o.logsDir ?? process.env.BENCH_LOGS;
   const flags = [
     ...(o.deployedFlags ? await deployedNodeFlags() : []),
-    ...(profDir ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir), '--cpu-prof-interval', process.env.BENCH_PROF_INTERVAL ?? '1000'] : []),
+    ...(profDir
+      ? ['--cpu-prof', '--cpu-prof-dir', resolve(profDir), '--cpu-prof-interval', process.env.BENCH_PROF_INTERVAL ?? '1000']
+      : []),
   ];
   const entry = process.env.BENCH_DIST ? [join(ROOT, `dist/${which}/main.js`)] : sourceEntryArgs(`${which}/main.ts`);
   const child = spawn(process.execPath, [...flags, ...entry], {
