@@ -33,7 +33,7 @@ const MAX_EARLY_ADMISSIONS = 16;
  * A handler answering with its own message (the job's place) has until this long after the
  * interaction arrived; then the reply is deferred after all, well inside Discord's 3 s.
  */
-const FIRST_ANSWER_DEADLINE_MS = 2000;
+const FIRST_ANSWER_DEADLINE_MS = 1500;
 
 /**
  * The one InteractionCreate handler: finds the handler (slash command by name, button or form by
