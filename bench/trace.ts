@@ -18,7 +18,7 @@ const SEQ = Number(process.env.BENCH_SEQ ?? 100);
 
 /** The steps, in the order a job passes them, and how each is recognised. */
 const STEPS = [
-  'acknowledged (fake Discord got the deferral)',
+  'acknowledged (fake Discord got the first answer)',
   'queued (BullMQ "added" event)',
   'taken by the worker ("active" event)',
   "worker read the job's records (MGET)",

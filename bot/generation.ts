@@ -1,4 +1,4 @@
-import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
+import type { FirstAnswer, GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, type JobPayload, toJobPayload } from '../core/generation.js';
@@ -144,7 +144,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       };
     },
 
-    async enqueue(a, parentLog, acknowledged) {
+    async enqueue(a, parentLog, acknowledged, answer?: FirstAnswer) {
       const log = parentLog.child({ jobId: a.jobId });
       // The job may run and finish before Discord's answer to the deferral is in: its reply waits for that answer.
       if (acknowledged) d.lifecycle.afterAcknowledged(a.jobId, acknowledged);
@@ -166,6 +166,8 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         throw new UserError('queue_unavailable', text.queueUnavailable, { cause: err });
       }
       log.info({ kind: a.request.kind, count: a.request.count }, 'job queued');
+      // Nothing sent yet: the place is the first answer (the reply's edits wait for it, see above).
+      if (answer) return d.lifecycle.showQueued(a.jobId, answer);
       try {
         await acknowledged;
       } catch {

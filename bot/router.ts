@@ -16,6 +16,7 @@ import { isUserError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/io/logger.js';
 import type { Metrics } from '../core/io/metrics.js';
 import { buttonText, text } from '../core/messages.js';
+import { awaitFirstAnswer, type PendingAnswer } from './first-answer.js';
 
 /** What the router builds each interaction's context from: the handlers' services, the bot's logger and metrics. */
 export interface RouterDeps {
@@ -28,6 +29,11 @@ export interface RouterDeps {
 const ADMIT_BUDGET_MS = 1200;
 /** Above this many admissions in flight the bot acknowledges first: the 3 s window beats a private refusal. */
 const MAX_EARLY_ADMISSIONS = 16;
+/**
+ * A handler answering with its own message (the job's place) has until this long after the
+ * interaction arrived; then the reply is deferred after all, well inside Discord's 3 s.
+ */
+const FIRST_ANSWER_DEADLINE_MS = 1500;
 
 /**
  * The one InteractionCreate handler: finds the handler (slash command by name, button or form by
@@ -39,22 +45,33 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
   /**
    * Waits up to the budget for `pending`: a refusal inside it is rethrown before anything is
    * acknowledged (so it can be answered privately); a slow check leaves the promise running.
-   * Under a burst it does not wait at all.
+   * Under a burst it does not wait at all. Resolves true when `pending` passed inside the budget.
    */
-  async function refuseEarly(pending: Promise<unknown>): Promise<void> {
-    if (admissionsInFlight >= MAX_EARLY_ADMISSIONS) return;
+  async function refuseEarly(pending: Promise<unknown>): Promise<boolean> {
+    if (admissionsInFlight >= MAX_EARLY_ADMISSIONS) return false;
     admissionsInFlight++;
     let timer: NodeJS.Timeout | undefined;
+    let passed = false;
     const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, ADMIT_BUDGET_MS)));
     try {
-      await Promise.race([pending.then(() => undefined), budget]);
+      await Promise.race([
+        pending.then(() => {
+          passed = true;
+        }),
+        budget,
+      ]);
+      return passed;
     } finally {
       admissionsInFlight--;
       clearTimeout(timer);
     }
   }
 
-  /** parse → admit (raced against the acknowledgement budget) → defer → execute; any error becomes a private reply. */
+  /**
+   * parse → admit (raced against the acknowledgement budget) → defer → execute; any error becomes
+   * a private reply. A handler that answers with its own message is not deferred when admission
+   * passed inside the budget: its message is the first answer.
+   */
   async function run<I extends RepliableInteraction, P, A>(
     interaction: I,
     bindings: Record<string, unknown>,
@@ -64,6 +81,12 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
     let ctx: CommandContext = { ...deps.services, log: deps.log.child(bindings) };
     let deferredEphemeral = false;
     let acknowledged: Promise<void> | undefined;
+    let first: PendingAnswer | undefined;
+    const observeAck = (admitWaitMs: number) => () => {
+      const ackMs = performance.now() - started;
+      deps.metrics?.ackLatency.observe(ackMs / 1000);
+      ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
+    };
     try {
       const { handler, input, bindings: more } = parse(ctx);
       if (more) ctx = { ...ctx, log: ctx.log.child(more) };
@@ -71,14 +94,18 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
       if (handler.defer === 'modal') return await handler.execute(ctx, interaction, input, undefined as A, Promise.resolve());
       const admitted = handler.admit ? handler.admit(ctx, interaction, input) : Promise.resolve(undefined as A);
       admitted.catch(() => undefined); // handled below; avoids an unhandled rejection while we defer
-      await refuseEarly(admitted);
+      const passed = await refuseEarly(admitted);
       const admitWaitMs = performance.now() - started;
+      if (passed && handler.answersWithMessage && handler.beforeAcknowledged && handler.defer === 'public') {
+        first = awaitFirstAnswer(interaction, Math.max(0, FIRST_ANSWER_DEADLINE_MS - admitWaitMs));
+        acknowledged = first.acknowledged.then(observeAck(admitWaitMs));
+        acknowledged.catch(() => undefined); // awaited below, or by the handler
+        await handler.execute(ctx, interaction, input, await admitted, acknowledged, first.send);
+        await acknowledged;
+        return;
+      }
       deferredEphemeral = handler.defer === 'ephemeral';
-      acknowledged = interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {}).then(() => {
-        const ackMs = performance.now() - started;
-        deps.metrics?.ackLatency.observe(ackMs / 1000);
-        ctx.log.debug({ ackMs, admitWaitMs }, 'acknowledged');
-      });
+      acknowledged = interaction.deferReply(deferredEphemeral ? { flags: MessageFlags.Ephemeral } : {}).then(observeAck(admitWaitMs));
       acknowledged.catch(() => undefined); // awaited below, or by the handler
       // Queueing starts while Discord's answer is on its way (a network round trip in real life, on
       // every job's path to the GPU); the handler waits for it before touching the reply. One turn of
@@ -88,6 +115,8 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
       await handler.execute(ctx, interaction, input, await admitted, acknowledged);
       await acknowledged;
     } catch (err) {
+      // Nothing sent yet: the error is the first answer, in private.
+      first?.abandon();
       // An error reply edits the deferred one: only once Discord has answered the deferral.
       await acknowledged?.catch(() => undefined);
       await answerError(ctx.log, interaction, err, deferredEphemeral);

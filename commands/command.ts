@@ -8,7 +8,7 @@ import {
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord.js';
 import type { ButtonId } from '../core/custom-id.js';
-import type { CommandContext } from './context.js';
+import type { CommandContext, FirstAnswer } from './context.js';
 
 /**
  * What every interaction goes through, in bot/router.ts: the input is parsed before anything is
@@ -30,8 +30,17 @@ export interface Handler<I, P, A> {
    * `acknowledged` itself before touching the reply (queueing a job needs no reply).
    */
   readonly beforeAcknowledged?: boolean;
-  /** `acknowledged` settles when Discord has answered the deferral (already settled unless beforeAcknowledged). */
-  execute(ctx: CommandContext, interaction: I, input: P, admitted: A, acknowledged: Promise<void>): Promise<void>;
+  /**
+   * true (with beforeAcknowledged): when admission passes inside the acknowledgement budget, nothing
+   * is deferred; execute is handed `answer`, and the message it sends through it (the job's place)
+   * is the interaction's first answer. One Discord request instead of a deferral and an edit.
+   */
+  readonly answersWithMessage?: boolean;
+  /**
+   * `acknowledged` settles when Discord has the first answer (already settled unless
+   * beforeAcknowledged). `answer` is given only when nothing has been sent yet (answersWithMessage).
+   */
+  execute(ctx: CommandContext, interaction: I, input: P, admitted: A, acknowledged: Promise<void>, answer?: FirstAnswer): Promise<void>;
 }
 
 /** One slash command: its registration payload, its option parser and its handler. */

@@ -1,4 +1,11 @@
-import type { ButtonInteraction, ChatInputCommandInteraction, ModalSubmitInteraction } from 'discord.js';
+import type {
+  APIActionRowComponent,
+  APIButtonComponent,
+  APIEmbed,
+  ButtonInteraction,
+  ChatInputCommandInteraction,
+  ModalSubmitInteraction,
+} from 'discord.js';
 import type { Logger } from 'pino';
 import type { BotConfig } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
@@ -38,6 +45,21 @@ export interface Admitted {
   usedBefore: number;
 }
 
+/** A message as the bot sends it to Discord (API field names). */
+export interface ReplyBody {
+  content: string;
+  embeds: APIEmbed[];
+  components: APIActionRowComponent<APIButtonComponent>[];
+  allowed_mentions: { parse: []; users?: string[] };
+}
+
+/**
+ * Sends the interaction's first answer, a message (bot/first-answer.ts). If the router had to
+ * defer meanwhile (the answer was late), it edits that reply instead. Resolves with the reply's
+ * message id when Discord gives it.
+ */
+export type FirstAnswer = (body: ReplyBody) => Promise<string | undefined>;
+
 /** Starting a generation: admit (policy, then quota and the job row in one statement), then enqueue. */
 export interface GenerationService {
   /**
@@ -56,8 +78,9 @@ export interface GenerationService {
    * Queues an admitted job and shows its place in the queue. If the queue is unreachable the
    * reservation is refunded before the member hears about it (a UserError). Queueing may start
    * before Discord has answered the deferral: nothing edits the reply until `acknowledged` settles.
+   * With `answer` nothing has been sent yet: the place is the interaction's first answer.
    */
-  enqueue(admitted: Admitted, log: Logger, acknowledged?: Promise<void>): Promise<void>;
+  enqueue(admitted: Admitted, log: Logger, acknowledged?: Promise<void>, answer?: FirstAnswer): Promise<void>;
 }
 
 /** Redis keys of an /inpaint's prepared images (Vary and Upscale use `image` alone). */

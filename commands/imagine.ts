@@ -72,7 +72,8 @@ export const imagine = {
   prepare: (interaction, ctx) => parseImagineOptions(readOptions(interaction), undefined, ctx.presets.catalog),
   admit: (ctx, interaction, request) => ctx.generation.admit(interaction, request),
   beforeAcknowledged: true,
-  execute: (ctx, _interaction, _request, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
+  answersWithMessage: true,
+  execute: (ctx, _interaction, _request, admitted, acknowledged, answer) => ctx.generation.enqueue(admitted, ctx.log, acknowledged, answer),
   async autocomplete(ctx, interaction) {
     await interaction.respond(await ctx.presets.choices(String(interaction.options.getFocused())));
   },

@@ -91,5 +91,7 @@ export const inpaint = {
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),
   beforeAcknowledged: true,
-  execute: (ctx, _interaction, _prepared, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
+  answersWithMessage: true,
+  execute: (ctx, _interaction, _prepared, admitted, acknowledged, answer) =>
+    ctx.generation.enqueue(admitted, ctx.log, acknowledged, answer),
 } satisfies Command<Prepared, Admitted>;

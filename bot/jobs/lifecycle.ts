@@ -5,7 +5,7 @@ import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { InteractionRef, JobStore, StoredJob } from '../../core/ports.js';
 import { completedOutcome, failedOutcome, failureIsFinal, type SettleOutcome } from '../../core/settle.js';
-import { type LiveEdits, LiveMessage } from './live-message.js';
+import { type AnswerFirst, type LiveEdits, LiveMessage } from './live-message.js';
 import type { PostResult } from './post-result.js';
 import type { BoardEntry, QueueBoard } from './queue-board.js';
 import { progressBody } from './render.js';
@@ -105,13 +105,14 @@ export class JobLifecycle {
   /**
    * The freshly queued job's reply will show its place and ETA (in a moment, read together with the
    * jobs queued at the same time; not at all if it has finished by then). Its next edit waits its
-   * turn from now, so progress never comes before the place.
+   * turn from now, so progress never comes before the place. With `answer`, nothing has been sent
+   * to Discord yet and the place is the interaction's first answer.
    */
-  showQueued(jobId: string): void {
+  showQueued(jobId: string, answer?: AnswerFirst): void {
     const e = this.followed.get(jobId);
     if (!e) return;
     e.live.holdNextEdit();
-    this.o.board.showFirst(e);
+    this.o.board.showFirst(e, answer);
   }
 
   /** After a restart: follow an open job of a guild this process serves; a waiting one gets position updates again. */

@@ -30,6 +30,9 @@ export interface LiveMessageOptions {
 
 const noop = (): void => undefined;
 
+/** Sends the interaction's first answer (bot/first-answer.ts); resolves with the reply's message id when known. */
+export type AnswerFirst = (body: MessageBody) => Promise<string | undefined>;
+
 /** A progress edit, made when its turn comes (its preview is fetched then, not when it was offered). */
 export type ProgressEdit = () => Promise<{ body: MessageBody; files: RawFile[] }>;
 
@@ -105,6 +108,22 @@ export class LiveMessage {
       this.remember(await this.o.edits.editOriginal(this.o.ref, body, []));
       this.lastEditAt = this.o.now();
     });
+  }
+
+  /**
+   * The job's place as the interaction's first answer: sent now, outside the chain of edits,
+   * which waits for this very answer (see `after`). Counted as an edit from now.
+   */
+  answerFirst(body: MessageBody, answer: AnswerFirst): Promise<void> {
+    this.lastEditAt = this.o.now();
+    this.shownPlace = body.content;
+    return answer(body).then(
+      (id) => {
+        if (id) this.remember(id);
+        this.lastEditAt = this.o.now();
+      },
+      (err: unknown) => this.o.log.debug({ err, jobId: this.o.jobId }, 'first answer failed'),
+    );
   }
 
   /** Counts an edit from now: the next one waits its turn (the first edit, the job's place, is on its way). */

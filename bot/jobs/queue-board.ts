@@ -3,7 +3,7 @@ import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { QueueSnapshot } from '../../core/io/queue-position.js';
 import { previewRoute } from '../../core/overflow.js';
-import type { LiveMessage } from './live-message.js';
+import type { AnswerFirst, LiveMessage } from './live-message.js';
 import { type MessageBody, queuedBody } from './render.js';
 
 /*
@@ -58,7 +58,8 @@ export interface QueueBoardOptions {
 export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
   /** Freshly queued jobs waiting for their first edit. */
-  private readonly fresh = new Set<BoardEntry>();
+  /** Jobs just queued, with the way their place is first sent when it is the interaction's first answer. */
+  private readonly fresh = new Map<BoardEntry, AnswerFirst | undefined>();
   private freshTimer: NodeJS.Immediate | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);
   /** jobId → when its last `active` event arrived (ms). */
@@ -140,14 +141,15 @@ export class QueueBoard {
    * a worker can start it; the jobs a burst queues in the same turn of the event loop share one
    * position read.
    */
-  showFirst(e: BoardEntry): void {
-    this.fresh.add(e);
+  showFirst(e: BoardEntry, answer?: AnswerFirst): void {
+    this.fresh.set(e, answer);
     this.freshTimer ??= setImmediate(() => void this.showFresh());
   }
 
   private async showFresh(): Promise<void> {
     this.freshTimer = undefined;
-    const entries = [...this.fresh].filter((e) => !e.live.isClosed);
+    const fresh = [...this.fresh].filter(([e]) => !e.live.isClosed);
+    const entries = fresh.map(([e]) => e);
     this.fresh.clear();
     if (entries.length === 0 || this.stopped) return;
     let snap: QueueSnapshot | undefined;
@@ -157,7 +159,7 @@ export class QueueBoard {
       this.o.log.debug({ err, jobs: entries.length }, 'queue positions unavailable');
     }
     const render = snap ? this.renderer(snap) : undefined;
-    for (const e of entries) {
+    for (const [e, answer] of fresh) {
       let body = queuedBody(e.jobId, e.request, null);
       const place = snap?.places.get(e.jobId);
       if (snap && render && place?.state === 'waiting' && e.phase === 'new') {
@@ -167,7 +169,7 @@ export class QueueBoard {
         body = this.renderer(snap, e.jobId)(e, 0);
       }
       e.placeEditAt = this.o.now();
-      void e.live.showFirst(body);
+      void (answer ? e.live.answerFirst(body, answer) : e.live.showFirst(body));
     }
   }
 

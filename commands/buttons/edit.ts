@@ -76,5 +76,6 @@ export const editSubmitted = {
     );
   },
   beforeAcknowledged: true,
-  execute: (ctx, _interaction, _input, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
+  answersWithMessage: true,
+  execute: (ctx, _interaction, _input, admitted, acknowledged, answer) => ctx.generation.enqueue(admitted, ctx.log, acknowledged, answer),
 } satisfies ModalHandler<{ id: ButtonId; fields: EditFields }, Admitted>;

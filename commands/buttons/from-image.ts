@@ -26,7 +26,8 @@ function fromPostedImage(build: (source: SourceImage) => GenerationRequest): But
       });
     },
     beforeAcknowledged: true,
-    execute: (ctx, _interaction, _id, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
+    answersWithMessage: true,
+    execute: (ctx, _interaction, _id, admitted, acknowledged, answer) => ctx.generation.enqueue(admitted, ctx.log, acknowledged, answer),
   };
 }
 

@@ -14,5 +14,6 @@ export const reroll = {
     return ctx.generation.admit(interaction, { ...job.request, seed: newSeed() }, job.id);
   },
   beforeAcknowledged: true,
-  execute: (ctx, _interaction, _id, admitted, acknowledged) => ctx.generation.enqueue(admitted, ctx.log, acknowledged),
+  answersWithMessage: true,
+  execute: (ctx, _interaction, _id, admitted, acknowledged, answer) => ctx.generation.enqueue(admitted, ctx.log, acknowledged, answer),
 } satisfies ButtonHandler<Admitted>;

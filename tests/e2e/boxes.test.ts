@@ -25,9 +25,7 @@ function previewsShown(s: System, i: FakeInteraction): Buffer[] {
 
 /** Every text the job's reply showed, in order. */
 function repliesShown(s: System, i: FakeInteraction): string[] {
-  return s.discord.requests
-    .filter((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`))
-    .map((r) => String(r.json?.content ?? ''));
+  return s.replyHistory(i).map((r) => r.content);
 }
 
 async function cloud<T extends { close(): Promise<void> }>(start: Promise<T>): Promise<T> {

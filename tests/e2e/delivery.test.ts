@@ -37,7 +37,8 @@ test('a channel that answers 403 to every post: the result is tried a bounded nu
     count: 10_000,
     body: { code: 50013, message: 'Missing Permissions' },
   });
-  // The reply's first edit fails too, so an error carrying the webhook URL (the interaction token) is logged.
+  // The first answer fails too (and any reply edit), so an error carrying the interaction token in its route is logged.
+  sys.discord.failNext({ method: 'POST', pathPrefix: '/interactions/', status: 500, count: 20 });
   sys.discord.failNext({ method: 'PATCH', pathPrefix: '/webhooks/', status: 500, count: 20 });
 
   const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 2 });
@@ -61,7 +62,7 @@ test('a channel that answers 403 to every post: the result is tried a bounded nu
 
   const log = sys.botLogs.join('\n');
   expect(log).toContain('delivery given up');
-  expect(log).toContain('"route":"/webhooks/1111111111111111111/:token/messages/@original"');
+  expect(log).toMatch(/"route":"\/(interactions\/\d+\/:token\/callback|webhooks\/1111111111111111111\/:token\/messages\/@original)"/);
   expect(log).not.toContain(i.token);
   expect(log).not.toContain('fake-token');
   expect(log).not.toMatch(/"files"|"requestBody"|"data":\[|"type":"Buffer"/);

@@ -200,6 +200,24 @@ export class System {
       .filter((m) => (m.flags & 64) === 0 && (!m.deleted || m.content !== '' || m.edits > 0 || m.embeds.length > 0));
   }
 
+  /**
+   * Everything the interaction's reply showed, in order: its first answer when that was a message
+   * (the job's place), then every edit of it (places, progress, the result: `final`).
+   */
+  replyHistory(i: FakeInteraction): { at: number; content: string; final: boolean }[] {
+    return this.discord.requests
+      .filter(
+        (r) =>
+          (r.method === 'POST' && r.path.endsWith(`/${i.token}/callback`) && r.json?.type === 4) ||
+          (r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`)),
+      )
+      .map((r) => ({
+        at: r.at,
+        content: String((r.method === 'POST' ? r.json.data : r.json)?.content ?? ''),
+        final: r.files.some((f) => f.filename.startsWith('image-')),
+      }));
+  }
+
   /** Every message a result was delivered in (the reply, then its follow-ups), once all `images` full images are there. */
   async resultMessages(i: FakeInteraction, images: number, timeoutMs = 20_000): Promise<FakeMessage[]> {
     return this.discord.waitFor(() => {

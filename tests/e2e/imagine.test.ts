@@ -15,16 +15,23 @@ function webhookEdits(s: System, token: string) {
 }
 
 describe('/imagine end to end', () => {
-  test('acknowledges within 3 s, shows progress, then posts a decodable image with its details', async ({ db, redisPrefix }) => {
+  test('answers within 3 s with the job’s place and a Cancel button, shows progress, then posts a decodable image with its details', async ({
+    db,
+    redisPrefix,
+  }) => {
     // 30 steps × 100 ms outlasts the 1.5 s edit interval, so at least one progress edit is due.
     sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 100 } });
     const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 30, seed: 77 });
     const first = await i.waitForCallback();
     expect(first.at - i.createdAt).toBeLessThan(3000);
-    expect(first.type).toBe(5);
+    // Admitted at once: the first answer is the public message with the place, not a deferral to edit.
+    expect([first.type, first.data.flags ?? 0]).toEqual([4, 0]);
+    expect(first.data.content).toMatch(/Queued|Starting/);
+    expect(JSON.stringify(first.data.components)).toContain('Cancel');
     const msg = await sys.finalReply(i);
+    const callbacks = sys.discord.requests.filter((r) => r.path.endsWith(`/${i.token}/callback`));
+    expect(callbacks).toHaveLength(1);
     const edits = webhookEdits(sys, i.token).map((r) => String(r.json?.content ?? ''));
-    expect(edits.some((c) => c.includes('Queued'))).toBe(true);
     expect(edits.some((c) => /Generating on a1111: step \d+\/30/.test(c))).toBe(true);
     const image = msg.attachments.find((a) => a.filename === 'image-1.png')!;
     const meta = await sharp(image.data).metadata();
@@ -98,7 +105,7 @@ describe('/imagine end to end', () => {
     expect(usage.images).toBe(3);
   });
 
-  test('a job the queue cannot take is refunded and the member alone is told, after the public deferral; the channel keeps nothing', async ({
+  test('a job the queue cannot take is refunded and the member alone is told in the first answer; the channel keeps nothing', async ({
     db,
     redisPrefix,
   }) => {
@@ -108,9 +115,9 @@ describe('/imagine end to end', () => {
     await redis.set(`${redisPrefix}:generate:prioritized`, 'not a sorted set');
     redis.disconnect();
     const i = await sys.imagine({ prompt: 'nowhere to go', steps: 2 });
-    // Queueing starts beside the deferral, so the refusal always comes after it.
+    // Nothing was sent before queueing failed: the refusal is the first answer, private.
     const cb = await i.waitForCallback();
-    expect([cb.type, cb.data.flags & 64]).toEqual([5, 0]);
+    expect([cb.type, cb.data.flags & 64]).toEqual([4, 64]);
     const told = await sys.answerOf(i);
     expect(told.flags & 64).toBe(64);
     expect(told.content).toContain('queue is unavailable');
@@ -148,7 +155,8 @@ describe('/imagine end to end', () => {
     await sys.finalReply(i);
     const echoes = sys.discord.requests.filter((r) => JSON.stringify(r.json ?? '').includes('everyone'));
     expect(echoes.length).toBeGreaterThan(1);
-    for (const r of echoes) expect(r.json.allowed_mentions).toEqual({ parse: [] });
+    // The first answer carries its message under `data`.
+    for (const r of echoes) expect((r.path.endsWith('/callback') ? r.json.data : r.json).allowed_mentions).toEqual({ parse: [] });
   });
 
   test('/quota tells a member what is used and left today', async ({ db, redisPrefix }) => {

@@ -13,11 +13,9 @@ afterEach(async () => {
   sys = undefined;
 });
 
-/** Every edit of the interaction's reply the bot sent, in order. */
+/** What the interaction's reply showed, in order: its first answer (a message), then every edit. */
 function edits(s: System, i: FakeInteraction) {
-  return s.discord.requests
-    .filter((r) => r.method === 'PATCH' && r.path.includes(`/${i.token}/messages/@original`))
-    .map((r) => ({ at: r.at, content: String(r.json?.content ?? ''), final: r.files.some((f) => f.filename.startsWith('image-')) }));
+  return s.replyHistory(i);
 }
 
 /** The queue position a reply shows, 1 for "you are next", null when it shows something else. */

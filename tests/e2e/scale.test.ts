@@ -53,7 +53,8 @@ test('a burst of 400 interactions is answered over a bounded number of connectio
     Array.from({ length: 400 }, (_, n) => sys!.imagine({ prompt: `burst ${n}`, steps: 2, user: members[n % 40] })),
   );
   const acks = await Promise.all(burst.map((i) => i.waitForCallback(15_000)));
-  expect(acks.every((cb) => cb.type === 5)).toBe(true);
+  // Every one admitted: deferred, or (admitted early in the burst) answered in public with its place.
+  expect(acks.every((cb) => cb.type === 5 || (cb.type === 4 && ((cb.data.flags ?? 0) & 64) === 0))).toBe(true);
   // One TCP (in production, TLS) connection per request in flight was ~one per interaction; a pool reuses them.
   expect(sys.discord.connectionsOpened - before).toBeLessThanOrEqual(2 * 128);
 }, 60_000);
