@@ -5,7 +5,7 @@ import type { FirstAnswer, ReplyBody } from '../commands/context.js';
 export interface PendingAnswer {
   /** Settles once Discord has the first answer (the message, or the deferral); rejects if it refused it. */
   readonly acknowledged: Promise<void>;
-  /** For the handler: sends its message as the first answer, or edits the deferred reply if the deadline came first. */
+  /** For the handler: sends its message as the first answer; `'deferred'` if the deadline came first (nothing sent). */
   readonly send: FirstAnswer;
   /**
    * The handler failed before answering: nothing more is sent from here (no deferral at the
@@ -24,7 +24,7 @@ const optionsOf = (body: ReplyBody) => ({
 /**
  * Waits for the handler's first message instead of deferring at once. Discord must hear
  * something within 3 s of the interaction: at `deadlineMs` from now, if the message has not
- * gone, the reply is deferred after all and the message becomes an edit of it.
+ * gone, the reply is deferred after all and the message is left to the reply's edits.
  */
 export function awaitFirstAnswer(interaction: RepliableInteraction, deadlineMs: number): PendingAnswer {
   let state: 'waiting' | 'deferred' | 'answered' | 'abandoned' = 'waiting';
@@ -39,10 +39,8 @@ export function awaitFirstAnswer(interaction: RepliableInteraction, deadlineMs: 
     acknowledged,
     async send(body) {
       if (state === 'abandoned') return undefined;
-      if (state === 'deferred') {
-        await acknowledged;
-        return (await interaction.editReply(optionsOf(body))).id;
-      }
+      // The reply's edits, in their one order, show the message: sent from here it could overtake the result.
+      if (state === 'deferred') return 'deferred';
       state = 'answered';
       clearTimeout(timer);
       try {

@@ -1,4 +1,4 @@
-import type { FirstAnswer, GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
+import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, type JobPayload, toJobPayload } from '../core/generation.js';
@@ -144,7 +144,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       };
     },
 
-    async enqueue(a, parentLog, acknowledged, answer?: FirstAnswer) {
+    async enqueue(a, parentLog, acknowledged, answer) {
       const log = parentLog.child({ jobId: a.jobId });
       // The job may run and finish before Discord's answer to the deferral is in: its reply waits for that answer.
       if (acknowledged) d.lifecycle.afterAcknowledged(a.jobId, acknowledged);

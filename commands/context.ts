@@ -54,11 +54,11 @@ export interface ReplyBody {
 }
 
 /**
- * Sends the interaction's first answer, a message (bot/first-answer.ts). If the router had to
- * defer meanwhile (the answer was late), it edits that reply instead. Resolves with the reply's
- * message id when Discord gives it.
+ * Sends the interaction's first answer, a message (bot/first-answer.ts); resolves with the reply's
+ * message id when Discord gives it. `'deferred'`: the router had to defer meanwhile (the message was
+ * late) and nothing was sent; the message is then an edit of that reply, in turn with the others.
  */
-export type FirstAnswer = (body: ReplyBody) => Promise<string | undefined>;
+export type FirstAnswer = (body: ReplyBody) => Promise<string | undefined | 'deferred'>;
 
 /** Starting a generation: admit (policy, then quota and the job row in one statement), then enqueue. */
 export interface GenerationService {

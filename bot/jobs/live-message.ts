@@ -30,8 +30,8 @@ export interface LiveMessageOptions {
 
 const noop = (): void => undefined;
 
-/** Sends the interaction's first answer (bot/first-answer.ts); resolves with the reply's message id when known. */
-export type AnswerFirst = (body: MessageBody) => Promise<string | undefined>;
+/** Sends the interaction's first answer (bot/first-answer.ts): the reply's message id when known, `'deferred'` when nothing was sent. */
+export type AnswerFirst = (body: MessageBody) => Promise<string | undefined | 'deferred'>;
 
 /** A progress edit, made when its turn comes (its preview is fetched then, not when it was offered). */
 export type ProgressEdit = () => Promise<{ body: MessageBody; files: RawFile[] }>;
@@ -112,13 +112,15 @@ export class LiveMessage {
 
   /**
    * The job's place as the interaction's first answer: sent now, outside the chain of edits,
-   * which waits for this very answer (see `after`). Counted as an edit from now.
+   * which waits for this very answer (see `after`). Counted as an edit from now. If the reply was
+   * deferred meanwhile, the place is its first edit instead, in turn with the others.
    */
   answerFirst(body: MessageBody, answer: AnswerFirst): Promise<void> {
     this.lastEditAt = this.o.now();
     this.shownPlace = body.content;
     return answer(body).then(
       (id) => {
+        if (id === 'deferred') return this.showFirst(body);
         if (id) this.remember(id);
         this.lastEditAt = this.o.now();
       },

@@ -57,8 +57,7 @@ export interface QueueBoardOptions {
  */
 export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
-  /** Freshly queued jobs waiting for their first edit. */
-  /** Jobs just queued, with the way their place is first sent when it is the interaction's first answer. */
+  /** Freshly queued jobs waiting for their first edit, with the interaction's first answer when that is still to give. */
   private readonly fresh = new Map<BoardEntry, AnswerFirst | undefined>();
   private freshTimer: NodeJS.Immediate | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);

@@ -132,3 +132,49 @@ describe('one reply, edited while its job waits and runs', () => {
     expect(edits.sent.map((e) => e.content)).toEqual(['step 1']);
   });
 });
+
+describe("the job's place as the interaction's first answer", () => {
+  test('sent by the answer, not as an edit; the reply id it returns is kept for edits after the token, and the next edit waits its turn', async () => {
+    const { m, edits } = live();
+    const answered: string[] = [];
+    await m.answerFirst(place(2), async (body) => {
+      answered.push(body.content);
+      return 'reply-7';
+    });
+    expect(answered).toHaveLength(1);
+    expect(edits.sent).toEqual([]);
+    expect(m.replyMessageId).toBe('reply-7');
+    m.offerProgress(progress(1));
+    await vi.advanceTimersByTimeAsync(INTERVAL - 1);
+    expect(edits.sent).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(edits.sent.map((e) => e.content)).toEqual(['step 1']);
+  });
+
+  test('deferred meanwhile: the place is the first edit, after the deferral and never after the result', async () => {
+    // The result is queued on the reply before the late place arrives: the place must not overwrite it.
+    const { m, edits } = live();
+    let deferred!: () => void;
+    m.after(new Promise<void>((r) => (deferred = r)));
+    const result = m.inOrder(async () => {
+      m.close();
+      await edits.editOriginal(REF, { ...place(0), content: 'result' }, []);
+    });
+    const first = m.answerFirst(place(2), async () => 'deferred');
+    deferred();
+    await Promise.all([result, first, m.idle()]);
+    expect(edits.sent.map((e) => e.content)).toEqual(['result']);
+
+    // Deferred, nothing else queued: the place is edited in once the deferral is in.
+    const other = live();
+    let late!: () => void;
+    other.m.after(new Promise<void>((r) => (late = r)));
+    const shown = other.m.answerFirst(place(4), async () => 'deferred');
+    await Promise.resolve();
+    expect(other.edits.sent).toEqual([]);
+    late();
+    await shown;
+    await other.m.idle();
+    expect(other.edits.sent.map((e) => e.content)).toEqual([place(4).content]);
+  });
+});
