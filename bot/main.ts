@@ -62,6 +62,8 @@ export interface BotOverrides {
   handoffEveryMs?: number;
   /** How long an admission may wait for the database (default core/admission-load.ts ADMISSION_WAIT_MS). */
   admissionWaitMs?: number;
+  /** When a late first answer gives way to a deferral (default bot/router.ts FIRST_ANSWER_DEADLINE_MS). */
+  firstAnswerDeadlineMs?: number;
 }
 
 /** After a job settles: budget alerts, and a moderator notice when an image was held back as NSFW. */
@@ -233,6 +235,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     },
     log,
     metrics,
+    firstAnswerDeadlineMs: overrides.firstAnswerDeadlineMs,
   });
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));

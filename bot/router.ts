@@ -23,6 +23,8 @@ export interface RouterDeps {
   services: Omit<CommandContext, 'log'>;
   log: Logger;
   metrics?: Metrics;
+  /** Test seam: when a late first answer gives way to a deferral (default FIRST_ANSWER_DEADLINE_MS). */
+  firstAnswerDeadlineMs?: number | undefined;
 }
 
 /** How long database checks may run before the reply must be deferred (Discord allows 3 s in all). */
@@ -97,7 +99,7 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
       const passed = await refuseEarly(admitted);
       const admitWaitMs = performance.now() - started;
       if (passed && handler.answersWithMessage && handler.beforeAcknowledged && handler.defer === 'public') {
-        first = awaitFirstAnswer(interaction, Math.max(0, FIRST_ANSWER_DEADLINE_MS - admitWaitMs));
+        first = awaitFirstAnswer(interaction, Math.max(0, (deps.firstAnswerDeadlineMs ?? FIRST_ANSWER_DEADLINE_MS) - admitWaitMs));
         acknowledged = first.acknowledged.then(observeAck(admitWaitMs));
         acknowledged.catch(() => undefined); // awaited below, or by the handler
         await handler.execute(ctx, interaction, input, await admitted, acknowledged, first.send);

@@ -66,6 +66,23 @@ describe('/imagine end to end', () => {
     expect(msg.attachments.map((a) => a.filename)).toContain('image-1.png');
   });
 
+  test('a first answer that is late gives way to a deferral in time; the place is then its first edit and the result its last', async ({
+    db,
+    redisPrefix,
+  }) => {
+    // The deadline at once: the deferral leaves before the job is even queued.
+    sys = await System.start({ db, redisPrefix, botOverrides: { firstAnswerDeadlineMs: 0 } });
+    const i = await sys.imagine({ prompt: 'a late answer', steps: 2 });
+    const msg = await sys.finalReply(i);
+    const callbacks = sys.discord.requests.filter((r) => r.path.endsWith(`/${i.token}/callback`));
+    expect(callbacks.map((r) => r.json.type)).toEqual([5]);
+    const shown = sys.replyHistory(i);
+    expect(shown[0]!.content).toMatch(/Queued|Starting/);
+    expect(shown.at(-1)!.final).toBe(true);
+    expect(shown.filter((e) => e.final)).toHaveLength(1);
+    expect(msg.attachments.map((a) => a.filename)).toContain('image-1.png');
+  });
+
   test('aspect, seed and count reach the GPU box as width/height in multiples of 64, seed and batch size', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix });
     const i = await sys.imagine({ prompt: 'wide shot', aspect: '16:9', seed: 1234, count: 2, steps: 4 });
