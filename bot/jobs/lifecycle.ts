@@ -1,11 +1,12 @@
 import type { RawFile } from 'discord.js';
+import type { FirstAnswer } from '../../commands/context.js';
 import type { GenerationRequest, ParsedJobResult } from '../../core/generation.js';
 import { jobProgressSchema, parseJobResult } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { InteractionRef, JobStore, StoredJob } from '../../core/ports.js';
 import { completedOutcome, failedOutcome, failureIsFinal, type SettleOutcome } from '../../core/settle.js';
-import { type AnswerFirst, type LiveEdits, LiveMessage } from './live-message.js';
+import { type LiveEdits, LiveMessage } from './live-message.js';
 import type { PostResult } from './post-result.js';
 import type { BoardEntry, QueueBoard } from './queue-board.js';
 import { progressBody } from './render.js';
@@ -108,7 +109,7 @@ export class JobLifecycle {
    * turn from now, so progress never comes before the place. With `answer`, nothing has been sent
    * to Discord yet and the place is the interaction's first answer.
    */
-  showQueued(jobId: string, answer?: AnswerFirst): void {
+  showQueued(jobId: string, answer?: FirstAnswer): void {
     const e = this.followed.get(jobId);
     if (!e) return;
     e.live.holdNextEdit();

@@ -1,4 +1,5 @@
 import type { RawFile } from 'discord.js';
+import type { FirstAnswer } from '../../commands/context.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { InteractionRef } from '../../core/ports.js';
 import { discordAnswer } from './outbox.js';
@@ -29,9 +30,6 @@ export interface LiveMessageOptions {
 }
 
 const noop = (): void => undefined;
-
-/** Sends the interaction's first answer (bot/first-answer.ts): the reply's message id when known, `'deferred'` when nothing was sent. */
-export type AnswerFirst = (body: MessageBody) => Promise<string | undefined | 'deferred'>;
 
 /** A progress edit, made when its turn comes (its preview is fetched then, not when it was offered). */
 export type ProgressEdit = () => Promise<{ body: MessageBody; files: RawFile[] }>;
@@ -115,7 +113,7 @@ export class LiveMessage {
    * which waits for this very answer (see `after`). Counted as an edit from now. If the reply was
    * deferred meanwhile, the place is its first edit instead, in turn with the others.
    */
-  answerFirst(body: MessageBody, answer: AnswerFirst): Promise<void> {
+  answerFirst(body: MessageBody, answer: FirstAnswer): Promise<void> {
     this.lastEditAt = this.o.now();
     this.shownPlace = body.content;
     return answer(body).then(

@@ -1,9 +1,10 @@
+import type { FirstAnswer } from '../../commands/context.js';
 import { boxSlots, type DurationSample, DurationWindow, estimateEta, liveSlots, STATUS_STALE_MS, samplesInUse } from '../../core/eta.js';
 import type { GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { QueueSnapshot } from '../../core/io/queue-position.js';
 import { previewRoute } from '../../core/overflow.js';
-import type { AnswerFirst, LiveMessage } from './live-message.js';
+import type { LiveMessage } from './live-message.js';
 import { type MessageBody, queuedBody } from './render.js';
 
 /*
@@ -58,7 +59,7 @@ export interface QueueBoardOptions {
 export class QueueBoard {
   private readonly queued = new Set<BoardEntry>();
   /** Freshly queued jobs waiting for their first edit, with the interaction's first answer when that is still to give. */
-  private readonly fresh = new Map<BoardEntry, AnswerFirst | undefined>();
+  private readonly fresh = new Map<BoardEntry, FirstAnswer | undefined>();
   private freshTimer: NodeJS.Immediate | undefined;
   private readonly durations = new DurationWindow(DURATION_WINDOW);
   /** jobId → when its last `active` event arrived (ms). */
@@ -140,7 +141,7 @@ export class QueueBoard {
    * a worker can start it; the jobs a burst queues in the same turn of the event loop share one
    * position read.
    */
-  showFirst(e: BoardEntry, answer?: AnswerFirst): void {
+  showFirst(e: BoardEntry, answer?: FirstAnswer): void {
     this.fresh.set(e, answer);
     this.freshTimer ??= setImmediate(() => void this.showFresh());
   }

@@ -1,4 +1,5 @@
 import { type APIActionRowComponent, type APIButtonComponent, type APIEmbed, ButtonStyle, ComponentType } from 'discord.js';
+import type { ReplyBody } from '../../commands/context.js';
 import { quoteUserText } from '../../commands/replies.js';
 import { encodeCustomId } from '../../core/custom-id.js';
 import { isFailureCode } from '../../core/failures.js';
@@ -7,12 +8,8 @@ import { buttonText, failureText, modelText, text } from '../../core/messages.js
 import { resultActions } from '../../core/result-actions.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
-export interface MessageBody {
-  content: string;
-  embeds: APIEmbed[];
-  components: APIActionRowComponent<APIButtonComponent>[];
+export interface MessageBody extends ReplyBody {
   attachments: { id: number; filename: string; description?: string }[];
-  allowed_mentions: { parse: []; users?: string[] };
 }
 
 const EMBED_COLOR = 0x5865f2;
