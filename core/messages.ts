@@ -89,7 +89,6 @@ export const text = {
   resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',
-  resultsExpired: 'The images were made but expired before they could be posted. Your quota was refunded.',
   quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
     [
       `**Today:** ${o.usedToday} of ${o.limit} images used, ${Math.max(o.limit - o.usedToday, 0)} left.`,

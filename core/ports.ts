@@ -151,6 +151,13 @@ export interface JobStore {
    * erased. Returns the job as it was, or null when it was delivered or given up meanwhile.
    */
   giveUpDelivery(jobId: string, error: string): Promise<StoredJob | null>;
+  /**
+   * A success whose images left Redis before it could be posted (Redis lost them, say, while
+   * Discord was failing): it becomes a failure as `expired`, so the member's images are refunded as
+   * the posted message says (the ledger keeps what ran). Returns the job as it is now, or null when
+   * it is not an undelivered success.
+   */
+  expireResult(jobId: string): Promise<StoredJob | null>;
   get(jobId: string): Promise<StoredJob | ForgottenJob | null>;
   /**
    * One page of the jobs whose delivery is not finished (unsettled, or settled and not yet posted

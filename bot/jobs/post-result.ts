@@ -9,7 +9,7 @@ import { failureBody } from './render.js';
 import { composeResult, type OutgoingMessage } from './result-files.js';
 
 export interface PostResultOptions {
-  store: Pick<JobStore, 'markDelivered' | 'releaseDelivery' | 'deferDelivery' | 'giveUpDelivery' | 'notePosted'>;
+  store: Pick<JobStore, 'markDelivered' | 'releaseDelivery' | 'deferDelivery' | 'giveUpDelivery' | 'notePosted' | 'expireResult'>;
   results: Pick<ResultStore, 'get' | 'getMany' | 'forget'>;
   outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult' | 'tokenAlive'>;
   log: Logger;
@@ -152,13 +152,20 @@ export class PostResult {
     this.marking = undefined;
   }
 
-  /** The message(s) a settled job is posted as: its result, or its failure (also when its images expired meanwhile). */
+  /**
+   * The message(s) a settled job is posted as: its result, or its failure (also when its images
+   * expired meanwhile: the success becomes a refunded failure before it is posted as one).
+   */
   private async compose(job: StoredJob, images: Buffer[] | null): Promise<OutgoingMessage[]> {
     if (job.status !== 'succeeded' || !job.result) {
       return [{ body: failureBody(job.request, job.errorCode ?? job.status, job.errorMessage), files: [] }];
     }
     const imgs = images ?? (await this.o.results.getMany(job.result.imageKeys));
-    if (imgs.some((b) => b === null)) return [{ body: failureBody(job.request, 'expired', null), files: [] }];
+    if (imgs.some((b) => b === null)) {
+      // Settled as a success, nothing left to show: the failure posted says the quota was refunded, so it is first.
+      await this.o.store.expireResult(job.id);
+      return [{ body: failureBody(job.request, 'expired', null), files: [] }];
+    }
     return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now, cpu: this.o.cpu });
   }
 }

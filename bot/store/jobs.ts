@@ -413,6 +413,27 @@ export class PgJobStore implements JobStore {
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
+  async expireResult(jobId: string): Promise<StoredJob | null> {
+    // One statement: the failure and the refund (core/settle.ts: an expiry gives the images back).
+    const rows = await this.rows<JobRow[]>(
+      'expire-result',
+      `WITH j AS (
+         UPDATE jobs SET status = 'failed'::job_status, error_code = 'expired', error_message = $2
+         WHERE id = $1::uuid AND status = 'succeeded' AND delivered_at IS NULL AND undeliverable_at IS NULL
+         RETURNING *
+       ),
+       u AS (
+         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'j.day', 'j.image_count')}
+         FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
+         RETURNING 1
+       )
+       SELECT ${JOB_COLUMNS} FROM j`,
+      jobId,
+      failureText.expired,
+    );
+    return rows[0] ? toStoredJob(rows[0]) : null;
+  }
+
   async get(jobId: string): Promise<StoredJob | ForgottenJob | null> {
     if (!/^[0-9a-f-]{36}$/i.test(jobId)) return null;
     const rows = await this.rows<JobRow[]>('get-job', `SELECT ${JOB_COLUMNS} FROM jobs j WHERE j.id = $1::uuid`, jobId);

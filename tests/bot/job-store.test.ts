@@ -132,6 +132,30 @@ describe('PgJobStore', () => {
     expect(await store.listUndelivered(null, 10)).toEqual([]);
   });
 
+  test('a success whose images expired before posting becomes a refunded failure once; the ledger stays; a delivered or failed job is left alone', async ({
+    db,
+  }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input({}, 2));
+    const other = await store.reserve(input({}, 1));
+    if (!r.ok || !other.ok) throw new Error('not admitted');
+    await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
+    await store.settle(other.jobId, { status: 'failed', code: 'rejected', message: 'no', attempts: [] });
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(2);
+    expect(await store.expireResult(r.jobId)).toMatchObject({ id: r.jobId, status: 'failed', errorCode: 'expired' });
+    expect(await store.expireResult(r.jobId)).toBeNull();
+    expect(await store.expireResult(other.jobId)).toBeNull();
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
+    expect((await db.prisma.costLedger.aggregate({ _sum: { costUsd: true } }))._sum.costUsd?.toString()).toBe('0.01');
+
+    const d = await store.reserve(input({}, 1));
+    if (!d.ok) throw new Error('not admitted');
+    await store.settle(d.jobId, { status: 'succeeded', result: result(1) });
+    await store.markDelivered([{ jobId: d.jobId, messageId: 'm1' }]);
+    expect(await store.expireResult(d.jobId)).toBeNull();
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(1);
+  });
+
   test('the sweep pages through open jobs oldest first by (created_at, id); delivered ones are not in it and lose their token', async ({
     db,
   }) => {

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { afterEach, expect } from 'vitest';
 import { DEFAULTS } from '../fakes/discord/ids.js';
 import { test } from '../setup/fixtures.js';
@@ -75,4 +76,49 @@ test('a channel that answers 403 to every post: the result is tried a bounded nu
   });
   expect(stdout).toContain('Results Discord refused');
   expect(stdout).toMatch(new RegExp(`${GENERAL}\\s+403 50013 Missing Permissions\\s+1`));
+});
+
+test('images lost from Redis while Discord was failing (a Redis restart, say): the retried post says the result expired and the quota was refunded, and it is', async ({
+  db,
+  redisPrefix,
+}) => {
+  sys = await System.start({
+    db,
+    redisPrefix,
+    botOverrides: { sweepIntervalMs: 200, deliveryRetry: { refusedTries: 5, failedTries: 5, firstWaitMs: 500, maxWaitMs: 500 } },
+  });
+  // Every edit of the reply fails until Discord recovers: the result's first post among them.
+  sys.discord.failNext({
+    method: 'PATCH',
+    pathPrefix: '/webhooks/',
+    status: 403,
+    count: 10_000,
+    body: { code: 50013, message: 'Missing Permissions' },
+  });
+  const i = await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 2 });
+  const job = await sys.discord.waitForAsync(async () => {
+    const j = await db.prisma.job.findFirst();
+    return j && j.status === 'succeeded' && j.deliveryAttempts >= 1 ? j : undefined;
+  }, 15_000);
+  expect((await db.prisma.memberUsage.findFirstOrThrow({ where: { userId: ALICE.id } })).images).toBe(1);
+
+  const redis = new Redis(sys.env.REDIS_URL!);
+  try {
+    const keys = await redis.keys(`${redisPrefix}:img:${job.id}:*`);
+    expect(keys.length).toBeGreaterThan(0);
+    await redis.del(...keys);
+  } finally {
+    redis.disconnect();
+  }
+  sys.discord.stopInjecting();
+
+  const msg = await sys.finalReply(i, 15_000);
+  expect(msg.attachments).toHaveLength(0);
+  expect(msg.content).toContain('the result expired before it could be posted. Your quota was refunded.');
+  for (let n = 0; n < 100 && (await db.prisma.job.findFirstOrThrow()).deliveredAt === null; n++)
+    await new Promise((r) => setTimeout(r, 50));
+  expect(await db.prisma.job.findFirstOrThrow()).toMatchObject({ status: 'failed', errorCode: 'expired', deliveredAt: expect.any(Date) });
+  expect((await db.prisma.memberUsage.findFirstOrThrow({ where: { userId: ALICE.id } })).images).toBe(0);
+  // The box's attempt stays booked: it ran.
+  expect(await db.prisma.costLedger.count({ where: { jobId: job.id } })).toBe(1);
 });

@@ -81,6 +81,11 @@ function setup(
     async notePosted(_id: string, messageId: string, extra: readonly string[]) {
       store.noted.push({ messageId, extra: [...extra] });
     },
+    expired: [] as string[],
+    async expireResult(id: string) {
+      store.expired.push(id);
+      return storedJob({ id, status: 'failed', errorCode: 'expired' });
+    },
   };
   const undeliverable: string[] = [];
   const results = {
@@ -180,11 +185,13 @@ describe('posting a settled job', () => {
     expect(calls.at(-1)).toBe('point reply-7 → m1');
   });
 
-  test('images gone from Redis by the time a restarted bot posts: the member is told they expired', async () => {
-    const { post, calls, bodies, job } = setup({ stored: [png, null] });
-    await post.post(job(), null);
+  test('images gone from Redis by the time a restarted bot posts: the success becomes a refunded failure first, and the member is told so', async () => {
+    const { post, calls, bodies, store, job } = setup({ stored: [png, null] });
+    const j = job();
+    await post.post(j, null);
+    expect(store.expired).toEqual([j.id]);
     expect(calls).toEqual(['send ']);
-    expect(bodies[0]).toContain('the result expired before it could be posted.');
+    expect(bodies[0]).toContain('the result expired before it could be posted. Your quota was refunded.');
   });
 
   test('a failure is posted as its reason, with nothing attached', async () => {

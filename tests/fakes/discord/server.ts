@@ -75,6 +75,8 @@ export interface FakeDiscord {
   failNext(opts: RequestMatcher & { status: number; body?: unknown }): void;
   /** The next `count` matching requests take effect at once but are answered `ms` later (a slow network). */
   slowNext(opts: RequestMatcher & { ms: number }): void;
+  /** Discord recovers: every rate limit and failure still pending from `rateLimitNext` and `failNext` is dropped. */
+  stopInjecting(): void;
   /** Last bulk-overwritten (or created) commands: global without `guildId`. */
   registeredCommands(guildId?: string): any[];
   /** Polls `fn` every 10 ms until truthy; rejects after `timeoutMs`. */
@@ -215,6 +217,10 @@ class FakeDiscordServer implements FakeDiscord {
       status: opts.status,
       body: opts.body,
     });
+  }
+
+  stopInjecting(): void {
+    this.state.injections.length = 0;
   }
 
   slowNext(opts: RequestMatcher & { ms: number }): void {
