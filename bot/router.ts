@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   type AutocompleteInteraction,
+  type ButtonInteraction,
   type Interaction,
   type MessageComponentInteraction,
   MessageFlags,
@@ -17,6 +18,22 @@ import type { Logger } from '../core/io/logger.js';
 import type { Metrics } from '../core/io/metrics.js';
 import { buttonText, text } from '../core/messages.js';
 import { awaitFirstAnswer, type PendingAnswer } from './first-answer.js';
+
+/**
+ * Whether the pressed button is one of its message's own: Discord sends the message, the client
+ * only the custom id, so a modified client could send a custom id of its own job from someone
+ * else's message (Delete acts on the message pressed). Buttons may sit in rows, containers or as a
+ * section's accessory.
+ */
+function onItsMessage(interaction: ButtonInteraction): boolean {
+  const wanted = interaction.customId;
+  const holds = (c: unknown): boolean => {
+    const x = c as { customId?: unknown; components?: unknown; accessory?: unknown } | null;
+    if (!x || typeof x !== 'object') return false;
+    return x.customId === wanted || (Array.isArray(x.components) && x.components.some(holds)) || holds(x.accessory);
+  };
+  return interaction.message.components.some(holds);
+}
 
 /** What the router builds each interaction's context from: the handlers' services, the bot's logger and metrics. */
 export interface RouterDeps {
@@ -142,6 +159,12 @@ export function createRouter(deps: RouterDeps): (interaction: Interaction) => Pr
         input: command.prepare ? command.prepare(interaction, ctx) : undefined,
       }));
     } else if (interaction.isButton()) {
+      if (!onItsMessage(interaction)) {
+        await run(interaction, bindings, () => {
+          throw new UserError('stale_button', buttonText.stale);
+        });
+        return;
+      }
       const confirm = decodeConfirmId(interaction.customId);
       if (confirm) {
         await run(interaction, { ...bindings, button: confirm }, () => ({ handler: CONFIRMATIONS[confirm], input: undefined as never }));

@@ -71,6 +71,21 @@ describe('buttons', () => {
     expect(sys.discord.messages.get(result.id)!.deleted).toBe(true);
   });
 
+  test("a custom id that is not on the pressed message is refused: a member cannot delete someone else's result with a button of their own job", async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix });
+    const alices = await sys.finalReply(await sys.imagine({ prompt: 'alice’s', steps: 2 }));
+    const bobs = await sys.finalReply(await sys.imagine({ prompt: 'bob’s', steps: 2, user: BOB }));
+    // Bob's own Delete, sent as if pressed on Alice's result (a modified client).
+    const forged = await sys.discord.buttonPress({ customId: buttonId(bobs, 'Delete'), messageId: alices.id, user: BOB });
+    expect((await forged.waitForCallback()).data?.flags & 64).toBe(64);
+    expect((await reply(sys, forged)).content).toContain('no longer valid');
+    expect(sys.discord.messages.get(alices.id)!.deleted).toBe(false);
+    expect(sys.discord.messages.get(bobs.id)!.deleted).toBe(false);
+  });
+
   test('buttons keep working after a bot restart: info answers privately, reroll makes a new image with a new seed', async ({
     db,
     redisPrefix,
