@@ -127,6 +127,8 @@ export function createOutbound(o: OutboundOptions): Outbound {
     board,
     cancel,
     async start() {
+      // Before the lifecycle's own listeners: a job another process moved is settled from where it is now.
+      o.spaces.followShared(o.events, (jobId) => lifecycle.requeued(jobId));
       lifecycle.listen(o.events);
       // The ETA needs durations from the first job on; a bot restart must not forget them.
       try {

@@ -55,7 +55,10 @@ export interface KeySpacesOptions {
  * is routed there or an open job of it is touched, and closed when idle: the reconcile sweep
  * touches every open job's space, so a space with open jobs stays open. Which space holds a job is
  * kept in Redis (`<prefix>:routes`, job id → guild id; absent = shared), so any bot process, and
- * one restarted, finds it.
+ * one restarted, finds it. Each process caches the answer; a job only ever moves from a guild's
+ * queue to the shared one, and any process may make that move, so a cached guild is checked
+ * again: when the shared queue's events name the job (followShared), or when BullMQ has no such job
+ * where the cache says (jobs.getJob). Shared answers need no check, so shared jobs cost nothing more.
  */
 export class KeySpaces {
   readonly shared: Space;
@@ -104,14 +107,41 @@ export class KeySpaces {
     return [...this.guilds.keys()];
   }
 
-  /** The space that holds a job. */
+  /** The space that holds a job, as this process last learnt it (see the class's note on moves). */
   async of(jobId: string): Promise<Space> {
-    let guildId = this.routes.get(jobId);
-    if (guildId === undefined) {
-      guildId = await this.o.redis.hget(this.routesKey, jobId);
-      this.routes.set(jobId, guildId);
-    }
+    const guildId = this.routes.get(jobId);
+    if (guildId === undefined) return this.reread(jobId);
     return guildId === null ? this.shared : this.guild(guildId);
+  }
+
+  /** The job's route as Redis holds it now, remembered. */
+  private async reread(jobId: string): Promise<Space> {
+    const guildId = await this.o.redis.hget(this.routesKey, jobId);
+    this.routes.set(jobId, guildId);
+    return guildId === null ? this.shared : this.guild(guildId);
+  }
+
+  /**
+   * Follows the shared queue's events for moves other bot processes made. The mover clears the
+   * route before it enqueues on the shared queue, so an event there of a job this process places
+   * in a guild's queue means it was moved: this process learns it before its lifecycle reads the
+   * event (subscribe first). `requeued` is told when that event is the job's arrival, so its reply
+   * shows its new place as the mover's would. Guild queues' events prove nothing of the kind (an
+   * old one may arrive after the move), so they are not read here.
+   */
+  followShared(events: QueueEventSource, requeued: (jobId: string) => void): void {
+    const heard = ({ jobId }: { jobId: string }): boolean => {
+      if (!this.routes.get(jobId)) return false;
+      this.routes.set(jobId, null);
+      return true;
+    };
+    events.on('waiting', (e) => {
+      if (heard(e)) requeued(e.jobId);
+    });
+    events.on('active', heard);
+    events.on('progress', heard);
+    events.on('completed', heard);
+    events.on('failed', heard);
   }
 
   /** Records where a job is queued now (before it is added there, so its events find it). */
@@ -163,7 +193,14 @@ export class KeySpaces {
 
   /** BullMQ's view of a job in whichever queue holds it (JobStates, and cancel's view). */
   readonly jobs = {
-    getJob: async (jobId: string) => (await (await this.of(jobId)).queue.getJob(jobId)) ?? undefined,
+    getJob: async (jobId: string) => {
+      const s = await this.of(jobId);
+      const job = await s.queue.getJob(jobId);
+      if (job) return job;
+      // Not where this process thought: another process may have moved it (or routed it after this one read its route).
+      const now = await this.reread(jobId);
+      return now === s ? undefined : ((await now.queue.getJob(jobId)) ?? undefined);
+    },
     remove: async (jobId: string) => {
       const s = await this.of(jobId);
       await s.queue.remove(jobId);
@@ -199,9 +236,9 @@ export class KeySpaces {
   };
 
   /**
-   * The result keys of a job in the space this process knows holds it (its route, set at admission
-   * or read by the sweep; the shared space otherwise), for the checks that a worker's result and
-   * preview name only that job's own keys there.
+   * The result keys of a job in the space this process knows holds it (its route, set at admission,
+   * read by the sweep or learnt from the shared queue's events; the shared space otherwise), for the
+   * checks that a worker's result and preview name only that job's own keys there.
    */
   resultsOf(jobId: string): ResultStore {
     const guildId = this.routes.get(jobId);
