@@ -142,6 +142,17 @@ export class KeySpaces {
     events.on('progress', heard);
     events.on('completed', heard);
     events.on('failed', heard);
+    // Gone from the shared queue means settled or cancelled (nothing moves back to a guild): every
+    // process forgets the route it may have read (the sweep reads every open job's), not only the
+    // one that removed it, so the cache does not grow with every job the bot ever saw.
+    events.on('removed', ({ jobId }) => {
+      this.routes.delete(jobId);
+    });
+  }
+
+  /** How many jobs' routes this process remembers (bounded by the jobs still open, see followShared). */
+  get rememberedRoutes(): number {
+    return this.routes.size;
   }
 
   /** Records where a job is queued now (before it is added there, so its events find it). */

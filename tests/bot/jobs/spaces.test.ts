@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterEach, expect } from 'vitest';
+import { afterEach, expect, vi } from 'vitest';
 import { createCancel } from '../../../bot/jobs/cancel.js';
 import { Handoff } from '../../../bot/jobs/handoff.js';
 import { JobLifecycle } from '../../../bot/jobs/lifecycle.js';
@@ -7,7 +8,7 @@ import { QueueBoard } from '../../../bot/jobs/queue-board.js';
 import { KeySpaces } from '../../../bot/jobs/spaces.js';
 import { PgJobStore } from '../../../bot/store/jobs.js';
 import { parseImagineOptions, toJobPayload } from '../../../core/generation.js';
-import { createGenerateQueue } from '../../../core/io/queue.js';
+import { createGenerateQueue, GENERATE_QUEUE, QueueEvents } from '../../../core/io/queue.js';
 import { QueuePositions } from '../../../core/io/queue-position.js';
 import { ResultStore } from '../../../core/io/results.js';
 import type { ReserveInput } from '../../../core/ports.js';
@@ -125,4 +126,27 @@ test('Cancel through the process following a job that another bot process moved 
   expect(job.status).toBe('cancelled');
   const usage = (await db.pool.query(`SELECT images, in_flight FROM member_usage`)).rows[0];
   expect([usage.images, usage.in_flight]).toEqual([0, 0]);
+});
+
+test("a job another bot process settled leaves no route in this one's memory, though its sweep had read it", async ({ redisPrefix }) => {
+  const redis = new Redis(REDIS_URL);
+  const eventsConnection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  closers.push(
+    () => redis.quit(),
+    () => eventsConnection.quit(),
+  );
+  const a = processSpaces(redis, redisPrefix);
+  const b = processSpaces(redis, redisPrefix);
+  const events = new QueueEvents(GENERATE_QUEUE, { connection: eventsConnection, prefix: redisPrefix });
+  closers.push(() => events.close());
+  b.followShared(events, () => undefined);
+  await events.waitUntilReady();
+  const payload = toJobPayload({ jobId: randomUUID(), guildId: GUILD, request: REQUEST }, { budgetLeftUsd: 5, nsfwAllowed: false });
+  await a.addShared(payload, 0, { fresh: true });
+  await b.of(payload.jobId);
+  expect(b.rememberedRoutes).toBe(1);
+  // A settles it and lets go of its queue entry.
+  await a.jobs.remove(payload.jobId);
+  expect(a.rememberedRoutes).toBe(0);
+  await vi.waitFor(() => expect(b.rememberedRoutes).toBe(0), { timeout: 5000 });
 });
