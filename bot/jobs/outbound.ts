@@ -95,6 +95,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     log: o.log,
     now: o.now,
     ownsGuild: o.ownsGuild,
+    cancelFlag: (id) => o.spaces.cancelFlagOf(id),
     editIntervalMs: o.editIntervalMs,
     tokenLifetimeMs,
   });
