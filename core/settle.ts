@@ -45,8 +45,31 @@ export function failedOutcome(failure: JobFailure | null): SettleOutcome {
   };
 }
 
-/** A job taken out of the queue before any worker started it. */
-export const CANCELLED_IN_QUEUE: SettleOutcome = { status: 'cancelled', attempts: [] };
+/**
+ * What a job's earlier tries left in Redis (core/io/results.ts): the worker's failure record, and
+ * the attempts of a paid result one of them kept for the next try.
+ */
+export interface EarlierTries {
+  failure: JobFailure | null;
+  keptAttempts: Attempt[] | null;
+}
+
+/**
+ * Rule: what a job no worker holds has billed so far. A kept paid result lists every attempt up to
+ * it, those of the failure record it started from included, so it is taken alone (booked once).
+ */
+function attemptsSoFar(t: EarlierTries): Attempt[] {
+  return t.keptAttempts ?? t.failure?.attempts ?? [];
+}
+
+/**
+ * A job cancelled while no worker holds it: still queued, a retry waiting out its backoff, handed
+ * back by a stopping worker, or failed for good but not yet settled. Refunded; whatever earlier
+ * tries billed stays booked.
+ */
+export function cancelledUnheld(t: EarlierTries): SettleOutcome {
+  return { status: 'cancelled', attempts: attemptsSoFar(t) };
+}
 
 /**
  * A job still queued or running in Postgres past the sweep's window, which BullMQ no longer runs

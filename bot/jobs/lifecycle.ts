@@ -230,15 +230,16 @@ export class JobLifecycle {
   }
 
   /**
-   * Settles a job now (a cancel before any worker took it) and posts what it became, after the
-   * edits already started on its reply.
+   * Settles a job now (a cancel while no worker holds it) and posts what it became, after the
+   * edits already started on its reply. false: another outcome was recorded first, and stands.
    */
-  async settle(jobId: string, outcome: SettleOutcome): Promise<void> {
+  async settle(jobId: string, outcome: SettleOutcome): Promise<boolean> {
     const settled = await this.settleHere(jobId, outcome);
-    if (!settled) return;
+    if (!settled) return false;
     const e = this.followed.get(jobId);
     if (e) await e.live.inOrder(() => this.deliver(settled, null), 'delivery failed');
     else await this.deliver(settled, null);
+    return true;
   }
 
   /** Posts a settled job this process has claimed (the sweep's path after a restart). */

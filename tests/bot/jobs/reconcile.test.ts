@@ -57,8 +57,10 @@ function setup(
       isFollowing: (jobId) => following.has(jobId),
       replyIdOf: (jobId) => (jobId === id(9) ? 'reply-9' : undefined),
       finishedUnheard: (jobId, state) => void log.push(`settle ${jobId} ${state}`),
-      settle: async (jobId, outcome) =>
-        void log.push(`settle ${jobId} ${outcome.status}${outcome.status === 'failed' ? ` ${outcome.code}` : ''}`),
+      settle: async (jobId, outcome) => {
+        log.push(`settle ${jobId} ${outcome.status}${outcome.status === 'failed' ? ` ${outcome.code}` : ''}`);
+        return true;
+      },
     },
     log: silent,
     now: () => Date.now(),
