@@ -73,9 +73,12 @@ export function cancelledUnheld(t: EarlierTries): SettleOutcome {
 
 /**
  * A job still queued or running in Postgres past the sweep's window, which BullMQ no longer runs
- * (a bot or the queue offline for days): it ends as failed and refunded rather than running again.
+ * (a bot or the queue offline for days): it ends as failed and refunded rather than running again,
+ * what earlier tries billed still booked.
  */
-export const ABANDONED: SettleOutcome = { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: [] };
+export function abandoned(t: EarlierTries): SettleOutcome {
+  return { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: attemptsSoFar(t) };
+}
 
 /** A job admitted before its input images were fetched, whose images were refused: nothing ran. */
 export function inputRejected(message: string): SettleOutcome {

@@ -114,6 +114,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     queue: o.spaces.jobs,
     positions: o.spaces.positions,
     lifecycle,
+    earlierTries: (jobId) => o.spaces.earlierTriesOf(jobId),
     log: o.log,
     now: o.now,
     sweepIntervalMs: o.sweepIntervalMs,

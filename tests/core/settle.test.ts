@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { parseJobResult } from '../../core/generation.js';
 import { failureText } from '../../core/messages.js';
-import { cancelledUnheld, completedOutcome, failedOutcome, failureIsFinal, settlement } from '../../core/settle.js';
+import { abandoned, cancelledUnheld, completedOutcome, failedOutcome, failureIsFinal, settlement } from '../../core/settle.js';
 import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 
 const result = {
@@ -45,7 +45,7 @@ describe('the settle policy', () => {
     expect(settlement(completedOutcome(parseJobResult(result), true, true))).toMatchObject({ refund: true, costUsd: 0.5, result: null });
   });
 
-  test('a job cancelled between tries keeps what its earlier tries billed: the failure record’s attempts, or a kept paid result’s', () => {
+  test('a job cancelled or given up between tries keeps what its earlier tries billed: the failure record’s attempts, or a kept paid result’s', () => {
     const billed = [{ backend: 'replicate', outcome: 'failed' as const, seconds: 4, costUsd: 0.02 }];
     const paid = [...billed, { backend: 'replicate', outcome: 'succeeded' as const, seconds: 3, costUsd: 0.015 }];
     const failure = { code: 'all_backends_failed' as const, message: 'x', attempts: billed };
@@ -53,6 +53,12 @@ describe('the settle policy', () => {
     expect(cancelledUnheld({ failure, keptAttempts: null })).toEqual({ status: 'cancelled', attempts: billed });
     // A kept paid result lists every attempt up to it, the earlier failure's included: booked once.
     expect(cancelledUnheld({ failure, keptAttempts: paid })).toEqual({ status: 'cancelled', attempts: paid });
+    expect(abandoned({ failure, keptAttempts: null })).toEqual({
+      status: 'failed',
+      code: 'abandoned',
+      message: failureText.abandoned,
+      attempts: billed,
+    });
   });
 
   test('a failed attempt settles nothing while BullMQ has a retry left; a job in the failed set or gone does', () => {
