@@ -111,8 +111,11 @@ export interface InputService {
 export interface JobDesk {
   /** A job as stored; a forgotten one (/forget, retention) without its prompt, parameters or message ids. */
   get(jobId: string): Promise<StoredJob | ForgottenJob | null>;
-  /** `cancelled` when it had not started (refunded), `cancelling` when a worker is interrupting it. */
-  cancel(jobId: string): Promise<'cancelled' | 'cancelling'>;
+  /**
+   * `cancelled` when no worker held it (refunded), `cancelling` when a worker is interrupting it,
+   * `finished` when its own outcome was recorded first and stands.
+   */
+  cancel(jobId: string): Promise<'cancelled' | 'cancelling' | 'finished'>;
   /** Places in the queue (1 = next) of the jobs that wait; absent for the others. */
   positionsOf(jobIds: readonly string[]): Promise<Map<string, number>>;
   /** What /quota shows a member. */

@@ -13,11 +13,13 @@ export type SettleOutcome =
   | { status: 'cancelled'; attempts: Attempt[] };
 
 /**
- * A job the worker completed: a result that does not parse fails as malformed, one whose images
- * left Redis before they could be fetched fails as expired (its attempts still booked), else it
- * succeeded.
+ * A job the worker completed: one the member cancelled before it was settled is cancelled
+ * (refunded, nothing posted: they were told so), its attempts still booked; a result that does not
+ * parse fails as malformed; one whose images left Redis before they could be fetched fails as
+ * expired (its attempts still booked); else it succeeded.
  */
-export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean): SettleOutcome {
+export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean, cancelled: boolean): SettleOutcome {
+  if (cancelled) return { status: 'cancelled', attempts: parsed.success ? parsed.data.attempts : [] };
   if (!parsed.success) return { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload, attempts: [] };
   if (!imagesPresent) return { status: 'failed', code: 'expired', message: failureText.expired, attempts: parsed.data.attempts };
   return { status: 'succeeded', result: parsed.data };
@@ -43,14 +45,40 @@ export function failedOutcome(failure: JobFailure | null): SettleOutcome {
   };
 }
 
-/** A job taken out of the queue before any worker started it. */
-export const CANCELLED_IN_QUEUE: SettleOutcome = { status: 'cancelled', attempts: [] };
+/**
+ * What a job's earlier tries left in Redis (core/io/results.ts): the worker's failure record, and
+ * the attempts of a paid result one of them kept for the next try.
+ */
+export interface EarlierTries {
+  failure: JobFailure | null;
+  keptAttempts: Attempt[] | null;
+}
+
+/**
+ * Rule: what a job no worker holds has billed so far. A kept paid result lists every attempt up to
+ * it, those of the failure record it started from included, so it is taken alone (booked once).
+ */
+function attemptsSoFar(t: EarlierTries): Attempt[] {
+  return t.keptAttempts ?? t.failure?.attempts ?? [];
+}
+
+/**
+ * A job cancelled while no worker holds it: still queued, a retry waiting out its backoff, handed
+ * back by a stopping worker, or failed for good but not yet settled. Refunded; whatever earlier
+ * tries billed stays booked.
+ */
+export function cancelledUnheld(t: EarlierTries): SettleOutcome {
+  return { status: 'cancelled', attempts: attemptsSoFar(t) };
+}
 
 /**
  * A job still queued or running in Postgres past the sweep's window, which BullMQ no longer runs
- * (a bot or the queue offline for days): it ends as failed and refunded rather than running again.
+ * (a bot or the queue offline for days): it ends as failed and refunded rather than running again,
+ * what earlier tries billed still booked.
  */
-export const ABANDONED: SettleOutcome = { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: [] };
+export function abandoned(t: EarlierTries): SettleOutcome {
+  return { status: 'failed', code: 'abandoned', message: failureText.abandoned, attempts: attemptsSoFar(t) };
+}
 
 /** A job admitted before its input images were fetched, whose images were refused: nothing ran. */
 export function inputRejected(message: string): SettleOutcome {

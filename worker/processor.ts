@@ -112,7 +112,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const log = deps.log.child({ jobId: payload.jobId, attempt: job.attemptsMade + 1 });
     const started = performance.now();
     const controller = new AbortController();
-    const onShutdown = () => controller.abort(new Error('worker shutting down'));
+    const shuttingDown = new Error('worker shutting down');
+    const onShutdown = () => controller.abort(shuttingDown);
     deps.shutdown?.addEventListener('abort', onShutdown, { once: true });
     // Registered before the cancel flag is read, so a cancel arriving in between is not missed.
     deps.running?.set(payload.jobId, controller);
@@ -182,6 +183,15 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     /** Attempts up to a paid result already made: whatever of ours fails after it, they are what the job is booked for. */
     let paidAttempts: Attempt[] | undefined;
+    /**
+     * After the backend returned, a member's cancel (not a shutdown, which lets the job finish) still
+     * ends the job as cancelled with every attempt (`all`, earlier tries' included): the member was
+     * told it would be, and a result returned now would be charged and posted. A cancel landing after
+     * the last check is caught by the bot, which reads the cancel flag with the result's images.
+     */
+    const stopIfCancelled = (all: Attempt[]) => {
+      if (controller.signal.aborted && controller.signal.reason !== shuttingDown) throw new ChainError('cancelled', all, false);
+    };
     try {
       // One command before the backend is called: earlier tries' failure, a kept paid result, the cancel flag.
       const start = await deps.results.jobStart(payload.jobId, deps.cancelFlag ? [deps.cancelFlag(payload.jobId)] : []);
@@ -216,10 +226,12 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           );
         }
       }
+      stopIfCancelled(all);
       // Inpaint: back to the original size, every pixel outside the mask exactly the original's.
       const paste = inputs.paste;
       const images = paste ? await Promise.all(raw.map((img) => cpu.run('pasteBack', paste.original, paste.maskFull, img))) : raw;
       await screen(deps, payload, images, all, log);
+      stopIfCancelled(all);
       const keys = images.map((_, i) => deps.results.imageKey(payload.jobId, i));
       const entries: (readonly [string, Buffer])[] = keys.map((k, i) => [k, images[i]!] as const);
       const gridKey = images.length > 1 ? deps.results.gridKey(payload.jobId) : undefined;
@@ -239,6 +251,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         ...(output.sampler ? { sampler: output.sampler.slice(0, 100) } : {}),
         ...(route ? { route: { reason: route.reason, backend: route.backend } } : {}),
       };
+      stopIfCancelled(all);
       if (payload.request.inputKeys)
         await deps.results.forgetInputs(Object.values(payload.request.inputKeys).filter((k): k is string => typeof k === 'string'));
       log.info({ backend: backendId, ms: Math.round(result.runMs), cost: result.costUsd }, 'job generated');
@@ -255,8 +268,9 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         }
         throw err;
       }
-      const attempts =
-        err.code === 'unsafe' && err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
+      // The chain's own errors carry this try's attempts, none succeeded; ours after it returned (the
+      // classifier, a cancel) carry the whole list, its success included.
+      const attempts = err.attempts.some((a) => a.outcome === 'succeeded') ? err.attempts : [...earlier, ...err.attempts];
       if (deps.shutdown?.aborted && err.code === 'cancelled' && token) {
         // Handed back on shutdown: straight back to the queue, no attempt used, no stall wait.
         await deps.results.putFailure(payload.jobId, { code: 'all_backends_failed', message: 'handed back', attempts });

@@ -48,6 +48,8 @@ export interface LifecycleOptions {
   handBack?: (jobId: string) => Promise<void>;
   /** Books an outcome where the job ran (a guild's own box: at the guild's price, nothing to the operator). */
   price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
+  /** The key of the job's cancel flag in the space that holds it (core/io/cancel.ts cancelFlagKey), read with its images. */
+  cancelFlag: (jobId: string) => Promise<string>;
 }
 
 /**
@@ -228,15 +230,16 @@ export class JobLifecycle {
   }
 
   /**
-   * Settles a job now (a cancel before any worker took it) and posts what it became, after the
-   * edits already started on its reply.
+   * Settles a job now (a cancel while no worker holds it) and posts what it became, after the
+   * edits already started on its reply. false: another outcome was recorded first, and stands.
    */
-  async settle(jobId: string, outcome: SettleOutcome): Promise<void> {
+  async settle(jobId: string, outcome: SettleOutcome): Promise<boolean> {
     const settled = await this.settleHere(jobId, outcome);
-    if (!settled) return;
+    if (!settled) return false;
     const e = this.followed.get(jobId);
     if (e) await e.live.inOrder(() => this.deliver(settled, null), 'delivery failed');
     else await this.deliver(settled, null);
+    return true;
   }
 
   /** Posts a settled job this process has claimed (the sweep's path after a restart). */
@@ -274,12 +277,20 @@ export class JobLifecycle {
 
   private async complete(jobId: string, parsed: ParsedJobResult): Promise<void> {
     if (!parsed.success) this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
-    const images = parsed.success ? await this.o.results.getMany(parsed.data.imageKeys) : [];
+    // The cancel flag in the same command as the images: a member who pressed Cancel before the
+    // job is settled was told it would be refunded. A flag set after this read belongs to a cancel
+    // that then looks at the job again, finds it finished and settles it itself (bot/jobs/cancel.ts)
+    // through the same status-guarded statement as below: whichever lands first stands, and the
+    // member is told which.
+    const read = parsed.success ? await this.o.results.getMany([...parsed.data.imageKeys, await this.o.cancelFlag(jobId)]) : [];
+    const images = read.slice(0, -1);
+    const cancelled = read.at(-1) != null;
     const settled = await this.settleHere(
       jobId,
       completedOutcome(
         parsed,
         images.every((b) => b !== null),
+        cancelled,
       ),
     );
     if (settled) await this.deliver(settled, settled.status === 'succeeded' ? (images as Buffer[]) : null);

@@ -8,7 +8,7 @@ import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
 import type { JobStore, StoredJob } from '../../core/ports.js';
 import type { SettleOutcome } from '../../core/settle.js';
-import { createCancel } from './cancel.js';
+import { type CancelAnswer, createCancel } from './cancel.js';
 import { Handoff } from './handoff.js';
 import { JobLifecycle, type QueueEventSource } from './lifecycle.js';
 import { Outbox } from './outbox.js';
@@ -54,7 +54,7 @@ export interface OutboundOptions {
 export interface Outbound {
   lifecycle: JobLifecycle;
   board: QueueBoard;
-  cancel: (jobId: string) => Promise<'cancelled' | 'cancelling'>;
+  cancel: (jobId: string) => Promise<CancelAnswer>;
   /** Subscribes to the queue's events, then reconciles whatever happened while no bot was listening. */
   start(): Promise<void>;
   /** Stops sweeping, refreshing and editing; waits for deliveries under way. */
@@ -95,6 +95,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     log: o.log,
     now: o.now,
     ownsGuild: o.ownsGuild,
+    cancelFlag: (id) => o.spaces.cancelFlagOf(id),
     editIntervalMs: o.editIntervalMs,
     tokenLifetimeMs,
   });
@@ -113,6 +114,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     queue: o.spaces.jobs,
     positions: o.spaces.positions,
     lifecycle,
+    earlierTries: (jobId) => o.spaces.earlierTriesOf(jobId),
     log: o.log,
     now: o.now,
     sweepIntervalMs: o.sweepIntervalMs,
@@ -121,6 +123,7 @@ export function createOutbound(o: OutboundOptions): Outbound {
     queue: o.spaces.jobs,
     settle: (jobId, outcome) => lifecycle.settle(jobId, outcome),
     requestCancel: async (jobId) => requestCancel(o.redis, (await o.spaces.of(jobId)).prefix, jobId),
+    earlierTries: (jobId) => o.spaces.earlierTriesOf(jobId),
   });
   return {
     lifecycle,

@@ -3,7 +3,7 @@ import type { Logger } from '../../core/io/logger.js';
 import { enqueueJob, type GenerateQueue } from '../../core/io/queue.js';
 import type { JobPlace } from '../../core/io/queue-position.js';
 import type { JobStore, StoredJob, SweepCursor } from '../../core/ports.js';
-import { ABANDONED, type SettleOutcome } from '../../core/settle.js';
+import { abandoned, type EarlierTries } from '../../core/settle.js';
 import type { JobLifecycle } from './lifecycle.js';
 import type { PositionReader } from './queue-board.js';
 
@@ -21,6 +21,8 @@ export interface ReconcileOptions {
   queue: Pick<GenerateQueue, 'getJob' | 'add'>;
   positions: PositionReader;
   lifecycle: Pick<JobLifecycle, 'deliver' | 'follow' | 'isFollowing' | 'replyIdOf' | 'finishedUnheard' | 'settle'>;
+  /** What a job's earlier tries billed (ResultStore.earlierTries, in the space that holds it): booked when it is given up. */
+  earlierTries: (jobId: string) => Promise<EarlierTries>;
   log: Logger;
   now: () => number;
   /** How often undelivered jobs are reconciled against BullMQ (missed events, restarts); default 10 s. */
@@ -154,7 +156,7 @@ export class Reconciler {
     }
   }
 
-  /** Past the window: out of the queue if it still waits there, then settled as failed and refunded. */
+  /** Past the window: out of the queue if it still waits there, then settled as failed and refunded, what it billed booked. */
   private async abandon(job: StoredJob, queued: boolean): Promise<void> {
     if (queued) {
       const bull = await this.o.queue.getJob(job.id);
@@ -172,7 +174,6 @@ export class Reconciler {
       { jobId: job.id, ageMs: this.o.now() - job.createdAt.getTime() },
       'gave up a job left unfinished past the sweep window',
     );
-    const outcome: SettleOutcome = ABANDONED;
-    await this.o.lifecycle.settle(job.id, outcome);
+    await this.o.lifecycle.settle(job.id, abandoned(await this.o.earlierTries(job.id)));
   }
 }

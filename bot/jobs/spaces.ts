@@ -3,6 +3,7 @@ import { guildSpace } from '../../core/config.js';
 import type { JobFailure } from '../../core/failures.js';
 import type { JobPayload } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
+import { cancelFlagKey } from '../../core/io/cancel.js';
 import { takeSharedTurn } from '../../core/io/fair-share.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { Metrics } from '../../core/io/metrics.js';
@@ -11,6 +12,7 @@ import { QueuePositions, type QueueSnapshot } from '../../core/io/queue-position
 import { ResultStore } from '../../core/io/results.js';
 import { memberPart, queuePriority, sharedQueuePriority } from '../../core/quota.js';
 import { onlineOwnBoxes, sharedBoxesAllowed } from '../../core/routing.js';
+import type { EarlierTries } from '../../core/settle.js';
 import type { QueueEventSource } from './lifecycle.js';
 import type { PositionReader } from './queue-board.js';
 
@@ -260,6 +262,16 @@ export class KeySpaces {
   /** The failure record a worker left for a job, in the space that ran it. */
   async failureOf(jobId: string): Promise<JobFailure | null> {
     return (await this.of(jobId)).results.getFailure(jobId);
+  }
+
+  /** What a job's earlier tries billed (failure record, kept paid result), in the space that holds it. */
+  async earlierTriesOf(jobId: string): Promise<EarlierTries> {
+    return (await this.of(jobId)).results.earlierTries(jobId);
+  }
+
+  /** The key of a job's cancel flag, in the space that holds it (where the cancel sets it). */
+  async cancelFlagOf(jobId: string): Promise<string> {
+    return cancelFlagKey((await this.of(jobId)).prefix, jobId);
   }
 
   /** Closes guild spaces nobody touched for idleMs. */

@@ -14,9 +14,8 @@ export const cancel = {
       return;
     }
     const outcome = await ctx.jobs.cancel(job.id);
-    await interaction.editReply({
-      content: outcome === 'cancelled' ? buttonText.cancelled : buttonText.cancelling,
-      allowedMentions: NO_MENTIONS,
-    });
+    // Too late: the job's own outcome (charged or refunded) was recorded first and is what it shows.
+    const content = { cancelled: buttonText.cancelled, cancelling: buttonText.cancelling, finished: buttonText.alreadyFinished }[outcome];
+    await interaction.editReply({ content, allowedMentions: NO_MENTIONS });
   },
 } satisfies ButtonHandler<undefined>;

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { type JobFailure, jobFailureSchema } from '../failures.js';
 import { attemptSchema, LIMITS, modelLineageSchema } from '../generation.js';
+import type { EarlierTries } from '../settle.js';
 
 /**
  * A paid result kept under its job before our own post-processing (paste-back, classifier, grid,
@@ -91,14 +92,28 @@ export class ResultStore {
     };
   }
 
+  /**
+   * What earlier tries of a job billed, in one command (MGET): its failure record and the attempts
+   * of a paid result one of them kept (its images are not read). For a settle no worker makes.
+   */
+  async earlierTries(jobId: string): Promise<EarlierTries> {
+    const [failure, kept] = await this.redis.mget(this.failureKey(jobId), this.keptKey(jobId));
+    return { failure: this.failureFrom(failure ?? null), keptAttempts: this.keptMeta(kept ?? null)?.attempts ?? null };
+  }
+
   /** The paid result an earlier try of this job kept, if it is whole. */
   private async keptFrom(jobId: string, raw: string | null): Promise<{ kept: KeptPaid; images: Buffer[] } | null> {
+    const kept = this.keptMeta(raw);
+    if (!kept) return null;
+    const images = await this.getMany(Array.from({ length: kept.images }, (_, i) => this.keptKey(jobId, i)));
+    if (images.some((b) => b === null)) return null;
+    return { kept, images: images as Buffer[] };
+  }
+
+  private keptMeta(raw: string | null): KeptPaid | null {
     if (raw === null) return null;
     const parsed = keptPaidSchema.safeParse(JSON.parse(raw));
-    if (!parsed.success) return null;
-    const images = await this.getMany(Array.from({ length: parsed.data.images }, (_, i) => this.keptKey(jobId, i)));
-    if (images.some((b) => b === null)) return null;
-    return { kept: parsed.data, images: images as Buffer[] };
+    return parsed.success ? parsed.data : null;
   }
 
   async put(key: string, bytes: Buffer): Promise<void> {

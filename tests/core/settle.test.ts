@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { parseJobResult } from '../../core/generation.js';
 import { failureText } from '../../core/messages.js';
-import { completedOutcome, failedOutcome, failureIsFinal, settlement } from '../../core/settle.js';
+import { abandoned, cancelledUnheld, completedOutcome, failedOutcome, failureIsFinal, settlement } from '../../core/settle.js';
 import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 
 const result = {
@@ -17,17 +17,17 @@ const result = {
 
 describe('the settle policy', () => {
   test('a completed job whose result does not parse fails as malformed, and books nothing', () => {
-    expect(completedOutcome(parseJobResult('{"not":"a result"}'), true)).toEqual({
+    expect(completedOutcome(parseJobResult('{"not":"a result"}'), true, false)).toEqual({
       status: 'failed',
       code: 'invalid_payload',
       message: failureText.invalid_payload,
       attempts: [],
     });
-    expect(completedOutcome(parseJobResult('not json'), true)).toMatchObject({ code: 'invalid_payload' });
+    expect(completedOutcome(parseJobResult('not json'), true, false)).toMatchObject({ code: 'invalid_payload' });
   });
 
   test('a completed job whose images left Redis fails as expired, its attempts still booked', () => {
-    expect(completedOutcome(parseJobResult(JSON.stringify(result)), false)).toMatchObject({
+    expect(completedOutcome(parseJobResult(JSON.stringify(result)), false, false)).toMatchObject({
       status: 'failed',
       code: 'expired',
       attempts: result.attempts,
@@ -35,7 +35,30 @@ describe('the settle policy', () => {
   });
 
   test('a completed job with its images succeeds with its result', () => {
-    expect(completedOutcome(parseJobResult(result), true)).toEqual({ status: 'succeeded', result });
+    expect(completedOutcome(parseJobResult(result), true, false)).toEqual({ status: 'succeeded', result });
+  });
+
+  test('a completed job the member cancelled before it was settled is cancelled (refunded, nothing posted), its attempts still booked', () => {
+    expect(completedOutcome(parseJobResult(result), true, true)).toEqual({ status: 'cancelled', attempts: result.attempts });
+    expect(completedOutcome(parseJobResult(result), false, true)).toEqual({ status: 'cancelled', attempts: result.attempts });
+    expect(completedOutcome(parseJobResult('not json'), true, true)).toEqual({ status: 'cancelled', attempts: [] });
+    expect(settlement(completedOutcome(parseJobResult(result), true, true))).toMatchObject({ refund: true, costUsd: 0.5, result: null });
+  });
+
+  test('a job cancelled or given up between tries keeps what its earlier tries billed: the failure record’s attempts, or a kept paid result’s', () => {
+    const billed = [{ backend: 'replicate', outcome: 'failed' as const, seconds: 4, costUsd: 0.02 }];
+    const paid = [...billed, { backend: 'replicate', outcome: 'succeeded' as const, seconds: 3, costUsd: 0.015 }];
+    const failure = { code: 'all_backends_failed' as const, message: 'x', attempts: billed };
+    expect(cancelledUnheld({ failure: null, keptAttempts: null })).toEqual({ status: 'cancelled', attempts: [] });
+    expect(cancelledUnheld({ failure, keptAttempts: null })).toEqual({ status: 'cancelled', attempts: billed });
+    // A kept paid result lists every attempt up to it, the earlier failure's included: booked once.
+    expect(cancelledUnheld({ failure, keptAttempts: paid })).toEqual({ status: 'cancelled', attempts: paid });
+    expect(abandoned({ failure, keptAttempts: null })).toEqual({
+      status: 'failed',
+      code: 'abandoned',
+      message: failureText.abandoned,
+      attempts: billed,
+    });
   });
 
   test('a failed attempt settles nothing while BullMQ has a retry left; a job in the failed set or gone does', () => {

@@ -204,3 +204,73 @@ describe('processor: a paid result is paid for once', () => {
     expect((await results.getMany(result.imageKeys)).every((b) => b !== null)).toBe(true);
   });
 });
+
+describe('processor: a cancel after the backend returned', () => {
+  /** A job on the fake box whose output is screened; `during` runs while the image is checked or stored. */
+  async function screened(
+    prefix: string,
+    during: { check?: (abort: () => void) => void; store?: (abort: () => void) => void },
+    shutdown?: AbortSignal,
+  ) {
+    const { backend } = await a1111();
+    const running = new Map<string, AbortController>();
+    const jobId = crypto.randomUUID();
+    // What worker/main.ts does when a member's cancel is published.
+    const abort = () => running.get(jobId)?.abort(new Error('cancelled by the member'));
+    class StoreWatched extends ResultStore {
+      override async putMany(entries: readonly (readonly [string, Buffer])[]): Promise<void> {
+        await super.putMany(entries);
+        during.store?.(abort);
+      }
+    }
+    const results = new StoreWatched(redis, prefix, 60);
+    const classifier = {
+      backend: 'fixed',
+      classify: async () => {
+        during.check?.(abort);
+        return { nsfwScore: 0.01, top: 'Neutral', scores: { Neutral: 0.99 } };
+      },
+    };
+    const process = createProcessor({
+      chain: new BackendChain({ backends: [backend], log, price: () => 0 }),
+      results,
+      log,
+      running,
+      classifier: async () => classifier,
+      ...(shutdown ? { shutdown } : {}),
+    });
+    const request = { ...parseImagineOptions({ prompt: 'a statue', steps: 2 }), width: 64, height: 64 };
+    const run = () => process(fakeJob({ v: 1, jobId, guildId: 'g', request, paidAllowed: false, nsfwAllowed: false }), 'token');
+    return { results, jobId, run };
+  }
+
+  test('a cancel arriving while the image is checked ends the job as cancelled, with the attempt that ran; nothing is stored for posting', async ({
+    redisPrefix,
+  }) => {
+    const s = await screened(redisPrefix, { check: (abort) => abort() });
+    await expect(s.run()).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(await s.results.getFailure(s.jobId)).toEqual({
+      code: 'cancelled',
+      message: 'the job was cancelled.',
+      attempts: [expect.objectContaining({ backend: 'a1111', outcome: 'succeeded' })],
+    });
+    expect(await redis.exists(s.results.imageKey(s.jobId, 0))).toBe(0);
+  });
+
+  test('a cancel arriving while the images are stored still ends the job as cancelled, not with a result', async ({ redisPrefix }) => {
+    const s = await screened(redisPrefix, { store: (abort) => abort() });
+    await expect(s.run()).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(await s.results.getFailure(s.jobId)).toMatchObject({
+      code: 'cancelled',
+      attempts: [{ backend: 'a1111', outcome: 'succeeded' }],
+    });
+  });
+
+  test('a worker shutting down after the backend returned is no cancel: the job still ends with its result', async ({ redisPrefix }) => {
+    const shutdown = new AbortController();
+    const s = await screened(redisPrefix, { check: () => shutdown.abort() }, shutdown.signal);
+    const result = await s.run();
+    expect(result.imageKeys).toEqual([s.results.imageKey(s.jobId, 0)]);
+    expect(await s.results.getFailure(s.jobId)).toBeNull();
+  });
+});

@@ -30,6 +30,9 @@ const RESULT: JobResult = {
   attempts: [{ backend: 'a1111', outcome: 'succeeded', seconds: 1.2, costUsd: 0 }],
 };
 
+/** The job's cancel flag (core/io/cancel.ts cancelFlagKey). */
+const FLAG = `p:cancelled:${JOB}`;
+
 /** The store settles a job once, like the status-guarded statement; `settledElsewhere` plays another bot process winning. */
 function setup(
   o: {
@@ -39,6 +42,8 @@ function setup(
     images?: (Buffer | null)[];
     handBack?: (jobId: string) => Promise<void>;
     price?: (jobId: string, outcome: SettleOutcome) => Promise<SettleOutcome>;
+    /** The member pressed Cancel before the job was settled: its cancel flag is set. */
+    cancelled?: boolean;
   } = {},
 ) {
   const settles: SettleOutcome[] = [];
@@ -63,6 +68,8 @@ function setup(
   const edits = recordingEdits();
   const reads: string[][] = [];
   const keysRead: string[] = [];
+  /** Every multi-key read, as the one Redis command it is. */
+  const commands: string[][] = [];
   const read = async (ids: readonly string[]): Promise<QueueSnapshot> => {
     reads.push([...ids]);
     return {
@@ -77,7 +84,14 @@ function setup(
     store,
     results: {
       get: async (key) => (keysRead.push(key), null),
-      getMany: async (keys) => (keysRead.push(...keys), o.images ?? keys.map(() => Buffer.from('png'))),
+      getMany: async (keys) => {
+        keysRead.push(...keys);
+        commands.push([...keys]);
+        const images = o.images ?? [];
+        return keys.map((k, i) =>
+          k === FLAG ? (o.cancelled ? Buffer.from('1') : null) : o.images ? (images[i] ?? null) : Buffer.from('png'),
+        );
+      },
       getFailure: async () => o.failure ?? null,
       ownsResultKeys: (jobId, result) => KEYS.ownsResultKeys(jobId, result),
       previewKey: (jobId) => KEYS.previewKey(jobId),
@@ -92,12 +106,13 @@ function setup(
     log: silent,
     now: () => Date.now(),
     ownsGuild: () => o.ownsGuild ?? true,
+    cancelFlag: async () => FLAG,
     editIntervalMs: 1500,
     ...(o.handBack ? { handBack: o.handBack } : {}),
     ...(o.price ? { price: o.price } : {}),
   });
   lifecycle.begin(JOB, 'g1', 'c1', REF, REQUEST);
-  return { lifecycle, store, settles, posted, edits, board, reads, removed, keysRead };
+  return { lifecycle, store, settles, posted, edits, board, reads, removed, keysRead, commands };
 }
 
 const progress = (step: number) => ({ backend: 'a1111', step, total: 30, fraction: step / 30 });
@@ -144,6 +159,17 @@ describe('a job from the queue to its settle', () => {
       expect(settles).toMatchObject([{ status: 'failed', code: 'invalid_payload' }]);
       expect(posted[0]!.images).toBeNull();
     }
+  });
+
+  test('a job the member cancelled before it was settled ends as cancelled: refunded, posted without its images, its attempts booked; the flag is read with the images, in one command', async () => {
+    const { lifecycle, settles, posted, commands } = setup({ cancelled: true });
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(commands).toEqual([[...RESULT.imageKeys, FLAG]]);
+    expect(settles).toEqual([{ status: 'cancelled', attempts: RESULT.attempts }]);
+    expect(posted).toHaveLength(1);
+    expect(posted[0]!.job.status).toBe('cancelled');
+    expect(posted[0]!.images).toBeNull();
   });
 
   test('progress naming a preview key that is not the job’s own is shown without it; its own preview is read', async () => {

@@ -3,6 +3,7 @@ import { Reconciler } from '../../../bot/jobs/reconcile.js';
 import type { JobPayload } from '../../../core/generation.js';
 import type { JobPlace, QueueSnapshot } from '../../../core/io/queue-position.js';
 import type { StoredJob } from '../../../core/ports.js';
+import type { EarlierTries, SettleOutcome } from '../../../core/settle.js';
 import { silent, storedJob } from './doubles.js';
 
 beforeEach(() => {
@@ -19,8 +20,10 @@ function setup(
   jobs: StoredJob[],
   bull: Record<string, { state: string; finishedOn?: number; returnvalue?: unknown }>,
   places: Record<string, JobPlace> = {},
+  tries: Record<string, EarlierTries> = {},
 ) {
   const log: string[] = [];
+  const outcomes: SettleOutcome[] = [];
   const added: { name: string; payload: JobPayload; opts: unknown }[] = [];
   const following = new Set<string>();
   const r = new Reconciler({
@@ -57,13 +60,17 @@ function setup(
       isFollowing: (jobId) => following.has(jobId),
       replyIdOf: (jobId) => (jobId === id(9) ? 'reply-9' : undefined),
       finishedUnheard: (jobId, state) => void log.push(`settle ${jobId} ${state}`),
-      settle: async (jobId, outcome) =>
-        void log.push(`settle ${jobId} ${outcome.status}${outcome.status === 'failed' ? ` ${outcome.code}` : ''}`),
+      settle: async (jobId, outcome) => {
+        log.push(`settle ${jobId} ${outcome.status}${outcome.status === 'failed' ? ` ${outcome.code}` : ''}`);
+        outcomes.push(outcome);
+        return true;
+      },
     },
+    earlierTries: async (jobId) => tries[jobId] ?? { failure: null, keptAttempts: null },
     log: silent,
     now: () => Date.now(),
   });
-  return { r, log, added, following };
+  return { r, log, added, following, outcomes };
 }
 
 describe('the sweep', () => {
@@ -121,6 +128,18 @@ describe('the sweep', () => {
       `settle ${id(2)} completed`,
       `settle ${id(3)} failed abandoned`,
     ]);
+  });
+
+  test('a job given up past the window still books what its earlier tries billed (a retry that was waiting out its backoff)', async () => {
+    const billed = [{ backend: 'replicate', outcome: 'failed' as const, seconds: 4, costUsd: 0.02 }];
+    const { r, outcomes } = setup(
+      [storedJob({ id: id(1), createdAt: new Date(Date.now() - 3 * 86_400_000) })],
+      {},
+      { [id(1)]: { state: 'delayed' } },
+      { [id(1)]: { failure: { code: 'all_backends_failed', message: 'x', attempts: billed }, keptAttempts: null } },
+    );
+    await r.sweep();
+    expect(outcomes).toEqual([{ status: 'failed', code: 'abandoned', message: expect.any(String), attempts: billed }]);
   });
 
   test('the sweep reads every open job page by page, however many there are', async () => {
