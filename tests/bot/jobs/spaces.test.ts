@@ -108,6 +108,7 @@ test('Cancel through the process following a job that another bot process moved 
     log: silent,
     now: Date.now,
     ownsGuild: () => true,
+    cancelFlag: (id) => a.cancelFlagOf(id),
   });
   closers.push(() => lifecycle.stop());
   lifecycle.begin(r.jobId, GUILD, CHANNEL, REF, REQUEST);
@@ -117,6 +118,7 @@ test('Cancel through the process following a job that another bot process moved 
     requestCancel: async () => {
       throw new Error('a waiting job is removed, not flagged');
     },
+    earlierTries: (id) => a.earlierTriesOf(id),
   });
 
   expect(await cancel(r.jobId)).toBe('cancelled');
