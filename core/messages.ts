@@ -1,6 +1,6 @@
 /** Every string a member or moderator reads, in one place. Values echoed from users are escaped by the caller. */
 import { backendLabel } from './backend-families.js';
-import type { Eta } from './eta.js';
+import type { Eta, NoEta } from './eta.js';
 import type { FailureCode } from './failures.js';
 import { msUntilUtcMidnight } from './quota.js';
 
@@ -56,10 +56,14 @@ export const text = {
   userBlocked: 'A moderator has turned off image generation for you in this server.',
   tooManyQueued: (inFlight: number, max: number) =>
     `You already have ${inFlight} jobs queued or running (the limit is ${max}). Wait for one to finish, then try again.`,
-  /** `position` 1 is the next job to start; `eta` null while there is no finished job to estimate from. */
-  queued: (position: number, eta: Eta | null) =>
+  /** `position` 1 is the next job to start; without a range, `eta` says why there is none. */
+  queued: (position: number, eta: Eta | NoEta) =>
     `${position <= 1 ? 'Queued: you are next.' : `Queued: position ${position}.`} ` +
-    (eta ? `Ready ${etaRange(eta)}.` : 'No time estimate yet: no job has finished recently.'),
+    (eta === 'no-worker'
+      ? 'No time estimate: no worker is available to run jobs right now.'
+      : eta === 'no-runs'
+        ? 'No time estimate yet: no job has finished recently.'
+        : `Ready ${etaRange(eta)}.`),
   running: (backend: string, step: number, total: number, fraction: number) =>
     total > 0 ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)` : `Generating on ${backend}…`,
   starting: 'Starting…',

@@ -81,37 +81,40 @@ describe('queue positions and ETAs', () => {
     expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2']);
   });
 
-  test('until a job has finished there is no time estimate; once one has and a worker reports a slot, there is', async () => {
+  test('no time estimate while no worker reports a slot, run times or not, nor while no job has finished; it says which', async () => {
     const { queue, board, entry, edits } = setup();
-    const shown = async (n: number) => {
+    const shown = async (n: number, ahead: number) => {
+      queue.places.set(`j${n}`, { state: 'waiting', ahead });
       board.showFirst(entry(n));
       await vi.advanceTimersByTimeAsync(100);
-      return edits.sent.at(-1)!.content;
+      return edits.sent.at(-1)!.content.split('\n')[1];
     };
-    queue.places.set('j1', { state: 'waiting', ahead: 0 });
-    expect(await shown(1)).toContain('No time estimate yet');
-    board.seed([{ ms: 4000, count: 1 }]);
-    // No worker has reported a slot: still nothing honest to say.
-    queue.places.set('j2', { state: 'waiting', ahead: 0 });
-    expect(await shown(2)).toContain('No time estimate yet');
-    queue.statuses = [
-      {
-        backend: 'a1111',
-        family: 'a1111',
-        worker: 'w1',
-        healthy: true,
-        detail: '',
-        latencyMs: 1,
-        circuit: 'closed',
-        inFlight: 0,
-        paid: false,
-        price: 'free',
-        at: Date.now(),
-        concurrency: 1,
-      },
-    ];
-    queue.places.set('j3', { state: 'waiting', ahead: 0 });
-    expect(await shown(3)).toContain('Ready in');
+    const worker: QueueSnapshot['statuses'][number] = {
+      backend: 'a1111',
+      family: 'a1111',
+      worker: 'w1',
+      healthy: true,
+      detail: '',
+      latencyMs: 1,
+      circuit: 'closed',
+      inFlight: 0,
+      paid: false,
+      price: 'free',
+      at: Date.now(),
+      concurrency: 1,
+    };
+    const noWorker = 'No time estimate: no worker is available to run jobs right now.';
+    expect(await shown(1, 0)).toBe(`Queued: you are next. ${noWorker}`);
+    queue.statuses = [worker];
+    expect(await shown(2, 0)).toBe('Queued: you are next. No time estimate yet: no job has finished recently.');
+    board.seed([
+      { ms: 8000, count: 1 },
+      { ms: 9000, count: 1 },
+    ]);
+    expect(await shown(3, 0)).toMatch(/^Queued: you are next\. Ready in /);
+    // Run times exist, but every worker is offline: that, not a lack of finished jobs, is why.
+    queue.statuses = [];
+    expect(await shown(4, 2)).toBe(`Queued: position 3. ${noWorker}`);
   });
 
   test('many starts and finishes within the refresh interval make one batched read of every queued place', async () => {
