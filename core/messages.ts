@@ -67,6 +67,8 @@ export const text = {
   running: (backend: string, step: number, total: number, fraction: number) =>
     total > 0 ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)` : `Generating on ${backend}…`,
   starting: 'Starting…',
+  /** Queued, but its place could not be read just now (the next refresh shows it). */
+  queuedUnplaced: 'Queued. Its place in the queue shows here in a moment.',
   presetUnavailable: (preset: string, available: readonly string[]) =>
     `No image backend of this server can run the preset \`${preset}\` right now (a few-step preset needs its own checkpoint on the GPU box, for one). ` +
     (available.length > 0 ? `Try ${available.map((p) => `\`${p}\``).join(', ')}.` : 'Nothing was queued.'),

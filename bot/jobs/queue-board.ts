@@ -167,10 +167,16 @@ export class QueueBoard {
         body = render(e, place.ahead);
       } else if (snap) {
         body = this.renderer(snap, e.jobId)(e, 0);
+      } else if (e.phase === 'new') {
+        // The read failed (a Redis hiccup): the job most likely waits, so it goes on the board
+        // and the next refresh shows its place (or hands it to progress if a worker has it).
+        this.wait(e);
+        body = queuedBody(e.jobId, e.request, 'unplaced');
       }
       e.placeEditAt = this.o.now();
       void (answer ? e.live.answerFirst(body, answer) : e.live.showFirst(body));
     }
+    if (!snap) this.requestRefresh();
   }
 
   /** Where each job stands in the queue right now (one round trip); jobs not waiting are absent. */

@@ -18,8 +18,11 @@ function fakeQueue() {
     active: 0,
     statuses: [] as QueueSnapshot['statuses'],
     reads: [] as string[][],
+    /** Reads still to fail (a Redis hiccup). */
+    failing: 0,
     async read(ids: readonly string[]): Promise<QueueSnapshot> {
       q.reads.push([...ids]);
+      if (q.failing > 0 && q.failing--) throw new Error('Redis timeout');
       const places = new Map(ids.map((id) => [id, q.places.get(id) ?? ({ state: 'other' } as const)]));
       return { places, active: q.active, waiting: q.places.size, statuses: q.statuses };
     },
@@ -69,6 +72,24 @@ describe('queue positions and ETAs', () => {
     ]);
     expect(waiting.phase).toBe('queued');
     expect(taken.phase).toBe('new');
+  });
+
+  test('a waiting job whose first position read fails says it is queued, not starting, and shows its place once a read succeeds', async () => {
+    const { queue, board, entry, edits } = setup();
+    const e = entry(1);
+    queue.failing = 1;
+    queue.places.set('j1', { state: 'waiting', ahead: 2 });
+    board.showFirst(e);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(edits.sent.map((s) => s.content.split('\n')[1])).toEqual(['Queued. Its place in the queue shows here in a moment.']);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(queue.reads).toEqual([['j1'], ['j1']]);
+    expect(edits.sent.map((s) => placeOf(s.content))).toEqual([undefined, 'position 3']);
+    // It stays on the board: its place keeps moving with the queue.
+    queue.places.set('j1', { state: 'waiting', ahead: 1 });
+    board.left('other');
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(edits.sent.map((s) => placeOf(s.content))).toEqual([undefined, 'position 3', 'position 2']);
   });
 
   test('jobs queued together share one position read; a job that finished meanwhile is never shown a place', async () => {
