@@ -17,6 +17,7 @@ function fakeQueue() {
     places: new Map<string, JobPlace>(),
     active: 0,
     statuses: [] as QueueSnapshot['statuses'],
+    boxLine: 0,
     reads: [] as string[][],
     /** Reads still to fail (a Redis hiccup). */
     failing: 0,
@@ -24,7 +25,7 @@ function fakeQueue() {
       q.reads.push([...ids]);
       if (q.failing > 0 && q.failing--) throw new Error('Redis timeout');
       const places = new Map(ids.map((id) => [id, q.places.get(id) ?? ({ state: 'other' } as const)]));
-      return { places, active: q.active, waiting: q.places.size, statuses: q.statuses };
+      return { places, active: q.active, waiting: q.places.size, statuses: q.statuses, boxLine: q.boxLine };
     },
   };
   return q;
@@ -214,5 +215,33 @@ describe('queue positions and ETAs', () => {
     queue.places.set('j2', { state: 'delayed' });
     expect(await board.positionsOf(['j1', 'j2', 'j3'])).toEqual(new Map([['j1', 5]]));
     expect(await board.positionsOf([])).toEqual(new Map());
+  });
+
+  test("/quota's position is the one the job's reply shows: jobs waiting in line for the GPU box are ahead of it in both", async () => {
+    const { queue, board, entry, edits } = setup();
+    queue.statuses = [
+      {
+        backend: 'a1111',
+        family: 'a1111',
+        worker: 'w1',
+        healthy: true,
+        detail: '',
+        latencyMs: 1,
+        circuit: 'closed',
+        inFlight: 1,
+        paid: false,
+        price: 'free',
+        at: Date.now(),
+        concurrency: 1,
+        box: 'http://gpu-box:7860',
+      },
+    ];
+    queue.active = 4;
+    queue.boxLine = 3;
+    queue.places.set('j1', { state: 'waiting', ahead: 0 });
+    board.showFirst(entry(1));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(placeOf(edits.sent[0]!.content)).toBe('position 4');
+    expect(await board.positionsOf(['j1'])).toEqual(new Map([['j1', 4]]));
   });
 });
