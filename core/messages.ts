@@ -137,8 +137,16 @@ export const adminText = {
   nsfw: (before: string, after: string) =>
     `NSFW mode: ${before} → **${after}**. ` +
     (after === 'strict' ? 'NSFW prompts and images are blocked everywhere.' : 'NSFW is allowed only in age-restricted channels.'),
-  bannedAdded: (words: string[], total: number) => `Added ${words.length} banned word(s); the list now has ${total}.`,
-  bannedRemoved: (words: string[], total: number) => `Removed ${words.length} banned word(s); the list now has ${total}.`,
+  /** `added`: words that were not banned before; `already`: words given that were. */
+  bannedAdded: (added: number, already: number, total: number) =>
+    added === 0
+      ? `Nothing changed: ${already === 1 ? 'that word is' : `all ${already} words are`} already banned. The list has ${total}.`
+      : `Added ${added} banned word${added === 1 ? '' : 's'}${already > 0 ? ` (${already} ${already === 1 ? 'was' : 'were'} already on the list)` : ''}; the list now has ${total}.`,
+  /** `removed`: words that were banned; `absent`: words given that were not. */
+  bannedRemoved: (removed: number, absent: number, total: number) =>
+    removed === 0
+      ? `Nothing changed: ${absent === 1 ? 'that word was not' : `none of those ${absent} words was`} on the list. The list has ${total}.`
+      : `Removed ${removed} banned word${removed === 1 ? '' : 's'}${absent > 0 ? ` (${absent} ${absent === 1 ? 'was' : 'were'} not on the list)` : ''}; the list now has ${total}.`,
   bannedList: (words: string[]) =>
     words.length === 0 ? 'No banned words.' : `Banned words (${words.length}): ${words.map((w) => `\`${w}\``).join(', ')}`,
   bannedNeedWords: 'Give the words to add or remove in `words:` (comma-separated).',
