@@ -92,7 +92,16 @@ export const text = {
   /** One line of `/quota`'s job list; `position` when the job is waiting in the queue. */
   quotaJob: (status: string, position: number | null, prompt: string) =>
     `• ${position !== null ? `queued, position ${position}` : status === 'queued' ? 'starting' : status}: ${prompt}`,
-  resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
+  /** The old reply, once the token limit has passed: what became of the job, and where its message is. */
+  resultBelow: (outcome: 'finished' | 'failed' | 'cancelled', url: string) => {
+    const [head, what] =
+      outcome === 'finished'
+        ? ['Finished.', 'the result is']
+        : outcome === 'cancelled'
+          ? ['Cancelled.', 'the details are']
+          : ['No image could be made.', 'the reason is'];
+    return `${head} This took longer than Discord lets a reply stay editable, so ${what} posted below: ${url}`;
+  },
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',
   quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
