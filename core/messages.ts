@@ -166,11 +166,21 @@ export const adminText = {
   notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
   unsafeHeld: (userId: string, channelId: string, jobId: string) =>
     `🚫 An image for <@${userId}> in <#${channelId}> was flagged as NSFW and not posted (job ${jobId}).`,
-  undeliverable: (userId: string, channelId: string, jobId: string, reason: string, refunded: number, earlier: number) =>
+  /** `held`: results refused the same way since the previous notice, sent at `since` (ms). */
+  undeliverable: (
+    userId: string,
+    channelId: string,
+    jobId: string,
+    reason: string,
+    refunded: number,
+    held: { count: number; since: number } | null,
+  ) =>
     `📭 A result for <@${userId}> could not be posted in <#${channelId}>: Discord kept answering \`${reason}\`, so the bot gave up` +
     (refunded > 0 ? ` and refunded the member's ${refunded} image${refunded === 1 ? '' : 's'}` : '') +
     ` (job ${jobId}).` +
-    (earlier > 0 ? ` ${earlier} more result${earlier === 1 ? '' : 's'} in that channel failed the same way in the last hour.` : '') +
+    (held && held.count > 0
+      ? ` ${held.count} more result${held.count === 1 ? '' : 's'} in that channel failed the same way since the previous notice <t:${Math.floor(held.since / 1000)}:R>.`
+      : '') +
     ' Check that the bot may View Channel, Send Messages, Attach Files and Embed Links there (and Send Messages in Threads for threads).',
   budgetAlert: (pct: number, spent: number, budget: number) =>
     pct >= 100
