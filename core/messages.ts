@@ -218,6 +218,10 @@ export const gpuText = {
       : what === 'unlink'
         ? `unlinked GPU box \`${linkId}\`; its access ended at once.`
         : `rotated the token of GPU box \`${linkId}\`; its old access ended at once.`,
+  /** Log-channel notices of the box's own steps (no moderator acted, so not "changed a setting"). */
+  joined: (linkId: string) => `🖥️ GPU box \`${linkId}\` joined: it runs this server's jobs from now on.`,
+  tokenExpired: (linkId: string) =>
+    `⌛ The join token of GPU box \`${linkId}\` expired unused. \`/admin gpu rotate link:${linkId}\` issues a new one.`,
   unknown: (linkId: string) => `This server has no active GPU link \`${linkId}\`. \`/admin gpu status\` lists them.`,
   unlinked: (linkId: string) => `GPU box \`${linkId}\` unlinked: its worker lost access to this server's jobs at once.`,
   none: 'No GPU box is linked to this server. `/admin gpu link` links one.',
