@@ -48,6 +48,7 @@ async function main(): Promise<void> {
     prefix,
     linkRedisUrl: REDIS_URL,
     log: createLogger({ level: 'silent' }),
+    notify: async () => false,
   });
   service.start();
   const a1111 = await startFakeA1111({});

@@ -16,6 +16,7 @@ import {
   tokenHash,
 } from '../core/io/link.js';
 import type { Logger } from '../core/io/logger.js';
+import { gpuText } from '../core/messages.js';
 import type { LinkRow, LinkStore } from './store/links.js';
 
 /** A join token not traded within this long stops working (a rotate issues a new one). */
@@ -36,6 +37,8 @@ export interface LinkServiceDeps {
   /** LINK_REDIS_URL; unset: linking is off. */
   linkRedisUrl: string | undefined;
   log: Logger;
+  /** Posts to the guild's log channel (bot/notices.ts), as the moderators' own link steps are; never throws. */
+  notify: (guildId: string, content: string) => Promise<unknown>;
   now?: () => number;
 }
 
@@ -100,12 +103,13 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
     await deleteUsers(d.redis, [joinUserName(p, link.id)]);
     await d.redis.del(keys.request, keys.answer);
     d.log.info({ linkId: link.id, guildId: link.guildId, host }, 'gpu box joined');
+    await d.notify(link.guildId, gpuText.joined(link.id));
   }
 
   async function expireTokens(): Promise<void> {
     for (const link of await d.store.expiredUnjoined(new Date(now()))) {
       await deleteUsers(d.redis, [joinUserName(p, link.id)]);
-      await d.store.markExpired(link);
+      if (await d.store.markExpired(link)) await d.notify(link.guildId, gpuText.tokenExpired(link.id));
     }
   }
 

@@ -188,6 +188,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     prefix: config.QUEUE_PREFIX,
     linkRedisUrl: config.LINK_REDIS_URL,
     log: log.child({ part: 'gpu-links' }),
+    notify: (guildId, content) => notices.post(guildId, content),
   });
   const presets = createPresetService({ catalog, readStatuses: () => readBackendStatus(producer, config.QUEUE_PREFIX), now: Date.now });
   const admissionRoute = createAdmissionRoute({

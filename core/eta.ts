@@ -106,9 +106,12 @@ export function estimateStart(input: Omit<EtaInput, 'count'>): StartEstimate | n
   return startOf(input, st);
 }
 
+/** Why there is no range, so the member is told the true cause: no live worker slot, or no finished job to learn from. */
+export type NoEta = 'no-worker' | 'no-runs';
+
 /**
- * The range, or null when there is nothing honest to say: no finished job to learn from, or no
- * live worker slot.
+ * The range, or why there is nothing honest to say: no live worker slot (checked first: the job
+ * will not move until one is back, whatever the run times), or no finished job to learn from.
  *
  * Model: every slot frees up when its running job ends (the job's expected remaining time; half a
  * job when its start was not seen), idle slots are free now. The jobs ahead, all alike on average,
@@ -117,9 +120,10 @@ export function estimateStart(input: Omit<EtaInput, 'count'>): StartEstimate | n
  * adds the variance of the jobs in its slot's line, of the unknown residual, of its own run, and
  * the error of m itself, which grows with the queue: on a long queue that error dominates.
  */
-export function estimateEta(input: EtaInput): Eta | null {
+export function estimateEta(input: EtaInput): Eta | NoEta {
+  if (!(input.slots >= 1)) return 'no-worker';
   const st = statsOf(input.samples);
-  if (!st || !(input.slots >= 1)) return null;
+  if (!st) return 'no-runs';
   const start = startOf(input, st);
   const n = st.samples.length;
   const ownMean = st.pi * input.count;

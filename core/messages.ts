@@ -1,6 +1,6 @@
 /** Every string a member or moderator reads, in one place. Values echoed from users are escaped by the caller. */
 import { backendLabel } from './backend-families.js';
-import type { Eta } from './eta.js';
+import type { Eta, NoEta } from './eta.js';
 import type { FailureCode } from './failures.js';
 import { msUntilUtcMidnight } from './quota.js';
 
@@ -56,13 +56,19 @@ export const text = {
   userBlocked: 'A moderator has turned off image generation for you in this server.',
   tooManyQueued: (inFlight: number, max: number) =>
     `You already have ${inFlight} jobs queued or running (the limit is ${max}). Wait for one to finish, then try again.`,
-  /** `position` 1 is the next job to start; `eta` null while there is no finished job to estimate from. */
-  queued: (position: number, eta: Eta | null) =>
+  /** `position` 1 is the next job to start; without a range, `eta` says why there is none. */
+  queued: (position: number, eta: Eta | NoEta) =>
     `${position <= 1 ? 'Queued: you are next.' : `Queued: position ${position}.`} ` +
-    (eta ? `Ready ${etaRange(eta)}.` : 'No time estimate yet: no job has finished recently.'),
+    (eta === 'no-worker'
+      ? 'No time estimate: no worker is available to run jobs right now.'
+      : eta === 'no-runs'
+        ? 'No time estimate yet: no job has finished recently.'
+        : `Ready ${etaRange(eta)}.`),
   running: (backend: string, step: number, total: number, fraction: number) =>
     total > 0 ? `Generating on ${backend}: step ${step}/${total} (${Math.round(fraction * 100)} %)` : `Generating on ${backend}…`,
   starting: 'Starting…',
+  /** Queued, but its place could not be read just now (the next refresh shows it). */
+  queuedUnplaced: 'Queued. Its place in the queue shows here in a moment.',
   presetUnavailable: (preset: string, available: readonly string[]) =>
     `No image backend of this server can run the preset \`${preset}\` right now (a few-step preset needs its own checkpoint on the GPU box, for one). ` +
     (available.length > 0 ? `Try ${available.map((p) => `\`${p}\``).join(', ')}.` : 'Nothing was queued.'),
@@ -86,7 +92,16 @@ export const text = {
   /** One line of `/quota`'s job list; `position` when the job is waiting in the queue. */
   quotaJob: (status: string, position: number | null, prompt: string) =>
     `• ${position !== null ? `queued, position ${position}` : status === 'queued' ? 'starting' : status}: ${prompt}`,
-  resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
+  /** The old reply, once the token limit has passed: what became of the job, and where its message is. */
+  resultBelow: (outcome: 'finished' | 'failed' | 'cancelled', url: string) => {
+    const [head, what] =
+      outcome === 'finished'
+        ? ['Finished.', 'the result is']
+        : outcome === 'cancelled'
+          ? ['Cancelled.', 'the details are']
+          : ['No image could be made.', 'the reason is'];
+    return `${head} This took longer than Discord lets a reply stay editable, so ${what} posted below: ${url}`;
+  },
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
   cancelled: 'Cancelled. Your quota was refunded.',
   quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
@@ -131,8 +146,16 @@ export const adminText = {
   nsfw: (before: string, after: string) =>
     `NSFW mode: ${before} → **${after}**. ` +
     (after === 'strict' ? 'NSFW prompts and images are blocked everywhere.' : 'NSFW is allowed only in age-restricted channels.'),
-  bannedAdded: (words: string[], total: number) => `Added ${words.length} banned word(s); the list now has ${total}.`,
-  bannedRemoved: (words: string[], total: number) => `Removed ${words.length} banned word(s); the list now has ${total}.`,
+  /** `added`: words that were not banned before; `already`: words given that were. */
+  bannedAdded: (added: number, already: number, total: number) =>
+    added === 0
+      ? `Nothing changed: ${already === 1 ? 'that word is' : `all ${already} words are`} already banned. The list has ${total}.`
+      : `Added ${added} banned word${added === 1 ? '' : 's'}${already > 0 ? ` (${already} ${already === 1 ? 'was' : 'were'} already on the list)` : ''}; the list now has ${total}.`,
+  /** `removed`: words that were banned; `absent`: words given that were not. */
+  bannedRemoved: (removed: number, absent: number, total: number) =>
+    removed === 0
+      ? `Nothing changed: ${absent === 1 ? 'that word was not' : `none of those ${absent} words was`} on the list. The list has ${total}.`
+      : `Removed ${removed} banned word${removed === 1 ? '' : 's'}${absent > 0 ? ` (${absent} ${absent === 1 ? 'was' : 'were'} not on the list)` : ''}; the list now has ${total}.`,
   bannedList: (words: string[]) =>
     words.length === 0 ? 'No banned words.' : `Banned words (${words.length}): ${words.map((w) => `\`${w}\``).join(', ')}`,
   bannedNeedWords: 'Give the words to add or remove in `words:` (comma-separated).',
@@ -143,11 +166,21 @@ export const adminText = {
   notice: (actorId: string, what: string) => `🛠️ <@${actorId}> changed a setting: ${what}`,
   unsafeHeld: (userId: string, channelId: string, jobId: string) =>
     `🚫 An image for <@${userId}> in <#${channelId}> was flagged as NSFW and not posted (job ${jobId}).`,
-  undeliverable: (userId: string, channelId: string, jobId: string, reason: string, refunded: number, earlier: number) =>
+  /** `held`: results refused the same way since the previous notice, sent at `since` (ms). */
+  undeliverable: (
+    userId: string,
+    channelId: string,
+    jobId: string,
+    reason: string,
+    refunded: number,
+    held: { count: number; since: number } | null,
+  ) =>
     `📭 A result for <@${userId}> could not be posted in <#${channelId}>: Discord kept answering \`${reason}\`, so the bot gave up` +
     (refunded > 0 ? ` and refunded the member's ${refunded} image${refunded === 1 ? '' : 's'}` : '') +
     ` (job ${jobId}).` +
-    (earlier > 0 ? ` ${earlier} more result${earlier === 1 ? '' : 's'} in that channel failed the same way in the last hour.` : '') +
+    (held && held.count > 0
+      ? ` ${held.count} more result${held.count === 1 ? '' : 's'} in that channel failed the same way since the previous notice <t:${Math.floor(held.since / 1000)}:R>.`
+      : '') +
     ' Check that the bot may View Channel, Send Messages, Attach Files and Embed Links there (and Send Messages in Threads for threads).',
   budgetAlert: (pct: number, spent: number, budget: number) =>
     pct >= 100
@@ -185,6 +218,10 @@ export const gpuText = {
       : what === 'unlink'
         ? `unlinked GPU box \`${linkId}\`; its access ended at once.`
         : `rotated the token of GPU box \`${linkId}\`; its old access ended at once.`,
+  /** Log-channel notices of the box's own steps (no moderator acted, so not "changed a setting"). */
+  joined: (linkId: string) => `🖥️ GPU box \`${linkId}\` joined: it runs this server's jobs from now on.`,
+  tokenExpired: (linkId: string) =>
+    `⌛ The join token of GPU box \`${linkId}\` expired unused. \`/admin gpu rotate link:${linkId}\` issues a new one.`,
   unknown: (linkId: string) => `This server has no active GPU link \`${linkId}\`. \`/admin gpu status\` lists them.`,
   unlinked: (linkId: string) => `GPU box \`${linkId}\` unlinked: its worker lost access to this server's jobs at once.`,
   none: 'No GPU box is linked to this server. `/admin gpu link` links one.',

@@ -215,8 +215,13 @@ export interface GuildSettings {
   /** Returns the override that was in force (null: none). */
   setUserOverride(guildId: string, actorId: string, userId: string, dailyLimit: number): Promise<number | null>;
   clearUserOverride(guildId: string, actorId: string, userId: string): Promise<number | null>;
-  /** Returns the list after the change. */
-  changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]>;
+  /** The words really added or removed (none: nothing changed, no audit row), and the list after. */
+  changeBannedWords(
+    guildId: string,
+    actorId: string,
+    op: 'add' | 'remove',
+    words: string[],
+  ): Promise<{ changed: string[]; after: string[] }>;
 }
 
 /** `/admin stats` for one guild. */

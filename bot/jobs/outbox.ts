@@ -109,13 +109,14 @@ export class Outbox {
 
   /**
    * After a late result went to the channel, the old reply still shows its last progress and a
-   * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message).
+   * Cancel button: turn it into a pointer to the result (bot token; the reply is the bot's message),
+   * saying what `outcome` the message posted tells.
    */
-  async pointToResult(job: StoredJob, replyId: string, resultId: string): Promise<void> {
+  async pointToResult(job: StoredJob, replyId: string, resultId: string, outcome: Parameters<typeof text.resultBelow>[0]): Promise<void> {
     const url = `https://discord.com/channels/${job.guildId}/${job.channelId}/${resultId}`;
     try {
       await this.o.botRest.patch(Routes.channelMessage(job.channelId, replyId), {
-        body: { content: text.resultBelow(url), embeds: [], components: [], attachments: [], allowed_mentions: { parse: [] } },
+        body: { content: text.resultBelow(outcome, url), embeds: [], components: [], attachments: [], allowed_mentions: { parse: [] } },
       });
     } catch (err) {
       // Cosmetic: the result itself is posted; a reply deleted meanwhile is fine.

@@ -91,7 +91,11 @@ export class PostResult {
       const sent = await this.o.outbox.send(job, first!.body, first!.files);
       messageId = sent.id;
       inChannel = sent.inChannel !== false;
-      if (sent.inChannel === 'expired' && job.replyMessageId) await this.o.outbox.pointToResult(job, job.replyMessageId, messageId);
+      if (sent.inChannel === 'expired' && job.replyMessageId) {
+        // Worded by what was posted: a result carries images; a success whose images were lost is posted as a failure.
+        const outcome = first!.files.length > 0 ? 'finished' : (job.errorCode ?? job.status) === 'cancelled' ? 'cancelled' : 'failed';
+        await this.o.outbox.pointToResult(job, job.replyMessageId, messageId, outcome);
+      }
       if (split) await this.o.store.notePosted(job.id, messageId, []);
     }
     const extraIds = job.resultMessageId === null ? [] : [...job.resultExtraIds];

@@ -167,18 +167,25 @@ export class QueueBoard {
         body = render(e, place.ahead);
       } else if (snap) {
         body = this.renderer(snap, e.jobId)(e, 0);
+      } else if (e.phase === 'new') {
+        // The read failed (a Redis hiccup): the job most likely waits, so it goes on the board
+        // and the next refresh shows its place (or hands it to progress if a worker has it).
+        this.wait(e);
+        body = queuedBody(e.jobId, e.request, 'unplaced');
       }
       e.placeEditAt = this.o.now();
       void (answer ? e.live.answerFirst(body, answer) : e.live.showFirst(body));
     }
+    if (!snap) this.requestRefresh();
   }
 
-  /** Where each job stands in the queue right now (one round trip); jobs not waiting are absent. */
+  /** Where each job stands in the queue right now (one round trip), as its reply shows it; jobs not waiting are absent. */
   async positionsOf(jobIds: readonly string[]): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     if (jobIds.length === 0) return out;
     const snap = await this.o.positions.read(jobIds);
-    for (const [id, place] of snap.places) if (place.state === 'waiting') out.set(id, place.ahead + 1);
+    const { line } = boxLine(snap, this.o.now());
+    for (const [id, place] of snap.places) if (place.state === 'waiting') out.set(id, place.ahead + line + 1);
     return out;
   }
 
@@ -263,10 +270,8 @@ export class QueueBoard {
    */
   private renderer(snap: QueueSnapshot, runningSelf?: string): (e: BoardEntry, ahead: number) => MessageBody {
     const now = this.o.now();
-    // With GPU boxes, the boxes are the slots (one job each, whatever the workers' concurrency), and
-    // the jobs workers hold while they wait for a box are ahead of every job still in the queue.
-    const boxes = boxSlots(snap.statuses, now, STATUS_STALE_MS);
-    const line = boxes > 0 ? (snap.boxLine ?? 0) : 0;
+    // With GPU boxes, the boxes are the slots (one job each, whatever the workers' concurrency).
+    const { boxes, line } = boxLine(snap, now);
     const active = runningSelf ? Math.max(0, snap.active - 1) : snap.active;
     const running = boxes > 0 ? Math.min(Math.max(0, active - line), boxes) : active;
     // The most recently started jobs are the likeliest to be the ones still running.
@@ -289,4 +294,14 @@ export class QueueBoard {
       return queuedBody(e.jobId, e.request, [place + 1, estimateEta({ ...shared, ahead: place, count: e.request.count })], route.paid);
     };
   }
+}
+
+/**
+ * The GPU boxes jobs can run on now, and the jobs workers hold while they wait for one: those are
+ * ahead of every job still in the queue, so a waiting job's place counts them (its reply and
+ * /quota alike).
+ */
+function boxLine(snap: QueueSnapshot, now: number): { boxes: number; line: number } {
+  const boxes = boxSlots(snap.statuses, now, STATUS_STALE_MS);
+  return { boxes, line: boxes > 0 ? (snap.boxLine ?? 0) : 0 };
 }

@@ -35,17 +35,19 @@ function cancelRow(jobId: string): APIActionRowComponent<APIButtonComponent> {
 }
 
 /**
- * `place` is [position, ETA], or null once a worker has the job (progress edits take over);
+ * `place` is [position, ETA], 'unplaced' while its place could not be read, or null once a worker
+ * has the job (progress edits take over);
  * `route`, the paid provider the job may go to and its price, shown before it runs.
  */
 export function queuedBody(
   jobId: string,
   request: GenerationRequest,
-  place: Parameters<typeof text.queued> | null,
+  place: Parameters<typeof text.queued> | 'unplaced' | null,
   route?: Parameters<typeof text.route>[0],
 ): MessageBody {
+  const line = place === null ? text.starting : place === 'unplaced' ? text.queuedUnplaced : text.queued(...place);
   return {
-    content: `${promptLine(request)}\n${place === null ? text.starting : text.queued(...place)}${route ? `\n${text.route(route)}` : ''}`,
+    content: `${promptLine(request)}\n${line}${route ? `\n${text.route(route)}` : ''}`,
     embeds: [],
     components: [cancelRow(jobId)],
     attachments: [],

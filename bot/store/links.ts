@@ -60,15 +60,17 @@ export class LinkStore {
     });
   }
 
-  async markExpired(link: LinkRow): Promise<void> {
+  /** true when this call marked it (every bot process's watcher tries; one announces it). */
+  async markExpired(link: LinkRow): Promise<boolean> {
     const prisma = await this.db.prisma();
-    await prisma.$transaction(async (tx) => {
+    return prisma.$transaction(async (tx) => {
       const n = await tx.gpuLink.updateMany({
         where: { id: link.id, joinedAt: null, lastError: null },
         data: { lastError: 'join token expired unused: /admin gpu rotate issues a new one' },
       });
-      if (n.count === 1)
-        await tx.auditLog.create({ data: { guildId: link.guildId, actorId: BOX_ACTOR, action: 'gpu token expired', target: link.id } });
+      if (n.count !== 1) return false;
+      await tx.auditLog.create({ data: { guildId: link.guildId, actorId: BOX_ACTOR, action: 'gpu token expired', target: link.id } });
+      return true;
     });
   }
 

@@ -154,19 +154,31 @@ export class SettingsStore implements GuildSettings {
     });
   }
 
-  async changeBannedWords(guildId: string, actorId: string, op: 'add' | 'remove', words: string[]): Promise<string[]> {
+  async changeBannedWords(
+    guildId: string,
+    actorId: string,
+    op: 'add' | 'remove',
+    words: string[],
+  ): Promise<{ changed: string[]; after: string[] }> {
     this.invalidate(guildId);
     const prisma = await this.db.prisma();
     return prisma.$transaction(async (tx) => {
-      const before = (await tx.bannedWord.findMany({ where: { guildId } })).map((w) => w.word);
+      const before = (await tx.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } })).map((w) => w.word);
       if (op === 'add') {
         await tx.bannedWord.createMany({ data: words.map((word) => ({ guildId, word, addedBy: actorId })), skipDuplicates: true });
       } else {
         await tx.bannedWord.deleteMany({ where: { guildId, word: { in: words } } });
       }
       const after = (await tx.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } })).map((w) => w.word);
-      await tx.auditLog.create({ data: { guildId, actorId, action: `banned-words ${op}`, before: toJson(before), after: toJson(after) } });
-      return after;
+      const had = new Set(before);
+      const changed = words.filter((w) => had.has(w) === (op === 'remove'));
+      // An audit row records a change; a word already listed (or absent) changed nothing.
+      if (changed.length > 0) {
+        await tx.auditLog.create({
+          data: { guildId, actorId, action: `banned-words ${op}`, before: toJson(before), after: toJson(after) },
+        });
+      }
+      return { changed, after };
     });
   }
 }

@@ -51,9 +51,14 @@ export const bannedWords: AdminHandler = async (ctx, i, guildId) => {
   const words = parseBannedWords(i.options.getString('words') ?? '');
   if (words.length === 0) return { reply: adminText.bannedNeedWords };
   const op = action === 'remove' ? 'remove' : 'add';
-  const after = await ctx.settings.changeBannedWords(guildId, i.user.id, op, words);
-  const msg = op === 'add' ? adminText.bannedAdded(words, after.length) : adminText.bannedRemoved(words, after.length);
-  return { reply: msg, notice: msg };
+  const { changed, after } = await ctx.settings.changeBannedWords(guildId, i.user.id, op, words);
+  const unchanged = words.length - changed.length;
+  const msg =
+    op === 'add'
+      ? adminText.bannedAdded(changed.length, unchanged, after.length)
+      : adminText.bannedRemoved(changed.length, unchanged, after.length);
+  // Nothing added or removed: no "changed a setting" notice.
+  return { reply: msg, notice: changed.length > 0 ? msg : undefined };
 };
 
 export const budget: AdminHandler = async (ctx, i, guildId) => {

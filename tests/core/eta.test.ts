@@ -14,7 +14,11 @@ const S = 1000;
 /** n jobs of `ms` each making `count` images. */
 const same = (n: number, ms: number, count = 1, backend?: string): DurationSample[] =>
   Array.from({ length: n }, () => ({ ms, count, ...(backend ? { backend } : {}) }));
-const eta = (o: Partial<EtaInput>) => estimateEta({ ahead: 0, running: 0, slots: 1, samples: same(10, 10 * S), count: 1, ...o });
+/** The range, or null when there is none (why is asserted with estimateEta itself). */
+const eta = (o: Partial<EtaInput>) => {
+  const e = estimateEta({ ahead: 0, running: 0, slots: 1, samples: same(10, 10 * S), count: 1, ...o });
+  return typeof e === 'string' ? null : e;
+};
 const mid = (e: { lowMs: number; highMs: number } | null) => (e!.lowMs + e!.highMs) / 2;
 
 describe('estimateEta', () => {
@@ -32,6 +36,13 @@ describe('estimateEta', () => {
         ],
       }),
     ).toBeNull();
+  });
+
+  test('without a range it says why: no live slot first (the job will not move, whatever the run times), else no run to learn from', () => {
+    const base = { ahead: 2, running: 0, count: 1 };
+    expect(estimateEta({ ...base, slots: 0, samples: same(2, 8 * S) })).toBe('no-worker');
+    expect(estimateEta({ ...base, slots: 0, samples: [] })).toBe('no-worker');
+    expect(estimateEta({ ...base, slots: 1, samples: [] })).toBe('no-runs');
   });
 
   test('an idle slot and an empty queue: just this job’s own run, never faster than the fastest seen', () => {
@@ -187,8 +198,9 @@ describe('queued message', () => {
     expect(etaRange({ lowMs: 240 * S, highMs: 240 * S })).toBe('in about 4 min');
   });
 
-  test('position and ETA, or says there is no estimate yet', () => {
-    expect(text.queued(1, null)).toBe('Queued: you are next. No time estimate yet: no job has finished recently.');
+  test('position and ETA, or says why there is no estimate', () => {
+    expect(text.queued(1, 'no-runs')).toBe('Queued: you are next. No time estimate yet: no job has finished recently.');
+    expect(text.queued(4, 'no-worker')).toBe('Queued: position 4. No time estimate: no worker is available to run jobs right now.');
     expect(text.queued(3, { lowMs: 70 * S, highMs: 290 * S })).toBe('Queued: position 3. Ready in about 1–5 min.');
   });
 });

@@ -118,6 +118,44 @@ describe('/admin', () => {
     expect(notices.some((n) => n.content.includes('$5.00 → **$12.50**'))).toBe(true);
   });
 
+  test('/admin banned-words reports the words it really added or removed; when nothing changed, no notice and no audit row', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none' });
+    const log = SUBCOMMANDS.find((c) => c.sub === 'log-channel')!;
+    await replyOf(sys, await admin(sys, log.sub, log.options, PERMS.manager, log.resolved));
+    const banned = async (action: string, words: string) =>
+      (
+        await replyOf(
+          sys!,
+          await admin(
+            sys!,
+            'banned-words',
+            [
+              { name: 'action', type: 3, value: action },
+              { name: 'words', type: 3, value: words },
+            ],
+            PERMS.manager,
+          ),
+        )
+      ).content;
+    expect(await banned('add', 'dragon')).toBe('Added 1 banned word; the list now has 1.');
+    expect(await banned('add', 'dragon')).toBe('Nothing changed: that word is already banned. The list has 1.');
+    expect(await banned('add', 'dragon, castle')).toBe('Added 1 banned word (1 was already on the list); the list now has 2.');
+    expect(await banned('remove', 'griffin')).toBe('Nothing changed: that word was not on the list. The list has 2.');
+    expect(await banned('remove', 'griffin, castle, dragon')).toBe('Removed 2 banned words (1 was not on the list); the list now has 0.');
+    const audit = await db.prisma.auditLog.findMany({ where: { action: { startsWith: 'banned-words' } }, orderBy: { id: 'asc' } });
+    expect(audit.map((a) => [a.action, a.before, a.after])).toEqual([
+      ['banned-words add', [], ['dragon']],
+      ['banned-words add', ['dragon'], ['castle', 'dragon']],
+      ['banned-words remove', ['castle', 'dragon'], []],
+    ]);
+    const notices = sys.discord.channelMessages(LOG_CHANNEL).map((n) => n.content);
+    expect(notices.filter((n) => n.includes('banned word'))).toHaveLength(3);
+    expect(notices.some((n) => n.includes('Nothing changed'))).toBe(false);
+  });
+
   test('Administrator and a configured moderator role also pass the check', async ({ db, redisPrefix }) => {
     const modRole = '7777777777777777770';
     const guild = defaultGuilds()[0]!;

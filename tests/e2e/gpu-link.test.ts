@@ -148,8 +148,14 @@ describe('/admin gpu: linking a server’s own GPU box', () => {
       ['gpu link', linkId],
       ['gpu join', linkId],
     ]);
+    // The moderators' link and the box's join are both announced in the log channel.
+    await s.discord.waitFor(() => s.discord.channelMessages(LOG_CHANNEL).find((n) => n.content.includes('joined')));
     const notices = s.discord.channelMessages(LOG_CHANNEL);
-    expect(notices.some((n) => n.content.includes(linkId))).toBe(true);
+    expect(notices.map((n) => n.content)).toEqual([
+      expect.stringContaining('Notices will be posted in'),
+      expect.stringContaining(`linked a GPU box (link \`${linkId}\``),
+      `🖥️ GPU box \`${linkId}\` joined: it runs this server's jobs from now on.`,
+    ]);
     const secret = token.split('.')[2]!;
     for (const n of notices) expect(n.content).not.toContain(secret);
     for (const line of [...s.botLogs, ...box.logs]) expect(line).not.toContain(secret);

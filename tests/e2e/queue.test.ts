@@ -59,8 +59,8 @@ describe('queue position and ETA', () => {
     // Everyone had nothing today: one priority, first come first served.
     expect(replies.map((i) => positionIn(i.original()!.content))).toEqual([1, 2, 3, 4]);
     const last = replies[3]!;
-    // No worker yet and no finished job: no invented figure.
-    expect(last.original()!.content).toContain('No time estimate yet');
+    // No worker yet (and no finished job): no invented figure, and the member is told it is the missing worker.
+    expect(last.original()!.content).toContain('No time estimate: no worker is available to run jobs right now.');
 
     await sys.startWorker();
     await Promise.all(replies.map((i) => sys!.finalReply(i, 60_000)));
@@ -71,8 +71,8 @@ describe('queue position and ETA', () => {
     expect(runs(queued.map((e) => positionIn(e.content)))).toEqual([4, 3, 2, 1]);
     for (const e of queued) {
       const pos = positionIn(e.content)!;
-      // Until the first job finishes there is nothing to estimate from; afterwards there always is.
-      if (pos >= 3) expect(e.content, e.content).toContain('No time estimate yet');
+      // Until a worker reports and the first job finishes there is nothing to estimate from; afterwards there always is.
+      if (pos >= 3) expect(e.content, e.content).toContain('No time estimate');
       else expect(etaIn(e.content), e.content).not.toBeNull();
     }
     // The "you are next" estimate held: the images came within its range, give or take the rounding and the test machine.

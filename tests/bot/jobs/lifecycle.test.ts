@@ -248,7 +248,7 @@ describe('a job from the queue to its settle', () => {
     await vi.advanceTimersByTimeAsync(2000);
     expect(reads).toEqual([[JOB]]);
     expect(edits.sent.map((e) => e.content.split('\n')[1])).toEqual([
-      'Queued: you are next. No time estimate yet: no job has finished recently.',
+      'Queued: you are next. No time estimate: no worker is available to run jobs right now.',
     ]);
   });
 

@@ -29,7 +29,7 @@ function live(edits = recordingEdits(), over: { since?: number; replyMessageId?:
   return { m, edits };
 }
 
-const place = (n: number): MessageBody => queuedBody('j1', REQUEST, [n, null]);
+const place = (n: number): MessageBody => queuedBody('j1', REQUEST, [n, 'no-runs']);
 const progress = (step: number) => async () => ({ body: { ...place(0), content: `step ${step}` }, files: [] });
 
 describe('one reply, edited while its job waits and runs', () => {

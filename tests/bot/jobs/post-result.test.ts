@@ -1,7 +1,8 @@
+import type { REST } from 'discord.js';
 import { DiscordAPIError } from 'discord.js';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, test } from 'vitest';
-import type { Outbox } from '../../../bot/jobs/outbox.js';
+import { Outbox } from '../../../bot/jobs/outbox.js';
 import { PostResult } from '../../../bot/jobs/post-result.js';
 import type { MessageBody } from '../../../bot/jobs/render.js';
 import type { JobResult } from '../../../core/generation.js';
@@ -36,12 +37,14 @@ function setup(
     inChannel?: false | 'gone' | 'expired';
     stored?: (Buffer | null)[];
     limit?: number;
+    /** A real outbox instead of the recording one. */
+    outbox?: Outbox;
   } = {},
 ) {
   const calls: string[] = [];
   const bodies: string[] = [];
   const delivered: { id: string; messageId: string | null; extra: readonly string[] }[] = [];
-  const outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult' | 'tokenAlive'> = {
+  const outbox: Pick<Outbox, 'send' | 'sendMore' | 'pointToResult' | 'tokenAlive'> = o.outbox ?? {
     tokenAlive: () => true,
     async send(_job: StoredJob, body: MessageBody) {
       calls.push(`send ${body.attachments.map((a) => a.filename).join(',')}`);
@@ -222,5 +225,45 @@ describe('posting a settled job', () => {
     expect(batches).toEqual([[ids[0]], [ids[1], ids[2]]]);
     expect(delivered.map((d) => d.id)).toEqual(ids);
     expect(results.forgotten).toEqual(ids);
+  });
+});
+
+describe('a job posted after the 14-minute token limit', () => {
+  /** A real outbox over a Discord that records the bot-token edits of the old reply. */
+  function lateOutbox() {
+    const pointer: string[] = [];
+    const botRest = {
+      post: async () => ({ id: 'result-msg' }),
+      patch: async (route: string, o: { body: { content: string } }) => {
+        if (route.endsWith('/reply-msg')) pointer.push(o.body.content);
+      },
+    } as unknown as REST;
+    return { pointer, outbox: new Outbox({ rest: botRest, botRest, log: silent, now: () => Date.now(), tokenLifetimeMs: 14 * 60_000 }) };
+  }
+  const late = { createdAt: new Date(Date.now() - 20 * 60_000), replyMessageId: 'reply-msg' };
+
+  test('the old reply points at the result, worded by outcome: only a success says "Finished"', async () => {
+    const cases: [Partial<StoredJob>, (Buffer | null)[] | undefined, RegExp][] = [
+      [{}, undefined, /^Finished\. .* the result is posted below: https:\/\/discord\.com\/channels\/g1\/c1\/result-msg$/],
+      [
+        { status: 'failed', result: null, errorCode: 'all_backends_failed', errorMessage: null },
+        undefined,
+        /^No image could be made\. .* the reason is posted below: https:/,
+      ],
+      [
+        { status: 'cancelled', result: null, errorCode: 'cancelled', errorMessage: null },
+        undefined,
+        /^Cancelled\. .* posted below: https:/,
+      ],
+      // Settled as a success, but its images were gone by the time it was posted: a refunded failure is posted.
+      [{}, [png, null], /^No image could be made\. /],
+    ];
+    for (const [over, stored, want] of cases) {
+      const { pointer, outbox } = lateOutbox();
+      const { post, job } = setup({ outbox, ...(stored ? { stored } : {}) });
+      await post.post(job({ ...late, ...over }), null);
+      expect(pointer, JSON.stringify(over)).toHaveLength(1);
+      expect(pointer[0], JSON.stringify(over)).toMatch(want);
+    }
   });
 });

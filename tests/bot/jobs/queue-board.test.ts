@@ -17,11 +17,15 @@ function fakeQueue() {
     places: new Map<string, JobPlace>(),
     active: 0,
     statuses: [] as QueueSnapshot['statuses'],
+    boxLine: 0,
     reads: [] as string[][],
+    /** Reads still to fail (a Redis hiccup). */
+    failing: 0,
     async read(ids: readonly string[]): Promise<QueueSnapshot> {
       q.reads.push([...ids]);
+      if (q.failing > 0 && q.failing--) throw new Error('Redis timeout');
       const places = new Map(ids.map((id) => [id, q.places.get(id) ?? ({ state: 'other' } as const)]));
-      return { places, active: q.active, waiting: q.places.size, statuses: q.statuses };
+      return { places, active: q.active, waiting: q.places.size, statuses: q.statuses, boxLine: q.boxLine };
     },
   };
   return q;
@@ -71,6 +75,24 @@ describe('queue positions and ETAs', () => {
     expect(taken.phase).toBe('new');
   });
 
+  test('a waiting job whose first position read fails says it is queued, not starting, and shows its place once a read succeeds', async () => {
+    const { queue, board, entry, edits } = setup();
+    const e = entry(1);
+    queue.failing = 1;
+    queue.places.set('j1', { state: 'waiting', ahead: 2 });
+    board.showFirst(e);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(edits.sent.map((s) => s.content.split('\n')[1])).toEqual(['Queued. Its place in the queue shows here in a moment.']);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(queue.reads).toEqual([['j1'], ['j1']]);
+    expect(edits.sent.map((s) => placeOf(s.content))).toEqual([undefined, 'position 3']);
+    // It stays on the board: its place keeps moving with the queue.
+    queue.places.set('j1', { state: 'waiting', ahead: 1 });
+    board.left('other');
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(edits.sent.map((s) => placeOf(s.content))).toEqual([undefined, 'position 3', 'position 2']);
+  });
+
   test('jobs queued together share one position read; a job that finished meanwhile is never shown a place', async () => {
     const { queue, board, entry, edits } = setup();
     const [a, b, done] = [entry(1), entry(2), entry(3)];
@@ -81,37 +103,40 @@ describe('queue positions and ETAs', () => {
     expect(edits.sent.map((e) => e.token)).toEqual(['tok1', 'tok2']);
   });
 
-  test('until a job has finished there is no time estimate; once one has and a worker reports a slot, there is', async () => {
+  test('no time estimate while no worker reports a slot, run times or not, nor while no job has finished; it says which', async () => {
     const { queue, board, entry, edits } = setup();
-    const shown = async (n: number) => {
+    const shown = async (n: number, ahead: number) => {
+      queue.places.set(`j${n}`, { state: 'waiting', ahead });
       board.showFirst(entry(n));
       await vi.advanceTimersByTimeAsync(100);
-      return edits.sent.at(-1)!.content;
+      return edits.sent.at(-1)!.content.split('\n')[1];
     };
-    queue.places.set('j1', { state: 'waiting', ahead: 0 });
-    expect(await shown(1)).toContain('No time estimate yet');
-    board.seed([{ ms: 4000, count: 1 }]);
-    // No worker has reported a slot: still nothing honest to say.
-    queue.places.set('j2', { state: 'waiting', ahead: 0 });
-    expect(await shown(2)).toContain('No time estimate yet');
-    queue.statuses = [
-      {
-        backend: 'a1111',
-        family: 'a1111',
-        worker: 'w1',
-        healthy: true,
-        detail: '',
-        latencyMs: 1,
-        circuit: 'closed',
-        inFlight: 0,
-        paid: false,
-        price: 'free',
-        at: Date.now(),
-        concurrency: 1,
-      },
-    ];
-    queue.places.set('j3', { state: 'waiting', ahead: 0 });
-    expect(await shown(3)).toContain('Ready in');
+    const worker: QueueSnapshot['statuses'][number] = {
+      backend: 'a1111',
+      family: 'a1111',
+      worker: 'w1',
+      healthy: true,
+      detail: '',
+      latencyMs: 1,
+      circuit: 'closed',
+      inFlight: 0,
+      paid: false,
+      price: 'free',
+      at: Date.now(),
+      concurrency: 1,
+    };
+    const noWorker = 'No time estimate: no worker is available to run jobs right now.';
+    expect(await shown(1, 0)).toBe(`Queued: you are next. ${noWorker}`);
+    queue.statuses = [worker];
+    expect(await shown(2, 0)).toBe('Queued: you are next. No time estimate yet: no job has finished recently.');
+    board.seed([
+      { ms: 8000, count: 1 },
+      { ms: 9000, count: 1 },
+    ]);
+    expect(await shown(3, 0)).toMatch(/^Queued: you are next\. Ready in /);
+    // Run times exist, but every worker is offline: that, not a lack of finished jobs, is why.
+    queue.statuses = [];
+    expect(await shown(4, 2)).toBe(`Queued: position 3. ${noWorker}`);
   });
 
   test('many starts and finishes within the refresh interval make one batched read of every queued place', async () => {
@@ -190,5 +215,33 @@ describe('queue positions and ETAs', () => {
     queue.places.set('j2', { state: 'delayed' });
     expect(await board.positionsOf(['j1', 'j2', 'j3'])).toEqual(new Map([['j1', 5]]));
     expect(await board.positionsOf([])).toEqual(new Map());
+  });
+
+  test("/quota's position is the one the job's reply shows: jobs waiting in line for the GPU box are ahead of it in both", async () => {
+    const { queue, board, entry, edits } = setup();
+    queue.statuses = [
+      {
+        backend: 'a1111',
+        family: 'a1111',
+        worker: 'w1',
+        healthy: true,
+        detail: '',
+        latencyMs: 1,
+        circuit: 'closed',
+        inFlight: 1,
+        paid: false,
+        price: 'free',
+        at: Date.now(),
+        concurrency: 1,
+        box: 'http://gpu-box:7860',
+      },
+    ];
+    queue.active = 4;
+    queue.boxLine = 3;
+    queue.places.set('j1', { state: 'waiting', ahead: 0 });
+    board.showFirst(entry(1));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(placeOf(edits.sent[0]!.content)).toBe('position 4');
+    expect(await board.positionsOf(['j1'])).toEqual(new Map([['j1', 4]]));
   });
 });
