@@ -183,6 +183,15 @@ export const workerConfigSchema = z
     HF_ENDPOINT_URL: optionalUrl,
     HF_MODEL: optionalString,
     /**
+     * Where output files a Hugging Face answer names by URL may be fetched from (a provider's CDN),
+     * redirects included; anything else is refused unfetched. Empty: only images in the answer itself.
+     */
+    HF_OUTPUT_ORIGINS: z
+      .string()
+      .default('https://v3.fal.media,https://v3b.fal.media,https://fal.media,https://replicate.delivery,https://pbxt.replicate.delivery')
+      .transform(csv)
+      .pipe(z.array(httpUrl.transform((u) => new URL(u).origin))),
+    /**
      * The HF endpoint's handler does image-to-image: an image with `strength`, and `mask_image` for
      * inpaint. Enables inpaint, Vary (img2img) and Upscale (an img2img pass) on Hugging Face;
      * otherwise those jobs skip it.
