@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BACKEND_FAMILIES, type BackendFamily, BOX_FAMILIES } from './backend-families.js';
+import { ATTACHMENT_LIMITS } from './image-limits.js';
 
 /**
  * Configuration, parsed once at boot by each process's main.ts.
@@ -39,12 +40,6 @@ const optionalInt = (min: number, max: number) =>
 const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
-
-/**
- * The largest input image the bot downloads and the most pixels anything decodes (ATTACHMENT_MAX_BYTES
- * and ATTACHMENT_MAX_PIXELS default to these; the worker holds a posted image to the same pixel cap).
- */
-export const ATTACHMENT_LIMITS = { maxBytes: 10 * 1024 * 1024, maxPixels: 16_000_000 } as const;
 
 const sharedShape = {
   /** Redis for BullMQ queues, progress and result images in transit. */

@@ -1,5 +1,5 @@
-import { ATTACHMENT_LIMITS } from '../config.js';
 import { UserError } from '../errors.js';
+import { ATTACHMENT_LIMITS } from '../image-limits.js';
 import { detectFormat, type ImageFormat, sniffImage } from './image-sniff.js';
 
 export { sniffImage } from './image-sniff.js';

@@ -1,9 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
+import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import { fetchAttachment, readCappedBody, readImageBody } from '../../core/io/attachments.js';
 import { detectFormat } from '../../core/io/image-sniff.js';
 import type { BackendErrors } from './backend.js';
-import { OUTPUT_LIMITS } from './output-image.js';
 
 /** Hugging Face's own origins, which provider routing talks to: the Hub (model mappings) and the router (inference, queue polls). */
 export const HF_API_ORIGINS: readonly string[] = ['https://huggingface.co', 'https://router.huggingface.co'];

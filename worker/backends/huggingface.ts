@@ -1,13 +1,14 @@
 import { InferenceClient, setLogger } from '@huggingface/inference';
 import { BackendError, isBackendError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
+import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
 import { HF_API_ORIGINS, hfFetch, withFetch } from './hf-fetch.js';
 import { parseRetryAfter } from './http.js';
-import { OUTPUT_LIMITS, outputPng } from './output-image.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
