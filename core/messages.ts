@@ -88,6 +88,8 @@ export const text = {
     `• ${position !== null ? `queued, position ${position}` : status === 'queued' ? 'starting' : status}: ${prompt}`,
   resultBelow: (url: string) => `Finished. This took longer than Discord lets a reply stay editable, so the result is posted below: ${url}`,
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
+  /** Why a worker's result was refused by the output limits (the reason of a failed job). */
+  resultRefused: (why: string) => `the images the worker returned were refused (${why}).`,
   cancelled: 'Cancelled. Your quota was refunded.',
   quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
     [

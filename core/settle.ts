@@ -14,12 +14,15 @@ export type SettleOutcome =
 
 /**
  * A job the worker completed: a result that does not parse fails as malformed, one whose images
- * left Redis before they could be fetched fails as expired (its attempts still booked), else it
- * succeeded.
+ * left Redis before they could be fetched fails as expired (its attempts still booked), one whose
+ * images the output limits refuse (`refused`: why) fails as malformed saying why (its attempts
+ * still booked), else it succeeded.
  */
-export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean): SettleOutcome {
+export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean, refused: string | null = null): SettleOutcome {
   if (!parsed.success) return { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload, attempts: [] };
   if (!imagesPresent) return { status: 'failed', code: 'expired', message: failureText.expired, attempts: parsed.data.attempts };
+  if (refused !== null)
+    return { status: 'failed', code: 'invalid_payload', message: text.resultRefused(refused), attempts: parsed.data.attempts };
   return { status: 'succeeded', result: parsed.data };
 }
 

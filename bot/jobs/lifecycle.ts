@@ -2,6 +2,7 @@ import type { RawFile } from 'discord.js';
 import type { FirstAnswer } from '../../commands/context.js';
 import type { GenerationRequest, ParsedJobResult } from '../../core/generation.js';
 import { jobProgressSchema, parseJobResult } from '../../core/generation.js';
+import { refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { InteractionRef, JobStore, StoredJob } from '../../core/ports.js';
@@ -275,13 +276,12 @@ export class JobLifecycle {
   private async complete(jobId: string, parsed: ParsedJobResult): Promise<void> {
     if (!parsed.success) this.o.log.error({ jobId, issues: parsed.issues }, 'worker returned a malformed result');
     const images = parsed.success ? await this.o.results.getMany(parsed.data.imageKeys) : [];
-    const settled = await this.settleHere(
-      jobId,
-      completedOutcome(
-        parsed,
-        images.every((b) => b !== null),
-      ),
-    );
+    const present = images.every((b) => b !== null);
+    // A worker's images are hostile input (a guild's own worker is not ours): checked by their
+    // headers against the output limits before anything decodes them.
+    const refused = present ? refusedOutputImage(images as Buffer[]) : null;
+    if (refused) this.o.log.warn({ jobId, refused }, 'worker result refused by the output limits');
+    const settled = await this.settleHere(jobId, completedOutcome(parsed, present, refused));
     if (settled) await this.deliver(settled, settled.status === 'succeeded' ? (images as Buffer[]) : null);
   }
 

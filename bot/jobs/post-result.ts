@@ -1,8 +1,10 @@
 import { afterFailedDelivery, DELIVERY_RETRY, type DeliveryRetryPolicy } from '../../core/delivery.js';
+import { refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
+import { text } from '../../core/messages.js';
 import type { Delivered, JobStore, StoredJob } from '../../core/ports.js';
 import { deliveryFailure, describeDiscordError, type Outbox } from './outbox.js';
 import { failureBody } from './render.js';
@@ -154,7 +156,8 @@ export class PostResult {
 
   /**
    * The message(s) a settled job is posted as: its result, or its failure (also when its images
-   * expired meanwhile: the success becomes a refunded failure before it is posted as one).
+   * expired meanwhile, or were replaced by ones the output limits refuse since the result was
+   * checked: the success becomes a refunded failure before it is posted as one).
    */
   private async compose(job: StoredJob, images: Buffer[] | null): Promise<OutgoingMessage[]> {
     if (job.status !== 'succeeded' || !job.result) {
@@ -165,6 +168,13 @@ export class PostResult {
       // Settled as a success, nothing left to show: the failure posted says the quota was refunded, so it is first.
       await this.o.store.expireResult(job.id);
       return [{ body: failureBody(job.request, 'expired', null), files: [] }];
+    }
+    const refused = refusedOutputImage(imgs as Buffer[]);
+    if (refused) {
+      const message = text.resultRefused(refused);
+      this.o.log.warn({ jobId: job.id, refused }, 'stored result refused by the output limits');
+      await this.o.store.expireResult(job.id, { code: 'invalid_payload', message });
+      return [{ body: failureBody(job.request, 'invalid_payload', message), files: [] }];
     }
     return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now, cpu: this.o.cpu });
   }

@@ -118,3 +118,12 @@ export function checkOutputImage(bytes: Buffer, n: number): { header: ImageHeade
     return { refused: `image ${n} declares ${header.width}×${header.height}, over the ${OUTPUT_LIMITS.maxPixels / 1e6} MP cap` };
   return { header };
 }
+
+/** Why the first of a result's `images` that fails {@link checkOutputImage} is refused, or null when none does. */
+export function refusedOutputImage(images: readonly Buffer[]): string | null {
+  for (const [i, bytes] of images.entries()) {
+    const checked = checkOutputImage(bytes, i + 1);
+    if ('refused' in checked) return checked.refused;
+  }
+  return null;
+}
