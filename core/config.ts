@@ -299,6 +299,11 @@ export function guildSpace(queuePrefix: string, guildId: string): string {
   return `${queuePrefix}:g:${guildId}`;
 }
 
+/** Where a key under QUEUE_PREFIX (a job's input image) is copied to in a guild's key space, for its own worker to read. */
+export function keyInGuildSpace(key: string, queuePrefix: string, guildId: string): string {
+  return key.startsWith(`${queuePrefix}:`) ? `${guildSpace(queuePrefix, guildId)}:${key.slice(queuePrefix.length + 1)}` : key;
+}
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
   constructor(readonly lines: string[]) {

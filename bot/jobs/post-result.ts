@@ -1,4 +1,5 @@
 import { afterFailedDelivery, DELIVERY_RETRY, type DeliveryRetryPolicy } from '../../core/delivery.js';
+import { inputKeyList } from '../../core/generation.js';
 import { refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
@@ -28,9 +29,9 @@ export interface PostResultOptions {
 
 /**
  * Posts a settled job: its images (fitted, gridded, split over messages as the upload limit
- * requires) or its failure, through the outbox; then marks it delivered and drops its images from
- * Redis. A post that fails is tried again later by the sweep (here or in another process) on the
- * schedule of core/delivery.ts, and given up when Discord keeps refusing: the job is then recorded
+ * requires) or its failure, through the outbox; then marks it delivered and drops its images, and
+ * the member's input images, from Redis. A post that fails is tried again later by the sweep (here
+ * or in another process) on the schedule of core/delivery.ts, and given up when Discord keeps refusing: the job is then recorded
  * as undeliverable, refunded, and moderators are told. A result split over several messages records
  * each message as it is posted, so a later try resumes after the last one and never posts a part twice.
  * Marking delivered starts as soon as a job is posted; the jobs posted while a mark is under way
@@ -142,10 +143,13 @@ export class PostResult {
         continue;
       }
       // Failed jobs too: a paid result kept for a retry that then failed for good goes with them. The
-      // worker's grid key too: a guild's worker writes it under the guild's key space, not ours.
+      // worker's grid key too: a guild's worker writes it under the guild's key space, not ours. And
+      // the member's input images: the worker drops them only when it succeeds.
       const settled = batch.map((d) => ({
         jobId: d.jobId,
         imageKeys: [...(d.job.result?.imageKeys ?? []), ...(d.job.result?.gridKey ? [d.job.result.gridKey] : [])],
+        inputKeys: inputKeyList(d.job.request),
+        guildId: d.job.guildId,
       }));
       await this.o.results
         .forget(settled)

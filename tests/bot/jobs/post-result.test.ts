@@ -100,14 +100,17 @@ function setup(
   const undeliverable: string[] = [];
   const results = {
     forgotten: [] as string[],
+    /** Each forget: one Redis command for its whole batch. */
+    forgets: [] as { jobId: string; inputKeys?: readonly string[]; guildId?: string | null }[][],
     async get() {
       return null;
     },
     async getMany(keys: readonly string[]) {
       return o.stored ?? keys.map(() => png);
     },
-    async forget(jobs: readonly { jobId: string }[]) {
+    async forget(jobs: readonly { jobId: string; inputKeys?: readonly string[]; guildId?: string | null }[]) {
       results.forgotten.push(...jobs.map((j) => j.jobId));
+      results.forgets.push([...jobs]);
     },
   };
   /** What was handed to the image threads to decode. */
@@ -149,6 +152,16 @@ describe('posting a settled job', () => {
     expect(calls[0]).toMatch(/^send grid\.webp/);
     expect(calls.filter((c) => c.startsWith('more'))).toHaveLength(2);
     expect(delivered[0]!.extra).toEqual(['m2', 'm3']);
+  });
+
+  test("a delivered job's input images (an /inpaint upload, its mask) are dropped with its result, in the same one command", async () => {
+    const { post, results, job } = setup();
+    const inputs = { image: 'p:input:j:image', mask: 'p:input:j:mask', original: 'p:input:j:original', maskFull: 'p:input:j:maskFull' };
+    const inpaint = job({ request: { ...job().request, kind: 'inpaint', inputKeys: inputs } });
+    await post.post(inpaint, images());
+    expect(results.forgets).toEqual([
+      [{ jobId: inpaint.id, imageKeys: expect.any(Array), inputKeys: Object.values(inputs), guildId: 'g1' }],
+    ]);
   });
 
   test('a post that fails is left to a later try on the backoff schedule and never marked delivered', async () => {
