@@ -1,7 +1,7 @@
 import type { GenerationInteraction, GenerationService, PresetService } from '../commands/context.js';
 import type { BotConfig } from '../core/config.js';
 import { UserError } from '../core/errors.js';
-import { type GenerationRequest, type JobPayload, toJobPayload } from '../core/generation.js';
+import { type GenerationRequest, inputKeyList, type JobPayload, toJobPayload } from '../core/generation.js';
 import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import type { Logger } from '../core/io/logger.js';
 import type { ResultStore } from '../core/io/results.js';
@@ -84,7 +84,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
       d.log.info({ jobId, err }, 'input images refused after admission; refunding');
       const message = err instanceof UserError ? err.userMessage : failureText.input_rejected;
       if (await d.settles.settle(jobId, inputRejected(message))) await d.settles.markDelivered([{ jobId, messageId: null }]);
-      const keys = Object.values(request.inputKeys ?? {}).filter((k): k is string => typeof k === 'string');
+      const keys = inputKeyList(request);
       await d.results.forgetInputs(keys).catch(() => undefined);
       // Too slow: whatever it still stores once it finishes goes too.
       void pending.then(() => d.results.forgetInputs(keys)).catch(() => undefined);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BACKEND_FAMILIES, type BackendFamily, BOX_FAMILIES } from './backend-families.js';
+import { ATTACHMENT_LIMITS } from './image-limits.js';
 
 /**
  * Configuration, parsed once at boot by each process's main.ts.
@@ -39,12 +40,6 @@ const optionalInt = (min: number, max: number) =>
 const usd = (dflt: number) =>
   z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
-
-/**
- * The largest input image the bot downloads and the most pixels anything decodes (ATTACHMENT_MAX_BYTES
- * and ATTACHMENT_MAX_PIXELS default to these; the worker holds a posted image to the same pixel cap).
- */
-export const ATTACHMENT_LIMITS = { maxBytes: 10 * 1024 * 1024, maxPixels: 16_000_000 } as const;
 
 const sharedShape = {
   /** Redis for BullMQ queues, progress and result images in transit. */
@@ -183,6 +178,15 @@ export const workerConfigSchema = z
     HF_ENDPOINT_URL: optionalUrl,
     HF_MODEL: optionalString,
     /**
+     * Where output files a Hugging Face answer names by URL may be fetched from (a provider's CDN),
+     * redirects included; anything else is refused unfetched. Empty: only images in the answer itself.
+     */
+    HF_OUTPUT_ORIGINS: z
+      .string()
+      .default('https://v3.fal.media,https://v3b.fal.media,https://fal.media,https://replicate.delivery,https://pbxt.replicate.delivery')
+      .transform(csv)
+      .pipe(z.array(httpUrl.transform((u) => new URL(u).origin))),
+    /**
      * The HF endpoint's handler does image-to-image: an image with `strength`, and `mask_image` for
      * inpaint. Enables inpaint, Vary (img2img) and Upscale (an img2img pass) on Hugging Face;
      * otherwise those jobs skip it.
@@ -293,6 +297,11 @@ export type WorkerConfig = z.infer<typeof workerConfigSchema>;
 /** A guild's own key space under QUEUE_PREFIX: its queue, results, box leases and status reports. */
 export function guildSpace(queuePrefix: string, guildId: string): string {
   return `${queuePrefix}:g:${guildId}`;
+}
+
+/** Where a key under QUEUE_PREFIX (a job's input image) is copied to in a guild's key space, for its own worker to read. */
+export function keyInGuildSpace(key: string, queuePrefix: string, guildId: string): string {
+  return key.startsWith(`${queuePrefix}:`) ? `${guildSpace(queuePrefix, guildId)}:${key.slice(queuePrefix.length + 1)}` : key;
 }
 
 export class ConfigError extends Error {

@@ -104,6 +104,11 @@ export const generationRequestSchema = z.object({
 });
 export type GenerationRequest = z.infer<typeof generationRequestSchema>;
 
+/** The Redis keys of a request's input images (none for txt2img). */
+export function inputKeyList(request: GenerationRequest): string[] {
+  return Object.values(request.inputKeys ?? {}).filter((k): k is string => typeof k === 'string');
+}
+
 function randomSeed(): number {
   return Math.floor(Math.random() * LIMITS.seedMax);
 }

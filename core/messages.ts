@@ -103,6 +103,8 @@ export const text = {
     return `${head} This took longer than Discord lets a reply stay editable, so ${what} posted below: ${url}`;
   },
   failed: (reason: string) => `The image could not be made: ${reason} Your quota was refunded.`,
+  /** Why a worker's result was refused by the output limits (the reason of a failed job). */
+  resultRefused: (why: string) => `the images the worker returned were refused (${why}).`,
   cancelled: 'Cancelled. Your quota was refunded.',
   quotaSummary: (o: { usedToday: number; limit: number; usedThisMonth: number; inFlight: number; now: Date }) =>
     [

@@ -152,12 +152,13 @@ export interface JobStore {
    */
   giveUpDelivery(jobId: string, error: string): Promise<StoredJob | null>;
   /**
-   * A success whose images left Redis before it could be posted (Redis lost them, say, while
-   * Discord was failing): it becomes a failure as `expired`, so the member's images are refunded as
-   * the posted message says (the ledger keeps what ran). Returns the job as it is now, or null when
-   * it is not an undelivered success.
+   * A success that cannot be posted after all: its images left Redis (Redis lost them, say, while
+   * Discord was failing), the default `expired`, or the output limits refuse them (`invalid_payload`).
+   * It becomes a failure as `failure` says, so the member's images are refunded as the posted
+   * message says (the ledger keeps what ran). Returns the job as it is now, or null when it is not
+   * an undelivered success.
    */
-  expireResult(jobId: string): Promise<StoredJob | null>;
+  expireResult(jobId: string, failure?: { code: 'expired' | 'invalid_payload'; message: string }): Promise<StoredJob | null>;
   get(jobId: string): Promise<StoredJob | ForgottenJob | null>;
   /**
    * One page of the jobs whose delivery is not finished (unsettled, or settled and not yet posted

@@ -16,12 +16,20 @@ export type SettleOutcome =
  * A job the worker completed: one the member cancelled before it was settled is cancelled
  * (refunded, nothing posted: they were told so), its attempts still booked; a result that does not
  * parse fails as malformed; one whose images left Redis before they could be fetched fails as
- * expired (its attempts still booked); else it succeeded.
+ * expired; one whose images the output limits refuse (`refused`: why) fails as malformed saying
+ * why (both with their attempts still booked); else it succeeded.
  */
-export function completedOutcome(parsed: ParsedJobResult, imagesPresent: boolean, cancelled: boolean): SettleOutcome {
+export function completedOutcome(
+  parsed: ParsedJobResult,
+  imagesPresent: boolean,
+  cancelled: boolean,
+  refused: string | null = null,
+): SettleOutcome {
   if (cancelled) return { status: 'cancelled', attempts: parsed.success ? parsed.data.attempts : [] };
   if (!parsed.success) return { status: 'failed', code: 'invalid_payload', message: failureText.invalid_payload, attempts: [] };
   if (!imagesPresent) return { status: 'failed', code: 'expired', message: failureText.expired, attempts: parsed.data.attempts };
+  if (refused !== null)
+    return { status: 'failed', code: 'invalid_payload', message: text.resultRefused(refused), attempts: parsed.data.attempts };
   return { status: 'succeeded', result: parsed.data };
 }
 

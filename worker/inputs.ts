@@ -1,6 +1,6 @@
 import sharp from 'sharp';
-import { ATTACHMENT_LIMITS } from '../core/config.js';
 import type { GenerationRequest } from '../core/generation.js';
+import { ATTACHMENT_LIMITS } from '../core/image-limits.js';
 import type { InpaintOriginal } from '../core/io/inpaint-image.js';
 import type { ResultStore } from '../core/io/results.js';
 import type { SourceImage } from './backends/backend.js';

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { guildSpace } from '../../core/config.js';
+import { guildSpace, keyInGuildSpace } from '../../core/config.js';
 import type { DurationSample } from '../../core/eta.js';
 import type { JobPayload } from '../../core/generation.js';
 import { type BackendStatus, readBackendStatus } from '../../core/io/backend-status.js';
@@ -39,7 +39,7 @@ export interface AdmissionRoute {
  * Queues an admitted job where core/routing.ts says: its guild's own boxes (a fresh, healthy status
  * report under the guild's key space and a short enough line there), else the shared queue. A job
  * with input images going to the guild's boxes has its inputs copied into the guild's key space,
- * the only keys its worker can read.
+ * the only keys its worker can read, and the originals dropped once it is queued there.
  */
 export function createAdmissionRoute(o: AdmissionRouteOptions): AdmissionRoute {
   /** Status reads started at admission, by guild: the queueing after the acknowledgement finds them done. */
@@ -76,7 +76,13 @@ export function createAdmissionRoute(o: AdmissionRouteOptions): AdmissionRoute {
           overflowAfterS: o.overflowAfterS,
         });
         if (route.to === 'guild') {
-          await o.spaces.addOwn(await intoSpace(o.redis, payload, o.prefix, space), guildId, usedBefore);
+          const moved = await intoSpace(o.redis, payload, o.prefix, guildId);
+          await o.spaces.addOwn(moved.payload, guildId, usedBefore);
+          // Its worker reads the copies; the originals would wait out RESULT_TTL_SECONDS for nothing.
+          if (moved.copied.length > 0)
+            await o.redis
+              .unlink(...moved.copied)
+              .catch((err: unknown) => o.log.warn({ err, jobId: payload.jobId }, 'could not drop copied inputs; they go at delivery'));
           o.onRouted?.(guildId, 'own');
           return 'own';
         }
@@ -90,16 +96,25 @@ export function createAdmissionRoute(o: AdmissionRouteOptions): AdmissionRoute {
   return { route, prefetch };
 }
 
-/** The payload with its input images copied under the guild's key space. */
-async function intoSpace(redis: Redis, payload: JobPayload, prefix: string, space: string): Promise<JobPayload> {
+/** The payload with its input images copied under the guild's key space, and the keys copied from. */
+async function intoSpace(
+  redis: Redis,
+  payload: JobPayload,
+  prefix: string,
+  guildId: string,
+): Promise<{ payload: JobPayload; copied: string[] }> {
   const keys = payload.request.inputKeys;
-  if (!keys) return payload;
+  if (!keys) return { payload, copied: [] };
   const moved: Record<string, string> = {};
+  const copied: string[] = [];
   for (const [name, key] of Object.entries(keys)) {
     if (typeof key !== 'string') continue;
-    const target = key.startsWith(`${prefix}:`) ? `${space}:${key.slice(prefix.length + 1)}` : key;
-    if (target !== key) await redis.copy(key, target, 'REPLACE');
+    const target = keyInGuildSpace(key, prefix, guildId);
+    if (target !== key) {
+      await redis.copy(key, target, 'REPLACE');
+      copied.push(key);
+    }
     moved[name] = target;
   }
-  return { ...payload, request: { ...payload.request, inputKeys: moved as typeof keys } };
+  return { payload: { ...payload, request: { ...payload.request, inputKeys: moved as typeof keys } }, copied };
 }

@@ -2,6 +2,7 @@ import type { RawFile } from 'discord.js';
 import type { FirstAnswer } from '../../commands/context.js';
 import type { GenerationRequest, ParsedJobResult } from '../../core/generation.js';
 import { jobProgressSchema, parseJobResult } from '../../core/generation.js';
+import { refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { InteractionRef, JobStore, StoredJob } from '../../core/ports.js';
@@ -285,14 +286,12 @@ export class JobLifecycle {
     const read = parsed.success ? await this.o.results.getMany([...parsed.data.imageKeys, await this.o.cancelFlag(jobId)]) : [];
     const images = read.slice(0, -1);
     const cancelled = read.at(-1) != null;
-    const settled = await this.settleHere(
-      jobId,
-      completedOutcome(
-        parsed,
-        images.every((b) => b !== null),
-        cancelled,
-      ),
-    );
+    const present = images.every((b) => b !== null);
+    // A worker's images are hostile input (a guild's own worker is not ours): checked by their
+    // headers against the output limits before anything decodes them.
+    const refused = present && !cancelled ? refusedOutputImage(images as Buffer[]) : null;
+    if (refused) this.o.log.warn({ jobId, refused }, 'worker result refused by the output limits');
+    const settled = await this.settleHere(jobId, completedOutcome(parsed, present, cancelled, refused));
     if (settled) await this.deliver(settled, settled.status === 'succeeded' ? (images as Buffer[]) : null);
   }
 

@@ -1,8 +1,11 @@
 import { afterFailedDelivery, DELIVERY_RETRY, type DeliveryRetryPolicy } from '../../core/delivery.js';
+import { inputKeyList } from '../../core/generation.js';
+import { refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
+import { text } from '../../core/messages.js';
 import type { Delivered, JobStore, StoredJob } from '../../core/ports.js';
 import { deliveryFailure, describeDiscordError, type Outbox } from './outbox.js';
 import { failureBody } from './render.js';
@@ -26,9 +29,9 @@ export interface PostResultOptions {
 
 /**
  * Posts a settled job: its images (fitted, gridded, split over messages as the upload limit
- * requires) or its failure, through the outbox; then marks it delivered and drops its images from
- * Redis. A post that fails is tried again later by the sweep (here or in another process) on the
- * schedule of core/delivery.ts, and given up when Discord keeps refusing: the job is then recorded
+ * requires) or its failure, through the outbox; then marks it delivered and drops its images, and
+ * the member's input images, from Redis. A post that fails is tried again later by the sweep (here
+ * or in another process) on the schedule of core/delivery.ts, and given up when Discord keeps refusing: the job is then recorded
  * as undeliverable, refunded, and moderators are told. A result split over several messages records
  * each message as it is posted, so a later try resumes after the last one and never posts a part twice.
  * Marking delivered starts as soon as a job is posted; the jobs posted while a mark is under way
@@ -144,10 +147,13 @@ export class PostResult {
         continue;
       }
       // Failed jobs too: a paid result kept for a retry that then failed for good goes with them. The
-      // worker's grid key too: a guild's worker writes it under the guild's key space, not ours.
+      // worker's grid key too: a guild's worker writes it under the guild's key space, not ours. And
+      // the member's input images: the worker drops them only when it succeeds.
       const settled = batch.map((d) => ({
         jobId: d.jobId,
         imageKeys: [...(d.job.result?.imageKeys ?? []), ...(d.job.result?.gridKey ? [d.job.result.gridKey] : [])],
+        inputKeys: inputKeyList(d.job.request),
+        guildId: d.job.guildId,
       }));
       await this.o.results
         .forget(settled)
@@ -158,7 +164,8 @@ export class PostResult {
 
   /**
    * The message(s) a settled job is posted as: its result, or its failure (also when its images
-   * expired meanwhile: the success becomes a refunded failure before it is posted as one).
+   * expired meanwhile, or were replaced by ones the output limits refuse since the result was
+   * checked: the success becomes a refunded failure before it is posted as one).
    */
   private async compose(job: StoredJob, images: Buffer[] | null): Promise<OutgoingMessage[]> {
     if (job.status !== 'succeeded' || !job.result) {
@@ -169,6 +176,13 @@ export class PostResult {
       // Settled as a success, nothing left to show: the failure posted says the quota was refunded, so it is first.
       await this.o.store.expireResult(job.id);
       return [{ body: failureBody(job.request, 'expired', null), files: [] }];
+    }
+    const refused = refusedOutputImage(imgs as Buffer[]);
+    if (refused) {
+      const message = text.resultRefused(refused);
+      this.o.log.warn({ jobId: job.id, refused }, 'stored result refused by the output limits');
+      await this.o.store.expireResult(job.id, { code: 'invalid_payload', message });
+      return [{ body: failureBody(job.request, 'invalid_payload', message), files: [] }];
     }
     return composeResult(job, job.result, imgs as Buffer[], { results: this.o.results, now: this.o.now, cpu: this.o.cpu });
   }

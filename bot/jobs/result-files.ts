@@ -1,5 +1,6 @@
 import type { RawFile } from 'discord.js';
 import type { JobResult } from '../../core/generation.js';
+import { checkOutputImage, refusedOutputImage } from '../../core/io/image-sniff.js';
 import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
@@ -16,7 +17,9 @@ export interface OutgoingMessage {
 /**
  * The result as Discord will take it: each image fitted under the channel's upload limit, a
  * numbered grid in front when there are several, and the files split over as many messages as
- * the limit requires (the first one carries the grid, the embed and the job's buttons).
+ * the limit requires (the first one carries the grid, the embed and the job's buttons). Images the
+ * output limits refuse by their headers are refused here (thrown) before anything decodes them; a
+ * worker's grid they refuse is made anew from the images.
  */
 export async function composeResult(
   job: StoredJob,
@@ -24,6 +27,8 @@ export async function composeResult(
   imgs: Buffer[],
   o: { results: Pick<ResultStore, 'get'>; now: () => number; cpu: Pick<ThreadPool<ImageTasks>, 'run'> },
 ): Promise<OutgoingMessage[]> {
+  const refused = refusedOutputImage(imgs);
+  if (refused) throw new Error(`result refused: ${refused}`);
   const limit = job.interaction.uploadLimitBytes ?? DEFAULT_UPLOAD_LIMIT_BYTES;
   // Re-encoding (only for an image over the limit) and gridding run on the bot's thread pool.
   const fitFile = (data: Buffer, name: string, format: 'png' | 'webp' = 'png') =>
@@ -38,7 +43,8 @@ export async function composeResult(
   if (imgs.length > 1) {
     // The worker makes the grid; results from a worker that did not are gridded here.
     const made = result.gridKey ? await o.results.get(result.gridKey) : null;
-    const grid = await fitFile(made ?? (await o.cpu.run('makeGrid', imgs)), 'grid', 'webp');
+    const usable = made && !('refused' in checkOutputImage(made, 1)) ? made : null;
+    const grid = await fitFile(usable ?? (await o.cpu.run('makeGrid', imgs)), 'grid', 'webp');
     files.unshift({ file: { name: grid.name, data: grid.data, contentType: grid.contentType }, index: null });
   }
   const plan = planMessages(

@@ -413,12 +413,15 @@ export class PgJobStore implements JobStore {
     return rows[0] ? toStoredJob(rows[0]) : null;
   }
 
-  async expireResult(jobId: string): Promise<StoredJob | null> {
-    // One statement: the failure and the refund (core/settle.ts: an expiry gives the images back).
+  async expireResult(
+    jobId: string,
+    failure: { code: 'expired' | 'invalid_payload'; message: string } = { code: 'expired', message: failureText.expired },
+  ): Promise<StoredJob | null> {
+    // One statement: the failure and the refund (core/settle.ts: a failure gives the images back).
     const rows = await this.rows<JobRow[]>(
       'expire-result',
       `WITH j AS (
-         UPDATE jobs SET status = 'failed'::job_status, error_code = 'expired', error_message = $2
+         UPDATE jobs SET status = 'failed'::job_status, error_code = $2, error_message = $3
          WHERE id = $1::uuid AND status = 'succeeded' AND delivered_at IS NULL AND undeliverable_at IS NULL
          RETURNING *
        ),
@@ -429,7 +432,8 @@ export class PgJobStore implements JobStore {
        )
        SELECT ${JOB_COLUMNS} FROM j`,
       jobId,
-      failureText.expired,
+      failure.code,
+      failure.message,
     );
     return rows[0] ? toStoredJob(rows[0]) : null;
   }

@@ -1,5 +1,5 @@
-import { ATTACHMENT_LIMITS } from '../config.js';
 import { UserError } from '../errors.js';
+import { ATTACHMENT_LIMITS } from '../image-limits.js';
 import { detectFormat, type ImageFormat, sniffImage } from './image-sniff.js';
 
 export { sniffImage } from './image-sniff.js';
@@ -99,11 +99,17 @@ export function readImageBody(res: Response, maxBytes: number): Promise<Buffer> 
   return readCapped(res, maxBytes);
 }
 
-async function readCapped(res: Response, maxBytes: number): Promise<Buffer> {
+/** Any response body (JSON, an error's text) read under a byte cap, with the same refusals as {@link readImageBody} but no format check. */
+export function readCappedBody(res: Response, maxBytes: number): Promise<Buffer> {
+  return readCapped(res, maxBytes, false);
+}
+
+async function readCapped(res: Response, maxBytes: number, image = true): Promise<Buffer> {
+  const noun = image ? 'image' : 'answer';
   const declared = res.headers.get('content-length');
   if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > maxBytes) {
     discard(res);
-    throw reject(`The image is ${formatSize(Number(declared))}; the limit is ${formatSize(maxBytes, true)}.`);
+    throw reject(`The ${noun} is ${formatSize(Number(declared))}; the limit is ${formatSize(maxBytes, true)}.`);
   }
   if (!res.body) return Buffer.alloc(0);
   const reader = res.body.getReader();
@@ -116,9 +122,9 @@ async function readCapped(res: Response, maxBytes: number): Promise<Buffer> {
       if (done) break;
       total += value.byteLength;
       // Content-Length may lie or be absent: the count of bytes actually received is what is capped.
-      if (total > maxBytes) throw reject(`The image is larger than the ${formatSize(maxBytes, true)} limit.`);
+      if (total > maxBytes) throw reject(`The ${noun} is larger than the ${formatSize(maxBytes, true)} limit.`);
       chunks.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
-      if (!magicChecked && total >= 12) {
+      if (image && !magicChecked && total >= 12) {
         magicChecked = true;
         if (!detectFormat(Buffer.concat(chunks))) throw reject(notAnImage);
       }

@@ -1,3 +1,5 @@
+import { OUTPUT_LIMITS } from '../image-limits.js';
+
 export interface UploadFile {
   name: string;
   data: Buffer;
@@ -11,7 +13,9 @@ export interface UploadFile {
 export async function fitForUpload(png: Buffer, limitBytes: number, baseName: string, format: 'png' | 'webp' = 'png'): Promise<UploadFile> {
   if (png.length <= limitBytes) return { name: `${baseName}.${format}`, data: png, contentType: `image/${format}` };
   // Loaded only when an image is too large: most results fit, and the bot need not hold libvips.
-  const { default: sharp } = await import('sharp');
+  const { default: load } = await import('sharp');
+  // Result images are output: libvips holds them to its pixel cap too, whatever checked them before.
+  const sharp = (input: Buffer) => load(input, { limitInputPixels: OUTPUT_LIMITS.maxPixels });
   const webp = await sharp(png).webp({ quality: 92 }).toBuffer();
   if (webp.length <= limitBytes) return { name: `${baseName}.webp`, data: webp, contentType: 'image/webp' };
   const jpeg = await sharp(png).jpeg({ quality: 88, mozjpeg: true }).toBuffer();

@@ -1,4 +1,5 @@
 import sharp, { type OverlayOptions } from 'sharp';
+import { OUTPUT_LIMITS } from '../image-limits.js';
 import { svgText } from './text-svg.js';
 
 /** Longest side of one tile; a 2 × 2 grid of 1024² images comes out at about one megapixel. */
@@ -30,7 +31,10 @@ export async function makeGrid(images: readonly Buffer[]): Promise<Buffer> {
   const { cols, rows } = gridLayout(images.length);
   const tiles = await Promise.all(
     images.map(async (img) => {
-      const data = await sharp(img).resize(TILE, TILE, { fit: 'inside' }).png().toBuffer({ resolveWithObject: true });
+      const data = await sharp(img, { limitInputPixels: OUTPUT_LIMITS.maxPixels })
+        .resize(TILE, TILE, { fit: 'inside' })
+        .png()
+        .toBuffer({ resolveWithObject: true });
       return data;
     }),
   );

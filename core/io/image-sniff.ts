@@ -1,3 +1,5 @@
+import { OUTPUT_LIMITS } from '../image-limits.js';
+
 /** Image formats the bot accepts, identified by magic bytes only. */
 export type ImageFormat = 'png' | 'jpeg' | 'webp' | 'gif';
 
@@ -98,4 +100,30 @@ export function sniffImage(bytes: Buffer): ImageHeader | null {
   const [width, height] = size;
   if (width <= 0 || height <= 0) return null;
   return { format, width, height };
+}
+
+/**
+ * An output image checked against {@link OUTPUT_LIMITS} from its size and header alone (a tiny file
+ * can declare gigapixels): its header, or why it is refused. `n` is its 1-based number, for the message.
+ */
+export function checkOutputImage(bytes: Buffer, n: number): { header: ImageHeader } | { refused: string } {
+  if (bytes.length > OUTPUT_LIMITS.maxBytes)
+    return {
+      refused: `image ${n} is ${Math.round(bytes.length / 1024 / 1024)} MB, over the ${OUTPUT_LIMITS.maxBytes / 1024 / 1024} MB cap`,
+    };
+  const header = sniffImage(bytes);
+  if (!header || !(OUTPUT_LIMITS.formats as readonly ImageFormat[]).includes(header.format))
+    return { refused: `image ${n} is not a PNG, JPEG or WebP${header ? ` (${header.format})` : ''}` };
+  if (header.width * header.height > OUTPUT_LIMITS.maxPixels)
+    return { refused: `image ${n} declares ${header.width}×${header.height}, over the ${OUTPUT_LIMITS.maxPixels / 1e6} MP cap` };
+  return { header };
+}
+
+/** Why the first of a result's `images` that fails {@link checkOutputImage} is refused, or null when none does. */
+export function refusedOutputImage(images: readonly Buffer[]): string | null {
+  for (const [i, bytes] of images.entries()) {
+    const checked = checkOutputImage(bytes, i + 1);
+    if ('refused' in checked) return checked.refused;
+  }
+  return null;
 }

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { keyInGuildSpace } from '../config.js';
 import { type JobFailure, jobFailureSchema } from '../failures.js';
 import { attemptSchema, LIMITS, modelLineageSchema } from '../generation.js';
 import type { EarlierTries } from '../settle.js';
@@ -159,14 +160,22 @@ export class ResultStore {
     return parsed.success ? parsed.data : null;
   }
 
-  /** Drops everything delivered jobs left behind (one command for all of them), a kept paid result included. */
-  async forget(jobs: readonly { jobId: string; imageKeys: readonly string[] }[]): Promise<void> {
+  /**
+   * Drops everything delivered jobs left behind (one command for all of them): a kept paid result,
+   * and the member's input images (`inputKeys`, as the job's request names them under this prefix)
+   * with their copies in the job's guild key space, where a job for the guild's own boxes has them
+   * (its worker drops them only when it succeeds).
+   */
+  async forget(
+    jobs: readonly { jobId: string; imageKeys: readonly string[]; inputKeys?: readonly string[]; guildId?: string | null }[],
+  ): Promise<void> {
     const keys = jobs.flatMap((j) => [
       ...j.imageKeys,
       this.gridKey(j.jobId),
       this.previewKey(j.jobId),
       this.failureKey(j.jobId),
       ...this.keptKeys(j.jobId),
+      ...(j.inputKeys ?? []).flatMap((k) => (j.guildId ? [k, keyInGuildSpace(k, this.prefix, j.guildId)] : [k])),
     ]);
     if (keys.length > 0) await this.redis.unlink(...keys);
   }

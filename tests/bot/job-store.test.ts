@@ -156,6 +156,22 @@ describe('PgJobStore', () => {
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(1);
   });
 
+  test('a success whose stored images the output limits refuse becomes a refunded failure as malformed, with its reason', async ({
+    db,
+  }) => {
+    const store = new PgJobStore(db.pool);
+    const r = await store.reserve(input({}, 2));
+    if (!r.ok) throw new Error('not admitted');
+    await store.settle(r.jobId, { status: 'succeeded', result: result(2) });
+    const message = 'the images the worker returned were refused (image 1 declares 6000×6000, over the 16 MP cap).';
+    expect(await store.expireResult(r.jobId, { code: 'invalid_payload', message })).toMatchObject({
+      status: 'failed',
+      errorCode: 'invalid_payload',
+      errorMessage: message,
+    });
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
+  });
+
   test('the sweep pages through open jobs oldest first by (created_at, id); delivered ones are not in it and lose their token', async ({
     db,
   }) => {

@@ -34,6 +34,15 @@ describe('the settle policy', () => {
     });
   });
 
+  test('a completed job whose images the output limits refuse fails as malformed saying why, its attempts still booked', () => {
+    expect(completedOutcome(parseJobResult(result), true, false, 'image 1 declares 6000×6000, over the 16 MP cap')).toEqual({
+      status: 'failed',
+      code: 'invalid_payload',
+      message: 'the images the worker returned were refused (image 1 declares 6000×6000, over the 16 MP cap).',
+      attempts: result.attempts,
+    });
+  });
+
   test('a completed job with its images succeeds with its result', () => {
     expect(completedOutcome(parseJobResult(result), true, false)).toEqual({ status: 'succeeded', result });
   });

@@ -259,6 +259,9 @@ test("an /inpaint job for guild A runs on its own box, its inputs parked in the 
     const msg = await sys.finalReply(i, 30_000);
     expect(msg.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
     expect(own.requests.filter((r) => r.path === '/sdapi/v1/img2img')).toHaveLength(1);
+    // Once posted, the member's images are gone from both key spaces: the copies its worker read, and
+    // the originals they were copied from.
+    await expect.poll(() => admin.keys(`${redisPrefix}:*input:*`), { timeout: 5000 }).toEqual([]);
   } finally {
     await admin.call('ACL', 'DELUSER', user);
     admin.disconnect();

@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { afterEach, describe, expect } from 'vitest';
 import { bombPng } from '../fixtures/png.js';
@@ -225,5 +226,27 @@ describe('/inpaint end to end', () => {
     const at = (x: number, y: number) => m.data[Math.floor((y / 64) * m.info.height) * m.info.width + Math.floor((x / 96) * m.info.width)]!;
     expect(at(48, 32)).toBeGreaterThan(200); // inside the hole: repaint
     expect(at(5, 5)).toBeLessThan(50); // opaque corner: keep
+  });
+
+  test('a job the box refuses: once its failure is posted, none of its input images is left in Redis', async ({ db, redisPrefix }) => {
+    sys = await System.start({ db, redisPrefix, a1111: { mode: 'reject-401' } });
+    sys.env.DISCORD_ATTACHMENT_ORIGINS = sys.discord.baseUrl;
+    await sys.bot!.stop();
+    await sys.startBot();
+    const original = await photo();
+    const m = await mask();
+    const i = await inpaint(sys, {
+      image: { url: sys.discord.serveFile('img/photo.png', original, 'image/png'), size: original.length, filename: 'photo.png' },
+      mask: { url: sys.discord.serveFile('img/mask.png', m, 'image/png'), size: m.length, filename: 'mask.png' },
+    });
+    expect((await sys.finalReply(i)).content).toMatch(/could not be made/);
+    expect((await db.prisma.job.findFirstOrThrow()).deliveredAt).not.toBeNull();
+    const redis = new Redis(sys.env.REDIS_URL!);
+    try {
+      // The member's upload, its mask and the prepared copies: none outlives the posted failure.
+      await expect.poll(() => redis.keys(`${redisPrefix}:*input:*`), { timeout: 5000 }).toEqual([]);
+    } finally {
+      redis.disconnect();
+    }
   });
 });

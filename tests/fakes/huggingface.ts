@@ -4,7 +4,8 @@
  * Image-to-image (`parameters.prompt` set, `inputs` = base64 image, as the client sends it with
  * parameters): `width × height`, else `target_size`, else the input image's size; an `inputs` that
  * is not an image is a 400. Faults: cold start (503 "currently loading"), hang, 500, 401, 429,
- * non-image body, wrong size. GET at any path is a health probe.
+ * non-image body, wrong size; hostile answers: a body of any type, the image named by URL
+ * (`{"output": [url]}`, the form hf-inference answers in), a redirect. GET at any path is a health probe.
  * @module
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -21,8 +22,12 @@ export interface FakeHFOptions {
   /** `estimated_time` in the 503 body (default 20). */
   estimatedTime?: number;
   mode?: FakeHFMode;
-  /** Hostile output: this body as an image/png answer, declaring `contentLength` (default its length). */
-  output?: { body: Buffer; contentLength?: number };
+  /** Hostile output: this body as the answer, of `contentType` (default image/png), declaring `contentLength` (default its length). */
+  output?: { body: Buffer; contentLength?: number; contentType?: string };
+  /** Hostile output: answers `{"output": [answerUrl]}` (JSON) instead of the image, for the client to fetch. */
+  answerUrl?: string;
+  /** Hostile output: answers POSTs with a 307 to this URL. */
+  redirectTo?: string;
 }
 
 export interface FakeHFRequest {
@@ -101,8 +106,16 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
     if (method !== 'POST' || typeof body?.inputs !== 'string') {
       return sendJson(res, 400, { error: 'expected JSON {inputs, parameters}' });
     }
+    if (options.redirectTo) {
+      res.writeHead(307, { location: options.redirectTo });
+      return void res.end();
+    }
+    if (options.answerUrl) return sendJson(res, 200, { output: [options.answerUrl] });
     if (options.output) {
-      res.writeHead(200, { 'content-type': 'image/png', 'content-length': options.output.contentLength ?? options.output.body.length });
+      res.writeHead(200, {
+        'content-type': options.output.contentType ?? 'image/png',
+        'content-length': options.output.contentLength ?? options.output.body.length,
+      });
       return void res.end(options.output.body);
     }
     if (options.mode === 'garbage') {

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackendError } from '../../core/errors.js';
@@ -121,11 +123,89 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     ['a decompression bomb (a tiny PNG declaring 20000×20000)', { body: bombPng() }, /declares 20000×20000, over the 16 MP cap/],
     ['over the byte cap by its Content-Length', { body: bombPng(), contentLength: 100 * 1024 * 1024 }, /answer refused: .*limit is 64 MB/],
     ['a GIF', { body: Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64') }, /not a PNG, JPEG or WebP/],
+    [
+      'application/octet-stream over the byte cap by its Content-Length',
+      { body: bombPng(), contentLength: 100 * 1024 * 1024, contentType: 'application/octet-stream' },
+      /answer refused: .*limit is 64 MB/,
+    ],
   ] as const)('an answer that is %s is refused before anything decodes it', async (_what, output, message) => {
     fake.options.output = output;
     const err = await failure(backend().generate({ jobId: 'j6b', request: request() }, ctx()));
     expect(err.kind).toBe('bad-response');
     expect(err.message).toMatch(message);
+  });
+
+  it('an image answered as application/octet-stream is read like any other, by its bytes', async () => {
+    const png = await sharp({ create: { width: 512, height: 384, channels: 3, background: '#48c' } })
+      .png()
+      .toBuffer();
+    fake.options.output = { body: png, contentType: 'application/octet-stream' };
+    const out = await backend().generate({ jobId: 'j6c', request: request({ count: 1 }) }, ctx());
+    expect(await sharp(out.images[0]!).metadata()).toMatchObject({ format: 'png', width: 512, height: 384 });
+  });
+
+  describe('an image the answer names by URL, as hostile input', () => {
+    /** A server on another origin that records every request it gets and answers `body` as a PNG. */
+    async function foreignOrigin(body: Buffer): Promise<{ url: string; hits: string[]; close: () => Promise<void> }> {
+      const hits: string[] = [];
+      const server = createServer((req, res) => {
+        hits.push(req.url ?? '');
+        res.writeHead(200, { 'content-type': 'image/png', 'content-length': body.length });
+        res.end(body);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      return { url, hits, close: () => new Promise((r) => server.close(() => r())) };
+    }
+    const png = () =>
+      sharp({ create: { width: 512, height: 384, channels: 3, background: '#c84' } })
+        .png()
+        .toBuffer();
+
+    it('an image on a foreign origin (an internal address), or a redirect there, is refused without contacting it', async () => {
+      const foreign = await foreignOrigin(await png());
+      try {
+        fake.options.answerUrl = `${foreign.url}/latest/meta-data/iam`;
+        const named = await failure(backend().generate({ jobId: 'u1', request: request({ count: 1 }) }, ctx()));
+        expect([named.kind, named.retryable]).toEqual(['bad-response', false]);
+        expect(named.message).toMatch(/output refused/);
+        fake.options.answerUrl = undefined;
+        fake.options.redirectTo = `${foreign.url}/elsewhere.png`;
+        const redirected = await failure(backend().generate({ jobId: 'u2', request: request({ count: 1 }) }, ctx()));
+        expect([redirected.kind, redirected.retryable]).toEqual(['bad-response', false]);
+        expect(foreign.hits).toEqual([]);
+      } finally {
+        await foreign.close();
+      }
+    });
+
+    it('an image on an allowed output origin is fetched, and refused over the byte or pixel cap', async () => {
+      const good = await foreignOrigin(await png());
+      const bomb = await foreignOrigin(bombPng());
+      try {
+        fake.options.answerUrl = `${good.url}/out.png`;
+        const out = await backend({ outputOrigins: [good.url] }).generate({ jobId: 'u3', request: request({ count: 1 }) }, ctx());
+        expect(await sharp(out.images[0]!).metadata()).toMatchObject({ format: 'png', width: 512, height: 384 });
+        expect(good.hits).toEqual(['/out.png']);
+
+        const tooBig = await failure(
+          backend({ outputOrigins: [good.url], outputMaxBytes: 1024 }).generate({ jobId: 'u4', request: request({ count: 1 }) }, ctx()),
+        );
+        expect([tooBig.kind, tooBig.message]).toEqual(['bad-response', expect.stringMatching(/output refused: .*limit/)]);
+
+        fake.options.answerUrl = `${bomb.url}/bomb.png`;
+        const decompression = await failure(
+          backend({ outputOrigins: [bomb.url] }).generate({ jobId: 'u5', request: request({ count: 1 }) }, ctx()),
+        );
+        expect([decompression.kind, decompression.message]).toEqual([
+          'bad-response',
+          expect.stringMatching(/output refused: .*20000×20000/),
+        ]);
+      } finally {
+        await good.close();
+        await bomb.close();
+      }
+    });
   });
 
   it('maps an unreachable endpoint to a retryable unavailable', async () => {

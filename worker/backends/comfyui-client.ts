@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { BackendError, isUserError } from '../../core/errors.js';
+import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import { readImageBody } from '../../core/io/attachments.js';
 import type { ComfyGraph } from './comfyui-graph.js';
 import {
@@ -16,7 +17,6 @@ import {
   uploadResponseSchema,
 } from './comfyui-schemas.js';
 import { describeZodError, mapFetchError, mapHttpStatus } from './http.js';
-import { OUTPUT_LIMITS } from './output-image.js';
 
 interface SendOptions {
   method?: 'GET' | 'POST';

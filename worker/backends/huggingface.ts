@@ -1,13 +1,14 @@
 import { InferenceClient, setLogger } from '@huggingface/inference';
-import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
+import { BackendError, isBackendError } from '../../core/errors.js';
 import { type GenerationRequest, strengthOf } from '../../core/generation.js';
-import { readImageBody } from '../../core/io/attachments.js';
+import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, isImagePass, ownSettings, presetSettings } from './backend.js';
+import { HF_API_ORIGINS, hfFetch, withFetch } from './hf-fetch.js';
 import { parseRetryAfter } from './http.js';
-import { OUTPUT_LIMITS, outputPng } from './output-image.js';
+import { outputPng } from './output-image.js';
 
 /** Settings for a dedicated Inference Endpoint (`endpointUrl`) or provider routing (`model`). */
 export interface HuggingFaceBackendOptions {
@@ -15,6 +16,13 @@ export interface HuggingFaceBackendOptions {
   token?: string;
   /** Dedicated endpoint; requests go to exactly this URL. */
   endpointUrl?: string;
+  /**
+   * Origins output files an answer names by URL may be fetched from (HF_OUTPUT_ORIGINS), redirects
+   * included: any other is refused without being contacted. Default none.
+   */
+  outputOrigins?: readonly string[];
+  /** Byte cap on one output image (default {@link OUTPUT_LIMITS}). */
+  outputMaxBytes?: number;
   /** Hub model for provider routing when there is no endpoint (default SDXL base). */
   model?: string;
   /**
@@ -127,8 +135,7 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
   const errors = backendErrors(id, { badResponseRetryable: false });
 
   async function toPng(blob: Blob, r: GenerationRequest, n: number): Promise<Buffer> {
-    if (blob.type && !blob.type.startsWith('image/'))
-      throw errors.badResponse(`Hugging Face answer is not an image (content type ${blob.type})`);
+    // The body was read under the byte cap by hfFetch; its format is checked by its bytes here.
     return outputPng(errors, Buffer.from(await blob.arrayBuffer()), n, { width: r.width, height: r.height, fit: 'exact' });
   }
 
@@ -137,19 +144,19 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = AbortSignal.any([ctx.signal, timeout]);
     let retryAfterS: number | undefined;
-    // Observes Retry-After, which the client's error objects do not carry.
-    const observe: typeof fetch = async (input, init) => {
-      const res = await fetch(input, init);
-      retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
-      if (!res.ok || !res.headers.get('content-type')?.startsWith('image/')) return res;
-      // The image is read here under the output byte cap as it streams (the client would read it whole).
-      try {
-        return new Response(new Uint8Array(await readImageBody(res, OUTPUT_LIMITS.maxBytes)), { status: res.status, headers: res.headers });
-      } catch (err) {
-        throw isUserError(err) ? errors.badResponse(`answer refused: ${err.userMessage}`, err) : err;
-      }
-    };
-    const options = { signal, retry_on_error: false, fetch: observe };
+    const guarded = hfFetch({
+      id,
+      errors,
+      apiOrigins: opts.endpointUrl ? [opts.endpointUrl] : HF_API_ORIGINS,
+      outputOrigins: opts.outputOrigins ?? [],
+      maxBytes: opts.outputMaxBytes ?? OUTPUT_LIMITS.maxBytes,
+      downloadTimeoutMs: timeoutMs + 1000,
+      // Observes Retry-After, which the client's error objects do not carry.
+      onAnswer: (res) => {
+        retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
+      },
+    });
+    const options = { signal, retry_on_error: false, fetch: guarded };
     const parameters = {
       negative_prompt: r.negative,
       width: r.width,
@@ -159,37 +166,40 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
       seed,
     };
     const routing = opts.endpointUrl ? {} : { model: s.preset.model ?? model, provider: 'auto' as const };
-    try {
-      let blob: Blob;
-      if (r.kind === 'inpaint') {
-        if (!job.image || !job.mask)
-          throw new BackendError(id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
-        blob = await client.imageToImage(
-          {
-            ...routing,
-            inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r), mask_image: job.mask.toString('base64') },
-          },
-          options,
-        );
-      } else if (isImagePass(r.kind)) {
-        if (!job.image) throw new BackendError(id, 'rejected', `${r.kind} job without its input image`, { retryable: false });
-        // The image already has the target size; width and height say so to handlers that resize.
-        blob = await client.imageToImage(
-          {
-            ...routing,
-            inputs: new Blob([job.image], { type: 'image/png' }),
-            parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r) },
-          },
-          options,
-        );
-      } else {
-        blob = await client.textToImage({ ...routing, inputs: r.prompt, parameters }, options);
+    // The client's own fetches of output URLs (and queue polls) go through `guarded` too.
+    return withFetch(guarded, async () => {
+      try {
+        let blob: Blob;
+        if (r.kind === 'inpaint') {
+          if (!job.image || !job.mask)
+            throw new BackendError(id, 'rejected', 'inpaint job without a prepared image and mask', { retryable: false });
+          blob = await client.imageToImage(
+            {
+              ...routing,
+              inputs: new Blob([job.image], { type: 'image/png' }),
+              parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r), mask_image: job.mask.toString('base64') },
+            },
+            options,
+          );
+        } else if (isImagePass(r.kind)) {
+          if (!job.image) throw new BackendError(id, 'rejected', `${r.kind} job without its input image`, { retryable: false });
+          // The image already has the target size; width and height say so to handlers that resize.
+          blob = await client.imageToImage(
+            {
+              ...routing,
+              inputs: new Blob([job.image], { type: 'image/png' }),
+              parameters: { prompt: r.prompt, ...parameters, strength: strengthOf(r) },
+            },
+            options,
+          );
+        } else {
+          blob = await client.textToImage({ ...routing, inputs: r.prompt, parameters }, options);
+        }
+        return await toPng(blob, r, seed - r.seed + 1);
+      } catch (err) {
+        throw toBackendError(err, ctx.signal, timeout, retryAfterS);
       }
-      return await toPng(blob, r, seed - r.seed + 1);
-    } catch (err) {
-      throw toBackendError(err, ctx.signal, timeout, retryAfterS);
-    }
+    });
   }
 
   return {

@@ -85,6 +85,7 @@ const FACTORIES = {
         id: 'huggingface',
         token: config.HF_TOKEN,
         endpointUrl: config.HF_ENDPOINT_URL,
+        outputOrigins: config.HF_OUTPUT_ORIGINS,
         model: config.HF_MODEL,
         inpaint: config.HF_INPAINT,
         presets,

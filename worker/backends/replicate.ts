@@ -1,12 +1,13 @@
 import Replicate, { type Prediction, parseProgressFromLogs } from 'replicate';
 import { BackendError, isBackendError, isUserError } from '../../core/errors.js';
 import type { GenerationRequest } from '../../core/generation.js';
+import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import { fetchAttachment } from '../../core/io/attachments.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
 import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, ownSettings, presetSettings } from './backend.js';
-import { OUTPUT_LIMITS, outputPng } from './output-image.js';
+import { outputPng } from './output-image.js';
 import {
   buildPrediction,
   mapReplicateError,

@@ -7,6 +7,7 @@ import type { QueueSnapshot } from '../../../core/io/queue-position.js';
 import { ResultStore } from '../../../core/io/results.js';
 import type { StoredJob } from '../../../core/ports.js';
 import type { SettleOutcome } from '../../../core/settle.js';
+import { bombPng } from '../../fixtures/png.js';
 import { REF, REQUEST, recordingEdits, silent, storedJob } from './doubles.js';
 
 beforeEach(() => {
@@ -84,13 +85,12 @@ function setup(
     store,
     results: {
       get: async (key) => (keysRead.push(key), null),
+      // A PNG's header is all the bot reads of a result before it is posted.
       getMany: async (keys) => {
         keysRead.push(...keys);
         commands.push([...keys]);
         const images = o.images ?? [];
-        return keys.map((k, i) =>
-          k === FLAG ? (o.cancelled ? Buffer.from('1') : null) : o.images ? (images[i] ?? null) : Buffer.from('png'),
-        );
+        return keys.map((k, i) => (k === FLAG ? (o.cancelled ? Buffer.from('1') : null) : o.images ? (images[i] ?? null) : bombPng(64)));
       },
       getFailure: async () => o.failure ?? null,
       ownsResultKeys: (jobId, result) => KEYS.ownsResultKeys(jobId, result),
@@ -188,6 +188,22 @@ describe('a job from the queue to its settle', () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(settles[0]).toMatchObject({ status: 'failed', code: 'expired' });
     expect(posted[0]!.images).toBeNull();
+  });
+
+  test('a result whose image declares more pixels than the output cap is refunded as malformed, saying why, and posted without being decoded', async () => {
+    // 6000×6000 (36 MP) in a tiny file: what a guild's own worker could write under its result keys.
+    const { lifecycle, settles, posted } = setup({ images: [bombPng(6000)] });
+    lifecycle.completed(JOB, JSON.stringify(RESULT));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(settles).toEqual([
+      {
+        status: 'failed',
+        code: 'invalid_payload',
+        message: expect.stringMatching(/image 1 declares 6000×6000, over the 16 MP cap/),
+        attempts: RESULT.attempts,
+      },
+    ]);
+    expect(posted.map((p) => [p.job.status, p.images])).toEqual([['failed', null]]);
   });
 
   test('a failed attempt with a retry to come settles nothing; the final failure settles with the worker’s reason', async () => {

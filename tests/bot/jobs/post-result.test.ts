@@ -5,10 +5,12 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import { Outbox } from '../../../bot/jobs/outbox.js';
 import { PostResult } from '../../../bot/jobs/post-result.js';
 import type { MessageBody } from '../../../bot/jobs/render.js';
+import { composeResult } from '../../../bot/jobs/result-files.js';
 import type { JobResult } from '../../../core/generation.js';
-import { imageTasks } from '../../../core/io/image-tasks.js';
-import { inlineTasks } from '../../../core/io/thread-pool.js';
+import { type ImageTasks, imageTasks } from '../../../core/io/image-tasks.js';
+import { inlineTasks, type ThreadPool } from '../../../core/io/thread-pool.js';
 import type { Delivered, StoredJob } from '../../../core/ports.js';
+import { bombPng } from '../../fixtures/png.js';
 import { silent, storedJob } from './doubles.js';
 
 const RESULT: JobResult = {
@@ -29,6 +31,12 @@ beforeAll(async () => {
     .toBuffer();
 });
 const images = () => [png, png];
+
+/** The image tasks run inline, each task handed to them (to decode) recorded in `decoded`. */
+function spiedTasks(decoded: string[]): Pick<ThreadPool<ImageTasks>, 'run'> {
+  const inline = inlineTasks(imageTasks);
+  return { run: (task, ...args) => (decoded.push(task), inline.run(task, ...args)) };
+}
 
 function setup(
   o: {
@@ -85,24 +93,31 @@ function setup(
       store.noted.push({ messageId, extra: [...extra] });
     },
     expired: [] as string[],
-    async expireResult(id: string) {
+    failedAs: [] as string[],
+    async expireResult(id: string, failure?: { code: string; message: string }) {
       store.expired.push(id);
-      return storedJob({ id, status: 'failed', errorCode: 'expired' });
+      store.failedAs.push(failure?.code ?? 'expired');
+      return storedJob({ id, status: 'failed', errorCode: failure?.code ?? 'expired' });
     },
   };
   const undeliverable: string[] = [];
   const results = {
     forgotten: [] as string[],
+    /** Each forget: one Redis command for its whole batch. */
+    forgets: [] as { jobId: string; inputKeys?: readonly string[]; guildId?: string | null }[][],
     async get() {
       return null;
     },
     async getMany(keys: readonly string[]) {
       return o.stored ?? keys.map(() => png);
     },
-    async forget(jobs: readonly { jobId: string }[]) {
+    async forget(jobs: readonly { jobId: string; inputKeys?: readonly string[]; guildId?: string | null }[]) {
       results.forgotten.push(...jobs.map((j) => j.jobId));
+      results.forgets.push([...jobs]);
     },
   };
+  /** What was handed to the image threads to decode. */
+  const decoded: string[] = [];
   const post = new PostResult({
     store,
     results,
@@ -110,7 +125,7 @@ function setup(
     log: silent,
     now: () => Date.now(),
     onUndeliverable: async (j, reason) => void undeliverable.push(`${j.id} ${reason}`),
-    cpu: inlineTasks(imageTasks),
+    cpu: spiedTasks(decoded),
   });
   const job = (over: Partial<StoredJob> = {}) =>
     storedJob({
@@ -120,7 +135,7 @@ function setup(
       interaction: { ...storedJob().interaction, uploadLimitBytes: o.limit ?? 10_000_000 },
       ...over,
     });
-  return { post, calls, bodies, delivered, store, results, job, undeliverable };
+  return { post, calls, bodies, delivered, store, results, job, undeliverable, decoded };
 }
 
 describe('posting a settled job', () => {
@@ -140,6 +155,16 @@ describe('posting a settled job', () => {
     expect(calls[0]).toMatch(/^send grid\.webp/);
     expect(calls.filter((c) => c.startsWith('more'))).toHaveLength(2);
     expect(delivered[0]!.extra).toEqual(['m2', 'm3']);
+  });
+
+  test("a delivered job's input images (an /inpaint upload, its mask) are dropped with its result, in the same one command", async () => {
+    const { post, results, job } = setup();
+    const inputs = { image: 'p:input:j:image', mask: 'p:input:j:mask', original: 'p:input:j:original', maskFull: 'p:input:j:maskFull' };
+    const inpaint = job({ request: { ...job().request, kind: 'inpaint', inputKeys: inputs } });
+    await post.post(inpaint, images());
+    expect(results.forgets).toEqual([
+      [{ jobId: inpaint.id, imageKeys: expect.any(Array), inputKeys: Object.values(inputs), guildId: 'g1' }],
+    ]);
   });
 
   test('a post that fails is left to a later try on the backoff schedule and never marked delivered', async () => {
@@ -195,6 +220,16 @@ describe('posting a settled job', () => {
     expect(store.expired).toEqual([j.id]);
     expect(calls).toEqual(['send ']);
     expect(bodies[0]).toContain('the result expired before it could be posted. Your quota was refunded.');
+  });
+
+  test('images over the output pixel cap found by a restarted bot are never decoded: the success becomes a refunded failure saying why', async () => {
+    // A guild's own worker rewrote its result keys after the result was checked; 36 MP each, no grid.
+    const { post, bodies, store, job, decoded, delivered } = setup({ stored: [bombPng(6000), bombPng(6000)] });
+    await post.post(job(), null);
+    expect(decoded).toEqual([]);
+    expect(store.failedAs).toEqual(['invalid_payload']);
+    expect(bodies).toEqual([expect.stringMatching(/could not be made: .*6000×6000, over the 16 MP cap.*refunded/)]);
+    expect(delivered.map((d) => d.id)).toEqual([job().id]);
   });
 
   test('a failure is posted as its reason, with nothing attached', async () => {
@@ -265,5 +300,35 @@ describe('a job posted after the 14-minute token limit', () => {
       expect(pointer, JSON.stringify(over)).toHaveLength(1);
       expect(pointer[0], JSON.stringify(over)).toMatch(want);
     }
+  });
+});
+
+describe('composing a result', () => {
+  test('images over the output pixel cap are refused before anything is handed to the image threads', async () => {
+    const decoded: string[] = [];
+    const cpu = spiedTasks(decoded);
+    // No grid from the worker, and over the upload limit: both would be decoded here.
+    const job = storedJob({ status: 'succeeded', result: RESULT, interaction: { ...storedJob().interaction, uploadLimitBytes: 16 } });
+    const big = bombPng(6000);
+    const outcome = await composeResult(job, RESULT, [big, big], { results: { get: async () => null }, now: () => Date.now(), cpu }).then(
+      () => 'composed',
+      (err: unknown) => String(err),
+    );
+    expect({ outcome, decoded }).toEqual({ outcome: expect.stringMatching(/6000×6000, over the 16 MP cap/), decoded: [] });
+  });
+
+  test('a grid from the worker over the output limits is not used: the bot grids the checked images itself', async () => {
+    const decoded: string[] = [];
+    const cpu = spiedTasks(decoded);
+    const withGrid = { ...RESULT, gridKey: 'img:grid' };
+    const job = storedJob({ status: 'succeeded', result: withGrid, request: { ...storedJob().request, count: 2 } });
+    const messages = await composeResult(job, withGrid, images(), {
+      results: { get: async () => bombPng(6000) },
+      now: () => Date.now(),
+      cpu,
+    });
+    expect(decoded).toEqual(['makeGrid']);
+    const grid = messages[0]!.files.find((f) => f.name === 'grid.webp')!;
+    expect(await sharp(grid.data as Buffer).metadata()).toMatchObject({ format: 'webp' });
   });
 });
