@@ -19,13 +19,21 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
 const optionalUrl = optionalString.pipe(httpUrl.optional());
+/**
+ * A blank number (`DEFAULT_DAILY_IMAGES=`, as .env.example writes unset settings) is unset, so it
+ * takes its default: coerced, '' would be 0, a limit of 0 for every member or a price of $0.
+ */
+const blankIsUnset = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? undefined : v), schema);
 const intIn = (min: number, max: number, dflt: number) =>
-  z.coerce
-    .number({ error: 'must be a whole number' })
-    .int({ error: 'must be a whole number' })
-    .min(min, { error: `must be at least ${min}` })
-    .max(max, { error: `must be at most ${max}` })
-    .default(dflt);
+  blankIsUnset(
+    z.coerce
+      .number({ error: 'must be a whole number' })
+      .int({ error: 'must be a whole number' })
+      .min(min, { error: `must be at least ${min}` })
+      .max(max, { error: `must be at most ${max}` })
+      .default(dflt),
+  );
 const optionalInt = (min: number, max: number) =>
   optionalString
     .transform((v) => (v === undefined ? undefined : Number(v)))
@@ -38,7 +46,7 @@ const optionalInt = (min: number, max: number) =>
         .optional(),
     );
 const usd = (dflt: number) =>
-  z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt);
+  blankIsUnset(z.coerce.number({ error: 'must be a number of dollars' }).min(0, { error: 'must be 0 or more' }).default(dflt));
 const snowflake = z.string().regex(/^\d{17,20}$/, { error: 'must be a Discord id (17-20 digits)' });
 
 const sharedShape = {
@@ -89,62 +97,75 @@ const sharedShape = {
     .pipe(z.union([z.literal('*'), z.array(snowflake)], { error: 'must be * or comma-separated guild ids' })),
 };
 
-export const botConfigSchema = z.object({
-  ...sharedShape,
-  DISCORD_TOKEN: z.string({ error: 'is required' }).min(1, { error: 'is required' }),
-  DISCORD_APP_ID: snowflake,
-  DISCORD_DEV_GUILD_ID: optionalString.pipe(snowflake.optional()),
-  DISCORD_API_URL: z.string().default('https://discord.com/api').pipe(httpUrl),
-  DISCORD_ATTACHMENT_ORIGINS: z
-    .string()
-    .default('https://cdn.discordapp.com,https://media.discordapp.net')
-    .transform(csv)
-    .pipe(z.array(httpUrl.transform((u) => new URL(u).origin)).min(1, { error: 'needs at least one origin' })),
-  DATABASE_URL: z
-    .string()
-    .default('postgresql://postgres:postgres@localhost:5432/imagebot')
-    .pipe(z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgresql:// URL' })),
-  DEFAULT_DAILY_IMAGES: intIn(0, 100_000, 25),
-  DEFAULT_MONTHLY_BUDGET_USD: z.coerce.number({ error: 'must be a number' }).min(0, { error: 'must be 0 or more' }).default(5),
-  /** Jobs one member may have queued or running at once. */
-  MAX_QUEUED_PER_USER: intIn(1, 100, 3),
-  /**
-   * Most admissions that may wait for the database at once (core/admission-load.ts); beyond it a
-   * member is told at once that the bot is busy. Each also waits at most 5 s, which is what sheds
-   * in an ordinary overload. The default only bites in a burst far larger than the bot could admit
-   * in 5 s anyway; a lower one refuses members a slot would have reached in time (bench/overhead:
-   * with 500, a 1000-interaction burst, all arriving within a second, had 650 refused).
-   */
-  ADMISSION_MAX_WAITING: intIn(0, 100_000, 2000),
-  /** Largest attachment /inpaint will download, and most pixels it will decode. */
-  ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
-  ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),
-  /**
-   * Gateway sharding across bot processes: each process names its shard ids out of the total, e.g.
-   * DISCORD_SHARD_COUNT=2 with DISCORD_SHARD_IDS=0 in one process and 1 in another. Unset: one shard.
-   */
-  DISCORD_SHARD_COUNT: optionalString
-    .transform((v) => (v === undefined ? undefined : Number(v)))
-    .pipe(z.number({ error: 'must be a whole number' }).int().min(1).max(4096).optional()),
-  DISCORD_SHARD_IDS: optionalString
-    .transform((v) => (v === undefined ? undefined : csv(v).map(Number)))
-    .pipe(z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional()),
-  /** Prompts, parameters and message references of jobs older than this many days are erased (ledger amounts stay). */
-  RETENTION_DAYS: intIn(1, 3650, 90),
-  /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
-  MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
-  /**
-   * Linking servers' own GPU boxes (/admin gpu): the Redis address their workers reach, without
-   * credentials (each link gets its own Redis user). Unset: linking is off.
-   */
-  LINK_REDIS_URL: optionalString.pipe(
-    z
-      .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
-      // It is shown to moderators in /admin gpu link's reply.
-      .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), { error: 'must not hold credentials (each linked box gets its own)' })
-      .optional(),
-  ),
-});
+export const botConfigSchema = z
+  .object({
+    ...sharedShape,
+    DISCORD_TOKEN: z.string({ error: 'is required' }).min(1, { error: 'is required' }),
+    DISCORD_APP_ID: snowflake,
+    DISCORD_DEV_GUILD_ID: optionalString.pipe(snowflake.optional()),
+    DISCORD_API_URL: z.string().default('https://discord.com/api').pipe(httpUrl),
+    DISCORD_ATTACHMENT_ORIGINS: z
+      .string()
+      .default('https://cdn.discordapp.com,https://media.discordapp.net')
+      .transform(csv)
+      .pipe(z.array(httpUrl.transform((u) => new URL(u).origin)).min(1, { error: 'needs at least one origin' })),
+    DATABASE_URL: z
+      .string()
+      .default('postgresql://postgres:postgres@localhost:5432/imagebot')
+      .pipe(z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgresql:// URL' })),
+    DEFAULT_DAILY_IMAGES: intIn(0, 100_000, 25),
+    DEFAULT_MONTHLY_BUDGET_USD: usd(5),
+    /** Jobs one member may have queued or running at once. */
+    MAX_QUEUED_PER_USER: intIn(1, 100, 3),
+    /**
+     * Most admissions that may wait for the database at once (core/admission-load.ts); beyond it a
+     * member is told at once that the bot is busy. Each also waits at most 5 s, which is what sheds
+     * in an ordinary overload. The default only bites in a burst far larger than the bot could admit
+     * in 5 s anyway; a lower one refuses members a slot would have reached in time (bench/overhead:
+     * with 500, a 1000-interaction burst, all arriving within a second, had 650 refused).
+     */
+    ADMISSION_MAX_WAITING: intIn(0, 100_000, 2000),
+    /** Largest attachment /inpaint will download, and most pixels it will decode. */
+    ATTACHMENT_MAX_BYTES: intIn(1024, 100 * 1024 * 1024, ATTACHMENT_LIMITS.maxBytes),
+    ATTACHMENT_MAX_PIXELS: intIn(1024, 100_000_000, ATTACHMENT_LIMITS.maxPixels),
+    /**
+     * Gateway sharding across bot processes: each process names its shard ids out of the total, e.g.
+     * DISCORD_SHARD_COUNT=2 with DISCORD_SHARD_IDS=0 in one process and 1 in another. Unset: one shard.
+     */
+    DISCORD_SHARD_COUNT: optionalString
+      .transform((v) => (v === undefined ? undefined : Number(v)))
+      .pipe(z.number({ error: 'must be a whole number' }).int().min(1).max(4096).optional()),
+    DISCORD_SHARD_IDS: optionalString
+      .transform((v) => (v === undefined ? undefined : csv(v).map(Number)))
+      .pipe(z.array(z.number().int().min(0), { error: 'must be comma-separated shard numbers' }).optional()),
+    /** Prompts, parameters and message references of jobs older than this many days are erased (ledger amounts stay). */
+    RETENTION_DAYS: intIn(1, 3650, 90),
+    /** Roles whose members may use /admin besides those with Manage Server or Administrator. */
+    MODERATOR_ROLE_IDS: z.string().default('').transform(csv).pipe(z.array(snowflake)),
+    /**
+     * Linking servers' own GPU boxes (/admin gpu): the Redis address their workers reach, without
+     * credentials (each link gets its own Redis user). Unset: linking is off.
+     */
+    LINK_REDIS_URL: optionalString.pipe(
+      z
+        .url({ protocol: /^rediss?$/, error: 'must be a redis:// or rediss:// URL' })
+        // It is shown to moderators in /admin gpu link's reply.
+        .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), { error: 'must not hold credentials (each linked box gets its own)' })
+        .optional(),
+    ),
+  })
+  .superRefine((c, ctx) => {
+    // Shard ids only mean something out of a total: without it the process would run as the only shard.
+    if (c.DISCORD_SHARD_IDS === undefined) return;
+    if (c.DISCORD_SHARD_COUNT === undefined)
+      ctx.addIssue({ code: 'custom', path: ['DISCORD_SHARD_IDS'], message: 'needs DISCORD_SHARD_COUNT (the total number of shards)' });
+    else if (c.DISCORD_SHARD_IDS.some((id) => id >= c.DISCORD_SHARD_COUNT!))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DISCORD_SHARD_IDS'],
+        message: `must be below DISCORD_SHARD_COUNT (${c.DISCORD_SHARD_COUNT})`,
+      });
+  });
 export type BotConfig = z.infer<typeof botConfigSchema>;
 
 export const workerConfigSchema = z
@@ -242,7 +263,7 @@ export const workerConfigSchema = z
      */
     NSFW_CLASSIFIER: z.enum(['on', 'cpu', 'off'], { error: 'must be on, cpu or off' }).default('on'),
     /** nsfwScore (Porn + Hentai + ½ Sexy) at or above which an image counts as NSFW. */
-    NSFW_THRESHOLD: z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7),
+    NSFW_THRESHOLD: blankIsUnset(z.coerce.number({ error: 'must be a number' }).min(0.05).max(1).default(0.7)),
     /** How often a GPU box is asked for progress and a preview. */
     PROGRESS_POLL_MS: intIn(50, 60_000, 500),
     /** One-time token from `/admin gpu link`, traded at start for this box's own Redis credentials. */

@@ -244,7 +244,7 @@ async function checkLinking(config: BotConfig): Promise<void> {
 /** A backend URL naming this machine while running in a container reaches the container, not the host. */
 function insideContainerFix(config: WorkerConfig, family: string): string | undefined {
   if (!existsSync('/.dockerenv')) return undefined;
-  const urls = family === 'a1111' ? config.A1111_URL : family === 'comfyui' && config.COMFYUI_URL ? [config.COMFYUI_URL] : [];
+  const urls = family === 'a1111' ? config.A1111_URL : family === 'comfyui' ? config.COMFYUI_URL : [];
   const local = urls.some((u) => ['localhost', '127.0.0.1', '[::1]'].includes(new URL(u).hostname));
   return local
     ? 'inside a container 127.0.0.1 is the container itself: use http://host.docker.internal:PORT (README, "A worker on the GPU box")'

@@ -28,7 +28,7 @@ const REDACT_PATHS = [
   'config.REDIS_URL',
 ];
 
-const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)[^/@\s:]+(:[^/@\s]*)?@/gi;
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)[^/@\s:]*(:[^/@\s]*)?@/gi;
 
 /** Removes user:password from any URL inside a string. */
 export function scrubUrlCredentials(text: string): string {

@@ -140,3 +140,34 @@ describe("a guild's own worker (WORKER_GUILD_ID)", () => {
     expect(errorLines(() => loadConfig(botConfigSchema, { ...bot, SHARED_BOX_GUILDS: 'everyone' }))[0]).toMatch(/^SHARED_BOX_GUILDS /);
   });
 });
+
+test('a blank number (as .env.example writes unset settings) takes its default, never 0', () => {
+  const bot = loadConfig(botConfigSchema, {
+    DISCORD_TOKEN: 'x',
+    DISCORD_APP_ID: '123456789012345678',
+    DEFAULT_DAILY_IMAGES: '',
+    DEFAULT_MONTHLY_BUDGET_USD: ' ',
+    OVERFLOW_AFTER_S: '',
+  });
+  expect(bot).toMatchObject({ DEFAULT_DAILY_IMAGES: 25, DEFAULT_MONTHLY_BUDGET_USD: 5, OVERFLOW_AFTER_S: 60 });
+  const worker = loadConfig(workerConfigSchema, { REPLICATE_API_TOKEN: 'r8_x', REPLICATE_USD_PER_SECOND: '', NSFW_THRESHOLD: '' });
+  expect(worker.REPLICATE_USD_PER_SECOND).toBeGreaterThan(0);
+  expect(worker.NSFW_THRESHOLD).toBe(0.7);
+  // An explicit 0 is still 0.
+  expect(
+    loadConfig(botConfigSchema, { DISCORD_TOKEN: 'x', DISCORD_APP_ID: '123456789012345678', DEFAULT_DAILY_IMAGES: '0' })
+      .DEFAULT_DAILY_IMAGES,
+  ).toBe(0);
+});
+
+test('DISCORD_SHARD_IDS without DISCORD_SHARD_COUNT, or beyond it, is refused at start rather than run as the only shard', () => {
+  const base = { DISCORD_TOKEN: 'x', DISCORD_APP_ID: '123456789012345678' };
+  expect(() => loadConfig(botConfigSchema, { ...base, DISCORD_SHARD_IDS: '1' })).toThrow(/DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT/);
+  expect(() => loadConfig(botConfigSchema, { ...base, DISCORD_SHARD_IDS: '0,2', DISCORD_SHARD_COUNT: '2' })).toThrow(
+    /DISCORD_SHARD_IDS must be below DISCORD_SHARD_COUNT \(2\)/,
+  );
+  expect(loadConfig(botConfigSchema, { ...base, DISCORD_SHARD_IDS: '1', DISCORD_SHARD_COUNT: '2' })).toMatchObject({
+    DISCORD_SHARD_IDS: [1],
+    DISCORD_SHARD_COUNT: 2,
+  });
+});

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { expect, test } from 'vitest';
-import { createLogger } from '../../core/io/logger.js';
+import { createLogger, scrubUrlCredentials } from '../../core/io/logger.js';
 
 function capture() {
   const lines: string[] = [];
@@ -23,6 +23,18 @@ test('tokens, authorization headers and URL credentials never reach the log', ()
   expect(out).toContain('[redacted]');
   expect(out).toContain('redis://***@redis:6379');
   expect(JSON.parse(lines[0]!)).toMatchObject({ msg: 'boot' });
+});
+
+test('a password without a user name (redis://:pass@host, the usual Redis form) is masked too, in logs and in doctor and status output', () => {
+  const { lines, log } = capture();
+  log.warn({ url: 'redis://:s3cretpass@redis:6379/0' }, 'Redis not reachable at rediss://:other-secret@cache:6380');
+  const out = lines.join('');
+  for (const secret of ['s3cretpass', 'other-secret']) expect(out).not.toContain(secret);
+  expect(scrubUrlCredentials('✗ Redis not reachable at redis://:s3cretpass@redis:6379')).toBe(
+    '✗ Redis not reachable at redis://***@redis:6379',
+  );
+  // Nothing that is not a credential is touched.
+  expect(scrubUrlCredentials('see https://example.com/a@b and mailto:x@y')).toBe('see https://example.com/a@b and mailto:x@y');
 });
 
 test('an error from Discord is logged by an allow-list: type, message, code, status, method and route with its token masked; never its body, files or URL', async () => {
