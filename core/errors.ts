@@ -63,6 +63,11 @@ export class BackendError extends Error {
   readonly opensCircuit: boolean;
   /** What the provider bills for the failed or cancelled attempt (Replicate bills run time either way). */
   readonly billed: BilledUsage | undefined;
+  /**
+   * A retry of the same job on this backend picks up where this attempt stopped (it keeps what it
+   * made and bills only what is missing), so a billed failure may still be retried there.
+   */
+  readonly resumable: boolean;
   constructor(
     backend: string,
     kind: BackendErrorKind,
@@ -74,6 +79,7 @@ export class BackendError extends Error {
       cause?: unknown;
       opensCircuit?: boolean;
       billed?: BilledUsage;
+      resumable?: boolean;
     } = {},
   ) {
     super(`${backend}: ${message}`, { cause: opts.cause });
@@ -84,6 +90,7 @@ export class BackendError extends Error {
     this.retryAfterS = opts.retryAfterS;
     this.opensCircuit = opts.opensCircuit ?? false;
     this.billed = opts.billed;
+    this.resumable = opts.resumable ?? false;
   }
 }
 

@@ -22,6 +22,8 @@ export interface FakeHFOptions {
   /** `estimated_time` in the 503 body (default 20). */
   estimatedTime?: number;
   mode?: FakeHFMode;
+  /** Faults partway through a job: the Nth POST that reaches the model (1-based, over the fake's life) answers in this mode instead. */
+  modeByPost?: Record<number, FakeHFMode>;
   /** Hostile output: this body as the answer, of `contentType` (default image/png), declaring `contentLength` (default its length). */
   output?: { body: Buffer; contentLength?: number; contentType?: string };
   /** Hostile output: answers `{"output": [answerUrl]}` (JSON) instead of the image, for the client to fetch. */
@@ -68,6 +70,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<FakeHFEndpoint> {
   const options = { mode: 'ok' as FakeHFMode, loadingFor: 0, ...opts };
   const requests: FakeHFRequest[] = [];
+  let posts = 0;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
@@ -90,7 +93,8 @@ export async function startFakeHFEndpoint(opts: FakeHFOptions = {}): Promise<Fak
         estimated_time: options.estimatedTime ?? 20,
       });
     }
-    switch (options.mode) {
+    if (method === 'POST') posts++;
+    switch ((method === 'POST' && options.modeByPost?.[posts]) || options.mode) {
       case 'hang':
         return; // never answers; close() drops the socket
       case '401':

@@ -532,6 +532,36 @@ test('a box that stops answering is given up as dead within deadAfterMs, not the
   expect(fake.interrupts).toBe(0);
 });
 
+test('an upscale on a box that stops answering is given up as dead within deadAfterMs, like a generation, not upscaleTimeoutMs', async () => {
+  await restart({ mode: 'freeze' });
+  const t0 = Date.now();
+  const outcome = await Promise.race([
+    backend({ deadAfterMs: 300 })
+      .generate(await upscaleJob([64, 48], [128, 96]), ctx())
+      .then(
+        () => 'succeeded',
+        (e: unknown) => e,
+      ),
+    new Promise((r) => setTimeout(() => r('still waiting after 6 s'), 6000)),
+  ]);
+  expect(outcome).toBeInstanceOf(BackendError);
+  const err = outcome as BackendError;
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  expect(err.message).toMatch(/no answer from \/progress for 300 ms/);
+  expect(Date.now() - t0).toBeLessThan(5000);
+  // A silent box would not hear an interrupt either.
+  expect(fake.interrupts).toBe(0);
+}, 15_000);
+
+test('an upscale on a box that refuses connections is given up at once and opens the circuit', async () => {
+  const t0 = Date.now();
+  const err = await failure(
+    backend({ url: await closedPortUrl(), deadAfterMs: 5000 }).generate(await upscaleJob([64, 48], [128, 96]), ctx()),
+  );
+  expect([err.kind, err.opensCircuit]).toEqual(['unavailable', true]);
+  expect(Date.now() - t0).toBeLessThan(4000);
+});
+
 test('the result names the checkpoint and sampler the box ran, as its generation info reports them', async () => {
   await restart({
     models: [

@@ -224,4 +224,31 @@ describe('the fallback chain', () => {
     expect(replicateFake.predictions).toHaveLength(1);
     expect(replicate.capabilities.maxPixels).toBe(2048 * 2048);
   });
+
+  test('a Hugging Face failure partway through a job is retried for the missing images only, and every served image is booked', async () => {
+    const hf = await startFakeHFEndpoint({ modeByPost: { 2: 'error500' } });
+    closers.push(() => hf.close());
+    const chain = new BackendChain({
+      backends: [createHuggingFaceBackend({ id: 'huggingface', token: 'hf_x', endpointUrl: hf.url, requestTimeoutMs: 2000, log })],
+      log,
+      price: (b, _r, s, n) => priceAttempt(prices, { family: b.family, billedSeconds: s, billedImages: n }),
+    });
+    const two = () => ({ ...job(), request: { ...job().request, count: 2 } });
+    const booked = (attempts: { costUsd: number }[]) => attempts.reduce((s, a) => s + a.costUsd, 0);
+
+    // Image 2 fails once: the retry asks for image 2 alone; two images served, two booked.
+    const r = await chain.run(two(), ctx(), { paidAllowed: true });
+    expect(r.output.images).toHaveLength(2);
+    const seed = r.output.seed;
+    expect(hf.requests.map((q) => q.body.parameters.seed)).toEqual([seed, seed + 1, seed + 1]);
+    expect(booked(r.attempts)).toBeCloseTo(0.02, 6);
+
+    // Image 2 fails on the retry too: the job fails, and the image served is booked on the failed attempt.
+    hf.options.modeByPost = { 5: 'error500', 6: 'error500' };
+    const err = (await chain.run(two(), ctx(), { paidAllowed: true }).catch((e: unknown) => e)) as ChainError;
+    expect(err).toBeInstanceOf(ChainError);
+    expect(hf.requests).toHaveLength(6);
+    expect(err.attempts).toMatchObject([{ backend: 'huggingface', outcome: 'failed', errorKind: 'unavailable' }]);
+    expect(booked(err.attempts)).toBeCloseTo(0.01, 6);
+  });
 });

@@ -208,6 +208,34 @@ describe('Hugging Face backend against a fake Inference Endpoint', () => {
     });
   });
 
+  it('a failure partway through a job carries the images served as billed; a retry of the job requests only the missing ones', async () => {
+    fake.options.modeByPost = { 2: 'error500' };
+    const b = backend();
+    const job = { jobId: 'j-part', request: request({ count: 3 }) };
+    const err = await failure(b.generate(job, ctx()));
+    expect([err.kind, err.retryable, err.billed?.images]).toEqual(['unavailable', true, 1]);
+    expect(err.billed?.seconds).toBeGreaterThan(0);
+    // The chain's retry hands the same job back: image 1 is kept, images 2 and 3 are asked for.
+    const out = await b.generate(job, ctx());
+    expect(fake.requests.map((r) => r.body.parameters.seed)).toEqual([42, 43, 43, 44]);
+    expect(out.images).toHaveLength(3);
+    // Served once each, booked once: on the outcome the chain books (it keeps the first try's).
+    expect(out.billedImages).toBe(3);
+    // Another attempt (a new job object) starts afresh.
+    await b.generate({ ...job }, ctx());
+    expect(fake.requests).toHaveLength(7);
+  });
+
+  it('a cancel partway through a job carries the images served as billed', async () => {
+    fake.options.modeByPost = { 2: 'hang' };
+    const ac = new AbortController();
+    const watch = setInterval(() => fake.requests.length === 2 && ac.abort(), 10);
+    const err = await failure(backend().generate({ jobId: 'j-cancel', request: request() }, ctx(ac.signal))).finally(() =>
+      clearInterval(watch),
+    );
+    expect([err.kind, err.billed?.images]).toEqual(['cancelled', 1]);
+  });
+
   it('maps an unreachable endpoint to a retryable unavailable', async () => {
     const err = await failure(backend({ endpointUrl: 'http://127.0.0.1:9/' }).generate({ jobId: 'j7', request: request() }, ctx()));
     expect([err.kind, err.retryable]).toEqual(['unavailable', true]);

@@ -510,8 +510,30 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       const reason: unknown = ctx.signal.reason;
       abandon.abort(reason instanceof BackendError ? reason : cancelled('cancelled during upscale'));
     };
-    if (ctx.lease && !(await ctx.lease.holds().catch(() => false))) throw leaseLost();
+    const holds = () => (ctx.lease ? ctx.lease.holds().catch(() => false) : Promise.resolve(true));
+    if (!(await holds())) throw leaseLost();
     ctx.signal.addEventListener('abort', onCancel, { once: true });
+    // A box that stops answering is given up after deadAfterMs, as in a generation. The extras tab
+    // reports no steps, so only silence counts: a slow upscaler is capped by upscaleTimeoutMs alone.
+    const stopWatch = new AbortController();
+    watchProgress({
+      client,
+      pollMs,
+      stuckAfterMs: Number.POSITIVE_INFINITY,
+      deadAfterMs,
+      stop: stopWatch.signal,
+      holds,
+      onProgress: () => undefined,
+      onDead: (why) => {
+        log.warn({ jobId: job.jobId, why }, 'box stopped answering; abandoning the upscale');
+        // A silent box would not hear an interrupt either.
+        if (!abandon.signal.aborted) abandon.abort(new BackendError(o.id, 'unavailable', why, { opensCircuit: true }));
+      },
+      onLeaseLost: () => {
+        log.warn({ jobId: job.jobId }, 'lease on the box lost to another job; leaving the box alone');
+        if (!abandon.signal.aborted) abandon.abort(leaseLost());
+      },
+    });
     const factor = r.width / src.width;
     const started = performance.now();
     // The extras tab reports no steps, so start and end are all the progress there is.
@@ -529,11 +551,14 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       log.debug({ jobId: job.jobId, seconds, boxSize: `${meta.width}×${meta.height}` }, 'upscale done');
       return { images: [png], seed: r.seed, billedSeconds: seconds, billedImages: 1, model: { name: `upscaler ${upscaler}` } };
     } catch (err) {
-      if (err instanceof BackendError && err.kind === 'timeout') interrupt(ctx);
-      if (err instanceof BackendError && err.kind !== 'cancelled')
-        log.warn({ jobId: job.jobId, kind: err.kind, status: err.status, msg: err.message }, 'upscale failed');
-      throw err;
+      if (err instanceof BackendError && err.kind === 'timeout' && !abandon.signal.aborted) interrupt(ctx);
+      // A box refusing connections is not there at all: its circuit opens at once, as for a generation.
+      const e = err instanceof BackendError && !abandon.signal.aborted ? unreachable(err) : err;
+      if (e instanceof BackendError && e.kind !== 'cancelled')
+        log.warn({ jobId: job.jobId, kind: e.kind, status: e.status, msg: e.message }, 'upscale failed');
+      throw e;
     } finally {
+      stopWatch.abort(WATCH_DONE);
       ctx.signal.removeEventListener('abort', onCancel);
     }
   }

@@ -216,8 +216,9 @@ export class BackendChain {
               err.retryable &&
               !err.opensCircuit &&
               err.kind !== 'timeout' &&
-              // A paid run that failed was billed: trying again would need budget set aside anew.
-              !(err.billed && err.billed.seconds > 0) &&
+              // A paid run that failed was billed: trying again would need budget set aside anew,
+              // unless the backend resumes it, paying only for what the first try did not make.
+              !(err.billed && err.billed.seconds > 0 && !err.resumable) &&
               (err.retryAfterS === undefined || err.retryAfterS <= maxWaitS),
           ),
           { maxAttempts: 1, backoff: new ExponentialBackoff({ initialDelay: 150, maxDelay: maxWaitS * 1000 }) },

@@ -116,6 +116,12 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
       error: (m) => log.error(m),
     });
   let inFlight = 0;
+  /**
+   * The images made so far of a job whose attempt failed partway, and the seconds it ran. The
+   * chain's retry hands back the same job object: it requests only the missing images, and its
+   * outcome (the one the chain books) counts every image served once. A new attempt is a new object.
+   */
+  const made = new WeakMap<BackendJob, { images: Buffer[]; seconds: number }>();
 
   function toBackendError(err: unknown, signal: AbortSignal, timeout: AbortSignal, retryAfterS: number | undefined): BackendError {
     if (isBackendError(err)) return err;
@@ -240,17 +246,33 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
     },
 
     async generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
-      if (ctx.signal.aborted) throw new BackendError(id, 'cancelled', 'cancelled');
       inFlight++;
       const started = performance.now();
+      const sofar = made.get(job) ?? { images: [], seconds: 0 };
+      made.set(job, sofar);
+      const seconds = () => sofar.seconds + (performance.now() - started) / 1000;
       try {
-        const images: Buffer[] = [];
+        if (ctx.signal.aborted) throw new BackendError(id, 'cancelled', 'cancelled');
+        const { images } = sofar;
         const s = job.settings ?? ownSettings(settingsFor, job.request);
         // Endpoints make one image per call; sequential keeps a single-replica endpoint from queueing.
-        for (let i = 0; i < job.request.count; i++) images.push(await makeOne(job, s, job.request.seed + i, ctx));
-        const seconds = (performance.now() - started) / 1000;
-        log.info({ jobId: job.jobId, images: images.length, seconds }, 'hugging face images done');
-        return { images, seed: job.request.seed, billedSeconds: seconds, billedImages: images.length, model: lineage(s) };
+        while (images.length < job.request.count) images.push(await makeOne(job, s, job.request.seed + images.length, ctx));
+        made.delete(job);
+        log.info({ jobId: job.jobId, images: images.length, seconds: seconds() }, 'hugging face images done');
+        return { images, seed: job.request.seed, billedSeconds: seconds(), billedImages: images.length, model: lineage(s) };
+      } catch (err) {
+        sofar.seconds = seconds();
+        const be = isBackendError(err) ? err : new BackendError(id, 'bad-response', String(err), { cause: err, retryable: false });
+        if (sofar.images.length === 0) throw be;
+        // Each request that made an image was billed: the failure says so, and a retry of this job resumes.
+        throw new BackendError(id, be.kind, be.message.slice(id.length + 2), {
+          ...(be.status !== undefined ? { status: be.status } : {}),
+          retryable: be.retryable,
+          ...(be.retryAfterS !== undefined ? { retryAfterS: be.retryAfterS } : {}),
+          cause: be.cause,
+          billed: { seconds: sofar.seconds, images: sofar.images.length },
+          resumable: true,
+        });
       } finally {
         inFlight--;
       }
