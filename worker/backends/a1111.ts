@@ -138,9 +138,11 @@ function watchProgress(a: WatchArgs): void {
   let lastPreview: string | null = null;
   let lastError: string | undefined;
   let where = 'no answer yet';
+  /** Waiting on the lease (Redis), not on the box: that wait is not the box's silence. */
+  let checkingLease = false;
   const dog = setInterval(
     () => {
-      if (a.stop.aborted) return;
+      if (a.stop.aborted || checkingLease) return;
       const now = performance.now();
       if (now - lastAnswer > a.deadAfterMs) {
         clearInterval(dog);
@@ -159,7 +161,16 @@ function watchProgress(a: WatchArgs): void {
       await sleep(a.pollMs, a.stop);
       if (a.stop.aborted) return;
       try {
-        if (!(await a.holds())) {
+        checkingLease = true;
+        const asked = performance.now();
+        let ours: boolean;
+        try {
+          ours = await a.holds();
+        } finally {
+          checkingLease = false;
+          lastAnswer += performance.now() - asked;
+        }
+        if (!ours) {
           clearInterval(dog);
           a.onLeaseLost();
           return;
@@ -300,7 +311,11 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         const reason: unknown = ctx.signal.reason;
         throw reason instanceof BackendError ? reason : cancelled('cancelled while the box finished other work');
       }
-      if (!(await holds())) throw leaseLost();
+      const asked = performance.now();
+      const ours = await holds();
+      // Time spent waiting on the lease (Redis) is not the box's silence.
+      lastAnswer += performance.now() - asked;
+      if (!ours) throw leaseLost();
       try {
         const p = progressPoint(
           await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal: ctx.signal, timeoutMs: deadAfterMs }),
