@@ -6,7 +6,7 @@ import type { Logger } from '../../core/io/logger.js';
 import { type AcquireResult, type BoxLeases, CLEAN_HANDOVER_MS, type ReleaseOptions, type SharedCircuit, type Waiter } from './leases.js';
 
 /** How long a lease renewal may take before it counts as failed (capped at a sixth of the lease). */
-export const RENEW_ANSWER_MS = 1000;
+const RENEW_ANSWER_MS = 1000;
 
 /** Why a job stopped waiting without a box. */
 export type WaitOutcome = Extract<AcquireResult, { kind: 'granted' }> | { kind: 'closed' } | { kind: 'left' };
