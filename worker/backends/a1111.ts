@@ -138,9 +138,11 @@ function watchProgress(a: WatchArgs): void {
   let lastPreview: string | null = null;
   let lastError: string | undefined;
   let where = 'no answer yet';
+  /** Waiting on the lease (Redis), not on the box: that wait is not the box's silence. */
+  let checkingLease = false;
   const dog = setInterval(
     () => {
-      if (a.stop.aborted) return;
+      if (a.stop.aborted || checkingLease) return;
       const now = performance.now();
       if (now - lastAnswer > a.deadAfterMs) {
         clearInterval(dog);
@@ -159,7 +161,16 @@ function watchProgress(a: WatchArgs): void {
       await sleep(a.pollMs, a.stop);
       if (a.stop.aborted) return;
       try {
-        if (!(await a.holds())) {
+        checkingLease = true;
+        const asked = performance.now();
+        let ours: boolean;
+        try {
+          ours = await a.holds();
+        } finally {
+          checkingLease = false;
+          lastAnswer += performance.now() - asked;
+        }
+        if (!ours) {
           clearInterval(dog);
           a.onLeaseLost();
           return;
@@ -231,6 +242,12 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
   const presets = o.presets ?? BUILTIN_PRESETS;
   /** Where the box stood when a job was abandoned because it stopped moving (progressPoint), until it moves again. */
   let stuck: string | undefined;
+  /**
+   * Where the last probe of the open circuit found the box busy. While its circuit is open no job of
+   * ours runs there, so a box busy at the same point at two probes is stuck, whichever worker's job
+   * got stuck on it (`stuck` is only this process's).
+   */
+  let probedBusyAt: string | undefined;
   const requestTimeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
   const upscaleTimeoutMs = Math.min(o.upscaleTimeoutMs ?? 3 * 60_000, requestTimeoutMs);
   const upscaler = o.upscaler ?? DEFAULT_A1111_UPSCALER;
@@ -300,7 +317,11 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         const reason: unknown = ctx.signal.reason;
         throw reason instanceof BackendError ? reason : cancelled('cancelled while the box finished other work');
       }
-      if (!(await holds())) throw leaseLost();
+      const asked = performance.now();
+      const ours = await holds();
+      // Time spent waiting on the lease (Redis) is not the box's silence.
+      lastAnswer += performance.now() - asked;
+      if (!ours) throw leaseLost();
       try {
         const p = progressPoint(
           await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal: ctx.signal, timeoutMs: deadAfterMs }),
@@ -572,7 +593,7 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
       return lock.inFlight;
     },
     settingsFor,
-    async health(signal?: AbortSignal): Promise<HealthStatus> {
+    async health(signal?: AbortSignal, ho?: { circuitOpen?: boolean }): Promise<HealthStatus> {
       const done = healthReporter();
       try {
         const models = await client.json('/sdapi/v1/sd-models', sdModelsSchema, { signal, timeoutMs: 3000 });
@@ -581,13 +602,19 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
         if (ck && !models.some((m) => m.title === ck || m.model_name === ck || m.title.startsWith(`${ck} `))) {
           detail += `; checkpoint ${ck} not listed`;
         }
-        if (stuck) {
-          // The box answers, but is it still stuck on the job it hung on? Then it is not well.
+        if (stuck || ho?.circuitOpen) {
+          // The box answers, but is its sampler moving? A stuck box is not well, and no member's job is sent to find out.
           const now = progressPoint(
             await client.json('/sdapi/v1/progress?skip_current_image=true', progressSchema, { signal, timeoutMs: 3000 }),
           );
           if (now.busy && now.at === stuck) return done(false, 'the sampler is still stuck where a job was given up');
           stuck = undefined;
+          const before = probedBusyAt;
+          probedBusyAt = ho?.circuitOpen && now.busy ? now.at : undefined;
+          if (probedBusyAt === before && before !== undefined)
+            return done(false, 'busy with a generation that has not moved since the last probe');
+          if (probedBusyAt && before === undefined)
+            return done(false, 'busy with a generation not of ours; looking again at the next probe');
         }
         return done(true, detail);
       } catch (err) {

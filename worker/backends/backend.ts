@@ -160,7 +160,11 @@ export interface ImageBackend {
   readonly inFlight: number;
   /** A GPU box: its identity from its normalised URL, shared by every worker configured with it. */
   readonly box?: { readonly id: string };
-  health(signal?: AbortSignal): Promise<HealthStatus>;
+  /**
+   * Whether it answers and can take a job. `circuitOpen`: asked by a health probe about a backend
+   * taken for broken (no job is sent it meanwhile), which a box may answer more strictly.
+   */
+  health(signal?: AbortSignal, o?: { circuitOpen?: boolean }): Promise<HealthStatus>;
   /** The job's settings here, or why this backend does not run the job's preset. */
   settingsFor(request: GenerationRequest): RunSettings | { refused: string };
   /** When the provider bills these settings per image (not by time): the price of one. */

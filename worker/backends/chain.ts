@@ -276,10 +276,10 @@ export class BackendChain {
         let healthy = false;
         try {
           if (state === CircuitState.Closed) {
-            healthy = (await l.backend.health(AbortSignal.timeout(3000))).ok;
+            healthy = (await l.backend.health(AbortSignal.timeout(3000), { circuitOpen: true })).ok;
           } else {
             await l.breaker.execute(async () => {
-              const h = await l.backend.health(AbortSignal.timeout(3000));
+              const h = await l.backend.health(AbortSignal.timeout(3000), { circuitOpen: true });
               if (!h.ok) throw new BackendError(l.backend.id, 'unavailable', `health probe: ${h.detail}`);
             });
             healthy = true;

@@ -118,9 +118,11 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
   function watchAlive(stop: AbortSignal, holds: () => Promise<boolean>, onDead: (err: BackendError) => void): void {
     let lastAnswer = performance.now();
     let lastError = 'silent';
+    /** Waiting on the lease (Redis), not on the server: that wait is not the server's silence. */
+    let checkingLease = false;
     const dog = setInterval(
       () => {
-        if (stop.aborted || performance.now() - lastAnswer <= deadAfterMs) return;
+        if (stop.aborted || checkingLease || performance.now() - lastAnswer <= deadAfterMs) return;
         clearInterval(dog);
         onDead(
           new BackendError(o.id, 'unavailable', `no answer from /queue for ${deadAfterMs} ms (${lastError}); server taken for dead`, {
@@ -134,7 +136,17 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
     void (async () => {
       while (!stop.aborted) {
         await new Promise((r) => setTimeout(r, pollMs));
-        if (stop.aborted || !(await holds())) return;
+        if (stop.aborted) return;
+        checkingLease = true;
+        const asked = performance.now();
+        let ours: boolean;
+        try {
+          ours = await holds();
+        } finally {
+          checkingLease = false;
+          lastAnswer += performance.now() - asked;
+        }
+        if (!ours) return;
         try {
           await client.queue(deadAfterMs);
           lastAnswer = performance.now();

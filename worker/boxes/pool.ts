@@ -1,8 +1,12 @@
+import { TimeoutStrategy, timeout } from 'cockatiel';
 import type { Redis } from 'ioredis';
 import { BackendError } from '../../core/errors.js';
 import type { DurationSample } from '../../core/eta.js';
 import type { Logger } from '../../core/io/logger.js';
 import { type AcquireResult, type BoxLeases, CLEAN_HANDOVER_MS, type ReleaseOptions, type SharedCircuit, type Waiter } from './leases.js';
+
+/** How long a lease renewal may take before it counts as failed (capped at a sixth of the lease). */
+const RENEW_ANSWER_MS = 1000;
 
 /** Why a job stopped waiting without a box. */
 export type WaitOutcome = Extract<AcquireResult, { kind: 'granted' }> | { kind: 'closed' } | { kind: 'left' };
@@ -15,11 +19,16 @@ export type OnWaiting = (w: Extract<AcquireResult, { kind: 'waiting' }>) => bool
  * checked (fencing token compare) before every request the job sends the box. When it is lost (the
  * worker stalled past the lease time and another job got the box) `signal` aborts with a 'busy'
  * error and the job leaves the box alone. While Redis cannot be reached the lease still counts as
- * ours until two thirds of its life have passed since it was last confirmed.
+ * ours until two thirds of its life have passed since it was last confirmed. A renewal that does not
+ * answer within RENEW_ANSWER_MS counts as failed: the worker's Redis connection queues commands
+ * while disconnected, so during a Redis restart a renewal neither succeeds nor fails, it waits.
  */
 export class LeaseHold {
   private confirmedAt = performance.now();
   private lost = false;
+  /** The renewal on the wire, shared by every caller until it answers (a queued one is not sent twice). */
+  private renewal: Promise<boolean> | undefined;
+  private readonly answerInTime: ReturnType<typeof timeout>;
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
 
@@ -39,6 +48,8 @@ export class LeaseHold {
     handoverMs?: number,
   ) {
     this.knownIdle = handoverMs !== undefined && handoverMs <= CLEAN_HANDOVER_MS;
+    // Aggressive: stop waiting even though the queued command cannot be called back.
+    this.answerInTime = timeout(Math.min(RENEW_ANSWER_MS, Math.floor(leases.leaseMs / 6)), TimeoutStrategy.Aggressive);
     this.timer = setInterval(() => void this.check(), Math.max(50, Math.floor(leases.leaseMs / 3)));
     this.timer.unref();
   }
@@ -59,24 +70,43 @@ export class LeaseHold {
    * Whether the box is still ours; asked immediately before every request to it. A lease renewed
    * less than a quarter of its life ago cannot have lapsed and gone to another job (only its expiry
    * or our own release can end it), so that answer needs no round trip; otherwise the lease is
-   * renewed with a compare of the fencing token.
+   * renewed with a compare of the fencing token. Answers within RENEW_ANSWER_MS whatever Redis does.
    */
   async holds(): Promise<boolean> {
     if (this.lost) return false;
     if (performance.now() - this.confirmedAt < this.leases.leaseMs / 4) return true;
     try {
-      const sent = performance.now();
-      if (await this.leases.renew(this.box, this.fence)) {
-        this.confirmedAt = sent;
-        return true;
-      }
-      this.lose('another job holds the box now');
-      return false;
+      const renewal = this.renew();
+      return await this.answerInTime.execute(() => renewal);
     } catch (err) {
+      if (this.lost) return false;
       const ok = performance.now() - this.confirmedAt < (this.leases.leaseMs * 2) / 3;
       if (!ok) this.lose(`the lease could not be renewed (${err instanceof Error ? err.message : String(err)})`);
       return ok;
     }
+  }
+
+  /** One renewal at a time; its answer counts whenever it comes, even after callers stopped waiting. */
+  private renew(): Promise<boolean> {
+    if (this.renewal) return this.renewal;
+    const sent = performance.now();
+    const renewal = this.leases.renew(this.box, this.fence).then(
+      (ours) => {
+        this.renewal = undefined;
+        // The lease was set to leaseMs no earlier than `sent`; a later confirmation is not undone.
+        if (ours) this.confirmedAt = Math.max(this.confirmedAt, sent);
+        else this.lose('another job holds the box now');
+        return ours && !this.lost;
+      },
+      (err: unknown) => {
+        this.renewal = undefined;
+        throw err;
+      },
+    );
+    // Nobody may be waiting any more when it fails (they timed out): not an unhandled rejection.
+    renewal.catch(() => undefined);
+    this.renewal = renewal;
+    return renewal;
   }
 
   private async check(): Promise<void> {
