@@ -91,6 +91,25 @@ describe('slash commands are registered when the bot starts', () => {
     expect(sys.discord.unhandled).toEqual([]);
   });
 
+  test('unsetting DISCORD_DEV_GUILD_ID after trying it out (README step 5) removes the dev guild copies, so that server does not list each command twice', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DISCORD_DEV_GUILD_ID: GUILD_ID } });
+    expect(sys.discord.registeredCommands(GUILD_ID).length).toBeGreaterThan(0);
+    await sys.bot!.stop();
+    sys.bot = undefined;
+    delete sys.env.DISCORD_DEV_GUILD_ID;
+    await sys.startBot();
+    expect(sys.discord.registeredCommands().length).toBeGreaterThan(0);
+    // Discord shows guild and global commands side by side.
+    expect(sys.discord.registeredCommands(GUILD_ID)).toEqual([]);
+    // Done once: a later restart does not touch the guild again.
+    await sys.bot!.stop();
+    await sys.startBot();
+    expect(sys.discord.requests.filter((r) => r.path.endsWith(`/guilds/${GUILD_ID}/commands`) && r.method === 'PUT')).toHaveLength(2);
+  });
+
   test('a command that changed since the last registration is registered again, globally without a dev guild', async ({
     db,
     redisPrefix,
