@@ -32,7 +32,7 @@ import { KeySpaces, observeSpaces } from './jobs/spaces.js';
 import { createLinkService } from './links.js';
 import { Notices } from './notices.js';
 import { createPresetService } from './presets.js';
-import { syncCommands } from './register-commands.js';
+import { clearFormerDevGuild, syncCommands } from './register-commands.js';
 import { createReports } from './reports.js';
 import { startRetention } from './retention.js';
 import { createRouter } from './router.js';
@@ -75,12 +75,14 @@ function afterSettle(o: { budgetWatch: (job: StoredJob) => Promise<void>; notice
 }
 
 /** Registers the slash commands when they changed; a failure is logged with its fix, and the bot runs on. */
-async function registerAtStart(client: Client, config: BotConfig, log: Logger): Promise<void> {
+async function registerAtStart(client: Client, config: BotConfig, redis: Redis, log: Logger): Promise<void> {
   const scope = config.DISCORD_DEV_GUILD_ID ? `guild ${config.DISCORD_DEV_GUILD_ID}` : 'global';
   try {
     if (!client.isReady()) return;
     const outcome = await syncCommands(client, config.DISCORD_DEV_GUILD_ID);
     log.info({ scope, outcome }, outcome === 'updated' ? 'slash commands registered' : 'slash commands already up to date');
+    const cleared = await clearFormerDevGuild(client, redis, config.QUEUE_PREFIX, config.DISCORD_DEV_GUILD_ID);
+    if (cleared) log.info({ guildId: cleared }, 'removed the slash commands registered in the former DISCORD_DEV_GUILD_ID guild');
   } catch (err) {
     log.error(
       { err, scope },
@@ -246,7 +248,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   await client.login(config.DISCORD_TOKEN);
   await ready;
   // Bot processes holding other shards leave registration to the one with shard 0.
-  if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, log);
+  if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, producer, log);
   await outbound.start();
   gpu.start();
   const retention = startRetention({

@@ -1,4 +1,5 @@
 import { type ApplicationCommandData, type Client, REST, Routes } from 'discord.js';
+import type { Redis } from 'ioredis';
 import { registrationPayload } from '../commands/index.js';
 import { botConfigSchema, ConfigError, loadConfig } from '../core/config.js';
 import { isEntryPoint } from '../core/io/entry.js';
@@ -31,6 +32,29 @@ export async function syncCommands(client: Client<true>, guildId?: string): Prom
   if (guildId) await manager.set(wanted, guildId);
   else await manager.set(wanted);
   return 'updated';
+}
+
+/** Where the bot remembers the guild it last registered guild-scoped commands in (Redis keeps it on disk). */
+const devGuildKey = (prefix: string) => `${prefix}:commands:dev-guild`;
+
+/**
+ * Removes the guild-scoped copies a dev guild was given once the bot registers elsewhere: Discord
+ * lists a guild's own commands beside the global ones, so without this that server shows each
+ * command twice. Covers unsetting DISCORD_DEV_GUILD_ID and moving it to another guild.
+ * @returns the guild cleared, if any.
+ */
+export async function clearFormerDevGuild(
+  client: Client<true>,
+  redis: Pick<Redis, 'get' | 'set' | 'del'>,
+  prefix: string,
+  guildId?: string,
+): Promise<string | undefined> {
+  const former = await redis.get(devGuildKey(prefix));
+  if (former && former !== guildId) await client.application.commands.set([], former);
+  if (guildId) {
+    if (former !== guildId) await redis.set(devGuildKey(prefix), guildId);
+  } else if (former) await redis.del(devGuildKey(prefix));
+  return former && former !== guildId ? former : undefined;
 }
 
 async function main(): Promise<void> {

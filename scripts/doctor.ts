@@ -8,7 +8,8 @@
  *   --role worker  configuration, Redis, every backend (no Discord or database settings needed)
  *   --role all     both
  *   (no --role)    guessed from what is configured: a GPU box with only backend settings is a worker
- *   --generate     also makes one small image per backend into doctor-output/
+ *   --generate     also makes one small image per backend into doctor-output/ in the working directory
+ *   --out DIR      where --generate saves them (in Docker: a directory mounted from the host, README)
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
@@ -37,7 +38,7 @@ const say = (l: Line) => {
 
 const BOT_MARKERS = ['DISCORD_TOKEN', 'DISCORD_APP_ID', 'DATABASE_URL'];
 const WORKER_MARKERS = ['A1111_URL', 'COMFYUI_URL', 'REPLICATE_API_TOKEN', 'HF_TOKEN', 'HF_ENDPOINT_URL', 'BACKENDS'];
-const USAGE = 'usage: doctor [--role bot|worker|all] [--generate]';
+const USAGE = 'usage: doctor [--role bot|worker|all] [--generate [--out DIR]]';
 
 /** The roles to check: from --role, else from which settings are present. */
 function chooseRoles(argv: string[], env: Record<string, string | undefined>): { roles: Role[]; why: string } {
@@ -251,7 +252,16 @@ function insideContainerFix(config: WorkerConfig, family: string): string | unde
     : undefined;
 }
 
-async function checkBackends(config: WorkerConfig, generate: boolean): Promise<void> {
+/** Where --generate saves its images: --out DIR (or --out=DIR), else doctor-output/ here. */
+function outputDir(argv: string[]): string {
+  const i = argv.findIndex((a) => a === '--out' || a.startsWith('--out='));
+  if (i < 0) return 'doctor-output';
+  const value = argv[i]!.includes('=') ? argv[i]!.slice('--out='.length) : argv[i + 1];
+  if (!value) throw new Error(`--out needs a directory; ${USAGE}`);
+  return value;
+}
+
+async function checkBackends(config: WorkerConfig, generate: string | undefined): Promise<void> {
   const backends = await createBackends(config, createLogger({ level: 'silent' }));
   for (const b of backends) {
     const h = await b.health(AbortSignal.timeout(5000));
@@ -270,19 +280,30 @@ async function checkBackends(config: WorkerConfig, generate: boolean): Promise<v
       what: `backend ${b.id}: ${h.ok ? 'healthy' : 'down'} (${h.detail}, ${Math.round(h.latencyMs)} ms)`,
       fix: h.ok ? undefined : fix,
     });
-    if (generate && h.ok) {
+    if (generate !== undefined && h.ok) {
+      let out: Awaited<ReturnType<typeof b.generate>>;
       try {
         const request = { ...parseImagineOptions({ prompt: 'a lighthouse on a cliff at dusk', steps: 12 }), width: 512, height: 512 };
-        const out = await b.generate({ jobId: 'doctor', request }, { signal: AbortSignal.timeout(300_000), onProgress: () => undefined });
-        await mkdir('doctor-output', { recursive: true });
-        const file = join('doctor-output', `${b.id.replace(/[^a-z0-9]+/gi, '-')}.png`);
-        await writeFile(file, out.images[0]!);
-        say({ ok: true, what: `backend ${b.id} made an image: ${file}` });
+        out = await b.generate({ jobId: 'doctor', request }, { signal: AbortSignal.timeout(300_000), onProgress: () => undefined });
       } catch (err) {
         say({
           ok: false,
           what: `backend ${b.id} could not make an image: ${(err as Error).message}`,
           fix: 'see the worker logs; the box may lack an SDXL checkpoint',
+        });
+        continue;
+      }
+      // Saving is its own failure (in the image /app is root's and doctor runs as node): the backend worked.
+      const file = join(generate, `${b.id.replace(/[^a-z0-9]+/gi, '-')}.png`);
+      try {
+        await mkdir(generate, { recursive: true });
+        await writeFile(file, out.images[0]!);
+        say({ ok: true, what: `backend ${b.id} made an image: ${file}` });
+      } catch (err) {
+        say({
+          ok: false,
+          what: `backend ${b.id} made an image but it could not be saved in ${generate}: ${(err as Error).message}`,
+          fix: 'pass --out DIR, a directory this user can write; in Docker, mount one from the host (README, "Operations")',
         });
       }
     }
@@ -298,6 +319,13 @@ async function main(): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
+  let generate: string | undefined;
+  try {
+    generate = process.argv.includes('--generate') ? outputDir(process.argv.slice(2)) : undefined;
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 2;
+  }
   const { roles, why } = chosen;
   process.stdout.write(
     `Checking ${roles.length === 2 ? 'the bot and the worker' : `the ${roles[0]}`} (${why})${envFile ? `, settings from ${envFile}` : ''}\n\n`,
@@ -308,7 +336,7 @@ async function main(): Promise<number> {
   await checkRedis((bot ?? worker)?.REDIS_URL ?? process.env.REDIS_URL ?? 'redis://localhost:6379', roles);
   if (bot) await checkLinking(bot);
   if (bot) await checkDiscord(bot);
-  if (worker) await checkBackends(worker, process.argv.includes('--generate'));
+  if (worker) await checkBackends(worker, generate);
   const failed = lines.filter((l) => !l.ok).length;
   process.stdout.write(failed === 0 ? '\nAll checks passed.\n' : `\n${failed} check(s) failed.\n`);
   return failed === 0 ? 0 : 1;

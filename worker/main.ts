@@ -1,4 +1,5 @@
 import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { type WorkerConfig, workerConfigSchema } from '../core/config.js';
 import type { JobKind, JobPayload, JobResult } from '../core/generation.js';
 import { BudgetReservations } from '../core/io/budget-reservations.js';
@@ -54,6 +55,32 @@ function handlerTable(processor: Processor): Record<JobKind, Processor> {
   return { txt2img: processor, inpaint: processor, img2img: processor, upscale: processor } satisfies Record<JobKind, Processor>;
 }
 
+/** How often one connection's continuing outage is logged again. */
+const REDIS_ERROR_EVERY_MS = 60_000;
+
+/**
+ * Logs a connection's errors as JSON through the logger: without a listener ioredis prints a raw
+ * stack trace on every retry, unmasked. Once per outage, then at most once a minute while it lasts.
+ */
+function logRedisErrors(c: Redis, connection: string, log: Logger): void {
+  let last = 0;
+  let missed = 0;
+  c.on('ready', () => {
+    last = 0;
+    missed = 0;
+  });
+  c.on('error', (err: Error) => {
+    const now = Date.now();
+    if (now - last < REDIS_ERROR_EVERY_MS) {
+      missed++;
+      return;
+    }
+    log.warn({ connection, error: err.message, repeatsSinceLast: missed }, 'Redis unreachable; retrying');
+    last = now;
+    missed = 0;
+  });
+}
+
 /** Composition root of the worker: config → backends → chain → BullMQ Worker. */
 export async function startWorker(given: WorkerConfig, log: Logger, overrides: WorkerOverrides = {}): Promise<RunningWorker> {
   const config = guildScoped(given);
@@ -80,6 +107,12 @@ export async function startWorker(given: WorkerConfig, log: Logger, overrides: W
   // one tick (its earlier failure and cancel flag; its images; lease checks) leave in one write.
   const plain = createRedis(config.REDIS_URL, 'blocking', { enableAutoPipelining: true });
   const subscriber = createRedis(config.REDIS_URL, 'blocking');
+  for (const [name, c] of [
+    ['blocking', blocking],
+    ['plain', plain],
+    ['subscriber', subscriber],
+  ] as const)
+    logRedisErrors(c, name, log);
   if (config.WORKER_GUILD_ID) watchRevocation([blocking, plain, subscriber], log);
   const pool = backends.some((b) => b.box)
     ? await BoxPool.start(new BoxLeases(plain, config.QUEUE_PREFIX, config.BOX_LEASE_MS), subscriber, log)

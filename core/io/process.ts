@@ -17,7 +17,7 @@ export function processSecrets(config: unknown): (string | undefined)[] {
 /**
  * Runs a process entry point: read `.env` from the working directory if there is one (real
  * environment variables win), parse the environment (one line per bad variable, exit 1), start,
- * then stop gracefully on SIGTERM/SIGINT within a bounded time.
+ * then stop gracefully on SIGTERM/SIGINT within a bounded time (during start-up: exit at once).
  */
 export async function runProcess<S extends z.ZodType>(
   name: 'bot' | 'worker',
@@ -36,21 +36,19 @@ export async function runProcess<S extends z.ZodType>(
   }
   const log = createLogger({ level: (config as { LOG_LEVEL: string }).LOG_LEVEL, name, secrets: processSecrets(config) });
   if (envFile) log.info({ envFile }, 'read settings from .env (variables set in the environment win)');
-  let running: { stop(): Promise<void> };
-  try {
-    running = await start(config, log);
-  } catch (err) {
-    // Configuration read at start (PRESETS_FILE) fails the same way as the environment.
-    if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
-    process.exit(1);
-  }
+  let running: { stop(): Promise<void> } | undefined;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
     setTimeout(() => process.exit(1), GRACE_MS).unref();
+    if (!running) {
+      // Nothing taken on yet (start-up can wait on an unreachable Redis indefinitely): end now
+      // rather than let `docker stop` wait out its grace period and kill us.
+      log.info({ signal }, 'stop requested while starting; start-up abandoned');
+      process.exit(0);
+    }
+    log.info({ signal }, 'shutting down');
     running.stop().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -59,6 +57,15 @@ export async function runProcess<S extends z.ZodType>(
       },
     );
   };
+  // From the very start: as PID 1 in the image (no init), a signal without a handler is ignored.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    running = await start(config, log);
+  } catch (err) {
+    // Configuration read at start (PRESETS_FILE) fails the same way as the environment.
+    if (!(err instanceof ConfigError)) throw err;
+    for (const line of err.lines) process.stderr.write(`invalid configuration: ${line}\n`);
+    process.exit(1);
+  }
 }

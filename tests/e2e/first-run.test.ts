@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -91,6 +91,25 @@ describe('slash commands are registered when the bot starts', () => {
     expect(sys.discord.unhandled).toEqual([]);
   });
 
+  test('unsetting DISCORD_DEV_GUILD_ID after trying it out (README step 5) removes the dev guild copies, so that server does not list each command twice', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DISCORD_DEV_GUILD_ID: GUILD_ID } });
+    expect(sys.discord.registeredCommands(GUILD_ID).length).toBeGreaterThan(0);
+    await sys.bot!.stop();
+    sys.bot = undefined;
+    delete sys.env.DISCORD_DEV_GUILD_ID;
+    await sys.startBot();
+    expect(sys.discord.registeredCommands().length).toBeGreaterThan(0);
+    // Discord shows guild and global commands side by side.
+    expect(sys.discord.registeredCommands(GUILD_ID)).toEqual([]);
+    // Done once: a later restart does not touch the guild again.
+    await sys.bot!.stop();
+    await sys.startBot();
+    expect(sys.discord.requests.filter((r) => r.path.endsWith(`/guilds/${GUILD_ID}/commands`) && r.method === 'PUT')).toHaveLength(2);
+  });
+
   test('a command that changed since the last registration is registered again, globally without a dev guild', async ({
     db,
     redisPrefix,
@@ -147,6 +166,28 @@ describe('npm run doctor checks what the role in front of it needs', () => {
     expect(out.stdout).not.toMatch(/DISCORD|Postgres/);
     expect(out.stdout).toContain('All checks passed.');
     expect(out.code).toBe(0);
+  });
+
+  test('--generate --out DIR saves the test image there, and a directory it cannot write is reported as that, not as a missing checkpoint', async ({
+    redisPrefix,
+  }) => {
+    const a1111 = await startFakeA1111({});
+    cleanups.push(() => a1111.close());
+    const dir = await tempDir();
+    const env = bareEnv({ REDIS_URL, QUEUE_PREFIX: redisPrefix, A1111_URL: a1111.url, NSFW_CLASSIFIER: 'off' });
+    const out = await tempDir();
+    const ok = await script('doctor', ['--role', 'worker', '--generate', '--out', out], { cwd: dir, env });
+    expect(ok.stdout).toContain(`made an image: ${join(out, 'a1111.png')}`);
+    expect((await readdir(out)).sort()).toEqual(['a1111.png']);
+    expect(ok.code).toBe(0);
+    // The image's /app is root's and doctor runs as node: any unwritable place fails the same way.
+    const blocker = join(dir, 'a-file');
+    await writeFile(blocker, '');
+    const bad = await script('doctor', ['--role', 'worker', '--generate', '--out', join(blocker, 'sub')], { cwd: dir, env });
+    expect(bad.stdout).toMatch(/✗ backend a1111 made an image but it could not be saved in .*a-file\/sub/);
+    expect(bad.stdout).toContain('--out');
+    expect(bad.stdout).not.toContain('SDXL');
+    expect(bad.code).toBe(1);
   });
 
   test('a dead GPU box fails with the fix, and --role bot on that box names each missing bot setting with where to get it', async () => {
