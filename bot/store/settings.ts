@@ -108,6 +108,8 @@ export class SettingsStore implements GuildSettings {
       });
       return { before, after: patch };
     });
+    // Again once committed: a read while the write was in flight cached the old policy.
+    this.invalidate(guildId);
     if (patch.monthlyBudgetUsd !== undefined) await this.onBudgetChange?.(guildId, patch.monthlyBudgetUsd);
     return changed;
   }
@@ -162,7 +164,7 @@ export class SettingsStore implements GuildSettings {
   ): Promise<{ changed: string[]; after: string[] }> {
     this.invalidate(guildId);
     const prisma = await this.db.prisma();
-    return prisma.$transaction(async (tx) => {
+    const result = await prisma.$transaction(async (tx) => {
       const before = (await tx.bannedWord.findMany({ where: { guildId }, orderBy: { word: 'asc' } })).map((w) => w.word);
       if (op === 'add') {
         await tx.bannedWord.createMany({ data: words.map((word) => ({ guildId, word, addedBy: actorId })), skipDuplicates: true });
@@ -180,5 +182,8 @@ export class SettingsStore implements GuildSettings {
       }
       return { changed, after };
     });
+    // Again once committed: a read while the write was in flight cached the old list.
+    this.invalidate(guildId);
+    return result;
   }
 }
