@@ -100,7 +100,7 @@ async function guildSpaces(redis: Redis, now: number): Promise<void> {
 
 /** Jobs and backend attempts of the last 24 h, from Postgres. */
 async function lastDay(): Promise<void> {
-  const db = new pg.Client({ connectionString: dbUrl, connectionTimeoutMillis: 3000 });
+  const db = new pg.Client({ connectionString: dbUrl, connectionTimeoutMillis: 3000, options: '-c TimeZone=UTC' });
   await db.connect();
   const jobs = await db.query<{ status: string; n: string; images: string; cost: string }>(
     `SELECT status::text, count(*) AS n, COALESCE(sum(image_count), 0) AS images, COALESCE(sum(cost_usd), 0) AS cost

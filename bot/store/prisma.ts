@@ -24,7 +24,12 @@ const OUTBOUND_POOL_SIZE = 3;
  * seconds instead of waiting forever, and that a hung server cannot hold every pooled connection.
  * Our statements take milliseconds; anything near these limits is a database in trouble.
  */
-const PG_TIMEOUTS = {
+const PG_SESSION = {
+  /**
+   * Months and days are UTC (core/quota.ts, core/budget.ts): a '<month>-01'::date compared with a
+   * timestamptz is midnight in the session's time zone, which is the server's unless set here.
+   */
+  options: '-c TimeZone=UTC',
   /** Waiting for a pooled connection, or for a new one to open. */
   connectionTimeoutMillis: 2000,
   /** Server side: a statement running longer is cancelled and rolled back (a reservation never half-happens). */
@@ -59,11 +64,11 @@ export interface Database {
  * @param url - a postgres connection string; `?schema=` is ignored by the adapter, so use a database per tenant.
  */
 export function openDatabase(url: string, onIdleError: (err: Error) => void = () => undefined): Database {
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, ...PG_TIMEOUTS });
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, ...PG_SESSION });
   // An idle connection the server drops (restart, failover) errors on the pool; unhandled, that
   // would end the process. The pool replaces it; the next query simply opens a new one.
   pool.on('error', onIdleError);
-  const outbound = new pg.Pool({ connectionString: url, max: OUTBOUND_POOL_SIZE, ...PG_TIMEOUTS });
+  const outbound = new pg.Pool({ connectionString: url, max: OUTBOUND_POOL_SIZE, ...PG_SESSION });
   outbound.on('error', onIdleError);
   let prisma: Promise<PrismaClient> | undefined;
   return {
