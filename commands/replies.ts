@@ -6,7 +6,9 @@ export const NO_MENTIONS: MessageMentionOptions = { parse: [] };
 /** A user-typed value shown inside bot text: markdown escaped, mentions neutralised, length capped. */
 export function quoteUserText(value: string, max = 1024): string {
   const cut = value.length > max ? `${value.slice(0, max - 1)}…` : value;
-  return escapeMarkdown(cut);
+  // Masked links, headings and lists too (off in discord.js by default): a prompt could otherwise show a
+  // disguised link or a banner in the bot's own message.
+  return escapeMarkdown(cut, { maskedLink: true, heading: true, bulletedList: true, numberedList: true });
 }
 
 /**

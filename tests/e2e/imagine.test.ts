@@ -176,6 +176,23 @@ describe('/imagine end to end', () => {
     for (const r of echoes) expect((r.path.endsWith('/callback') ? r.json.data : r.json).allowed_mentions).toEqual({ parse: [] });
   });
 
+  test('a prompt with a masked link or a heading is echoed as the text typed, never as a disguised link or a heading', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix });
+    const i = await sys.imagine({ prompt: '# FREE NITRO\n[claim here](https://evil.example/x) a cat', steps: 2 });
+    const result = await sys.finalReply(i);
+    const shown = [
+      result.content,
+      ...result.embeds.flatMap((e) => [e.title ?? '', e.description ?? '', ...(e.fields ?? []).map((f: { value: string }) => f.value)]),
+    ].join('\n');
+    expect(shown).toContain('claim here');
+    // Unescaped, Discord renders a clickable "claim here" pointing anywhere, and a big heading.
+    expect(shown).not.toMatch(/(?<!\\)\[claim here(?<!\\)\]\(/);
+    expect(shown).not.toMatch(/^# FREE/m);
+  });
+
   test('/quota tells a member what is used and left today', async ({ db, redisPrefix }) => {
     sys = await System.start({ db, redisPrefix, env: { DEFAULT_DAILY_IMAGES: '5' } });
     await sys.finalReply(await sys.imagine({ prompt: 'one', count: 2, steps: 2 }));
