@@ -9,7 +9,8 @@ import type { StatsStore } from './store/stats.js';
 
 /**
  * After a paid job settles, tells the guild's log channel when its monthly spend crosses 80 % and
- * 100 % of the budget, once per threshold per month (budget_notices remembers what was sent).
+ * 100 % of the budget, once per threshold per month and budget in force (budget_notices remembers
+ * what was sent and for which amount, so a budget changed by /admin budget is announced afresh).
  */
 export function createBudgetWatch(o: { stats: StatsStore; settings: SettingsStore; notices: Notices; now: () => Date; log: Logger }) {
   return async (job: StoredJob): Promise<void> => {
@@ -20,7 +21,9 @@ export function createBudgetWatch(o: { stats: StatsStore; settings: SettingsStor
       const threshold = budgetThresholdReached(spent, policy.monthlyBudgetUsd);
       if (threshold === null) return;
       // Claim every threshold up to the reached one, so a jump straight to 100 % never sends a late 80 % notice.
-      const fresh = await Promise.all([80, 100].filter((t) => t <= threshold).map((t) => o.stats.claimBudgetNotice(job.guildId, month, t)));
+      const fresh = await Promise.all(
+        [80, 100].filter((t) => t <= threshold).map((t) => o.stats.claimBudgetNotice(job.guildId, month, t, policy.monthlyBudgetUsd)),
+      );
       if (!fresh.at(-1)) return;
       const pct = Math.floor((spent / policy.monthlyBudgetUsd) * 100);
       await o.notices.post(

@@ -83,11 +83,17 @@ export class StatsStore {
     return Number(rows[0]!.spent);
   }
 
-  /** Records that a budget threshold was announced this month; false when it already was. */
-  async claimBudgetNotice(guildId: string, monthStart: string, threshold: number): Promise<boolean> {
+  /**
+   * Records that a budget threshold was announced this month for this budget; false when it already was.
+   * A notice sent for another amount is taken over: after /admin budget the new budget gets its own alerts.
+   * One statement, so jobs settling at once still announce each threshold once.
+   */
+  async claimBudgetNotice(guildId: string, monthStart: string, threshold: number, budgetUsd: number): Promise<boolean> {
     const res = await this.pool.query(
-      `INSERT INTO budget_notices (guild_id, month, threshold) VALUES ($1, $2::date, $3) ON CONFLICT DO NOTHING`,
-      [guildId, monthStart, threshold],
+      `INSERT INTO budget_notices (guild_id, month, threshold, budget_usd) VALUES ($1, $2::date, $3, $4)
+       ON CONFLICT (guild_id, month, threshold) DO UPDATE SET budget_usd = EXCLUDED.budget_usd, created_at = now()
+       WHERE budget_notices.budget_usd IS DISTINCT FROM EXCLUDED.budget_usd`,
+      [guildId, monthStart, threshold, budgetUsd],
     );
     return (res.rowCount ?? 0) > 0;
   }
