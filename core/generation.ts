@@ -304,6 +304,10 @@ export const jobResultSchema = z.object({
   model: modelLineageSchema.optional(),
   /** Sampler (and schedule) the backend ran, when it has such a thing. */
   sampler: z.string().max(100).optional(),
+  /** Steps the backend ran, which a preset's model may cap below the request's (absent on results of older workers). */
+  steps: z.number().int().min(1).optional(),
+  /** Guidance the backend ran; null when its model takes none (FLUX schnell). */
+  guidance: z.number().min(0).nullable().optional(),
   /** Why it ran where it ran, when that was not the GPU box it was meant for. */
   route: z.object({ reason: z.enum(['overflow', 'failover']), backend: z.string() }).optional(),
 });

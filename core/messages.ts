@@ -37,6 +37,23 @@ export function modelText(m: { name: string; version?: string | undefined }): st
   return /^[0-9a-f]{64}$/.test(m.version) ? `${m.name}:${m.version.slice(0, 12)}…` : `${m.name} [${m.version}]`;
 }
 
+/**
+ * The steps and guidance a job ran, as members read them: the result's (the backend's own), else
+ * (a result of an older worker) the request's; a member's steps a preset's model capped say so.
+ */
+export function ranText(
+  request: { steps: number; guidance: number; memberSteps?: number | undefined },
+  result?: { steps?: number | undefined; guidance?: number | null | undefined } | null,
+): { steps: string; guidance: string } {
+  const steps = result?.steps ?? request.steps;
+  const asked = request.memberSteps;
+  const guidance = result?.guidance === undefined ? request.guidance : result.guidance;
+  return {
+    steps: asked !== undefined && steps < asked ? `${steps} (asked ${asked}; the preset's most)` : String(steps),
+    guidance: guidance === null ? '— (the model takes none)' : String(guidance),
+  };
+}
+
 const priceTag = (amount: number | undefined) => (amount !== undefined && amount > 0 ? ` (about ${usd(amount)})` : '');
 
 export const text = {

@@ -249,6 +249,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         attempts: all,
         ...(output.model ? { model: output.model } : {}),
         ...(output.sampler ? { sampler: output.sampler.slice(0, 100) } : {}),
+        ...(output.steps !== undefined ? { steps: output.steps } : {}),
+        ...(output.guidance !== undefined ? { guidance: output.guidance } : {}),
         ...(route ? { route: { reason: route.reason, backend: route.backend } } : {}),
       };
       stopIfCancelled(all);

@@ -4,7 +4,7 @@ import { quoteUserText } from '../../commands/replies.js';
 import { encodeCustomId } from '../../core/custom-id.js';
 import { isFailureCode } from '../../core/failures.js';
 import type { GenerationRequest, JobProgress, JobResult } from '../../core/generation.js';
-import { buttonText, failureText, modelText, text } from '../../core/messages.js';
+import { buttonText, failureText, modelText, ranText, text } from '../../core/messages.js';
 import { resultActions } from '../../core/result-actions.js';
 
 /** JSON bodies for the one message a job lives in: queued → progress → result or failure. */
@@ -105,12 +105,13 @@ export interface ResultPart {
 }
 
 export function resultBody(jobId: string, request: GenerationRequest, result: JobResult, part: ResultPart, totalMs: number): MessageBody {
+  const ran = ranText(request, result);
   const fields = [
     { name: 'Seed', value: String(result.seed), inline: true },
     { name: 'Size', value: `${result.width}×${result.height}`, inline: true },
     { name: 'Backend', value: result.backend, inline: true },
-    { name: 'Steps', value: String(request.steps), inline: true },
-    { name: 'Guidance', value: String(request.guidance), inline: true },
+    { name: 'Steps', value: ran.steps, inline: true },
+    { name: 'Guidance', value: ran.guidance, inline: true },
     { name: 'Preset', value: request.preset, inline: true },
     { name: 'Time', value: `${seconds(totalMs)} (generation ${seconds(result.runMs)})`, inline: true },
     { name: 'Cost', value: `$${result.costUsd.toFixed(4)}`, inline: true },

@@ -1,4 +1,4 @@
-import { buttonText, modelText, text } from '../../core/messages.js';
+import { buttonText, modelText, ranText, text } from '../../core/messages.js';
 import { isForgotten } from '../../core/ports.js';
 import type { ButtonHandler } from '../command.js';
 import { NO_MENTIONS, quoteUserText } from '../replies.js';
@@ -18,11 +18,12 @@ export const info = {
       return;
     }
     const r = job.request;
+    const ran = ranText(r, job.result);
     const lines = [
       `**Prompt:** ${quoteUserText(r.prompt, 1500)}`,
       r.negative ? `**Negative:** ${quoteUserText(r.negative, 800)}` : null,
       `**Size:** ${r.width}×${r.height} · **Images:** ${r.count} · **Seed:** ${job.result?.seed ?? r.seed}`,
-      `**Steps:** ${r.steps} · **Guidance:** ${r.guidance} · **Preset:** ${r.preset}`,
+      `**Steps:** ${ran.steps} · **Guidance:** ${ran.guidance} · **Preset:** ${r.preset}`,
       r.strength !== undefined ? `**Strength:** ${r.strength}` : null,
       r.source
         ? `**Made from:** image ${r.source.index + 1} of job \`${r.source.jobId}\` (${r.kind === 'upscale' ? 'upscale' : 'variation'})`

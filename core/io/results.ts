@@ -17,6 +17,8 @@ export const keptPaidSchema = z.object({
   usdPerImage: z.number().nonnegative().optional(),
   model: modelLineageSchema.optional(),
   sampler: z.string().optional(),
+  steps: z.number().int().min(1).optional(),
+  guidance: z.number().min(0).nullable().optional(),
   route: z.object({ reason: z.enum(['overflow', 'failover']), backend: z.string(), usd: z.number().nonnegative().optional() }).optional(),
   /** Every attempt of the job up to and including the paid success: booked once, by whichever try finishes. */
   attempts: z.array(attemptSchema),

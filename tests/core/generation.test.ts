@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { isUserError } from '../../core/errors.js';
-import { ASPECTS, aspectToSize, LIMITS, parseImagineOptions } from '../../core/generation.js';
+import { ASPECTS, aspectToSize, LIMITS, parseImagineOptions, parseJobResult } from '../../core/generation.js';
+import { ranText } from '../../core/messages.js';
 
 describe('aspect to size', () => {
   test.each(ASPECTS)('%s maps to multiples of 64 within 10%% of one megapixel, keeping the ratio', (aspect) => {
@@ -57,5 +58,30 @@ describe('parseImagineOptions', () => {
     const r = parseImagineOptions({ prompt: 'a cat', preset: 'photo', negative: 'blurry' });
     expect(r.prompt).toMatch(/^a cat, photograph/);
     expect(r.negative).toBe('blurry, cartoon, illustration, painting');
+  });
+});
+
+describe('steps and guidance shown for a result', () => {
+  const old = { backend: 'a1111', seed: 1, width: 1024, height: 1024, imageKeys: ['k'], runMs: 1, costUsd: 0, attempts: [] };
+
+  test('a result of an older worker still parses and shows the request’s; a newer one shows what ran', () => {
+    const r = parseImagineOptions({ prompt: 'a cat', preset: 'fast', steps: 30 }, () => 1);
+    const parsed = parseJobResult(JSON.stringify(old));
+    expect(parsed.success).toBe(true);
+    expect(ranText(r, parsed.success ? parsed.data : null)).toEqual({ steps: '30', guidance: '1' });
+    expect(ranText(r, { steps: 4, guidance: null })).toEqual({
+      steps: "4 (asked 30; the preset's most)",
+      guidance: '— (the model takes none)',
+    });
+    // The preset's own steps were not asked for: nothing to explain.
+    expect(
+      ranText(
+        parseImagineOptions({ prompt: 'a cat', preset: 'turbo' }, () => 1),
+        { steps: 4, guidance: 0 },
+      ),
+    ).toEqual({
+      steps: '4',
+      guidance: '0',
+    });
   });
 });

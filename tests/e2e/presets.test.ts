@@ -88,6 +88,22 @@ describe('presets', () => {
     expect(byModel).toContain('sd_xl_base_1.0 [31e35c80fc]: 1 jobs');
   });
 
+  test('fast with steps:30 runs the 8 steps its model is made for, and the result and Info show the 8 and that 30 was asked', async ({
+    db,
+    redisPrefix,
+  }) => {
+    const file = await presetsFile({ fast: { a1111: { checkpoint: 'sdxl_lightning_4step.safetensors' } } });
+    sys = await System.start({ db, redisPrefix, a1111: { models: MODELS }, env: { PRESETS_FILE: file } });
+    await sys.worker!.statusOnce();
+    const msg = await sys.finalReply(await sys.imagine({ prompt: 'a cat', preset: 'fast', steps: 30 }));
+    expect(generationBodies(sys)[0]).toMatchObject({ steps: 8, cfg_scale: 1 });
+    const field = (name: string) => msg.embeds[0].fields.find((f: { name: string }) => f.name === name)?.value;
+    expect(field('Steps')).toBe("8 (asked 30; the preset's most)");
+    expect(field('Guidance')).toBe('1');
+    const info = await sys.discord.buttonPress({ customId: buttonId(msg, 'Info'), messageId: msg.id, user: ALICE });
+    expect((await privateReply(sys, info)).content).toContain("**Steps:** 8 (asked 30; the preset's most) · **Guidance:** 1");
+  });
+
   test('a preset no live backend can run is not offered in autocomplete, and typed it is refused clearly with nothing queued', async ({
     db,
     redisPrefix,

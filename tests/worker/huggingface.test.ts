@@ -324,4 +324,13 @@ describe('Hugging Face and presets', () => {
     const out = await endpoint.generate({ jobId: 'pt', request: request({ preset: 'sdxl', count: 1 }) }, ctx());
     expect(out.model?.name).toMatch(/^stabilityai\/stable-diffusion-xl-base-1\.0 \(endpoint 127\.0\.0\.1:\d+\)$/);
   });
+
+  it('reports the steps and guidance turbo ran (no CFG), not the preset-wide guidance the request carries', async () => {
+    const s = backend({ endpointUrl: undefined, model: undefined }).settingsFor(request({ preset: 'turbo' }));
+    expect(s).not.toHaveProperty('refused');
+    const r = request({ preset: 'turbo', count: 1, steps: 4, guidance: 1 });
+    const out = await backend().generate({ jobId: 'tg', request: r, settings: s as Exclude<typeof s, { refused: string }> }, ctx());
+    expect(fake.requests[0]?.body).toMatchObject({ parameters: { num_inference_steps: 4, guidance_scale: 0 } });
+    expect(out).toMatchObject({ steps: 4, guidance: 0 });
+  });
 });

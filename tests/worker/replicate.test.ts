@@ -433,4 +433,13 @@ describe('Replicate and presets', () => {
     expect(b.usdPerImage?.(s)).toBe(0.002);
     expect(b.settingsFor(request({ preset: 'turbo' }))).toEqual({ refused: 'preset "turbo" does not run on replicate' });
   });
+
+  it('reports the steps FLUX schnell ran (capped at 4 whatever the member asked) and no guidance, which it does not take', async () => {
+    const b = backend({ presets: catalog });
+    const r = request({ preset: 'fast', count: 1, steps: 30, memberSteps: 30 });
+    const s = b.settingsFor(r) as Exclude<ReturnType<typeof b.settingsFor>, { refused: string }>;
+    const out = await b.generate({ jobId: 'p3', request: r, settings: s }, ctx());
+    expect(creates()[0]?.body.input).toMatchObject({ num_inference_steps: 4 });
+    expect(out).toMatchObject({ steps: 4, guidance: null });
+  });
 });

@@ -475,6 +475,8 @@ export function createA1111Backend(o: A1111Options): ImageBackend {
           ...(info.sd_model_hash ? { version: info.sd_model_hash } : {}),
         },
         sampler: typeof schedule === 'string' && schedule !== '' ? `${sampler} (${schedule})` : sampler,
+        steps: a.steps,
+        guidance: a.guidance,
       };
     } catch (err) {
       // Our request timed out while the box may still be working on it.

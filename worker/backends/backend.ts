@@ -105,6 +105,10 @@ export interface BackendOutput {
   readonly model?: ModelLineage;
   /** The sampler (and schedule) that ran. */
   readonly sampler?: string;
+  /** The steps that ran (a preset's model may cap the member's); absent where there are none (an extras upscale). */
+  readonly steps?: number;
+  /** The guidance that ran; null when the model takes none. */
+  readonly guidance?: number | null;
 }
 
 export interface HealthStatus {

@@ -290,6 +290,8 @@ export function createComfyUIBackend(o: ComfyUIOptions): ImageBackend {
         billedImages: images.length,
         model: { name: c.checkpoint },
         sampler: `${c.sampler} (${c.scheduler})`,
+        steps: c.steps,
+        guidance: c.guidance,
       };
     } catch (err) {
       let e =

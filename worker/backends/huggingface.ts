@@ -259,7 +259,15 @@ export function createHuggingFaceBackend(opts: HuggingFaceBackendOptions): Image
         while (images.length < job.request.count) images.push(await makeOne(job, s, job.request.seed + images.length, ctx));
         made.delete(job);
         log.info({ jobId: job.jobId, images: images.length, seconds: seconds() }, 'hugging face images done');
-        return { images, seed: job.request.seed, billedSeconds: seconds(), billedImages: images.length, model: lineage(s) };
+        return {
+          images,
+          seed: job.request.seed,
+          billedSeconds: seconds(),
+          billedImages: images.length,
+          model: lineage(s),
+          steps: s.steps,
+          guidance: s.guidance,
+        };
       } catch (err) {
         sofar.seconds = seconds();
         const be = isBackendError(err) ? err : new BackendError(id, 'bad-response', String(err), { cause: err, retryable: false });

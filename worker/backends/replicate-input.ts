@@ -32,6 +32,9 @@ export interface PredictionSpec {
   exactSize: boolean;
   /** The sampler (sdxl's scheduler) that runs, for lineage. */
   sampler?: string;
+  /** The steps and guidance sent, for the result; null guidance: the model takes none. */
+  steps: number;
+  guidance: number | null;
 }
 
 /** The preset's model on Replicate; a request from before presets named models says FLUX schnell or SDXL. */
@@ -73,6 +76,7 @@ export function buildPrediction(backend: string, job: BackendJob, s: RunSettings
   let { steps, guidance } = s;
   if (replicateInputs(entry) === 'flux') {
     if (r.kind === 'txt2img') {
+      const fluxSteps = Math.min(steps, entry.maxSteps ?? 4);
       return {
         model: entry.model!,
         ...(entry.version ? { version: entry.version } : {}),
@@ -83,8 +87,10 @@ export function buildPrediction(backend: string, job: BackendJob, s: RunSettings
           num_outputs: r.count,
           seed: r.seed,
           output_format: 'png',
-          num_inference_steps: Math.min(steps, entry.maxSteps ?? 4),
+          num_inference_steps: fluxSteps,
         },
+        steps: fluxSteps,
+        guidance: null,
       };
     }
     // FLUX takes no image: inpaint, Vary and Upscale of a FLUX preset run on SDXL, at SDXL's steps.
@@ -120,7 +126,7 @@ export function buildPrediction(backend: string, job: BackendJob, s: RunSettings
   }
   const model = entry.model ?? SDXL_MODEL;
   const version = entry.version ?? (model === SDXL_MODEL ? sdxlVersion : undefined);
-  return { model, ...(version ? { version } : {}), input, exactSize: true, sampler: scheduler };
+  return { model, ...(version ? { version } : {}), input, exactSize: true, sampler: scheduler, steps, guidance };
 }
 
 /** Seconds from a Retry-After header (delta or HTTP date), else from Replicate's "available in N second(s)" / "resets in ~Ns" text. */

@@ -334,6 +334,8 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
           ...(perImage !== undefined ? { usdPerImage: perImage } : {}),
           model: { name: typeof p.model === 'string' && p.model ? p.model : spec.model, ...(version ? { version } : {}) },
           ...(spec.sampler ? { sampler: spec.sampler } : {}),
+          steps: spec.steps,
+          guidance: spec.guidance,
         };
       } catch (err) {
         const be = ctx.signal.aborted ? cancelled() : mapReplicateError(id, err);
