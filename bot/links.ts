@@ -199,6 +199,10 @@ export function createLinkService(d: LinkServiceDeps): LinkService {
       await deleteUsers(d.redis, [linkUserName(p, link.id), joinUserName(p, link.id)]);
       await d.redis.del(joinKeys(p, link.id).request, joinKeys(p, link.id).answer);
       await d.store.revoke(link, actorId, new Date(now()));
+      // Again once revoked: a join served meanwhile (its request popped before the users went) may
+      // have made the link user again and recorded itself before the revoke. Any later join finds
+      // the link revoked and deletes its user itself.
+      await deleteUsers(d.redis, [linkUserName(p, link.id)]);
       d.log.info({ linkId, guildId }, 'gpu box unlinked');
       return true;
     },

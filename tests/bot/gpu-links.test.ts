@@ -1,6 +1,7 @@
 import { afterEach, expect } from 'vitest';
 import { createLinkService, type LinkService } from '../../bot/links.js';
 import { LinkStore } from '../../bot/store/links.js';
+import { linkUserName } from '../../core/io/link.js';
 import { createLogger } from '../../core/io/logger.js';
 import { createRedis } from '../../core/io/queue.js';
 import { joinWithToken } from '../../worker/link.js';
@@ -62,4 +63,53 @@ describe("a GPU box's own steps are announced in the log channel, like the moder
     expect(notices).toHaveLength(1);
     expect(await db.prisma.auditLog.count({ where: { action: 'gpu token expired' } })).toBe(1);
   });
+});
+
+test('an unlink that lands while a join is being served leaves the box no Redis user', async ({ db, redisPrefix }) => {
+  const real = new LinkStore({ prisma: async () => db.prisma });
+  // The join's read of the link waits until the unlink has taken the users away and is about to
+  // record the revoke; the revoke waits until the join was recorded: the order that lost before.
+  let unlinking!: () => void;
+  const atRevoke = new Promise<void>((r) => (unlinking = r));
+  let joinRecorded!: () => void;
+  const recorded = new Promise<void>((r) => (joinRecorded = r));
+  let gets = 0;
+  const store = Object.assign(Object.create(real) as LinkStore, {
+    get: async (guildId: string, id: string) => {
+      const row = await real.get(guildId, id);
+      if (++gets === 1) await atRevoke; // serveJoin's read
+      return row;
+    },
+    markJoined: async (...a: Parameters<LinkStore['markJoined']>) => {
+      const ok = await real.markJoined(...a);
+      joinRecorded();
+      return ok;
+    },
+    revoke: async (...a: Parameters<LinkStore['revoke']>) => {
+      unlinking();
+      await recorded;
+      return real.revoke(...a);
+    },
+  });
+  const redis = createRedis(TEST_REDIS_URL, 'producer');
+  const s = createLinkService({
+    store,
+    redis,
+    blocking: createRedis(TEST_REDIS_URL, 'blocking', { lazyConnect: true }),
+    prefix: redisPrefix,
+    linkRedisUrl: TEST_REDIS_URL,
+    log: createLogger({ level: 'silent' }),
+    now: () => Date.now(),
+    notify: async () => true,
+  });
+  cleanups.push(() => deleteTestUsers(redisPrefix));
+  cleanups.push(() => redis.quit());
+  cleanups.push(() => s.stop());
+  const join = await s.link(GUILD, 'mod');
+  s.start();
+  const joining = joinWithToken(TEST_REDIS_URL, redisPrefix, join.token).catch(() => undefined);
+  await until(async () => (gets >= 1 ? true : undefined), 5000);
+  expect(await s.unlink(GUILD, 'mod', join.linkId)).toBe(true);
+  await joining;
+  expect(await redis.call('ACL', 'GETUSER', linkUserName(redisPrefix, join.linkId))).toBeNull();
 });
