@@ -240,6 +240,11 @@ export const jobPayloadSchema = z.object({
    * queue the job then runs in the cloud only, within the guild's budget.
    */
   boxesAllowed: z.boolean().optional(),
+  /**
+   * On a guild's own queue only: the bot's seal (bot/jobs/seal.ts) over the payload and the member's
+   * usage before it, so the bot moves to the shared queue only jobs it queued there. Workers ignore it.
+   */
+  seal: z.object({ usedBefore: z.number().int().nonnegative(), mac: z.string() }).optional(),
 });
 export type JobPayload = z.infer<typeof jobPayloadSchema>;
 

@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import { jobPayloadSchema } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import type { Logger } from '../../core/io/logger.js';
 import { GUILD_HEARTBEAT_MS, onlineOwnBoxes } from '../../core/routing.js';
@@ -25,13 +24,16 @@ export interface HandoffOptions {
  * ever take them) and any running one whose worker lost its lock are moved; a job its worker gave back (`handed_back`)
  * is moved when its failure is heard. A move removes the job from the guild's queue first, and
  * BullMQ refuses to remove a job a live worker holds (its lock), so a job is moved or run, never
- * both; it keeps its id, payload and member's usage, and its reply follows it.
+ * both; it keeps its id, payload and member's usage, and its reply follows it. Only jobs the bot sealed
+ * there move (KeySpaces.admittedOwn): the guild's worker can write any job into its queue.
  */
 export class Handoff {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   /** When each open guild space was first seen without a usable box. */
   private readonly offlineSince = new Map<string, number>();
+  /** Jobs already reported as not the bot's (see warnOnce). */
+  private readonly unsealed = new Set<string>();
 
   constructor(private readonly o: HandoffOptions) {}
 
@@ -90,9 +92,14 @@ export class Handoff {
 
   private async move(space: Space, jobId: string, why: 'box_gone' | 'handed_back'): Promise<boolean> {
     const job = await space.queue.getJob(jobId);
-    if (!job) return false;
-    const parsed = jobPayloadSchema.safeParse(job.data);
-    if (!parsed.success) return false;
+    if (!job || space.guildId === null) return false;
+    // The guild's worker may write any job into its queue: only one the bot sealed there is moved,
+    // with the grants and usage the bot gave it (never job.opts, which that worker may rewrite).
+    const own = await this.o.spaces.admittedOwn(space.guildId, job);
+    if (!own) {
+      this.warnOnce(space.guildId, jobId);
+      return false;
+    }
     this.o.lifecycle.moving(jobId, true);
     try {
       // Refused while a live worker holds the job (its lock): then it runs there, and is not moved.
@@ -101,12 +108,19 @@ export class Handoff {
       this.o.lifecycle.moving(jobId, false);
       return false;
     }
-    // The guild queue's priority is the member's usage + 1 (core/quota.ts queuePriority).
-    const usedBefore = Math.max(0, (job.opts.priority ?? 1) - 1);
-    await this.o.spaces.addShared(parsed.data, usedBefore);
+    await this.o.spaces.addShared(own.payload, own.usedBefore);
     this.o.log.info({ jobId, guildId: space.guildId, why }, "moved from the guild's own boxes to the shared queue");
     if (space.guildId) this.o.onMoved?.(space.guildId, why);
     this.o.lifecycle.requeued(jobId);
     return true;
+  }
+
+  /** Each unsealed job is reported once (the check runs every second), the memory bounded. */
+  private warnOnce(guildId: string, jobId: string): void {
+    const key = `${guildId}:${jobId}`;
+    if (this.unsealed.has(key)) return;
+    if (this.unsealed.size >= 1000) this.unsealed.delete(this.unsealed.values().next().value!);
+    this.unsealed.add(key);
+    this.o.log.warn({ jobId, guildId }, "a job in a guild's own queue the bot did not queue there (or altered): left there, not moved");
   }
 }

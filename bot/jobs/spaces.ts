@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { guildSpace } from '../../core/config.js';
 import type { JobFailure } from '../../core/failures.js';
-import type { JobPayload } from '../../core/generation.js';
+import { type JobPayload, jobPayloadSchema } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import { cancelFlagKey } from '../../core/io/cancel.js';
 import { takeSharedTurn } from '../../core/io/fair-share.js';
@@ -15,6 +15,7 @@ import { onlineOwnBoxes, sharedBoxesAllowed } from '../../core/routing.js';
 import type { EarlierTries } from '../../core/settle.js';
 import type { QueueEventSource } from './lifecycle.js';
 import type { PositionReader } from './queue-board.js';
+import { JobSealer } from './seal.js';
 
 /** One key space the bot routes jobs to: the shared queue, or one guild's own (its linked boxes). */
 export interface Space {
@@ -49,6 +50,8 @@ export interface KeySpacesOptions {
   sharedBoxGuilds: '*' | readonly string[];
   /** A guild space nobody touched for this long has its QueueEvents closed (default 10 min). */
   idleMs?: number;
+  /** DISCORD_TOKEN: the secret every bot process shares and no worker has, keying guild jobs' seals. */
+  sealSecret: string;
 }
 
 /**
@@ -69,10 +72,12 @@ export class KeySpaces {
   private readonly routesKey: string;
   private closed = false;
   private listen: (events: QueueEventSource) => void = () => undefined;
+  private readonly sealer: JobSealer;
 
   constructor(private readonly o: KeySpacesOptions) {
     this.shared = { guildId: null, prefix: o.prefix, ...o.shared };
     this.routesKey = `${o.prefix}:routes`;
+    this.sealer = new JobSealer(o.sealSecret);
   }
 
   /** Subscribes the job lifecycle to every guild space's events as it opens. */
@@ -157,6 +162,20 @@ export class KeySpaces {
     return this.routes.size;
   }
 
+  /**
+   * The payload and member's usage of a job read from a guild's queue, if the bot queued it there
+   * itself, unaltered, and its route still names that guild; null for anything its worker wrote.
+   */
+  async admittedOwn(guildId: string, job: { id?: string; data: unknown }): Promise<{ payload: JobPayload; usedBefore: number } | null> {
+    const usedBefore = this.sealer.verify(job.data);
+    if (usedBefore === null) return null;
+    const parsed = jobPayloadSchema.safeParse(job.data);
+    if (!parsed.success || parsed.data.jobId !== job.id || parsed.data.guildId !== guildId) return null;
+    // A sealed payload copied back after its job settled (its route dropped) must not run again.
+    if ((await this.o.redis.hget(this.routesKey, parsed.data.jobId)) !== guildId) return null;
+    return { payload: parsed.data, usedBefore };
+  }
+
   /** Records where a job is queued now (before it is added there, so its events find it). */
   async route(jobId: string, guildId: string | null): Promise<void> {
     if (guildId === null) await this.o.redis.hdel(this.routesKey, jobId);
@@ -193,7 +212,7 @@ export class KeySpaces {
 
   /** The payload as the shared queue carries it: the operator's boxes only for the guilds SHARED_BOX_GUILDS allows. */
   private forShared(payload: JobPayload): JobPayload {
-    const { boxesAllowed: _own, ...rest } = payload;
+    const { boxesAllowed: _own, seal: _seal, ...rest } = payload;
     return sharedBoxesAllowed(this.o.sharedBoxGuilds, payload.guildId ?? '') ? rest : { ...rest, boxesAllowed: false };
   }
 
@@ -201,7 +220,7 @@ export class KeySpaces {
   async addOwn(payload: JobPayload, guildId: string, usedBefore: number): Promise<void> {
     const space = await this.guild(guildId);
     await this.route(payload.jobId, guildId);
-    await enqueueJob(space.queue, payload, queuePriority(usedBefore));
+    await enqueueJob(space.queue, this.sealer.seal(payload, usedBefore), queuePriority(usedBefore));
   }
 
   /** BullMQ's view of a job in whichever queue holds it (JobStates, and cancel's view). */

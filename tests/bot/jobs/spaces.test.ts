@@ -62,6 +62,7 @@ function processSpaces(redis: Redis, prefix: string): KeySpaces {
     log: silent,
     now: Date.now,
     sharedBoxGuilds: '*',
+    sealSecret: 'test-discord-token',
   });
   closers.push(
     () => queue.close(),
