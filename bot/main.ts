@@ -273,7 +273,9 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
       checks: {
         redis: async () => (await producer.ping()) === 'PONG',
         postgres: async () => (await database.pool.query('SELECT 1')).rowCount === 1,
-        gateway: async () => client.ws.status === Status.Ready,
+        // Each shard's own status: the manager's is set to Ready once and never reset, so it said
+        // ready after Discord closed the connection for good (a reset token, a refused intent).
+        gateway: async () => client.ws.shards.size > 0 && client.ws.shards.every((s) => s.status === Status.Ready),
       },
     });
   }
