@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { type Client, Events, Status } from 'discord.js';
 import type { Redis } from 'ioredis';
@@ -81,6 +82,9 @@ async function registerAtStart(client: Client, config: BotConfig, redis: Redis, 
     if (!client.isReady()) return;
     const outcome = await syncCommands(client, config.DISCORD_DEV_GUILD_ID);
     log.info({ scope, outcome }, outcome === 'updated' ? 'slash commands registered' : 'slash commands already up to date');
+    // The producer fails fast while it connects (no offline queue): the dev guild's record waits
+    // for it, or a slow start would skip the clean-up and leave that guild its copies.
+    if (redis.status !== 'ready') await Promise.race([once(redis, 'ready'), new Promise((r) => setTimeout(r, 5000).unref())]);
     const cleared = await clearFormerDevGuild(client, redis, config.QUEUE_PREFIX, config.DISCORD_DEV_GUILD_ID);
     if (cleared) log.info({ guildId: cleared }, 'removed the slash commands registered in the former DISCORD_DEV_GUILD_ID guild');
   } catch (err) {

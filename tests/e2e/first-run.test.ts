@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -108,6 +109,40 @@ describe('slash commands are registered when the bot starts', () => {
     await sys.bot!.stop();
     await sys.startBot();
     expect(sys.discord.requests.filter((r) => r.path.endsWith(`/guilds/${GUILD_ID}/commands`) && r.method === 'PUT')).toHaveLength(2);
+  });
+
+  test('the dev guild is cleared even when Redis answers the bot only after Discord has (a slow Redis at start)', async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DISCORD_DEV_GUILD_ID: GUILD_ID } });
+    await sys.bot!.stop();
+    sys.bot = undefined;
+    // Redis reached through a proxy that holds every connection's bytes for its first 800 ms.
+    const target = new URL(sys.env.REDIS_URL!);
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(target.port || 6379), target.hostname);
+      client.pause();
+      setTimeout(() => {
+        client.pipe(upstream).pipe(client);
+        client.resume();
+      }, 800);
+      const close = () => (client.destroy(), upstream.destroy());
+      client.on('error', close).on('close', close);
+      upstream.on('error', close).on('close', close);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      sys.env.REDIS_URL = `redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      delete sys.env.DISCORD_DEV_GUILD_ID;
+      await sys.startBot();
+      expect(sys.discord.registeredCommands(GUILD_ID)).toEqual([]);
+    } finally {
+      // Stopped while its proxy still stands; the System's own stop then finds no bot.
+      await (sys.bot as { stop(): Promise<void> } | undefined)?.stop();
+      sys.bot = undefined;
+      proxy.close();
+    }
   });
 
   test('a command that changed since the last registration is registered again, globally without a dev guild', async ({
