@@ -23,6 +23,9 @@ import { benchDatabase, clearPrefix, deployedNodeFlags, REDIS_URL, spawnReady, s
 const SEQ = Number(process.env.BENCH_SEQ ?? 200);
 const JOBS = Number(process.env.BENCH_JOBS ?? 1000);
 const BOXES = (process.env.BENCH_BOXES ?? '1,8').split(',').map(Number);
+const WARM = Number(process.env.BENCH_WARM ?? 500);
+/** The first jobs after start, one at a time: what a member meets right after a restart. */
+const COLD = 20;
 
 function pct(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -97,7 +100,14 @@ async function main(): Promise<void> {
     };
     const concurrency = loadConfig(workerConfigSchema, { ...process.env, ...env }).WORKER_CONCURRENCY;
     // The floor first, on a quiet machine: what plain BullMQ costs per job at the same concurrency.
-    const plain = await measurePlainBullmq({ redisUrl: REDIS_URL, prefix: `${prefix}:plain`, concurrency, seq: SEQ, jobs: JOBS });
+    const plain = await measurePlainBullmq({
+      redisUrl: REDIS_URL,
+      prefix: `${prefix}:plain`,
+      concurrency,
+      seq: SEQ,
+      jobs: JOBS,
+      warm: WARM,
+    });
     // Bot and worker run as their own processes, as deployed; the fakes and the clock stay here.
     // They log their ready line at info; their per-job lines are read and dropped.
     const { child: worker } = await spawnReady('worker', env);
@@ -131,13 +141,40 @@ async function main(): Promise<void> {
     const waitAll = (list: FakeInteraction[], timeoutMs: number) =>
       discord.waitFor(() => (list.every((i) => finalAt(i) !== undefined || refusedLate.has(i.token)) ? true : undefined), timeoutMs);
 
-    // Warm-up: connections, JIT, prepared statements.
-    const warm = await Promise.all(
-      Array.from({ length: 20 }, (_, n) =>
-        discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: 'warm' }] }),
-      ),
+    // Cold: the first jobs after start, one at a time (connections opened, nothing compiled yet).
+    const cold: number[] = [];
+    for (let n = 0; n < COLD; n++) {
+      const i = await discord.slashCommand({
+        name: 'imagine',
+        user: users[n % 50],
+        options: [{ name: 'prompt', type: 3, value: `cold ${n}` }],
+      });
+      await waitAll([i], 30_000);
+      cold.push(finalAt(i)! - i.createdAt);
+    }
+    // Warm-up: a burst and as many sequential jobs, so both paths are compiled as in a bot that has run for a while.
+    const warmBurst: FakeInteraction[] = [];
+    for (let n = 0; n < WARM; n++)
+      warmBurst.push(
+        await discord.slashCommand({ name: 'imagine', user: users[n % 50], options: [{ name: 'prompt', type: 3, value: `warm ${n}` }] }),
+      );
+    const warmAcks = await Promise.all(warmBurst.map((i) => i.waitForCallback(15_000).catch(() => undefined)));
+    // Only admitted jobs post a result (a refusal is a private first answer, flag 64).
+    await waitAll(
+      warmBurst.filter((_, n) => {
+        const cb = warmAcks[n];
+        return cb && (cb.type === 5 || (cb.type === 4 && ((cb.data?.flags ?? 0) & 64) === 0));
+      }),
+      600_000,
     );
-    await waitAll(warm, 60_000);
+    for (let n = 0; n < WARM; n++) {
+      const i = await discord.slashCommand({
+        name: 'imagine',
+        user: users[n % 50],
+        options: [{ name: 'prompt', type: 3, value: `warm seq ${n}` }],
+      });
+      await waitAll([i], 30_000);
+    }
 
     const added: number[] = [];
     const acks: number[] = [];
@@ -210,7 +247,10 @@ async function main(): Promise<void> {
     const jobsPerS = posted.length / ((last - t0) / 1000);
 
     out(`\n[${boxes} box${boxes > 1 ? 'es' : ''}, worker concurrency ${concurrency}]`);
-    out(`  added latency per job (sequential, backend ~0 ms): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`);
+    out(`  cold: the first ${COLD} jobs after start, one at a time: p50 ${f(pct(cold, 50))} ms  max ${f(Math.max(...cold))} ms`);
+    out(
+      `  added latency per job (sequential, backend ~0 ms, after ${WARM} + ${WARM} warm-up jobs): p50 ${f(pct(added, 50))} ms  p99 ${f(pct(added, 99))} ms`,
+    );
     // What a job costs when nothing shares its wake-ups: each process is woken for it alone, where a
     // burst's jobs share them (compare the burst's line). The fakes' share includes this process polling for the upload.
     const seqCpu = (k: keyof typeof cpuSeqAfter) => (cpuSeqAfter[k] - cpuSeqBefore[k]) / SEQ;

@@ -26,6 +26,8 @@ export async function measurePlainBullmq(o: {
   concurrency: number;
   seq: number;
   jobs: number;
+  /** Warm-up jobs before measuring, in a burst and as many one at a time (as bench/overhead warms ours). */
+  warm: number;
 }): Promise<PlainFigures> {
   const child = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, 'worker', o.prefix, String(o.concurrency)], {
     env: { ...process.env, BENCH_REDIS_URL: o.redisUrl },
@@ -62,8 +64,13 @@ export async function measurePlainBullmq(o: {
     });
 
   // Warm-up: connections, scripts, JIT.
-  for (let n = 0; n < 50; n++) await queue.add('noop', { n });
-  await until(50);
+  for (let n = 0; n < o.warm; n++) await queue.add('noop', { n });
+  await until(o.warm);
+  for (let n = 0; n < o.warm; n++) {
+    const before = completed;
+    await queue.add('noop', { n });
+    await until(before + 1);
+  }
 
   const latency: number[] = [];
   for (let n = 0; n < o.seq; n++) {

@@ -6,7 +6,8 @@
  * steps are what to read. Prints the median time of each step from the interaction and from the
  * step before it. Not a test: figures only.
  *
- *   npm run bench:trace        (BENCH_SEQ=100 to change; BENCH_DIST=1 to run the compiled build)
+ *   npm run bench:trace        (BENCH_SEQ=100 to change; BENCH_DIST=1 to run the compiled build;
+ *                              BENCH_WARM=500 jobs first, so V8 has compiled the path as in a bot that has run a while)
  */
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -15,6 +16,7 @@ import { startInstantA1111 } from './instant-a1111.js';
 import { benchDatabase, clearPrefix, pct, REDIS_URL, spawnReady, systemEnv } from './support.js';
 
 const SEQ = Number(process.env.BENCH_SEQ ?? 100);
+const WARM = Number(process.env.BENCH_WARM ?? 500);
 
 /** The steps, in the order a job passes them, and how each is recognised. */
 const STEPS = [
@@ -59,7 +61,7 @@ async function main(): Promise<void> {
     );
     return { i, upload };
   };
-  for (let n = 0; n < 20; n++) await run(`warm ${n}`);
+  for (let n = 0; n < WARM; n++) await run(`warm ${n}`);
 
   // Every command Redis runs, with its time (µs), the Lua scripts' own commands included.
   const seen: { at: number; args: string[] }[] = [];
@@ -103,7 +105,7 @@ async function main(): Promise<void> {
   await sql.end();
 
   out(
-    `bench/trace: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${rows.length} sequential jobs, 1 instant box`,
+    `bench/trace: node ${process.version}, ${process.env.BENCH_DIST ? 'compiled dist/' : 'tsx from source'}, ${rows.length} sequential jobs after ${WARM} to warm up, 1 instant box`,
   );
   out('  step                                                   from the interaction   from the step before (p50, ms)');
   STEPS.forEach((name, k) => {
