@@ -17,7 +17,7 @@ export function createBudgetWatch(o: { stats: StatsStore; settings: SettingsStor
     if (job.costUsd <= 0) return;
     try {
       const month = utcMonthStart(o.now());
-      const [spent, policy] = await Promise.all([o.stats.spentSince(job.guildId, month), o.settings.policy(job.guildId)]);
+      const [spent, policy] = await Promise.all([o.stats.spentInMonth(job.guildId, month), o.settings.policy(job.guildId)]);
       const threshold = budgetThresholdReached(spent, policy.monthlyBudgetUsd);
       if (threshold === null) return;
       // Claim every threshold up to the reached one, so a jump straight to 100 % never sends a late 80 % notice.

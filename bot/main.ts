@@ -128,7 +128,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     5000,
     async (guildId, usd) => {
       const at = now();
-      const spent = await stats.spentSince(guildId, utcMonthStart(at));
+      const spent = await stats.spentInMonth(guildId, utcMonthStart(at));
       await budgets
         .seed(guildId, budgetMonth(at), usd, spent)
         .catch((err: unknown) => log.warn({ err }, 'could not refresh the budget limit'));

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { z } from 'zod';
-import { budgetLeft, monthlyBudgetSql, spentSinceSql } from '../../core/budget.js';
+import { addPaidSpendSql, budgetLeft, monthlyBudgetSql, spentInMonthSql } from '../../core/budget.js';
 import { type GenerationRequest, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
 import { failureText } from '../../core/messages.js';
 import type {
@@ -172,12 +172,13 @@ const RESERVE_SQL = `
     RETURNING id::text AS id
   )
   SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images, (SELECT daily FROM lim) AS daily,
-         ${monthlyBudgetSql('$1', '$16')}::float8 AS budget, ${spentSinceSql('$1', '$15')}::float8 AS spent`;
+         ${monthlyBudgetSql('$1', '$16')}::float8 AS budget, ${spentInMonthSql('$1', '$15')}::float8 AS spent`;
 
 /**
  * The settle: one statement. The status guard makes a second settle a no-op, so the charge or
  * refund (core/settle.ts decides which; core/quota.ts says what a refund gives back) and the ledger
- * rows happen exactly once whatever retries, duplicate events or restarts occur.
+ * rows happen exactly once whatever retries, duplicate events or restarts occur; so does the
+ * month's paid spend the rows add to (rows already booked are not returned, so not added twice).
  */
 const SETTLE_SQL = `
   WITH j AS (
@@ -201,8 +202,9 @@ const SETTLE_SQL = `
            COALESCE((a.e->>'ownUsd')::numeric, 0)
     FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
     ON CONFLICT (job_id, attempt_no) DO NOTHING
-    RETURNING 1
-  )
+    RETURNING guild_id, backend, cost_usd, created_at
+  ),
+  spend AS (${addPaidSpendSql('l')} RETURNING 1)
   SELECT ${JOB_COLUMNS} FROM j`;
 
 /**

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { spentSinceSql } from '../../core/budget.js';
+import { spentInMonthSql } from '../../core/budget.js';
 import type { BackendLatency, GuildStats } from '../../core/ports.js';
 
 /** Read-only aggregates for `/admin stats` and `/admin backends`. */
@@ -78,8 +78,8 @@ export class StatsStore {
   }
 
   /** Paid spend of a guild since the start of the month. */
-  async spentSince(guildId: string, monthStart: string): Promise<number> {
-    const rows = await this.rows<{ spent: number }>(`SELECT ${spentSinceSql('$1', '$2')}::float8 AS spent`, guildId, monthStart);
+  async spentInMonth(guildId: string, monthStart: string): Promise<number> {
+    const rows = await this.rows<{ spent: number }>(`SELECT ${spentInMonthSql('$1', '$2')}::float8 AS spent`, guildId, monthStart);
     return Number(rows[0]!.spent);
   }
 

@@ -22,7 +22,8 @@ const log = createLogger({ level: 'silent' });
 /** A guild with a $1 budget and a log channel, and a way to settle a paid job and run the watch on it. */
 async function guildWithBudget(db: TestDb) {
   fake = await startFakeDiscord();
-  const now = () => new Date('2026-11-23T12:00:00Z');
+  // The database's clock books the ledger rows, so the watch reads the month they fall in: today's.
+  const now = () => new Date();
   const settings = new SettingsStore({ pool: db.pool, prisma: async () => db.prisma }, { dailyLimit: 100, monthlyBudgetUsd: 5 }, 0);
   await settings.updateGuild(guildId, 'mod', 'budget', { monthlyBudgetUsd: 1, logChannelId: logChannel });
   const stats = new StatsStore(db.pool);
@@ -34,8 +35,8 @@ async function guildWithBudget(db: TestDb) {
       actor: { guildId, channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false },
       interaction: { applicationId: '1111111111111111111', interactionId: String(Math.random()), token: 't' },
       request: parseImagineOptions({ prompt: 'x' }),
-      day: '2026-11-23',
-      monthStart: '2026-11-01',
+      day: now().toISOString().slice(0, 10),
+      monthStart: `${now().toISOString().slice(0, 7)}-01`,
       deploymentDailyLimit: 100,
       deploymentMonthlyBudgetUsd: 5,
       maxInFlight: 100,

@@ -7,6 +7,8 @@ import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
 import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 import { test } from '../setup/fixtures.js';
 
+/** The ledger's rows are booked at the database's now(), so the month they count in is today's. */
+const THIS_MONTH = `${new Date().toISOString().slice(0, 7)}-01`;
 const actor = { guildId: '2222222222222222222', channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false };
 
 function input(over: Partial<ReserveInput> = {}, count = 1): ReserveInput {
@@ -42,14 +44,14 @@ describe('PgJobStore', () => {
     db,
   }) => {
     const store = new PgJobStore(db.pool);
-    const r = await store.reserve(input());
+    const r = await store.reserve(input({ monthStart: THIS_MONTH }));
     if (!r.ok) throw new Error('not admitted');
     await store.settle(r.jobId, { status: 'succeeded', result: result() });
-    const next = await store.reserve(input());
+    const next = await store.reserve(input({ monthStart: THIS_MONTH }));
     if (!next.ok) throw new Error('not admitted');
     expect(next.spentUsd).toBeCloseTo(0.002, 6);
     expect(next.budgetLeftUsd).toBeCloseTo(5 - 0.002, 6);
-    expect(await new StatsStore(db.pool).spentSince(actor.guildId, '2026-11-01')).toBeCloseTo(0.002, 6);
+    expect(await new StatsStore(db.pool).spentInMonth(actor.guildId, THIS_MONTH)).toBeCloseTo(0.002, 6);
   });
 
   test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {
