@@ -247,6 +247,14 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   });
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
+  // Removed from a guild (not an outage: discord.js reports that as GuildUnavailable and keeps the
+  // guild): its jobs would run, on paid providers too, for a server that can no longer see them.
+  client.on(Events.GuildDelete, (guild) => {
+    void outbound
+      .cancelOpen((job) => job.guildId === guild.id)
+      .then((jobs) => log.info({ guildId: guild.id, jobs }, 'removed from a guild; its open jobs were cancelled and refunded'))
+      .catch((err: unknown) => log.error({ err, guildId: guild.id }, 'could not cancel the jobs of a guild the bot was removed from'));
+  });
   client.on(Events.ShardDisconnect, (_e, shard) => log.warn({ shard }, 'gateway disconnected'));
 
   const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
