@@ -1,7 +1,7 @@
 import { afterEach, expect } from 'vitest';
 import { DEFAULTS } from '../fakes/discord/ids.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, System } from './harness.js';
+import { ALICE, BOB, System } from './harness.js';
 
 /** Discord changing under the bot: it is kicked from a guild, a channel is deleted, mid-job. */
 
@@ -51,4 +51,28 @@ test('a server outage (GUILD_DELETE with unavailable) is not a removal: the job 
   const msg = await sys.finalReply(i);
   expect(msg.attachments.some((a) => a.filename.startsWith('image-'))).toBe(true);
   expect((await db.prisma.job.findFirstOrThrow()).status).toBe('succeeded');
+}, 60_000);
+
+test('the channel is deleted while a job runs there: the job is stopped and refunded at once, not run to the end for a channel nobody can read', async ({
+  db,
+  redisPrefix,
+}) => {
+  sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 200 } });
+  const NSFW = DEFAULTS.nsfwChannelId;
+  await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 30, channelId: NSFW });
+  const other = await sys.imagine({ prompt: 'a harbour at dawn', steps: 2, user: BOB });
+  await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.startedAt !== undefined), 15_000);
+
+  await sys.discord.deleteChannel(NSFW);
+
+  const job = await sys.discord.waitForAsync(async () => {
+    const j = await db.prisma.job.findFirst({ where: { channelId: NSFW } });
+    return j && j.status !== 'queued' && j.status !== 'running' ? j : undefined;
+  }, 15_000);
+  expect(job.status).toBe('cancelled');
+  expect(sys.a1111.interrupts).toBe(1);
+  const usage = await db.prisma.memberUsage.findFirstOrThrow({ where: { userId: ALICE.id } });
+  expect([usage.images, usage.inFlight]).toEqual([0, 0]);
+  // The other channel's job is untouched.
+  expect((await sys.finalReply(other)).attachments.some((a) => a.filename.startsWith('image-'))).toBe(true);
 }, 60_000);
