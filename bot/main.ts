@@ -247,6 +247,18 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   });
   client.on(Events.InteractionCreate, (interaction) => void route(interaction));
   client.on(Events.Error, (err) => log.error({ err }, 'discord client error'));
+  // Jobs whose result nobody could see are cancelled and refunded rather than run, on paid providers
+  // too, and then refused by Discord for minutes: the bot was removed from their guild (not an
+  // outage: discord.js reports that as GuildUnavailable and keeps the guild), or their channel or
+  // thread was deleted.
+  const cancelGone = (where: { guildId: string } | { channelId: string }) =>
+    void outbound
+      .cancelOpen((job) => ('guildId' in where ? job.guildId === where.guildId : job.channelId === where.channelId))
+      .then((jobs) => log.info({ ...where, jobs }, 'guild or channel gone; its open jobs were cancelled and refunded'))
+      .catch((err: unknown) => log.error({ err, ...where }, 'could not cancel the jobs of a guild or channel that is gone'));
+  client.on(Events.GuildDelete, (guild) => cancelGone({ guildId: guild.id }));
+  client.on(Events.ChannelDelete, (channel) => cancelGone({ channelId: channel.id }));
+  client.on(Events.ThreadDelete, (thread) => cancelGone({ channelId: thread.id }));
   client.on(Events.ShardDisconnect, (_e, shard) => log.warn({ shard }, 'gateway disconnected'));
 
   const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));

@@ -6,7 +6,7 @@ import type { ImageTasks } from '../../core/io/image-tasks.js';
 import type { Logger } from '../../core/io/logger.js';
 import type { ResultStore } from '../../core/io/results.js';
 import type { ThreadPool } from '../../core/io/thread-pool.js';
-import type { JobStore, StoredJob } from '../../core/ports.js';
+import type { JobStore, StoredJob, SweepCursor } from '../../core/ports.js';
 import type { SettleOutcome } from '../../core/settle.js';
 import { type CancelAnswer, createCancel } from './cancel.js';
 import { Handoff } from './handoff.js';
@@ -50,11 +50,19 @@ export interface OutboundOptions {
   sweepIntervalMs?: number | undefined;
 }
 
+const CANCEL_PAGE = 500;
+
 /** The bot's outbound side, wired: what the composition root starts and stops. */
 export interface Outbound {
   lifecycle: JobLifecycle;
   board: QueueBoard;
   cancel: (jobId: string) => Promise<CancelAnswer>;
+  /**
+   * Cancels, as the member's Cancel would (refunded; a running one is interrupted), every job not
+   * yet settled that `where` picks; resolves to how many. For jobs whose result nobody could see:
+   * the bot was removed from their guild, or their channel was deleted.
+   */
+  cancelOpen(where: (job: StoredJob) => boolean): Promise<number>;
   /** Subscribes to the queue's events, then reconciles whatever happened while no bot was listening. */
   start(): Promise<void>;
   /** Stops sweeping, refreshing and editing; waits for deliveries under way. */
@@ -129,6 +137,19 @@ export function createOutbound(o: OutboundOptions): Outbound {
     lifecycle,
     board,
     cancel,
+    async cancelOpen(where) {
+      const open: string[] = [];
+      // The sweep's own index of jobs not yet delivered; such a clean-up is rare, so a full pass is fine.
+      for (let after: SweepCursor | null = null; ; ) {
+        const page = await o.store.listUndelivered(after, CANCEL_PAGE);
+        for (const j of page) if ((j.status === 'queued' || j.status === 'running') && where(j)) open.push(j.id);
+        const last = page.at(-1);
+        if (page.length < CANCEL_PAGE || !last) break;
+        after = { createdAt: last.createdAt, id: last.id };
+      }
+      for (const jobId of open) await cancel(jobId);
+      return open.length;
+    },
     async start() {
       // Before the lifecycle's own listeners: a job another process moved is settled from where it is now.
       o.spaces.followShared(o.events, (jobId) => lifecycle.requeued(jobId));

@@ -441,3 +441,20 @@ test('a DM interaction carries user instead of member', async () => {
   await i.reply('dm reply');
   expect(fi.original()?.guildId).toBeUndefined();
 });
+
+test('a kicked bot gets guildDelete and 50001 Missing Access on its channels; a deleted channel gets channelDelete and 10003', async () => {
+  const { fake, client } = await start();
+  const channel = (await client.channels.fetch(NSFW)) as TextChannel;
+  const deleted = once(client, Events.ChannelDelete);
+  await fake.deleteChannel(NSFW);
+  expect(((await deleted)[0] as TextChannel).id).toBe(NSFW);
+  expect((await apiError(channel.send('hello'))).code).toBe(10003);
+
+  const general = (await client.channels.fetch(GENERAL)) as TextChannel;
+  const gone = once(client, Events.GuildDelete);
+  await fake.removeBotFromGuild(DEFAULTS.guildId);
+  await gone;
+  expect(client.guilds.cache.has(DEFAULTS.guildId)).toBe(false);
+  const err = await apiError(general.send('hello'));
+  expect([err.status, err.code]).toEqual([403, 50001]);
+});

@@ -135,7 +135,7 @@ export function guildCreate(state: FakeState, guild: FakeGuild): Record<string, 
 
 /** Guilds owned by a shard. */
 export function guildsForShard(state: FakeState, shard: [number, number]): FakeGuild[] {
-  return state.opts.guilds.filter((g) => shardForGuild(g.id, shard[1]) === shard[0]);
+  return state.opts.guilds.filter((g) => state.inGuild(g.id) && shardForGuild(g.id, shard[1]) === shard[0]);
 }
 
 /** READY `d` for one shard. */

@@ -125,6 +125,7 @@ function createChannelMessage(ctx: RouteCtx): Reply {
   const [channelId = ''] = ctx.params;
   const found = state.channel(channelId);
   if (!found) return ERR.unknownChannel();
+  if (!state.inGuild(found.guild.id)) return missingAccess();
   const invalid = validateMessage(json, files, DEFAULT_ATTACHMENT_LIMIT, true);
   if (invalid) return invalid;
   const nonce = json?.nonce === undefined || json.nonce === null ? undefined : String(json.nonce);
@@ -159,7 +160,9 @@ function createChannelMessage(ctx: RouteCtx): Reply {
 function withChannelMessage(fn: (ctx: RouteCtx, msg: FakeMessage) => Reply): (ctx: RouteCtx) => Reply {
   return (ctx) => {
     const [channelId = '', id = ''] = ctx.params;
-    if (!ctx.state.channel(channelId)) return ERR.unknownChannel();
+    const found = ctx.state.channel(channelId);
+    if (!found) return ERR.unknownChannel();
+    if (!ctx.state.inGuild(found.guild.id)) return missingAccess();
     const msg = channelMessage(ctx.state, channelId, id);
     return msg ? fn(ctx, msg) : ERR.unknownMessage();
   };
@@ -189,6 +192,7 @@ export function botRoutes(): Route[] {
     r('POST', `/applications/${S}/guilds/${S}/commands`, 'guild-commands:post', postCommand),
     r('GET', `/channels/${S}`, 'channel', (ctx) => {
       const found = ctx.state.channel(ctx.params[0] ?? '');
+      if (found && !ctx.state.inGuild(found.guild.id)) return missingAccess();
       return found ? { status: 200, body: channelObject(found.guild, found.channel) } : ERR.unknownChannel();
     }),
     r('POST', `/channels/${S}/messages`, 'channel-messages:post', createChannelMessage),

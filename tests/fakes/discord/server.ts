@@ -15,6 +15,7 @@ import {
   buildSlashCommand,
   registerInteraction,
 } from './interactions.js';
+import { channelObject } from './payloads.js';
 import { interactionRoutes } from './rest-interactions.js';
 import { botRoutes } from './rest-routes.js';
 import { FakeState, waitFor, waitForAsync } from './state.js';
@@ -69,6 +70,17 @@ export interface FakeDiscord {
   channelMessages(channelId: string): FakeMessage[];
   /** Simulates a user deleting a message: later GET/PATCH answer 404 / 10008. */
   deleteMessage(id: string): void;
+  /**
+   * A moderator deletes a channel: its messages go with it (edits answer 10008, posts 10003) and
+   * CHANNEL_DELETE is dispatched on the guild's shard.
+   */
+  deleteChannel(channelId: string): Promise<void>;
+  /**
+   * The bot is kicked from a guild (or the guild is deleted): GUILD_DELETE without `unavailable` on
+   * its shard; bot-token routes in its channels then answer 403 50001 Missing Access, and a new
+   * session's READY no longer lists it. Interaction webhooks keep working, as they do on Discord.
+   */
+  removeBotFromGuild(guildId: string): Promise<void>;
   /** The next `count` matching requests answer 429 with rate-limit headers. */
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void;
   /** The next `count` matching requests answer `status` with `body` (default a Discord-style error). */
@@ -196,6 +208,20 @@ class FakeDiscordServer implements FakeDiscord {
     const msg = this.state.messages.get(id);
     if (!msg) throw new Error(`fake discord: no message ${id}`);
     msg.deleted = true;
+  }
+
+  async deleteChannel(channelId: string): Promise<void> {
+    const found = this.state.channel(channelId);
+    if (!found) throw new Error(`fake discord: no channel ${channelId}`);
+    found.guild.channels.splice(found.guild.channels.indexOf(found.channel), 1);
+    for (const m of this.state.messages.values()) if (m.channelId === channelId) m.deleted = true;
+    await this.gateway.dispatchTo(found.guild.id, 'CHANNEL_DELETE', channelObject(found.guild, found.channel));
+  }
+
+  async removeBotFromGuild(guildId: string): Promise<void> {
+    if (!this.state.guild(guildId)) throw new Error(`fake discord: no guild ${guildId}`);
+    this.state.leftGuilds.add(guildId);
+    await this.gateway.dispatchTo(guildId, 'GUILD_DELETE', { id: guildId });
   }
 
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void {

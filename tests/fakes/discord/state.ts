@@ -77,6 +77,8 @@ export class FakeState {
   /** `channelId:nonce` → message id and creation time (for `enforce_nonce`). */
   readonly nonces = new Map<string, { messageId: string; at: number }>();
   readonly identifies: any[] = [];
+  /** Guilds the bot was removed from (kicked, or the guild deleted): bot-token routes there answer 403 50001. */
+  readonly leftGuilds = new Set<string>();
 
   constructor(options: FakeDiscordOptions) {
     this.opts = {
@@ -96,6 +98,11 @@ export class FakeState {
 
   guild(id: string | undefined): FakeGuild | undefined {
     return this.opts.guilds.find((g) => g.id === id);
+  }
+
+  /** Whether the bot is still a member of the guild. */
+  inGuild(id: string): boolean {
+    return !this.leftGuilds.has(id);
   }
 
   /** Finds a guild channel and its guild. */
