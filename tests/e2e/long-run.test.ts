@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, expect } from 'vitest';
 import { type BackendStatus, backendStatusKey, readBackendStatus } from '../../core/io/backend-status.js';
+import { readLinkStats, recordLinkJob } from '../../core/io/link.js';
 import { test } from '../setup/fixtures.js';
 import { System } from './harness.js';
 
@@ -64,4 +65,18 @@ test('reports of workers killed without withdrawing them leave the status hash w
   expect(workers.filter((w) => w.startsWith('gpu-host:1'))).toEqual([]);
   // The live worker's own report, and the recent one: nothing else.
   expect(await redis.hlen(key)).toBe(2);
+});
+
+test("a linked box's tally keeps its last 7 days of jobs, not one field per day for as long as the box runs jobs", async ({
+  redisPrefix,
+}) => {
+  const redis = redisClient();
+  const space = `${redisPrefix}:g:4444444444444444441`;
+  const day0 = Date.UTC(2026, 10, 1, 12);
+  // A month of a box that runs a few jobs every day (the worker records each one as it completes).
+  for (let d = 0; d < 30; d++) for (let n = 0; n < 3; n++) await recordLinkJob(redis, space, 'lnk1', 'sdxl', day0 + d * 86_400_000 + n);
+  const fields = Object.keys(await redis.hgetall(`${space}:link:lnk1:stats`)).sort();
+  const lastWeek = Array.from({ length: 7 }, (_, i) => `jobs:${new Date(day0 + (23 + i) * 86_400_000).toISOString().slice(0, 10)}`);
+  expect(fields).toEqual([...lastWeek, 'lastJobAt', 'model'].sort());
+  expect((await readLinkStats(redis, space, 'lnk1', day0 + 29 * 86_400_000)).jobsToday).toBe(3);
 });
