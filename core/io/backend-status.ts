@@ -57,10 +57,10 @@ return 1
 `;
 const PUBLISH_SHA = createHash('sha1').update(PUBLISH).digest('hex');
 
-export async function publishBackendStatus(redis: Redis, prefix: string, statuses: BackendStatus[], now = Date.now()): Promise<void> {
+export async function publishBackendStatus(redis: Redis, prefix: string, statuses: BackendStatus[]): Promise<void> {
   if (statuses.length === 0) return;
   const args = [
-    String(now - REPORT_LIFE_S * 1000),
+    String(Date.now() - REPORT_LIFE_S * 1000),
     ...statuses.flatMap((s) => [`${s.backend}@${s.worker}`, JSON.stringify(s)]),
     String(REPORT_LIFE_S),
   ];
