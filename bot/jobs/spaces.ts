@@ -340,6 +340,11 @@ export class KeySpaces {
     space.ready = this.o.redis.xrevrange(eventsKey, '+', '-', 'COUNT', 1).then((last) => {
       const events = new QueueEvents(GENERATE_QUEUE, { connection, prefix, lastEventId: last[0]?.[0] ?? '0-0' });
       events.on('error', (err) => this.o.log.warn({ err, guildId }, 'guild queue events error'));
+      // Gone from the guild's queue (settled, cancelled or moved, by whichever bot process): every
+      // process that still places the job there forgets it, as for the shared queue (followShared).
+      events.on('removed', ({ jobId }) => {
+        if (this.routes.get(jobId) === guildId) this.routes.delete(jobId);
+      });
       space.events = events;
       this.listen(events);
       return events.waitUntilReady();

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { BACKEND_FAMILIES } from '../backend-families.js';
@@ -33,12 +34,42 @@ export type BackendStatus = z.infer<typeof backendStatusSchema>;
 export const backendStatusKey = (prefix: string) => `${prefix}:backend-status`;
 const key = backendStatusKey;
 
+/** How long a report lasts after it was written: the hash's own life, which every live worker's report renews. */
+const REPORT_LIFE_S = 3600;
+
+/*
+ * Writes this worker's reports and, in the same script, drops reports older than REPORT_LIFE_S (or
+ * unreadable): a worker killed without stopping (OOM, a box switched off) never withdraws its own,
+ * and its successor is another field (`host:pid`), so while any worker reports, the hash would
+ * otherwise keep one field per crash for good, read whole at every queue position read.
+ */
+const PUBLISH = `
+for i = 2, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local cutoff = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, r = pcall(cjson.decode, all[i + 1])
+  local at = ok and type(r) == 'table' and tonumber(r.at)
+  if not at or at < cutoff then redis.call('HDEL', KEYS[1], all[i]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+`;
+const PUBLISH_SHA = createHash('sha1').update(PUBLISH).digest('hex');
+
 export async function publishBackendStatus(redis: Redis, prefix: string, statuses: BackendStatus[]): Promise<void> {
   if (statuses.length === 0) return;
-  const tx = redis.multi();
-  for (const s of statuses) tx.hset(key(prefix), `${s.backend}@${s.worker}`, JSON.stringify(s));
-  tx.expire(key(prefix), 3600);
-  await tx.exec();
+  const args = [
+    String(Date.now() - REPORT_LIFE_S * 1000),
+    ...statuses.flatMap((s) => [`${s.backend}@${s.worker}`, JSON.stringify(s)]),
+    String(REPORT_LIFE_S),
+  ];
+  try {
+    await redis.evalsha(PUBLISH_SHA, 1, key(prefix), ...args);
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+    await redis.eval(PUBLISH, 1, key(prefix), ...args);
+  }
 }
 
 /** A stopping worker withdraws its reports, so the bot stops counting its slots at once. */

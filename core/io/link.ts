@@ -117,9 +117,13 @@ const day = (at: number) => new Date(at).toISOString().slice(0, 10);
 
 export async function recordLinkJob(redis: Redis, space: string, linkId: string, model: string | undefined, at: number): Promise<void> {
   const key = linkStatsKey(space, linkId);
+  // The key outlives 7 days only while jobs come less than 7 days apart, so the first job on or after
+  // a day's 7th anniversary falls within the 7 days after it: dropping those 7 days' fields drops it.
+  const stale = Array.from({ length: 7 }, (_, i) => `jobs:${day(at - (7 + i) * 86_400_000)}`);
   const tx = redis
     .multi()
     .hincrby(key, `jobs:${day(at)}`, 1)
+    .hdel(key, ...stale)
     .hset(key, 'lastJobAt', String(at));
   if (model) tx.hset(key, 'model', model);
   await tx.expire(key, 7 * 86_400).exec();

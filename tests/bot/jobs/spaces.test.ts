@@ -153,3 +153,25 @@ test("a job another bot process settled leaves no route in this one's memory, th
   expect(a.rememberedRoutes).toBe(0);
   await vi.waitFor(() => expect(b.rememberedRoutes).toBe(0), { timeout: 5000 });
 });
+
+test("a job on a guild's own queue that another bot process settled leaves no route in this one's memory, though its sweep had read it", async ({
+  redisPrefix,
+}) => {
+  const redis = new Redis(REDIS_URL);
+  closers.push(() => redis.quit());
+  const a = processSpaces(redis, redisPrefix);
+  const b = processSpaces(redis, redisPrefix);
+  const jobIds: string[] = [];
+  for (let n = 0; n < 3; n++) {
+    const payload = toJobPayload({ jobId: randomUUID(), guildId: GUILD, request: REQUEST }, { budgetLeftUsd: 5, nsfwAllowed: false });
+    await a.addOwn(payload, GUILD, 0);
+    jobIds.push(payload.jobId);
+  }
+  // B's sweep reads every open job's route (its positions read): B learns they are on the guild's queue.
+  await b.positions.read(jobIds);
+  expect(b.rememberedRoutes).toBe(3);
+  // A settles them and lets go of their queue entries; B hears nothing on the shared queue.
+  for (const id of jobIds) await a.jobs.remove(id);
+  expect(a.rememberedRoutes).toBe(0);
+  await vi.waitFor(() => expect(b.rememberedRoutes).toBe(0), { timeout: 5000 });
+});
