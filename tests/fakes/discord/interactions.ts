@@ -3,8 +3,10 @@
  * and the records that collect what the bot answers.
  * @module
  */
+
 import { DEFAULT_ATTACHMENT_LIMIT, DEFAULT_USER, interactionToken, PERMS, preciseNow, snowflake } from './ids.js';
 import { toApiMessage } from './messages.js';
+import { imageSize } from './multipart.js';
 import { channelObject, memberObject, userObject } from './payloads.js';
 import type { FakeState, InteractionRecord } from './state.js';
 import type {
@@ -89,9 +91,12 @@ function commandData(state: FakeState, opts: SlashCommandOptions, guildId: strin
   for (const [name, att] of Object.entries(opts.attachments ?? {})) {
     const id = snowflake();
     options.push({ name, type: 11, value: id });
+    // Discord measures an image upload and declares its size; a test may declare another (a lying client).
+    const served = att.url.startsWith(state.baseUrl) ? state.cdn.get(att.url.slice(state.baseUrl.length).split('?')[0]!) : undefined;
+    const measured = served && 'data' in served ? imageSize(served.data) : undefined;
     resolved.attachments = {
       ...resolved.attachments,
-      [id]: { id, proxy_url: att.url, ephemeral: true, ...att },
+      [id]: { id, proxy_url: att.url, ephemeral: true, ...measured, ...att },
     };
   }
   if (opts.subcommand) options = [{ name: opts.subcommand, type: 1, options }];
