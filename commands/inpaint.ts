@@ -1,6 +1,7 @@
 import { ApplicationCommandOptionType, type ChatInputCommandInteraction } from 'discord.js';
 import { UserError } from '../core/errors.js';
 import { type GenerationRequest, LIMITS, parseInpaintOptions } from '../core/generation.js';
+import { declaredMaskMismatch } from '../core/inpaint-mask.js';
 import { inpaintText } from '../core/messages.js';
 import { type Command, GUILD_ONLY } from './command.js';
 import type { Admitted, CommandContext } from './context.js';
@@ -86,7 +87,10 @@ export const inpaint = {
     const image = interaction.options.getAttachment('image');
     if (!image) throw new UserError('attachment_rejected', inpaintText.needImage);
     // What Discord declares already refuses most bad uploads, privately and before any job exists.
-    for (const a of [image, interaction.options.getAttachment('mask')]) if (a) ctx.inputs.precheck(a);
+    const mask = interaction.options.getAttachment('mask');
+    for (const a of [image, mask]) if (a) ctx.inputs.precheck(a);
+    const mismatch = mask ? declaredMaskMismatch(image, mask) : null;
+    if (mismatch) throw new UserError('attachment_rejected', mismatch);
     return readOptions(interaction);
   },
   admit: (ctx, interaction, prepared) => admitInpaint(ctx, interaction, prepared),

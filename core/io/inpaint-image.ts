@@ -1,5 +1,6 @@
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
+import { maskFits, maskMismatchText } from '../inpaint-mask.js';
 
 /** SDXL's native area; model sizes are scaled to it. */
 const DEFAULT_TARGET_PIXELS = 1024 * 1024;
@@ -89,13 +90,9 @@ async function binaryFromMask(mask: Buffer, width: number, height: number, maxPi
   try {
     const meta = await sharp(mask, { limitInputPixels: maxPixels }).metadata();
     const { width: mw, height: mh } = meta.autoOrient;
-    // A mask of other proportions would have to be stretched, repainting places nobody painted.
-    if (Math.abs(mh - (mw * height) / width) > Math.max(1, 0.02 * mh)) {
-      throw reject(
-        `The mask is ${mw}×${mh} but the image is ${width}×${height}. ` +
-          'The mask must have the same proportions as the image (ideally the same size).',
-      );
-    }
+    // The bot checked the sizes Discord declared; these are the files' own, upright.
+    if (!maskFits({ width, height }, { width: mw, height: mh }))
+      throw reject(maskMismatchText({ width, height }, { width: mw, height: mh }));
     // Transparent mask pixels mean "not painted": flatten onto black.
     out = await sharp(mask, { limitInputPixels: maxPixels })
       .rotate()

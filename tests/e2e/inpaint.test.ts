@@ -149,6 +149,52 @@ describe('/inpaint end to end', () => {
     expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
   });
 
+  test('a mask of other proportions than the image is refused privately from the sizes Discord declares, naming both, before any job exists or any file is fetched; a client that lies about the sizes is still refused and refunded', async ({
+    db,
+    redisPrefix,
+  }) => {
+    const s = await start(db, redisPrefix);
+    s.env.DISCORD_ATTACHMENT_ORIGINS = s.discord.baseUrl;
+    await s.bot!.stop();
+    await s.startBot();
+    const original = await photo(); // 96×64
+    const square = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#fff' } })
+      .png()
+      .toBuffer();
+    const imageUrl = s.discord.serveFile('odd/photo.png', original, 'image/png');
+    const maskUrl = s.discord.serveFile('odd/mask.png', square, 'image/png');
+    const files = {
+      image: { url: imageUrl, size: original.length, filename: 'photo.png' },
+      mask: { url: maskUrl, size: square.length, filename: 'mask.png' },
+    };
+    // The fake declares each upload's width and height, as Discord does.
+    const i = await inpaint(s, files);
+    const seen = await s.answerOf(i);
+    expect(seen.flags & 64).toBe(64);
+    expect(seen.content).toContain('The mask is 64×64 but the image is 96×64');
+    expect(s.publicTraces(i.payload.channel_id)).toEqual([]);
+    expect(s.discord.cdnRequests).toEqual([]);
+    expect(await db.prisma.job.count()).toBe(0);
+    expect((await db.prisma.memberUsage.findFirst())?.images ?? 0).toBe(0);
+
+    // Declared sizes that agree but files that do not: the check on the decoded files still refuses, and refunds.
+    const lying = await s.discord.slashCommand({
+      name: 'inpaint',
+      options: [{ name: 'prompt', type: 3, value: 'a red door' }],
+      attachments: {
+        image: { ...files.image, content_type: 'image/png', width: 96, height: 64 },
+        mask: { ...files.mask, content_type: 'image/png', width: 96, height: 64 },
+      },
+    });
+    const told = await s.answerOf(lying);
+    expect(told.flags & 64).toBe(64);
+    expect(told.content).toContain('The mask is 64×64 but the image is 96×64');
+    const jobs = await db.prisma.job.findMany();
+    expect(jobs.map((j) => [j.status, j.errorCode])).toEqual([['failed', 'input_rejected']]);
+    expect((await db.prisma.memberUsage.findFirstOrThrow()).images).toBe(0);
+    expect(s.a1111.requests.filter((r) => r.path.includes('img2img'))).toHaveLength(0);
+  });
+
   test('an attachment on a foreign origin is refused before any request reaches that origin', async ({ db, redisPrefix }) => {
     const s = await start(db, redisPrefix);
     const hits: string[] = [];
