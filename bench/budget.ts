@@ -45,7 +45,8 @@ async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'han
   const producer = createRedis(REDIS_URL, 'producer');
   const plain = createRedis(REDIS_URL, 'blocking');
   const queue = createGenerateQueue(producer, prefix);
-  const events = new QueueEvents(GENERATE_QUEUE, { connection: createRedis(REDIS_URL, 'blocking'), prefix });
+  const eventsConnection = createRedis(REDIS_URL, 'blocking');
+  const events = new QueueEvents(GENERATE_QUEUE, { connection: eventsConnection, prefix });
   await events.waitUntilReady();
   const guildId = 'bench-guild';
   const month = budgetMonth(new Date());
@@ -92,7 +93,8 @@ async function race(label: string, fake: { durationMs: number; mode: 'ok' | 'han
   await Promise.all(procs.map((p) => once(p, 'exit')));
   await events.close();
   await queue.close();
-  await Promise.all([producer.quit(), plain.quit()]);
+  // Closing QueueEvents leaves a connection it was handed open: the bench would never exit, holding the suite lock.
+  await Promise.all([producer.quit(), plain.quit(), eventsConnection.quit()]);
   await replicate.close();
   await clearPrefix(prefix);
   const over = booked - BUDGET;
