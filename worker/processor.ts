@@ -1,5 +1,6 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import { isBoxFamily } from '../core/backend-families.js';
+import { isBackendError } from '../core/errors.js';
 import type { JobFailure } from '../core/failures.js';
 import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
 import type { BudgetReservations } from '../core/io/budget-reservations.js';
@@ -193,7 +194,11 @@ export function createProcessor(deps: ProcessorDeps): Processor {
      */
     const reclaimOrphan = async (run: RemoteRun, failure: JobFailure | null, booked: Attempt[]): Promise<Attempt[]> => {
       if (booked.some((a) => a.ref === run.ref)) return booked;
-      const orphan = await deps.chain.reclaim(run, payload.request);
+      const orphan = await deps.chain.reclaim(run, payload.request).catch((err: unknown) => {
+        // Unknown to the provider (another account, or long gone): nothing left to stop or look up.
+        if (isBackendError(err) && err.status === 404) return null;
+        throw err;
+      });
       if (!orphan) {
         log.warn({ backend: run.backend, ref: run.ref }, 'a paid run a dead worker left cannot be asked for here; not booked');
         return booked;

@@ -274,7 +274,10 @@ export class BackendChain {
       billed.images,
       billed.usdPerImage !== undefined ? { usdPerImage: billed.usdPerImage } : {},
     );
-    this.o.log.warn({ backend: backend.id, ref: run.ref, status: found.status, cancelled: found.cancelled, costUsd }, 'reclaimed a paid run a dead worker left');
+    this.o.log.warn(
+      { backend: backend.id, ref: run.ref, status: found.status, cancelled: found.cancelled, costUsd },
+      'reclaimed a paid run a dead worker left',
+    );
     return {
       backend: backend.id,
       outcome: found.cancelled || found.status === 'canceled' ? 'cancelled' : 'failed',
