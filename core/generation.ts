@@ -279,6 +279,8 @@ export const attemptSchema = z.object({
   ownUsd: z.number().nonnegative().optional(),
   errorKind: z.string().optional(),
   detail: z.string().optional(),
+  /** The provider's id of the paid run (a Replicate prediction): a later try of the job sees it is booked. */
+  ref: z.string().max(200).optional(),
 });
 export type Attempt = z.infer<typeof attemptSchema>;
 

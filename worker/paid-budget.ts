@@ -9,6 +9,8 @@ export interface Reservation {
   readonly usd: number;
   /** Moves the reservation to the month's spend at the billed amount (0 when nothing was billed). */
   settle(billedUsd: number): Promise<void>;
+  /** Where it lives in the month's shared budget: a later try settles it if this worker dies mid-run. */
+  readonly key?: { guildId: string; month: string; field: string };
 }
 
 /**
@@ -50,7 +52,11 @@ const sleep = (ms: number, signal: AbortSignal) =>
 export interface ReservingBudgetOptions {
   reservations: Pick<BudgetReservations, 'reserve' | 'settle'>;
   payload: Pick<JobPayload, 'jobId' | 'guildId' | 'paidAllowed' | 'budget'>;
-  /** BullMQ's attempt number, so a re-run's reservations are its own (and a re-run after a crash reuses the crashed run's). */
+  /**
+   * Which run of the job this is (BullMQ's attemptsStarted): every run's reservations are its own.
+   * A run that died holding one leaves it set aside (too much, never too little) until the next try
+   * settles it at what the run's prediction billed (worker/processor.ts); it is never taken over.
+   */
   run: number;
   log: Logger;
   now?: () => Date;
@@ -86,6 +92,7 @@ export function reservingBudget(o: ReservingBudgetOptions): PaidBudget {
           o.log.debug({ backend, field, usd: answer.usd }, 'budget reserved');
           return {
             usd: answer.usd,
+            key: { guildId, month, field },
             settle: async (billedUsd) => {
               try {
                 await o.reservations.settle(guildId, month, field, billedUsd);

@@ -1,10 +1,12 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import { isBoxFamily } from '../core/backend-families.js';
+import { isBackendError } from '../core/errors.js';
+import type { JobFailure } from '../core/failures.js';
 import { type Attempt, type JobPayload, type JobProgress, type JobResult, jobPayloadSchema } from '../core/generation.js';
 import type { BudgetReservations } from '../core/io/budget-reservations.js';
 import { type ImageTasks, imageTasks } from '../core/io/image-tasks.js';
 import type { Logger } from '../core/io/logger.js';
-import type { ResultStore } from '../core/io/results.js';
+import type { RemoteRun, ResultStore } from '../core/io/results.js';
 import { inlineTasks, type ThreadPool } from '../core/io/thread-pool.js';
 import { failureText } from '../core/messages.js';
 import type { BackendOutput, BackendProgress } from './backends/backend.js';
@@ -153,7 +155,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     };
 
     const budget = deps.budgets
-      ? reservingBudget({ reservations: deps.budgets, payload, run: job.attemptsMade, log })
+      ? reservingBudget({ reservations: deps.budgets, payload, run: job.attemptsStarted, log })
       : paidBudgetOf(payload);
     const runChain = (inputs: Awaited<ReturnType<typeof loadJobInputs>>) =>
       deps.chain.run(
@@ -173,6 +175,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
               .updateProgress({ backend: r.backend.id, step: 0, total: 0, fraction: 0, route })
               .catch((err: unknown) => log.debug({ err }, 'route report failed'));
           },
+          onRemoteRun: (r) => deps.results.putRemoteRun(payload.jobId, r),
           onAttempt: (b) => {
             backendName = b.id;
             // Back on a box after the cloud failed: it runs where it was meant to after all.
@@ -180,6 +183,38 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           },
         },
       );
+
+    /**
+     * The paid run an earlier try started last, if none of the job's booked attempts names it: that
+     * try's worker died mid-run. The run is stopped if it still bills, booked in the job's failure
+     * record (so the job's settle books it, whatever this try does) and its reservation settled at
+     * what it billed, both in one write (settle first: a crash between books it twice in the budget,
+     * never not at all). A provider that cannot be asked fails this try, for BullMQ to retry later:
+     * paying again would leave the run unaccounted.
+     */
+    const reclaimOrphan = async (run: RemoteRun, failure: JobFailure | null, booked: Attempt[]): Promise<Attempt[]> => {
+      if (booked.some((a) => a.ref === run.ref)) return booked;
+      const orphan = await deps.chain.reclaim(run, payload.request).catch((err: unknown) => {
+        // Unknown to the provider (another account, or long gone): nothing left to stop or look up.
+        if (isBackendError(err) && err.status === 404) return null;
+        throw err;
+      });
+      if (!orphan) {
+        log.warn({ backend: run.backend, ref: run.ref }, 'a paid run a dead worker left cannot be asked for here; not booked');
+        return booked;
+      }
+      const attempts = [...booked, orphan];
+      const at = run.reservation;
+      await Promise.all([
+        at && deps.budgets ? deps.budgets.settle(at.guildId, at.month, at.field, orphan.costUsd) : undefined,
+        deps.results.putFailure(payload.jobId, {
+          code: failure?.code ?? 'all_backends_failed',
+          message: failure?.message ?? failureText.all_backends_failed,
+          attempts,
+        }),
+      ]);
+      return attempts;
+    };
 
     /** Attempts up to a paid result already made: whatever of ours fails after it, they are what the job is booked for. */
     let paidAttempts: Attempt[] | undefined;
@@ -199,6 +234,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       const cancelled = start.flags[0] === true;
       earlier = failure?.attempts ?? [];
       if (cancelled) controller.abort(new Error('cancelled by the member'));
+      if (start.remoteRun && !resumed) earlier = await reclaimOrphan(start.remoteRun, failure, earlier);
       const inputs = await loadJobInputs(deps.results, payload.request, { maxPixels: deps.maxInputPixels ?? DEFAULT_INPUT_MAX_PIXELS });
       let backendId: string;
       let output: Omit<BackendOutput, 'images'>;

@@ -27,6 +27,20 @@ export const keptPaidSchema = z.object({
 export type KeptPaid = z.infer<typeof keptPaidSchema>;
 
 /**
+ * The paid run a job's try started last at a provider (a Replicate prediction), recorded as soon as
+ * the provider named it. If that try's worker dies, the next try finds the run here: unless one of
+ * the job's booked attempts names it, it is stopped, booked and its reservation settled.
+ */
+export const remoteRunSchema = z.object({
+  backend: z.string(),
+  ref: z.string().min(1).max(200),
+  usdPerImage: z.number().nonnegative().optional(),
+  /** Where its budget reservation lives, when the shared budget made one. */
+  reservation: z.object({ guildId: z.string(), month: z.string(), field: z.string() }).optional(),
+});
+export type RemoteRun = z.infer<typeof remoteRunSchema>;
+
+/**
  * Result images, previews, inpaint inputs and failure summaries in transit between worker and bot.
  * Binary values under per-job keys with a TTL, so nothing outlives delivery by long.
  */
@@ -61,6 +75,9 @@ export class ResultStore {
   private failureKey(jobId: string): string {
     return `${this.prefix}:failure:${jobId}`;
   }
+  private remoteRunKey(jobId: string): string {
+    return `${this.prefix}:run:${jobId}`;
+  }
   private keptKey(jobId: string, index?: number): string {
     return index === undefined ? `${this.prefix}:paid:${jobId}` : `${this.prefix}:paid:${jobId}:${index}`;
   }
@@ -78,21 +95,44 @@ export class ResultStore {
     if (!replies || failed) throw failed?.[0] ?? new Error('keeping the paid result was aborted');
   }
 
+  /** Records the paid run a try just started (one SET, replacing the previous run's record). */
+  async putRemoteRun(jobId: string, run: RemoteRun): Promise<void> {
+    await this.redis.set(this.remoteRunKey(jobId), JSON.stringify(run), 'EX', this.ttlSeconds);
+  }
+
   /**
    * What a try of a job starts from, in one command (MGET): the failure record of its earlier
-   * tries, the paid result one of them kept (its images read only when there is one), and whether
-   * each of `flags` (other keys about the job, e.g. its cancel flag) is set.
+   * tries, the paid result one of them kept (its images read only when there is one), the paid run
+   * an earlier try started last, and whether each of `flags` (other keys about the job, e.g. its
+   * cancel flag) is set.
    */
   async jobStart(
     jobId: string,
     flags: readonly string[] = [],
-  ): Promise<{ failure: JobFailure | null; kept: { kept: KeptPaid; images: Buffer[] } | null; flags: boolean[] }> {
-    const [failure, kept, ...rest] = await this.redis.mget(this.failureKey(jobId), this.keptKey(jobId), ...flags);
+  ): Promise<{
+    failure: JobFailure | null;
+    kept: { kept: KeptPaid; images: Buffer[] } | null;
+    remoteRun: RemoteRun | null;
+    flags: boolean[];
+  }> {
+    const [failure, kept, run, ...rest] = await this.redis.mget(
+      this.failureKey(jobId),
+      this.keptKey(jobId),
+      this.remoteRunKey(jobId),
+      ...flags,
+    );
     return {
       failure: this.failureFrom(failure ?? null),
       kept: await this.keptFrom(jobId, kept ?? null),
+      remoteRun: this.remoteRunFrom(run ?? null),
       flags: rest.map((v) => v !== null),
     };
+  }
+
+  private remoteRunFrom(raw: string | null): RemoteRun | null {
+    if (raw === null) return null;
+    const parsed = remoteRunSchema.safeParse(JSON.parse(raw));
+    return parsed.success ? parsed.data : null;
   }
 
   /**
@@ -176,6 +216,7 @@ export class ResultStore {
       this.gridKey(j.jobId),
       this.previewKey(j.jobId),
       this.failureKey(j.jobId),
+      this.remoteRunKey(j.jobId),
       ...this.keptKeys(j.jobId),
       ...(j.inputKeys ?? []).flatMap((k) => (j.guildId ? [k, keyInGuildSpace(k, this.prefix, j.guildId)] : [k])),
     ]);

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect } from 'vitest';
+import { budgetMonth } from '../../core/budget.js';
 import { PERMS } from '../fakes/discord/ids.js';
 import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
 import { type FakeReplicate, startFakeReplicate } from '../fakes/replicate.js';
@@ -146,6 +147,47 @@ describe('the monthly budget under load', () => {
     expect(Number(job.costUsd)).toBeCloseTo(JOB_USD, 6);
     // The kept result goes once the job is delivered.
     await until(async () => ((await redis.exists(`${redisPrefix}:paid:${jobRow.id}`)) === 0 ? true : undefined), 10_000);
+  }, 120_000);
+
+  test('a worker killed mid-prediction: the next try cancels the orphaned prediction, books what Replicate billed for it, and settles its reservation at that', async ({
+    db,
+    redisPrefix,
+  }) => {
+    // Predictions made now never end by themselves; predict_time is their run time up to a cancel.
+    const replicate = await replicateOnly({ db, redisPrefix, budget: '5', fake: { mode: 'hang', predictTimeS: undefined } });
+    const doomed = await sys!.spawn('worker');
+    const i = await sys!.imagine({ prompt: 'orphaned', user: member(3) });
+    // The held create answers after 5 s and the worker polls: it dies while polling, well before
+    // the cap its reservation sets (about 9 s), so nobody is left to cancel the prediction.
+    await until(async () => replicate.requests.some((r) => r.method === 'GET' && r.path.startsWith('/v1/predictions/')), 30_000);
+    doomed.child.kill('SIGKILL');
+    expect(replicate.predictions).toHaveLength(1);
+    const orphan = replicate.predictions[0]!;
+    // The next prediction ends normally (0.3 s billed).
+    replicate.options.mode = 'ok';
+    await sys!.spawn('worker');
+    const reply = await sys!.finalReply(i, 60_000);
+    expect(reply.attachments.some((a) => a.filename === 'image-1.png')).toBe(true);
+    expect(replicate.cancels).toContain(orphan.id);
+    expect(orphan.canceledAt).toBeDefined();
+    // Replicate bills the orphan its run time up to the cancel, as the fake reports it.
+    const orphanUsd = ((orphan.canceledAt! - (orphan.createdAt + 300 * 0.2)) / 1000) * 0.002;
+    const rerunUsd = 0.3 * 0.002;
+    expect(replicate.predictions).toHaveLength(2);
+    const booked = await ledger(db);
+    expect(booked.map((r) => r.outcome).sort()).toEqual(['cancelled', 'succeeded']);
+    expect(booked.find((r) => r.outcome === 'cancelled')!.usd).toBeCloseTo(orphanUsd, 5);
+    expect(booked.find((r) => r.outcome === 'succeeded')!.usd).toBeCloseTo(rerunUsd, 5);
+    const job = await db.prisma.job.findFirstOrThrow();
+    expect(Number(job.costUsd)).toBeCloseTo(orphanUsd + rerunUsd, 5);
+    // The month's budget holds both at what they billed, nothing left reserved.
+    const redis = new Redis(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+    closers.push(async () => void redis.disconnect());
+    const h = await redis.hgetall(`${redisPrefix}:budget:${GUILD_ID}:${budgetMonth(new Date())}`);
+    expect(Number(h.settled) / 1e6).toBeCloseTo(orphanUsd + rerunUsd, 5);
+    expect(Number(h.reserved)).toBe(0);
+    expect(Object.keys(h).filter((k) => k.startsWith('r:'))).toEqual([]);
+    expect(replicate.unhandled).toEqual([]);
   }, 120_000);
 
   test('a moderator lowering the budget to $0 stops jobs already queued from paying: they are told the budget is spent', async ({

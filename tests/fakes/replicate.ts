@@ -49,6 +49,8 @@ export interface FakePrediction {
   imageSize?: { width: number; height: number };
   /** Set when the model itself would fail (e.g. an input image PIL cannot open). */
   modelError?: string;
+  /** Created in `hang` mode: it never ends unless cancelled, whatever the mode later becomes. */
+  hang?: boolean;
 }
 
 export interface FakeReplicate {
@@ -155,12 +157,13 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
   function view(p: FakePrediction): Record<string, unknown> {
     const d = options.durationMs;
     const elapsed = Date.now() - p.createdAt;
-    const done = options.mode !== 'hang' && elapsed >= d && p.canceledAt === undefined;
+    const hang = p.hang === true || options.mode === 'hang';
+    const done = !hang && elapsed >= d && p.canceledAt === undefined;
     const failure = options.failWith ?? p.modelError;
     const status =
       p.canceledAt !== undefined ? 'canceled' : done ? (failure ? 'failed' : 'succeeded') : elapsed < d * 0.2 ? 'starting' : 'processing';
     const total = Number(p.input.num_inference_steps ?? (p.official ? 4 : 50));
-    const fraction = done ? 1 : Math.min(options.mode === 'hang' ? 0.5 : 0.99, Math.max(0, (elapsed - d * 0.2) / (d * 0.8)));
+    const fraction = done ? 1 : Math.min(hang ? 0.5 : 0.99, Math.max(0, (elapsed - d * 0.2) / (d * 0.8)));
     const count = Number(p.input.num_outputs ?? 1);
     const ext = p.official ? String(p.input.output_format ?? 'webp') : 'png';
     const succeeded = status === 'succeeded';
@@ -291,6 +294,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
         official: Boolean(official),
         input,
         createdAt: Date.now(),
+        ...(options.mode === 'hang' ? { hang: true } : {}),
       };
       // Only data URIs are read (this fake does not fetch URLs); their size becomes the output's.
       if (!official && String(input.image).startsWith('data:') && input.mask === undefined) {

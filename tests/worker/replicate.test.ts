@@ -253,6 +253,59 @@ describe('Replicate backend against the fake API', () => {
     expect(err.billed!.seconds).toBeLessThanOrEqual((Date.now() - started) / 1000);
   });
 
+  it("names each prediction to onRemoteRun before polling it, so a dead worker's run can be found", async () => {
+    fake.options.mode = 'hang';
+    const named: string[] = [];
+    const ac = new AbortController();
+    const run = backend({ waitSeconds: 0 }).generate(
+      { jobId: 'j6r', request: request() },
+      {
+        ...ctx(ac.signal),
+        onRemoteRun: async (ref) => {
+          named.push(ref);
+          // Not polled yet: the record is written first.
+          expect(fake.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/predictions/'))).toEqual([]);
+        },
+      },
+    );
+    setTimeout(() => ac.abort(), 200);
+    await failure(run);
+    expect(named).toEqual([fake.predictions[0]!.id]);
+  });
+
+  it("reclaims a dead worker's prediction: a running one is cancelled and billed its run time, an ended one billed as it ended, an unknown one is a 404", async () => {
+    const b = backend({ waitSeconds: 0 });
+    fake.options.mode = 'hang';
+    const ac = new AbortController();
+    const run = b.generate({ jobId: 'j6o', request: request() }, { ...ctx(ac.signal), onRemoteRun: async () => ac.abort() });
+    await failure(run);
+    // The aborted generate cancelled its own prediction; a fresh one is left running as a dead worker leaves it.
+    const orphan = await fetch(`${fake.url}/predictions`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer r8_fake', 'content-type': 'application/json' },
+      body: JSON.stringify({ version: DEFAULT_SDXL_VERSION, input: { prompt: 'x' } }),
+    }).then((r) => r.json() as Promise<{ id: string }>);
+    await new Promise((r) => setTimeout(r, 150));
+    const running = await b.reclaim!(orphan.id, {});
+    expect(running.cancelled).toBe(true);
+    expect(fake.cancels).toContain(orphan.id);
+    expect(running.billed.seconds).toBeGreaterThan(0);
+    expect(running.billed.images).toBe(0);
+    // Asked again (a try that died after reclaiming): already cancelled, not cancelled twice, the same bill.
+    const again = await b.reclaim!(orphan.id, {});
+    expect(again).toEqual({ ...running, cancelled: false, status: 'canceled' });
+    expect(fake.cancels.filter((id) => id === orphan.id)).toHaveLength(1);
+
+    fake.options.mode = 'ok';
+    const done = await b.generate({ jobId: 'j6p', request: request({ count: 1 }) }, ctx());
+    expect(done.billedSeconds).toBe(3.25);
+    const ended = await b.reclaim!(fake.predictions.at(-1)!.id, {});
+    expect(ended).toMatchObject({ cancelled: false, status: 'succeeded', billed: { seconds: 3.25 } });
+
+    const unknown = await failure(b.reclaim!('nosuchprediction', {}));
+    expect(unknown.status).toBe(404);
+  });
+
   it('a failed prediction is billed its predict_time', async () => {
     fake.options.failWith = 'CUDA out of memory';
     const err = await failure(backend().generate({ jobId: 'j6c', request: request() }, ctx()));

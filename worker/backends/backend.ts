@@ -1,5 +1,5 @@
 import type { BackendFamily } from '../../core/backend-families.js';
-import { BackendError } from '../../core/errors.js';
+import { BackendError, type BilledUsage } from '../../core/errors.js';
 import type { GenerationRequest, JobKind, ModelLineage } from '../../core/generation.js';
 import { type FamilySettings, type PresetCatalog, presetRun } from '../../core/presets.js';
 
@@ -149,6 +149,21 @@ export interface RunContext {
    * The backend cancels the run before it bills more (and says what it billed).
    */
   readonly maxBilledSeconds?: number;
+  /**
+   * A paid run started at the provider under this id (a Replicate prediction): called as soon as
+   * the id is known, before the run is polled, and awaited, so that if this worker dies the job's
+   * next try finds the run, stops it and books what it billed (see `reclaim`).
+   */
+  readonly onRemoteRun?: (ref: string, o: { usdPerImage?: number }) => Promise<void>;
+}
+
+/** What a paid run another worker left behind billed, once it is stopped. */
+export interface ReclaimedRun {
+  billed: BilledUsage;
+  /** It was still running and this call cancelled it. */
+  cancelled: boolean;
+  /** Its state at the provider when it was found (`processing`, `succeeded`, …). */
+  status: string;
 }
 
 /**
@@ -174,6 +189,12 @@ export interface ImageBackend {
   /** When the provider bills these settings per image (not by time): the price of one. */
   usdPerImage?(settings: RunSettings): number | undefined;
   generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput>;
+  /**
+   * A paid run this backend started for a job whose worker died (its id from `onRemoteRun`):
+   * cancels it if it still runs and says what it billed. Throws a BackendError when the provider
+   * cannot be asked.
+   */
+  reclaim?(ref: string, o: { usdPerImage?: number; signal?: AbortSignal }): Promise<ReclaimedRun>;
 }
 
 /**

@@ -16,6 +16,7 @@ import { BackendError, isBackendError } from '../../core/errors.js';
 import type { FailureCode } from '../../core/failures.js';
 import type { Attempt, GenerationRequest } from '../../core/generation.js';
 import type { Logger } from '../../core/io/logger.js';
+import type { RemoteRun } from '../../core/io/results.js';
 import { failureText } from '../../core/messages.js';
 import { boxWait, shouldOverflow } from '../../core/overflow.js';
 import type { BoxPool } from '../boxes/pool.js';
@@ -99,6 +100,8 @@ export interface RunOptions {
   onRoute?: (r: { reason: 'overflow' | 'failover'; backend: ImageBackend; usd: number }) => void;
   /** false: the GPU boxes may not serve this job (the operator does not share them with its guild); cloud only. */
   boxes?: boolean;
+  /** A paid run started at its provider (with its reservation, if any): recorded before it is polled. */
+  onRemoteRun?: (run: RemoteRun) => Promise<void>;
 }
 
 export type CircuitName = 'closed' | 'open' | 'half-open' | 'isolated';
@@ -248,6 +251,42 @@ export class BackendChain {
   circuitState(backendId: string): CircuitName | undefined {
     const link = this.links.find((l) => l.backend.id === backendId);
     return link ? circuitName(link.breaker.state) : undefined;
+  }
+
+  /**
+   * A paid run a dead worker's try of this job left at its provider (`run`, from the job's record):
+   * stopped if it still runs, and returned as an attempt at what the provider bills for it, priced
+   * as the chain prices any attempt. null when no backend here can ask for it (its backend is gone
+   * from this worker's configuration); throws a BackendError when the provider cannot be asked.
+   */
+  async reclaim(run: RemoteRun, request: GenerationRequest, signal?: AbortSignal): Promise<Attempt | null> {
+    const backend = this.o.backends.find((b) => b.id === run.backend);
+    if (!backend?.reclaim) return null;
+    const found = await backend.reclaim(run.ref, {
+      ...(run.usdPerImage !== undefined ? { usdPerImage: run.usdPerImage } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    const { billed } = found;
+    const costUsd = this.o.price(
+      backend,
+      request,
+      billed.seconds,
+      billed.images,
+      billed.usdPerImage !== undefined ? { usdPerImage: billed.usdPerImage } : {},
+    );
+    this.o.log.warn(
+      { backend: backend.id, ref: run.ref, status: found.status, cancelled: found.cancelled, costUsd },
+      'reclaimed a paid run a dead worker left',
+    );
+    return {
+      backend: backend.id,
+      outcome: found.cancelled || found.status === 'canceled' ? 'cancelled' : 'failed',
+      seconds: round3(billed.seconds),
+      costUsd,
+      errorKind: 'orphaned',
+      detail: `left ${found.status} by a worker that died`,
+      ref: run.ref,
+    };
   }
 
   /** Starts probing open circuits with each backend's health check; a healthy probe closes the circuit. */
@@ -449,12 +488,25 @@ export class BackendChain {
       const maxBilledSeconds = this.o.secondsFor?.(backend, settings, reservation.usd);
       if (maxBilledSeconds !== undefined) attemptCtx = { ...runCtx, maxBilledSeconds };
     }
+    /** The provider's id of the paid run, once it named it: the attempt is booked with it. */
+    const ref: { id?: string } = {};
+    if (backend.capabilities.paid && opts.onRemoteRun) {
+      const record = opts.onRemoteRun;
+      const key = reservation?.key;
+      attemptCtx = {
+        ...attemptCtx,
+        onRemoteRun: (id, o) => {
+          ref.id = id;
+          return record({ backend: backend.id, ref: id, ...o, ...(key ? { reservation: key } : {}) });
+        },
+      };
+    }
     /** What the attempt billed, for its reservation (whatever the outcome). */
     let billedUsd = 0;
     try {
       if (jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
       if (route) opts.onRoute?.({ reason: route, backend, usd });
-      return await this.run1(link, backend, withSettings, job, attemptCtx, jobCtx, opts, st, route, (c) => (billedUsd = c));
+      return await this.run1(link, backend, withSettings, job, attemptCtx, jobCtx, opts, st, route, (c) => (billedUsd = c), ref);
     } finally {
       await reservation?.settle(billedUsd);
     }
@@ -472,6 +524,7 @@ export class BackendChain {
     st: RunState,
     route: 'overflow' | 'failover' | undefined,
     onBilled: (usd: number) => void,
+    ref: { id?: string } = {},
   ): Promise<ChainSuccess | undefined> {
     const started = performance.now();
     try {
@@ -488,7 +541,13 @@ export class BackendChain {
       });
       const cost = this.o.price(backend, job.request, output.billedSeconds, output.billedImages, output);
       onBilled(cost);
-      st.attempts.push({ backend: backend.id, outcome: 'succeeded', seconds: output.billedSeconds, costUsd: cost });
+      st.attempts.push({
+        backend: backend.id,
+        outcome: 'succeeded',
+        seconds: output.billedSeconds,
+        costUsd: cost,
+        ...(ref.id ? { ref: ref.id } : {}),
+      });
       return { backend, output, attempts: st.attempts, ...(route ? { route } : {}) };
     } catch (err) {
       if (err instanceof BrokenCircuitError) {
@@ -516,6 +575,7 @@ export class BackendChain {
         seconds: round3(billed ? billed.seconds : seconds),
         costUsd: cost,
         errorKind: be.kind,
+        ...(ref.id ? { ref: ref.id } : {}),
       });
       if (be.kind === 'cancelled' || jobCtx.signal.aborted) throw new ChainError('cancelled', st.attempts, false);
       if (be.kind === 'unsafe') throw new ChainError('unsafe', st.attempts, false);

@@ -5,7 +5,7 @@ import { OUTPUT_LIMITS } from '../../core/image-limits.js';
 import { fetchAttachment } from '../../core/io/attachments.js';
 import type { Logger } from '../../core/io/logger.js';
 import { BUILTIN_PRESETS, type PresetCatalog } from '../../core/presets.js';
-import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, RunContext, RunSettings } from './backend.js';
+import type { BackendJob, BackendOutput, HealthStatus, ImageBackend, ReclaimedRun, RunContext, RunSettings } from './backend.js';
 import { backendErrors, healthReporter, ownSettings, presetSettings } from './backend.js';
 import { outputPng } from './output-image.js';
 import {
@@ -269,6 +269,27 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
       }
     },
 
+    async reclaim(predictionId: string, o: { usdPerImage?: number; signal?: AbortSignal }): Promise<ReclaimedRun> {
+      let p: Prediction;
+      try {
+        p = await client(guardedFetch(id, requestTimeoutMs, o.signal)).predictions.get(predictionId);
+      } catch (err) {
+        throw mapReplicateError(id, err);
+      }
+      const status = p.status;
+      let cancelledNow = false;
+      if (!TERMINAL.has(status)) {
+        const stopped = await cancelQuietly(predictionId);
+        if (!stopped) throw new BackendError(id, 'unavailable', `could not cancel prediction ${predictionId}`);
+        p = stopped;
+        cancelledNow = true;
+      }
+      // Without predict_time, the time since it was created: never less than what it ran.
+      const createdAt = Date.parse(String(p.created_at ?? ''));
+      const wallS = Number.isFinite(createdAt) ? Math.max(0, (Date.now() - createdAt) / 1000) : 0;
+      return { billed: billedOf(p, wallS, o.usdPerImage), cancelled: cancelledNow, status };
+    },
+
     async generate(job: BackendJob, ctx: RunContext): Promise<BackendOutput> {
       if (ctx.signal.aborted) throw cancelled();
       inFlight++;
@@ -299,6 +320,10 @@ export function createReplicateBackend(opts: ReplicateBackendOptions): ImageBack
         });
         if (TERMINAL.has(created.status)) ended = created;
         else running = created.id;
+        // Before anything else can fail or the worker die: the job's next try must be able to find it.
+        await ctx.onRemoteRun?.(created.id, perImage !== undefined ? { usdPerImage: perImage } : {}).catch((err: unknown) => {
+          log.warn({ jobId: job.jobId, predictionId: created.id, err }, 'could not record the running prediction');
+        });
         if (ctx.signal.aborted) throw cancelled();
         log.debug({ jobId: job.jobId, predictionId: created.id, status: created.status }, 'replicate prediction created');
         const p = await settle(created, ctx, cap, pollMs);
