@@ -158,6 +158,7 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
     },
     sharedBoxGuilds: config.SHARED_BOX_GUILDS,
     sealSecret: config.DISCORD_TOKEN,
+    ownRecord: (jobId) => outboundStore.get(jobId),
     log: log.child({ part: 'spaces' }),
     now: Date.now,
   });

@@ -1,5 +1,3 @@
-import { PAID_FAMILIES } from './backend-families.js';
-
 /**
  * The paid-provider budget rules. A guild's monthly budget is its own setting, else the
  * deployment's default; what it spent is its paid providers' cost-ledger rows since the first of
@@ -13,36 +11,20 @@ export function monthlyBudgetSql(guild: string, deploymentDefault: string): stri
   return `COALESCE((SELECT monthly_budget_usd FROM guild_settings WHERE guild_id = ${guild}), ${deploymentDefault}::numeric)`;
 }
 
-/** Rule: a ledger row is paid-provider spend when its backend's family (`replicate`, `huggingface#2`…) is a paid one. In SQL. */
-function paidBackendSql(backend: string): string {
-  return `split_part(${backend}, '#', 1) IN (${PAID_FAMILIES.map((f) => `'${f}'`).join(', ')})`;
-}
-
-/** Rule: a ledger row counts in the UTC month it was booked in; in SQL, that month's first day. */
-function spendMonthSql(bookedAt: string): string {
-  return `date_trunc('month', ${bookedAt} AT TIME ZONE 'UTC')::date`;
-}
-
 /**
- * Rule: what the guild spent in a month is the sum of its paid ledger rows booked in that month.
- * The sum is kept, not recomputed: reading it is one row (`guild_month_spend`), where summing the
- * ledger at every admission grew with the month's traffic (72 ms p50 per /imagine at 100 000 paid
- * attempts). In SQL, for a guild id expression and the month's first day.
+ * Rule: a ledger row is paid-provider spend when its backend's family (`replicate`,
+ * `huggingface#2`…) is a paid one, and counts in the UTC month it was booked in.
+ *
+ * What the guild spent in a month is the sum of those rows. The sum is kept, not recomputed: reading
+ * it is one row (`guild_month_spend`), where summing the ledger at every admission grew with the
+ * month's traffic (72 ms p50 per /imagine at 100 000 paid attempts). The database keeps it: a
+ * trigger on cost_ledger adds each paid row as it is inserted, whichever statement (or bot version)
+ * inserts it (prisma/migrations/*_month_spend_trigger, which states this rule in SQL;
+ * tests/bot/month-spend.test.ts holds the two together). In SQL, for a guild id expression and the
+ * month's first day.
  */
 export function spentInMonthSql(guild: string, monthStart: string): string {
   return `COALESCE((SELECT spent_usd FROM guild_month_spend WHERE guild_id = ${guild} AND month = ${monthStart}::date), 0)`;
-}
-
-/**
- * Keeps spentInMonthSql's sum: adds the paid ones of just-booked ledger rows (a relation with
- * guild_id, backend, cost_usd and created_at, e.g. an INSERT's RETURNING) to their guild's month.
- * A statement (for a WITH clause) that writes nothing when no paid row was booked.
- */
-export function addPaidSpendSql(booked: string): string {
-  return `INSERT INTO guild_month_spend AS g (guild_id, month, spent_usd)
-    SELECT b.guild_id, ${spendMonthSql('b.created_at')}, sum(b.cost_usd) FROM ${booked} AS b
-    WHERE ${paidBackendSql('b.backend')} GROUP BY 1, 2
-    ON CONFLICT (guild_id, month) DO UPDATE SET spent_usd = g.spent_usd + EXCLUDED.spent_usd`;
 }
 
 /** Dollars left this month; paid providers may serve a job only while some are. */

@@ -25,7 +25,8 @@ export interface HandoffOptions {
  * is moved when its failure is heard. A move removes the job from the guild's queue first, and
  * BullMQ refuses to remove a job a live worker holds (its lock), so a job is moved or run, never
  * both; it keeps its id, payload and member's usage, and its reply follows it. Only jobs the bot sealed
- * there move (KeySpaces.admittedOwn): the guild's worker can write any job into its queue.
+ * there move (KeySpaces.admittedOwn): the guild's worker can write any job into its queue; one the
+ * version before seals queued there moves as the bot's record of it says.
  */
 export class Handoff {
   private timer: NodeJS.Timeout | undefined;

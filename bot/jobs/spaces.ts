@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { guildSpace } from '../../core/config.js';
 import type { JobFailure } from '../../core/failures.js';
-import { type JobPayload, jobPayloadSchema } from '../../core/generation.js';
+import { type JobPayload, jobPayloadSchema, toJobPayload } from '../../core/generation.js';
 import { readBackendStatus } from '../../core/io/backend-status.js';
 import { cancelFlagKey } from '../../core/io/cancel.js';
 import { takeSharedTurn } from '../../core/io/fair-share.js';
@@ -10,6 +10,7 @@ import type { Metrics } from '../../core/io/metrics.js';
 import { createGenerateQueue, createRedis, enqueueJob, GENERATE_QUEUE, type GenerateQueue, QueueEvents } from '../../core/io/queue.js';
 import { QueuePositions, type QueueSnapshot } from '../../core/io/queue-position.js';
 import { ResultStore } from '../../core/io/results.js';
+import { type ForgottenJob, isForgotten, type StoredJob } from '../../core/ports.js';
 import { memberPart, queuePriority, sharedQueuePriority } from '../../core/quota.js';
 import { onlineOwnBoxes, sharedBoxesAllowed } from '../../core/routing.js';
 import type { EarlierTries } from '../../core/settle.js';
@@ -52,6 +53,11 @@ export interface KeySpacesOptions {
   idleMs?: number;
   /** DISCORD_TOKEN: the secret every bot process shares and no worker has, keying guild jobs' seals. */
   sealSecret: string;
+  /**
+   * The bot's own record of a job (Postgres), for a job the previous version queued on a guild's
+   * queue before payloads were sealed: without it such a job is never moved (see admittedOwn).
+   */
+  ownRecord?: (jobId: string) => Promise<StoredJob | ForgottenJob | null>;
 }
 
 /**
@@ -168,12 +174,33 @@ export class KeySpaces {
    */
   async admittedOwn(guildId: string, job: { id?: string; data: unknown }): Promise<{ payload: JobPayload; usedBefore: number } | null> {
     const usedBefore = this.sealer.verify(job.data);
-    if (usedBefore === null) return null;
+    if (usedBefore === null) return this.admittedBeforeSeals(guildId, job);
     const parsed = jobPayloadSchema.safeParse(job.data);
     if (!parsed.success || parsed.data.jobId !== job.id || parsed.data.guildId !== guildId) return null;
     // A sealed payload copied back after its job settled (its route dropped) must not run again.
     if ((await this.o.redis.hget(this.routesKey, parsed.data.jobId)) !== guildId) return null;
     return { payload: parsed.data, usedBefore };
+  }
+
+  /**
+   * A job with no seal at all, as the version before seals queued every guild job: moved only if the
+   * bot routed it to this guild and its record there is still open, and then as the record says
+   * (the request the member made), never as the queue entry says, which the guild's worker may have
+   * rewritten; with the grants of a job re-queued without a fresh check (free backends, nothing
+   * flagged) and the member's usage unknown (0). Such jobs are gone within the sweep's two days.
+   */
+  private async admittedBeforeSeals(
+    guildId: string,
+    job: { id?: string; data: unknown },
+  ): Promise<{ payload: JobPayload; usedBefore: number } | null> {
+    const data = job.data as Record<string, unknown> | null;
+    if (!this.o.ownRecord || !job.id || typeof data !== 'object' || data === null || 'seal' in data) return null;
+    if ((await this.o.redis.hget(this.routesKey, job.id)) !== guildId) return null;
+    const record = await this.o.ownRecord(job.id).catch(() => null);
+    if (!record || isForgotten(record) || record.guildId !== guildId) return null;
+    if (record.status !== 'queued' && record.status !== 'running') return null;
+    const payload = toJobPayload({ jobId: record.id, guildId, request: record.request }, { budgetLeftUsd: 0, nsfwAllowed: false });
+    return { payload, usedBefore: 0 };
   }
 
   /** Records where a job is queued now (before it is added there, so its events find it). */

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { z } from 'zod';
-import { addPaidSpendSql, budgetLeft, monthlyBudgetSql, spentInMonthSql } from '../../core/budget.js';
+import { budgetLeft, monthlyBudgetSql, spentInMonthSql } from '../../core/budget.js';
 import { type GenerationRequest, generationRequestSchema, jobResultSchema } from '../../core/generation.js';
 import { failureText } from '../../core/messages.js';
 import type {
@@ -178,7 +178,8 @@ const RESERVE_SQL = `
  * The settle: one statement. The status guard makes a second settle a no-op, so the charge or
  * refund (core/settle.ts decides which; core/quota.ts says what a refund gives back) and the ledger
  * rows happen exactly once whatever retries, duplicate events or restarts occur; so does the
- * month's paid spend the rows add to (rows already booked are not returned, so not added twice).
+ * month's paid spend the rows add to (a trigger on cost_ledger adds each paid row as it is
+ * inserted; a row already booked is not inserted again, so not added twice).
  */
 const SETTLE_SQL = `
   WITH j AS (
@@ -202,9 +203,8 @@ const SETTLE_SQL = `
            COALESCE((a.e->>'ownUsd')::numeric, 0)
     FROM j, jsonb_array_elements($10::jsonb) WITH ORDINALITY AS a(e, ord)
     ON CONFLICT (job_id, attempt_no) DO NOTHING
-    RETURNING guild_id, backend, cost_usd, created_at
-  ),
-  spend AS (${addPaidSpendSql('l')} RETURNING 1)
+    RETURNING 1
+  )
   SELECT ${JOB_COLUMNS} FROM j`;
 
 /**

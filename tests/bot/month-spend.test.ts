@@ -6,6 +6,7 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { StatsStore } from '../../bot/store/stats.js';
+import { PAID_FAMILIES } from '../../core/backend-families.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
 import { applyMigrations } from '../../prisma/migrate.js';
@@ -87,6 +88,77 @@ describe("a guild's paid spend this month", () => {
     expect(next.budgetLeftUsd).toBeCloseTo(1 - 0.07, 6);
     // Another month starts from nothing.
     expect(await stats.spentInMonth(guild, '2001-01-01')).toBe(0);
+  });
+
+  test("the trigger that keeps it counts exactly core/backend-families.ts's paid families", async ({ db }) => {
+    const { rows } = await db.pool.query<{ def: string }>(
+      `SELECT pg_get_triggerdef(oid) AS def FROM pg_trigger WHERE tgname = 'cost_ledger_month_spend'`,
+    );
+    const listed = [...(rows[0]?.def.match(/ANY \(ARRAY\[(.*?)\]\)/)?.[1] ?? '').matchAll(/'([^']+)'/g)].map((m) => m[1]);
+    expect(listed.sort()).toEqual([...PAID_FAMILIES].sort());
+  });
+
+  test('a paid attempt an older bot books while or after the migration runs still counts (an upgrade without downtime)', async () => {
+    const admin = inject('pgAdminUrl');
+    const name = `${inject('cloneDbPrefix')}upgrade_${Math.random().toString(16).slice(2, 10)}`;
+    const url = Object.assign(new URL(admin), { pathname: `/${name}` }).toString();
+    const before = await mkdtemp(join(tmpdir(), 'imagebot-migrations-'));
+    const adminClient = new pg.Client({ connectionString: admin });
+    await adminClient.connect();
+    try {
+      const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+      const upgrade = all.find((n) => n.endsWith('_month_spend'))!;
+      await cp(MIGRATIONS_DIR, before, { recursive: true });
+      for (const n of all.filter((n) => n >= upgrade)) await rm(join(before, n), { recursive: true });
+      await applyMigrations(url, { migrationsDir: before });
+
+      const pool = new pg.Pool({ connectionString: url });
+      const oldBot = new pg.Client({ connectionString: url });
+      await oldBot.connect();
+      try {
+        await pool.query(`
+          INSERT INTO jobs (id, guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw, application_id, interaction_id, interaction_token)
+          SELECT gen_random_uuid(), 'g1', 'c', 'u', 'txt2img', '{}'::jsonb, 1, current_date, false, 'a', 'i' || n, 't' FROM generate_series(1, 3) n`);
+        // The ledger insert of the settle statement as the version before the kept sum wrote it: no total kept.
+        const oldSettleBooks = (client: pg.Pool | pg.Client, interactionId: string, usd: number) =>
+          client.query(
+            `INSERT INTO cost_ledger (job_id, attempt_no, guild_id, backend, outcome, seconds, cost_usd, own_usd)
+             SELECT id, 1, guild_id, 'replicate', 'succeeded', 1, $2::numeric, 0 FROM jobs WHERE interaction_id = $1
+             ON CONFLICT (job_id, attempt_no) DO NOTHING`,
+            [interactionId, usd],
+          );
+        await oldSettleBooks(pool, 'i1', 0.25);
+        // The old bot is settling a job (its transaction open) when the migrations start.
+        await oldBot.query('BEGIN');
+        await oldSettleBooks(oldBot, 'i2', 0.125);
+        const migrating = applyMigrations(url);
+        await expect
+          .poll(
+            async () =>
+              (
+                await adminClient.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, [
+                  name,
+                ])
+              ).rows[0].n,
+            { timeout: 20_000, interval: 50 },
+          )
+          .toBeGreaterThan(0);
+        await oldBot.query('COMMIT');
+        await migrating;
+        // And settles one more before it is stopped.
+        await oldSettleBooks(oldBot, 'i3', 0.5);
+
+        expect(await new StatsStore(pool).spentInMonth('g1', thisMonth())).toBeCloseTo(0.875, 6);
+        expect(await paidLedgerSum(pool, 'g1')).toBeCloseTo(0.875, 6);
+      } finally {
+        await oldBot.end();
+        await pool.end();
+      }
+    } finally {
+      await rm(before, { recursive: true, force: true });
+      await adminClient.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await adminClient.end();
+    }
   });
 
   test('spent before an upgrade to the kept sum still counts after it, month by month', async () => {

@@ -2,12 +2,14 @@ import { Redis } from 'ioredis';
 import { afterEach, expect } from 'vitest';
 import { Handoff } from '../../../bot/jobs/handoff.js';
 import { KeySpaces } from '../../../bot/jobs/spaces.js';
+import { PgJobStore } from '../../../bot/store/jobs.js';
 import { type JobPayload, parseImagineOptions, toJobPayload } from '../../../core/generation.js';
 import { createLinkUser, guildPrefix, linkUserName, newLinkId } from '../../../core/io/link.js';
 import { createGenerateQueue, enqueueJob } from '../../../core/io/queue.js';
 import { QueuePositions } from '../../../core/io/queue-position.js';
 import { ResultStore } from '../../../core/io/results.js';
-import { MEMBER_SPAN, memberPart } from '../../../core/quota.js';
+import type { ForgottenJob, StoredJob } from '../../../core/ports.js';
+import { MEMBER_SPAN, memberPart, queuePriority } from '../../../core/quota.js';
 import { GUILD_HEARTBEAT_MS } from '../../../core/routing.js';
 import { deleteTestUsers, TEST_REDIS_URL, urlAs } from '../../setup/acl.js';
 import { test } from '../../setup/fixtures.js';
@@ -29,7 +31,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
 
-async function setup(redisPrefix: string) {
+async function setup(redisPrefix: string, o: { ownRecord?: (jobId: string) => Promise<StoredJob | ForgottenJob | null> } = {}) {
   const admin = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
   cleanups.push(async () => admin.disconnect());
   cleanups.push(() => deleteTestUsers(redisPrefix));
@@ -59,6 +61,7 @@ async function setup(redisPrefix: string) {
     now: Date.now,
     sharedBoxGuilds: [],
     sealSecret: 'test-discord-token',
+    ...(o.ownRecord ? { ownRecord: o.ownRecord } : {}),
   });
   cleanups.push(() => spaces.close());
   const own = await spaces.guild(GUILD_A);
@@ -148,4 +151,57 @@ test('a sealed job the worker puts back after the bot settled it is not run agai
   await boxGone();
 
   expect(await shared.getJob('real-3')).toBeUndefined();
+});
+
+test("a job the previous version queued on a guild's own queue, before seals, is still handed off when the box goes, as the bot recorded it", async ({
+  redisPrefix,
+  db,
+}) => {
+  const store = new PgJobStore(db.pool);
+  const admitted = await store.reserve({
+    actor: { guildId: GUILD_A, channelId: '4444444444444444444', userId: '3333333333333333333', channelNsfw: false },
+    interaction: { applicationId: '1111111111111111111', interactionId: '6666666666666666666', token: 'tok' },
+    request: REQUEST,
+    day: new Date().toISOString().slice(0, 10),
+    deploymentDailyLimit: 100,
+    maxInFlight: 50,
+    monthStart: `${new Date().toISOString().slice(0, 7)}-01`,
+    deploymentMonthlyBudgetUsd: 1,
+  });
+  if (!admitted.ok) throw new Error(admitted.reason);
+  const jobId = admitted.jobId;
+  const { box, own, shared, spaces, boxGone } = await setup(redisPrefix, { ownRecord: (id) => store.get(id) });
+  // What the previous version's addOwn did: the route, then the payload as it was, no seal.
+  const before = toJobPayload(
+    { jobId, guildId: GUILD_A, request: REQUEST },
+    { budgetLeftUsd: 0.5, nsfwAllowed: true, budget: { month: new Date().toISOString().slice(0, 7), limitUsd: 1, spentUsd: 0.5 } },
+  );
+  await spaces.route(jobId, GUILD_A);
+  await enqueueJob(own.queue, before, queuePriority(2));
+  // The guild's worker may have rewritten it meanwhile: what moves is the bot's record, free backends only.
+  await box.hset(own.queue.toKey(jobId), 'data', JSON.stringify({ ...before, request: { ...REQUEST, prompt: 'altered', steps: 5000 } }));
+
+  await boxGone();
+
+  const moved = await shared.getJob(jobId);
+  expect(moved?.data).toEqual({
+    ...toJobPayload({ jobId, guildId: GUILD_A, request: REQUEST }, { budgetLeftUsd: 0, nsfwAllowed: false }),
+    boxesAllowed: false,
+  });
+  expect(await own.queue.getJob(jobId)).toBeUndefined();
+});
+
+test('an unsealed job the bot has no open record of in that guild stays in its queue', async ({ redisPrefix, db }) => {
+  const store = new PgJobStore(db.pool);
+  const { boxQueue, spaces, shared, boxGone } = await setup(redisPrefix, { ownRecord: (id) => store.get(id) });
+  const unknown = '0b5e8a4e-9a4c-4d5e-8f3a-0c6f1f3a2b11';
+  await spaces.route(unknown, GUILD_A);
+  await enqueueJob(boxQueue, genuine(unknown), 1);
+  await enqueueJob(boxQueue, genuine('not-a-uuid'), 1);
+
+  await boxGone();
+
+  expect(await shared.getJob(unknown)).toBeUndefined();
+  expect(await shared.getJob('not-a-uuid')).toBeUndefined();
+  expect(await boxQueue.getJob(unknown)).toBeDefined();
 });
