@@ -19,7 +19,7 @@ export function monthlyBudgetSql(guild: string, deploymentDefault: string): stri
  * it is one row (`guild_month_spend`), where summing the ledger at every admission grew with the
  * month's traffic (72 ms p50 per /imagine at 100 000 paid attempts). The database keeps it: a
  * trigger on cost_ledger adds each paid row as it is inserted, whichever statement (or bot version)
- * inserts it (prisma/migrations/*_month_spend_trigger, which states this rule in SQL;
+ * inserts it (prisma/migrations/*_month_spend, which states this rule in SQL;
  * tests/bot/month-spend.test.ts holds the two together). In SQL, for a guild id expression and the
  * month's first day.
  */
