@@ -40,7 +40,7 @@ export interface GenerationDeps {
   settles: Pick<JobStore, 'settle' | 'markDelivered'>;
   /**
    * Queues the payload where it should run (bot/jobs/admission-route.ts: the guild's own boxes or
-   * the shared queue); `usedBefore` is the member's images today before this job, for fairness.
+   * the shared queue); `usedBefore` is the member's images of the last 24 hours before this job, for fairness.
    */
   enqueue: (payload: JobPayload, usedBefore: number) => Promise<unknown>;
   /** Starts what queueing will read (the guild's own boxes' status) beside admission, off the path after the acknowledgement. */
@@ -117,7 +117,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         token: interaction.token,
         uploadLimitBytes: interaction.attachmentSizeLimit,
       };
-      const { jobId, budgetLeftUsd, usedToday, budget } = await admitJob(
+      const { jobId, budgetLeftUsd, recentImages, budget } = await admitJob(
         {
           store: d.store,
           now: d.now,
@@ -140,7 +140,7 @@ export function createGenerationService(d: GenerationDeps): GenerationService {
         budgetLeftUsd,
         budget,
         nsfwAllowed: mayPostNsfw({ mode: policy.nsfwMode, channelNsfw: actor.channelNsfw }),
-        usedBefore: Math.max(0, usedToday - request.count),
+        usedBefore: recentImages,
       };
     },
 

@@ -41,7 +41,7 @@ export interface Admitted {
   /** The guild's month as admission saw it (the worker's reservations start from it). */
   budget?: { month: string; limitUsd: number; spentUsd: number };
   nsfwAllowed: boolean;
-  /** Images this member had today before this job; fewer means an earlier turn in the queue. */
+  /** Images this member made in the last 24 hours before this job; fewer means an earlier turn in the queue. */
   usedBefore: number;
 }
 

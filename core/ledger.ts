@@ -23,7 +23,14 @@ export async function admitJob(
   interaction: InteractionRef,
   request: GenerationRequest,
   parentJobId?: string,
-): Promise<{ jobId: string; usedToday: number; limit: number; budgetLeftUsd: number; budget: NonNullable<JobPayload['budget']> }> {
+): Promise<{
+  jobId: string;
+  usedToday: number;
+  recentImages: number;
+  limit: number;
+  budgetLeftUsd: number;
+  budget: NonNullable<JobPayload['budget']>;
+}> {
   const now = deps.now();
   let outcome: ReserveOutcome;
   try {
@@ -42,10 +49,11 @@ export async function admitJob(
     throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
   }
   if (outcome.ok) {
-    const { jobId, usedToday, limit, budgetLeftUsd } = outcome;
+    const { jobId, usedToday, recentImages, limit, budgetLeftUsd } = outcome;
     return {
       jobId,
       usedToday,
+      recentImages,
       limit,
       budgetLeftUsd,
       budget: { month: budgetMonth(now), limitUsd: outcome.budgetUsd, spentUsd: outcome.spentUsd },

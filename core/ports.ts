@@ -35,7 +35,17 @@ export interface ReserveInput {
 }
 
 export type ReserveOutcome =
-  | { ok: true; jobId: string; usedToday: number; limit: number; budgetLeftUsd: number; budgetUsd: number; spentUsd: number }
+  | {
+      ok: true;
+      jobId: string;
+      usedToday: number;
+      /** The member's images of the last 24 hours before this job (core/quota.ts recentImagesSql): their turn in the queue. */
+      recentImages: number;
+      limit: number;
+      budgetLeftUsd: number;
+      budgetUsd: number;
+      spentUsd: number;
+    }
   | { ok: false; reason: Refusal; usedToday: number; limit: number; inFlight: number }
   /** Not tried: the bot is too busy to admit it now (core/admission-load.ts); nothing was reserved. */
   | { ok: false; reason: 'busy' };

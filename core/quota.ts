@@ -107,8 +107,22 @@ export function refundedImagesSql(row: string, jobDay: string, jobImages: string
 }
 
 /**
+ * Rule: a member's turn in the queue goes by the images they made in the last 24 hours (jobs not
+ * refunded), not by the UTC day's count: that count starts again at midnight, and a member who
+ * made many images just before it would otherwise go ahead of everyone who waited since. In SQL,
+ * for the guild and member ids; read in the admission's statement, before its own job is recorded.
+ * The day bound lets the (guild, member, day) index find the rows.
+ */
+export function recentImagesSql(guild: string, user: string): string {
+  return `(SELECT COALESCE(sum(image_count), 0) FROM jobs
+    WHERE guild_id = ${guild} AND user_id = ${user} AND day >= (now() AT TIME ZONE 'UTC')::date - 1
+      AND created_at > now() - interval '24 hours' AND status IN ('queued', 'running', 'succeeded'))`;
+}
+
+/**
  * Fairness: BullMQ serves lower priority numbers first, FIFO within one number. A member's turn
- * depends on how many images they already had today, so one member's batch never starves others.
+ * depends on how many images they made in the last 24 hours before this job (recentImagesSql), so
+ * one member's batch never starves others.
  */
 export function queuePriority(usedBefore: number): number {
   return Math.min(usedBefore + 1, 2_000_000);

@@ -26,7 +26,7 @@ const EARLY_STATUS_SHARED_MS = 250;
 const EARLY_STATUS_MAX_GUILDS = 1000;
 
 export interface AdmissionRoute {
-  /** Queues an admitted job; `usedBefore` is the member's images today before it. */
+  /** Queues an admitted job; `usedBefore` is the member's images of the last 24 hours before it (core/quota.ts). */
   route(payload: JobPayload, usedBefore: number): Promise<'own' | 'shared'>;
   /**
    * Starts reading the guild's own boxes' status at admission, beside the quota statement, so the

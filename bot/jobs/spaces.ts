@@ -219,7 +219,7 @@ export class KeySpaces {
   /**
    * Queues a job on the shared queue: behind every guild's earlier waiting jobs there (its guild's
    * turn, core/io/fair-share.ts), the member's usage inside the turn; the operator's boxes only if
-   * SHARED_BOX_GUILDS allows the guild. `usedBefore`: the member's images today before this job.
+   * SHARED_BOX_GUILDS allows the guild. `usedBefore`: the member's images of the last 24 hours before this job.
    */
   async addShared(payload: JobPayload, usedBefore: number, o: { fresh?: boolean } = {}): Promise<void> {
     const guildId = payload.guildId ?? '';

@@ -13,7 +13,15 @@ import type {
   StoredJob,
   SweepCursor,
 } from '../../core/ports.js';
-import { admission, admitsSql, dailyLimitSql, imagesTodaySql, type QuotaFacts, refundedImagesSql } from '../../core/quota.js';
+import {
+  admission,
+  admitsSql,
+  dailyLimitSql,
+  imagesTodaySql,
+  type QuotaFacts,
+  recentImagesSql,
+  refundedImagesSql,
+} from '../../core/quota.js';
 import { type SettleOutcome, settlement } from '../../core/settle.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
 import type { AdmissionGate } from './admission-gate.js';
@@ -172,6 +180,7 @@ const RESERVE_SQL = `
     RETURNING id::text AS id
   )
   SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images, (SELECT daily FROM lim) AS daily,
+         ${recentImagesSql('$1', '$2')}::int AS recent,
          ${monthlyBudgetSql('$1', '$16')}::float8 AS budget, ${spentInMonthSql('$1', '$15')}::float8 AS spent`;
 
 /**
@@ -239,7 +248,9 @@ export class PgJobStore implements JobStore {
 
   private async reserveNow(input: ReserveInput): Promise<ReserveOutcome> {
     const { actor, interaction, request, day } = input;
-    const rows = await this.rows<{ job_id: string | null; images: number | null; daily: number; budget: number; spent: number }[]>(
+    const rows = await this.rows<
+      { job_id: string | null; images: number | null; daily: number; recent: number; budget: number; spent: number }[]
+    >(
       'reserve',
       RESERVE_SQL,
       actor.guildId,
@@ -267,6 +278,7 @@ export class PgJobStore implements JobStore {
         ok: true,
         jobId: r.job_id,
         usedToday: Number(r.images),
+        recentImages: Number(r.recent),
         limit: Number(r.daily),
         budgetLeftUsd,
         budgetUsd: Number(r.budget),

@@ -54,6 +54,30 @@ describe('PgJobStore', () => {
     expect(await new StatsStore(db.pool).spentInMonth(actor.guildId, THIS_MONTH)).toBeCloseTo(0.002, 6);
   });
 
+  test("a member's turn counts the images of the last 24 hours that were not refunded, whatever day they fell on", async ({ db }) => {
+    const store = new PgJobStore(db.pool);
+    const admit = async (count: number) => {
+      const r = await store.reserve(input({ deploymentDailyLimit: 100, day: new Date().toISOString().slice(0, 10) }, count));
+      if (!r.ok) throw new Error('not admitted');
+      return r;
+    };
+    const kept = await admit(2);
+    await store.settle(kept.jobId, { status: 'succeeded', result: result(2) });
+    const refunded = await admit(3);
+    await store.settle(refunded.jobId, { status: 'failed', code: 'all_backends_failed', message: 'down', attempts: [] });
+    const queued = await admit(1);
+    // A job of 25 hours ago, and one of 23 hours ago on the day before (the quota's day has changed since).
+    await db.pool.query(
+      `INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id, created_at)
+       VALUES ($1, 'c', $2, 'txt2img', 'succeeded', '{}', 4, (now() - interval '25 hours')::date, 'a', 'old', now() - interval '25 hours'),
+              ($1, 'c', $2, 'txt2img', 'succeeded', '{}', 5, (now() AT TIME ZONE 'UTC')::date - 1, 'a', 'recent', now() - interval '23 hours')`,
+      [actor.guildId, actor.userId],
+    );
+    expect(queued.recentImages).toBe(2);
+    // 2 succeeded + 1 queued + 5 of 23 hours ago; not the refunded 3, not the 4 of 25 hours ago.
+    expect((await admit(1)).recentImages).toBe(8);
+  });
+
   test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {
     const store = new PgJobStore(db.pool);
     const outcomes = await Promise.all(Array.from({ length: 10 }, () => store.reserve(input())));
@@ -203,7 +227,7 @@ describe('PgJobStore', () => {
       [4, 4000],
       [1, 5000],
     ] as const) {
-      const r = await store.reserve(input({ deploymentDailyLimit: 100 }, count));
+      const r = await store.reserve(input({ deploymentDailyLimit: 100, day: new Date().toISOString().slice(0, 10) }, count));
       if (!r.ok) throw new Error('not admitted');
       ids.push(r.jobId);
       await store.settle(r.jobId, { status: 'succeeded', result: { ...result(count), runMs } });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, vi } from 'vitest';
 import type { FakeInteraction, FakeUser } from '../fakes/discord/types.js';
 import { test } from '../setup/fixtures.js';
-import { ALICE, BOB, System } from './harness.js';
+import { ALICE, BOB, GUILD_ID, System } from './harness.js';
 
 const CAROL: FakeUser = { id: '3333333333333333335', username: 'carol' };
 const DAVE: FakeUser = { id: '3333333333333333336', username: 'dave' };
@@ -98,6 +98,48 @@ describe('queue position and ETA', () => {
         1400,
       );
     expect(sys.discord.unhandled).toEqual([]);
+  }, 90_000);
+
+  test("UTC midnight does not put a member who just made 10 images ahead of one who waited: turns go by the last 24 hours' images", async ({
+    db,
+    redisPrefix,
+  }) => {
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DEFAULT_DAILY_IMAGES: '100' } });
+    // Bob made 10 images an hour ago, yesterday by the UTC calendar (the day changed since); Alice made 3 today.
+    const made = async (user: FakeUser, images: number, day: string) => {
+      await db.pool.query(
+        `INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id,
+                           created_at, finished_at, delivered_at)
+         SELECT $1, 'c', $2, 'txt2img', 'succeeded', '{}'::jsonb, 1, $3::date, 'a', $2 || '-' || n,
+                now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour'
+         FROM generate_series(1, $4::int) AS n`,
+        [GUILD_ID, user.id, day, images],
+      );
+      await db.pool.query(`INSERT INTO member_usage (guild_id, user_id, day, images, in_flight) VALUES ($1, $2, $3::date, $4, 0)`, [
+        GUILD_ID,
+        user.id,
+        day,
+        images,
+      ]);
+    };
+    const today = new Date().toISOString().slice(0, 10);
+    const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+    await made(BOB, 10, yesterday);
+    await made(ALICE, 3, today);
+
+    const alice = await sys.imagine({ prompt: 'waited first', user: ALICE });
+    await sys.discord.waitFor(() => alice.original()?.content.includes('Queued') || undefined);
+    const bob = await sys.imagine({ prompt: 'came second', user: BOB });
+    await sys.discord.waitFor(() => bob.original()?.content.includes('Queued') || undefined);
+    // By "today" alone Bob had made nothing and would go first; by the last 24 hours he made more than Alice.
+    expect(positionIn(bob.original()!.content)).toBe(2);
+    await sys.startWorker();
+    await Promise.all([alice, bob].map((i) => sys!.finalReply(i, 60_000)));
+    const { rows } = await db.pool.query<{ user_id: string }>(
+      `SELECT user_id FROM jobs WHERE interaction_id IN ($1, $2) ORDER BY started_at`,
+      [alice.id, bob.id],
+    );
+    expect(rows.map((r) => r.user_id)).toEqual([ALICE.id, BOB.id]);
   }, 90_000);
 
   test('a long queue: one batched position read per refresh, far places updated rarely, near ones as the queue moves', async ({
