@@ -60,8 +60,9 @@ test('the channel is deleted while a job runs there: the job is stopped and refu
   sys = await System.start({ db, redisPrefix, a1111: { stepDelayMs: 200 } });
   const NSFW = DEFAULTS.nsfwChannelId;
   await sys.imagine({ prompt: 'a lighthouse at dusk', steps: 30, channelId: NSFW });
+  // This channel's job is the one on the box (Bob's, queued after it, must not be the one running).
+  await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.startedAt !== undefined && j.prompt.includes('lighthouse')), 15_000);
   const other = await sys.imagine({ prompt: 'a harbour at dawn', steps: 2, user: BOB });
-  await sys.discord.waitFor(() => sys!.a1111.jobs.some((j) => j.startedAt !== undefined), 15_000);
 
   await sys.discord.deleteChannel(NSFW);
 
