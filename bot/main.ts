@@ -23,6 +23,7 @@ import { adminText } from '../core/messages.js';
 import type { StoredJob } from '../core/ports.js';
 import { bookOnOwnBox } from '../core/pricing.js';
 import { utcMonthStart } from '../core/quota.js';
+import { hearsGuild } from '../core/shards.js';
 import { createBudgetWatch } from './budget-watch.js';
 import { createBotRest, createDiscordClient, createWebhookRest } from './client.js';
 import { createGenerationService } from './generation.js';
@@ -268,6 +269,13 @@ export async function startBot(config: BotConfig, log: Logger, overrides: BotOve
   // Bot processes holding other shards leave registration to the one with shard 0.
   if (!config.DISCORD_SHARD_IDS || config.DISCORD_SHARD_IDS.includes(0)) await registerAtStart(client, config, producer, log);
   await outbound.start();
+  // A removal while no bot process was connected is learnt from READY, which no longer lists the
+  // guild (an outage still lists it, as unavailable): its open jobs are cancelled as on GUILD_DELETE.
+  const shards = { count: config.DISCORD_SHARD_COUNT, ids: config.DISCORD_SHARD_IDS };
+  void outbound
+    .cancelOpen((job) => hearsGuild(job.guildId, shards) && !client.guilds.cache.has(job.guildId))
+    .then((jobs) => jobs > 0 && log.info({ jobs }, 'open jobs of guilds the bot was removed from while away were cancelled and refunded'))
+    .catch((err: unknown) => log.error({ err }, 'could not cancel the open jobs of guilds the bot has left'));
   gpu.start();
   const retention = startRetention({
     store: privacy,

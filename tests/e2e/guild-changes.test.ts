@@ -77,3 +77,26 @@ test('the channel is deleted while a job runs there: the job is stopped and refu
   // The other channel's job is untouched.
   expect((await sys.finalReply(other)).attachments.some((a) => a.filename.startsWith('image-'))).toBe(true);
 }, 60_000);
+
+test('the bot is removed from a server while it is stopped: on its next start the queued job is cancelled and refunded, never run', async ({
+  db,
+  redisPrefix,
+}) => {
+  sys = await System.start({ db, redisPrefix, worker: 'none' });
+  const i = await sys.imagine({ prompt: 'a lighthouse at dusk' });
+  await sys.discord.waitFor(() => i.original()?.content.includes('Queued') || undefined);
+  await sys.bot!.stop();
+  // No gateway connection: nobody hears the GUILD_DELETE; the next READY no longer lists the guild.
+  await sys.discord.removeBotFromGuild(DEFAULTS.guildId, { botOffline: true });
+  await sys.startBot();
+  await sys.startWorker();
+
+  const job = await sys.discord.waitForAsync(async () => {
+    const j = await db.prisma.job.findFirst();
+    return j && j.status !== 'queued' && j.status !== 'running' ? j : undefined;
+  }, 15_000);
+  expect(job.status).toBe('cancelled');
+  expect(sys.a1111.jobs).toHaveLength(0);
+  const usage = await db.prisma.memberUsage.findFirstOrThrow({ where: { userId: ALICE.id } });
+  expect([usage.images, usage.inFlight]).toEqual([0, 0]);
+}, 60_000);

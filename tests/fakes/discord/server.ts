@@ -80,7 +80,7 @@ export interface FakeDiscord {
    * its shard; bot-token routes in its channels then answer 403 50001 Missing Access, and a new
    * session's READY no longer lists it. Interaction webhooks keep working, as they do on Discord.
    */
-  removeBotFromGuild(guildId: string): Promise<void>;
+  removeBotFromGuild(guildId: string, o?: { botOffline?: boolean }): Promise<void>;
   /** The next `count` matching requests answer 429 with rate-limit headers. */
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void;
   /** The next `count` matching requests answer `status` with `body` (default a Discord-style error). */
@@ -218,10 +218,11 @@ class FakeDiscordServer implements FakeDiscord {
     await this.gateway.dispatchTo(found.guild.id, 'CHANNEL_DELETE', channelObject(found.guild, found.channel));
   }
 
-  async removeBotFromGuild(guildId: string): Promise<void> {
+  async removeBotFromGuild(guildId: string, o: { botOffline?: boolean } = {}): Promise<void> {
     if (!this.state.guild(guildId)) throw new Error(`fake discord: no guild ${guildId}`);
     this.state.leftGuilds.add(guildId);
-    await this.gateway.dispatchTo(guildId, 'GUILD_DELETE', { id: guildId });
+    // A bot that is not connected hears nothing: it learns it only from its next READY.
+    if (!o.botOffline) await this.gateway.dispatchTo(guildId, 'GUILD_DELETE', { id: guildId });
   }
 
   rateLimitNext(opts: RequestMatcher & { retryAfterS?: number }): void {
