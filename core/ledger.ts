@@ -3,7 +3,7 @@ import { UserError } from './errors.js';
 import type { GenerationRequest, JobPayload } from './generation.js';
 import { text } from './messages.js';
 import type { Actor, InteractionRef, JobStore, ReserveOutcome } from './ports.js';
-import { utcDay, utcMonthStart } from './quota.js';
+import { recentImages, utcDay, utcMonthStart } from './quota.js';
 
 export interface AdmitDeps {
   store: Pick<JobStore, 'reserve'>;
@@ -49,11 +49,11 @@ export async function admitJob(
     throw new UserError('database_unavailable', text.databaseUnavailable, { cause: err });
   }
   if (outcome.ok) {
-    const { jobId, usedToday, recentImages, limit, budgetLeftUsd } = outcome;
+    const { jobId, usedToday, prevDayImages, limit, budgetLeftUsd } = outcome;
     return {
       jobId,
       usedToday,
-      recentImages,
+      recentImages: recentImages(Math.max(0, usedToday - request.count), prevDayImages, now),
       limit,
       budgetLeftUsd,
       budget: { month: budgetMonth(now), limitUsd: outcome.budgetUsd, spentUsd: outcome.spentUsd },

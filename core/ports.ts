@@ -39,8 +39,8 @@ export type ReserveOutcome =
       ok: true;
       jobId: string;
       usedToday: number;
-      /** The member's images of the last 24 hours before this job (core/quota.ts recentImagesSql): their turn in the queue. */
-      recentImages: number;
+      /** The member's images counted on the day before `day` (core/quota.ts recentImages: their turn in the queue). */
+      prevDayImages: number;
       limit: number;
       budgetLeftUsd: number;
       budgetUsd: number;

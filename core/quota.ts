@@ -107,21 +107,40 @@ export function refundedImagesSql(row: string, jobDay: string, jobImages: string
 }
 
 /**
- * Rule: a member's turn in the queue goes by the images they made in the last 24 hours (jobs not
- * refunded), not by the UTC day's count: that count starts again at midnight, and a member who
- * made many images just before it would otherwise go ahead of everyone who waited since. In SQL,
- * for the guild and member ids; read in the admission's statement, before its own job is recorded.
- * The day bound lets the (guild, member, day) index find the rows.
+ * Rule: images counted on the day before `day`, for a `member_usage` row alias as the upsert
+ * finds it: its own day before when it is of `day` already, its images when it is of the day
+ * before, else none. In SQL.
  */
-export function recentImagesSql(guild: string, user: string): string {
-  return `(SELECT COALESCE(sum(image_count), 0) FROM jobs
-    WHERE guild_id = ${guild} AND user_id = ${user} AND day >= (now() AT TIME ZONE 'UTC')::date - 1
-      AND created_at > now() - interval '24 hours' AND status IN ('queued', 'running', 'succeeded'))`;
+export function prevDayImagesSql(row: string, day: string): string {
+  return `CASE WHEN ${row}.day = ${day} THEN ${row}.prev_images WHEN ${row}.day = ${day} - 1 THEN ${row}.images ELSE 0 END`;
+}
+
+/** Rule: a refund of a job counted on the day before the row's day gives its images back there. In SQL. */
+export function refundedPrevImagesSql(row: string, jobDay: string, jobImages: string): string {
+  return `CASE WHEN ${row}.day = ${jobDay} + 1 THEN GREATEST(${row}.prev_images - ${jobImages}, 0) ELSE ${row}.prev_images END`;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Rule: a member's images of the last 24 hours, for their turn in the queue: today's, plus the
+ * share of yesterday's that the last 24 hours still cover (yesterday's taken as spread over it).
+ * The UTC day's count starts again at midnight; by it alone, a member who had just made many
+ * images went ahead of everyone who waited since before midnight. This one moves smoothly: at
+ * midnight it is yesterday's count, and yesterday's weight falls to nothing by the next midnight.
+ * Read from the member's one usage row, so the reservation stays one statement on one row.
+ */
+export function recentImages(today: number, yesterday: number, now: Date): number {
+  return today + Math.round(yesterday * (1 - msSinceUtcMidnight(now) / DAY_MS));
+}
+
+function msSinceUtcMidnight(now: Date): number {
+  return DAY_MS - msUntilUtcMidnight(now);
 }
 
 /**
  * Fairness: BullMQ serves lower priority numbers first, FIFO within one number. A member's turn
- * depends on how many images they made in the last 24 hours before this job (recentImagesSql), so
+ * depends on how many images they made in the last 24 hours before this job (recentImages), so
  * one member's batch never starves others.
  */
 export function queuePriority(usedBefore: number): number {

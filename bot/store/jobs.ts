@@ -18,9 +18,10 @@ import {
   admitsSql,
   dailyLimitSql,
   imagesTodaySql,
+  prevDayImagesSql,
   type QuotaFacts,
-  recentImagesSql,
   refundedImagesSql,
+  refundedPrevImagesSql,
 } from '../../core/quota.js';
 import { type SettleOutcome, settlement } from '../../core/settle.js';
 import { DEFAULT_UPLOAD_LIMIT_BYTES } from '../../core/upload-plan.js';
@@ -167,10 +168,11 @@ const RESERVE_SQL = `
     WHERE ${admitsSql({ used: '0', asked: '$4::int', inFlight: '0', limit: 'lim.daily', maxInFlight: '$6::int' })}
     ON CONFLICT (guild_id, user_id) DO UPDATE SET
       images = ${imagesTodaySql('m', 'EXCLUDED.day')} + EXCLUDED.images,
+      prev_images = ${prevDayImagesSql('m', 'EXCLUDED.day')},
       day = EXCLUDED.day,
       in_flight = m.in_flight + 1
     WHERE ${admitsSql({ used: imagesTodaySql('m', 'EXCLUDED.day'), asked: 'EXCLUDED.images', inFlight: 'm.in_flight', limit: '(SELECT daily FROM lim)', maxInFlight: '$6::int' })}
-    RETURNING images
+    RETURNING images, prev_images
   ),
   job AS (
     INSERT INTO jobs (guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw,
@@ -180,7 +182,7 @@ const RESERVE_SQL = `
     RETURNING id::text AS id
   )
   SELECT (SELECT id FROM job) AS job_id, (SELECT images FROM reserve) AS images, (SELECT daily FROM lim) AS daily,
-         ${recentImagesSql('$1', '$2')}::int AS recent,
+         (SELECT prev_images FROM reserve) AS prev_images,
          ${monthlyBudgetSql('$1', '$16')}::float8 AS budget, ${spentInMonthSql('$1', '$15')}::float8 AS spent`;
 
 /**
@@ -202,7 +204,8 @@ const SETTLE_SQL = `
   u AS (
     UPDATE member_usage m SET
       in_flight = GREATEST(m.in_flight - 1, 0),
-      images = CASE WHEN $9::boolean THEN ${refundedImagesSql('m', 'j.day', 'j.image_count')} ELSE m.images END
+      images = CASE WHEN $9::boolean THEN ${refundedImagesSql('m', 'j.day', 'j.image_count')} ELSE m.images END,
+      prev_images = CASE WHEN $9::boolean THEN ${refundedPrevImagesSql('m', 'j.day', 'j.image_count')} ELSE m.prev_images END
     FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
     RETURNING 1
   ),
@@ -249,7 +252,7 @@ export class PgJobStore implements JobStore {
   private async reserveNow(input: ReserveInput): Promise<ReserveOutcome> {
     const { actor, interaction, request, day } = input;
     const rows = await this.rows<
-      { job_id: string | null; images: number | null; daily: number; recent: number; budget: number; spent: number }[]
+      { job_id: string | null; images: number | null; daily: number; prev_images: number | null; budget: number; spent: number }[]
     >(
       'reserve',
       RESERVE_SQL,
@@ -278,7 +281,7 @@ export class PgJobStore implements JobStore {
         ok: true,
         jobId: r.job_id,
         usedToday: Number(r.images),
-        recentImages: Number(r.recent),
+        prevDayImages: Number(r.prev_images ?? 0),
         limit: Number(r.daily),
         budgetLeftUsd,
         budgetUsd: Number(r.budget),
@@ -414,7 +417,8 @@ export class PgJobStore implements JobStore {
          RETURNING jobs.id
        ),
        u AS (
-         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'jobs.day', 'jobs.image_count')}
+         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'jobs.day', 'jobs.image_count')},
+           prev_images = ${refundedPrevImagesSql('m', 'jobs.day', 'jobs.image_count')}
          FROM old, jobs WHERE old.status = 'succeeded' AND jobs.id = old.id::uuid
            AND m.guild_id = jobs.guild_id AND m.user_id = jobs.user_id
          RETURNING 1
@@ -440,7 +444,8 @@ export class PgJobStore implements JobStore {
          RETURNING *
        ),
        u AS (
-         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'j.day', 'j.image_count')}
+         UPDATE member_usage m SET images = ${refundedImagesSql('m', 'j.day', 'j.image_count')},
+           prev_images = ${refundedPrevImagesSql('m', 'j.day', 'j.image_count')}
          FROM j WHERE m.guild_id = j.guild_id AND m.user_id = j.user_id
          RETURNING 1
        )

@@ -54,28 +54,28 @@ describe('PgJobStore', () => {
     expect(await new StatsStore(db.pool).spentInMonth(actor.guildId, THIS_MONTH)).toBeCloseTo(0.002, 6);
   });
 
-  test("a member's turn counts the images of the last 24 hours that were not refunded, whatever day they fell on", async ({ db }) => {
+  test("the member's row keeps yesterday's images beside today's, and a refund after midnight gives yesterday's back", async ({ db }) => {
     const store = new PgJobStore(db.pool);
-    const admit = async (count: number) => {
-      const r = await store.reserve(input({ deploymentDailyLimit: 100, day: new Date().toISOString().slice(0, 10) }, count));
+    const admit = async (day: string, count: number) => {
+      const r = await store.reserve(input({ deploymentDailyLimit: 100, day }, count));
       if (!r.ok) throw new Error('not admitted');
       return r;
     };
-    const kept = await admit(2);
+    const kept = await admit('2026-11-22', 2);
+    const failedLater = await admit('2026-11-22', 3);
     await store.settle(kept.jobId, { status: 'succeeded', result: result(2) });
-    const refunded = await admit(3);
-    await store.settle(refunded.jobId, { status: 'failed', code: 'all_backends_failed', message: 'down', attempts: [] });
-    const queued = await admit(1);
-    // A job of 25 hours ago, and one of 23 hours ago on the day before (the quota's day has changed since).
-    await db.pool.query(
-      `INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id, created_at)
-       VALUES ($1, 'c', $2, 'txt2img', 'succeeded', '{}', 4, (now() - interval '25 hours')::date, 'a', 'old', now() - interval '25 hours'),
-              ($1, 'c', $2, 'txt2img', 'succeeded', '{}', 5, (now() AT TIME ZONE 'UTC')::date - 1, 'a', 'recent', now() - interval '23 hours')`,
-      [actor.guildId, actor.userId],
-    );
-    expect(queued.recentImages).toBe(2);
-    // 2 succeeded + 1 queued + 5 of 23 hours ago; not the refunded 3, not the 4 of 25 hours ago.
-    expect((await admit(1)).recentImages).toBe(8);
+    // The next day: yesterday's 5 images are remembered beside today's.
+    const today = await admit('2026-11-23', 1);
+    expect([today.usedToday, today.prevDayImages]).toEqual([1, 5]);
+    // Yesterday's second job fails after midnight: refunded on the day it was counted on.
+    await store.settle(failedLater.jobId, { status: 'failed', code: 'all_backends_failed', message: 'down', attempts: [] });
+    const again = await admit('2026-11-23', 1);
+    expect([again.usedToday, again.prevDayImages]).toEqual([2, 2]);
+    // Two days on, yesterday is the 23rd: its 2 images; the 22nd counts no more.
+    const later = await admit('2026-11-24', 1);
+    expect([later.usedToday, later.prevDayImages]).toEqual([1, 2]);
+    const muchLater = await admit('2026-11-27', 1);
+    expect([muchLater.usedToday, muchLater.prevDayImages]).toEqual([1, 0]);
   });
 
   test('ten parallel reservations with three images left admit exactly three', async ({ db }) => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { admission, dailyLimit, imagesToday, msUntilUtcMidnight, queuePriority, utcDay } from '../../core/quota.js';
+import { admission, dailyLimit, imagesToday, msUntilUtcMidnight, queuePriority, recentImages, utcDay } from '../../core/quota.js';
 import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
 
 test('a user override beats the guild default, which beats the deployment default; 0 is a real limit', () => {
@@ -27,4 +27,12 @@ describe('admission (the same cases the reservation statement runs)', () => {
 test('the member with fewer images today goes first; the priority stays within what BullMQ accepts', () => {
   expect(queuePriority(0)).toBeLessThan(queuePriority(3));
   expect(queuePriority(10_000_000)).toBe(2_000_000);
+});
+
+describe("a member's images of the last 24 hours (their turn in the queue)", () => {
+  test("are yesterday's at midnight, then yesterday's weigh less as the day goes, nothing by its end", () => {
+    expect(recentImages(0, 10, new Date('2026-11-23T00:00:00Z'))).toBe(10);
+    expect(recentImages(3, 10, new Date('2026-11-23T12:00:00Z'))).toBe(8);
+    expect(recentImages(3, 10, new Date('2026-11-23T23:59:59Z'))).toBe(3);
+  });
 });

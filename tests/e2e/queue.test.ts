@@ -104,26 +104,19 @@ describe('queue position and ETA', () => {
     db,
     redisPrefix,
   }) => {
-    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DEFAULT_DAILY_IMAGES: '100' } });
-    // Bob made 10 images an hour ago, yesterday by the UTC calendar (the day changed since); Alice made 3 today.
-    const made = async (user: FakeUser, images: number, day: string) => {
-      await db.pool.query(
-        `INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id,
-                           created_at, finished_at, delivered_at)
-         SELECT $1, 'c', $2, 'txt2img', 'succeeded', '{}'::jsonb, 1, $3::date, 'a', $2 || '-' || n,
-                now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour'
-         FROM generate_series(1, $4::int) AS n`,
-        [GUILD_ID, user.id, day, images],
-      );
-      await db.pool.query(`INSERT INTO member_usage (guild_id, user_id, day, images, in_flight) VALUES ($1, $2, $3::date, $4, 0)`, [
+    // Five minutes past midnight (UTC) by the bot's clock.
+    const today = new Date().toISOString().slice(0, 10);
+    const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+    const at = new Date(`${today}T00:05:00Z`);
+    sys = await System.start({ db, redisPrefix, worker: 'none', env: { DEFAULT_DAILY_IMAGES: '100' }, botOverrides: { now: () => at } });
+    // Bob made 10 images just before midnight, yesterday by the UTC calendar; Alice made 3 today.
+    const made = (user: FakeUser, images: number, day: string) =>
+      db.pool.query(`INSERT INTO member_usage (guild_id, user_id, day, images, in_flight) VALUES ($1, $2, $3::date, $4, 0)`, [
         GUILD_ID,
         user.id,
         day,
         images,
       ]);
-    };
-    const today = new Date().toISOString().slice(0, 10);
-    const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
     await made(BOB, 10, yesterday);
     await made(ALICE, 3, today);
 
@@ -131,7 +124,7 @@ describe('queue position and ETA', () => {
     await sys.discord.waitFor(() => alice.original()?.content.includes('Queued') || undefined);
     const bob = await sys.imagine({ prompt: 'came second', user: BOB });
     await sys.discord.waitFor(() => bob.original()?.content.includes('Queued') || undefined);
-    // By "today" alone Bob had made nothing and would go first; by the last 24 hours he made more than Alice.
+    // By "today" alone Bob had made nothing and would go first; over the last 24 hours he made more than Alice.
     expect(positionIn(bob.original()!.content)).toBe(2);
     await sys.startWorker();
     await Promise.all([alice, bob].map((i) => sys!.finalReply(i, 60_000)));
