@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { describe, expect } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { StatsStore } from '../../bot/store/stats.js';
@@ -6,6 +7,7 @@ import type { ReserveInput } from '../../core/ports.js';
 import { QUOTA_CASES, TODAY } from '../fixtures/quota-cases.js';
 import { SETTLE_CASES } from '../fixtures/settle-cases.js';
 import { test } from '../setup/fixtures.js';
+import { databaseBefore } from '../setup/upgrade.js';
 
 /** The ledger's rows are booked at the database's now(), so the month they count in is today's. */
 const THIS_MONTH = `${new Date().toISOString().slice(0, 7)}-01`;
@@ -295,5 +297,27 @@ describe('the settle statement (the same cases core/settle.ts settlement runs)',
     expect(await db.prisma.memberUsage.findFirstOrThrow()).toMatchObject({ images: c.charged ? 2 : 0, inFlight: 0 });
     expect(Number((await db.prisma.job.findFirstOrThrow()).costUsd)).toBeCloseTo(c.costUsd, 6);
     expect(await db.prisma.costLedger.count()).toBe(c.ledgerRows);
+  });
+});
+
+describe("upgrading to yesterday's count on the member's row", () => {
+  test("fills it from the day before's jobs that were not refunded, so turns right after the upgrade already count them", async () => {
+    const older = await databaseBefore('member_recent_images');
+    const pool = new pg.Pool({ connectionString: older.url });
+    try {
+      await pool.query(`INSERT INTO member_usage (guild_id, user_id, day, images, in_flight) VALUES ('g', 'u', '2026-11-23', 1, 1)`);
+      await pool.query(`
+        INSERT INTO jobs (guild_id, channel_id, user_id, kind, status, params, image_count, day, application_id, interaction_id)
+        VALUES ('g', 'c', 'u', 'txt2img', 'succeeded', '{}', 4, '2026-11-22', 'a', 'kept'),
+               ('g', 'c', 'u', 'txt2img', 'failed', '{}', 2, '2026-11-22', 'a', 'refunded'),
+               ('g', 'c', 'u', 'txt2img', 'succeeded', '{}', 8, '2026-11-21', 'a', 'too old'),
+               ('g', 'c', 'u', 'txt2img', 'queued', '{}', 1, '2026-11-23', 'a', 'today')`);
+      await older.upgrade();
+      const { rows } = await pool.query<{ images: number; prev_images: number }>('SELECT images, prev_images FROM member_usage');
+      expect(rows).toEqual([{ images: 1, prev_images: 4 }]);
+    } finally {
+      await pool.end();
+      await older.drop();
+    }
   });
 });

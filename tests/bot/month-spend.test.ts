@@ -1,16 +1,11 @@
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { inject } from 'vitest';
 import { PgJobStore } from '../../bot/store/jobs.js';
 import { StatsStore } from '../../bot/store/stats.js';
 import { PAID_FAMILIES } from '../../core/backend-families.js';
 import { parseImagineOptions } from '../../core/generation.js';
 import type { ReserveInput } from '../../core/ports.js';
-import { applyMigrations } from '../../prisma/migrate.js';
 import { describe, expect, test } from '../setup/fixtures.js';
+import { databaseBefore } from '../setup/upgrade.js';
 
 /**
  * A guild's paid spend this month decides whether paid providers may serve it (the budget). The
@@ -18,7 +13,6 @@ import { describe, expect, test } from '../setup/fixtures.js';
  * hold that sum to the ledger it summarises, and to what an upgraded deployment had already spent.
  */
 
-const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
 const thisMonth = () => `${new Date().toISOString().slice(0, 7)}-01`;
 const guild = '2222222222222222222';
 
@@ -99,19 +93,9 @@ describe("a guild's paid spend this month", () => {
   });
 
   test('a paid attempt an older bot books while or after the migration runs still counts (an upgrade without downtime)', async () => {
-    const admin = inject('pgAdminUrl');
-    const name = `${inject('cloneDbPrefix')}upgrade_${Math.random().toString(16).slice(2, 10)}`;
-    const url = Object.assign(new URL(admin), { pathname: `/${name}` }).toString();
-    const before = await mkdtemp(join(tmpdir(), 'imagebot-migrations-'));
-    const adminClient = new pg.Client({ connectionString: admin });
-    await adminClient.connect();
+    const older = await databaseBefore('month_spend');
+    const { url, name, admin: adminClient } = older;
     try {
-      const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-      const upgrade = all.find((n) => n.endsWith('_month_spend'))!;
-      await cp(MIGRATIONS_DIR, before, { recursive: true });
-      for (const n of all.filter((n) => n >= upgrade)) await rm(join(before, n), { recursive: true });
-      await applyMigrations(url, { migrationsDir: before });
-
       const pool = new pg.Pool({ connectionString: url });
       const oldBot = new pg.Client({ connectionString: url });
       await oldBot.connect();
@@ -131,7 +115,7 @@ describe("a guild's paid spend this month", () => {
         // The old bot is settling a job (its transaction open) when the migrations start.
         await oldBot.query('BEGIN');
         await oldSettleBooks(oldBot, 'i2', 0.125);
-        const migrating = applyMigrations(url);
+        const migrating = older.upgrade();
         await expect
           .poll(
             async () =>
@@ -155,29 +139,15 @@ describe("a guild's paid spend this month", () => {
         await pool.end();
       }
     } finally {
-      await rm(before, { recursive: true, force: true });
-      await adminClient.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await adminClient.end();
+      await older.drop();
     }
   });
 
   test('spent before an upgrade to the kept sum still counts after it, month by month', async () => {
-    const admin = inject('pgAdminUrl');
-    const name = `${inject('cloneDbPrefix')}upgrade_${Math.random().toString(16).slice(2, 10)}`;
-    const url = Object.assign(new URL(admin), { pathname: `/${name}` }).toString();
-    const before = await mkdtemp(join(tmpdir(), 'imagebot-migrations-'));
-    const adminClient = new pg.Client({ connectionString: admin });
-    await adminClient.connect();
+    // The deployment as it was: every migration before the one that keeps the sum.
+    const older = await databaseBefore('month_spend');
     try {
-      // The deployment as it was: every migration before the one that keeps the sum.
-      const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-      const upgrade = all.find((n) => n.endsWith('_month_spend'));
-      expect(upgrade).toBeDefined();
-      await cp(MIGRATIONS_DIR, before, { recursive: true });
-      for (const n of all.filter((n) => n >= upgrade!)) await rm(join(before, n), { recursive: true });
-      await applyMigrations(url, { migrationsDir: before });
-
-      const pool = new pg.Pool({ connectionString: url });
+      const pool = new pg.Pool({ connectionString: older.url });
       try {
         await pool.query(`
           INSERT INTO jobs (id, guild_id, channel_id, user_id, kind, params, image_count, day, channel_nsfw, application_id, interaction_id, interaction_token)
@@ -189,7 +159,7 @@ describe("a guild's paid spend this month", () => {
                  (ARRAY[0.25, 0.125, 0.5, 0])[substr(interaction_id, 2)::int],
                  CASE WHEN interaction_id = 'i2' THEN date_trunc('month', now()) - interval '1 day' ELSE now() END
           FROM jobs`);
-        await applyMigrations(url);
+        await older.upgrade();
 
         const stats = new StatsStore(pool);
         expect(await stats.spentInMonth('g1', thisMonth())).toBeCloseTo(0.75, 6);
@@ -200,9 +170,7 @@ describe("a guild's paid spend this month", () => {
         await pool.end();
       }
     } finally {
-      await rm(before, { recursive: true, force: true });
-      await adminClient.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await adminClient.end();
+      await older.drop();
     }
   });
 });
